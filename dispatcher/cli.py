@@ -1,0 +1,160 @@
+"""Command line: argparse → library calls → exit code. Each command body stays thin.
+
+Heavy modules (aiohttp, the pipeline, the emulator) are imported inside the command
+that needs them, so ``dispatcher --version`` and ``--help`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from dispatcher._version import __version__
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ABORTED = 3
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _not_built(name: str) -> Command:
+    def run(args: argparse.Namespace) -> int:
+        print(f"dispatcher {name}: not built yet in this version", file=sys.stderr)
+        return EXIT_USAGE
+
+    return run
+
+
+# --- send ----------------------------------------------------------------------------
+
+
+def _add_send(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "send",
+        help="send the recipients of an NDJSON file (or stdin) through the gateway",
+        description="Send SMS to every recipient of an NDJSON file or stdin ('-').",
+    )
+    p.add_argument("input", nargs="?", default="-", help="NDJSON file, .gz, or - for stdin")
+    p.set_defaults(run=_not_built("send"))
+
+
+# --- gateway (the emulator) ----------------------------------------------------------
+
+
+def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "gateway",
+        help="run the emulator of the Messangi gateway",
+        description="Run the gateway emulator as an HTTP server.",
+    )
+    p.set_defaults(run=_not_built("gateway"))
+
+
+# --- demo ----------------------------------------------------------------------------
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="send generated recipients through the embedded emulator",
+        description="Start the emulator in process, generate recipients and send them.",
+    )
+    p.set_defaults(run=_not_built("demo"))
+
+
+# --- loadtest ------------------------------------------------------------------------
+
+
+def _add_loadtest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "loadtest",
+        help="drive a gateway at a constant rate and check latency thresholds",
+        description="Constant-arrival-rate load test with latency percentiles.",
+    )
+    p.set_defaults(run=_not_built("loadtest"))
+
+
+# --- receiver ------------------------------------------------------------------------
+
+
+def _add_receiver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "receiver",
+        help="receive delivery reports on a webhook and append them to NDJSON",
+        description="A webhook server for delivery reports.",
+    )
+    p.set_defaults(run=_not_built("receiver"))
+
+
+# --- report --------------------------------------------------------------------------
+
+
+def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "report",
+        help="join results and delivery reports into final counts",
+        description="Join send results with delivery reports.",
+    )
+    p.set_defaults(run=_not_built("report"))
+
+
+# --- status --------------------------------------------------------------------------
+
+
+def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "status",
+        help="ask the gateway for the status of message ids",
+        description="Look up message statuses with GET v2/messages/{id}.",
+    )
+    p.set_defaults(run=_not_built("status"))
+
+
+# --- gen -----------------------------------------------------------------------------
+
+
+def _add_gen(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "gen",
+        help="generate synthetic recipients as NDJSON on stdout",
+        description="Generate realistic synthetic recipients.",
+    )
+    p.set_defaults(run=_not_built("gen"))
+
+
+# --- main ----------------------------------------------------------------------------
+
+_COMMANDS = (
+    _add_send,
+    _add_gateway,
+    _add_demo,
+    _add_loadtest,
+    _add_receiver,
+    _add_report,
+    _add_status,
+    _add_gen,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: one sub-command per entry of SPEC §7."""
+    parser = argparse.ArgumentParser(
+        prog="dispatcher",
+        description="Bulk SMS through the Messangi Outbound SMS API, exactly once.",
+    )
+    parser.add_argument("--version", action="version", version=f"dispatcher {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in _COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Command = args.run
+    return run(args)
