@@ -1,0 +1,1 @@
+"""An emulator of the Messangi Outbound SMS gateway (SPEC §8)."""
