@@ -154,3 +154,10 @@ class AuthError(FatalError, GatewayError):
 
 class OutputError(FatalError, OSError):
     """An output file cannot be written (permissions, disk full)."""
+
+
+class InputError(FatalError, OSError):
+    """The input cannot be read on (missing file, truncated gzip stream).
+
+    Every line read before the failure still gets its result.
+    """
