@@ -14,9 +14,13 @@ nothing here awaits, so the per-message work stays a plain method call.
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Hashable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from dispatcher.renderer import Template
+
+
+class _Line(Protocol):
+    line: int
 
 
 class Entry(NamedTuple):
@@ -94,6 +98,17 @@ class Batch:
         return f"<Batch {self.group.sender} lines from {first}, {len(self)} messages>"
 
 
+class _Pinned:
+    """A batch being rebuilt line by line (see `Batcher.pin`)."""
+
+    __slots__ = ("batch", "lines", "skip")
+
+    def __init__(self, lines: list[int], skip: Container[int]) -> None:
+        self.lines = lines
+        self.skip = skip
+        self.batch: Batch | None = None
+
+
 class Batcher:
     """Collects entries per group and closes batches by size, units, time and memory."""
 
@@ -115,9 +130,30 @@ class Batcher:
         self._open: dict[Hashable, Batch] = {}
         self.buffered = 0
         self.outbox: list[Batch] = []
+        #: line → the exact batch it must rejoin (batches rebuilt by --resume)
+        self._pins: dict[int, _Pinned] = {}
+
+    def pin(self, lines: list[int], *, skip: Container[int]) -> None:
+        """Rebuild a batch exactly: these lines, in this order, whatever else arrives.
+
+        Used by ``--resume`` for a batch that was in flight: re-sent with the same
+        idempotency key, it must carry the same body. ``skip`` holds the lines whose
+        results are already written, so they are not written twice.
+        """
+        pinned = _Pinned(lines, skip)
+        for line in lines:
+            self._pins[line] = pinned
+
+    def unfinished(self, chunk: list[_Line], done: Container[int]) -> list[_Line]:
+        """The items of a chunk that still need work on a resumed run."""
+        pins = self._pins
+        return [item for item in chunk if item.line not in done or item.line in pins]
 
     def add(self, group: Group, entry: Entry) -> None:
         """Put one message in its group's open batch; full batches go to the outbox."""
+        if self._pins and entry.line in self._pins:
+            self._add_pinned(group, entry)
+            return
         units = entry.segments if self._count_segments else 1
         batch = self._open.get(group.key)
         if batch is not None and batch.units + units > group.capacity and batch.entries:
@@ -133,6 +169,19 @@ class Batcher:
             self._close(group.key)
         elif self.buffered > self.max_buffered:
             self._close(next(iter(self._open)))
+
+    def _add_pinned(self, group: Group, entry: Entry) -> None:
+        pinned = self._pins.pop(entry.line)
+        batch = pinned.batch
+        if batch is None:
+            batch = pinned.batch = Batch(group, self._clock(), count_segments=self._count_segments)
+            batch.skip = pinned.skip
+        batch.entries.append(entry)
+        batch.units += entry.segments if self._count_segments else 1
+        if len(batch.entries) == len(pinned.lines):
+            order = {line: index for index, line in enumerate(pinned.lines)}
+            batch.entries.sort(key=lambda e: order[e.line])
+            self.outbox.append(batch)
 
     def expire(self) -> None:
         """Close the batches that have waited ``linger`` seconds without filling."""

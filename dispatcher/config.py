@@ -321,7 +321,9 @@ def load(
         values.update(read_toml(config_file))
     values.update(read_env(env))
     for key, value in (flags or {}).items():
-        if value is not None:
+        if key == "rates" and value:  # --rate CODE=N adds to the file's table
+            values["rates"] = _frozen({**values.get("rates", {}), **value})
+        elif value is not None:
             values[key] = value
     key_file = api_key_file or values.pop("api_key_file", None)
     if key_file is not None:

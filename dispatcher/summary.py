@@ -68,6 +68,20 @@ class Summary:
         self.codes: dict[str, CodeStats] = {}
         self.exit_reason = "completed"
         self.resumed_lines = 0
+        #: an abort (auth, unwritable output, unreadable input), when there was one
+        self.fatal: Exception | None = None
+        #: the signal that stopped the run, when one did
+        self.interrupted: int | None = None
+        #: a dry run's estimate: seconds under the rate limits, per code
+        self.estimate: dict[str, Any] | None = None
+        #: price of one segment, to report the cost
+        self.price_per_segment: float | None = None
+
+    def absorb(self, statuses: dict[str, int], segments: dict[str, int]) -> None:
+        """Count the results an earlier run of the same job already wrote."""
+        self.statuses.update(statuses)
+        self.segments.update(segments)
+        self.resumed_lines = sum(statuses.values())
 
     @property
     def lines(self) -> int:
@@ -155,4 +169,12 @@ class Summary:
             "codes": codes,
             "resumed_lines": self.resumed_lines,
             "exit_reason": self.exit_reason,
-        }
+        } | self._extras(billable)
+
+    def _extras(self, billable: int) -> dict[str, Any]:
+        extras: dict[str, Any] = {}
+        if self.price_per_segment is not None:
+            extras["cost"] = round(billable * self.price_per_segment, 6)
+        if self.estimate is not None:
+            extras["estimate"] = self.estimate
+        return extras
