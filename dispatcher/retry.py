@@ -23,8 +23,9 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    stop_after_delay,
+    stop_any,
 )
+from tenacity.stop import stop_base
 
 from dispatcher.errors import RetryableError
 
@@ -96,18 +97,26 @@ class RetryPolicy:
             if self.max_attempts <= 1 or not self.retryable(exc):
                 raise
             first = exc
+        # The deadline runs on the event loop's clock (tenacity's own stop_after_delay
+        # reads time.monotonic), so that tests can fast-forward it.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline
         if on_retry is not None:
             on_retry(first, 1)
-        await _sleep(self.delay(first, 1))
-        return await self._retry(attempt, on_retry)
+        await _sleep(min(self.delay(first, 1), max(0.0, deadline - loop.time())))
+        return await self._retry(attempt, on_retry, loop, deadline)
 
     async def _retry(
         self,
         attempt: Callable[[int], Awaitable[T]],
         on_retry: Callable[[RetryableError, int], None] | None,
+        loop: asyncio.AbstractEventLoop,
+        deadline: float,
     ) -> T:
         def wait(state: RetryCallState) -> float:
-            return self.delay(_error(state), state.attempt_number + 1)
+            # never sleep past the deadline: the last attempt happens at it, not after
+            remaining = max(0.0, deadline - loop.time())
+            return min(self.delay(_error(state), state.attempt_number + 1), remaining)
 
         def before_sleep(state: RetryCallState) -> None:
             error = _error(state)
@@ -115,7 +124,7 @@ class RetryPolicy:
                 on_retry(error, state.attempt_number + 1)
 
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts - 1) | stop_after_delay(self.deadline),
+            stop=stop_any(stop_after_attempt(self.max_attempts - 1), _StopAt(loop, deadline)),
             wait=wait,
             retry=retry_if_exception(self.retryable),
             before_sleep=before_sleep,
@@ -126,6 +135,17 @@ class RetryPolicy:
             with trial:
                 return await attempt(trial.retry_state.attempt_number + 1)
         raise AssertionError("unreachable: tenacity either returns or reraises")  # pragma: no cover
+
+
+class _StopAt(stop_base):
+    """Stop once the event loop's clock passes the deadline."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self._loop = loop
+        self._deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._loop.time() >= self._deadline
 
 
 def _error(state: RetryCallState) -> BaseException:
