@@ -84,9 +84,68 @@ def _add_receiver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p = sub.add_parser(
         "receiver",
         help="receive delivery reports on a webhook and append them to NDJSON",
-        description="A webhook server for delivery reports.",
+        description=(
+            "A webhook server for delivery reports (the URL for send --callbacks). Accepts "
+            "JSON POSTs on any path (an object or an array of objects) and appends each "
+            "object as one NDJSON line with an added receivedAt. GET /_receiver/stats "
+            "gives the counts. SIGINT/SIGTERM write everything and exit 0."
+        ),
     )
-    p.set_defaults(run=_not_built("receiver"))
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8090, help="port; 0 picks a free one (default 8090)")
+    p.add_argument("--out", required=True, help="NDJSON file the reports are appended to")
+    p.add_argument(
+        "--malformed",
+        metavar="PATH",
+        help="where refused bodies are kept (default OUT.malformed.ndjson)",
+    )
+    p.add_argument(
+        "--flush-interval",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="seconds between writes to OUT (default 0.5)",
+    )
+    p.set_defaults(run=_cmd_receiver)
+
+
+def _cmd_receiver(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from dispatcher.errors import OutputError
+    from dispatcher.receiver import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+
+    def listening(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        stats = asyncio.run(
+            serve(
+                args.out,
+                host=args.host,
+                port=args.port,
+                on_listening=listening,
+                malformed_out=args.malformed,
+                flush_interval=args.flush_interval,
+            )
+        )
+    except OutputError as exc:
+        print(f"dispatcher receiver: {exc}", file=sys.stderr)
+        return EXIT_ABORTED
+    except OSError as exc:  # the port is taken or the address is not ours
+        print(
+            f"dispatcher receiver: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
+        return EXIT_USAGE
+    print(
+        f"dispatcher receiver: {stats.written} delivery reports written to {args.out}"
+        f" ({stats.malformed} malformed bodies refused)",
+        file=sys.stderr,
+    )
+    return EXIT_OK
 
 
 # --- report --------------------------------------------------------------------------
