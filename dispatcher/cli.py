@@ -155,9 +155,45 @@ def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser(
         "report",
         help="join results and delivery reports into final counts",
-        description="Join send results with delivery reports.",
+        description=(
+            "Join send results (one line per input line; those with an id were accepted "
+            "by the gateway) with delivery reports (matched on id; a final status beats a "
+            "non-final one, then the latest timestamp wins). Prints delivered, undelivered "
+            "by status, pending, not sent by status and reports for unknown ids."
+        ),
     )
-    p.set_defaults(run=_not_built("report"))
+    p.add_argument("--results", required=True, help="results NDJSON of send (.gz, or - for stdin)")
+    p.add_argument("--dr", required=True, help="delivery reports NDJSON (from the receiver)")
+    p.add_argument(
+        "--out",
+        metavar="PATH",
+        help="write one line per result: line, to, id, sendStatus, deliveryStatus, deliveredAt",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the counts as one JSON object on stdout (the table goes to stderr)",
+    )
+    p.set_defaults(run=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import orjson
+
+    from dispatcher.errors import FatalError
+    from dispatcher.report import build_report
+
+    try:
+        report = build_report(args.results, args.dr, out=args.out)
+    except FatalError as exc:
+        print(f"dispatcher report: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if args.json:
+        print(report.table(), file=sys.stderr)
+        sys.stdout.buffer.write(orjson.dumps(report.as_dict(), option=orjson.OPT_APPEND_NEWLINE))
+    else:
+        print(report.table())
+    return EXIT_OK
 
 
 # --- status --------------------------------------------------------------------------
