@@ -442,9 +442,61 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser(
         "status",
         help="ask the gateway for the status of message ids",
-        description="Look up message statuses with GET v2/messages/{id}.",
+        description=(
+            "Look up message statuses with GET v2/messages/{id}, rate-limited; one JSON "
+            "line per id on stdout. Ids from the command line or from a results file."
+        ),
     )
-    p.set_defaults(run=_not_built("status"))
+    p.add_argument("ids", nargs="*", metavar="ID", help="gateway message ids")
+    p.add_argument("--results", metavar="PATH", help="take the ids of a results file")
+    p.add_argument("--sample", type=int, metavar="N", help="check only N random ids of --results")
+    p.add_argument("--config", metavar="TOML", help="configuration file (base URL, timeout)")
+    p.add_argument("--base-url", help="API base URL including its path prefix")
+    p.add_argument("--api-key-file", metavar="FILE", help="file holding the API key")
+    p.add_argument("--rate", type=float, default=10.0, help="lookups per second")
+    p.set_defaults(run=_cmd_status)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from dispatcher import config as cfg
+    from dispatcher.status import ids_from_results
+
+    try:
+        config = cfg.load(
+            flags={"base_url": args.base_url},
+            config_file=args.config,
+            api_key_file=args.api_key_file,
+        )
+        if config.api_key is None:
+            raise ConfigError("no API key: set DISPATCHER_API_KEY or give --api-key-file FILE")
+        if args.rate <= 0:
+            raise ConfigError("--rate must be positive")
+        ids = list(args.ids)
+        if args.results:
+            ids += ids_from_results(args.results, sample=args.sample)
+        if not ids:
+            raise ConfigError("give message ids, or --results PATH")
+    except ConfigError as exc:
+        return _usage_error(exc)
+    return run_async(_status(config, ids, args.rate))
+
+
+async def _status(config: Config, ids: list[str], rate: float) -> int:
+    import orjson
+
+    from dispatcher.gateway import GatewayClient, open_session
+    from dispatcher.status import lookup
+
+    failed = 0
+    async with open_session(
+        concurrency=4, timeout=config.timeout, connect_timeout=config.connect_timeout
+    ) as session:
+        gateway = GatewayClient(session, config.base_url, config.api_key)
+        async for answer in lookup(gateway, ids, rate=rate):
+            failed += "error" in answer
+            sys.stdout.buffer.write(orjson.dumps(answer, option=orjson.OPT_APPEND_NEWLINE))
+    sys.stdout.flush()
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 # --- gen -----------------------------------------------------------------------------
