@@ -23,6 +23,7 @@ MAX_DIGITS: Final = 15
 
 # [0-9], not \d: str patterns match every Unicode digit with \d.
 _E164: Final = re.compile(r"\+[1-9][0-9]{7,14}").fullmatch
+_E164_NO_PLUS: Final = re.compile(r"[1-9][0-9]{7,14}").fullmatch
 _SEPARATORS: Final = " -.()\t\u00a0\u2007\u2009\u202f\u2010\u2011\u2012\u2013\u2014\u2212"
 _STRIP: Final = str.maketrans("", "", _SEPARATORS)
 
@@ -35,9 +36,11 @@ def normalize(raw: str, *, strict: bool = False) -> str:
     The message of the error is a short reason: ``"has letters"``,
     ``"too short: 7 digits, at least 8"``, ``"country code cannot start with 0"``…
     """
-    # The common case (already E.164) is one regex match.
+    # The common cases (E.164 with or without its +) are one or two regex matches.
     if _E164(raw) is not None:
         number = raw
+    elif _E164_NO_PLUS(raw) is not None:
+        number = "+" + raw
     else:
         number = _normalize_formatted(raw)
     if strict:
