@@ -141,11 +141,12 @@ def _parse_each(
 
 def _parse_one(line: bytes, number: int, max_line_bytes: int) -> Recipient | Rejected | None:
     """The careful path for one line: None for a blank line, else its record."""
-    if not line.strip():
-        return None
+    # Length first, as LineParser must decide it before it has seen the whole line.
     body = line[:-1] if line.endswith(b"\r") else line
     if len(body) > max_line_bytes:
         return _rejected(number, f"line is longer than {max_line_bytes} bytes", line)
+    if not line.strip():
+        return None
     try:
         value = _loads(line)
     except _JSONDecodeError as exc:

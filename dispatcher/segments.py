@@ -68,6 +68,7 @@ _MULTI: Final = {_GSM7: 153, _UCS2: 67}
 # sequences only contain bytes >= 0x80, so what is left decodes back into exactly the
 # text's non-ASCII characters plus its ASCII specials: usually nothing at all.
 _PLAIN_ASCII: Final = bytes(sorted(ord(c) for c in GSM7_BASIC if c.isascii()))
+_ONE_SEPTET_AS_ALPHA: Final = bytes(ord("a") if i in _PLAIN_ASCII else ord(" ") for i in range(256))
 _SPECIAL: Final = GSM7_CHARACTERS - {chr(b) for b in _PLAIN_ASCII}
 _NON_BMP: Final = re.compile("[\U00010000-\U0010ffff]")
 _EXTENSION_RE: Final = re.compile("[" + re.escape("".join(sorted(GSM7_EXTENSION))) + "]")
@@ -110,9 +111,14 @@ def count(text: str, model: str = "flat") -> SegmentCount:
     ``model`` is ``"flat"`` or ``"3gpp"`` (see the module docstring).
     """
     if text.isascii():
-        rest = text.encode().translate(None, _PLAIN_ASCII)
-        if not rest and model == "flat" and len(text) < _CACHED_UNITS:
-            return _FLAT_GSM7[len(text)]
+        data = text.encode()
+        # All one-septet characters (the common case): 25 ns cheaper than the deletion.
+        if data.translate(_ONE_SEPTET_AS_ALPHA).isalpha():
+            if model == "flat" and len(text) < _CACHED_UNITS:
+                return _FLAT_GSM7[len(text)]
+            rest = b""
+        else:
+            rest = data.translate(None, _PLAIN_ASCII)
     else:
         rest = text.encode("utf-8", "surrogatepass").translate(None, _PLAIN_ASCII)
     if not rest:
