@@ -45,22 +45,18 @@ class ByteSource(Protocol):
 
 def open_source(source: str | os.PathLike[str] | BinaryIO, chunk_size: int) -> ByteSource:
     """Open ``source`` and sniff it for gzip. Blocking (a FIFO's open waits for a writer)."""
-    owned = False
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
-        if path == "-":
-            fileobj: Any = sys.stdin.buffer
-            name = "<stdin>"
-        else:
-            name = path
-            try:
-                fileobj = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
-            except OSError as exc:
-                raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-            owned = True
+        name = "<stdin>" if path == "-" else path
+        try:
+            fileobj: Any = _open_path(path)
+        except OSError as exc:
+            raise InputError(f"cannot read {name}: {exc.strerror or exc}") from exc
+        owned = True
     else:
         fileobj = source
         name = str(getattr(source, "name", "") or "<input stream>")
+        owned = False
     try:
         raw = _Raw(fileobj, name, owned, chunk_size)
         first = raw.sniff(len(_GZIP_MAGIC))
@@ -74,6 +70,17 @@ def open_source(source: str | os.PathLike[str] | BinaryIO, chunk_size: int) -> B
         if owned:
             fileobj.close()
         raise
+
+
+def _open_path(path: str) -> Any:
+    if path != "-":
+        return open(path, "rb", buffering=0)
+    if sys.stdin is None:
+        raise OSError("the process has no standard input")
+    # Unbuffered, on the descriptor: a daemon thread blocked in sys.stdin.buffer would
+    # hold its lock at exit, and CPython aborts ("could not acquire lock for
+    # <_io.BufferedReader name='<stdin>'> at interpreter shutdown").
+    return open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
 
 
 class _Raw:

@@ -144,7 +144,9 @@ def _parse_one(line: bytes, number: int, max_line_bytes: int) -> Recipient | Rej
     # Length first, as LineParser must decide it before it has seen the whole line.
     body = line[:-1] if line.endswith(b"\r") else line
     if len(body) > max_line_bytes:
-        return _rejected(number, f"line is longer than {max_line_bytes} bytes", line)
+        # The excerpt is cut where LineParser cuts it when it rejects the line early.
+        head = line[: max_line_bytes + 2]
+        return _rejected(number, f"line is longer than {max_line_bytes} bytes", head)
     if not line.strip():
         return None
     try:
@@ -291,7 +293,7 @@ class LineParser:
         # One byte of slack: a "\r" before the coming "\n" is not part of the line.
         if self._pending > self.max_line_bytes + 1:
             self.lines += 1
-            start = b"".join(self._pieces)[: EXCERPT_CHARS * 4]
+            start = b"".join(self._pieces)[: self.max_line_bytes + 2]
             out.append(
                 _rejected(self.lines, f"line is longer than {self.max_line_bytes} bytes", start)
             )
