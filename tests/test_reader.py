@@ -315,7 +315,7 @@ def expected_outcomes(data: bytes, max_line_bytes: int) -> list[tuple[int, bool]
 
 
 @given(ndjson(), st.integers(1, 64), st.sampled_from([8, 30, 65536]))
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_fuzz_one_outcome_per_non_blank_line(data: bytes, chunk: int, limit: int) -> None:
     records = parse(data, chunk=chunk, max_line_bytes=limit)
     outcomes = [(r.line, isinstance(r, Rejected) and "longer" in r.reason) for r in records]
@@ -325,7 +325,7 @@ def test_fuzz_one_outcome_per_non_blank_line(data: bytes, chunk: int, limit: int
 
 
 @given(st.lists(physical_lines, max_size=30), st.sampled_from([8, 65536]))
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_fast_path_agrees_with_the_careful_path(lines: list[bytes], limit: int) -> None:
     assert parse_lines(lines, 5, max_line_bytes=limit) == _parse_each(lines, 5, limit)
 
