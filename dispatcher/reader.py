@@ -106,26 +106,30 @@ def parse_lines(
             type(to) is str
             and type(params) is list
             and (size == 2 or (size == 3 and "ref" in value))
+            # Two params, the usual shape, checked without an iterator: 7% of the parse.
+            and (
+                (len(params) == 2 and type(params[0]) in _SCALARS and type(params[1]) in _SCALARS)
+                or _all_scalars(params)
+            )
         ):
-            for param in params:
-                if type(param) not in _SCALARS:
-                    append(_from_object(value, number, line))
-                    break
-            else:
-                r = _new(Recipient)
-                r.line = number
-                r.to = to
-                r.params = params
-                r.ref = value.get("ref")
-                r.sender = None
-                r.text = None
-                r.external_id = None
-                r.client_id = None
-                r.email = None
-                append(r)
+            r = _new(Recipient)
+            r.line = number
+            r.to = to
+            r.params = params
+            r.ref = value.get("ref")
+            r.sender = None
+            r.text = None
+            r.external_id = None
+            r.client_id = None
+            r.email = None
+            append(r)
         else:
             append(_from_object(value, number, line))
     return out
+
+
+def _all_scalars(params: list[Any]) -> bool:
+    return _SCALARS.issuperset(map(type, params))
 
 
 def _parse_each(
