@@ -1,0 +1,129 @@
+"""E.164 normalisation of destination numbers (SPEC §3).
+
+A number is accepted when, after removing spaces, dashes, dots and parentheses, it is an
+optional ``+`` and 8 to 15 digits, the first not ``0`` (country codes never start with
+0); it comes out as ``+`` and the digits. The separators removed include the look-alikes
+that word processors and spreadsheets put in numbers (no-break and thin spaces, the
+Unicode hyphens and dashes), since they are as clearly formatting as their ASCII cousins.
+
+``strict=True`` also asks Google's libphonenumber data (the ``phonenumbers`` package, in
+the ``strict`` extra) whether the number can exist, e.g. that its length suits its country.
+"""
+
+from __future__ import annotations
+
+import re
+from types import ModuleType
+from typing import Final
+
+from dispatcher.errors import ConfigError, InvalidNumber
+
+MIN_DIGITS: Final = 8
+MAX_DIGITS: Final = 15
+
+# [0-9], not \d: str patterns match every Unicode digit with \d.
+_E164: Final = re.compile(r"\+[1-9][0-9]{7,14}").fullmatch
+_E164_NO_PLUS: Final = re.compile(r"[1-9][0-9]{7,14}").fullmatch
+_SEPARATORS: Final = " -.()\t\u00a0\u2007\u2009\u202f\u2010\u2011\u2012\u2013\u2014\u2212"
+_STRIP: Final = str.maketrans("", "", _SEPARATORS)
+
+_phonenumbers: ModuleType | None = None
+
+
+def normalize(raw: str, *, strict: bool = False) -> str:
+    """Return ``raw`` as E.164 (``+`` and 8 to 15 digits) or raise `InvalidNumber`.
+
+    The message of the error is a short reason: ``"has letters"``,
+    ``"too short: 7 digits, at least 8"``, ``"country code cannot start with 0"``…
+    """
+    # The common cases (E.164 with or without its +) are one or two regex matches.
+    if _E164(raw) is not None:
+        number = raw
+    elif _E164_NO_PLUS(raw) is not None:
+        number = "+" + raw
+    else:
+        number = _normalize_formatted(raw)
+    if strict:
+        _check_strict(number)
+    return number
+
+
+def _normalize_formatted(raw: str) -> str:
+    cleaned = raw.translate(_STRIP)
+    digits = cleaned[1:] if cleaned.startswith("+") else cleaned
+    if not digits:
+        raise InvalidNumber("empty")
+    if not (digits.isascii() and digits.isdigit()):
+        raise InvalidNumber(_bad_character(digits))
+    if len(digits) < MIN_DIGITS:
+        raise InvalidNumber(f"too short: {len(digits)} digits, at least {MIN_DIGITS}")
+    if len(digits) > MAX_DIGITS:
+        raise InvalidNumber(f"too long: {len(digits)} digits, at most {MAX_DIGITS}")
+    if digits[0] == "0":
+        raise InvalidNumber("country code cannot start with 0")
+    return "+" + digits
+
+
+def _bad_character(digits: str) -> str:
+    if any(c.isalpha() for c in digits):
+        return "has letters"
+    if "+" in digits:
+        return "'+' is only allowed at the start"
+    bad = next(c for c in digits if not ("0" <= c <= "9"))
+    if bad.isdigit():
+        return f"has a non-ASCII digit {bad!r}"
+    return f"has an invalid character {bad!r}"
+
+
+def _check_strict(number: str) -> None:
+    pn = _load_phonenumbers()
+    try:
+        parsed = pn.parse(number, None)
+    except pn.NumberParseException as exc:
+        reason = _PARSE_REASONS.get(exc.error_type, "not a phone number")
+        raise InvalidNumber(reason) from None
+    possible = pn.is_possible_number_with_reason(parsed)
+    if possible != pn.ValidationResult.IS_POSSIBLE:
+        raise InvalidNumber(_POSSIBLE_REASONS.get(possible, "not a possible number"))
+    if not pn.is_valid_number(parsed):
+        region = pn.region_code_for_country_code(parsed.country_code)
+        where = f" in {region}" if region and region != "ZZ" else ""
+        raise InvalidNumber(f"not a valid number{where} (country code {parsed.country_code})")
+
+
+_PARSE_REASONS: dict[int, str] = {}
+_POSSIBLE_REASONS: dict[int, str] = {}
+
+
+def _load_phonenumbers() -> ModuleType:
+    # Imported on first strict use only: it loads megabytes of metadata.
+    global _phonenumbers
+    if _phonenumbers is None:
+        try:
+            import phonenumbers
+        except ImportError:
+            raise ConfigError(
+                "strict number checks need the phonenumbers package: "
+                "pip install 'sms-dispatcher[strict]'"
+            ) from None
+        errors, results = phonenumbers.NumberParseException, phonenumbers.ValidationResult
+        _PARSE_REASONS.update(
+            {
+                errors.INVALID_COUNTRY_CODE: "unknown country code",
+                errors.NOT_A_NUMBER: "not a phone number",
+                errors.TOO_SHORT_AFTER_IDD: "too short after the international prefix",
+                errors.TOO_SHORT_NSN: "too short",
+                errors.TOO_LONG: "too long",
+            }
+        )
+        _POSSIBLE_REASONS.update(
+            {
+                results.INVALID_COUNTRY_CODE: "unknown country code",
+                results.TOO_SHORT: "too short for its country",
+                results.IS_POSSIBLE_LOCAL_ONLY: "too short for its country (no area code)",
+                results.INVALID_LENGTH: "wrong length for its country",
+                results.TOO_LONG: "too long for its country",
+            }
+        )
+        _phonenumbers = phonenumbers
+    return _phonenumbers

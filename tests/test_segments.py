@@ -1,0 +1,253 @@
+"""Segment counting: the GSM 03.38 tables, both billing models, and their boundaries."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dispatcher.models import Encoding, SegmentCount
+from dispatcher.segments import (
+    GSM7_BASIC,
+    GSM7_BASIC_TABLE,
+    GSM7_CHARACTERS,
+    GSM7_EXTENSION,
+    GSM7_EXTENSION_TABLE,
+    count,
+    is_gsm7,
+)
+
+GSM7, UCS2 = Encoding.GSM7, Encoding.UCS2
+
+# --- the tables, checked against 3GPP TS 23.038 §6.2.1 -------------------------------
+
+
+def test_basic_table_has_128_positions_and_127_characters() -> None:
+    assert len(GSM7_BASIC_TABLE) == 128
+    assert len(GSM7_BASIC) == 127  # 0x1B is the escape, not a character
+    assert "\x1b" not in GSM7_CHARACTERS
+
+
+@pytest.mark.parametrize(
+    ("code", "char"),
+    [
+        (0x00, "@"), (0x01, "£"), (0x02, "$"), (0x03, "¥"), (0x04, "è"), (0x05, "é"),
+        (0x06, "ù"), (0x07, "ì"), (0x08, "ò"), (0x09, "Ç"), (0x0A, "\n"), (0x0B, "Ø"),
+        (0x0C, "ø"), (0x0D, "\r"), (0x0E, "Å"), (0x0F, "å"), (0x10, "Δ"), (0x11, "_"),
+        (0x12, "Φ"), (0x13, "Γ"), (0x14, "Λ"), (0x15, "Ω"), (0x16, "Π"), (0x17, "Ψ"),
+        (0x18, "Σ"), (0x19, "Θ"), (0x1A, "Ξ"), (0x1B, "\x1b"), (0x1C, "Æ"), (0x1D, "æ"),
+        (0x1E, "ß"), (0x1F, "É"), (0x20, " "), (0x24, "¤"), (0x40, "¡"), (0x41, "A"),
+        (0x5A, "Z"), (0x5B, "Ä"), (0x5C, "Ö"), (0x5D, "Ñ"), (0x5E, "Ü"), (0x5F, "§"),
+        (0x60, "¿"), (0x61, "a"), (0x7A, "z"), (0x7B, "ä"), (0x7C, "ö"), (0x7D, "ñ"),
+        (0x7E, "ü"), (0x7F, "à"),
+    ],
+)  # fmt: skip
+def test_basic_table_positions(code: int, char: str) -> None:
+    assert GSM7_BASIC_TABLE[code] == char
+
+
+def test_extension_table_is_the_standard_one() -> None:
+    assert GSM7_EXTENSION_TABLE == {
+        0x0A: "\f", 0x14: "^", 0x28: "{", 0x29: "}", 0x2F: "\\",
+        0x3C: "[", 0x3D: "~", 0x3E: "]", 0x40: "|", 0x65: "€",
+    }  # fmt: skip
+    assert set("^{}\\[~]|€\f") == GSM7_EXTENSION
+    assert not GSM7_EXTENSION & GSM7_BASIC
+
+
+@pytest.mark.parametrize("char", sorted(GSM7_BASIC))
+def test_every_basic_character_is_one_septet(char: str) -> None:
+    assert count(char) == SegmentCount(GSM7, 1, 1)
+    assert count(char * 160) == SegmentCount(GSM7, 160, 1)
+
+
+@pytest.mark.parametrize("char", sorted(GSM7_EXTENSION))
+def test_every_extension_character_is_two_septets(char: str) -> None:
+    assert count(char) == SegmentCount(GSM7, 2, 1)
+    assert count("a" + char * 80) == SegmentCount(GSM7, 161, 2)
+
+
+@pytest.mark.parametrize(
+    "char",
+    [
+        "á", "í", "ó", "ú", "ç", "Á", "â", "ã", "õ", "ê",  # accents not in the table
+        "\u201c", "\u201d", "\u2018", "\u2019",  # curly quotes
+        "\u2013", "\u2014", "\u2026",  # en dash, em dash, ellipsis
+        "\u00a0", "\t", "`", "\x00", "\x7f", "\x1b", "\u2126",  # Ohm sign, not Greek Ω
+        "😀", "中",
+    ],
+)  # fmt: skip
+def test_look_alikes_are_not_gsm(char: str) -> None:
+    result = count(f"Hello {char} world")
+    assert result.encoding is UCS2
+    assert not is_gsm7(char)
+
+
+def test_capital_c_cedilla_is_gsm_but_small_is_not() -> None:
+    assert count("Ç").encoding is GSM7
+    assert count("ç").encoding is UCS2
+
+
+def test_empty_text_costs_nothing() -> None:
+    assert count("") == SegmentCount(GSM7, 0, 0)
+    assert count("", "3gpp") == SegmentCount(GSM7, 0, 0)
+
+
+def test_unknown_model_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown segment model 'gsm'"):
+        count("hi", "gsm")
+
+
+# --- boundaries --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("septets", "flat", "three_gpp"),
+    [
+        (1, 1, 1), (153, 1, 1), (154, 1, 1), (160, 1, 1), (161, 2, 2),
+        (306, 2, 2), (307, 2, 3), (320, 2, 3), (321, 3, 3),
+        (1530, 10, 10), (1531, 10, 11), (1600, 10, 11), (1601, 11, 11),
+    ],
+)  # fmt: skip
+def test_gsm7_boundaries(septets: int, flat: int, three_gpp: int) -> None:
+    text = "x" * septets
+    assert count(text) == SegmentCount(GSM7, septets, flat)
+    assert count(text, "3gpp") == SegmentCount(GSM7, septets, three_gpp)
+
+
+@pytest.mark.parametrize(
+    ("units", "flat", "three_gpp"),
+    [
+        (67, 1, 1), (68, 1, 1), (70, 1, 1), (71, 2, 2), (134, 2, 2), (135, 2, 3),
+        (140, 2, 3), (141, 3, 3), (670, 10, 10), (671, 10, 11), (700, 10, 11), (701, 11, 11),
+    ],
+)  # fmt: skip
+def test_ucs2_boundaries(units: int, flat: int, three_gpp: int) -> None:
+    text = "á" + "x" * (units - 1)
+    assert count(text) == SegmentCount(UCS2, units, flat)
+    assert count(text, "3gpp") == SegmentCount(UCS2, units, three_gpp)
+
+
+def test_extension_counts_two_at_the_boundary() -> None:
+    assert count("x" * 158 + "€") == SegmentCount(GSM7, 160, 1)
+    assert count("x" * 159 + "€") == SegmentCount(GSM7, 161, 2)
+    assert count("{" * 800) == SegmentCount(GSM7, 1600, 10)
+    assert count("{" * 800 + "x") == SegmentCount(GSM7, 1601, 11)
+
+
+def test_3gpp_never_splits_an_escape_pair() -> None:
+    # 152 septets, then ESC+€ would take septets 153-154: it moves to the second part.
+    text = "x" * 152 + "€" + "x" * 152
+    assert count(text) == SegmentCount(GSM7, 306, 2)
+    assert count(text, "3gpp") == SegmentCount(GSM7, 306, 3)
+    # One septet earlier it fits exactly.
+    text = "x" * 151 + "€" + "x" * 153
+    assert count(text, "3gpp") == SegmentCount(GSM7, 306, 2)
+
+
+def test_3gpp_never_splits_a_surrogate_pair() -> None:
+    text = "x" * 66 + "😀" + "x" * 66
+    assert count(text) == SegmentCount(UCS2, 134, 2)
+    assert count(text, "3gpp") == SegmentCount(UCS2, 134, 3)
+    text = "x" * 65 + "😀" + "x" * 67
+    assert count(text, "3gpp") == SegmentCount(UCS2, 134, 2)
+
+
+def test_an_emoji_counts_two_units() -> None:
+    assert count("😀" * 35) == SegmentCount(UCS2, 70, 1)
+    assert count("😀" * 35 + "x") == SegmentCount(UCS2, 71, 2)
+
+
+# --- the gateway documentation's own examples --------------------------------------
+
+
+def test_documentation_curl_text_with_area_is_unicode() -> None:
+    text = (
+        "We detect an incident outside of us due to a Power Cut that affects your área. "
+        "It is not necessary to report it"
+    )
+    assert count(text) == SegmentCount(UCS2, 111, 2)
+
+
+@pytest.mark.parametrize("emoji", ["😀", "☺"])
+def test_documentation_150_characters_with_an_emoji_is_three_segments(emoji: str) -> None:
+    text = "x" * 149 + emoji
+    assert len(text) == 150
+    result = count(text)
+    assert result.encoding is UCS2
+    assert result.segments == 3
+
+
+# --- properties against a plain reference implementation ---------------------------
+
+
+def reference(text: str, model: str) -> SegmentCount:
+    """Character by character, the way the standard describes it."""
+    if all(c in GSM7_CHARACTERS for c in text):
+        encoding, widths = GSM7, [2 if c in GSM7_EXTENSION else 1 for c in text]
+        single, multi = 160, 153
+    else:
+        encoding, widths = UCS2, [2 if ord(c) > 0xFFFF else 1 for c in text]
+        single, multi = 70, 67
+    units = sum(widths)
+    if model == "flat":
+        return SegmentCount(encoding, units, math.ceil(units / single))
+    if units <= single:
+        return SegmentCount(encoding, units, 1 if units else 0)
+    segments, used = 1, 0
+    for width in widths:
+        if used + width > multi:
+            segments, used = segments + 1, 0
+        used += width
+    return SegmentCount(encoding, units, segments)
+
+
+gsm_text = st.text(alphabet=st.sampled_from(sorted(GSM7_CHARACTERS)), max_size=400)
+mixed_text = st.text(
+    alphabet=st.one_of(
+        st.sampled_from(sorted(GSM7_CHARACTERS)),
+        st.sampled_from(["á", "ç", "`", "😀", "🇲", "\u2019", "中", "\t"]),
+        st.characters(codec="utf-8"),
+    ),
+    max_size=400,
+)
+
+
+@given(st.one_of(gsm_text, mixed_text), st.sampled_from(["flat", "3gpp"]))
+def test_matches_the_reference(text: str, model: str) -> None:
+    assert count(text, model) == reference(text, model)
+
+
+@given(st.one_of(gsm_text, mixed_text))
+def test_gsm7_iff_every_character_is_in_the_tables(text: str) -> None:
+    assert (count(text).encoding is GSM7) == all(c in GSM7_CHARACTERS for c in text)
+
+
+@given(st.one_of(gsm_text, mixed_text))
+def test_ucs2_units_are_utf16_code_units(text: str) -> None:
+    result = count(text)
+    if result.encoding is UCS2:
+        assert result.units == len(text.encode("utf-16-le")) // 2
+
+
+@given(st.one_of(gsm_text, mixed_text), st.one_of(gsm_text, mixed_text))
+def test_appending_never_reduces_segments(text: str, more: str) -> None:
+    for model in ("flat", "3gpp"):
+        assert count(text + more, model).segments >= count(text, model).segments
+
+
+@given(mixed_text)
+def test_3gpp_never_cheaper_than_flat(text: str) -> None:
+    assert count(text, "3gpp").segments >= count(text).segments
+
+
+@pytest.mark.parametrize("wide", ["€", "{", "😀", "\U0001f1f2"])
+def test_wide_character_at_every_position_near_a_boundary(wide: str) -> None:
+    # Exhaustive around the first and second multipart boundaries of both encodings.
+    for before in [*range(55, 72), *range(128, 162), *range(295, 310)]:
+        for after in (0, 1, 2, 60, 152, 153, 154):
+            text = "x" * before + wide + "x" * after
+            for model in ("flat", "3gpp"):
+                assert count(text, model) == reference(text, model), (before, after, model)
