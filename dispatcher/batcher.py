@@ -14,13 +14,17 @@ nothing here awaits, so the per-message work stays a plain method call.
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Hashable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from dispatcher.renderer import Template
 
 
 class _Line(Protocol):
-    line: int
+    @property
+    def line(self) -> int: ...
+
+
+L = TypeVar("L", bound=_Line)
 
 
 class Entry(NamedTuple):
@@ -144,7 +148,7 @@ class Batcher:
         for line in lines:
             self._pins[line] = pinned
 
-    def unfinished(self, chunk: list[_Line], done: Container[int]) -> list[_Line]:
+    def unfinished(self, chunk: list[L], done: Container[int]) -> list[L]:
         """The items of a chunk that still need work on a resumed run."""
         pins = self._pins
         return [item for item in chunk if item.line not in done or item.line in pins]

@@ -123,9 +123,12 @@ class Journal:
     @classmethod
     def start(cls, config: Config, source: str) -> tuple[Journal, ResumeState | None]:
         """Open the journal for a run: a new job, or the job ``--resume`` continues."""
-        if config.results == "-":
+        if config.results == "-" or config.dry_run:
             if config.resume:
-                raise ConfigError("--resume needs --results PATH: results on stdout cannot resume")
+                raise ConfigError(
+                    "--resume needs --results PATH (and a real send): there is no journal "
+                    "for results on stdout or for a dry run"
+                )
             return cls(None, secrets.token_hex(6)), None
         path = journal_path(config.results)
         exists = os.path.exists(path)

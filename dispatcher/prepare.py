@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
-from dispatcher import numbers, segments
 from dispatcher.batcher import Batcher, Entry, Group
 from dispatcher.config import Config
 from dispatcher.errors import InvalidNumber, RenderError
 from dispatcher.models import Recipient, Rejected, Status
+from dispatcher.numbers import normalize
 from dispatcher.renderer import Template, compile_template
+from dispatcher.segments import count
 
 #: Distinct per-line templates kept compiled; beyond this the cache starts afresh.
 TEMPLATE_CACHE = 4096
@@ -59,7 +60,6 @@ class Preparer:
 
     def feed(self, chunk: list[Recipient | Rejected], batcher: Batcher, sink: LocalSink) -> None:
         """Prepare every item of an input chunk, adding messages to ``batcher``."""
-        normalize, count = numbers.normalize, segments.count
         model, max_segments, strict = self._model, self._max_segments, self._strict
         keep_text, default, add = self._keep_text, self._default, batcher.add
         for item in chunk:

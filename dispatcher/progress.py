@@ -64,7 +64,7 @@ def summary_table(summary: dict[str, Any]) -> str:
     rows.append(("requests", f"{summary['requests']:,}"))
     rows.append(("retries", f"{retries['total']:,}" + (f" ({causes})" if causes else "")))
     latency = summary["latency_ms"]
-    if summary["requests"]:
+    if latency["max"]:
         rows.append(
             (
                 "latency ms",

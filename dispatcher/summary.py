@@ -155,14 +155,17 @@ class Summary:
         }
         return {
             "lines": self.lines,
-            "statuses": dict(sorted(self.statuses.items())),
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "segments": {
                 "billable": billable,
-                "by_encoding": dict(sorted(self.segments.items())),
+                "by_encoding": {str(k): v for k, v in sorted(self.segments.items())},
                 "ambiguous": self.ambiguous_segments,
             },
             "requests": self.requests,
-            "retries": {"total": sum(self.retries.values()), **dict(sorted(self.retries.items()))},
+            "retries": {
+                "total": sum(self.retries.values()),
+                **{str(k): v for k, v in sorted(self.retries.items())},
+            },
             "elapsed_s": round(self.elapsed, 3),
             "recipients_per_s": round((self.lines - self.resumed_lines) / self.elapsed, 1),
             "latency_ms": latency,
