@@ -1,0 +1,281 @@
+"""What the emulated gateway accepted, and the counters behind ``GET /_emulator/stats``.
+
+Messages are stored per accepted batch (the lists the request already built), not per
+message: ids are consecutive counters, so an id maps back to its batch by bisection.
+In ``counts`` mode nothing per message is kept, only counters and window maxima.
+"""
+
+from __future__ import annotations
+
+import secrets
+from bisect import bisect_right
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Any
+
+from dispatcher.emulator.settings import FAULT_KINDS
+
+
+class SlidingWindow:
+    """The most messages (and segments) seen in any window of ``span`` seconds.
+
+    A window is half-open, (t - span, t]: a maximum can always be taken to end at an
+    accept event, so checking at each event is exact. Events must come in time order.
+    """
+
+    __slots__ = ("_count", "_events", "_segments", "max_count", "max_segments", "span")
+
+    def __init__(self, span: float = 1.0) -> None:
+        self.span = span
+        self._events: deque[tuple[float, int, int]] = deque()
+        self._count = 0
+        self._segments = 0
+        self.max_count = 0
+        self.max_segments = 0
+
+    def add(self, t: float, count: int, segments: int) -> None:
+        """Record ``count`` messages of ``segments`` segments accepted at time ``t``."""
+        events = self._events
+        horizon = t - self.span
+        while events and events[0][0] <= horizon:
+            _, c, s = events.popleft()
+            self._count -= c
+            self._segments -= s
+        events.append((t, count, segments))
+        self._count += count
+        self._segments += segments
+        if self._count > self.max_count:
+            self.max_count = self._count
+        if self._segments > self.max_segments:
+            self.max_segments = self._segments
+
+
+def max_window(events: Iterable[tuple[float, int, int]], span: float = 1.0) -> tuple[int, int]:
+    """(max messages, max segments) in any ``span``-second window of (t, count, segments)."""
+    window = SlidingWindow(span)
+    for t, count, segments in events:
+        window.add(t, count, segments)
+    return window.max_count, window.max_segments
+
+
+class CodeStats:
+    """Accepted messages of one sender code."""
+
+    __slots__ = ("accepted", "first", "last", "segments", "window")
+
+    def __init__(self, t: float) -> None:
+        self.accepted = 0
+        self.segments = 0
+        self.first = t
+        self.last = t
+        self.window = SlidingWindow()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "segments": self.segments,
+            "max_window": self.window.max_count,
+            "max_window_segments": self.window.max_segments,
+            "first": self.first,
+            "last": self.last,
+        }
+
+
+class Stats:
+    """The counters of ``GET /_emulator/stats``; keys may be added, never renamed."""
+
+    def __init__(self) -> None:
+        self.requests = {"single": 0, "batch": 0, "status": 0}
+        self.responses: Counter[int] = Counter()
+        self.accepted = 0
+        self.accepted_segments = 0
+        self.duplicates = 0
+        self.replays = 0
+        self.idempotency_conflicts = 0
+        self.idempotency_evicted = 0
+        self.rate_limited = 0
+        self.invalid_numbers = 0
+        self.faults = dict.fromkeys(FAULT_KINDS, 0)
+        self.codes: dict[str, CodeStats] = {}
+        self.dr_sent = 0
+        self.dr_failed = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": dict(self.requests),
+            "responses": {str(k): v for k, v in sorted(self.responses.items())},
+            "accepted": self.accepted,
+            "accepted_segments": self.accepted_segments,
+            "duplicates": self.duplicates,
+            "replays": self.replays,
+            "idempotency_conflicts": self.idempotency_conflicts,
+            "idempotency_evicted": self.idempotency_evicted,
+            "rate_limited": self.rate_limited,
+            "invalid_numbers": self.invalid_numbers,
+            "faults": dict(self.faults),
+            "codes": {code: c.as_dict() for code, c in self.codes.items()},
+            "dr": {"sent": self.dr_sent, "failed": self.dr_failed},
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class Batch:
+    """One accepted request as stored: shared fields once, per-message lists."""
+
+    start: int
+    sender: str
+    tos: list[str]
+    texts: list[str] | str
+    encodings: list[str] | str
+    segments: list[int] | int
+    t: float
+    date: str
+    key: str | None
+    external_id: str | None
+    client_id: str | None
+    request_dr: bool
+
+    def message(self, i: int, status: tuple[str, str] | None, id_: str) -> dict[str, Any]:
+        texts, encodings, segments = self.texts, self.encodings, self.segments
+        return {
+            "id": id_,
+            "from": self.sender,
+            "to": self.tos[i],
+            "text": texts if isinstance(texts, str) else texts[i],
+            "segments": segments if isinstance(segments, int) else segments[i],
+            "encoding": encodings if isinstance(encodings, str) else encodings[i],
+            "status": status[0] if status else "QUEUE",
+            "date": status[1] if status else self.date,
+            "requestDR": self.request_dr,
+            "idempotencyKey": self.key,
+            "t": self.t,
+            "externalId": self.external_id,
+            "clientId": self.client_id,
+        }
+
+
+class Ledger:
+    """Accepted messages (``full``) or only their counts (``counts``), plus the stats."""
+
+    def __init__(self, mode: str = "full") -> None:
+        self.full = mode == "full"
+        self.stats = Stats()
+        #: Ids are this random prefix and a hex counter: unique, cheap, and reversible.
+        self._prefix = secrets.token_hex(4)
+        self._next = 0
+        self._batches: list[Batch] = []
+        self._starts: list[int] = []
+        self._seen: set[tuple[str, str, str]] = set()
+        self._status: dict[int, tuple[str, str]] = {}
+
+    def reset(self) -> None:
+        """Forget every message and counter (ids keep counting, so none is reused)."""
+        self.stats = Stats()
+        self._batches.clear()
+        self._starts.clear()
+        self._seen.clear()
+        self._status.clear()
+
+    def accept(
+        self,
+        *,
+        sender: str,
+        tos: list[str],
+        texts: list[str] | str,
+        encodings: list[str] | str,
+        segments: list[int] | int,
+        t: float,
+        date: str,
+        key: str | None = None,
+        external_id: str | None = None,
+        client_id: str | None = None,
+        request_dr: bool = False,
+    ) -> list[str]:
+        """Record one accepted request's messages; returns their ids in order.
+
+        ``texts``/``encodings``/``segments`` are a single value when the same for all.
+        """
+        n = len(tos)
+        start = self._next
+        self._next = start + n
+        prefix = self._prefix
+        ids = [f"{prefix}{c:016x}" for c in range(start, start + n)]
+        seg_total = segments * n if isinstance(segments, int) else sum(segments)
+        stats = self.stats
+        stats.accepted += n
+        stats.accepted_segments += seg_total
+        code = stats.codes.get(sender)
+        if code is None:
+            code = stats.codes[sender] = CodeStats(t)
+        code.accepted += n
+        code.segments += seg_total
+        code.last = t
+        code.window.add(t, n, seg_total)
+        if self.full:
+            seen = self._seen
+            before = len(seen)
+            text_iter = repeat(texts, n) if isinstance(texts, str) else texts
+            seen.update(zip(repeat(sender, n), tos, text_iter, strict=False))
+            stats.duplicates += n - (len(seen) - before)
+            self._starts.append(start)
+            self._batches.append(
+                Batch(
+                    start=start,
+                    sender=sender,
+                    tos=tos,
+                    texts=texts,
+                    encodings=encodings,
+                    segments=segments,
+                    t=t,
+                    date=date,
+                    key=key,
+                    external_id=external_id,
+                    client_id=client_id,
+                    request_dr=request_dr,
+                )
+            )
+        return ids
+
+    def _counter(self, id_: str) -> int | None:
+        if len(id_) != 24 or not id_.startswith(self._prefix):
+            return None
+        try:
+            return int(id_[8:], 16)
+        except ValueError:
+            return None
+
+    def _locate(self, counter: int) -> tuple[Batch, int] | None:
+        pos = bisect_right(self._starts, counter) - 1
+        if pos < 0:
+            return None
+        batch = self._batches[pos]
+        index = counter - batch.start
+        return (batch, index) if index < len(batch.tos) else None
+
+    def get(self, id_: str) -> dict[str, Any] | None:
+        """The stored message with this id, or None (always None in ``counts`` mode)."""
+        counter = self._counter(id_)
+        if counter is None:
+            return None
+        found = self._locate(counter)
+        if found is None:
+            return None
+        batch, index = found
+        return batch.message(index, self._status.get(counter), id_)
+
+    def set_status(self, id_: str, status: str, date: str) -> None:
+        """A delivery report fired: the message now has this status."""
+        counter = self._counter(id_)
+        if self.full and counter is not None:
+            self._status[counter] = (status, date)
+
+    def messages(self) -> Iterator[dict[str, Any]]:
+        """Every stored message in acceptance order."""
+        prefix = self._prefix
+        status = self._status
+        for batch in list(self._batches):
+            for i in range(len(batch.tos)):
+                counter = batch.start + i
+                yield batch.message(i, status.get(counter), f"{prefix}{counter:016x}")
