@@ -130,19 +130,9 @@ class Emulator:
         self.ledger.stats.requests[kind] += 1
         if not self._authorized(request):
             return self._unauthorized()
-        fault = None
-        if self.faults.active:
-            delay = self.faults.delay()
-            if delay:
-                await asyncio.sleep(delay)
-            fault = self.faults.draw()
         raw = await request.read()
-        if fault in BEFORE:
-            return self._fault_before(request, fault)
         key = request.headers.get("Idempotency-Key")
-        if key is None:
-            outcome = process(raw, None)
-        else:
+        if key is not None:
             fp = fingerprint(request.path, raw)
             claim, stored = await self.idempotency.claim(key, fp)
             if claim is Claim.REPLAY:
@@ -152,13 +142,24 @@ class Emulator:
             if claim is Claim.CONFLICT:
                 self.ledger.stats.idempotency_conflicts += 1
                 return self._error(422, "Idempotency-Key was used with a different request")
-            kept = None
-            try:
-                outcome = process(raw, key)
-                # A 429 recorded nothing: the same request may succeed later.
-                if outcome.status != 429:
-                    kept = Stored(fp, outcome.status, outcome.body)
-            finally:
+        # From here the key (if any) is claimed: a second request with it waits, and
+        # the latency below is "still being processed".
+        kept = None
+        try:
+            fault = None
+            if self.faults.active:
+                delay = self.faults.delay()
+                if delay:
+                    await asyncio.sleep(delay)
+                fault = self.faults.draw()
+            if fault in BEFORE:
+                return self._fault_before(request, fault)
+            outcome = process(raw, key)
+            # A 429 recorded nothing: the same request may succeed later.
+            if key is not None and outcome.status != 429:
+                kept = Stored(fp, outcome.status, outcome.body)
+        finally:
+            if key is not None:
                 self.idempotency.release(key, kept)
         if outcome.recorded and fault in AFTER:
             self.ledger.stats.faults[fault] += 1

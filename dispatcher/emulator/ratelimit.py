@@ -29,8 +29,9 @@ class TokenBucket:
         now = self._clock()
         tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
         self._last = now
-        if n <= tokens:
-            self._tokens = tokens - n
+        # The epsilon forgives float error: 0.1 s at 10/s must refill a whole token.
+        if n <= tokens + 1e-9:
+            self._tokens = max(0.0, tokens - n)
             return 0.0
         self._tokens = tokens
         return (n - tokens) / self.rate

@@ -129,11 +129,12 @@ class EmulatorSettings:
 def parse_rate(spec: str) -> tuple[str, float]:
     """``CODE=N`` (N may be ``inf``) → (code, rate); ValueError with the reason."""
     code, sep, value = spec.partition("=")
-    if not sep or not code:
-        raise ValueError(f"rate {spec!r} must look like CODE=N")
-    rate = float(value)
-    if not rate > 0 or math.isnan(rate):
-        raise ValueError(f"rate {spec!r} must be positive")
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = math.nan
+    if not sep or not code or not rate > 0:
+        raise ValueError(f"rate {spec!r} must look like CODE=N, N a positive number or inf")
     return code, rate
 
 
