@@ -33,7 +33,7 @@ def gateway_process(
             text=True,
         )
         try:
-            line = _first_line(proc, startup_timeout)
+            line = first_line(proc, startup_timeout)
             if not line.startswith(LISTENING):
                 stderr.seek(0)
                 raise RuntimeError(f"gateway did not start: {line!r}\n{stderr.read()}")
@@ -49,7 +49,8 @@ def gateway_process(
             proc.stdout.close()
 
 
-def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
+def first_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The process's first stdout line, or "" if it exits or stays silent too long."""
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
