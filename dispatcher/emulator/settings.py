@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+#: Most messages one request may hold: a message id keeps 4 hex digits for its position.
+MAX_BATCH = 0x10000
+
 #: Fault kinds in the order their shares are laid on [0, 1) by the seeded draw.
 FAULT_KINDS = ("429", "503", "500_before", "drop_before", "500_after", "drop_after")
 _SHARE_FIELDS = {
@@ -100,8 +103,8 @@ class EmulatorSettings:
             raise ValueError("api_key must not be empty")
         if self.ledger not in ("full", "counts"):
             raise ValueError("ledger must be 'full' or 'counts'")
-        if self.max_batch < 1 or self.max_segments < 1:
-            raise ValueError("max_batch and max_segments must be at least 1")
+        if not 1 <= self.max_batch <= MAX_BATCH or self.max_segments < 1:
+            raise ValueError(f"max_batch must be 1..{MAX_BATCH}, max_segments at least 1")
         for code, rate in self.rates.items():
             if not rate > 0:
                 raise ValueError(f"rate for {code} must be positive, got {rate}")
