@@ -51,8 +51,17 @@ class Outcome(NamedTuple):
     recorded: bool
 
 
-def _iso(now: datetime) -> str:
-    return now.isoformat().replace("+00:00", "Z")
+_second = [-1, ""]
+
+
+def _iso_now() -> str:
+    """Now as ISO 8601 UTC with microseconds and Z; the date part is cached per second."""
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second[0], _second[1] = second, stamp
+    return f"{_second[1]}.{int((now - second) * 1_000_000):06d}Z"
 
 
 class Emulator:
@@ -200,8 +209,7 @@ class Emulator:
     def _record(
         self, options: Options, tos: list[str], measured: Measured, key: str | None
     ) -> tuple[list[str], str]:
-        now = datetime.now(UTC)
-        date = _iso(now)
+        date = _iso_now()
         ids = self.ledger.accept(
             sender=options.sender,
             tos=tos,
@@ -276,7 +284,7 @@ class Emulator:
         if plan.measured is not None:
             ids, date = self._record(options, plan.tos, plan.measured, key)
         else:
-            ids, date = [], _iso(datetime.now(UTC))
+            ids, date = [], _iso_now()
         data = {
             "ids": [{"id": i, "mobile": m} for i, m in zip(ids, plan.tos, strict=True)],
             "invalidNumber": plan.invalid,

@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 from collections import OrderedDict
 from enum import Enum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Stored(NamedTuple):
@@ -46,7 +46,8 @@ class IdempotencyStore:
         self.evicted = 0
         self._bytes = 0
         self._done: OrderedDict[str, Stored] = OrderedDict()
-        self._running: dict[str, tuple[bytes, asyncio.Future[None]]] = {}
+        # key -> [fingerprint, future]; the future is made only when someone waits.
+        self._running: dict[str, list[Any]] = {}
 
     async def claim(self, key: str, fp: bytes) -> tuple[Claim, Stored | None]:
         """NEW (the caller must :meth:`release`), REPLAY with the stored response, or
@@ -59,11 +60,12 @@ class IdempotencyStore:
                 return Claim.REPLAY, stored
             running = self._running.get(key)
             if running is None:
-                future = asyncio.get_running_loop().create_future()
-                self._running[key] = (fp, future)
+                self._running[key] = [fp, None]
                 return Claim.NEW, None
             if running[0] != fp:
                 return Claim.CONFLICT, None
+            if running[1] is None:
+                running[1] = asyncio.get_running_loop().create_future()
             # Shield: a waiter that is cancelled must not cancel the shared future.
             await asyncio.shield(running[1])
 
@@ -80,7 +82,7 @@ class IdempotencyStore:
                 _, dropped = self._done.popitem(last=False)
                 self._bytes -= len(dropped.body)
                 self.evicted += 1
-        if running is not None and not running[1].done():
+        if running is not None and running[1] is not None and not running[1].done():
             running[1].set_result(None)
 
     def clear(self) -> None:
