@@ -4,8 +4,11 @@ the seeded fault draws and the settings. No server, no sleeps: time is a variabl
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dispatcher.emulator import EmulatorSettings, FaultSettings
 from dispatcher.emulator.checks import (
@@ -345,3 +348,60 @@ def test_fingerprint_depends_on_endpoint_and_body() -> None:
     assert fingerprint("/a", b"x") == fingerprint("/a", b"x")
     assert fingerprint("/a", b"x") != fingerprint("/b", b"x")
     assert fingerprint("/a", b"x") != fingerprint("/a", b"y")
+
+
+def test_duplicates_need_the_same_sender_number_and_text() -> None:
+    ledger = Ledger()
+
+    def send(sender: str, tos: list[str], texts: list[str] | str) -> None:
+        ledger.accept(
+            sender=sender, tos=tos, texts=texts, encodings=GSM7, segments=1, t=0.0, date="d"
+        )
+
+    send("A", ["1", "2"], ["x", "y"])
+    send("A", ["1"], ["z"])  # same number, another text
+    send("B", ["1"], ["x"])  # another sender
+    assert ledger.stats.duplicates == 0
+    send("A", ["1", "1", "1"], ["z", "x", "q"])  # z and x were sent to 1 already
+    assert ledger.stats.duplicates == 2
+    send("A", ["3", "3"], "w")  # the same number twice in one request
+    assert ledger.stats.duplicates == 3
+    send("A", ["1"], "q")
+    assert ledger.stats.duplicates == 4
+
+
+# --- rendering against a reference ----------------------------------------------------
+
+_scalars = st.one_of(
+    st.text(max_size=8),
+    st.integers(min_value=-(2**63), max_value=2**63),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+)
+
+
+def _reference(template: str, params: list[object]) -> str:
+    return re.sub(r"\{([0-9]+)\}", lambda m: param_text(params[int(m.group(1))]), template)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(
+        st.one_of(
+            st.text(alphabet="ab {}%$\\", max_size=4), st.integers(0, 3).map("{{{}}}".format)
+        ),
+        max_size=6,
+    ),
+    rows=st.lists(st.lists(_scalars, min_size=4, max_size=4), min_size=1, max_size=5),
+    ragged=st.booleans(),
+)
+def test_render_all_matches_a_reference(
+    pieces: list[str], rows: list[list[object]], ragged: bool
+) -> None:
+    template = "".join(pieces)
+    if ragged:  # unequal params lists take the one-by-one path
+        rows = [row + [0] * i for i, row in enumerate(rows)]
+    compiled = Template(template)
+    if compiled.static:
+        return
+    assert compiled.render_all(rows) == [_reference(template, row) for row in rows]

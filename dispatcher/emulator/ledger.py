@@ -169,6 +169,26 @@ class Batch:
         }
 
 
+def _each(texts: list[str] | str, n: int) -> Iterable[str]:
+    return repeat(texts, n) if isinstance(texts, str) else texts
+
+
+def _count_duplicates(
+    seen: dict[str, str | tuple[str, ...]], tos: list[str], texts: list[str] | str
+) -> int:
+    """Record (to, text) pairs one by one; how many had been recorded already."""
+    duplicates = 0
+    for to, text in zip(tos, _each(texts, len(tos)), strict=True):
+        before = seen.get(to)
+        if before is None:
+            seen[to] = text
+        elif before == text or (isinstance(before, tuple) and text in before):
+            duplicates += 1
+        else:
+            seen[to] = (*before, text) if isinstance(before, tuple) else (before, text)
+    return duplicates
+
+
 class Ledger:
     """Accepted messages (``full``) or only their counts (``counts``), plus the stats."""
 
@@ -179,9 +199,10 @@ class Ledger:
         self._prefix = secrets.token_hex(4)
         self._next_batch = 0
         self._batches: dict[int, Batch] = {}
-        # Per sender, "to\0text" keys: a dict of strings only is never traversed by the
-        # garbage collector, where a set of tuples would be at every full collection.
-        self._seen: dict[str, dict[str, None]] = {}
+        # Per sender: number -> text sent (a tuple of texts once there are several). A
+        # dict of strings is never traversed by the garbage collector, where a set of
+        # (from, to, text) tuples would be at every full collection.
+        self._seen: dict[str, dict[str, str | tuple[str, ...]]] = {}
         self._status: dict[str, tuple[str, str]] = {}
 
     def reset(self) -> None:
@@ -232,13 +253,11 @@ class Ledger:
             seen = self._seen.get(sender)
             if seen is None:
                 seen = self._seen[sender] = {}
-            before = len(seen)
-            if isinstance(texts, str):
-                keys = [f"{to}\0{texts}" for to in tos]
+            fresh = dict(zip(tos, _each(texts, n), strict=True))
+            if len(fresh) == n and seen.keys().isdisjoint(fresh):
+                seen.update(fresh)  # the usual case: numbers this sender never texted
             else:
-                keys = [f"{to}\0{text}" for to, text in zip(tos, texts, strict=True)]
-            seen.update(zip(keys, repeat(None)))
-            stats.duplicates += n - (len(seen) - before)
+                stats.duplicates += _count_duplicates(seen, tos, texts)
             # Tuples of strings and ints, unlike lists, drop out of the garbage collector's
             # sight; with millions of messages, traversing lists made every full
             # collection cost as much as the whole ledger (measured: half the CPU).
