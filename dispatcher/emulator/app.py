@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from dispatcher.emulator.checks import NumberCheck
+from dispatcher.emulator.control import add_control_routes
 from dispatcher.emulator.dr import DeliveryReports
 from dispatcher.emulator.faults import AFTER, BEFORE, FaultInjector, drop
 from dispatcher.emulator.idempotency import Claim, IdempotencyStore, Stored, fingerprint
@@ -38,7 +39,6 @@ from dispatcher.emulator.sends import (
 from dispatcher.emulator.settings import EmulatorSettings, fault_update
 
 _JSON = "application/json"
-_NDJSON_CHUNK = 1000
 _STATUS_FIELDS = ("id", "from", "to", "text", "status", "date", "requestDR")
 
 
@@ -314,48 +314,17 @@ class Emulator:
         data["clientId"] = message["clientId"]
         return self._answer(200, orjson.dumps({"meta": self._meta(), "data": data}))
 
-    # --- test controls ----------------------------------------------------------------
+    # --- what the test controls act on ---------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
         """The same dict as ``GET /_emulator/stats``."""
         self.ledger.stats.idempotency_evicted = self.idempotency.evicted
         return self.ledger.stats.as_dict()
 
-    async def stats_route(self, request: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps(self.stats()), content_type=_JSON)
-
-    async def messages_route(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        chunk: list[bytes] = []
-        for message in self.ledger.messages():
-            chunk.append(orjson.dumps(message, option=orjson.OPT_APPEND_NEWLINE))
-            if len(chunk) >= _NDJSON_CHUNK:
-                await response.write(b"".join(chunk))
-                chunk.clear()
-        if chunk:
-            await response.write(b"".join(chunk))
-        await response.write_eof()
-        return response
-
     def set_faults(self, **changes: Any) -> dict[str, float]:
         """Partial update of the fault settings; returns all of them."""
         self.faults.update(fault_update(self.faults.settings, changes))
         return self.faults.settings.as_dict()
-
-    async def faults_route(self, request: web.Request) -> web.Response:
-        if request.method == "POST":
-            try:
-                changes = orjson.loads(await request.read())
-                if type(changes) is not dict:
-                    raise ValueError("body must be a JSON object")
-                current = self.set_faults(**changes)
-            except ValueError as exc:  # JSONDecodeError is a ValueError too
-                body = orjson.dumps({"error": str(exc)})
-                return web.Response(status=400, body=body, content_type=_JSON)
-        else:
-            current = self.faults.settings.as_dict()
-        return web.Response(body=orjson.dumps(current), content_type=_JSON)
 
     def reset(self) -> None:
         """Forget messages, stats, stored responses and rate buckets; restart the draws."""
@@ -365,10 +334,6 @@ class Emulator:
         self.limits.reset()
         self.faults.reseed()
         self.reports.reseed()
-
-    async def reset_route(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.Response(body=b'{"reset":true}', content_type=_JSON)
 
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         await self.reports.start()
@@ -390,9 +355,6 @@ def create_app(
     app.router.add_post("/raven/v2/messages", emulator.single)
     app.router.add_post("/raven/v3/messages/batch", emulator.batch)
     app.router.add_get("/raven/v2/messages/{id}", emulator.status)
-    app.router.add_get("/_emulator/stats", emulator.stats_route)
-    app.router.add_get("/_emulator/messages", emulator.messages_route)
-    app.router.add_route("*", "/_emulator/faults", emulator.faults_route)
-    app.router.add_post("/_emulator/reset", emulator.reset_route)
+    add_control_routes(app, emulator)
     app.cleanup_ctx.append(emulator.lifecycle)
     return app
