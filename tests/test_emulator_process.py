@@ -102,3 +102,19 @@ def test_api_key_flag_and_usage_errors() -> None:
     )
     assert bad.returncode == 2
     assert "add up" in bad.stderr
+
+
+def test_access_log_goes_to_stderr_without_the_key() -> None:
+    proc = start("--api-key", "sekrit-key-123", "--access-log")
+    try:
+        root = first_line(proc, 20)[len(LISTENING) :].strip()
+        ok = {"from": "12345", "text": "x", "to": "+15005550006"}
+        assert post(f"{root}/raven/v2/messages", ok, "sekrit-key-123")[0] == 200
+        assert post(f"{root}/raven/v2/messages", ok, "wrong-key-456")[0] == 401
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0
+    assert "POST /raven/v2/messages" in err
+    assert "sekrit-key-123" not in err + out
+    assert "wrong-key-456" not in err + out
