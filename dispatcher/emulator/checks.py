@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from itertools import chain, repeat, starmap
+from itertools import repeat, starmap
 from typing import Any
 
 import orjson
@@ -94,7 +94,7 @@ def batch_units(texts: list[str]) -> tuple[list[str], list[int]] | None:
     joined = "\n".join(texts)
     if not joined.isascii() or joined.encode("ascii").translate(None, _ASCII_PLAIN):
         return None
-    return [GSM7] * len(texts), [len(t) for t in texts]
+    return [GSM7] * len(texts), list(map(len, texts))
 
 
 # --- templates -----------------------------------------------------------------------
@@ -151,27 +151,26 @@ class Template:
     def render_all(self, params: list[list[Any]]) -> list[str]:
         """Render for every recipient; raises MissingParam or TypeError (bad param)."""
         width = self.highest + 1
-        if width and min(map(len, params)) >= width and len(set(map(len, params))) == 1:
+        sizes = set(map(len, params))
+        if width and len(sizes) == 1 and sizes.pop() >= width:
             return self._render_by_column(params, width)
         return self._render_one_by_one(params)
 
     def _render_by_column(self, params: list[list[Any]], width: int) -> list[str]:
         # Every recipient has the same number of params: convert a column at a time,
         # numbers through one orjson call per column, then fill the template per row.
-        size = len(params[0])
-        flat = list(chain.from_iterable(params))
         used = set(self.indices)
         columns: list[Any] = []
-        for j in range(width):
+        # zip(*params) transposes in C: one tuple per column.
+        for j, column in zip(range(width), zip(*params, strict=True), strict=False):
             if j not in used:
                 columns.append(repeat(""))
                 continue
-            column = flat[j::size]
             kinds = set(map(type, column))
             if kinds == _STR:
                 columns.append(column)
             elif kinds <= _NUMBER_KINDS:
-                columns.append(orjson.dumps(column)[1:-1].decode().split(","))
+                columns.append(orjson.dumps(list(column))[1:-1].decode().split(","))
             else:
                 columns.append([param_text(x) for x in column])
         rows = zip(*columns)  # noqa: B905  (repeat() columns are endless on purpose)
