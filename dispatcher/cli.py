@@ -287,9 +287,136 @@ def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser(
         "gateway",
         help="run the emulator of the Messangi gateway",
-        description="Run the gateway emulator as an HTTP server.",
+        description="Run the gateway emulator as an HTTP server. Its first stdout line is "
+        "'listening on http://HOST:PORT'; clients use that URL plus /raven as base URL.",
     )
-    p.set_defaults(run=_not_built("gateway"))
+
+    def share(value: str) -> float:
+        number = float(value)
+        if not 0.0 <= number <= 1.0:
+            raise argparse.ArgumentTypeError(f"{value} is not a share between 0 and 1")
+        return number
+
+    def rate(value: str) -> tuple[str, float]:
+        from dispatcher.emulator.settings import parse_rate
+
+        try:
+            return parse_rate(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one")
+    p.add_argument(
+        "--api-key",
+        help="Bearer key clients must send (else $DISPATCHER_API_KEY, else a random key "
+        "printed on stderr)",
+    )
+    p.add_argument("--owner", default="owner@example.com", help="owner/username in answers")
+    p.add_argument(
+        "--flat-single",
+        action="store_true",
+        help="answer v2/messages with the flat {status, messageId, description} shape",
+    )
+    p.add_argument("--max-batch", type=int, default=1000, help="recipients per batch (413)")
+    p.add_argument("--max-segments", type=int, default=10, help="segments per message")
+    p.add_argument(
+        "--deny-code", action="append", default=[], metavar="CODE", help="CODE_NOT_ALLOWED"
+    )
+    p.add_argument(
+        "--invalid-prefix",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="numbers starting with these digits are invalid at the gateway",
+    )
+    p.add_argument(
+        "--rate",
+        action="append",
+        type=rate,
+        default=[],
+        metavar="CODE=N",
+        help="messages/s for a sender code (N may be inf); defaults: shortcode 100, "
+        "longcode 1, alphanumeric 100",
+    )
+    p.add_argument("--no-rate-limit", action="store_true", help="no rate limits at all")
+    p.add_argument(
+        "--ledger",
+        choices=["full", "counts"],
+        default="full",
+        help="full keeps every message; counts only counters (for huge benchmarks)",
+    )
+    p.add_argument("--seed", type=int, help="seed of the fault and delivery-report draws")
+    for flag, what in (
+        ("--fail-429", "answer 429 (nothing recorded)"),
+        ("--fail-500-before", "answer 500 before recording"),
+        ("--fail-500-after", "answer 500 after recording"),
+        ("--fail-503", "answer 503 (nothing recorded)"),
+        ("--drop-before", "close the connection before recording"),
+        ("--drop-after", "close the connection after recording"),
+    ):
+        p.add_argument(flag, type=share, default=0.0, metavar="SHARE", help=f"share: {what}")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="mean added latency")
+    p.add_argument("--jitter-ms", type=float, default=0.0, help="uniform +/- jitter")
+    p.add_argument("--dr-delay-ms", type=float, default=200.0, help="delay of delivery reports")
+    for flag in ("--dr-undeliv", "--dr-expired", "--dr-rejectd"):
+        p.add_argument(flag, type=share, default=0.0, metavar="SHARE", help="share of reports")
+    p.add_argument("--access-log", action="store_true", help="log each request on stderr")
+    p.set_defaults(run=_cmd_gateway)
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    import os
+    import secrets
+
+    from dispatcher.emulator import EmulatorSettings, FaultSettings
+    from dispatcher.emulator.runner import serve
+
+    key = args.api_key or os.environ.get("DISPATCHER_API_KEY")
+    if not key:
+        key = secrets.token_urlsafe(24)
+        print(f"dispatcher gateway: generated API key: {key}", file=sys.stderr, flush=True)
+    try:
+        faults = FaultSettings(
+            fail_429=args.fail_429,
+            fail_500_before=args.fail_500_before,
+            fail_500_after=args.fail_500_after,
+            fail_503=args.fail_503,
+            drop_before=args.drop_before,
+            drop_after=args.drop_after,
+            latency_ms=args.latency_ms,
+            jitter_ms=args.jitter_ms,
+        )
+        settings = EmulatorSettings(
+            api_key=key,
+            owner=args.owner,
+            operator=args.owner,
+            flat_single=args.flat_single,
+            max_batch=args.max_batch,
+            max_segments=args.max_segments,
+            deny_codes=frozenset(args.deny_code),
+            invalid_prefixes=tuple(p.lstrip("+") for p in args.invalid_prefix),
+            rates=dict(args.rate),
+            rate_limit=not args.no_rate_limit,
+            ledger=args.ledger,
+            faults=faults,
+            seed=args.seed,
+            dr_delay_ms=args.dr_delay_ms,
+            dr_undeliv=args.dr_undeliv,
+            dr_expired=args.dr_expired,
+            dr_rejectd=args.dr_rejectd,
+            access_log=args.access_log,
+        )
+    except ValueError as exc:
+        print(f"dispatcher gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return serve(settings, host=args.host, port=args.port)
+    except OSError as exc:
+        print(
+            f"dispatcher gateway: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
+        return EXIT_ABORTED
 
 
 # --- demo ----------------------------------------------------------------------------

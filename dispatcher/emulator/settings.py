@@ -1,0 +1,155 @@
+"""How an emulator behaves: frozen keyword-only settings, validated on construction."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+#: Most messages one request may hold: a message id keeps 4 hex digits for its position.
+MAX_BATCH = 0x10000
+
+#: Fault kinds in the order their shares are laid on [0, 1) by the seeded draw.
+FAULT_KINDS = ("429", "503", "500_before", "drop_before", "500_after", "drop_after")
+_SHARE_FIELDS = {
+    "fail_429": "429",
+    "fail_503": "503",
+    "fail_500_before": "500_before",
+    "drop_before": "drop_before",
+    "fail_500_after": "500_after",
+    "drop_after": "drop_after",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaultSettings:
+    """Shares (0..1) of send requests that fail each way, and added latency.
+
+    At most one fault hits a request: the shares are laid side by side on [0, 1), so
+    their sum must not exceed 1.
+    """
+
+    fail_429: float = 0.0
+    fail_500_before: float = 0.0
+    fail_500_after: float = 0.0
+    fail_503: float = 0.0
+    drop_before: float = 0.0
+    drop_after: float = 0.0
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in _SHARE_FIELDS:
+            share = getattr(self, name)
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {share}")
+        if sum(getattr(self, name) for name in _SHARE_FIELDS) > 1.0 + 1e-9:
+            raise ValueError("fault shares add up to more than 1")
+        if self.latency_ms < 0 or self.jitter_ms < 0:
+            raise ValueError("latency_ms and jitter_ms must not be negative")
+
+    def shares(self) -> list[tuple[str, float]]:
+        """(kind, share) in draw order, kinds as in the stats' ``faults`` keys."""
+        by_kind = {kind: getattr(self, name) for name, kind in _SHARE_FIELDS.items()}
+        return [(kind, by_kind[kind]) for kind in FAULT_KINDS]
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmulatorSettings:
+    """Everything the emulator can be told; the CLI flags map one to one onto these."""
+
+    #: Bearer token clients must send. Random unless given; never printed by repr.
+    api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    owner: str = "owner@example.com"
+    operator: str = "operator@example.com"
+    #: Answer the single endpoint with the flat ``{status, messageId, description}``.
+    flat_single: bool = False
+    max_batch: int = 1000
+    max_segments: int = 10
+    #: Sender codes not assigned to the account: CODE_NOT_ALLOWED.
+    deny_codes: frozenset[str] = frozenset()
+    #: Numbers starting with these digits (after an optional "+") are invalid.
+    invalid_prefixes: tuple[str, ...] = ()
+    #: Messages per second per sender code; math.inf for none.
+    rates: Mapping[str, float] = field(default_factory=dict)
+    rate_limit: bool = True
+    shortcode_rate: float = 100.0
+    longcode_rate: float = 1.0
+    alphanumeric_rate: float = 100.0
+    #: "full" keeps every message; "counts" only counters and window stats.
+    ledger: Literal["full", "counts"] = "full"
+    faults: FaultSettings = field(default_factory=FaultSettings)
+    #: Seeds the fault and delivery-report draws; None draws from the OS.
+    seed: int | None = None
+    dr_delay_ms: float = 200.0
+    dr_undeliv: float = 0.0
+    dr_expired: float = 0.0
+    dr_rejectd: float = 0.0
+    dr_concurrency: int = 32
+    dr_timeout_s: float = 5.0
+    #: Stored idempotent responses beyond this many bytes evict the oldest.
+    idempotency_max_bytes: int = 256 * 1024 * 1024
+    #: Largest request body accepted.
+    max_body_bytes: int = 64 * 1024 * 1024
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.api_key:
+            raise ValueError("api_key must not be empty")
+        if self.ledger not in ("full", "counts"):
+            raise ValueError("ledger must be 'full' or 'counts'")
+        if not 1 <= self.max_batch <= MAX_BATCH or self.max_segments < 1:
+            raise ValueError(f"max_batch must be 1..{MAX_BATCH}, max_segments at least 1")
+        for code, rate in self.rates.items():
+            if not rate > 0:
+                raise ValueError(f"rate for {code} must be positive, got {rate}")
+        for name in ("shortcode_rate", "longcode_rate", "alphanumeric_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        dr = (self.dr_undeliv, self.dr_expired, self.dr_rejectd)
+        if any(not 0 <= s <= 1 for s in dr) or sum(dr) > 1.0 + 1e-9:
+            raise ValueError("delivery-report shares must be in 0..1 and add up to at most 1")
+        if self.dr_delay_ms < 0 or self.dr_concurrency < 1:
+            raise ValueError("dr_delay_ms must be >= 0 and dr_concurrency >= 1")
+
+    def rate_for(self, code: str) -> float:
+        """Messages per second allowed for a sender code (math.inf: unlimited)."""
+        if not self.rate_limit:
+            return math.inf
+        rate = self.rates.get(code)
+        if rate is not None:
+            return rate
+        if code.isdigit() and code.isascii():
+            return self.shortcode_rate if len(code) <= 6 else self.longcode_rate
+        return self.alphanumeric_rate
+
+
+def parse_rate(spec: str) -> tuple[str, float]:
+    """``CODE=N`` (N may be ``inf``) → (code, rate); ValueError with the reason."""
+    code, sep, value = spec.partition("=")
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = math.nan
+    if not sep or not code or not rate > 0:
+        raise ValueError(f"rate {spec!r} must look like CODE=N, N a positive number or inf")
+    return code, rate
+
+
+def fault_update(current: FaultSettings, changes: Mapping[str, Any]) -> FaultSettings:
+    """A partial update of fault settings; unknown names and bad values raise ValueError."""
+    known = {f.name for f in fields(FaultSettings)}
+    unknown = set(changes) - known
+    if unknown:
+        raise ValueError(f"unknown fault settings: {', '.join(sorted(unknown))}")
+    merged = current.as_dict()
+    for name, value in changes.items():
+        if type(value) not in (int, float):
+            raise ValueError(f"{name} must be a number")
+        merged[name] = float(value)
+    return FaultSettings(**merged)
