@@ -7,10 +7,21 @@ that needs them, so ``dispatcher --version`` and ``--help`` start fast.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dispatcher._version import __version__
+from dispatcher.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dispatcher.config import Config
+    from dispatcher.summary import Summary
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -35,10 +46,238 @@ def _add_send(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "send",
         help="send the recipients of an NDJSON file (or stdin) through the gateway",
-        description="Send SMS to every recipient of an NDJSON file or stdin ('-').",
+        description=(
+            "Send SMS to every recipient of an NDJSON file, a .gz file or stdin ('-'). "
+            "Writes exactly one result per input line (stdout unless --results), the "
+            "invalid numbers, and a summary. The API key comes from DISPATCHER_API_KEY "
+            "or --api-key-file, never from a flag."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("input", nargs="?", default="-", help="NDJSON file, .gz, or - for stdin")
-    p.set_defaults(run=_not_built("send"))
+    add_send_options(p)
+    p.set_defaults(run=_cmd_send)
+
+
+def add_send_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``send`` (``demo`` shares them). Unset flags stay None so that
+    the config file and the environment can fill them (flags > env > file)."""
+    p.add_argument("input", nargs="?", default="-", help="NDJSON recipients: a path, .gz, or -")
+    add = p.add_argument_group("message").add_argument
+    add("--from", dest="sender", metavar="CODE", help="sender code (short, long or alphanumeric)")
+    add("--text", help="message template with {0}, {1}… placeholders")
+    add("--text-file", metavar="FILE", help="read the template from a file")
+    add("--request-dr", action="store_true", default=None, help="ask for delivery reports")
+    add("--callbacks", metavar="URLS", help="comma-separated delivery-report webhook URLs")
+    add("--connection", help="carrier connection name")
+    add("--external-id", help="externalId for every message")
+    add("--client-id", help="clientId for every message")
+    add("--email", help="email associated with every destination")
+    add("--segment-model", choices=("flat", "3gpp"), help="how segments are counted")
+    add("--max-segments", type=int, help="refuse messages above this many segments")
+    add("--strict-numbers", action="store_true", default=None, help="validate with libphonenumber")
+    add = p.add_argument_group("gateway").add_argument
+    add("--config", metavar="TOML", help="configuration file (see configs/)")
+    add("--base-url", help="API base URL including its path prefix")
+    add("--api-key-file", metavar="FILE", help="file holding the API key")
+    add("--endpoint", choices=("batch", "single"), help="batch endpoint or one request per message")
+    add(
+        "--idempotency",
+        action="store_true",
+        default=None,
+        help="the gateway honours Idempotency-Key",
+    )
+    add("--timeout", type=float, metavar="S", help="seconds before a request times out")
+    add = p.add_argument_group("sending").add_argument
+    add("--batch-size", type=int, metavar="N", help="recipients per batch request")
+    add(
+        "--linger-ms", type=float, metavar="MS", help="flush a batch that has not filled after this"
+    )
+    add("--concurrency", type=int, metavar="N", help="requests in flight at most")
+    add("--rate", action="append", metavar="CODE=N", help="rate limit per sender code (N or inf)")
+    add("--rate-unit", choices=("messages", "segments"), help="what the rate limits count")
+    add("--max-attempts", type=int, metavar="N", help="attempts per batch, the first included")
+    add(
+        "--retry-ambiguous",
+        action="store_true",
+        default=None,
+        help="retry even when the gateway may have acted",
+    )
+    add = p.add_argument_group("outputs and run").add_argument
+    add("--results", metavar="PATH", help="results NDJSON (default stdout)")
+    add("--invalid", metavar="PATH", help="invalid numbers NDJSON")
+    add("--rejects", metavar="PATH", help="malformed input lines NDJSON")
+    add("--summary", metavar="PATH", help="summary JSON")
+    add("--resume", action="store_true", default=None, help="finish the job the journal describes")
+    add("--force", action="store_true", default=None, help="start over despite an existing journal")
+    add("--fsync", action="store_true", default=None, help="fsync results and journal")
+    add(
+        "--dry-run",
+        action="store_true",
+        default=None,
+        help="validate, count and estimate; send nothing",
+    )
+    add(
+        "--price-per-segment",
+        type=float,
+        metavar="X",
+        help="report the cost of the billable segments",
+    )
+    add(
+        "--progress",
+        action="store_true",
+        default=None,
+        help="show progress even when not a terminal",
+    )
+    add("--no-progress", dest="progress", action="store_false", help="never show progress")
+    add(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="exit 1 when any line is invalid or rejected",
+    )
+    add(
+        "--grace-period",
+        type=float,
+        metavar="S",
+        help="seconds in-flight requests get after a stop",
+    )
+    add("--log-level", choices=("debug", "info", "warning", "error"), help="log level on stderr")
+    add("--log-format", choices=("text", "json"), help="log format on stderr")
+
+
+def send_config(args: argparse.Namespace) -> Config:
+    """The run's configuration from the parsed flags, the environment and the file."""
+    from dispatcher import config as cfg
+
+    flags = {
+        name: getattr(args, name)
+        for name in (
+            "sender", "text", "request_dr", "callbacks", "connection", "external_id", "client_id",
+            "email", "segment_model", "max_segments", "strict_numbers", "base_url", "endpoint",
+            "idempotency", "timeout", "batch_size", "linger_ms", "concurrency", "rate_unit",
+            "max_attempts", "retry_ambiguous", "results", "invalid", "rejects", "summary",
+            "resume", "force", "fsync", "dry_run", "price_per_segment", "progress", "strict",
+            "grace_period", "log_level", "log_format",
+        )
+    }  # fmt: skip
+    if args.text_file is not None:
+        if args.text is not None:
+            raise ConfigError("give --text or --text-file, not both")
+        flags["text"] = _read_text(args.text_file)
+    flags["rates"] = dict(_parse_rate(item) for item in args.rate or ())
+    config = cfg.load(flags=flags, config_file=args.config, api_key_file=args.api_key_file)
+    if config.sender is None:
+        raise ConfigError("send needs a sender code: --from CODE (or from = … in [message])")
+    if config.text is None:
+        raise ConfigError("send needs a text: --text T or --text-file F (or text = … in [message])")
+    if config.api_key is None and not config.dry_run:
+        raise ConfigError("no API key: set DISPATCHER_API_KEY or give --api-key-file FILE")
+    return config
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().removesuffix("\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot read --text-file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--text-file {path} is not UTF-8 text") from None
+
+
+def _parse_rate(item: str) -> tuple[str, float]:
+    from dispatcher.config import parse_rate
+
+    code, sep, value = item.partition("=")
+    if not sep or not code:
+        raise ConfigError(f"--rate takes CODE=N (messages per second, or inf), got {item!r}")
+    return code, parse_rate(f"--rate {code}", value)
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    try:
+        config = send_config(args)
+    except ConfigError as exc:
+        return _usage_error(exc)
+    if args.input != "-" and not os.path.exists(args.input):
+        return _usage_error(f"input {args.input} does not exist")
+    return run_send(args.input, config)
+
+
+def run_send(source: str, config: Config) -> int:
+    """Run the pipeline with signal handling; print and write the summary; exit code."""
+    from dispatcher import logs, pipeline
+
+    logs.configure(config.log_level, config.log_format)
+    if config.api_key is not None:
+        logs.register_secret(config.api_key.reveal())
+
+    async def main() -> Summary:
+        shutdown = pipeline.Shutdown()
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            if shutdown.requested:
+                shutdown.force()
+                os._exit(128 + signum)
+            print(
+                "stopping: finishing in-flight requests (send the signal again to exit now)",
+                file=sys.stderr,
+            )
+            shutdown.request(signum)
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        return await pipeline.run(source, config, shutdown=shutdown)
+
+    try:
+        summary = run_async(main())
+    except ConfigError as exc:
+        return _usage_error(exc)
+    return report_summary(summary, config)
+
+
+def report_summary(summary: Summary, config: Config) -> int:
+    """Write the summary JSON, print the table on stderr, return the exit code."""
+    from dispatcher.logs import redact
+    from dispatcher.progress import summary_table
+
+    document = summary.as_dict()
+    code = EXIT_OK
+    if summary.fatal is not None:
+        print(f"dispatcher: {redact(str(summary.fatal))}", file=sys.stderr)
+        code = EXIT_ABORTED
+    elif summary.interrupted is not None:
+        code = 128 + summary.interrupted
+    else:
+        code = summary.exit_code(strict=config.strict)
+    document["exit_code"] = code
+    if config.summary:
+        import orjson
+
+        try:
+            with open(config.summary, "wb") as f:
+                f.write(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+        except OSError as exc:
+            print(f"dispatcher: cannot write {config.summary}: {exc.strerror}", file=sys.stderr)
+            code = EXIT_ABORTED
+    print(summary_table(document), file=sys.stderr)
+    return code
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on uvloop when it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def _usage_error(error: object) -> int:
+    print(f"dispatcher: {error}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 # --- gateway (the emulator) ----------------------------------------------------------
@@ -187,9 +426,48 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="send generated recipients through the embedded emulator",
-        description="Start the emulator in process, generate recipients and send them.",
+        description=(
+            "Start the gateway emulator in this process, generate recipients, send them "
+            "through the real pipeline over real HTTP, write demo-out/ (results, invalid "
+            "numbers, summary) and check the emulator's ledger: nothing lost, nothing twice."
+        ),
     )
-    p.set_defaults(run=_not_built("demo"))
+    p.add_argument("--count", type=int, default=100_000, help="recipients to generate")
+    p.add_argument("--out", default="demo-out", help="directory for the outputs")
+    p.add_argument("--seed", type=int, default=1, help="seed for recipients and faults")
+    p.add_argument("--no-faults", action="store_true", help="a perfectly healthy gateway")
+    p.add_argument("--progress", action="store_true", default=None, help="show progress")
+    p.set_defaults(run=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from dispatcher import demo, logs, pipeline
+    from dispatcher.config import Config
+
+    if args.count < 0:
+        return _usage_error("--count must not be negative")
+    logs.configure("warning")
+
+    async def main() -> demo.DemoResult:
+        shutdown = pipeline.Shutdown()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, shutdown.request, signum)
+        return await demo.run_demo(
+            count=args.count,
+            out=args.out,
+            seed=args.seed,
+            faults=not args.no_faults,
+            progress=args.progress,
+            shutdown=shutdown,
+        )
+
+    result = run_async(main())
+    code = report_summary(result.summary, Config(summary=f"{args.out}/summary.json"))
+    demo.write_ledger(result, args.out)
+    print(demo.ledger_lines(result), file=sys.stderr)
+    print(f"outputs            {args.out}/", file=sys.stderr)
+    return EXIT_FAILED if result.problems and code == EXIT_OK else code
 
 
 # --- loadtest ------------------------------------------------------------------------
@@ -330,9 +608,61 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser(
         "status",
         help="ask the gateway for the status of message ids",
-        description="Look up message statuses with GET v2/messages/{id}.",
+        description=(
+            "Look up message statuses with GET v2/messages/{id}, rate-limited; one JSON "
+            "line per id on stdout. Ids from the command line or from a results file."
+        ),
     )
-    p.set_defaults(run=_not_built("status"))
+    p.add_argument("ids", nargs="*", metavar="ID", help="gateway message ids")
+    p.add_argument("--results", metavar="PATH", help="take the ids of a results file")
+    p.add_argument("--sample", type=int, metavar="N", help="check only N random ids of --results")
+    p.add_argument("--config", metavar="TOML", help="configuration file (base URL, timeout)")
+    p.add_argument("--base-url", help="API base URL including its path prefix")
+    p.add_argument("--api-key-file", metavar="FILE", help="file holding the API key")
+    p.add_argument("--rate", type=float, default=10.0, help="lookups per second")
+    p.set_defaults(run=_cmd_status)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from dispatcher import config as cfg
+    from dispatcher.status import ids_from_results
+
+    try:
+        config = cfg.load(
+            flags={"base_url": args.base_url},
+            config_file=args.config,
+            api_key_file=args.api_key_file,
+        )
+        if config.api_key is None:
+            raise ConfigError("no API key: set DISPATCHER_API_KEY or give --api-key-file FILE")
+        if args.rate <= 0:
+            raise ConfigError("--rate must be positive")
+        ids = list(args.ids)
+        if args.results:
+            ids += ids_from_results(args.results, sample=args.sample)
+        if not ids:
+            raise ConfigError("give message ids, or --results PATH")
+    except ConfigError as exc:
+        return _usage_error(exc)
+    return run_async(_status(config, ids, args.rate))
+
+
+async def _status(config: Config, ids: list[str], rate: float) -> int:
+    import orjson
+
+    from dispatcher.gateway import GatewayClient, open_session
+    from dispatcher.status import lookup
+
+    failed = 0
+    async with open_session(
+        concurrency=4, timeout=config.timeout, connect_timeout=config.connect_timeout
+    ) as session:
+        gateway = GatewayClient(session, config.base_url, config.api_key)
+        async for answer in lookup(gateway, ids, rate=rate):
+            failed += "error" in answer
+            sys.stdout.buffer.write(orjson.dumps(answer, option=orjson.OPT_APPEND_NEWLINE))
+    sys.stdout.flush()
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 # --- gen -----------------------------------------------------------------------------

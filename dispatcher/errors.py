@@ -79,10 +79,15 @@ class RetryableError(GatewayError):
         message: str,
         *,
         retry_after: float | None = None,
-        **kwargs: object,
+        cause: str | None = None,
+        status: int | None = None,
+        explain: str | None = None,
+        transaction_id: str | None = None,
     ) -> None:
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        super().__init__(message, status=status, explain=explain, transaction_id=transaction_id)
         self.retry_after = retry_after
+        if cause is not None:
+            self.cause = cause
 
 
 class ConnectError(RetryableError, OSError):
@@ -136,7 +141,26 @@ class BatchTooLarge(PermanentError, GatewayError):
 
 
 class RequestRejected(PermanentError, GatewayError):
-    """400, 422 or another 4xx: the gateway refused the request as it is."""
+    """400, 422 or another 4xx: the gateway refused the request as it is.
+
+    ``gateway_status`` is the status the gateway named in ``data.status`` (such as
+    ``CODE_NOT_ALLOWED`` or ``SEGMENTS_EXCEEDED``) and ``invalid`` the numbers it
+    listed in ``data.invalidNumber``, when it gave them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        gateway_status: str | None = None,
+        invalid: list[str] | None = None,
+        status: int | None = None,
+        explain: str | None = None,
+        transaction_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, explain=explain, transaction_id=transaction_id)
+        self.gateway_status = gateway_status
+        self.invalid = invalid or []
 
 
 # --- fatal: stop the run -----------------------------------------------------------

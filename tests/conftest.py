@@ -1,14 +1,17 @@
-"""Shared fixtures: a real emulator on 127.0.0.1:0, started in the test's own loop."""
+"""Shared test set-up: a real emulator on 127.0.0.1:0 started in the test's own loop,
+retry waits off, and no stray event loops."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
+from dispatcher import retry
 from dispatcher.emulator import EmulatorSettings, running_emulator
 from dispatcher.emulator.runner import RunningEmulator
 
@@ -16,6 +19,22 @@ TEST_KEY = "test-key"
 
 #: ``await start(**settings_overrides)``; ``clock=`` may be given too.
 EmulatorFactory = Callable[..., Awaitable[RunningEmulator]]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Mark the main thread's loop as explicitly unset: otherwise the first
+    # get_event_loop() of a sync test (looptime asks for one) creates a loop that is
+    # never closed, and filterwarnings=error turns its ResourceWarning into a failure.
+    asyncio.set_event_loop(None)
+
+
+@pytest.fixture(autouse=True)
+def _no_retry_waits() -> Iterator[None]:
+    """Retry waits are zero in tests (stamina's set_testing); tests that check the
+    real waits switch them back on themselves."""
+    retry.set_testing(True)
+    yield
+    retry.set_testing(False)
 
 
 @pytest.fixture

@@ -1,0 +1,381 @@
+"""The map of the system: recipients in, one result per line out.
+
+    Reader ─chunks─▶ Preparer ─entries─▶ Batcher ─batches─▶ Sender ─▶ GatewayClient
+       │                 │                                    │
+       └─ REJECTED       └─ INVALID_NUMBER, SEGMENTS_EXCEEDED └─ ids / FAILED / AMBIGUOUS
+                                   all results ─▶ Outputs (+ Summary) ─▶ Journal "done"
+
+The reader yields whole chunks; preparing and batching a chunk is plain code; only
+handing a batch to the sender awaits, and it waits while the sender is saturated, so
+reading pauses when sending cannot keep up. A ticker closes batches that lingered,
+pushes results to the OS and then marks their batches done in the journal.
+
+Shutdown has two stages (`Shutdown`): the first request stops reading and gives
+in-flight requests a grace period; the CLI turns a second one into an immediate exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+from dispatcher.batcher import Batch, Batcher
+from dispatcher.config import Config
+from dispatcher.errors import FatalError
+from dispatcher.gateway import GatewayClient, open_session
+from dispatcher.journal import Journal, ResumeState
+from dispatcher.limiter import RateLimits
+from dispatcher.models import Status
+from dispatcher.prepare import Preparer
+from dispatcher.progress import Progress
+from dispatcher.reader import Reader
+from dispatcher.retry import RetryPolicy
+from dispatcher.sender import Sender
+from dispatcher.summary import ACCEPTED, Summary
+from dispatcher.writers import NdjsonSink, Outputs
+
+log = logging.getLogger("dispatcher")
+
+IN_FLIGHT_AT_CRASH = (
+    "in flight when an earlier run stopped: the gateway may have sent it, and it does not "
+    "honour idempotency keys, so it was not sent again"
+)
+
+
+class Shutdown:
+    """A two-stage stop request, fed by signal handlers or by a test."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._event = asyncio.Event()
+        self._last_words: list[Callable[[], None]] = []
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop was requested."""
+        return self._event.is_set()
+
+    def request(self, signum: int = signal.SIGINT) -> None:
+        """Stop reading; let in-flight requests finish within the grace period."""
+        if self.signal is None:
+            self.signal = signum
+        self._event.set()
+
+    async def wait(self) -> None:
+        """Return once a stop has been requested."""
+        await self._event.wait()
+
+    def on_force(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` (quick, synchronous) before an immediate exit."""
+        self._last_words.append(hook)
+
+    def force(self) -> None:
+        """The second request: write what can be written in an instant, then the caller
+        exits at once. The journal already holds everything a resume needs."""
+        for hook in self._last_words:
+            with contextlib.suppress(Exception):
+                hook()
+
+
+class Stage(Protocol):
+    """What the reading side hands batches to: the real sender or the dry run."""
+
+    fatal: FatalError | None
+
+    async def submit(self, batch: Batch) -> None: ...
+    async def close(self) -> None: ...
+    async def abandon(self, grace: float) -> bool: ...
+
+
+async def run(source: str, config: Config, *, shutdown: Shutdown | None = None) -> Summary:
+    """Send every recipient of ``source`` ("-" for stdin); the summary tells the outcome.
+
+    Configuration problems raise `ConfigError` before anything is sent. Everything
+    after that ends in the summary: ``summary.fatal`` holds an abort (auth, output,
+    input), ``summary.interrupted`` the signal that stopped the run.
+    """
+    shutdown = shutdown or Shutdown()
+    journal, resume = Journal.start(config, source)
+    try:
+        outputs = _open_outputs(config, append=resume is not None)
+    except FatalError:
+        journal.close()
+        raise
+    summary = outputs.summary
+    summary.price_per_segment = config.price_per_segment
+    if resume is not None:
+        summary.absorb(resume.statuses, resume.segments)
+    shutdown.on_force(outputs.flush)
+    shutdown.on_force(journal.commit)
+    try:
+        async with _stage(config, outputs, journal) as stage:
+            await _run_stages(source, config, stage, outputs, journal, resume, shutdown)
+    except FatalError as exc:
+        summary.fatal = exc
+    finally:
+        try:
+            outputs.close()
+            journal.commit()
+        except FatalError as exc:
+            summary.fatal = summary.fatal or exc
+        if summary.fatal is None and shutdown.signal is None:
+            journal.complete()
+        journal.close()
+    if summary.fatal is not None:
+        summary.finish(f"aborted: {summary.fatal}")
+    elif shutdown.signal is not None:
+        summary.interrupted = shutdown.signal
+        summary.finish(f"interrupted by {signal.Signals(shutdown.signal).name}")
+    else:
+        summary.finish()
+    return summary
+
+
+async def _run_stages(
+    source: str,
+    config: Config,
+    stage: Stage,
+    outputs: Outputs,
+    journal: Journal,
+    resume: ResumeState | None,
+    shutdown: Shutdown,
+) -> None:
+    """Feed the stage, then let it finish — or abandon it when a stop is requested."""
+    feeding = asyncio.create_task(_feed(source, config, stage, outputs, journal, resume))
+    stopping = asyncio.create_task(shutdown.wait())
+    try:
+        await asyncio.wait({feeding, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if feeding.done():
+            feeding.result()  # an input or output error surfaces here
+            closing = asyncio.create_task(stage.close())
+            await asyncio.wait({closing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if closing.done():
+                closing.result()
+            else:
+                closing.cancel()
+                await stage.abandon(config.grace_period)
+        else:
+            feeding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeding
+            finished = await stage.abandon(config.grace_period)
+            if not finished:
+                log.warning("in-flight requests abandoned after %.0fs grace", config.grace_period)
+    finally:
+        stopping.cancel()
+        feeding.cancel()
+    if stage.fatal is not None:
+        raise stage.fatal
+
+
+async def _feed(
+    source: str,
+    config: Config,
+    stage: Stage,
+    outputs: Outputs,
+    journal: Journal,
+    resume: ResumeState | None,
+) -> None:
+    """Read, prepare, batch and submit until the input ends (or the run must stop)."""
+    loop = asyncio.get_running_loop()
+    limits = RateLimits(rates=config.rates, kind_rates=config.kind_rates, unit=config.rate_unit)
+    preparer = Preparer(config, capacity=limits.capacity)
+    batcher = Batcher(
+        batch_size=batch_size(config),
+        linger=config.linger_ms / 1000,
+        max_buffered=config.max_buffered,
+        count_segments=config.rate_unit == "segments",
+        clock=loop.time,
+    )
+    reader = Reader(source, max_line_bytes=config.max_line_bytes)
+    resend = config.idempotency or config.retry_ambiguous
+    if resume is not None:
+        for lines in resume.in_flight.values():
+            batcher.pin(lines, skip=resume.done)
+
+    async def submit(batches: list[Batch]) -> None:
+        for batch in batches:
+            if batch.skip is not None and not resend:
+                outputs.unsent(batch, Status.AMBIGUOUS, IN_FLIGHT_AT_CRASH, attempts=0)
+                journal.done(journal.key(batch.lines))
+            else:
+                await stage.submit(batch)
+
+    show_progress = config.progress if config.progress is not None else sys.stderr.isatty()
+    ticker = asyncio.create_task(
+        _tick(
+            batcher, submit, outputs, journal, config.linger_ms, reader if show_progress else None
+        )
+    )
+    try:
+        async for chunk in reader:
+            if resume is not None:
+                chunk = batcher.unfinished(chunk, resume.done)
+            preparer.feed(chunk, batcher, outputs)
+            await submit(batcher.take())
+            if stage.fatal is not None:
+                return
+        batcher.drain()
+        await submit(batcher.take())
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+
+
+async def _tick(
+    batcher: Batcher,
+    submit: Callable[[list[Batch]], object],
+    outputs: Outputs,
+    journal: Journal,
+    linger_ms: float,
+    reader: Reader | None,
+) -> None:
+    """Close lingering batches; push results out, then mark their batches done; show
+    progress (when ``reader`` is given) a few times a second."""
+    interval = min(0.1, max(0.005, linger_ms / 2000))
+    progress: Progress | None = None
+    summary = outputs.summary
+    next_view = 0.0
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            batcher.expire()
+            await submit(batcher.take())  # type: ignore[misc]
+            outputs.flush()
+            journal.commit()
+            if reader is not None and loop.time() >= next_view:
+                next_view = loop.time() + 0.25
+                progress = progress or Progress(reader.total_bytes)
+                _show(progress, reader, summary)
+    finally:
+        if progress is not None and reader is not None:
+            _show(progress, reader, summary)
+            progress.close()
+
+
+def _show(progress: Progress, reader: Reader, summary: Summary) -> None:
+    statuses = summary.statuses
+    failed = statuses[Status.FAILED] + statuses[Status.AMBIGUOUS]
+    sent = sum(statuses[s] for s in ACCEPTED)
+    progress.update(
+        bytes_read=reader.bytes_read,
+        lines=summary.lines,
+        sent=sent,
+        failed=failed,
+        rate=(summary.lines - summary.resumed_lines) / summary.elapsed,
+    )
+
+
+def batch_size(config: Config) -> int:
+    """Messages per request: the configured size, within the gateway's maximum."""
+    if config.endpoint == "single":
+        return 1
+    return max(1, min(config.batch_size, config.max_batch))
+
+
+def _open_outputs(config: Config, *, append: bool) -> Outputs:
+    results = NdjsonSink.open(config.results, append=append, fsync=config.fsync)
+    invalid = rejects = None
+    try:
+        if config.invalid:
+            invalid = NdjsonSink.open(config.invalid, append=append)
+        if config.rejects:
+            rejects = NdjsonSink.open(config.rejects, append=append)
+    except FatalError:
+        results.close()
+        if invalid is not None:
+            invalid.close()
+        raise
+    return Outputs(results, Summary(), invalid=invalid, rejects=rejects)
+
+
+@contextlib.asynccontextmanager
+async def _stage(config: Config, outputs: Outputs, journal: Journal) -> AsyncIterator[Stage]:
+    """The sending stage: a real `Sender` over one shared session, or the dry run."""
+    limits = RateLimits(rates=config.rates, kind_rates=config.kind_rates, unit=config.rate_unit)
+    if config.dry_run:
+        yield DryRun(outputs, limits)
+        return
+    loop = asyncio.get_running_loop()
+    policy = RetryPolicy(
+        max_attempts=config.max_attempts,
+        max_wait=config.retry_max_wait,
+        deadline=config.retry_deadline,
+        retry_ambiguous=config.idempotency or config.retry_ambiguous,
+    )
+    async with open_session(
+        concurrency=config.concurrency,
+        timeout=config.timeout,
+        connect_timeout=config.connect_timeout,
+    ) as session:
+        gateway = GatewayClient(
+            session,
+            config.base_url,
+            config.api_key,
+            idempotency_header=config.idempotency_header or None,
+        )
+        sender = Sender(
+            gateway=gateway,
+            limits=limits,
+            policy=policy,
+            outputs=outputs,
+            journal=journal,
+            concurrency=config.concurrency,
+            single=batch_size(config) == 1,
+            clock=loop.time,
+        )
+        try:
+            yield sender
+        finally:
+            for code in outputs.summary.codes:
+                outputs.summary.codes[code].rate = _finite(limits.rate(code))
+
+
+class DryRun:
+    """Stands in for the sender: results say DRY_RUN, the summary says what it would cost."""
+
+    def __init__(self, outputs: Outputs, limits: RateLimits) -> None:
+        self.fatal: FatalError | None = None
+        self._outputs = outputs
+        self._limits = limits
+        self._units: dict[str, float] = {}
+
+    async def submit(self, batch: Batch) -> None:
+        """Account for the batch as if it had been sent."""
+        self._outputs.dry_run(batch)
+        code = batch.group.sender
+        self._units[code] = self._units.get(code, 0) + batch.units
+        self._outputs.summary.requests += 1
+
+    async def close(self) -> None:
+        """Put the estimate in the summary: codes send in parallel, each at its rate."""
+        seconds = {
+            code: self._limits.seconds_for(code, units) for code, units in self._units.items()
+        }
+        self._outputs.summary.estimate = {
+            "seconds": round(max(seconds.values(), default=0.0), 3),
+            "per_code": {
+                code: {
+                    "units": units,
+                    "rate": _finite(self._limits.rate(code)),
+                    "seconds": round(seconds[code], 3),
+                }
+                for code, units in sorted(self._units.items())
+            },
+        }
+
+    async def abandon(self, grace: float) -> bool:
+        """Nothing is in flight in a dry run."""
+        return True
+
+
+def _finite(rate: float) -> float | None:
+    return None if math.isinf(rate) else rate

@@ -1,0 +1,174 @@
+"""Recipient → message: number, group, rendered text, segments — or a local result.
+
+This is the per-recipient hot path. `Preparer.feed` takes a whole input chunk and runs a
+plain loop over it: no await, no exception in the normal case, one tuple per message.
+What cannot be sent (invalid number, missing param, too many segments, a malformed
+line) becomes a local result at once and never reaches the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol
+
+from dispatcher.batcher import Batcher, Entry, Group
+from dispatcher.config import Config
+from dispatcher.errors import InvalidNumber, RenderError
+from dispatcher.models import Recipient, Rejected, Status
+from dispatcher.numbers import normalize
+from dispatcher.renderer import Template, compile_template
+from dispatcher.segments import count
+
+#: Distinct per-line templates kept compiled; beyond this the cache starts afresh.
+TEMPLATE_CACHE = 4096
+
+
+class LocalSink(Protocol):
+    """Where results decided without the gateway go (see `dispatcher.writers`)."""
+
+    def rejected(self, item: Rejected) -> None: ...
+
+    def local(
+        self,
+        line: int,
+        to: str | None,
+        status: Status,
+        error: str,
+        *,
+        ref: Any = None,
+        segments: int | None = None,
+        encoding: str | None = None,
+        invalid: bool = False,
+    ) -> None: ...
+
+
+class Preparer:
+    """Turns recipients into batch entries under the job's template and options."""
+
+    def __init__(self, config: Config, *, capacity: Callable[[str], float]) -> None:
+        if config.sender is None or config.text is None:
+            raise ValueError("the job needs a sender code and a text")  # checked by the CLI
+        self._config = config
+        self._capacity = capacity
+        self._model = config.segment_model
+        self._max_segments = config.max_segments
+        self._strict = config.strict_numbers
+        self._keep_text = config.endpoint == "single" or config.batch_size == 1
+        self._templates: dict[str, Template] = {}
+        self._groups: dict[Hashable, Group] = {}
+        self._default = self._group(config.sender, config.text, None, None, None)
+
+    def feed(self, chunk: list[Recipient | Rejected], batcher: Batcher, sink: LocalSink) -> None:
+        """Prepare every item of an input chunk, adding messages to ``batcher``."""
+        model, max_segments, strict = self._model, self._max_segments, self._strict
+        keep_text, default, add = self._keep_text, self._default, batcher.add
+        for item in chunk:
+            if isinstance(item, Rejected):
+                sink.rejected(item)
+                continue
+            try:
+                to = normalize(item.to, strict=strict)
+            except InvalidNumber as exc:
+                sink.local(
+                    item.line, item.to, Status.INVALID_NUMBER, str(exc), ref=item.ref, invalid=True
+                )
+                continue
+            group = default
+            if (
+                item.sender is not None
+                or item.text is not None
+                or item.external_id is not None
+                or item.client_id is not None
+                or item.email is not None
+            ):
+                group = self._override(item)
+            try:
+                text = group.template.render(item.params)
+            except RenderError as exc:
+                sink.local(item.line, to, Status.REJECTED, str(exc), ref=item.ref)
+                continue
+            if not text:
+                sink.local(
+                    item.line, to, Status.REJECTED, "the rendered text is empty", ref=item.ref
+                )
+                continue
+            cost = count(text, model)
+            if cost.segments > max_segments:
+                sink.local(
+                    item.line,
+                    to,
+                    Status.SEGMENTS_EXCEEDED,
+                    f"text needs {cost.segments} segments ({cost.encoding}), "
+                    f"more than max_segments {max_segments}",
+                    ref=item.ref,
+                    segments=cost.segments,
+                    encoding=cost.encoding,
+                )
+                continue
+            add(
+                group,
+                Entry(
+                    item.line,
+                    to,
+                    item.params,
+                    item.ref,
+                    cost.segments,
+                    cost.encoding,
+                    text if keep_text else None,
+                ),
+            )
+
+    def _override(self, item: Recipient) -> Group:
+        config = self._config
+        return self._group(
+            item.sender if item.sender is not None else config.sender,  # type: ignore[arg-type]
+            item.text if item.text is not None else config.text,  # type: ignore[arg-type]
+            item.external_id,
+            item.client_id,
+            item.email,
+        )
+
+    def _group(
+        self,
+        sender: str,
+        text: str,
+        external_id: str | None,
+        client_id: str | None,
+        email: str | None,
+    ) -> Group:
+        key = (sender, text, external_id, client_id, email)
+        group = self._groups.get(key)
+        if group is None:
+            if len(self._groups) >= TEMPLATE_CACHE:
+                self._groups.clear()
+                self._templates.clear()
+            template = self._templates.get(text)
+            if template is None:
+                template = self._templates[text] = compile_template(text)
+            group = self._groups[key] = Group(
+                key,
+                sender=sender,
+                template=template,
+                options=self._options(sender, external_id, client_id, email),
+                capacity=self._capacity(sender),
+            )
+        return group
+
+    def _options(
+        self, sender: str, external_id: str | None, client_id: str | None, email: str | None
+    ) -> dict[str, Any]:
+        """The request fields besides text and to, in the gateway's spelling."""
+        config = self._config
+        options: dict[str, Any] = {"from": sender, "type": "MT"}
+        if config.request_dr:
+            options["requestDR"] = True
+        for name, value in (
+            ("callbacks", config.callbacks),
+            ("connection", config.connection),
+            ("email", email if email is not None else config.email),
+            ("externalId", external_id if external_id is not None else config.external_id),
+            ("clientId", client_id if client_id is not None else config.client_id),
+        ):
+            if value is not None:
+                options[name] = value
+        return options

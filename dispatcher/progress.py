@@ -1,0 +1,92 @@
+"""Progress on stderr while sending, and the human summary table at the end.
+
+Progress is a tqdm bar over the input's bytes (so the ETA follows the file size),
+refreshed by the pipeline's ticker a few times a second — never per recipient — and
+never written to stdout, which belongs to the results.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+
+class Progress:
+    """A progress line on stderr: bytes read (with ETA), results, failures, rate."""
+
+    def __init__(self, total_bytes: int | None, *, stream: TextIO | None = None) -> None:
+        from tqdm import tqdm  # imported here: only runs that show progress pay for it
+
+        self._bar = tqdm(
+            total=total_bytes,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=stream or sys.stderr,
+            dynamic_ncols=True,
+            mininterval=0.25,
+            smoothing=0.1,
+            leave=True,
+        )
+
+    def update(self, *, bytes_read: int, lines: int, sent: int, failed: int, rate: float) -> None:
+        """Show the latest counters."""
+        self._bar.n = bytes_read
+        self._bar.set_postfix_str(
+            f"lines={lines:,} sent={sent:,} failed={failed:,} {rate:,.0f}/s", refresh=False
+        )
+        self._bar.refresh()
+
+    def close(self) -> None:
+        """Leave the final state on screen."""
+        self._bar.close()
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """The summary JSON as a short table for humans."""
+    rows: list[tuple[str, str]] = [("lines", f"{summary['lines']:,}")]
+    for status, count in summary["statuses"].items():
+        rows.append((f"  {status}", f"{count:,}"))
+    segments = summary["segments"]
+    by_encoding = ", ".join(f"{enc} {n:,}" for enc, n in segments["by_encoding"].items())
+    rows.append(
+        (
+            "segments billable",
+            f"{segments['billable']:,}" + (f" ({by_encoding})" if by_encoding else ""),
+        )
+    )
+    if segments.get("ambiguous"):
+        rows.append(("segments ambiguous", f"{segments['ambiguous']:,}"))
+    if "cost" in summary:
+        rows.append(("cost", f"{summary['cost']:,.4f}"))
+    retries = summary["retries"]
+    causes = ", ".join(f"{cause} {n:,}" for cause, n in retries.items() if cause != "total")
+    rows.append(("requests", f"{summary['requests']:,}"))
+    rows.append(("retries", f"{retries['total']:,}" + (f" ({causes})" if causes else "")))
+    latency = summary["latency_ms"]
+    if latency["max"]:
+        rows.append(
+            (
+                "latency ms",
+                f"p50 {latency['p50']:.1f}  p90 {latency['p90']:.1f}  "
+                f"p99 {latency['p99']:.1f}  max {latency['max']:.1f}",
+            )
+        )
+    rows.append(("elapsed", f"{summary['elapsed_s']:.2f} s"))
+    rows.append(("recipients/s", f"{summary['recipients_per_s']:,.0f}"))
+    for code, stats in summary["codes"].items():
+        rate = stats["achieved_rate"]
+        limit = stats["configured_rate"]
+        rows.append(
+            (
+                f"code {code}",
+                f"{stats['messages']:,} msgs"
+                + (f", {rate:,.1f}/s" if rate else "")
+                + (f" (limit {limit:,.0f}/s)" if limit else ""),
+            )
+        )
+    if "estimate" in summary:
+        rows.append(("estimated send time", f"{summary['estimate']['seconds']:,.1f} s"))
+    rows.append(("exit", summary["exit_reason"]))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -1,0 +1,162 @@
+"""The one retry policy: tenacity, exponential backoff with full jitter, Retry-After.
+
+A request that succeeds at its first attempt never enters tenacity: `RetryPolicy.call`
+makes the first attempt itself and only builds the retrying machinery after a
+retryable failure. Which failures are retryable is decided by the error tree
+(`RetryableError.safe`) and the policy's ``retry_ambiguous`` switch, never by
+message text.
+
+`set_testing(True)` turns every wait to zero (as stamina's ``set_testing`` does);
+the test suite switches it on and off with an autouse fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_any,
+)
+from tenacity.stop import stop_base
+
+from dispatcher.errors import RetryableError
+
+T = TypeVar("T")
+
+_testing = False
+
+
+def set_testing(on: bool) -> None:
+    """Make every retry wait zero seconds (for tests), or restore real waits."""
+    global _testing
+    _testing = on
+
+
+def is_testing() -> bool:
+    """Whether retry waits are switched off."""
+    return _testing
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How often and how patiently a failed request is tried again.
+
+    ``retry_ambiguous`` allows retrying failures after which the gateway may already
+    have acted — right when the gateway honours idempotency keys (the retry carries the
+    same key) or when the user accepts the risk of a duplicate (``--retry-ambiguous``).
+    """
+
+    max_attempts: int = 5
+    initial_wait: float = 0.25
+    max_wait: float = 30.0
+    deadline: float = 300.0
+    retry_ambiguous: bool = False
+
+    def retryable(self, exc: BaseException) -> bool:
+        """Whether another attempt may follow this failure."""
+        return isinstance(exc, RetryableError) and (exc.safe or self.retry_ambiguous)
+
+    def delay(self, exc: BaseException, failed_attempts: int) -> float:
+        """Seconds to wait after ``failed_attempts`` failures, the last being ``exc``.
+
+        Full jitter (uniform between zero and the exponential ceiling), but never less
+        than the gateway's ``Retry-After``.
+        """
+        if _testing:
+            return 0.0
+        ceiling = min(self.max_wait, self.initial_wait * 2 ** (failed_attempts - 1))
+        wait = random.uniform(0, ceiling)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.deadline))
+        return wait
+
+    async def call(
+        self,
+        attempt: Callable[[int], Awaitable[T]],
+        *,
+        on_retry: Callable[[RetryableError, int], None] | None = None,
+    ) -> T:
+        """Run ``attempt(n)`` (n = 1, 2, …) until it succeeds or the policy gives up.
+
+        ``on_retry(error, failed_attempts)`` is called before each wait, so the caller
+        can count retries by cause and slow down other senders. The last error is
+        raised unchanged when the policy gives up.
+        """
+        try:
+            return await attempt(1)
+        except RetryableError as exc:
+            if self.max_attempts <= 1 or not self.retryable(exc):
+                raise
+            first = exc
+        # The deadline runs on the event loop's clock (tenacity's own stop_after_delay
+        # reads time.monotonic), so that tests can fast-forward it.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline
+        if on_retry is not None:
+            on_retry(first, 1)
+        await _sleep(min(self.delay(first, 1), max(0.0, deadline - loop.time())))
+        return await self._retry(attempt, on_retry, loop, deadline)
+
+    async def _retry(
+        self,
+        attempt: Callable[[int], Awaitable[T]],
+        on_retry: Callable[[RetryableError, int], None] | None,
+        loop: asyncio.AbstractEventLoop,
+        deadline: float,
+    ) -> T:
+        def wait(state: RetryCallState) -> float:
+            # never sleep past the deadline: the last attempt happens at it, not after
+            remaining = max(0.0, deadline - loop.time())
+            return min(self.delay(_error(state), state.attempt_number + 1), remaining)
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = _error(state)
+            if on_retry is not None and isinstance(error, RetryableError):
+                on_retry(error, state.attempt_number + 1)
+
+        retrying = AsyncRetrying(
+            stop=stop_any(stop_after_attempt(self.max_attempts - 1), _StopAt(loop, deadline)),
+            wait=wait,
+            retry=retry_if_exception(self.retryable),
+            before_sleep=before_sleep,
+            sleep=_sleep,
+            reraise=True,
+        )
+        async for trial in retrying:
+            with trial:
+                return await attempt(trial.retry_state.attempt_number + 1)
+        raise AssertionError("unreachable: tenacity either returns or reraises")  # pragma: no cover
+
+
+class _StopAt(stop_base):
+    """Stop once the event loop's clock passes the deadline."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self._loop = loop
+        self._deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._loop.time() >= self._deadline
+
+
+def _error(state: RetryCallState) -> BaseException:
+    outcome = state.outcome
+    assert outcome is not None
+    assert outcome.failed
+    error = outcome.exception()
+    assert error is not None
+    return error
+
+
+async def _sleep(seconds: float) -> None:
+    # Even a zero wait yields, so a storm of instant retries cannot starve the loop.
+    await asyncio.sleep(seconds)

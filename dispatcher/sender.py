@@ -1,0 +1,280 @@
+"""Batches → requests: per-code lanes, rate limits, bounded concurrency, retries, results.
+
+Each sender code has a *lane*: a small queue and a task that takes its batches in
+order, waits for the code's shared slow-down (`Throttle`) and rate limit, then for a
+global in-flight slot — acquired *before* the request task is created, so tasks
+never outnumber the concurrency limit — and starts the request. A slow code never
+holds up a fast one, and a full lane queue pauses the reader: backpressure end to end.
+
+A request's fate is decided in `_send`: journaled before it leaves, retried by the one
+policy, and turned into exactly one result per line — ids, or FAILED when the gateway
+certainly did not act, or AMBIGUOUS when it may have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from dispatcher import gateway as api
+from dispatcher.batcher import Batch
+from dispatcher.errors import (
+    AuthError,
+    BatchTooLarge,
+    FatalError,
+    RateLimited,
+    RequestRejected,
+    RetryableError,
+    Unavailable,
+)
+from dispatcher.gateway import GatewayClient
+from dispatcher.journal import Journal
+from dispatcher.limiter import RateLimits, Throttle
+from dispatcher.models import Status
+from dispatcher.retry import RetryPolicy
+from dispatcher.writers import Outputs
+
+log = logging.getLogger("dispatcher.sender")
+
+LANE_QUEUE = 2
+NOT_RETRIED = (
+    "not retried because the gateway is not known to honour idempotency keys "
+    "(set idempotency = true for a gateway that does, or --retry-ambiguous to accept "
+    "the risk of a duplicate)"
+)
+
+
+@dataclass(slots=True)
+class _Attempts:
+    """What the attempts at one batch have shown so far."""
+
+    count: int = 0
+    #: an attempt failed in a way after which the gateway may have acted
+    ambiguous: bool = False
+
+
+class Sender:
+    """Sends batches under the rate limits and the concurrency limit, writes results."""
+
+    def __init__(
+        self,
+        *,
+        gateway: GatewayClient,
+        limits: RateLimits,
+        policy: RetryPolicy,
+        outputs: Outputs,
+        journal: Journal,
+        concurrency: int,
+        single: bool,
+        clock: Callable[[], float],
+    ) -> None:
+        self._gateway = gateway
+        self._limits = limits
+        self._policy = policy
+        self._outputs = outputs
+        self._journal = journal
+        self._concurrency = concurrency
+        self._single = single
+        self._clock = clock
+        self._slots = asyncio.Semaphore(concurrency)
+        self._lanes: dict[str, tuple[asyncio.Queue[Batch | None], asyncio.Task[None]]] = {}
+        self._throttles: dict[str, Throttle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: the first fatal error (auth): the run stops taking new batches
+        self.fatal: FatalError | None = None
+        self.stopping = False
+
+    @property
+    def in_flight(self) -> int:
+        """Requests under way now."""
+        return len(self._tasks)
+
+    async def submit(self, batch: Batch) -> None:
+        """Queue a batch on its code's lane; waits while the lane is full."""
+        code = batch.group.sender
+        lane = self._lanes.get(code)
+        if lane is None:
+            queue: asyncio.Queue[Batch | None] = asyncio.Queue(LANE_QUEUE)
+            throttle = self._throttles[code] = Throttle(self._concurrency)
+            task = asyncio.create_task(self._lane(code, queue, throttle), name=f"lane {code}")
+            lane = self._lanes[code] = (queue, task)
+        await lane[0].put(batch)
+
+    async def close(self) -> None:
+        """Wait until every submitted batch has its results."""
+        for queue, _ in self._lanes.values():
+            await queue.put(None)
+        await asyncio.gather(*(task for _, task in self._lanes.values()))
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def abandon(self, grace: float) -> bool:
+        """Stop: drop queued batches, give in-flight requests ``grace`` seconds, then
+        cancel them (the journal keeps them resumable). True if all finished in time."""
+        self.stopping = True
+        for _, task in self._lanes.values():
+            task.cancel()
+        await asyncio.gather(*(task for _, task in self._lanes.values()), return_exceptions=True)
+        if not self._tasks:
+            return True
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return not pending
+
+    def rate_of(self, code: str) -> float:
+        """The configured rate of a code (for the summary)."""
+        return self._limits.rate(code)
+
+    async def _lane(
+        self, code: str, queue: asyncio.Queue[Batch | None], throttle: Throttle
+    ) -> None:
+        while True:
+            batch = await queue.get()
+            if batch is None:
+                return
+            if self.stopping or self.fatal is not None:
+                continue  # never journaled, so a resumed run sends these lines afresh
+            await throttle.enter()
+            await self._limits.acquire(code, batch.units)
+            await self._slots.acquire()
+            task = asyncio.create_task(self._send(batch, throttle))
+            self._tasks.add(task)
+            task.add_done_callback(partial(self._finished, throttle))
+
+    def _finished(self, throttle: Throttle, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        throttle.leave(ok=not task.cancelled() and task.exception() is None)
+        # _send turns every expected failure into results; anything else is a bug or an
+        # output error, and must stop the run rather than vanish.
+        if not task.cancelled() and (exc := task.exception()) is not None and self.fatal is None:
+            self.fatal = exc if isinstance(exc, FatalError) else _Unexpected(exc)
+
+    async def _send(self, batch: Batch, throttle: Throttle) -> None:
+        lines = batch.lines
+        key = self._journal.key(lines)
+        self._journal.sent(key, lines)
+        body = self._body(batch)
+        attempts = _Attempts()
+        started = self._clock()
+        try:
+            answer, ids = await self._policy.call(
+                partial(self._attempt, batch, body, key, attempts),
+                on_retry=partial(self._on_retry, throttle),
+            )
+        except BatchTooLarge:
+            self._journal.unsent(key)
+            await self._split(batch, throttle)
+            return
+        except AuthError as exc:
+            self._journal.unsent(key)
+            if self.fatal is None:
+                self.fatal = exc
+            return
+        except RequestRejected as exc:
+            self._rejected(batch, exc, attempts)
+        except RetryableError as exc:
+            self._gave_up(batch, exc, attempts)
+        else:
+            self._outputs.accepted(
+                batch,
+                ids,
+                status=answer.status,
+                attempts=attempts.count,
+                transaction_id=answer.transaction_id,
+                started=started,
+            )
+        self._journal.done(key)
+
+    async def _attempt(
+        self, batch: Batch, body: bytes, key: str, attempts: _Attempts, number: int
+    ) -> tuple[api.Answer, list[str | None]]:
+        attempts.count = number
+        started = self._clock()
+        try:
+            if self._single:
+                answer = await self._gateway.send_single(body, key=key)
+            else:
+                answer = await self._gateway.send_batch(body, key=key)
+            return answer, api.match_ids([e.to for e in batch.entries], answer)
+        except RetryableError as exc:
+            attempts.ambiguous |= not exc.safe
+            raise
+        finally:
+            self._outputs.summary.request(self._clock() - started)
+
+    def _on_retry(self, throttle: Throttle, exc: RetryableError, failed: int) -> None:
+        self._outputs.summary.retry(exc.cause)
+        if isinstance(exc, RateLimited | Unavailable):
+            throttle.slow_down(exc.retry_after)
+        log.debug("retrying after attempt %d: %s", failed, exc)
+
+    async def _split(self, batch: Batch, throttle: Throttle) -> None:
+        if len(batch) == 1:
+            key = self._journal.key(batch.lines)
+            self._journal.sent(key, batch.lines)
+            self._outputs.unsent(
+                batch,
+                Status.FAILED,
+                "the gateway refuses even one message as too large (413)",
+                attempts=1,
+            )
+            self._journal.done(key)
+            return
+        self._outputs.summary.retry("413-split")
+        for half in batch.split():
+            await self._send(half, throttle)
+
+    def _rejected(self, batch: Batch, exc: RequestRejected, attempts: _Attempts) -> None:
+        if attempts.ambiguous:
+            error = f"{exc}; an earlier attempt may have been accepted"
+            self._outputs.unsent(batch, Status.AMBIGUOUS, error, attempts=attempts.count)
+            return
+        status = Status.FAILED
+        if exc.gateway_status is not None and exc.gateway_status in Status.__members__:
+            status = Status(exc.gateway_status)
+        if self._single and exc.invalid:
+            status = Status.INVALID_NUMBER
+        self._outputs.unsent(
+            batch,
+            status,
+            str(exc),
+            attempts=attempts.count,
+            invalid=status == Status.INVALID_NUMBER,
+        )
+
+    def _gave_up(self, batch: Batch, exc: RetryableError, attempts: _Attempts) -> None:
+        if not attempts.ambiguous:
+            error = f"{exc} (after {attempts.count} attempt{'s' * (attempts.count > 1)})"
+            self._outputs.unsent(batch, Status.FAILED, error, attempts=attempts.count)
+        elif exc.safe or self._policy.retry_ambiguous:
+            error = (
+                f"{exc}; an earlier attempt may have been accepted "
+                f"(after {attempts.count} attempts)"
+            )
+            self._outputs.unsent(batch, Status.AMBIGUOUS, error, attempts=attempts.count)
+        else:
+            error = f"the gateway may have sent this message: {exc}; {NOT_RETRIED}"
+            self._outputs.unsent(batch, Status.AMBIGUOUS, error, attempts=attempts.count)
+
+    def _body(self, batch: Batch) -> bytes:
+        group = batch.group
+        if self._single:
+            entry = batch.entries[0]
+            assert entry.text is not None
+            return api.single_body(group.options, entry.text, entry.to)
+        recipients = [{"to": e.to, "params": e.params} for e in batch.entries]
+        return api.batch_body(group.options, group.template.text, recipients)
+
+
+class _Unexpected(FatalError):
+    """A bug surfaced while sending: stop the run, keep everything resumable."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(f"unexpected error while sending: {exc!r}")
+        self.__cause__ = exc

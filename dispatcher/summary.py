@@ -1,0 +1,183 @@
+"""The run's account, aggregated as results arrive (never by holding the results).
+
+Counts per status, segments billed per encoding, requests, retries by cause, request
+latency in an HDR histogram, and per sender code what was sent and how fast.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from dispatcher.models import Status
+
+#: Statuses the gateway gives to a message it accepted: these segments are billed.
+ACCEPTED = frozenset(
+    {
+        Status.QUEUE,
+        Status.DEQUEUED,
+        Status.SENT,
+        Status.ENROUTE,
+        Status.DELIVRD,
+        Status.ACCEPTD,
+        Status.EXPIRED,
+        Status.DELETED,
+        Status.UNDELIV,
+        Status.UNKNOWN,
+        Status.REJECTD,
+    }
+)
+#: Statuses that make the run unsuccessful (exit 1): the gateway did not take them,
+#: or we cannot tell whether it did.
+UNSUCCESSFUL = frozenset({Status.FAILED, Status.AMBIGUOUS})
+#: Statuses that are data, not errors, unless ``--strict``.
+INVALID_INPUT = frozenset({Status.INVALID_NUMBER, Status.REJECTED, Status.SEGMENTS_EXCEEDED})
+
+_LATENCY_MAX_US = 3_600_000_000
+
+
+@dataclass(slots=True)
+class CodeStats:
+    """What one sender code sent: accepted messages and segments, first and last time."""
+
+    messages: int = 0
+    segments: int = 0
+    first: float | None = None
+    last: float | None = None
+    rate: float | None = None
+
+
+class Summary:
+    """Running totals of a send; `as_dict` is the summary JSON of SPEC §6."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.started = clock()
+        self.finished: float | None = None
+        self.statuses: Counter[str] = Counter()
+        self.segments: Counter[str] = Counter()
+        self.ambiguous_segments = 0
+        self.requests = 0
+        self.retries: Counter[str] = Counter()
+        self.latency = HdrHistogram(1, _LATENCY_MAX_US, 3)
+        self.codes: dict[str, CodeStats] = {}
+        self.exit_reason = "completed"
+        self.resumed_lines = 0
+        #: an abort (auth, unwritable output, unreadable input), when there was one
+        self.fatal: Exception | None = None
+        #: the signal that stopped the run, when one did
+        self.interrupted: int | None = None
+        #: a dry run's estimate: seconds under the rate limits, per code
+        self.estimate: dict[str, Any] | None = None
+        #: price of one segment, to report the cost
+        self.price_per_segment: float | None = None
+
+    def absorb(self, statuses: dict[str, int], segments: dict[str, int]) -> None:
+        """Count the results an earlier run of the same job already wrote."""
+        self.statuses.update(statuses)
+        self.segments.update(segments)
+        self.resumed_lines = sum(statuses.values())
+
+    @property
+    def lines(self) -> int:
+        """Result lines written so far."""
+        return sum(self.statuses.values())
+
+    def request(self, seconds: float) -> None:
+        """One HTTP request made, whatever its outcome, and how long it took."""
+        self.requests += 1
+        self.latency.record_value(min(max(1, int(seconds * 1_000_000)), _LATENCY_MAX_US))
+
+    def retry(self, cause: str) -> None:
+        """One retry, counted by its cause (429, 503, 5xx, timeout, disconnect…)."""
+        self.retries[cause] += 1
+
+    def sent(self, code: str, messages: int, segments: int, started: float) -> None:
+        """The gateway accepted ``messages`` of ``code`` from a request begun at ``started``."""
+        stats = self.codes.get(code)
+        if stats is None:
+            stats = self.codes[code] = CodeStats()
+        stats.messages += messages
+        stats.segments += segments
+        now = self._clock()
+        if stats.first is None:
+            stats.first = started
+        stats.last = now
+
+    def finish(self, reason: str | None = None) -> None:
+        """Stop the clock; ``reason`` replaces "completed" when the run did not finish."""
+        self.finished = self._clock()
+        if reason is not None:
+            self.exit_reason = reason
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from start to finish (or to now while running)."""
+        end = self.finished if self.finished is not None else self._clock()
+        return max(end - self.started, 1e-9)
+
+    def exit_code(self, *, strict: bool = False) -> int:
+        """0 all done, 1 some lines failed or are ambiguous (or invalid, with strict)."""
+        if any(self.statuses[s] for s in UNSUCCESSFUL):
+            return 1
+        if strict and any(self.statuses[s] for s in INVALID_INPUT):
+            return 1
+        return 0
+
+    def percentile_ms(self, percentile: float) -> float:
+        """Request latency at a percentile, in milliseconds."""
+        if self.latency.get_total_count() == 0:
+            return 0.0
+        return float(self.latency.get_value_at_percentile(percentile)) / 1000.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary JSON: counts, segments, requests, retries, latency, per code."""
+        billable = sum(self.segments.values())
+        codes = {}
+        for code, stats in sorted(self.codes.items()):
+            span = (stats.last or 0.0) - (stats.first or 0.0)
+            codes[code] = {
+                "messages": stats.messages,
+                "segments": stats.segments,
+                "achieved_rate": round(stats.messages / span, 2) if span > 0 else None,
+                "configured_rate": stats.rate,
+            }
+        latency = {
+            "p50": self.percentile_ms(50),
+            "p90": self.percentile_ms(90),
+            "p99": self.percentile_ms(99),
+            "max": (self.latency.get_max_value() / 1000.0) if self.requests else 0.0,
+        }
+        return {
+            "lines": self.lines,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "segments": {
+                "billable": billable,
+                "by_encoding": {str(k): v for k, v in sorted(self.segments.items())},
+                "ambiguous": self.ambiguous_segments,
+            },
+            "requests": self.requests,
+            "retries": {
+                "total": sum(self.retries.values()),
+                **{str(k): v for k, v in sorted(self.retries.items())},
+            },
+            "elapsed_s": round(self.elapsed, 3),
+            "recipients_per_s": round((self.lines - self.resumed_lines) / self.elapsed, 1),
+            "latency_ms": latency,
+            "codes": codes,
+            "resumed_lines": self.resumed_lines,
+            "exit_reason": self.exit_reason,
+        } | self._extras(billable)
+
+    def _extras(self, billable: int) -> dict[str, Any]:
+        extras: dict[str, Any] = {}
+        if self.price_per_segment is not None:
+            extras["cost"] = round(billable * self.price_per_segment, 6)
+        if self.estimate is not None:
+            extras["estimate"] = self.estimate
+        return extras

@@ -1,0 +1,285 @@
+"""Result sinks: results, invalid numbers and rejects as NDJSON, fed to the summary.
+
+Every result line goes through `Outputs`, which also counts it in the `Summary`, so the
+file and the account cannot disagree. Lines are built with orjson and collected in a
+buffer that is written in large chunks; `flush` pushes it to the OS (and fsyncs with
+``--fsync``) so that the journal can record a batch as done only after its results
+are safely out of the process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, BinaryIO
+
+import orjson
+
+from dispatcher.batcher import Batch
+from dispatcher.errors import OutputError
+from dispatcher.models import Rejected, Status
+from dispatcher.summary import ACCEPTED, Summary
+
+_dumps = orjson.dumps
+_NL = orjson.OPT_APPEND_NEWLINE
+FLUSH_BYTES = 1 << 18
+
+
+class NdjsonSink:
+    """One NDJSON output: a file or stdout, written in large buffered chunks."""
+
+    def __init__(
+        self, target: BinaryIO, name: str, *, fsync: bool = False, owned: bool = True
+    ) -> None:
+        self._target = target
+        self.name = name
+        self._fsync = fsync
+        self._owned = owned
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    @classmethod
+    def open(cls, path: str, *, append: bool = False, fsync: bool = False) -> NdjsonSink:
+        """Open ``path`` ("-" is stdout) for writing; unwritable → `OutputError`."""
+        if path == "-":
+            return cls(sys.stdout.buffer, "stdout", fsync=False, owned=False)
+        try:
+            target = open(path, "ab" if append else "wb")  # noqa: SIM115 (closed by close())
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+        return cls(target, path, fsync=fsync)
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes; they reach the OS at the next flush (or when the buffer is big)."""
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= FLUSH_BYTES:
+            self.flush()
+
+    def write_many(self, lines: list[bytes]) -> None:
+        """Queue many lines at once (one batch's results)."""
+        self._parts.extend(lines)
+        self._size += sum(map(len, lines))
+        if self._size >= FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand everything queued to the OS; with fsync, to the disk."""
+        if not self._parts:
+            return
+        data = b"".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        try:
+            self._target.write(data)
+            self._target.flush()
+            if self._fsync:
+                os.fsync(self._target.fileno())
+        except BrokenPipeError:
+            raise OutputError(f"cannot write {self.name}: the reader closed the pipe") from None
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.name}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        """Flush and close (stdout is flushed, never closed)."""
+        try:
+            self.flush()
+        finally:
+            if self._owned:
+                self._target.close()
+
+
+class Outputs:
+    """Writes every kind of result and counts it in the summary."""
+
+    def __init__(
+        self,
+        results: NdjsonSink,
+        summary: Summary,
+        *,
+        invalid: NdjsonSink | None = None,
+        rejects: NdjsonSink | None = None,
+    ) -> None:
+        self.results = results
+        self.invalid = invalid
+        self.rejects = rejects
+        self.summary = summary
+
+    def rejected(self, item: Rejected) -> None:
+        """A malformed input line."""
+        self.results.write(
+            _dumps({"line": item.line, "status": Status.REJECTED, "error": item.reason}, option=_NL)
+        )
+        if self.rejects is not None:
+            self.rejects.write(
+                _dumps(
+                    {"line": item.line, "reason": item.reason, "excerpt": item.excerpt}, option=_NL
+                )
+            )
+        self.summary.statuses[Status.REJECTED] += 1
+
+    def local(
+        self,
+        line: int,
+        to: str | None,
+        status: Status,
+        error: str,
+        *,
+        ref: Any = None,
+        segments: int | None = None,
+        encoding: str | None = None,
+        invalid: bool = False,
+    ) -> None:
+        """A result decided without the gateway (invalid number, render error…)."""
+        result: dict[str, Any] = {"line": line, "to": to, "status": status}
+        if segments is not None:
+            result["segments"] = segments
+            result["encoding"] = encoding
+        result["error"] = error
+        if ref is not None:
+            result["ref"] = ref
+        self.results.write(_dumps(result, option=_NL))
+        if invalid and self.invalid is not None:
+            self.invalid.write(
+                _dumps({"line": line, "to": to, "reason": error, "source": "client"}, option=_NL)
+            )
+        self.summary.statuses[status] += 1
+
+    def accepted(
+        self,
+        batch: Batch,
+        ids: list[str | None],
+        *,
+        status: str,
+        attempts: int,
+        transaction_id: str | None,
+        started: float,
+    ) -> None:
+        """The gateway's answer to a batch: an id per line, or refused as invalid."""
+        lines: list[bytes] = []
+        by_encoding: dict[str, int] = {}
+        refused = 0
+        accepted_segments = 0
+        skip = batch.skip
+        for entry, message_id in zip(batch.entries, ids, strict=True):
+            if skip is not None and entry.line in skip:
+                continue
+            if message_id is None:
+                refused += 1
+                lines.append(
+                    self._gateway_invalid(entry.line, entry.to, entry.ref, attempts, transaction_id)
+                )
+                continue
+            result = {
+                "line": entry.line,
+                "to": entry.to,
+                "status": status,
+                "id": message_id,
+                "segments": entry.segments,
+                "encoding": entry.encoding,
+                "attempts": attempts,
+                "transactionId": transaction_id,
+            }
+            if entry.ref is not None:
+                result["ref"] = entry.ref
+            lines.append(_dumps(result, option=_NL))
+            by_encoding[entry.encoding] = by_encoding.get(entry.encoding, 0) + entry.segments
+            accepted_segments += entry.segments
+        self.results.write_many(lines)
+        summary = self.summary
+        summary.statuses[status] += len(lines) - refused
+        if refused:
+            summary.statuses[Status.INVALID_NUMBER] += refused
+        if status in ACCEPTED:
+            summary.segments.update(by_encoding)
+            summary.sent(batch.group.sender, len(lines) - refused, accepted_segments, started)
+
+    def _gateway_invalid(
+        self, line: int, to: str, ref: Any, attempts: int, transaction_id: str | None
+    ) -> bytes:
+        reason = "the gateway listed the number as invalid"
+        if self.invalid is not None:
+            self.invalid.write(
+                _dumps({"line": line, "to": to, "reason": reason, "source": "gateway"}, option=_NL)
+            )
+        result: dict[str, Any] = {
+            "line": line,
+            "to": to,
+            "status": Status.INVALID_NUMBER,
+            "attempts": attempts,
+            "transactionId": transaction_id,
+            "error": reason,
+        }
+        if ref is not None:
+            result["ref"] = ref
+        return _dumps(result, option=_NL)
+
+    def unsent(
+        self, batch: Batch, status: str, error: str, *, attempts: int, invalid: bool = False
+    ) -> None:
+        """A whole batch that ends without ids: FAILED, AMBIGUOUS or a gateway refusal
+        (``invalid`` when the gateway refused the number itself)."""
+        lines = []
+        skip = batch.skip
+        for entry in batch.entries:
+            if skip is not None and entry.line in skip:
+                continue
+            if invalid and self.invalid is not None:
+                self.invalid.write(
+                    _dumps(
+                        {"line": entry.line, "to": entry.to, "reason": error, "source": "gateway"},
+                        option=_NL,
+                    )
+                )
+            result = {
+                "line": entry.line,
+                "to": entry.to,
+                "status": status,
+                "segments": entry.segments,
+                "encoding": entry.encoding,
+                "attempts": attempts,
+                "error": error,
+            }
+            if entry.ref is not None:
+                result["ref"] = entry.ref
+            lines.append(_dumps(result, option=_NL))
+        self.results.write_many(lines)
+        self.summary.statuses[status] += len(lines)
+        if status == Status.AMBIGUOUS:
+            self.summary.ambiguous_segments += sum(e.segments for e in batch.entries)
+
+    def dry_run(self, batch: Batch) -> None:
+        """What would be sent: status DRY_RUN, with segments and encoding."""
+        lines = []
+        for entry in batch.entries:
+            result = {
+                "line": entry.line,
+                "to": entry.to,
+                "status": Status.DRY_RUN,
+                "segments": entry.segments,
+                "encoding": entry.encoding,
+            }
+            if entry.ref is not None:
+                result["ref"] = entry.ref
+            lines.append(_dumps(result, option=_NL))
+            self.summary.segments[entry.encoding] += entry.segments
+        self.results.write_many(lines)
+        self.summary.statuses[Status.DRY_RUN] += len(batch.entries)
+
+    def flush(self) -> None:
+        """Push every sink's buffer to the OS."""
+        for sink in (self.results, self.invalid, self.rejects):
+            if sink is not None:
+                sink.flush()
+
+    def close(self) -> None:
+        """Flush and close every sink."""
+        errors = []
+        for sink in (self.results, self.invalid, self.rejects):
+            if sink is not None:
+                try:
+                    sink.close()
+                except OutputError as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]

@@ -1,0 +1,136 @@
+"""Batching: group keys, size, units, linger on an injected clock, bounded memory,
+and the exact rebuild of a batch for --resume."""
+
+import math
+
+from dispatcher.batcher import Batch, Batcher, Entry, Group
+from dispatcher.renderer import compile_template
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def group(key: str, capacity: float = math.inf) -> Group:
+    return Group(
+        key, sender=key, template=compile_template("Hi {0}"), options={}, capacity=capacity
+    )
+
+
+def entry(line: int, segments: int = 1) -> Entry:
+    return Entry(line, f"+5255000{line:05d}", ["x"], None, segments, "GSM7", None)
+
+
+def batcher(clock: Clock, **kw: object) -> Batcher:
+    options: dict[str, object] = {
+        "batch_size": 3,
+        "linger": 0.05,
+        "max_buffered": 100,
+        "count_segments": False,
+    }
+    options.update(kw)
+    return Batcher(clock=clock, **options)  # type: ignore[arg-type]
+
+
+def lines(batches: list[Batch]) -> list[list[int]]:
+    return [b.lines for b in batches]
+
+
+def test_full_batches_close_at_batch_size() -> None:
+    b = batcher(Clock())
+    g = group("A")
+    for n in range(1, 8):
+        b.add(g, entry(n))
+    assert lines(b.take()) == [[1, 2, 3], [4, 5, 6]]
+    assert b.buffered == 1
+    b.drain()
+    assert lines(b.take()) == [[7]]
+    assert b.buffered == 0
+
+
+def test_groups_never_mix() -> None:
+    b = batcher(Clock())
+    a, c = group("A"), group("C")
+    for n in range(1, 7):
+        b.add(a if n % 2 else c, entry(n))
+    assert lines(b.take()) == [[1, 3, 5], [2, 4, 6]]
+    assert [x.group.key for x in b.outbox] == []
+
+
+def test_linger_closes_old_batches_only() -> None:
+    clock = Clock()
+    b = batcher(clock)
+    b.add(group("A"), entry(1))
+    clock.now = 0.03
+    b.add(group("B"), entry(2))
+    clock.now = 0.06
+    b.expire()
+    assert lines(b.take()) == [[1]]
+    clock.now = 0.09
+    b.expire()
+    assert lines(b.take()) == [[2]]
+
+
+def test_memory_bound_flushes_the_oldest_group() -> None:
+    b = batcher(Clock(), batch_size=1000, max_buffered=5)
+    for n in range(1, 7):
+        b.add(group(f"G{n}"), entry(n))
+    assert lines(b.take()) == [[1]]
+    assert b.buffered == 5
+
+
+def test_units_capacity_closes_before_overflow_counting_segments() -> None:
+    b = batcher(Clock(), batch_size=1000, count_segments=True)
+    g = group("A", capacity=5)
+    for n, segments in enumerate([2, 2, 2, 1, 1, 1], start=1):
+        b.add(g, entry(n, segments))
+    taken = b.take()
+    assert lines(taken) == [[1, 2], [3, 4, 5, 6]]  # 2+2, then 2+1+1+1 fills it exactly
+    assert [x.units for x in taken] == [4, 5]
+    assert b.buffered == 0
+
+
+def test_a_message_larger_than_capacity_travels_alone() -> None:
+    b = batcher(Clock(), batch_size=1000, count_segments=True)
+    g = group("A", capacity=2)
+    b.add(g, entry(1, 5))
+    b.add(g, entry(2, 1))
+    b.drain()
+    assert lines(b.take()) == [[1], [2]]
+
+
+def test_split_keeps_order_and_units() -> None:
+    b = batcher(Clock(), batch_size=4, count_segments=True)
+    g = group("A")
+    for n, segments in enumerate([1, 2, 3, 4], start=1):
+        b.add(g, entry(n, segments))
+    (whole,) = b.take()
+    first, second = whole.split()
+    assert (first.lines, second.lines) == ([1, 2], [3, 4])
+    assert (first.units, second.units) == (3, 7)
+
+
+def test_pinned_lines_rebuild_the_exact_batch() -> None:
+    b = batcher(Clock(), batch_size=2)
+    g = group("A")
+    done = {5}
+    b.pin([7, 5, 9], skip=done)
+    for n in range(4, 11):
+        b.add(g, entry(n))
+    b.drain()
+    batches = b.take()
+    pinned = [x for x in batches if x.skip is not None]
+    assert lines(pinned) == [[7, 5, 9]]
+    assert pinned[0].skip is done
+    assert sorted(n for x in batches if x.skip is None for n in x.lines) == [4, 6, 8, 10]
+
+
+def test_unfinished_keeps_undone_and_pinned_lines() -> None:
+    b = batcher(Clock())
+    b.pin([3], skip=set())
+    items = [entry(n) for n in range(1, 6)]
+    assert [e.line for e in b.unfinished(items, {1, 2, 3})] == [3, 4, 5]

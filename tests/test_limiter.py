@@ -1,0 +1,154 @@
+"""Rate limits per sender code, checked with a fast-forwarded event-loop clock."""
+
+import asyncio
+import math
+from collections import deque
+
+import pytest
+
+from dispatcher.limiter import BATCHES_PER_SECOND, RateLimits, Throttle, code_kind
+
+KINDS = {"longcode": 1.0, "shortcode": 100.0, "alphanumeric": 100.0}
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("1", "shortcode"),
+        ("123456", "shortcode"),
+        ("1234567", "longcode"),
+        ("COMPANY", "alphanumeric"),
+        ("12A45", "alphanumeric"),
+        ("١٢٣", "alphanumeric"),
+    ],
+)
+def test_code_kind(code: str, kind: str) -> None:
+    assert code_kind(code) == kind
+
+
+def test_rates_by_code_then_kind() -> None:
+    limits = RateLimits(rates={"12345": 7.0, "FREE": math.inf}, kind_rates=KINDS)
+    assert limits.rate("12345") == 7.0
+    assert limits.rate("54321") == 100.0
+    assert limits.rate("5551234567") == 1.0
+    assert limits.rate("FREE") == math.inf
+    assert limits.capacity("FREE") == math.inf
+    assert limits.capacity("12345") == 1  # below 20/s a batch is one unit
+    assert limits.capacity("54321") == 100 / BATCHES_PER_SECOND
+    assert limits.seconds_for("12345", 70) == 10.0
+
+
+def max_window(times: list[float], amounts: list[float], width: float = 1.0) -> float:
+    """The most units in any window [t, t + width) ending at a send."""
+    window: deque[tuple[float, float]] = deque()
+    total = best = 0.0
+    for t, n in zip(times, amounts, strict=True):
+        window.append((t, n))
+        total += n
+        while window[0][0] <= t - width:
+            total -= window.popleft()[1]
+        best = max(best, total)
+    return best
+
+
+async def send_for(
+    limits: RateLimits, code: str, seconds: float, batch: float
+) -> tuple[list[float], list[float]]:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    times: list[float] = []
+    amounts: list[float] = []
+    while loop.time() - start < seconds:
+        await limits.acquire(code, batch)
+        times.append(loop.time() - start)
+        amounts.append(batch)
+    return times, amounts
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("rate", [1.0, 5.0, 10.0, 20.0, 100.0, 1000.0, 20000.0])
+async def test_windows_and_sustained_rate(rate: float) -> None:
+    limits = RateLimits(rates={"C": rate}, kind_rates=KINDS)
+    capacity = limits.capacity("C")
+    times, amounts = await send_for(limits, "C", 30.0, capacity)
+    allowed = rate + 1 if rate < 10 else 1.1 * rate
+    assert max_window(times, amounts) <= allowed
+    first_second = sum(n for t, n in zip(times, amounts, strict=True) if t < 1.0)
+    assert first_second <= allowed
+    sustained = sum(amounts) / 30.0
+    assert sustained >= 0.95 * rate
+
+
+@pytest.mark.looptime
+async def test_an_amount_above_capacity_waits_for_its_size() -> None:
+    limits = RateLimits(rates={"C": 1.0}, kind_rates=KINDS, unit="segments")
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await limits.acquire("C", 1)  # the bucket's one free unit
+    await limits.acquire("C", 3)  # a three-segment message at one segment per second
+    assert loop.time() - start == pytest.approx(3.0, abs=0.01)
+
+
+@pytest.mark.looptime
+async def test_unlimited_code_never_waits() -> None:
+    limits = RateLimits(rates={}, kind_rates={**KINDS, "alphanumeric": math.inf})
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(1000):
+        await limits.acquire("COMPANY", 1000)
+    assert loop.time() == start
+
+
+@pytest.mark.looptime
+async def test_throttle_halves_on_pushback_and_recovers() -> None:
+    throttle = Throttle(8)
+    for _ in range(8):
+        await throttle.enter()
+    throttle.slow_down(None)
+    assert throttle.limit == 4
+    for _ in range(8):
+        throttle.leave(ok=True)
+    assert 4 < throttle.limit < 8  # additive increase, not a jump back
+    for _ in range(200):
+        await throttle.enter()
+        throttle.leave(ok=True)
+    assert throttle.limit == 8
+
+
+@pytest.mark.looptime
+async def test_throttle_blocks_above_the_limit_and_wakes_on_leave() -> None:
+    throttle = Throttle(4)
+    throttle.slow_down(None)
+    throttle.slow_down(None)
+    assert throttle.limit == 1
+    await throttle.enter()
+    waiter = asyncio.create_task(throttle.enter())
+    await asyncio.sleep(1)
+    assert not waiter.done()
+    throttle.leave(ok=True)
+    await asyncio.wait_for(waiter, 1)
+    assert throttle.in_flight == 1
+
+
+@pytest.mark.looptime
+async def test_throttle_honours_retry_after_for_every_batch_of_the_code() -> None:
+    loop = asyncio.get_running_loop()
+    throttle = Throttle(4)
+    start = loop.time()
+    throttle.slow_down(2.5)
+    await throttle.enter()
+    assert loop.time() - start == pytest.approx(2.5)
+
+
+@pytest.mark.looptime
+async def test_cancelled_waiter_does_not_leak() -> None:
+    throttle = Throttle(1)
+    await throttle.enter()
+    waiter = asyncio.create_task(throttle.enter())
+    await asyncio.sleep(0.1)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    throttle.leave(ok=True)
+    await asyncio.wait_for(throttle.enter(), 1)
+    assert throttle.in_flight == 1

@@ -1,0 +1,111 @@
+"""The retry policy: what is retried, how long it waits, and the untouched fast path."""
+
+import asyncio
+
+import pytest
+
+from dispatcher import retry
+from dispatcher.errors import (
+    ConnectError,
+    ConnectionLost,
+    RateLimited,
+    RequestRejected,
+    ServerError,
+)
+from dispatcher.retry import RetryPolicy
+
+
+class Flaky:
+    """Fails with the given errors in turn, then succeeds."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.attempts: list[int] = []
+
+    async def __call__(self, attempt: int) -> str:
+        self.attempts.append(attempt)
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+
+async def test_success_never_builds_tenacity(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tenacity entered on the fast path")
+
+    monkeypatch.setattr(retry, "AsyncRetrying", boom)
+    flaky = Flaky()
+    assert await RetryPolicy().call(flaky) == "ok"
+    assert flaky.attempts == [1]
+
+
+async def test_safe_failures_are_retried_and_counted() -> None:
+    seen: list[tuple[str, int]] = []
+    flaky = Flaky(RateLimited("429"), ConnectError("refused"))
+    result = await RetryPolicy(max_attempts=5).call(
+        flaky, on_retry=lambda e, n: seen.append((e.cause, n))
+    )
+    assert result == "ok"
+    assert flaky.attempts == [1, 2, 3]
+    assert seen == [("429", 1), ("connect", 2)]
+
+
+async def test_ambiguous_failure_is_not_retried_by_default() -> None:
+    flaky = Flaky(ServerError("500"))
+    with pytest.raises(ServerError):
+        await RetryPolicy().call(flaky)
+    assert flaky.attempts == [1]
+
+
+async def test_ambiguous_failure_is_retried_when_allowed() -> None:
+    flaky = Flaky(ServerError("500"), ConnectionLost("dropped"))
+    assert await RetryPolicy(retry_ambiguous=True).call(flaky) == "ok"
+    assert flaky.attempts == [1, 2, 3]
+
+
+async def test_permanent_errors_are_never_retried() -> None:
+    flaky = Flaky(RequestRejected("400", status=400))
+    with pytest.raises(RequestRejected):
+        await RetryPolicy(retry_ambiguous=True).call(flaky)
+    assert flaky.attempts == [1]
+
+
+async def test_gives_up_after_max_attempts_with_the_last_error() -> None:
+    flaky = Flaky(*(RateLimited(f"429 #{n}") for n in range(10)))
+    with pytest.raises(RateLimited, match="429 #2"):
+        await RetryPolicy(max_attempts=3).call(flaky)
+    assert flaky.attempts == [1, 2, 3]
+
+
+async def test_single_attempt_policy() -> None:
+    flaky = Flaky(RateLimited("429"))
+    with pytest.raises(RateLimited):
+        await RetryPolicy(max_attempts=1).call(flaky)
+    assert flaky.attempts == [1]
+
+
+def test_full_jitter_bounds_and_retry_after() -> None:
+    retry.set_testing(False)
+    policy = RetryPolicy(initial_wait=0.5, max_wait=4.0)
+    for failed in range(1, 8):
+        ceiling = min(4.0, 0.5 * 2 ** (failed - 1))
+        waits = [policy.delay(ConnectError("x"), failed) for _ in range(200)]
+        assert all(0 <= w <= ceiling for w in waits)
+        assert max(waits) > ceiling / 2  # jitter spreads over the whole range
+    assert policy.delay(RateLimited("429", retry_after=7.0), 1) >= 7.0
+
+
+def test_testing_switch_zeroes_waits() -> None:
+    assert RetryPolicy().delay(RateLimited("429", retry_after=30.0), 3) == 0.0
+
+
+@pytest.mark.looptime
+async def test_deadline_stops_retrying() -> None:
+    retry.set_testing(False)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    flaky = Flaky(*(RateLimited("429", retry_after=10.0) for _ in range(100)))
+    with pytest.raises(RateLimited):
+        await RetryPolicy(max_attempts=100, deadline=35.0).call(flaky)
+    assert 3 <= len(flaky.attempts) <= 6
+    assert loop.time() - start < 60
