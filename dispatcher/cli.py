@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dispatcher._version import __version__
-from dispatcher.errors import ConfigError
+from dispatcher.errors import ConfigError, FatalError
 
 if TYPE_CHECKING:
     from dispatcher.config import Config
@@ -234,6 +234,9 @@ def run_send(source: str, config: Config) -> int:
         summary = run_async(main())
     except ConfigError as exc:
         return _usage_error(exc)
+    except FatalError as exc:  # outputs or journal cannot even be opened
+        print(f"dispatcher: {exc}", file=sys.stderr)
+        return EXIT_ABORTED
     return report_summary(summary, config)
 
 
@@ -697,7 +700,7 @@ def _add_gen(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _cmd_gen(args: argparse.Namespace) -> int:
     import os
 
-    from dispatcher.errors import ConfigError
+    from dispatcher.errors import ConfigError, FatalError
     from dispatcher.gen import write
 
     try:
@@ -753,4 +756,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     run: Command = args.run
-    return run(args)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except Exception:
+        # A bug: say so, with a traceback that cannot carry the API key.
+        import traceback
+
+        from dispatcher.logs import redact
+
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        print("dispatcher: internal error (the traceback above); please report it", file=sys.stderr)
+        return EXIT_ABORTED
