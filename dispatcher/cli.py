@@ -698,9 +698,6 @@ def _add_gen(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_gen(args: argparse.Namespace) -> int:
-    import os
-
-    from dispatcher.errors import ConfigError, FatalError
     from dispatcher.gen import write
 
     try:
