@@ -361,6 +361,13 @@ def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         p.add_argument(flag, type=share, default=0.0, metavar="SHARE", help=f"share: {what}")
     p.add_argument("--latency-ms", type=float, default=0.0, help="mean added latency")
     p.add_argument("--jitter-ms", type=float, default=0.0, help="uniform +/- jitter")
+    p.add_argument(
+        "--fault-retry-after",
+        type=int,
+        default=1,
+        metavar="S",
+        help="Retry-After seconds of injected 429/503 answers",
+    )
     p.add_argument("--dr-delay-ms", type=float, default=200.0, help="delay of delivery reports")
     for flag in ("--dr-undeliv", "--dr-expired", "--dr-rejectd"):
         p.add_argument(flag, type=share, default=0.0, metavar="SHARE", help="share of reports")
@@ -389,6 +396,7 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
             drop_after=args.drop_after,
             latency_ms=args.latency_ms,
             jitter_ms=args.jitter_ms,
+            retry_after_s=args.fault_retry_after,
         )
         settings = EmulatorSettings(
             api_key=key,
