@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dispatcher._version import __version__
-from dispatcher.errors import ConfigError
+from dispatcher.errors import ConfigError, FatalError
 
 if TYPE_CHECKING:
     from dispatcher.config import Config
@@ -234,6 +234,9 @@ def run_send(source: str, config: Config) -> int:
         summary = run_async(main())
     except ConfigError as exc:
         return _usage_error(exc)
+    except FatalError as exc:  # outputs or journal cannot even be opened
+        print(f"dispatcher: {exc}", file=sys.stderr)
+        return EXIT_ABORTED
     return report_summary(summary, config)
 
 
@@ -358,6 +361,13 @@ def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         p.add_argument(flag, type=share, default=0.0, metavar="SHARE", help=f"share: {what}")
     p.add_argument("--latency-ms", type=float, default=0.0, help="mean added latency")
     p.add_argument("--jitter-ms", type=float, default=0.0, help="uniform +/- jitter")
+    p.add_argument(
+        "--fault-retry-after",
+        type=int,
+        default=1,
+        metavar="S",
+        help="Retry-After seconds of injected 429/503 answers",
+    )
     p.add_argument("--dr-delay-ms", type=float, default=200.0, help="delay of delivery reports")
     for flag in ("--dr-undeliv", "--dr-expired", "--dr-rejectd"):
         p.add_argument(flag, type=share, default=0.0, metavar="SHARE", help="share of reports")
@@ -386,6 +396,7 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
             drop_after=args.drop_after,
             latency_ms=args.latency_ms,
             jitter_ms=args.jitter_ms,
+            retry_after_s=args.fault_retry_after,
         )
         settings = EmulatorSettings(
             api_key=key,
@@ -695,9 +706,6 @@ def _add_gen(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_gen(args: argparse.Namespace) -> int:
-    import os
-
-    from dispatcher.errors import ConfigError
     from dispatcher.gen import write
 
     try:
@@ -753,4 +761,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     run: Command = args.run
-    return run(args)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except Exception:
+        # A bug: say so, with a traceback that cannot carry the API key.
+        import traceback
+
+        from dispatcher.logs import redact
+
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        print("dispatcher: internal error (the traceback above); please report it", file=sys.stderr)
+        return EXIT_ABORTED

@@ -185,3 +185,11 @@ class InputError(FatalError, OSError):
 
     Every line read before the failure still gets its result.
     """
+
+
+class GatewayUnreachable(FatalError, OSError):
+    """Every attempt to connect failed: going on would only mark every line FAILED.
+
+    The batches that could not be sent stay unsent in the journal, so ``--resume``
+    sends them once the gateway is back.
+    """

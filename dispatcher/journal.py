@@ -5,7 +5,8 @@ Records, one JSON object per line:
 - ``{"journal": 1, "job": ID, "fingerprint": F, "input": PATH}`` — the header;
 - ``{"sent": KEY, "lines": [...]}`` — written (and handed to the OS) *before* a batch's
   first request leaves, so a crash can never hide a request the gateway may have seen;
-- ``{"done": KEY}`` — after the batch's results reached the OS;
+- ``{"done": KEY}`` — after the batch's results reached the OS (informative: on resume
+  the results file decides what is finished);
 - ``{"unsent": KEY}`` — the gateway certainly did not act (an auth abort);
 - ``{"complete": true}`` — the job finished.
 
@@ -223,13 +224,25 @@ def _records(path: str) -> Iterator[dict[str, Any]]:
 
 
 def read_state(journal: str, results: str, expected_fingerprint: str) -> ResumeState:
-    """Read a journal and its results file into what the resumed run must do."""
+    """Read a results file and its journal into what the resumed run must do.
+
+    A journaled batch is in flight when some of its lines have no result — whatever
+    its ``done`` record says, since the results file is the truth — unless it is
+    recorded ``unsent``. The results are read first, so only unfinished batches are
+    held in memory however long the journal is.
+    """
     job: str | None = None
-    sent: dict[str, list[int]] = {}
-    finished: set[str] = set()
-    complete = False
+    state = ResumeState(job="")
+    _read_results(results, state)
+    done = state.done
     for record in _records(journal):
-        if "journal" in record:
+        if "sent" in record:
+            lines = record["lines"]
+            if not all(line in done for line in lines):
+                state.in_flight[str(record["sent"])] = [int(n) for n in lines]
+        elif "unsent" in record:
+            state.in_flight.pop(str(record["unsent"]), None)
+        elif "journal" in record:
             job = str(record["job"])
             if record.get("fingerprint") != expected_fingerprint:
                 raise ConfigError(
@@ -237,21 +250,11 @@ def read_state(journal: str, results: str, expected_fingerprint: str) -> ResumeS
                     "(sender, text, request options, endpoint or segment model); resume "
                     "with the same options, or use --force to start over"
                 )
-        elif "sent" in record:
-            sent[str(record["sent"])] = [int(n) for n in record["lines"]]
-        elif "done" in record:
-            finished.add(str(record["done"]))
-        elif "unsent" in record:
-            finished.add(str(record["unsent"]))
         elif record.get("complete"):
-            complete = True
+            state.complete = True
     if job is None:
         raise ConfigError(f"--resume: {journal} has no header; it is not a dispatcher journal")
-    state = ResumeState(job=job, complete=complete)
-    _read_results(results, state)
-    for key, lines in sent.items():
-        if key not in finished and not all(line in state.done for line in lines):
-            state.in_flight[key] = lines
+    state.job = job
     return state
 
 

@@ -27,10 +27,11 @@ from typing import Protocol
 
 from dispatcher.batcher import Batch, Batcher
 from dispatcher.config import Config
-from dispatcher.errors import FatalError
+from dispatcher.errors import FatalError, InputError
 from dispatcher.gateway import GatewayClient, open_session
 from dispatcher.journal import Journal, ResumeState
 from dispatcher.limiter import RateLimits
+from dispatcher.logs import register_secret
 from dispatcher.models import Status
 from dispatcher.prepare import Preparer
 from dispatcher.progress import Progress
@@ -38,7 +39,7 @@ from dispatcher.reader import Reader
 from dispatcher.retry import RetryPolicy
 from dispatcher.sender import Sender
 from dispatcher.summary import ACCEPTED, Summary
-from dispatcher.writers import NdjsonSink, Outputs
+from dispatcher.writers import NdjsonSink, Outputs, prune
 
 log = logging.getLogger("dispatcher")
 
@@ -96,14 +97,17 @@ class Stage(Protocol):
 async def run(source: str, config: Config, *, shutdown: Shutdown | None = None) -> Summary:
     """Send every recipient of ``source`` ("-" for stdin); the summary tells the outcome.
 
-    Configuration problems raise `ConfigError` before anything is sent. Everything
-    after that ends in the summary: ``summary.fatal`` holds an abort (auth, output,
-    input), ``summary.interrupted`` the signal that stopped the run.
+    Configuration problems raise `ConfigError`, and outputs that cannot even be opened
+    raise `OutputError`, before anything is sent. Everything after that ends in the
+    summary: ``summary.fatal`` holds an abort (auth, output, input, unreachable
+    gateway), ``summary.interrupted`` the signal that stopped the run.
     """
     shutdown = shutdown or Shutdown()
+    if config.api_key is not None:
+        register_secret(config.api_key.reveal())
     journal, resume = Journal.start(config, source)
     try:
-        outputs = _open_outputs(config, append=resume is not None)
+        outputs = _open_outputs(config, resume)
     except FatalError:
         journal.close()
         raise
@@ -111,8 +115,7 @@ async def run(source: str, config: Config, *, shutdown: Shutdown | None = None) 
     summary.price_per_segment = config.price_per_segment
     if resume is not None:
         summary.absorb(resume.statuses, resume.segments)
-    shutdown.on_force(outputs.flush)
-    shutdown.on_force(journal.commit)
+    shutdown.on_force(lambda: _save(outputs, journal))
     try:
         async with _stage(config, outputs, journal) as stage:
             await _run_stages(source, config, stage, outputs, journal, resume, shutdown)
@@ -120,8 +123,8 @@ async def run(source: str, config: Config, *, shutdown: Shutdown | None = None) 
         summary.fatal = exc
     finally:
         try:
+            _save(outputs, journal)
             outputs.close()
-            journal.commit()
         except FatalError as exc:
             summary.fatal = summary.fatal or exc
         if summary.fatal is None and shutdown.signal is None:
@@ -137,6 +140,12 @@ async def run(source: str, config: Config, *, shutdown: Shutdown | None = None) 
     return summary
 
 
+def _save(outputs: Outputs, journal: Journal) -> None:
+    """Results to the OS first; only then may the journal call their batches done."""
+    outputs.flush()
+    journal.commit()
+
+
 async def _run_stages(
     source: str,
     config: Config,
@@ -146,32 +155,40 @@ async def _run_stages(
     resume: ResumeState | None,
     shutdown: Shutdown,
 ) -> None:
-    """Feed the stage, then let it finish — or abandon it when a stop is requested."""
+    """Feed the stage, then let it finish — or abandon it when a stop is requested or
+    the run cannot go on."""
     feeding = asyncio.create_task(_feed(source, config, stage, outputs, journal, resume))
     stopping = asyncio.create_task(shutdown.wait())
+    error: BaseException | None = None
     try:
         await asyncio.wait({feeding, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if feeding.done():
-            feeding.result()  # an input or output error surfaces here
+        if not feeding.done():  # a stop was requested: read no more
+            feeding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeding
+            await _abandon(stage, config.grace_period)
+        elif (error := feeding.exception()) is not None and not isinstance(error, InputError):
+            await _abandon(stage, config.grace_period)  # e.g. results cannot be written
+        else:  # the input ended (or broke: what came before it still goes out)
             closing = asyncio.create_task(stage.close())
             await asyncio.wait({closing, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if closing.done():
                 closing.result()
             else:
                 closing.cancel()
-                await stage.abandon(config.grace_period)
-        else:
-            feeding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeding
-            finished = await stage.abandon(config.grace_period)
-            if not finished:
-                log.warning("in-flight requests abandoned after %.0fs grace", config.grace_period)
+                await _abandon(stage, config.grace_period)
     finally:
         stopping.cancel()
         feeding.cancel()
+    if error is not None:
+        raise error
     if stage.fatal is not None:
         raise stage.fatal
+
+
+async def _abandon(stage: Stage, grace: float) -> None:
+    if not await stage.abandon(grace):
+        log.warning("in-flight requests abandoned after the %.0f s grace period", grace)
 
 
 async def _feed(
@@ -208,21 +225,26 @@ async def _feed(
                 await stage.submit(batch)
 
     show_progress = config.progress if config.progress is not None else sys.stderr.isatty()
+    view = reader if show_progress else None
     ticker = asyncio.create_task(
-        _tick(
-            batcher, submit, outputs, journal, config.linger_ms, reader if show_progress else None
-        )
+        _tick(stage, batcher, submit, outputs, journal, config.linger_ms, view)
     )
+    broken: InputError | None = None
     try:
-        async for chunk in reader:
-            if resume is not None:
-                chunk = batcher.unfinished(chunk, resume.done)
-            preparer.feed(chunk, batcher, outputs)
-            await submit(batcher.take())
-            if stage.fatal is not None:
-                return
+        try:
+            async for chunk in reader:
+                if resume is not None:
+                    chunk = batcher.unfinished(chunk, resume.done)
+                preparer.feed(chunk, batcher, outputs)
+                await submit(batcher.take())
+                if stage.fatal is not None:
+                    return
+        except InputError as exc:
+            broken = exc  # everything read before the break is still sent
         batcher.drain()
         await submit(batcher.take())
+        if broken is not None:
+            raise broken
     finally:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -230,6 +252,7 @@ async def _feed(
 
 
 async def _tick(
+    stage: Stage,
     batcher: Batcher,
     submit: Callable[[list[Batch]], object],
     outputs: Outputs,
@@ -249,8 +272,11 @@ async def _tick(
             await asyncio.sleep(interval)
             batcher.expire()
             await submit(batcher.take())  # type: ignore[misc]
-            outputs.flush()
-            journal.commit()
+            try:
+                _save(outputs, journal)
+            except FatalError as exc:
+                stage.fatal = stage.fatal or exc
+                return
             if reader is not None and loop.time() >= next_view:
                 next_view = loop.time() + 0.25
                 progress = progress or Progress(reader.total_bytes)
@@ -281,13 +307,18 @@ def batch_size(config: Config) -> int:
     return max(1, min(config.batch_size, config.max_batch))
 
 
-def _open_outputs(config: Config, *, append: bool) -> Outputs:
+def _open_outputs(config: Config, resume: ResumeState | None) -> Outputs:
+    append = resume is not None
     results = NdjsonSink.open(config.results, append=append, fsync=config.fsync)
     invalid = rejects = None
     try:
         if config.invalid:
+            if resume is not None:
+                prune(config.invalid, keep=resume.done)
             invalid = NdjsonSink.open(config.invalid, append=append)
         if config.rejects:
+            if resume is not None:
+                prune(config.rejects, keep=resume.done)
             rejects = NdjsonSink.open(config.rejects, append=append)
     except FatalError:
         results.close()

@@ -24,7 +24,9 @@ from dispatcher.batcher import Batch
 from dispatcher.errors import (
     AuthError,
     BatchTooLarge,
+    ConnectError,
     FatalError,
+    GatewayUnreachable,
     RateLimited,
     RequestRejected,
     RetryableError,
@@ -105,8 +107,9 @@ class Sender:
 
     async def close(self) -> None:
         """Wait until every submitted batch has its results."""
-        for queue, _ in self._lanes.values():
-            await queue.put(None)
+        for queue, task in self._lanes.values():
+            if not task.done():
+                await queue.put(None)
         await asyncio.gather(*(task for _, task in self._lanes.values()))
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -173,8 +176,13 @@ class Sender:
             return
         except AuthError as exc:
             self._journal.unsent(key)
-            if self.fatal is None:
-                self.fatal = exc
+            self._abort(exc)
+            return
+        except ConnectError as exc:
+            # never reached the gateway, attempt after attempt: it is down or the
+            # URL is wrong; stop now rather than mark every line FAILED
+            self._journal.unsent(key)
+            self._abort(GatewayUnreachable(f"{exc} (after {attempts.count} attempts)"))
             return
         except RequestRejected as exc:
             self._rejected(batch, exc, attempts)
@@ -190,6 +198,11 @@ class Sender:
                 started=started,
             )
         self._journal.done(key)
+
+    def _abort(self, exc: FatalError) -> None:
+        if self.fatal is None:
+            self.fatal = exc
+            log.error("stopping: %s", exc)
 
     async def _attempt(
         self, batch: Batch, body: bytes, key: str, attempts: _Attempts, number: int

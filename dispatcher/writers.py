@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Container
 from typing import Any, BinaryIO
 
 import orjson
 
 from dispatcher.batcher import Batch
 from dispatcher.errors import OutputError
+from dispatcher.logs import redact
 from dispatcher.models import Rejected, Status
 from dispatcher.summary import ACCEPTED, Summary
 
@@ -87,6 +89,33 @@ class NdjsonSink:
         finally:
             if self._owned:
                 self._target.close()
+
+
+def prune(path: str, *, keep: Container[int]) -> None:
+    """Rewrite an invalid/rejects file of an interrupted run keeping only the lines in
+    ``keep`` (those with a result): the others are written again by the resumed run."""
+    try:
+        with open(path, "rb") as f:
+            raw_lines = f.readlines()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(f"cannot read {path}: {exc.strerror}") from None
+    kept = []
+    for raw in raw_lines:
+        if not raw.endswith(b"\n"):
+            break
+        try:
+            line = orjson.loads(raw)["line"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
+        if line in keep:
+            kept.append(raw)
+    try:
+        with open(path, "wb") as f:
+            f.writelines(kept)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
 
 
 class Outputs:
@@ -219,6 +248,7 @@ class Outputs:
     ) -> None:
         """A whole batch that ends without ids: FAILED, AMBIGUOUS or a gateway refusal
         (``invalid`` when the gateway refused the number itself)."""
+        error = redact(error)  # a gateway may echo anything back, even the key
         lines = []
         skip = batch.skip
         for entry in batch.entries:

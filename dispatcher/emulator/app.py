@@ -181,10 +181,11 @@ class Emulator:
         self.ledger.stats.faults[fault] += 1
         if fault == "drop_before":
             return drop(request)
+        retry_after = {"Retry-After": str(self.faults.settings.retry_after_s)}
         if fault == "429":
-            return self._error(429, "too many requests", {"Retry-After": "1"})
+            return self._error(429, "too many requests", retry_after)
         if fault == "503":
-            return self._error(503, "service unavailable", {"Retry-After": "1"})
+            return self._error(503, "service unavailable", retry_after)
         return self._error(500, "internal error")
 
     def _check_code(self, code: str) -> None:

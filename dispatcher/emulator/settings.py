@@ -39,6 +39,8 @@ class FaultSettings:
     drop_after: float = 0.0
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
+    #: The Retry-After (whole seconds) of injected 429 and 503 answers; tests use 0.
+    retry_after_s: int = 1
 
     def __post_init__(self) -> None:
         for name in _SHARE_FIELDS:
@@ -49,6 +51,8 @@ class FaultSettings:
             raise ValueError("fault shares add up to more than 1")
         if self.latency_ms < 0 or self.jitter_ms < 0:
             raise ValueError("latency_ms and jitter_ms must not be negative")
+        if self.retry_after_s < 0:
+            raise ValueError("retry_after_s must not be negative")
 
     def shares(self) -> list[tuple[str, float]]:
         """(kind, share) in draw order, kinds as in the stats' ``faults`` keys."""
@@ -147,9 +151,9 @@ def fault_update(current: FaultSettings, changes: Mapping[str, Any]) -> FaultSet
     unknown = set(changes) - known
     if unknown:
         raise ValueError(f"unknown fault settings: {', '.join(sorted(unknown))}")
-    merged = current.as_dict()
+    merged: dict[str, Any] = dict(current.as_dict())
     for name, value in changes.items():
         if type(value) not in (int, float):
             raise ValueError(f"{name} must be a number")
-        merged[name] = float(value)
+        merged[name] = int(value) if name == "retry_after_s" else float(value)
     return FaultSettings(**merged)
