@@ -71,7 +71,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     url = args.base_url + "/v3/messages/batch"
     slots = asyncio.Semaphore(args.concurrency)
     counts = {"lines": 0, "accepted": 0, "requests": 0}
-    out = open(args.results, "w", encoding="utf-8")  # noqa: SIM115, ASYNC230
+    out = open(args.results, "w", encoding="utf-8")  # noqa: SIM115
 
     def result(**fields: Any) -> None:
         out.write(dumps(fields, ensure_ascii=False) + "\n")
@@ -90,7 +90,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 answer = loads(await resp.read())
             counts["requests"] += 1
             if status != 200:
-                for line, to, _, encoding, segs, ref in batch:
+                for line, to, _, _, _, ref in batch:
                     error = str(answer.get("meta", {}).get("explain"))
                     result(line=line, to=to, status="FAILED", error=error, ref=ref)
                 return
@@ -129,7 +129,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
         batch: list[tuple[int, str, list[Any], str, int, Any]] = []
-        with open(args.input, encoding="utf-8") as f:  # noqa: ASYNC230
+        with open(args.input, encoding="utf-8") as f:
             for number, raw in enumerate(f, 1):
                 if not raw.strip():
                     continue

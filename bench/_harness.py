@@ -56,11 +56,10 @@ def machine() -> dict[str, Any]:
 
 
 def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor()
 
 
@@ -121,9 +120,7 @@ def start_sink() -> Server:
 
 
 def _start(cmd: list[str], kind: str) -> Server:
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, text=True, preexec_fn=pin_to(SERVER_CORE)
-    )
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, preexec_fn=pin_to(SERVER_CORE))
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("listening on "):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -35,9 +36,8 @@ import tempfile
 import time
 from typing import Any
 
-import orjson
-
 import _harness as h
+import orjson
 
 SENDER = "12345"
 TEMPLATE = "Hi {0}, your balance is ${1}"
@@ -131,8 +131,8 @@ def role_naive(args: argparse.Namespace) -> dict[str, Any]:
             start = time.perf_counter()
             deadline = start + args.seconds
             with (
-                open(args.input, encoding="utf-8") as f,  # noqa: ASYNC230
-                open(args.results, "w", encoding="utf-8") as out,  # noqa: ASYNC230
+                open(args.input, encoding="utf-8") as f,
+                open(args.results, "w", encoding="utf-8") as out,
             ):
                 for number, raw in enumerate(f, 1):
                     if time.perf_counter() >= deadline:
@@ -142,7 +142,7 @@ def role_naive(args: argparse.Namespace) -> dict[str, Any]:
                     if to is None:
                         continue
                     text = script.render(TEMPLATE, record["params"])
-                    encoding, segs = script.segments(text)
+                    _, segs = script.segments(text)
                     body = {"from": SENDER, "text": text, "to": to}
                     async with session.post(url, data=script.dumps(body)) as resp:
                         answer = script.loads(await resp.read())
@@ -186,10 +186,8 @@ def run_phase(
     }
     if expect_accepted is not None:
         phase["accepted_matches"] = stats["accepted"] == expect_accepted
-    try:
+    with contextlib.suppress(IndexError, orjson.JSONDecodeError):
         phase["own"] = orjson.loads(done.stdout.splitlines()[-1])
-    except (IndexError, orjson.JSONDecodeError):
-        pass
     return phase
 
 
@@ -250,7 +248,8 @@ def harness(args: argparse.Namespace) -> dict[str, Any]:
             dispatcher.append(
                 dispatcher_phase(emulator, source, workdir, "dispatcher", 1000, args.count)
             )
-            run = run_phase(emulator, "ceiling", me("ceiling", source, "--base-url", emulator.base_url, "--batch-size", "1000"))
+            ceiling_cmd = me("ceiling", source, "--base-url", emulator.base_url)
+            run = run_phase(emulator, "ceiling", ceiling_cmd)
             run["recipients_per_s"] = round(run["own"]["recipients"] / run["own"]["elapsed_s"])
             run["accepted_matches"] = run["own"]["recipients"] == run["server_accepted"]
             ceiling.append(run)
@@ -270,8 +269,14 @@ def harness(args: argparse.Namespace) -> dict[str, Any]:
             emulator,
             "naive",
             me(
-                "naive", source, "--base-url", emulator.base_url, "--seconds",
-                str(args.naive_seconds), "--results", naive_results,
+                "naive",
+                source,
+                "--base-url",
+                emulator.base_url,
+                "--seconds",
+                str(args.naive_seconds),
+                "--results",
+                naive_results,
             ),  # fmt: skip,
         )
         naive["recipients_per_s"] = round(naive["own"]["recipients"] / naive["own"]["elapsed_s"])
@@ -281,7 +286,9 @@ def harness(args: argparse.Namespace) -> dict[str, Any]:
             single_server, single_source, workdir, "dispatcher-b1", 1, args.single_count
         )
         ceiling_single = run_phase(
-            single_server, "ceiling b1", me("ceiling", single_source, "--base-url", single_server.base_url, "--batch-size", "1")
+            single_server,
+            "ceiling b1",
+            me("ceiling", single_source, "--base-url", single_server.base_url, "--batch-size", "1"),
         )
         ceiling_single["recipients_per_s"] = round(
             ceiling_single["own"]["recipients"] / ceiling_single["own"]["elapsed_s"]
