@@ -168,3 +168,24 @@ def test_normalize_is_idempotent_and_only_raises_invalid_number(raw: str) -> Non
         return
     assert E164.fullmatch(number)
     assert normalize(number) == number
+
+
+def reference(raw: str) -> str | None:
+    """SPEC §3 spelled out: strip separators, keep an optional leading +, then
+    [1-9][0-9]{7,14}."""
+    separators = " -.()\t\u00a0\u2007\u2009\u202f\u2010\u2011\u2012\u2013\u2014\u2212"
+    cleaned = raw.translate(str.maketrans("", "", separators))
+    match = re.fullmatch(r"\+?([1-9][0-9]{7,14})", cleaned)
+    return "+" + match[1] if match else None
+
+
+number_like = st.text(alphabet="0123456789+ -.()\t\u00a0\u2013a٣", max_size=20)
+
+
+@given(st.one_of(number_like, formatted().map(lambda c: c[1]), st.text(max_size=20)))
+def test_normalize_agrees_with_the_rule_of_the_spec(raw: str) -> None:
+    expected = reference(raw)
+    try:
+        assert normalize(raw) == expected
+    except InvalidNumber:
+        assert expected is None
