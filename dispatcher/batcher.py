@@ -14,9 +14,12 @@ nothing here awaits, so the per-message work stays a plain method call.
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Hashable
+from operator import itemgetter
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from dispatcher.renderer import Template
+
+_line_of = itemgetter(0)  # Entry.line
 
 
 class _Line(Protocol):
@@ -83,7 +86,7 @@ class Batch:
     @property
     def lines(self) -> list[int]:
         """The input line numbers, in the batch's order."""
-        return [entry.line for entry in self.entries]
+        return list(map(_line_of, self.entries))
 
     def split(self) -> tuple[Batch, Batch]:
         """Two halves, for a gateway that answered 413."""

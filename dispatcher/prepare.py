@@ -9,6 +9,7 @@ line) becomes a local result at once and never reaches the network.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from functools import partial
 from typing import Any, Protocol
 
 from dispatcher.batcher import Batcher, Entry, Group
@@ -54,7 +55,8 @@ class Preparer:
         self._capacity = capacity
         self._model = config.segment_model
         self._max_segments = config.max_segments
-        self._strict = config.strict_numbers
+        # A positional call on the hot path: a keyword argument costs ~30 ns a call.
+        self._normalize = partial(normalize, strict=True) if config.strict_numbers else normalize
         self._keep_text = config.endpoint == "single" or config.batch_size == 1
         self._templates: dict[str, Template] = {}
         self._groups: dict[Hashable, Group] = {}
@@ -62,7 +64,7 @@ class Preparer:
 
     def feed(self, chunk: list[Recipient | Rejected], batcher: Batcher, sink: LocalSink) -> None:
         """Prepare every item of an input chunk, adding messages to ``batcher``."""
-        model, max_segments, strict = self._model, self._max_segments, self._strict
+        model, max_segments, norm = self._model, self._max_segments, self._normalize
         keep_text, default = self._keep_text, self._default
         # Entries go to the batcher in runs of one group (usually the whole chunk).
         run_group = default
@@ -73,7 +75,7 @@ class Preparer:
                 sink.rejected(item)
                 continue
             try:
-                to = normalize(item.to, strict=strict)
+                to = norm(item.to)
             except InvalidNumber as exc:
                 sink.local(
                     item.line, item.to, Status.INVALID_NUMBER, str(exc), ref=item.ref, invalid=True

@@ -101,6 +101,7 @@ _CLASSIFIED_SIZE: Final = 4096
 _CLASSIFIED_MAX_LEN: Final = 24
 
 _FLAT_GSM7: Final = _table(_GSM7, "flat")
+_FLAT_UCS2: Final = _table(_UCS2, "flat")
 _FLAT: Final = {e: _table(e, "flat") for e in Encoding}
 _3GPP: Final = {e: _table(e, "3gpp") for e in Encoding}
 
@@ -137,7 +138,8 @@ def count(text: str, model: str = "flat") -> SegmentCount:
 
     if model == "flat":
         if units < _CACHED_UNITS:
-            return _FLAT[encoding][units]
+            # Not _FLAT[encoding]: hashing an Enum member is a Python-level call.
+            return (_FLAT_GSM7 if encoding is _GSM7 else _FLAT_UCS2)[units]
         return SegmentCount(encoding, units, _ceil_div(units, _SINGLE[encoding]))
     if model == "3gpp":
         if doubles == 0 or units <= _SINGLE[encoding]:
