@@ -9,14 +9,14 @@ line) becomes a local result at once and never reaches the network.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from functools import partial
-from typing import Any, Protocol
+from operator import attrgetter
+from typing import Any, Protocol, cast
 
 from dispatcher.batcher import Batcher, Entry, Group
 from dispatcher.config import Config
 from dispatcher.errors import InvalidNumber, RenderError
 from dispatcher.models import Recipient, Rejected, Status
-from dispatcher.numbers import normalize
+from dispatcher.numbers import normalize, normalize_many
 from dispatcher.renderer import Template, compile_template
 from dispatcher.segments import count
 
@@ -24,6 +24,7 @@ from dispatcher.segments import count
 TEMPLATE_CACHE = 4096
 
 _new_entry = tuple.__new__
+_to_of = attrgetter("to")
 
 
 class LocalSink(Protocol):
@@ -55,8 +56,7 @@ class Preparer:
         self._capacity = capacity
         self._model = config.segment_model
         self._max_segments = config.max_segments
-        # A positional call on the hot path: a keyword argument costs ~30 ns a call.
-        self._normalize = partial(normalize, strict=True) if config.strict_numbers else normalize
+        self._strict = config.strict_numbers
         self._keep_text = config.endpoint == "single" or config.batch_size == 1
         self._templates: dict[str, Template] = {}
         self._groups: dict[Hashable, Group] = {}
@@ -64,22 +64,22 @@ class Preparer:
 
     def feed(self, chunk: list[Recipient | Rejected], batcher: Batcher, sink: LocalSink) -> None:
         """Prepare every item of an input chunk, adding messages to ``batcher``."""
-        model, max_segments, norm = self._model, self._max_segments, self._normalize
+        model, max_segments, strict = self._model, self._max_segments, self._strict
         keep_text, default = self._keep_text, self._default
+        # All the numbers of the chunk at once; a rejected line has none (None below).
+        try:
+            raw_numbers = list(map(_to_of, chunk))
+        except AttributeError:
+            raw_numbers = [item.to if type(item) is Recipient else "" for item in chunk]
+        numbers = normalize_many(raw_numbers, strict=strict)
         # Entries go to the batcher in runs of one group (usually the whole chunk).
         run_group = default
         run: list[Entry] = []
         append = run.append
-        for item in chunk:
-            if isinstance(item, Rejected):
-                sink.rejected(item)
-                continue
-            try:
-                to = norm(item.to)
-            except InvalidNumber as exc:
-                sink.local(
-                    item.line, item.to, Status.INVALID_NUMBER, str(exc), ref=item.ref, invalid=True
-                )
+        # A rejected line has no number: every one is handled where `to` is None.
+        for item, to in zip(cast("list[Recipient]", chunk), numbers, strict=True):
+            if to is None:
+                self._unsendable(item, sink)
                 continue
             group = default
             if (
@@ -133,6 +133,20 @@ class Preparer:
                 )
             )
         batcher.add_many(run_group, run)
+
+    def _unsendable(self, item: Recipient | Rejected, sink: LocalSink) -> None:
+        """A rejected line, or a number that `normalize` refuses (with the reason)."""
+        if isinstance(item, Rejected):
+            sink.rejected(item)
+            return
+        try:
+            normalize(item.to, strict=self._strict)
+        except InvalidNumber as exc:
+            sink.local(
+                item.line, item.to, Status.INVALID_NUMBER, str(exc), ref=item.ref, invalid=True
+            )
+        else:  # pragma: no cover - normalize_many and normalize disagree: a bug
+            raise AssertionError(f"normalize_many refused {item.to!r}, normalize did not")
 
     def _override(self, item: Recipient) -> Group:
         config = self._config

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dispatcher.errors import ConfigError, InvalidNumber
-from dispatcher.numbers import normalize
+from dispatcher.numbers import normalize, normalize_many
 
 E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 
@@ -189,3 +189,36 @@ def test_normalize_agrees_with_the_rule_of_the_spec(raw: str) -> None:
         assert normalize(raw) == expected
     except InvalidNumber:
         assert expected is None
+
+
+def each(raws: list[str]) -> list[str | None]:
+    out: list[str | None] = []
+    for raw in raws:
+        try:
+            out.append(normalize(raw))
+        except InvalidNumber:
+            out.append(None)
+    return out
+
+
+@given(
+    st.lists(
+        st.one_of(
+            number_like,
+            formatted().map(lambda c: c[1]),
+            st.text(alphabet="0123456789+ \n\r-", max_size=18),
+            st.text(max_size=12),
+        ),
+        max_size=12,
+    )
+)
+def test_normalize_many_is_normalize_for_each(raws: list[str]) -> None:
+    assert normalize_many(raws) == each(raws)
+
+
+def test_normalize_many_of_a_usual_chunk() -> None:
+    raws = ["+525512345678", "52 55 1234 5678", "(55) 1234-5678", "", "+52+55", "0525512345678"]
+    expected = ["+525512345678", "+525512345678", "+5512345678", None, None, None]
+    assert normalize_many(raws) == expected
+    assert normalize_many(raws) == each(raws)
+    assert normalize_many([]) == []
