@@ -75,11 +75,10 @@ def answer(method: bytes, path: bytes, body: bytes) -> bytes:
 class Http(asyncio.Protocol):
     def __init__(self) -> None:
         self.buffer = b""
-        self.transport: asyncio.Transport | None = None
+        self.transport: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # uvloop's transports are not asyncio.Transport
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data

@@ -34,11 +34,10 @@ class FirstRequest(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.buffer = b""
-        self.transport: asyncio.Transport | None = None
+        self.transport: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # uvloop's transports are not asyncio.Transport
 
     def data_received(self, data: bytes) -> None:
         if not self.buffer and not data.startswith(b"GET"):
