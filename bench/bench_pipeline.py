@@ -154,7 +154,8 @@ def role_naive(args: argparse.Namespace) -> dict[str, Any]:
             elapsed = time.perf_counter() - start
         return {"recipients": sent, "elapsed_s": round(elapsed, 3)}
 
-    return _run_loop(main())
+    # The plain asyncio loop, as the afternoon script: a naive loop would not add uvloop.
+    return asyncio.run(main())
 
 
 def _run_loop(coro: Any) -> dict[str, Any]:
