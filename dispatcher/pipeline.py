@@ -157,8 +157,11 @@ async def _run_stages(
 ) -> None:
     """Feed the stage, then let it finish — or abandon it when a stop is requested or
     the run cannot go on."""
-    feeding = asyncio.create_task(_feed(source, config, stage, outputs, journal, resume))
+    reader = Reader(source, max_line_bytes=config.max_line_bytes)
+    feeding = asyncio.create_task(_feed(reader, config, stage, outputs, journal, resume))
     stopping = asyncio.create_task(shutdown.wait())
+    show = config.progress if config.progress is not None else sys.stderr.isatty()
+    progress = asyncio.create_task(_progress(reader, outputs.summary)) if show else None
     error: BaseException | None = None
     try:
         await asyncio.wait({feeding, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -180,6 +183,10 @@ async def _run_stages(
     finally:
         stopping.cancel()
         feeding.cancel()
+        if progress is not None:
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
     if error is not None:
         raise error
     if stage.fatal is not None:
@@ -192,7 +199,7 @@ async def _abandon(stage: Stage, grace: float) -> None:
 
 
 async def _feed(
-    source: str,
+    reader: Reader,
     config: Config,
     stage: Stage,
     outputs: Outputs,
@@ -210,7 +217,6 @@ async def _feed(
         count_segments=config.rate_unit == "segments",
         clock=loop.time,
     )
-    reader = Reader(source, max_line_bytes=config.max_line_bytes)
     resend = config.idempotency or config.retry_ambiguous
     if resume is not None:
         for lines in resume.in_flight.values():
@@ -224,11 +230,7 @@ async def _feed(
             else:
                 await stage.submit(batch)
 
-    show_progress = config.progress if config.progress is not None else sys.stderr.isatty()
-    view = reader if show_progress else None
-    ticker = asyncio.create_task(
-        _tick(stage, batcher, submit, outputs, journal, config.linger_ms, view)
-    )
+    ticker = asyncio.create_task(_tick(stage, batcher, submit, outputs, journal, config.linger_ms))
     broken: InputError | None = None
     try:
         try:
@@ -258,44 +260,40 @@ async def _tick(
     outputs: Outputs,
     journal: Journal,
     linger_ms: float,
-    reader: Reader | None,
 ) -> None:
-    """Close lingering batches; push results out, then mark their batches done; show
-    progress (when ``reader`` is given) a few times a second."""
+    """Close lingering batches; push results out, then mark their batches done."""
     interval = min(0.1, max(0.005, linger_ms / 2000))
-    progress: Progress | None = None
-    summary = outputs.summary
-    next_view = 0.0
-    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval)
+        batcher.expire()
+        await submit(batcher.take())  # type: ignore[misc]
+        try:
+            _save(outputs, journal)
+        except FatalError as exc:
+            stage.fatal = stage.fatal or exc
+            return
+
+
+async def _progress(reader: Reader, summary: Summary) -> None:
+    """Refresh the progress line four times a second until cancelled (run's end)."""
+    progress = Progress(reader.total_bytes)
     try:
         while True:
-            await asyncio.sleep(interval)
-            batcher.expire()
-            await submit(batcher.take())  # type: ignore[misc]
-            try:
-                _save(outputs, journal)
-            except FatalError as exc:
-                stage.fatal = stage.fatal or exc
-                return
-            if reader is not None and loop.time() >= next_view:
-                next_view = loop.time() + 0.25
-                progress = progress or Progress(reader.total_bytes)
-                _show(progress, reader, summary)
-    finally:
-        if progress is not None and reader is not None:
             _show(progress, reader, summary)
-            progress.close()
+            await asyncio.sleep(0.25)
+    finally:
+        _show(progress, reader, summary)
+        progress.close()
 
 
 def _show(progress: Progress, reader: Reader, summary: Summary) -> None:
     statuses = summary.statuses
-    failed = statuses[Status.FAILED] + statuses[Status.AMBIGUOUS]
-    sent = sum(statuses[s] for s in ACCEPTED)
     progress.update(
         bytes_read=reader.bytes_read,
+        total_bytes=reader.total_bytes,
         lines=summary.lines,
-        sent=sent,
-        failed=failed,
+        sent=sum(statuses[s] for s in ACCEPTED),
+        failed=statuses[Status.FAILED] + statuses[Status.AMBIGUOUS],
         rate=(summary.lines - summary.resumed_lines) / summary.elapsed,
     )
 
