@@ -425,3 +425,27 @@ async def test_segments_agree_with_the_gateway(
     assert run.code == 0, run.stderr
     expected = {n: (f"+5255000000{n:02d}", CODE, text) for n, text in enumerate(BOUNDARY_TEXTS, 1)}
     check_against_ledger(run.results(), emulator.messages(), expected)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason='BUG: a line with "from": "" is sent with an empty sender; the gateway refuses '
+    "the request (400) and the line ends FAILED with exit 1, instead of REJECTED locally",
+)
+async def test_an_empty_per_line_sender_is_rejected_locally(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    source = write_lines(
+        tmp_path / "in.ndjson",
+        [
+            {"to": "+525500000001", "params": ["a", 1], "from": ""},
+            {"to": "+525500000002", "params": ["b", 2]},
+        ],
+    )
+    run = await dispatcher(*send_args(emulator.base_url, source), cwd=tmp_path)
+    got = by_line(run.results())
+    assert got[2]["status"] == "QUEUE"
+    assert got[1]["status"] == "REJECTED"
+    assert (await emulator.stats())["requests"]["batch"] == 1  # no request for line 1
+    assert run.code == 0
