@@ -96,6 +96,18 @@ async def test_config_errors_exit_2_naming_the_problem(
     assert not (tmp_path / "results.ndjson").exists(), "nothing is written on a usage error"
 
 
+async def test_a_bad_environment_value_is_exit_2(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "in.ndjson", [{"to": "+525500000001", "params": ["a"]}])
+    run = await dispatcher(
+        "send", source, "--from", CODE, "--text", "Hi {0}", "--base-url", BASE,
+        cwd=tmp_path,
+        environ=env(DISPATCHER_CONCURRENCY="lots"),
+    )  # fmt: skip
+    assert run.code == 2, run.stderr
+    assert "DISPATCHER_CONCURRENCY" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
 async def test_a_config_file_sets_the_job_and_flags_win(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:

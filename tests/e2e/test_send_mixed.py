@@ -410,6 +410,10 @@ BOUNDARY_TEXTS = [
     "line\nbreak\r\fform feed",
     "x" * 1600,  # ten segments: the most the gateway takes
     "ж" * 700,
+    "nul\x00inside",  # an escaped NUL is valid JSON, and not GSM-7
+    "esc\x1binside",  # ESC is the escape septet, not a character
+    "tab\tand `backtick` and ç",
+    "£$¥èéùìòÇØøÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ¤¡ÄÖÑÜ§¿äöñüà^{}\\[~]|€",
 ]
 
 
@@ -449,3 +453,43 @@ async def test_an_empty_per_line_sender_is_rejected_locally(
     assert got[1]["status"] == "REJECTED"
     assert (await emulator.stats())["requests"]["batch"] == 1  # no request for line 1
     assert run.code == 0
+
+
+async def test_a_gateway_with_a_smaller_batch_limit_gets_halves(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """413: the batch is split in two and the halves sent; nothing is lost or doubled."""
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False, max_batch=3)
+    lines = [{"to": f"+5255000000{n:02d}", "params": [f"n{n}", n]} for n in range(1, 11)]
+    source = write_lines(tmp_path / "in.ndjson", lines)
+    run = await dispatcher(
+        *send_args(emulator.base_url, source, "--rate", f"{CODE}=inf", "--summary", "s.json"),
+        cwd=tmp_path,
+    )
+    assert run.code == 0, run.stderr
+    expected = {
+        n: (f"+5255000000{n:02d}", CODE, render(TEMPLATE, [f"n{n}", n])) for n in range(1, 11)
+    }
+    check_against_ledger(run.results(), emulator.messages(), expected)
+    stats = await emulator.stats()
+    assert stats["responses"]["413"] >= 1
+    assert stats["duplicates"] == 0
+    summary = orjson.loads((tmp_path / "s.json").read_bytes())
+    assert summary["retries"]["413-split"] == stats["responses"]["413"]
+
+
+@pytest.mark.parametrize("body", [b"", b"\n\n  \r\n\t\n"], ids=["empty", "only-blank"])
+async def test_an_input_without_recipients_is_a_quiet_success(
+    emulator_factory: EmulatorFactory, tmp_path: Path, body: bytes
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    source = tmp_path / "in.ndjson"
+    source.write_bytes(body)
+    run = await dispatcher(
+        *send_args(emulator.base_url, source, "--summary", "s.json", "--strict"), cwd=tmp_path
+    )
+    assert run.code == 0, run.stderr
+    assert run.stdout == b""
+    summary = orjson.loads((tmp_path / "s.json").read_bytes())
+    assert (summary["lines"], summary["requests"]) == (0, 0)
+    assert (await emulator.stats())["requests"] == {"single": 0, "batch": 0, "status": 0}

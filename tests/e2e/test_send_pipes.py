@@ -88,3 +88,39 @@ async def test_stdin_to_stdout_carries_only_result_lines(
     assert "lines" in stderr  # the summary table went to stderr
     summary = orjson.loads((tmp_path / "summary.json").read_bytes())
     assert summary["lines"] == len(expected_lines)
+
+
+async def test_results_stream_out_while_stdin_is_still_open(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """A piped job must not hold results until the producer finishes: the lines written
+    so far come back (after the linger) while stdin stays open."""
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dispatcher", "send", "-",
+        "--from", CODE, "--text", "Hi {0}", "--base-url", emulator.base_url,
+        cwd=tmp_path,
+        env=env(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    try:
+        proc.stdin.write(b'{"to": "+525500000001", "params": ["a"]}\n{"to": "bad"}\n')
+        await proc.stdin.drain()
+        early = [orjson.loads(await asyncio.wait_for(proc.stdout.readline(), 20)) for _ in "ab"]
+        assert sorted((r["line"], r["status"]) for r in early) == [
+            (1, "QUEUE"),
+            (2, "INVALID_NUMBER"),
+        ]
+        proc.stdin.write(b'{"to": "+525500000003", "params": ["c"]}')  # no final newline
+        proc.stdin.close()
+        rest = await asyncio.wait_for(proc.stdout.read(), 20)
+        assert [orjson.loads(x)["line"] for x in rest.splitlines()] == [3]
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
