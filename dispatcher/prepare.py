@@ -23,6 +23,18 @@ from dispatcher.segments import count
 TEMPLATE_CACHE = 4096
 
 
+def batch_size(config: Config) -> int:
+    """Messages per request: the configured size, within the gateway's maximum."""
+    if config.endpoint == "single":
+        return 1
+    return max(1, min(config.batch_size, config.max_batch))
+
+
+def single_endpoint(config: Config) -> bool:
+    """Whether messages go one per request to ``v2/messages`` with rendered text."""
+    return batch_size(config) == 1
+
+
 class LocalSink(Protocol):
     """Where results decided without the gateway go (see `dispatcher.writers`)."""
 
@@ -53,7 +65,7 @@ class Preparer:
         self._model = config.segment_model
         self._max_segments = config.max_segments
         self._strict = config.strict_numbers
-        self._keep_text = config.endpoint == "single" or config.batch_size == 1
+        self._keep_text = single_endpoint(config)
         self._templates: dict[str, Template] = {}
         self._groups: dict[Hashable, Group] = {}
         self._default = self._group(config.sender, config.text, None, None, None)
@@ -74,6 +86,9 @@ class Preparer:
                 )
                 continue
             group = default
+            if item.sender == "":
+                sink.local(item.line, to, Status.REJECTED, "field 'from' is empty", ref=item.ref)
+                continue
             if (
                 item.sender is not None
                 or item.text is not None

@@ -158,21 +158,13 @@ def test_local_outcomes_carry_line_number_ref_and_reason() -> None:
         ({}, False),
         ({"endpoint": "single"}, True),
         ({"batch_size": 1}, True),
-        pytest.param(
-            {"max_batch": 1},
-            True,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: the pipeline sends through the single endpoint when "
-                "max_batch is 1, but the preparer then keeps no rendered text",
-            ),
-        ),
+        ({"max_batch": 1}, True),
     ],
 )
 def test_rendered_text_is_kept_when_the_single_endpoint_will_send_it(
     changes: dict[str, Any], keeps_text: bool
 ) -> None:
-    from dispatcher.pipeline import batch_size
+    from dispatcher.prepare import batch_size
 
     preparer, batcher, sink, _ = make(**changes)
     config = Config(sender="12345", text="Hi {0}", **changes)

@@ -186,11 +186,6 @@ def test_unsent_batch(files: Files) -> None:
     assert s.codes == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Outputs.unsent counts the segments of lines it skips (already written by "
-    "an earlier run) in summary.ambiguous_segments",
-)
 def test_unsent_skips_lines_already_written_also_in_the_segment_count(files: Files) -> None:
     b = batch(entry(1, "+525500000001", segments=2), entry(2, "+525500000002", segments=5))
     b.skip = {2}
@@ -247,11 +242,6 @@ FULL = Path("/dev/full")
 
 
 @pytest.mark.skipif(not FULL.exists(), reason="needs /dev/full")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after a failed flush (disk full), NdjsonSink.close raises the raw OSError "
-    "of the file's own buffer instead of OutputError",
-)
 def test_a_full_disk_is_an_output_error_at_flush_and_at_close() -> None:
     sink = NdjsonSink.open(str(FULL))
     sink.write(b'{"line":1}\n')

@@ -230,11 +230,6 @@ async def test_a_request_the_gateway_refuses_fails_its_lines_and_exits_1(
     assert "callbacks" in result["error"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: when the gateway refuses the sender code (400, CODE_NOT_ALLOWED) no "
-    "message is sent, yet the run exits 0 (even with --strict)",
-)
 async def test_a_refused_sender_code_is_not_a_successful_run(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:

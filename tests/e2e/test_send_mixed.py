@@ -374,11 +374,6 @@ async def test_a_batch_of_only_gateway_invalid_numbers(
     assert all(c["messages"] == 0 for c in summary["codes"].values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a batch the gateway refused entirely leaves 'QUEUE': 0 in the summary's "
-    "statuses and a sender code with 0 messages in its codes",
-)
 async def test_summary_has_no_zero_entries(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
@@ -431,11 +426,6 @@ async def test_segments_agree_with_the_gateway(
     check_against_ledger(run.results(), emulator.messages(), expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='BUG: a line with "from": "" is sent with an empty sender; the gateway refuses '
-    "the request (400) and the line ends FAILED with exit 1, instead of REJECTED locally",
-)
 async def test_an_empty_per_line_sender_is_rejected_locally(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:

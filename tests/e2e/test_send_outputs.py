@@ -33,11 +33,6 @@ async def test_an_unwritable_summary_is_exit_3(tmp_path: Path) -> None:
     assert "Traceback" not in run.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a results path in a missing directory raises OutputError out of "
-    "pipeline.run: a traceback and exit 1 instead of a message and exit 3",
-)
 @pytest.mark.parametrize("dry_run", [False, True], ids=["send", "dry-run"])
 async def test_results_in_a_missing_directory_is_exit_3(tmp_path: Path, dry_run: bool) -> None:
     run = await dispatcher(
@@ -51,11 +46,6 @@ async def test_results_in_a_missing_directory_is_exit_3(tmp_path: Path, dry_run:
     assert run.code == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an unwritable --invalid path gives a traceback and exit 1, and leaves a "
-    "fresh journal behind so that the next run refuses to start without --resume/--force",
-)
 async def test_an_unwritable_invalid_file_is_exit_3_and_leaves_no_journal(
     tmp_path: Path,
 ) -> None:
@@ -71,11 +61,6 @@ async def test_an_unwritable_invalid_file_is_exit_3_and_leaves_no_journal(
 
 
 @pytest.mark.skipif(not FULL.exists(), reason="needs /dev/full")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: results on a full disk: the OSError from closing the results file escapes "
-    "pipeline.run (traceback, exit 1) instead of an abort with exit 3",
-)
 async def test_a_full_disk_is_exit_3(tmp_path: Path) -> None:
     run = await dispatcher(
         *message_args(one_line(tmp_path)),

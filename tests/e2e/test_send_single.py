@@ -99,12 +99,6 @@ async def test_single_endpoint_sends_rendered_texts(
     assert summary["statuses"] == {"QUEUE": 5, "INVALID_NUMBER": 2}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: max_batch = 1 in the config selects the single endpoint in the pipeline "
-    "but the preparer keeps no rendered text (it only looks at batch_size/endpoint): "
-    "AssertionError in Sender._body, exit 3",
-)
 async def test_max_batch_of_one_in_the_config_uses_the_single_endpoint(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
