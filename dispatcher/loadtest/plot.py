@@ -29,31 +29,31 @@ def plot(report: dict[str, Any], path: str) -> None:
 
     matplotlib.use("Agg")  # no display in CI
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     series = report["series"]
-    seconds = [row["t"] + 1 for row in series]
+    ends = [row["t"] + row["seconds"] for row in series]
+    mids = [row["t"] + row["seconds"] / 2 for row in series]
     figure, (top, bottom) = plt.subplots(
         2, 1, sharex=True, figsize=(10, 6.5), height_ratios=(3, 2), layout="constrained"
     )
     target = report["target"]
     where = "embedded emulator" if target["embedded_emulator"] else target["url"]
+    verdict = ""
+    if report["thresholds"]:
+        verdict = " — thresholds " + ("passed" if report["passed"] else "FAILED")
     figure.suptitle(
-        f"dispatcher loadtest — {report['target_rate']:,.6g} requests/s, "
-        f"batch {report['settings']['batch_size']}, {where}",
+        f"dispatcher loadtest: {report['target_rate']:,.6g} requests/s, batch "
+        f"{report['settings']['batch_size']}, {where}{verdict}",
         fontsize=11,
     )
 
-    for key, label, style in (("p50_ms", "p50", "-"), ("p99_ms", "p99", "-")):
-        values = [row[key] for row in series]
-        top.plot(
-            seconds,
-            [v if v is not None else float("nan") for v in values],
-            style,
-            marker="o",
-            markersize=3,
-            label=f"{label} of the second",
-        )
     latency = report["latency_ms"]
+    shown = [row[key] for row in series for key in ("p50_ms", "p99_ms") if row[key]]
+    shown += [latency[name] for name in ("p99", "p99.9") if latency[name]]
+    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
+        values = [row[key] if row[key] is not None else float("nan") for row in series]
+        top.plot(ends, values, marker="o", markersize=3, label=f"{label} of each second")
     for name, color in (("p99", "tab:red"), ("p99.9", "tab:purple")):
         if latency[name] is not None:
             top.axhline(
@@ -61,40 +61,63 @@ def plot(report: dict[str, Any], path: str) -> None:
                 color=color,
                 linestyle=":",
                 linewidth=1,
-                label=f"{name} overall {latency[name]:,.1f} ms",
+                label=f"{name} of the run {latency[name]:,.1f} ms",
             )
-    for verdict in report["thresholds"]:
-        if verdict["unit"] == "ms":
+    highest = max(shown, default=1.0)
+    for item in report["thresholds"]:
+        if item["unit"] != "ms":
+            continue
+        if item["limit"] <= 2 * highest:
             top.axhline(
-                verdict["limit"],
+                item["limit"],
                 color="black",
                 linestyle="--",
                 linewidth=1,
-                label=f"threshold {verdict['threshold']}",
+                label=f"threshold {item['threshold']}",
             )
-    top.set_ylabel("latency from due time (ms)")
-    if any(row["p99_ms"] for row in series):
+            shown.append(item["limit"])
+        else:  # drawing it would flatten the data: name it only
+            top.plot([], [], " ", label=f"threshold {item['threshold']} (above the plot)")
+    lowest = min((v for v in shown if v > 0), default=1.0)
+    if max(shown, default=1.0) / lowest > 20:
         top.set_yscale("log")
+        top.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    else:
+        top.set_ylim(0, max(shown, default=1.0) * 1.15)
+    top.set_ylabel("latency from due time (ms)")
     top.grid(True, which="both", alpha=0.3)
-    top.legend(fontsize=8, loc="upper left")
+    top.legend(fontsize=8, loc="best")
 
     bottom.plot(
-        seconds,
-        [row["rate"] for row in series],
-        marker="o",
-        markersize=3,
-        label="answered per second",
+        ends, [row["rate"] for row in series], marker="o", markersize=3, label="answered per second"
     )
     bottom.axhline(
         report["target_rate"], color="black", linestyle="--", linewidth=1, label="target rate"
     )
-    errors = [row["errors"] for row in series]
+    errors = [row["errors"] / row["seconds"] for row in series]
     if any(errors):
-        bottom.bar(seconds, errors, color="tab:red", alpha=0.5, label="errors")
+        widths = [0.8 * row["seconds"] for row in series]
+        bottom.bar(
+            mids, errors, width=widths, color="tab:red", alpha=0.5, label="errors per second"
+        )
+    window = report["duration_s"]
+    for axis in (top, bottom):
+        axis.axvline(window, color="grey", linewidth=0.8)
+    bottom.annotate(
+        "schedule ends",
+        (window, 0.97),
+        xycoords=("data", "axes fraction"),
+        xytext=(-4, 0),
+        textcoords="offset points",
+        ha="right",
+        va="top",
+        fontsize=8,
+        color="grey",
+    )
     bottom.set_ylabel("requests/s")
-    bottom.set_xlabel("seconds since the measured start")
-    highest = max([report["target_rate"], *(row["rate"] for row in series)])
-    bottom.set_ylim(0, highest * 1.15)
+    bottom.set_xlabel("seconds since the measured start (each point: the second ending there)")
+    rates = [report["target_rate"], *(row["rate"] for row in series)]
+    bottom.set_ylim(0, max(rates) * 1.15)
     bottom.set_xlim(left=0)
     bottom.grid(True, alpha=0.3)
     bottom.legend(fontsize=8, loc="lower left")

@@ -93,14 +93,14 @@ class LoadTest:
     def as_dict(self) -> dict[str, Any]:
         """The settings as the report shows them (never the API key)."""
         return {
-            "rate": self.rate,
+            "rate": float(self.rate),
             "rate_unit": self.rate_unit,
             "batch_size": self.batch_size,
-            "duration_s": self.duration,
-            "warmup_s": self.warmup,
+            "duration_s": float(self.duration),
+            "warmup_s": float(self.warmup),
             "concurrency": self.concurrency,
-            "timeout_s": self.timeout,
-            "drain_s": self.drain,
+            "timeout_s": float(self.timeout),
+            "drain_s": float(self.drain),
             "sender": self.sender,
             "input": self.input,
             "seed": self.seed,

@@ -47,6 +47,9 @@ class Outcome(StrEnum):
     UNFINISHED = "unfinished"
 
 
+_UNANSWERED: Final = frozenset({Outcome.DROPPED, Outcome.UNFINISHED})
+
+
 def classify(error: GatewayError) -> Outcome:
     """The outcome kind of a failed request, from the gateway client's error classes."""
     if isinstance(error, RateLimited):
@@ -105,13 +108,17 @@ def latency_summary(histogram: HdrHistogram) -> dict[str, float | None]:
 class _Bucket:
     sent: int = 0
     requests: int = 0
+    answered: int = 0
     ok: int = 0
     histogram: HdrHistogram = field(default_factory=lambda: new_histogram(2))
 
 
 class Recorder:
     """Outcomes and latencies of the measured requests (due at or after ``start``),
-    with one row per second of the run for the series and the live line.
+    with one row per second of the run for the series and the live line: requests
+    accounted for in that second (every outcome, by when it ended), sent, ok, errors,
+    ``rate`` (answers per second: not dropped, not unfinished) and p50/p99. Row ``t``
+    covers ``[t, t + seconds)``: ``seconds`` is 1 except for the drain's tail.
 
     A second is closed when time has moved past it — at the next event or `tick` —
     and handed to ``on_second`` (the live line).
@@ -161,6 +168,7 @@ class Recorder:
         bucket = self._bucket
         bucket.requests += 1
         bucket.ok += outcome is Outcome.OK
+        bucket.answered += outcome not in _UNANSWERED
         record(self.latency, done - due)
         record(bucket.histogram, done - due)
 
@@ -186,11 +194,12 @@ class Recorder:
         bucket = self._bucket
         row = {
             "t": self._index,
+            "seconds": round(span, 3),
             "sent": bucket.sent,
             "requests": bucket.requests,
             "ok": bucket.ok,
             "errors": bucket.requests - bucket.ok,
-            "rate": round(bucket.requests / span, 3),
+            "rate": round(bucket.answered / span, 3),
             "p50_ms": ms(bucket.histogram, 50),
             "p99_ms": ms(bucket.histogram, 99),
         }
