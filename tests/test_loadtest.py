@@ -72,6 +72,7 @@ async def test_a_gateway_slower_than_the_arrivals_shows_as_latency() -> None:
     assert latency["max"] >= 50 + 40 * (ok - 1)
     assert latency["p50"] >= 200  # a closed loop would say 50
     assert report["start_lag_ms"]["max"] >= 40 * (ok - 1)
+    assert "slots were busy" in report["notes"][0]
     assert report["passed"] is False
 
 

@@ -85,6 +85,7 @@ REPORT_SCHEMA: dict[str, Any] = {
             "p99_ms": Maybe,
         }
     ],
+    "notes": list,
     "thresholds": [
         {
             "threshold": str,

@@ -62,6 +62,7 @@ def build_report(
             "max": ms(recorder.lag, 100),
         },
         "series": recorder.series,
+        "notes": [],
         "thresholds": [],
         "passed": True,
         "aborted": aborted,
@@ -79,10 +80,33 @@ def build_report(
             value = latency[threshold.metric]
         return value
 
+    report["notes"] = _notes(report, test.concurrency)
     verdicts = evaluate(test.thresholds, metric)
     report["thresholds"] = verdicts
     report["passed"] = all(v["passed"] for v in verdicts)
     return report
+
+
+#: Start lag above this, with free slots, means this process could not keep up.
+SLOW_CLIENT_MS = 10.0
+
+
+def _notes(report: dict[str, Any], concurrency: int) -> list[str]:
+    """What a reader of the figures should know to interpret them."""
+    notes = []
+    lag = report["start_lag_ms"]["p99"]
+    if report["late_starts"] or report["dropped"]:
+        notes.append(
+            f"all {concurrency} slots were busy at times ({report['late_starts']:,} late "
+            f"starts, {report['dropped']:,} dropped): the gateway did not keep up with the "
+            "rate, or --concurrency is below rate × latency"
+        )
+    elif lag is not None and lag > SLOW_CLIENT_MS:
+        notes.append(
+            f"requests started up to {lag:,.1f} ms (p99) after their due time with slots "
+            "free: this process was saturated, and its own delay is part of the latencies"
+        )
+    return notes
 
 
 def live_line(row: dict[str, Any], target: float, in_flight: int) -> str:
@@ -107,7 +131,12 @@ def table(report: dict[str, Any]) -> str:
         f"target             {where}{target['url']} ({target['endpoint']} endpoint, "
         f"batch {settings['batch_size']}, concurrency {settings['concurrency']})",
         f"rate               {report['achieved_rate']:,.1f} of {report['target_rate']:,.6g} "
-        f"requests/s ({100 * report['rate_ratio']:.1f} %) over {report['duration_s']:g}s",
+        f"requests/s ({100 * report['rate_ratio']:.1f} %) over {report['duration_s']:g}s"
+        + (
+            f", {report['achieved_recipients_rate']:,.0f} recipients/s"
+            if settings["batch_size"] > 1
+            else ""
+        ),
         f"requests           {report['requests']:,} due, {report['sent']:,} sent, "
         f"{report['answered']:,} answered",
         f"outcomes           {outcomes or 'none'}",
@@ -130,6 +159,7 @@ def table(report: dict[str, Any]) -> str:
             shown = f"{100 * actual:.3f} %"
         mark = "ok" if verdict["passed"] else "FAILED"
         lines.append(f"{label:<19}{verdict['threshold']:<24} {shown:>14}  {mark}")
+    lines += [f"note               {note}" for note in report["notes"]]
     if report["aborted"]:
         lines.append(f"aborted            {report['aborted']}")
     elif report["interrupted"]:

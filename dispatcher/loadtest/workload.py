@@ -50,8 +50,8 @@ async def build(
     seed: int = 1,
 ) -> Workload:
     """Bodies for ``requests`` requests of ``batch_size`` recipients each."""
-    wanted = max(1, min(POOL_RECIPIENTS, max(requests, 1) * batch_size))
-    wanted = max(wanted, batch_size)
+    count = max(1, min(POOL_BODIES, requests, math.ceil(POOL_RECIPIENTS / batch_size)))
+    wanted = max(batch_size, min(POOL_RECIPIENTS, count * batch_size))
     if source is None:
         recipients = _generated(wanted, seed)
     else:
@@ -69,7 +69,6 @@ async def build(
         where = source or "the generator"
         raise ConfigError(f"no usable recipient in {where}: every number or params was refused")
     options = {"from": sender, "type": "MT"}
-    count = max(1, min(POOL_BODIES, requests, math.ceil(POOL_RECIPIENTS / batch_size)))
     bodies = []
     position = 0
     for _ in range(count):
