@@ -2,6 +2,7 @@
 
 import asyncio
 import math
+from collections.abc import Callable
 
 import pytest
 
@@ -12,9 +13,10 @@ from dispatcher.loadtest.stats import Outcome, Recorder
 class Fake:
     """A gateway that takes ``service`` seconds (loop time) per request."""
 
-    def __init__(self, service: float) -> None:
+    def __init__(self, service: float, clock: Callable[[], float] | None = None) -> None:
         self.service = service
         self.loop = asyncio.get_running_loop()
+        self.clock = clock or self.loop.time
         self.starts: list[tuple[int, float, float]] = []  # (k, due, started)
         self.done: dict[int, float] = {}
         self.cancelled: list[int] = []
@@ -22,7 +24,7 @@ class Fake:
         self.most_in_flight = 0
 
     async def send(self, k: int, due: float) -> None:
-        self.starts.append((k, due, self.loop.time()))
+        self.starts.append((k, due, self.clock()))
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
@@ -73,6 +75,23 @@ async def test_after_a_stall_the_schedule_catches_up_instead_of_shifting() -> No
             assert started == pytest.approx(start + 1.031, abs=1e-6)
         else:
             assert started == pytest.approx(due, abs=1e-6)
+
+
+@pytest.mark.looptime(noop_cycles=1)
+async def test_a_timer_that_fires_early_never_starts_a_request_early() -> None:
+    # uvloop's timers count whole milliseconds and can fire before the due time on the
+    # schedule's finer clock; here the clock runs 10 % slow against the loop's timers,
+    # so every nap ends early. A request started early would look faster than it was.
+    loop = asyncio.get_running_loop()
+    clock = lambda: 0.9 * loop.time()  # noqa: E731
+    fake = Fake(service=0.001, clock=clock)
+    schedule = Schedule(100.0, slots=8, clock=clock)
+    start = clock()
+    await schedule.run(fake.send, start=start, end=start + 2.0)
+    await schedule.drain(1.0)
+    assert schedule.started == 200
+    for _, due, started in fake.starts:
+        assert due - 1e-6 <= started <= due + 1e-5
 
 
 @pytest.mark.looptime
