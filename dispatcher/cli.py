@@ -476,6 +476,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _add_loadtest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from dispatcher.loadtest.settings import DEFAULT_SENDER, DEFAULT_TEXT
 
+    class Formatter(argparse.ArgumentDefaultsHelpFormatter):
+        def _get_help_string(self, action: argparse.Action) -> str | None:
+            if action.default in (None, False, []):  # nothing worth showing (0.0 too)
+                return action.help
+            return super()._get_help_string(action)
+
     p = sub.add_parser(
         "loadtest",
         help="drive a gateway at a constant rate and check latency thresholds",
@@ -487,7 +493,7 @@ def _add_loadtest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "0 passed, 99 a threshold failed, 2 usage error, 3 aborted (API key refused), "
             "130/143 interrupted."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=Formatter,
     )
 
     def checked(parse: Callable[[str], T]) -> Callable[[str], T]:
@@ -518,32 +524,69 @@ def _add_loadtest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     duration = checked(parse_duration)
     add = p.add_argument_group("load").add_argument
-    add("--rate", type=float, default=100.0, help="arrivals per second (see --rate-unit)")
+    add(
+        "--rate",
+        type=float,
+        default=100.0,
+        metavar="N",
+        help="arrivals per second (see --rate-unit)",
+    )
     add("--rate-unit", choices=("requests", "recipients"), default="requests")
-    add("--duration", type=duration, default="10s", help="measured time: 500ms, 30s, 2m, …")
-    add("--warmup", type=duration, default="0s", help="run first at the rate, left out of stats")
-    add("--batch-size", type=int, default=1, help="1: v2/messages; more: the batch endpoint")
+    add(
+        "--duration",
+        type=duration,
+        default="10s",
+        metavar="D",
+        help="measured time: 500ms, 30s, 2m, …",
+    )
+    add(
+        "--warmup",
+        type=duration,
+        default="0s",
+        metavar="D",
+        help="run first at the rate, left out of stats",
+    )
+    add(
+        "--batch-size",
+        type=int,
+        default=1,
+        metavar="N",
+        help="1: v2/messages; more: the batch endpoint",
+    )
     add(
         "--concurrency",
         type=int,
         default=64,
+        metavar="N",
         help="requests in flight at most; due requests beyond it wait (late starts), "
         "counting from their due time; make it at least rate × expected latency",
     )
-    add("--timeout", type=duration, default="5s", help="per request")
-    add("--drain", type=duration, default="5s", help="wait for in-flight requests at the end")
+    add("--timeout", type=duration, default="5s", metavar="D", help="per request")
+    add(
+        "--drain",
+        type=duration,
+        default="5s",
+        metavar="D",
+        help="wait for in-flight requests at the end",
+    )
     add = p.add_argument_group("recipients").add_argument
     add("--input", metavar="FILE", help="NDJSON recipients (default: generated)")
     add("--synthetic", action="store_true", help="with --base-url: send to generated numbers")
-    add("--seed", type=int, default=1, help="seed of generated recipients and emulator faults")
+    add(
+        "--seed",
+        type=int,
+        default=1,
+        metavar="N",
+        help="seed of generated recipients and emulator faults",
+    )
     add("--from", dest="sender", default=DEFAULT_SENDER, metavar="CODE", help="sender code")
-    add("--text", default=DEFAULT_TEXT, help="message template")
+    add("--text", default=DEFAULT_TEXT, metavar="T", help="message template")
     add = p.add_argument_group("target").add_argument
-    add("--base-url", help="gateway API base URL (default: the embedded emulator)")
+    add("--base-url", metavar="URL", help="gateway API base URL (default: the embedded emulator)")
     add("--api-key-file", metavar="FILE", help="API key for --base-url (else DISPATCHER_API_KEY)")
     add = p.add_argument_group("embedded emulator").add_argument
-    add("--latency-ms", type=float, default=0.0, help="added latency")
-    add("--jitter-ms", type=float, default=0.0, help="uniform +/- jitter")
+    add("--latency-ms", type=float, default=0.0, metavar="MS", help="added latency")
+    add("--jitter-ms", type=float, default=0.0, metavar="MS", help="uniform +/- jitter")
     for flag, what in (
         ("--fail-429", "answer 429"),
         ("--fail-503", "answer 503"),

@@ -7,15 +7,29 @@ Assertions rest on lower bounds a slow machine cannot break: an emulator that wa
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import pytest
 
 from dispatcher.config import Secret
 from dispatcher.emulator import FaultSettings
-from dispatcher.errors import ConfigError
+from dispatcher.errors import (
+    AuthError,
+    BadResponse,
+    BatchTooLarge,
+    ConfigError,
+    ConnectError,
+    ConnectionLost,
+    GatewayError,
+    RateLimited,
+    RequestRejected,
+    RequestTimeout,
+    ServerError,
+    Unavailable,
+)
 from dispatcher.loadtest import LoadTest, parse_threshold, run_loadtest
-from dispatcher.loadtest.stats import Outcome
+from dispatcher.loadtest.stats import Outcome, classify
 from tests.conftest import TEST_KEY, EmulatorFactory
 
 
@@ -172,3 +186,57 @@ def test_outcome_names_are_stable() -> None:
         "dropped",
         "unfinished",
     ]
+
+
+async def test_timeouts_unfinished_and_refused_connections_are_counted(
+    emulator_factory: EmulatorFactory,
+) -> None:
+    slow = await emulator_factory(rate_limit=False, faults=FaultSettings(latency_ms=400))
+    key = Secret(TEST_KEY)
+    timed_out, unfinished = await asyncio.gather(
+        run_loadtest(
+            LoadTest(rate=20, duration=0.5, timeout=0.1, base_url=slow.base_url, api_key=key),
+            live=None,
+        ),
+        run_loadtest(
+            LoadTest(rate=20, duration=0.5, drain=0.05, base_url=slow.base_url, api_key=key),
+            live=None,
+        ),
+    )
+    assert timed_out["outcomes"]["timeout"] == timed_out["requests"] == 10
+    assert timed_out["latency_ms"]["min"] >= 100
+    # The window ends at 0.5 s and the drain at 0.55 s: the requests due from 0.2 s on
+    # cannot have been answered by then.
+    assert unfinished["outcomes"]["unfinished"] == unfinished["unfinished"] >= 6
+    assert unfinished["achieved_rate"] < 20
+
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+        refused = await run_loadtest(
+            LoadTest(rate=20, duration=0.5, base_url=f"http://127.0.0.1:{port}/raven", api_key=key),
+            live=None,
+        )
+    assert refused["outcomes"]["connect_error"] == refused["requests"] == 10
+    assert refused["error_rate"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (RateLimited("x", status=429), Outcome.RATE_LIMITED),
+        (Unavailable("x", status=503), Outcome.SERVER_ERROR),
+        (Unavailable("x", status=408), Outcome.CLIENT_ERROR),
+        (ServerError("x", status=502), Outcome.SERVER_ERROR),
+        (RequestRejected("x", status=400), Outcome.CLIENT_ERROR),
+        (BatchTooLarge("x", status=413), Outcome.CLIENT_ERROR),
+        (AuthError("x", status=401), Outcome.CLIENT_ERROR),
+        (RequestRejected("x", gateway_status="REJECTD"), Outcome.REFUSED),
+        (RequestTimeout("x"), Outcome.TIMEOUT),
+        (ConnectError("x"), Outcome.CONNECT_ERROR),
+        (ConnectionLost("x"), Outcome.CONNECTION_LOST),
+        (BadResponse("x", status=200), Outcome.BAD_RESPONSE),
+    ],
+)
+def test_each_gateway_error_has_its_outcome(error: GatewayError, outcome: Outcome) -> None:
+    assert classify(error) is outcome

@@ -129,7 +129,12 @@ class _Driver:
             halted = clock()
             for k in schedule.dropped:
                 recorder.add(schedule.due(k, first), halted, Outcome.DROPPED)
-            await schedule.drain(0.0 if self.aborted else test.drain)
+            # In-flight requests get the drain time from the end of the window (the last
+            # request is due up to 1/rate before it), none after an abort.
+            grace = (
+                test.drain + max(0.0, end - clock()) if schedule.halted_at is None else test.drain
+            )
+            await schedule.drain(0.0 if self.aborted else grace)
             recorder.finish(clock(), end)
         finally:
             for watcher in watchers:
