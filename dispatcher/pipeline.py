@@ -7,8 +7,9 @@
 
 The reader yields whole chunks; preparing and batching a chunk is plain code; only
 handing a batch to the sender awaits, and it waits while the sender is saturated, so
-reading pauses when sending cannot keep up. A ticker closes batches that lingered,
-pushes results to the OS and then marks their batches done in the journal.
+reading pauses when sending cannot keep up. While reading, a linger task sends the
+batches a slow producer left unfilled; all run long, a flusher pushes results to the
+OS and only then marks their batches done in the journal.
 
 Shutdown has two stages (`Shutdown`): the first request stops reading and gives
 in-flight requests a grace period; the CLI turns a second one into an immediate exit.
