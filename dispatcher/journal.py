@@ -19,6 +19,7 @@ job id and those lines) when the gateway honours keys — or its lines become
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -192,6 +193,14 @@ class Journal:
         self.commit()
         if self._fd is not None:
             self._write(b'{"complete":true}\n')
+
+    def discard(self) -> None:
+        """Close and delete a journal this run created but never used (its outputs
+        could not be opened): it would only block the next run."""
+        self.close()
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
     def close(self) -> None:
         """Close the file (pending done records are dropped unless committed)."""

@@ -7,8 +7,9 @@
 
 The reader yields whole chunks; preparing and batching a chunk is plain code; only
 handing a batch to the sender awaits, and it waits while the sender is saturated, so
-reading pauses when sending cannot keep up. A ticker closes batches that lingered,
-pushes results to the OS and then marks their batches done in the journal.
+reading pauses when sending cannot keep up. While reading, a linger task sends the
+batches a slow producer left unfilled; all run long, a flusher pushes results to the
+OS and only then marks their batches done in the journal.
 
 Shutdown has two stages (`Shutdown`): the first request stops reading and gives
 in-flight requests a grace period; the CLI turns a second one into an immediate exit.
@@ -20,10 +21,11 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import BinaryIO, Protocol
 
 from dispatcher.batcher import Batch, Batcher
 from dispatcher.config import Config
@@ -33,7 +35,7 @@ from dispatcher.journal import Journal, ResumeState
 from dispatcher.limiter import RateLimits
 from dispatcher.logs import register_secret
 from dispatcher.models import Status
-from dispatcher.prepare import Preparer
+from dispatcher.prepare import Preparer, batch_size, single_endpoint
 from dispatcher.progress import Progress
 from dispatcher.reader import Reader
 from dispatcher.retry import RetryPolicy
@@ -43,10 +45,16 @@ from dispatcher.writers import NdjsonSink, Outputs, prune
 
 log = logging.getLogger("dispatcher")
 
+#: Seconds between pushes of the results to the OS (and done records to the journal).
+FLUSH_INTERVAL = 0.1
 IN_FLIGHT_AT_CRASH = (
     "in flight when an earlier run stopped: the gateway may have sent it, and it does not "
     "honour idempotency keys, so it was not sent again"
 )
+
+
+#: What can be read: a path, "-" for stdin, or an open binary file.
+Source = str | os.PathLike[str] | BinaryIO
 
 
 class Shutdown:
@@ -94,8 +102,9 @@ class Stage(Protocol):
     async def abandon(self, grace: float) -> bool: ...
 
 
-async def run(source: str, config: Config, *, shutdown: Shutdown | None = None) -> Summary:
-    """Send every recipient of ``source`` ("-" for stdin); the summary tells the outcome.
+async def run(source: Source, config: Config, *, shutdown: Shutdown | None = None) -> Summary:
+    """Send every recipient of ``source`` (a path, "-" for stdin, or an open binary
+    file); the summary tells the outcome.
 
     Configuration problems raise `ConfigError`, and outputs that cannot even be opened
     raise `OutputError`, before anything is sent. Everything after that ends in the
@@ -105,11 +114,14 @@ async def run(source: str, config: Config, *, shutdown: Shutdown | None = None) 
     shutdown = shutdown or Shutdown()
     if config.api_key is not None:
         register_secret(config.api_key.reveal())
-    journal, resume = Journal.start(config, source)
+    journal, resume = Journal.start(config, _describe(source))
     try:
         outputs = _open_outputs(config, resume)
     except FatalError:
-        journal.close()
+        if resume is None:
+            journal.discard()
+        else:
+            journal.close()
         raise
     summary = outputs.summary
     summary.price_per_segment = config.price_per_segment
@@ -140,6 +152,12 @@ async def run(source: str, config: Config, *, shutdown: Shutdown | None = None) 
     return summary
 
 
+def _describe(source: Source) -> str:
+    if isinstance(source, str | os.PathLike):
+        return os.fspath(source)
+    return str(getattr(source, "name", "<stream>"))
+
+
 def _save(outputs: Outputs, journal: Journal) -> None:
     """Results to the OS first; only then may the journal call their batches done."""
     outputs.flush()
@@ -147,7 +165,7 @@ def _save(outputs: Outputs, journal: Journal) -> None:
 
 
 async def _run_stages(
-    source: str,
+    source: Source,
     config: Config,
     stage: Stage,
     outputs: Outputs,
@@ -157,8 +175,12 @@ async def _run_stages(
 ) -> None:
     """Feed the stage, then let it finish — or abandon it when a stop is requested or
     the run cannot go on."""
-    feeding = asyncio.create_task(_feed(source, config, stage, outputs, journal, resume))
+    reader = Reader(source, max_line_bytes=config.max_line_bytes)
+    feeding = asyncio.create_task(_feed(reader, config, stage, outputs, journal, resume))
     stopping = asyncio.create_task(shutdown.wait())
+    flushing = asyncio.create_task(_flush_every(FLUSH_INTERVAL, stage, outputs, journal))
+    show = config.progress if config.progress is not None else sys.stderr.isatty()
+    progress = asyncio.create_task(_progress(reader, outputs.summary)) if show else None
     error: BaseException | None = None
     try:
         await asyncio.wait({feeding, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -180,6 +202,11 @@ async def _run_stages(
     finally:
         stopping.cancel()
         feeding.cancel()
+        flushing.cancel()
+        if progress is not None:
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
     if error is not None:
         raise error
     if stage.fatal is not None:
@@ -192,7 +219,7 @@ async def _abandon(stage: Stage, grace: float) -> None:
 
 
 async def _feed(
-    source: str,
+    reader: Reader,
     config: Config,
     stage: Stage,
     outputs: Outputs,
@@ -210,7 +237,6 @@ async def _feed(
         count_segments=config.rate_unit == "segments",
         clock=loop.time,
     )
-    reader = Reader(source, max_line_bytes=config.max_line_bytes)
     resend = config.idempotency or config.retry_ambiguous
     if resume is not None:
         for lines in resume.in_flight.values():
@@ -224,11 +250,8 @@ async def _feed(
             else:
                 await stage.submit(batch)
 
-    show_progress = config.progress if config.progress is not None else sys.stderr.isatty()
-    view = reader if show_progress else None
-    ticker = asyncio.create_task(
-        _tick(stage, batcher, submit, outputs, journal, config.linger_ms, view)
-    )
+    read_all = asyncio.Event()
+    lingering = asyncio.create_task(_linger(batcher, submit, config.linger_ms, read_all))
     broken: InputError | None = None
     try:
         try:
@@ -241,70 +264,70 @@ async def _feed(
                     return
         except InputError as exc:
             broken = exc  # everything read before the break is still sent
+        read_all.set()
+        await lingering  # it may hold a batch it closed: let it hand that over first
         batcher.drain()
         await submit(batcher.take())
         if broken is not None:
             raise broken
     finally:
-        ticker.cancel()
+        lingering.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await ticker
+            await lingering
 
 
-async def _tick(
-    stage: Stage,
+async def _linger(
     batcher: Batcher,
-    submit: Callable[[list[Batch]], object],
-    outputs: Outputs,
-    journal: Journal,
+    submit: Callable[[list[Batch]], Awaitable[None]],
     linger_ms: float,
-    reader: Reader | None,
+    read_all: asyncio.Event,
 ) -> None:
-    """Close lingering batches; push results out, then mark their batches done; show
-    progress (when ``reader`` is given) a few times a second."""
+    """While input is read, send the batches that waited ``linger`` without filling,
+    so a slow producer never holds a partial batch back. Stops only between
+    hand-overs: a batch it closed is always submitted."""
     interval = min(0.1, max(0.005, linger_ms / 2000))
-    progress: Progress | None = None
-    summary = outputs.summary
-    next_view = 0.0
-    loop = asyncio.get_running_loop()
+    while not read_all.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(read_all.wait(), interval)
+        if read_all.is_set():
+            return
+        batcher.expire()
+        await submit(batcher.take())
+
+
+async def _flush_every(interval: float, stage: Stage, outputs: Outputs, journal: Journal) -> None:
+    """Push results to the OS and mark their batches done, all run long."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            _save(outputs, journal)
+        except FatalError as exc:
+            stage.fatal = stage.fatal or exc
+            return
+
+
+async def _progress(reader: Reader, summary: Summary) -> None:
+    """Refresh the progress line four times a second until cancelled (run's end)."""
+    progress = Progress(reader.total_bytes)
     try:
         while True:
-            await asyncio.sleep(interval)
-            batcher.expire()
-            await submit(batcher.take())  # type: ignore[misc]
-            try:
-                _save(outputs, journal)
-            except FatalError as exc:
-                stage.fatal = stage.fatal or exc
-                return
-            if reader is not None and loop.time() >= next_view:
-                next_view = loop.time() + 0.25
-                progress = progress or Progress(reader.total_bytes)
-                _show(progress, reader, summary)
-    finally:
-        if progress is not None and reader is not None:
             _show(progress, reader, summary)
-            progress.close()
+            await asyncio.sleep(0.25)
+    finally:
+        _show(progress, reader, summary)
+        progress.close()
 
 
 def _show(progress: Progress, reader: Reader, summary: Summary) -> None:
     statuses = summary.statuses
-    failed = statuses[Status.FAILED] + statuses[Status.AMBIGUOUS]
-    sent = sum(statuses[s] for s in ACCEPTED)
     progress.update(
         bytes_read=reader.bytes_read,
+        total_bytes=reader.total_bytes,
         lines=summary.lines,
-        sent=sent,
-        failed=failed,
+        sent=sum(statuses[s] for s in ACCEPTED),
+        failed=statuses[Status.FAILED] + statuses[Status.AMBIGUOUS],
         rate=(summary.lines - summary.resumed_lines) / summary.elapsed,
     )
-
-
-def batch_size(config: Config) -> int:
-    """Messages per request: the configured size, within the gateway's maximum."""
-    if config.endpoint == "single":
-        return 1
-    return max(1, min(config.batch_size, config.max_batch))
 
 
 def _open_outputs(config: Config, resume: ResumeState | None) -> Outputs:
@@ -360,7 +383,7 @@ async def _stage(config: Config, outputs: Outputs, journal: Journal) -> AsyncIte
             outputs=outputs,
             journal=journal,
             concurrency=config.concurrency,
-            single=batch_size(config) == 1,
+            single=single_endpoint(config),
             clock=loop.time,
         )
         try:

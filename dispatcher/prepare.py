@@ -27,6 +27,18 @@ _new_entry = tuple.__new__
 _to_of = attrgetter("to")
 
 
+def batch_size(config: Config) -> int:
+    """Messages per request: the configured size, within the gateway's maximum."""
+    if config.endpoint == "single":
+        return 1
+    return max(1, min(config.batch_size, config.max_batch))
+
+
+def single_endpoint(config: Config) -> bool:
+    """Whether messages go one per request to ``v2/messages`` with rendered text."""
+    return batch_size(config) == 1
+
+
 class LocalSink(Protocol):
     """Where results decided without the gateway go (see `dispatcher.writers`)."""
 
@@ -57,7 +69,7 @@ class Preparer:
         self._model = config.segment_model
         self._max_segments = config.max_segments
         self._strict = config.strict_numbers
-        self._keep_text = config.endpoint == "single" or config.batch_size == 1
+        self._keep_text = single_endpoint(config)
         self._templates: dict[str, Template] = {}
         self._groups: dict[Hashable, Group] = {}
         self._default = self._group(config.sender, config.text, None, None, None)
@@ -82,6 +94,9 @@ class Preparer:
                 self._unsendable(item, sink)
                 continue
             group = default
+            if item.sender == "":
+                sink.local(item.line, to, Status.REJECTED, "field 'from' is empty", ref=item.ref)
+                continue
             if (
                 item.sender is not None
                 or item.text is not None

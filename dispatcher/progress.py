@@ -29,8 +29,19 @@ class Progress:
             leave=True,
         )
 
-    def update(self, *, bytes_read: int, lines: int, sent: int, failed: int, rate: float) -> None:
-        """Show the latest counters."""
+    def update(
+        self,
+        *,
+        bytes_read: int,
+        total_bytes: int | None,
+        lines: int,
+        sent: int,
+        failed: int,
+        rate: float,
+    ) -> None:
+        """Show the latest counters (the input's size may become known late)."""
+        if total_bytes is not None and self._bar.total != total_bytes:
+            self._bar.total = total_bytes
         self._bar.n = bytes_read
         self._bar.set_postfix_str(
             f"lines={lines:,} sent={sent:,} failed={failed:,} {rate:,.0f}/s", refresh=False

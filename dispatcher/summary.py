@@ -32,9 +32,9 @@ ACCEPTED = frozenset(
         Status.REJECTD,
     }
 )
-#: Statuses that make the run unsuccessful (exit 1): the gateway did not take them,
-#: or we cannot tell whether it did.
-UNSUCCESSFUL = frozenset({Status.FAILED, Status.AMBIGUOUS})
+#: Statuses that make the run unsuccessful (exit 1): the gateway did not take them
+#: (a refused sender code, its own error), or we cannot tell whether it did.
+UNSUCCESSFUL = frozenset({Status.FAILED, Status.AMBIGUOUS, Status.CODE_NOT_ALLOWED, Status.ERROR})
 #: Statuses that are data, not errors, unless ``--strict``.
 INVALID_INPUT = frozenset({Status.INVALID_NUMBER, Status.REJECTED, Status.SEGMENTS_EXCEEDED})
 
@@ -47,6 +47,7 @@ class CodeStats:
 
     messages: int = 0
     segments: int = 0
+    requests: int = 0
     first: float | None = None
     last: float | None = None
     rate: float | None = None
@@ -99,11 +100,14 @@ class Summary:
 
     def sent(self, code: str, messages: int, segments: int, started: float) -> None:
         """The gateway accepted ``messages`` of ``code`` from a request begun at ``started``."""
+        if not messages:
+            return
         stats = self.codes.get(code)
         if stats is None:
             stats = self.codes[code] = CodeStats()
         stats.messages += messages
         stats.segments += segments
+        stats.requests += 1
         now = self._clock()
         if stats.first is None:
             stats.first = started
@@ -144,7 +148,10 @@ class Summary:
             codes[code] = {
                 "messages": stats.messages,
                 "segments": stats.segments,
-                "achieved_rate": round(stats.messages / span, 2) if span > 0 else None,
+                # one request's latency is no measure of a rate
+                "achieved_rate": round(stats.messages / span, 2)
+                if span > 0 and stats.requests > 1
+                else None,
                 "configured_rate": stats.rate,
             }
         latency = {
@@ -155,10 +162,10 @@ class Summary:
         }
         return {
             "lines": self.lines,
-            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items()) if v},
             "segments": {
                 "billable": billable,
-                "by_encoding": {str(k): v for k, v in sorted(self.segments.items())},
+                "by_encoding": {str(k): v for k, v in sorted(self.segments.items()) if v},
                 "ambiguous": self.ambiguous_segments,
             },
             "requests": self.requests,

@@ -111,7 +111,10 @@ class NdjsonSink:
             self.flush()
         finally:
             if self._owned:
-                self._target.close()
+                try:
+                    self._target.close()
+                except OSError as exc:  # the file's own buffer could not be written
+                    raise OutputError(f"cannot write {self.name}: {exc.strerror}") from None
 
 
 def prune(path: str, *, keep: Container[int]) -> None:
@@ -357,7 +360,9 @@ class Outputs:
         self.results.write_many(lines)
         self.summary.statuses[status] += len(lines)
         if status == Status.AMBIGUOUS:
-            self.summary.ambiguous_segments += sum(e.segments for e in batch.entries)
+            self.summary.ambiguous_segments += sum(
+                e.segments for e in batch.entries if skip is None or e.line not in skip
+            )
 
     def dry_run(self, batch: Batch) -> None:
         """What would be sent: status DRY_RUN, with segments and encoding."""

@@ -1,21 +1,260 @@
-"""Result lines: the fast text-built lines are exactly orjson's bytes for the result dict,
-and the summary counts what was written."""
+"""Outputs: the exact JSON of every kind of result line, the invalid-number and reject
+files, and the summary counters they feed. NdjsonSink: buffering, files, errors."""
 
 from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispatcher.batcher import Batch, Entry, Group
-from dispatcher.models import Encoding, Status
+from dispatcher.errors import OutputError
+from dispatcher.models import Encoding, Rejected, Status
 from dispatcher.renderer import compile_template
 from dispatcher.summary import Summary
-from dispatcher.writers import NdjsonSink, Outputs
+from dispatcher.writers import FLUSH_BYTES, NdjsonSink, Outputs
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def batch(*entries: Entry, sender: str = "12345") -> Batch:
+    group = Group(
+        sender,
+        sender=sender,
+        template=compile_template("Hi {0}"),
+        options={"from": sender},
+        capacity=math.inf,
+    )
+    b = Batch(group, 0.0)
+    b.entries = list(entries)
+    b.units = len(entries)
+    return b
+
+
+def entry(
+    line: int, to: str, *, ref: Any = None, segments: int = 1, encoding: str = "GSM7"
+) -> Entry:
+    return Entry(line, to, ["x"], ref, segments, encoding, None)
+
+
+class Files:
+    def __init__(self, directory: Path, clock: Clock) -> None:
+        self.directory = directory
+        self.summary = Summary(clock=clock)
+        self.outputs = Outputs(
+            NdjsonSink.open(str(directory / "results.ndjson")),
+            self.summary,
+            invalid=NdjsonSink.open(str(directory / "invalid.ndjson")),
+            rejects=NdjsonSink.open(str(directory / "rejects.ndjson")),
+        )
+
+    def close(self) -> None:
+        self.outputs.close()
+
+    def lines(self, name: str) -> list[bytes]:
+        return (self.directory / name).read_bytes().splitlines(keepends=True)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def files(tmp_path: Path, clock: Clock) -> Files:
+    return Files(tmp_path, clock)
+
+
+def test_rejected_line(files: Files) -> None:
+    files.outputs.rejected(Rejected(line=7, reason="invalid JSON: x", excerpt="{oops"))
+    files.close()
+    assert files.lines("results.ndjson") == [
+        b'{"line":7,"status":"REJECTED","error":"invalid JSON: x"}\n'
+    ]
+    assert files.lines("rejects.ndjson") == [
+        b'{"line":7,"reason":"invalid JSON: x","excerpt":"{oops"}\n'
+    ]
+    assert files.lines("invalid.ndjson") == []
+    assert files.summary.statuses == {"REJECTED": 1}
+
+
+def test_local_results(files: Files) -> None:
+    out = files.outputs
+    out.local(1, "12ab", Status.INVALID_NUMBER, "has letters", ref={"a": 1}, invalid=True)
+    out.local(2, "+525500000002", Status.REJECTED, "template needs param {1}")
+    out.local(
+        3,
+        "+525500000003",
+        Status.SEGMENTS_EXCEEDED,
+        "too long",
+        ref=0,
+        segments=11,
+        encoding="GSM7",
+    )
+    files.close()
+    assert files.lines("results.ndjson") == [
+        b'{"line":1,"to":"12ab","status":"INVALID_NUMBER","error":"has letters","ref":{"a":1}}\n',
+        b'{"line":2,"to":"+525500000002","status":"REJECTED","error":"template needs param {1}"}\n',
+        b'{"line":3,"to":"+525500000003","status":"SEGMENTS_EXCEEDED","segments":11,'
+        b'"encoding":"GSM7","error":"too long","ref":0}\n',
+    ]
+    assert files.lines("invalid.ndjson") == [
+        b'{"line":1,"to":"12ab","reason":"has letters","source":"client"}\n'
+    ]
+    assert files.lines("rejects.ndjson") == []  # rejects are malformed lines only
+    assert files.summary.statuses == {
+        "INVALID_NUMBER": 1,
+        "REJECTED": 1,
+        "SEGMENTS_EXCEEDED": 1,
+    }
+    assert sum(files.summary.segments.values()) == 0  # nothing billable
+
+
+def test_accepted_batch_with_a_gateway_refusal(files: Files, clock: Clock) -> None:
+    b = batch(
+        entry(4, "+525500000001", ref="r4", segments=2),
+        entry(5, "+525599000000", ref="r5"),
+        entry(6, "+525500000001", segments=1, encoding="UCS2"),
+    )
+    clock.now = 101.5
+    files.outputs.accepted(
+        b, ["id-a", None, "id-b"], status="QUEUE", attempts=2, transaction_id="tx", started=100.5
+    )
+    files.close()
+    assert files.lines("results.ndjson") == [
+        b'{"line":4,"to":"+525500000001","status":"QUEUE","id":"id-a","segments":2,'
+        b'"encoding":"GSM7","attempts":2,"transactionId":"tx","ref":"r4"}\n',
+        b'{"line":5,"to":"+525599000000","status":"INVALID_NUMBER","attempts":2,'
+        b'"transactionId":"tx","error":"the gateway listed the number as invalid","ref":"r5"}\n',
+        b'{"line":6,"to":"+525500000001","status":"QUEUE","id":"id-b","segments":1,'
+        b'"encoding":"UCS2","attempts":2,"transactionId":"tx"}\n',
+    ]
+    assert files.lines("invalid.ndjson") == [
+        b'{"line":5,"to":"+525599000000","reason":"the gateway listed the number as invalid",'
+        b'"source":"gateway"}\n'
+    ]
+    s = files.summary
+    assert s.statuses == {"QUEUE": 2, "INVALID_NUMBER": 1}
+    assert s.segments == {"GSM7": 2, "UCS2": 1}
+    stats = s.codes["12345"]
+    assert (stats.messages, stats.segments, stats.first, stats.last) == (2, 3, 100.5, 101.5)
+
+
+def test_accepted_skips_lines_already_written_by_an_earlier_run(files: Files) -> None:
+    b = batch(entry(1, "+525500000001"), entry(2, "+525500000002"), entry(3, "+525500000003"))
+    b.skip = {2}
+    files.outputs.accepted(
+        b, ["a", "b", "c"], status="QUEUE", attempts=1, transaction_id=None, started=100.0
+    )
+    files.close()
+    assert [orjson.loads(x)["line"] for x in files.lines("results.ndjson")] == [1, 3]
+    assert files.summary.statuses == {"QUEUE": 2}
+    assert files.summary.segments == {"GSM7": 2}
+    assert files.summary.codes["12345"].messages == 2
+
+
+def test_unsent_batch(files: Files) -> None:
+    b = batch(entry(8, "+525500000008", ref=[1]), entry(9, "+525500000009", segments=3))
+    files.outputs.unsent(b, Status.AMBIGUOUS, "may have been sent", attempts=3)
+    b2 = batch(entry(10, "+525599000010"))
+    files.outputs.unsent(b2, Status.INVALID_NUMBER, "refused", attempts=1, invalid=True)
+    files.close()
+    assert files.lines("results.ndjson") == [
+        b'{"line":8,"to":"+525500000008","status":"AMBIGUOUS","segments":1,"encoding":"GSM7",'
+        b'"attempts":3,"error":"may have been sent","ref":[1]}\n',
+        b'{"line":9,"to":"+525500000009","status":"AMBIGUOUS","segments":3,"encoding":"GSM7",'
+        b'"attempts":3,"error":"may have been sent"}\n',
+        b'{"line":10,"to":"+525599000010","status":"INVALID_NUMBER","segments":1,'
+        b'"encoding":"GSM7","attempts":1,"error":"refused"}\n',
+    ]
+    assert files.lines("invalid.ndjson") == [
+        b'{"line":10,"to":"+525599000010","reason":"refused","source":"gateway"}\n'
+    ]
+    s = files.summary
+    assert s.statuses == {"AMBIGUOUS": 2, "INVALID_NUMBER": 1}
+    assert s.ambiguous_segments == 4
+    assert sum(s.segments.values()) == 0
+    assert s.codes == {}
+
+
+def test_unsent_skips_lines_already_written_also_in_the_segment_count(files: Files) -> None:
+    b = batch(entry(1, "+525500000001", segments=2), entry(2, "+525500000002", segments=5))
+    b.skip = {2}
+    files.outputs.unsent(b, Status.AMBIGUOUS, "may have been sent", attempts=0)
+    files.close()
+    assert [orjson.loads(x)["line"] for x in files.lines("results.ndjson")] == [1]
+    assert files.summary.statuses == {"AMBIGUOUS": 1}
+    assert files.summary.ambiguous_segments == 2
+
+
+def test_dry_run_lines(files: Files) -> None:
+    b = batch(entry(1, "+525500000001", ref="x", segments=2), entry(2, "+525500000002"))
+    files.outputs.dry_run(b)
+    files.close()
+    assert files.lines("results.ndjson") == [
+        b'{"line":1,"to":"+525500000001","status":"DRY_RUN","segments":2,"encoding":"GSM7",'
+        b'"ref":"x"}\n',
+        b'{"line":2,"to":"+525500000002","status":"DRY_RUN","segments":1,"encoding":"GSM7"}\n',
+    ]
+    assert files.summary.statuses == {"DRY_RUN": 2}
+    assert files.summary.segments == {"GSM7": 3}
+
+
+def test_nothing_reaches_the_file_before_a_flush(tmp_path: Path) -> None:
+    path = tmp_path / "r.ndjson"
+    sink = NdjsonSink.open(str(path))
+    sink.write(b'{"line":1}\n')
+    sink.write_many([b'{"line":2}\n', b'{"line":3}\n'])
+    assert path.read_bytes() == b""
+    sink.flush()
+    assert path.read_bytes() == b'{"line":1}\n{"line":2}\n{"line":3}\n'
+    big = b"x" * (FLUSH_BYTES // 2) + b"\n"
+    sink.write(big)
+    sink.write(big)  # past FLUSH_BYTES: written without waiting for a flush
+    assert path.stat().st_size == 33 + 2 * len(big)
+    sink.close()
+
+
+def test_append_keeps_earlier_results(tmp_path: Path) -> None:
+    path = tmp_path / "r.ndjson"
+    path.write_bytes(b'{"line":1}\n')
+    sink = NdjsonSink.open(str(path), append=True)
+    sink.write(b'{"line":2}\n')
+    sink.close()
+    assert path.read_bytes() == b'{"line":1}\n{"line":2}\n'
+
+
+def test_an_unwritable_path_is_an_output_error(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="cannot write"):
+        NdjsonSink.open(str(tmp_path / "no" / "such" / "dir.ndjson"))
+
+
+FULL = Path("/dev/full")
+
+
+@pytest.mark.skipif(not FULL.exists(), reason="needs /dev/full")
+def test_a_full_disk_is_an_output_error_at_flush_and_at_close() -> None:
+    sink = NdjsonSink.open(str(FULL))
+    sink.write(b'{"line":1}\n')
+    with pytest.raises(OutputError, match="/dev/full"):
+        sink.flush()
+    with pytest.raises(OutputError, match="/dev/full"):
+        sink.close()
+
+
+# --- the usual batch's fast path: the very bytes of orjson's result dict -------------
 
 
 def reference(
@@ -54,7 +293,7 @@ def reference(
     return b"".join(out)
 
 
-def write(
+def write_accepted(
     entries: list[Entry],
     ids: list[str | None],
     status: str,
@@ -111,7 +350,7 @@ def test_result_lines_are_orjson_bytes(
 ) -> None:
     lines = [e for e, _ in batch]
     ids = [i for _, i in batch]
-    written, summary = write(lines, ids, status, attempts, transaction_id)
+    written, summary = write_accepted(lines, ids, status, attempts, transaction_id)
     assert written == reference(lines, ids, status, attempts, transaction_id)
     accepted = [e for e, i in batch if i is not None]
     assert summary.statuses[status] == len(accepted)
@@ -123,17 +362,18 @@ def test_result_lines_are_orjson_bytes(
         assert {str(k): v for k, v in summary.segments.items() if v} == {
             k: v for k, v in expected.items() if v
         }
-        assert summary.codes["12345"].messages == len(accepted)
-        assert summary.codes["12345"].segments == sum(e.segments for e in accepted)
+        code = summary.codes.get("12345")  # none when nothing was accepted
+        assert (code.messages if code else 0) == len(accepted)
+        assert (code.segments if code else 0) == sum(e.segments for e in accepted)
 
 
-def test_usual_batch() -> None:
+def test_usual_batch_line_by_line() -> None:
     entries = [
         Entry(1, "+525500000001", ["Ann"], None, 1, Encoding.GSM7, None),
         Entry(3, "+525500000002", ["Zoë"], {"crm": "ñ-8812", "n": 10.65}, 2, Encoding.UCS2, None),
     ]
     ids = ["f8f3f9090000000007dd0000", "f8f3f9090000000007dd0001"]
-    written, summary = write(entries, ids, "QUEUE", 1, "3147f60d-da7c-43e9")  # type: ignore[arg-type]
+    written, summary = write_accepted(entries, ids, "QUEUE", 1, "3147f60d-da7c-43e9")  # type: ignore[arg-type]
     assert written == reference(entries, ids, "QUEUE", 1, "3147f60d-da7c-43e9")  # type: ignore[arg-type]
     assert (
         written.splitlines()[1]

@@ -48,6 +48,18 @@ def ledger(base_url: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return messages, stats
 
 
+def wait_until_sending(proc: subprocess.Popen[bytes], results: Path, timeout: float = 30) -> None:
+    """Wait until the send has results on disk, so a signal lands mid-run (not before
+    the process has even installed its handlers, as happens on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if results.exists() and results.stat().st_size > 0:
+            return
+        assert proc.poll() is None, "the send ended before it was interrupted"
+        time.sleep(0.05)
+    pytest.fail("the send produced no results in time")
+
+
 def run(command: list[str], timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         command, env=env(), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
@@ -109,8 +121,7 @@ def test_signal_stops_cleanly_then_resume_finishes(tmp_path: Path, signum: int, 
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        time.sleep(1.0)
-        assert proc.poll() is None, "the send finished before the signal"
+        wait_until_sending(proc, tmp_path / "results.ndjson")
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == code, err.decode()
@@ -144,7 +155,7 @@ def test_second_signal_exits_at_once_and_stays_resumable(tmp_path: Path) -> None
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        time.sleep(1.0)
+        wait_until_sending(proc, tmp_path / "results.ndjson")
         proc.send_signal(signal.SIGINT)
         time.sleep(0.2)
         proc.send_signal(signal.SIGINT)

@@ -1,0 +1,196 @@
+"""Driving the gateway: schedule, send, record, drain, report.
+
+The target is the URL given, or an emulator started in this process on 127.0.0.1 on a
+free port; nothing else is ever contacted. The run ends by itself: nothing starts after
+warm-up + duration, and requests still in flight get at most the drain time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TextIO
+
+from dispatcher._version import __version__
+from dispatcher.config import Secret
+from dispatcher.emulator import EmulatorSettings, FaultSettings, running_emulator
+from dispatcher.errors import AuthError, GatewayError
+from dispatcher.gateway import GatewayClient, open_session
+from dispatcher.loadtest import workload
+from dispatcher.loadtest.report import build_report, live_line
+from dispatcher.loadtest.schedule import Schedule
+from dispatcher.loadtest.settings import LoadTest
+from dispatcher.loadtest.stats import Outcome, Recorder, classify
+
+#: The first request is due this long after set-up, so it is not late by construction.
+LEAD = 0.05
+
+
+async def run_loadtest(
+    test: LoadTest,
+    *,
+    stop: asyncio.Event | None = None,
+    live: TextIO | None = sys.stderr,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, Any]:
+    """Run the test and return its report (see the README for the schema).
+
+    ``stop`` ends it early (the report says ``interrupted``); ``live`` receives one line
+    per second (None: silent). ``clock`` is the monotonic clock of the schedule and of
+    every latency: perf_counter by default, because uvloop's ``loop.time()`` only moves
+    in whole milliseconds.
+
+    Raises `ConfigError` when the input has no usable recipient.
+    """
+    requests = test.request_rate * (test.warmup + test.duration)
+    bodies = await workload.build(
+        batch_size=test.batch_size,
+        requests=max(1, int(requests)),
+        sender=test.sender,
+        text=test.text,
+        source=test.input,
+        seed=test.seed,
+    )
+    async with _target(test) as (base_url, api_key):
+        if live is not None:
+            where = "the embedded emulator at " if test.embedded else ""
+            print(
+                f"loadtest: {test.request_rate:g} requests/s for {test.duration:g}s"
+                f"{f' after {test.warmup:g}s warm-up' if test.warmup else ''} against "
+                f"{where}{base_url}, {'single' if bodies.single else 'batch'} endpoint, "
+                f"batch {test.batch_size}, concurrency {test.concurrency}",
+                file=live,
+                flush=True,
+            )
+        async with open_session(
+            concurrency=test.concurrency,
+            timeout=test.timeout,
+            connect_timeout=min(test.timeout, 10.0),
+        ) as session:
+            client = GatewayClient(session, base_url, api_key, idempotency_header=None)
+            driver = _Driver(test, client, bodies, clock, live)
+            return await driver.run(stop, base_url)
+
+
+@contextlib.asynccontextmanager
+async def _target(test: LoadTest) -> AsyncIterator[tuple[str, Secret | None]]:
+    if test.base_url is not None:
+        yield test.base_url, test.api_key
+        return
+    settings = EmulatorSettings(
+        rate_limit=False,
+        ledger="counts",  # a long test at a high rate must not grow the emulator
+        faults=test.faults or FaultSettings(),
+        seed=test.seed,
+        max_batch=max(1000, test.batch_size),
+    )
+    async with running_emulator(settings, host="127.0.0.1", port=0) as emulator:
+        yield emulator.base_url, Secret(settings.api_key)
+
+
+class _Driver:
+    """One run: the schedule, the recorder and the per-request coroutine."""
+
+    def __init__(
+        self,
+        test: LoadTest,
+        client: GatewayClient,
+        bodies: workload.Workload,
+        clock: Callable[[], float],
+        live: TextIO | None,
+    ) -> None:
+        self.test = test
+        self.bodies = bodies
+        self.clock = clock
+        self.live = live
+        self.send = client.send_single if bodies.single else client.send_batch
+        self.aborted: AuthError | None = None
+        self.schedule: Schedule | None = None
+        self.recorder: Recorder | None = None
+
+    async def run(self, stop: asyncio.Event | None, base_url: str) -> dict[str, Any]:
+        test, clock = self.test, self.clock
+        began = clock()
+        first = began + LEAD
+        measured = first + test.warmup
+        end = measured + test.duration
+        schedule = self.schedule = Schedule(
+            test.request_rate, slots=test.concurrency, clock=clock, count_from=measured
+        )
+        recorder = self.recorder = Recorder(start=measured, on_second=self._show)
+        watchers = [asyncio.create_task(self._tick(recorder, measured))]
+        if stop is not None:
+            watchers.append(asyncio.create_task(_halt_on(stop, schedule)))
+        try:
+            await schedule.run(self._one, start=first, end=end)
+            halted = clock()
+            for k in schedule.dropped:
+                recorder.add(schedule.due(k, first), halted, Outcome.DROPPED)
+            # In-flight requests get the drain time from the end of the window (the last
+            # request is due up to 1/rate before it), none after an abort.
+            grace = (
+                test.drain + max(0.0, end - clock()) if schedule.halted_at is None else test.drain
+            )
+            await schedule.drain(0.0 if self.aborted else grace)
+            recorder.finish(clock(), end)
+        finally:
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+        window = test.duration
+        if schedule.halted_at is not None:
+            window = min(window, max(0.0, schedule.halted_at - measured))
+        return build_report(
+            test,
+            recorder,
+            target_url=base_url,
+            window=window,
+            elapsed=clock() - began,
+            late_starts=schedule.late_starts,
+            aborted=None if self.aborted is None else str(self.aborted),
+            interrupted=stop is not None and stop.is_set(),
+            version=__version__,
+        )
+
+    async def _one(self, k: int, due: float) -> None:
+        """Send request ``k`` once and record how it ended, timed from ``due``."""
+        recorder, clock = self.recorder, self.clock
+        assert recorder is not None
+        recorder.started(due, clock())
+        outcome = Outcome.OK
+        try:
+            await self.send(self.bodies.body(k))
+        except AuthError as exc:
+            outcome = Outcome.CLIENT_ERROR
+            if self.aborted is None:
+                self.aborted = exc
+                assert self.schedule is not None
+                self.schedule.halt()
+        except GatewayError as exc:
+            outcome = classify(exc)
+        except asyncio.CancelledError:
+            recorder.add(due, clock(), Outcome.UNFINISHED)
+            raise
+        recorder.add(due, clock(), outcome)
+
+    async def _tick(self, recorder: Recorder, measured: float) -> None:
+        """Close each second on time, so the live line comes even when nothing ends."""
+        second = 1
+        while True:
+            await asyncio.sleep(max(0.0, measured + second - self.clock()))
+            recorder.tick(self.clock())
+            second = int(self.clock() - measured) + 1
+
+    def _show(self, row: dict[str, Any]) -> None:
+        if self.live is None:
+            return
+        in_flight = self.schedule.in_flight if self.schedule is not None else 0
+        print(live_line(row, self.test.request_rate, in_flight), file=self.live, flush=True)
+
+
+async def _halt_on(stop: asyncio.Event, schedule: Schedule) -> None:
+    await stop.wait()
+    schedule.halt()

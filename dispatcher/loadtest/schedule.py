@@ -1,0 +1,167 @@
+"""Constant arrival rate: request k is due at ``start + k / rate``, whatever happened before.
+
+This is what makes the latencies honest (no *coordinated omission*): the schedule never
+waits for the gateway. When every in-flight slot is busy, the due requests queue in
+order and each starts as soon as a slot frees — its latency still counts from its due
+time, so a stalled gateway shows up as latency rather than as a quietly lower rate. A
+request that is still waiting for a slot when the schedule ends is *dropped*: never
+sent, reported, and its wait so far counted.
+
+The due time is computed from k each time, never by adding intervals, so a long run
+does not drift; when the loop wakes late, every request that became due meanwhile
+starts at once. Time comes from an injected clock (the tests run it on a fake loop
+clock); sleeping uses the running loop's timers, and a request never starts before its
+due time on that clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+#: Due means within a microsecond (the histograms' unit): a clock with a coarser
+#: resolution than the due times (a fake one) must not keep the schedule napping.
+TOLERANCE = 1e-6
+
+Send = Callable[[int, float], Coroutine[Any, Any, None]]
+
+
+class Schedule:
+    """Starts requests on time within a cap of ``slots`` in flight.
+
+    ``run`` starts ``send(k, due)`` as a task for every k due in ``[start, end)``;
+    ``drain`` then waits for the tasks still running. Counters: ``started``,
+    ``late_starts`` (started requests that had to wait for a slot) and ``dropped``
+    (the requests that never got one, as a range of k).
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        slots: int,
+        clock: Callable[[], float],
+        count_from: float = -math.inf,
+    ) -> None:
+        if not rate > 0 or slots < 1:
+            raise ValueError("rate must be positive and slots at least 1")
+        self.rate = rate
+        #: Late starts are counted for requests due from this time on (after warm-up).
+        self.count_from = count_from
+        self.slots = slots
+        self.clock = clock
+        self.started = 0
+        self.late_starts = 0
+        #: The numbers (k) of the requests that never started.
+        self.dropped = range(0)
+        self._free = slots
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._halted_at: float | None = None
+        self._waker: asyncio.Future[None] | None = None
+        self._waiting_for_slot = False
+
+    @property
+    def in_flight(self) -> int:
+        """Requests started and not finished."""
+        return self.slots - self._free
+
+    @property
+    def halted_at(self) -> float | None:
+        """When `halt` was called, if it was."""
+        return self._halted_at
+
+    def due(self, k: int, start: float) -> float:
+        """When request ``k`` is due."""
+        return start + k / self.rate
+
+    def count(self, start: float, end: float) -> int:
+        """How many requests are due in ``[start, end)``."""
+        n = max(0, int((end - start) * self.rate) - 1)
+        while self.due(n, start) < end:
+            n += 1
+        return n
+
+    async def run(self, send: Send, *, start: float, end: float) -> None:
+        """Start every request due in ``[start, end)``; return early after `halt`."""
+        clock = self.clock
+        total = self.count(start, end)
+        k = 0
+        waited = False
+        while k < total and self._halted_at is None:
+            now = clock()
+            due = self.due(k, start)
+            if due > now + TOLERANCE:
+                # Never early, or a fast answer would look faster than it was. uvloop's
+                # timers have whole milliseconds and may wake a little before ``due``:
+                # then this naps again for the rest.
+                await self._nap(due - now, for_slot=False)
+                continue
+            if self._free == 0:
+                if now >= end:
+                    break
+                waited = True
+                await self._nap(end - now, for_slot=True)
+                continue
+            self._launch(send, k, due)
+            self.late_starts += waited and due >= self.count_from
+            waited = False
+            k += 1
+        if self._halted_at is not None:
+            total = min(total, self.count(start, self._halted_at))
+        self.dropped = range(k, total)
+
+    def halt(self) -> None:
+        """Stop the schedule now: nothing more starts, and requests that were due but
+        still waiting for a slot count as dropped."""
+        if self._halted_at is None:
+            self._halted_at = self.clock()
+        self._wake(for_slot=False)
+
+    async def drain(self, grace: float) -> list[asyncio.Task[None]]:
+        """Wait up to ``grace`` seconds for the requests in flight; cancel the rest and
+        return them (each request records its own cancellation)."""
+        if not self._tasks:
+            return []
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        return list(pending)
+
+    def _launch(self, send: Send, k: int, due: float) -> None:
+        # The slot is taken before the task exists, so tasks never exceed the cap.
+        self._free -= 1
+        self.started += 1
+        task = asyncio.create_task(send(k, due))
+        self._tasks.add(task)
+        task.add_done_callback(self._release)
+
+    def _release(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._free += 1
+        self._wake(for_slot=True)
+
+    async def _nap(self, seconds: float, *, for_slot: bool) -> None:
+        """Sleep up to ``seconds``; a halt ends it early, and so does a freed slot when
+        ``for_slot``. One future and one timer, as asyncio.sleep itself uses."""
+        loop = asyncio.get_running_loop()
+        waker = self._waker = loop.create_future()
+        self._waiting_for_slot = for_slot
+        timer = loop.call_later(seconds, _resolve, waker)
+        try:
+            await waker
+        finally:
+            timer.cancel()
+            self._waker = None
+
+    def _wake(self, *, for_slot: bool) -> None:
+        if self._waker is not None and (self._waiting_for_slot or not for_slot):
+            _resolve(self._waker)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,0 +1,108 @@
+"""What a load test is asked to do: one frozen record, validated on construction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from dispatcher.config import Secret
+from dispatcher.errors import ConfigError
+from dispatcher.loadtest.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from dispatcher.emulator.settings import FaultSettings
+
+DEFAULT_SENDER = "12345"
+DEFAULT_TEXT = "Hi {0}, your balance is ${1}. Reply STOP to opt out."
+#: Above this many requests per second the scheduler itself is the limit.
+MAX_REQUEST_RATE = 1_000_000.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadTest:
+    """A constant-arrival-rate load test.
+
+    ``rate`` counts requests per second, or recipients per second with
+    ``rate_unit="recipients"`` (requests/s = rate / batch_size). ``duration`` is the
+    measured part; ``warmup`` runs before it at the same rate and is left out of every
+    figure. ``base_url=None`` drives an emulator started in this process on 127.0.0.1,
+    with ``faults`` applied (None: a healthy one).
+    """
+
+    rate: float = 100.0
+    rate_unit: Literal["requests", "recipients"] = "requests"
+    duration: float = 10.0
+    warmup: float = 0.0
+    batch_size: int = 1
+    concurrency: int = 64
+    timeout: float = 5.0
+    drain: float = 5.0
+    sender: str = DEFAULT_SENDER
+    text: str = DEFAULT_TEXT
+    input: str | None = None
+    seed: int = 1
+    base_url: str | None = None
+    api_key: Secret | None = field(default=None, repr=False)
+    faults: FaultSettings | None = None
+    thresholds: tuple[Threshold, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.rate) and self.rate > 0):
+            raise ConfigError(f"--rate must be a positive number, got {self.rate:g}")
+        if self.rate_unit not in ("requests", "recipients"):
+            raise ConfigError("--rate-unit must be requests or recipients")
+        if self.request_rate > MAX_REQUEST_RATE:
+            raise ConfigError(f"--rate is above {MAX_REQUEST_RATE:,.0f} requests/s")
+        if not self.duration > 0:
+            raise ConfigError("--duration must be more than 0")
+        for name in ("warmup", "drain"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name} must not be negative")
+        if not self.timeout > 0:
+            raise ConfigError("--timeout must be more than 0")
+        if self.batch_size < 1 or self.concurrency < 1:
+            raise ConfigError("--batch-size and --concurrency must be at least 1")
+        if self.base_url is None:
+            from dispatcher.emulator.settings import MAX_BATCH
+
+            if self.batch_size > MAX_BATCH:
+                raise ConfigError(f"the embedded emulator takes batches of at most {MAX_BATCH}")
+        else:
+            if not self.base_url.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"--base-url must start with http:// or https://: {self.base_url}"
+                )
+            if self.api_key is None:
+                raise ConfigError(
+                    "no API key for --base-url: set DISPATCHER_API_KEY or give --api-key-file"
+                )
+            if self.faults is not None:
+                raise ConfigError("fault and latency flags only apply to the embedded emulator")
+
+    @property
+    def request_rate(self) -> float:
+        """Requests per second."""
+        return self.rate / self.batch_size if self.rate_unit == "recipients" else self.rate
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the target is an emulator in this process."""
+        return self.base_url is None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as the report shows them (never the API key)."""
+        return {
+            "rate": float(self.rate),
+            "rate_unit": self.rate_unit,
+            "batch_size": self.batch_size,
+            "duration_s": float(self.duration),
+            "warmup_s": float(self.warmup),
+            "concurrency": self.concurrency,
+            "timeout_s": float(self.timeout),
+            "drain_s": float(self.drain),
+            "sender": self.sender,
+            "input": self.input,
+            "seed": self.seed,
+            "emulator_faults": self.faults.as_dict() if self.faults is not None else None,
+        }

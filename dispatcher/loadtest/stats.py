@@ -1,0 +1,210 @@
+"""What a load test measures: outcomes by kind and latency from each due time.
+
+Results are aggregated as they arrive (HDR histograms, counters, one open per-second
+bucket); nothing holds every request. Latencies are recorded in microseconds, up to an
+hour, with three significant digits overall and two per second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+from hdrh.histogram import HdrHistogram
+
+from dispatcher.errors import (
+    BadResponse,
+    ConnectError,
+    ConnectionLost,
+    GatewayError,
+    RateLimited,
+    RequestTimeout,
+)
+
+HIGHEST_US: Final = 3_600_000_000
+#: The percentiles every report holds, by name.
+PERCENTILES: Final = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
+
+
+class Outcome(StrEnum):
+    """How one request ended."""
+
+    OK = "ok"
+    CLIENT_ERROR = "4xx"
+    RATE_LIMITED = "429"
+    SERVER_ERROR = "5xx"
+    TIMEOUT = "timeout"
+    CONNECT_ERROR = "connect_error"
+    CONNECTION_LOST = "connection_lost"
+    BAD_RESPONSE = "bad_response"
+    #: A 2xx answer in the flat shape that refuses the message.
+    REFUSED = "refused"
+    #: Due, but never sent: every slot was still busy when the schedule ended.
+    DROPPED = "dropped"
+    #: Sent, but still unanswered when the drain time ran out.
+    UNFINISHED = "unfinished"
+
+
+_UNANSWERED: Final = frozenset({Outcome.DROPPED, Outcome.UNFINISHED})
+
+
+def classify(error: GatewayError) -> Outcome:
+    """The outcome kind of a failed request, from the gateway client's error classes."""
+    if isinstance(error, RateLimited):
+        return Outcome.RATE_LIMITED
+    if isinstance(error, RequestTimeout):
+        return Outcome.TIMEOUT
+    if isinstance(error, ConnectError):
+        return Outcome.CONNECT_ERROR
+    if isinstance(error, ConnectionLost):
+        return Outcome.CONNECTION_LOST
+    if isinstance(error, BadResponse):
+        return Outcome.BAD_RESPONSE
+    status = error.status
+    if status is None:
+        return Outcome.REFUSED
+    if status >= 500:
+        return Outcome.SERVER_ERROR
+    if status >= 400:
+        return Outcome.CLIENT_ERROR
+    return Outcome.BAD_RESPONSE
+
+
+def new_histogram(digits: int = 3) -> HdrHistogram:
+    """Microseconds from 1 µs to an hour."""
+    return HdrHistogram(1, HIGHEST_US, digits)
+
+
+def record(histogram: HdrHistogram, seconds: float) -> None:
+    """Record a duration, clamped into the histogram's range."""
+    histogram.record_value(min(HIGHEST_US, max(0, round(seconds * 1e6))))
+
+
+def ms(histogram: HdrHistogram, percentile: float) -> float | None:
+    """A percentile in milliseconds, None when nothing was recorded."""
+    if histogram.get_total_count() == 0:
+        return None
+    value: int = histogram.get_value_at_percentile(percentile)
+    return round(value / 1000, 3)
+
+
+def latency_summary(histogram: HdrHistogram) -> dict[str, float | None]:
+    """min, mean, the usual percentiles and max, in milliseconds."""
+    empty = histogram.get_total_count() == 0
+    summary: dict[str, float | None] = {
+        "min": None if empty else round(histogram.get_min_value() / 1000, 3),
+        "mean": None if empty else round(histogram.get_mean_value() / 1000, 3),
+    }
+    values = {} if empty else histogram.get_percentile_to_value_dict(list(PERCENTILES.values()))
+    for name, percentile in PERCENTILES.items():
+        summary[name] = None if empty else round(values[percentile] / 1000, 3)
+    summary["max"] = None if empty else round(histogram.get_max_value() / 1000, 3)
+    return summary
+
+
+@dataclass(slots=True)
+class _Bucket:
+    sent: int = 0
+    requests: int = 0
+    answered: int = 0
+    ok: int = 0
+    histogram: HdrHistogram = field(default_factory=lambda: new_histogram(2))
+
+
+class Recorder:
+    """Outcomes and latencies of the measured requests (due at or after ``start``),
+    with one row per second of the run for the series and the live line: requests
+    accounted for in that second (every outcome, by when it ended), sent, ok, errors,
+    ``rate`` (answers per second: not dropped, not unfinished) and p50/p99. Row ``t``
+    covers ``[t, t + seconds)``: ``seconds`` is 1 except for the drain's tail.
+
+    A second is closed when time has moved past it — at the next event or `tick` —
+    and handed to ``on_second`` (the live line).
+    """
+
+    def __init__(
+        self, *, start: float, on_second: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
+        self.start = start
+        self.latency = new_histogram()
+        #: How late requests started after their due time (a slot wait, a busy loop).
+        self.lag = new_histogram()
+        self.outcomes = dict.fromkeys(Outcome, 0)
+        self.sent = 0
+        self.warmup = 0
+        self.series: list[dict[str, Any]] = []
+        self._on_second = on_second
+        self._index = 0
+        self._bucket = _Bucket()
+
+    @property
+    def requests(self) -> int:
+        """Measured requests accounted for so far (every outcome)."""
+        return sum(self.outcomes.values())
+
+    @property
+    def errors(self) -> int:
+        """Measured requests that did not end ok."""
+        return self.requests - self.outcomes[Outcome.OK]
+
+    def started(self, due: float, at: float) -> None:
+        """A request due at ``due`` left at ``at``."""
+        if due < self.start:
+            return
+        self._advance(at)
+        self.sent += 1
+        self._bucket.sent += 1
+        record(self.lag, at - due)
+
+    def add(self, due: float, done: float, outcome: Outcome) -> None:
+        """A request due at ``due`` ended at ``done``; warm-up requests only count."""
+        if due < self.start:
+            self.warmup += 1
+            return
+        self._advance(done)
+        self.outcomes[outcome] += 1
+        bucket = self._bucket
+        bucket.requests += 1
+        bucket.ok += outcome is Outcome.OK
+        bucket.answered += outcome not in _UNANSWERED
+        record(self.latency, done - due)
+        record(bucket.histogram, done - due)
+
+    def tick(self, now: float) -> None:
+        """Close the seconds that have ended by ``now``."""
+        self._advance(now)
+
+    def finish(self, now: float, end: float) -> None:
+        """Close the last second: partial when the run ended past ``end`` (the measured
+        window's end) in the middle of a second, whole when it ended inside the window."""
+        self._advance(now)
+        opened = self.start + self._index
+        span = max(now - opened, min(1.0, end - opened))
+        if self._bucket.requests or self._bucket.sent:
+            self._close(max(span, 1e-3))
+
+    def _advance(self, now: float) -> None:
+        index = int(now - self.start)
+        while self._index < index:
+            self._close(1.0)
+
+    def _close(self, span: float) -> None:
+        bucket = self._bucket
+        row = {
+            "t": self._index,
+            "seconds": round(span, 3),
+            "sent": bucket.sent,
+            "requests": bucket.requests,
+            "ok": bucket.ok,
+            "errors": bucket.requests - bucket.ok,
+            "rate": round(bucket.answered / span, 3),
+            "p50_ms": ms(bucket.histogram, 50),
+            "p99_ms": ms(bucket.histogram, 99),
+        }
+        self.series.append(row)
+        self._index += 1
+        self._bucket = _Bucket()
+        if self._on_second is not None:
+            self._on_second(row)

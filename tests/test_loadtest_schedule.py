@@ -1,0 +1,194 @@
+"""The arrival schedule and the per-second recorder, on a fast-forwarded loop clock."""
+
+import asyncio
+import math
+from collections.abc import Callable
+
+import pytest
+
+from dispatcher.loadtest.schedule import Schedule
+from dispatcher.loadtest.stats import Outcome, Recorder
+
+
+class Fake:
+    """A gateway that takes ``service`` seconds (loop time) per request."""
+
+    def __init__(self, service: float, clock: Callable[[], float] | None = None) -> None:
+        self.service = service
+        self.loop = asyncio.get_running_loop()
+        self.clock = clock or self.loop.time
+        self.starts: list[tuple[int, float, float]] = []  # (k, due, started)
+        self.done: dict[int, float] = {}
+        self.cancelled: list[int] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def send(self, k: int, due: float) -> None:
+        self.starts.append((k, due, self.clock()))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.service)
+            self.done[k] = self.loop.time()
+        except asyncio.CancelledError:
+            self.cancelled.append(k)
+            raise
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.mark.looptime(noop_cycles=1)  # nothing but timers: travel at once
+async def test_requests_start_exactly_when_due_without_drift() -> None:
+    fake = Fake(service=0.003)
+    loop = asyncio.get_running_loop()
+    schedule = Schedule(1000.0, slots=64, clock=loop.time)
+    start = loop.time() + 1.0
+    await schedule.run(fake.send, start=start, end=start + 6.0)
+    await schedule.drain(1.0)
+    assert [k for k, _, _ in fake.starts] == list(range(6_000))
+    for k, due, started in fake.starts:
+        assert due == start + k / 1000.0
+        assert abs(started - due) < 1e-6
+    assert schedule.started == 6_000
+    assert schedule.late_starts == 0
+    assert len(schedule.dropped) == 0
+    assert len(fake.done) == 6_000
+
+
+@pytest.mark.looptime(noop_cycles=1)
+async def test_after_a_stall_the_schedule_catches_up_instead_of_shifting() -> None:
+    # The clock jumps 30 ms at 1.0005 s, as if the loop had been blocked: what became
+    # due meanwhile starts at once (late), and everything after stays on the grid.
+    fake = Fake(service=0.001)
+    loop = asyncio.get_running_loop()
+    stalled = [0.0]
+    schedule = Schedule(1000.0, slots=64, clock=lambda: loop.time() + stalled[0])
+    start = loop.time()
+    loop.call_at(start + 1.0005, stalled.__setitem__, 0, 0.030)
+    await schedule.run(fake.send, start=start, end=start + 3.0)
+    await schedule.drain(1.0)
+    assert schedule.started == 3000
+    for k, due, started in fake.starts:
+        assert due == start + k / 1000.0
+        started += stalled[0] if started >= start + 1.0005 else 0.0
+        if 1001 <= k <= 1031:
+            assert started == pytest.approx(start + 1.031, abs=1e-6)
+        else:
+            assert started == pytest.approx(due, abs=1e-6)
+
+
+@pytest.mark.looptime(noop_cycles=1)
+async def test_a_timer_that_fires_early_never_starts_a_request_early() -> None:
+    # uvloop's timers count whole milliseconds and can fire before the due time on the
+    # schedule's finer clock; here the clock runs 10 % slow against the loop's timers,
+    # so every nap ends early. A request started early would look faster than it was.
+    loop = asyncio.get_running_loop()
+    clock = lambda: 0.9 * loop.time()  # noqa: E731
+    fake = Fake(service=0.001, clock=clock)
+    schedule = Schedule(100.0, slots=8, clock=clock)
+    start = clock()
+    await schedule.run(fake.send, start=start, end=start + 2.0)
+    await schedule.drain(1.0)
+    assert schedule.started == 200
+    for _, due, started in fake.starts:
+        assert due - 1e-6 <= started <= due + 1e-5
+
+
+@pytest.mark.looptime
+async def test_a_slow_gateway_makes_requests_late_not_rarer() -> None:
+    # One slot, 50 ms per request, one request due every 10 ms: request k cannot start
+    # before k * 50 ms, so its latency from the due time is 50 + 40 k ms.
+    fake = Fake(service=0.05)
+    loop = asyncio.get_running_loop()
+    schedule = Schedule(100.0, slots=1, clock=loop.time)
+    start = loop.time()
+    await schedule.run(fake.send, start=start, end=start + 1.0)
+    await schedule.drain(1.0)
+    assert fake.most_in_flight == 1
+    started = len(fake.starts)
+    assert started == 20  # the 21st would start at 1.0 s, when the schedule ends
+    for k, due, _ in fake.starts:
+        latency = fake.done[k] - due
+        assert latency == pytest.approx(0.05 + 0.04 * k, abs=1e-6)
+    assert schedule.late_starts == 19  # every one after the first waited for the slot
+    assert schedule.dropped == range(20, 100)
+
+
+@pytest.mark.looptime
+async def test_slots_cap_the_requests_in_flight() -> None:
+    fake = Fake(service=0.5)
+    loop = asyncio.get_running_loop()
+    schedule = Schedule(100.0, slots=8, clock=loop.time)
+    start = loop.time()
+    await schedule.run(fake.send, start=start, end=start + 2.0)
+    assert fake.most_in_flight == 8
+    assert schedule.in_flight == 8
+    await schedule.drain(1.0)
+    assert schedule.in_flight == 0
+    # Four rounds of eight fit in two seconds; everything else due in them is dropped.
+    assert schedule.started == 32
+    assert len(schedule.dropped) == 200 - 32
+
+
+@pytest.mark.looptime
+async def test_drain_cancels_what_is_still_running_after_the_grace() -> None:
+    fake = Fake(service=10.0)
+    loop = asyncio.get_running_loop()
+    schedule = Schedule(10.0, slots=100, clock=loop.time)
+    start = loop.time()
+    await schedule.run(fake.send, start=start, end=start + 1.0)
+    before = loop.time()
+    pending = await schedule.drain(2.0)
+    assert loop.time() - before == pytest.approx(2.0)
+    assert len(pending) == 10
+    assert sorted(fake.cancelled) == list(range(10))
+
+
+@pytest.mark.looptime
+async def test_halt_stops_the_schedule_and_drops_what_was_waiting() -> None:
+    fake = Fake(service=1.0)
+    loop = asyncio.get_running_loop()
+    schedule = Schedule(10.0, slots=2, clock=loop.time)
+    start = loop.time()
+    loop.call_at(start + 2.55, schedule.halt)
+    await schedule.run(fake.send, start=start, end=start + 60.0)
+    assert loop.time() == pytest.approx(start + 2.55)
+    assert schedule.halted_at == pytest.approx(start + 2.55)
+    # Two slots, one second each: six started by 2.55 s; 26 were due by then.
+    assert schedule.started == 6
+    assert schedule.dropped == range(6, 26)
+    await schedule.drain(5.0)
+
+
+@pytest.mark.parametrize(
+    ("rate", "seconds", "expected"),
+    [(3.0, 1.0, 3), (0.5, 3.0, 2), (1000.0, 0.0015, 2), (7.0, 10.0, 70), (0.1, 1.0, 1)],
+)
+def test_count_is_the_requests_due_in_window(rate: float, seconds: float, expected: int) -> None:
+    schedule = Schedule(rate, slots=1, clock=lambda: 0.0)
+    assert schedule.count(5.0, 5.0 + seconds) == expected
+
+
+def test_recorder_rows_per_second_and_warmup() -> None:
+    seconds: list[dict[str, object]] = []
+    recorder = Recorder(start=10.0, on_second=seconds.append)
+    recorder.add(9.5, 10.2, Outcome.OK)  # due during the warm-up: not measured
+    for i in range(10):
+        due = 10.0 + i / 10
+        recorder.started(due, due + 0.001)
+        latency = 0.150 if i == 9 else 0.020
+        recorder.add(due, due + latency, Outcome.OK if i % 5 else Outcome.SERVER_ERROR)
+    recorder.tick(11.5)  # the first second closes once time has passed it
+    assert len(seconds) == 1
+    assert seconds[0]["requests"] == 9  # the last ends at 11.05 s, in the second second
+    assert seconds[0]["errors"] == 2
+    recorder.finish(11.6, end=12.0)
+    assert [row["t"] for row in recorder.series] == [0, 1]
+    assert recorder.series[1]["requests"] == 1
+    assert recorder.series[1]["rate"] == 1.0  # the window ran on: a whole second
+    assert recorder.warmup == 1
+    assert recorder.requests == 10
+    assert recorder.outcomes[Outcome.SERVER_ERROR] == 2
+    p50 = recorder.series[0]["p50_ms"]
+    assert isinstance(p50, float)
+    assert math.isclose(p50, 20.0, rel_tol=0.01)

@@ -1,0 +1,241 @@
+"""pipeline.run in process, against a real emulator on 127.0.0.1:0 (or in a dry run).
+
+Property: whatever the mix of good and bad lines, batch size and endpoint, every
+non-blank line gets exactly one result with the status its kind demands, every QUEUE
+id is one ledger message rendered from that line's params, and nothing else is in
+the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dispatcher import pipeline
+from dispatcher.config import Config, Secret, validate
+from dispatcher.emulator import EmulatorSettings, running_emulator
+from dispatcher.summary import Summary
+
+KEY = "pipeline-test-key"
+TEMPLATE = "T {0}"
+POOL = ["+525500000001", "525500000002", "+52 55 0000 0003", "+15005550006"]
+GATEWAY_INVALID = "+525599000000"
+
+#: kind → the status its line must end with (None: blank, no result)
+KINDS: dict[str, str | None] = {
+    "valid": "QUEUE",
+    "valid-acme": "QUEUE",
+    "valid-ext": "QUEUE",
+    "unicode": "QUEUE",
+    "gateway-invalid": "INVALID_NUMBER",
+    "client-invalid": "INVALID_NUMBER",
+    "missing-param": "REJECTED",
+    "not-json": "REJECTED",
+    "not-object": "REJECTED",
+    "bad-type": "REJECTED",
+    "blank": None,
+}
+
+
+def line_bytes(kind: str, n: int, number: str) -> bytes:
+    """The input line of a kind; ``n`` makes each text unique."""
+    params = [f"L{n}"]
+    body: dict[str, Any]
+    if kind == "valid":
+        body = {"to": number, "params": params, "ref": n}
+    elif kind == "valid-acme":
+        body = {"to": number, "params": params, "from": "ACME"}
+    elif kind == "valid-ext":
+        body = {"to": number, "params": params, "externalId": f"e{n % 2}"}
+    elif kind == "unicode":
+        body = {"to": number, "params": [f"Ж{n}"]}
+    elif kind == "gateway-invalid":
+        body = {"to": GATEWAY_INVALID, "params": params}
+    elif kind == "client-invalid":
+        body = {"to": f"x{n}", "params": params}
+    elif kind == "missing-param":
+        body = {"to": number, "params": []}
+    elif kind == "not-json":
+        return b"{not json"
+    elif kind == "not-object":
+        return b'["to"]'
+    elif kind == "bad-type":
+        body = {"to": number, "params": {"a": 1}}
+    else:
+        return b"  "
+    return orjson.dumps(body)
+
+
+def expected_text(kind: str, n: int) -> str:
+    return f"T Ж{n}" if kind == "unicode" else f"T L{n}"
+
+
+def e164(number: str) -> str:
+    digits = number.replace(" ", "")
+    return digits if digits.startswith("+") else "+" + digits
+
+
+async def send(
+    directory: Path, lines: list[bytes], crlf: bool, **changes: Any
+) -> tuple[Summary, list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    source = directory / "in.ndjson"
+    newline = b"\r\n" if crlf else b"\n"
+    source.write_bytes(b"".join(line + newline for line in lines))
+    settings = EmulatorSettings(
+        api_key=KEY, rate_limit=False, invalid_prefixes=(GATEWAY_INVALID[1:],)
+    )
+    async with running_emulator(settings) as emulator:
+        config = validate(
+            Config(
+                base_url=emulator.base_url,
+                api_key=Secret(KEY),
+                sender="12345",
+                text=TEMPLATE,
+                rates={"12345": math.inf, "ACME": math.inf},
+                linger_ms=5,
+                results=str(directory / "results.ndjson"),
+                invalid=str(directory / "invalid.ndjson"),
+                progress=False,
+                **changes,
+            )
+        )
+        summary = await pipeline.run(str(source), config)
+        messages = emulator.messages()
+        stats = await emulator.stats()
+    results = [orjson.loads(x) for x in (directory / "results.ndjson").read_bytes().splitlines()]
+    return summary, results, messages, stats
+
+
+LINE_KINDS = st.lists(
+    st.tuples(st.sampled_from(sorted(KINDS)), st.sampled_from(POOL)), min_size=1, max_size=40
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    LINE_KINDS,
+    st.integers(1, 6),
+    st.sampled_from(["batch", "single"]),
+    st.booleans(),
+)
+def test_one_result_per_line_and_the_ledger_agrees(
+    kinds: list[tuple[str, str]], batch_size: int, endpoint: str, crlf: bool
+) -> None:
+    lines = [line_bytes(kind, n, number) for n, (kind, number) in enumerate(kinds, 1)]
+    with tempfile.TemporaryDirectory() as tmp:
+        summary, results, messages, stats = asyncio.run(
+            send(Path(tmp), lines, crlf, batch_size=batch_size, endpoint=endpoint)
+        )
+    expected = {n: KINDS[kind] for n, (kind, _) in enumerate(kinds, 1) if KINDS[kind]}
+    got = {r["line"]: r for r in results}
+    assert len(got) == len(results), "a line has two results"
+    assert {n: r["status"] for n, r in got.items()} == expected
+    assert summary.fatal is None
+    assert summary.exit_code() == 0
+
+    ledger = {m["id"]: m for m in messages}
+    queued = {n: r for n, r in got.items() if r["status"] == "QUEUE"}
+    assert {r["id"] for r in queued.values()} == set(ledger)
+    for n, result in queued.items():
+        kind, number = kinds[n - 1]
+        message = ledger[result["id"]]
+        assert message["to"] == e164(number) == result["to"]
+        assert message["text"] == expected_text(kind, n)
+        assert message["from"] == ("ACME" if kind == "valid-acme" else "12345")
+        assert message["externalId"] == (f"e{n % 2}" if kind == "valid-ext" else None)
+        assert (message["segments"], message["encoding"]) == (
+            result["segments"],
+            result["encoding"],
+        )
+        if kind == "valid":
+            assert result["ref"] == n
+    assert stats["duplicates"] == 0
+    if endpoint == "single" or batch_size == 1:
+        assert stats["requests"]["batch"] == 0
+    else:
+        assert stats["requests"]["single"] == 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(LINE_KINDS, st.integers(1, 6))
+def test_a_dry_run_accounts_for_every_line_too(
+    kinds: list[tuple[str, str]], batch_size: int
+) -> None:
+    lines = [line_bytes(kind, n, number) for n, (kind, number) in enumerate(kinds, 1)]
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        source = directory / "in.ndjson"
+        source.write_bytes(b"\n".join(lines))
+        config = validate(
+            Config(
+                base_url="http://127.0.0.1:9/raven",
+                sender="12345",
+                text=TEMPLATE,
+                batch_size=batch_size,
+                dry_run=True,
+                results=str(directory / "results.ndjson"),
+                progress=False,
+            )
+        )
+        summary = asyncio.run(pipeline.run(str(source), config))
+        results = [
+            orjson.loads(x) for x in (directory / "results.ndjson").read_bytes().splitlines()
+        ]
+        assert not (directory / "results.ndjson.journal").exists()
+    # A dry run cannot know what the gateway will refuse: those lines are DRY_RUN too.
+    expected = {}
+    for n, (kind, _) in enumerate(kinds, 1):
+        status = KINDS[kind]
+        if status is not None:
+            sendable = status == "QUEUE" or kind == "gateway-invalid"
+            expected[n] = "DRY_RUN" if sendable else status
+    assert {r["line"]: r["status"] for r in results} == expected
+    assert len(results) == len(expected)
+    dry_runs = sum(1 for status in expected.values() if status == "DRY_RUN")
+    assert summary.statuses["DRY_RUN"] == dry_runs
+    assert summary.exit_code() == 0
+
+
+async def test_the_journal_closes_every_batch_it_opened(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    source = tmp_path / "in.ndjson"
+    source.write_bytes(
+        b"".join(orjson.dumps({"to": f"+5255{n:08d}", "params": [n]}) + b"\n" for n in range(1, 51))
+    )
+    config = validate(
+        Config(
+            base_url=emulator.base_url,
+            api_key=Secret(KEY),
+            sender="12345",
+            text=TEMPLATE,
+            batch_size=7,
+            rates={"12345": math.inf},
+            results=str(tmp_path / "results.ndjson"),
+            progress=False,
+        )
+    )
+    summary = await pipeline.run(str(source), config)
+    assert summary.statuses == {"QUEUE": 50}
+    records = [
+        orjson.loads(x) for x in (tmp_path / "results.ndjson.journal").read_bytes().splitlines()
+    ]
+    sent = {r["sent"]: r["lines"] for r in records if "sent" in r}
+    done = {r["done"] for r in records if "done" in r}
+    assert set(sent) == done
+    assert sorted(line for lines in sent.values() for line in lines) == list(range(1, 51))
+    assert records[-1] == {"complete": True}
+    keys = {m["idempotencyKey"] for m in emulator.messages()}
+    assert keys == set(sent)  # each batch went out under the key the journal recorded

@@ -1,0 +1,312 @@
+"""Preparer: recipients → batch entries or local results, exactly one outcome each.
+
+Chunks are fed into a real `Batcher` and a sink that records every local result, the
+way the pipeline wires them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dispatcher.batcher import Batch, Batcher
+from dispatcher.config import Config
+from dispatcher.models import Recipient, Rejected, Status
+from dispatcher.prepare import Preparer
+
+
+@dataclass
+class Local:
+    line: int
+    to: str | None
+    status: Status
+    error: str
+    ref: Any
+    segments: int | None
+    encoding: str | None
+    invalid: bool
+
+
+class Sink:
+    """Records what the preparer decides without the gateway."""
+
+    def __init__(self) -> None:
+        self.rejected_items: list[Rejected] = []
+        self.locals: list[Local] = []
+
+    def rejected(self, item: Rejected) -> None:
+        self.rejected_items.append(item)
+
+    def local(
+        self,
+        line: int,
+        to: str | None,
+        status: Status,
+        error: str,
+        *,
+        ref: Any = None,
+        segments: int | None = None,
+        encoding: str | None = None,
+        invalid: bool = False,
+    ) -> None:
+        self.locals.append(Local(line, to, status, error, ref, segments, encoding, invalid))
+
+
+def make(
+    *, capacity: float = math.inf, batch_size: int = 1000, **changes: Any
+) -> tuple[Preparer, Batcher, Sink, list[str]]:
+    options: dict[str, Any] = {"sender": "12345", "text": "Hi {0}", "batch_size": batch_size}
+    options.update(changes)
+    config = Config(**options)
+    asked: list[str] = []
+
+    def capacity_of(code: str) -> float:
+        asked.append(code)
+        return capacity
+
+    batcher = Batcher(
+        batch_size=batch_size,
+        linger=1.0,
+        max_buffered=10_000,
+        count_segments=config.rate_unit == "segments",
+        clock=lambda: 0.0,
+    )
+    return Preparer(config, capacity=capacity_of), batcher, Sink(), asked
+
+
+def drained(batcher: Batcher) -> list[Batch]:
+    batcher.drain()
+    return batcher.take()
+
+
+def r(
+    line: int, to: str = "+525500000001", params: list[Any] | None = None, **kw: Any
+) -> Recipient:
+    return Recipient(line=line, to=to, params=["x"] if params is None else params, **kw)
+
+
+def test_a_valid_recipient_becomes_an_entry_with_its_cost() -> None:
+    preparer, batcher, sink, _ = make()
+    preparer.feed(
+        [
+            r(3, "52 (55) 0000-0001", ["Zoé"], ref={"crm": 1}),
+            r(4, params=[7]),
+            r(5, params=["Zoë"]),
+        ],
+        batcher,
+        sink,
+    )
+    [batch] = drained(batcher)
+    first, second, third = batch.entries
+    assert (first.line, first.to, first.params, first.ref) == (
+        3,
+        "+525500000001",
+        ["Zoé"],
+        {"crm": 1},
+    )
+    assert (first.segments, first.encoding) == (1, "GSM7")  # é is in the GSM-7 table
+    assert (second.line, second.params, second.ref) == (4, [7], None)
+    assert (third.segments, third.encoding) == (1, "UCS2")  # ë is not
+    assert first.text is None  # the batch endpoint renders server-side
+    assert sink.locals == []
+    assert sink.rejected_items == []
+    assert batch.group.sender == "12345"
+    assert batch.group.template.text == "Hi {0}"
+    assert batch.group.options == {"from": "12345", "type": "MT"}
+
+
+def test_local_outcomes_carry_line_number_ref_and_reason() -> None:
+    preparer, batcher, sink, _ = make(text="Hi {0} {1}", max_segments=2)
+    bad_line = Rejected(line=2, reason="invalid JSON", excerpt="{oops")
+    preparer.feed(
+        [
+            r(1, "12ab", ["a", "b"], ref="r1"),
+            bad_line,
+            r(3, "+525500000003", ["only one"], ref=[3]),
+            r(4, "+525500000004", ["x" * 400, "y"]),
+            r(5, "+525500000005", ["", ""], text="{0}{1}"),
+            r(6, "+525500000006", ["ok", "fine"]),
+        ],
+        batcher,
+        sink,
+    )
+    assert sink.rejected_items == [bad_line]
+    by_line = {local.line: local for local in sink.locals}
+    assert set(by_line) == {1, 3, 4, 5}
+    assert by_line[1].status == Status.INVALID_NUMBER
+    assert (by_line[1].to, by_line[1].ref, by_line[1].invalid) == ("12ab", "r1", True)
+    assert by_line[3].status == Status.REJECTED
+    assert (by_line[3].to, by_line[3].ref, by_line[3].invalid) == ("+525500000003", [3], False)
+    assert "{1}" in by_line[3].error
+    assert by_line[4].status == Status.SEGMENTS_EXCEEDED
+    assert (by_line[4].segments, by_line[4].encoding) == (3, "GSM7")
+    assert by_line[5].status == Status.REJECTED
+    assert "empty" in by_line[5].error
+    assert all(local.error for local in sink.locals)
+    [batch] = drained(batcher)
+    assert batch.lines == [6]
+
+
+@pytest.mark.parametrize(
+    ("changes", "keeps_text"),
+    [
+        ({}, False),
+        ({"endpoint": "single"}, True),
+        ({"batch_size": 1}, True),
+        ({"max_batch": 1}, True),
+    ],
+)
+def test_rendered_text_is_kept_when_the_single_endpoint_will_send_it(
+    changes: dict[str, Any], keeps_text: bool
+) -> None:
+    from dispatcher.prepare import batch_size
+
+    preparer, batcher, sink, _ = make(**changes)
+    config = Config(sender="12345", text="Hi {0}", **changes)
+    assert (batch_size(config) == 1) == keeps_text  # what the pipeline will do
+    preparer.feed([r(1, params=["Ann"])], batcher, sink)
+    [batch] = drained(batcher)
+    assert batch.entries[0].text == ("Hi Ann" if keeps_text else None)
+
+
+def test_overrides_make_groups_and_options_follow_the_gateway_spelling() -> None:
+    preparer, batcher, sink, asked = make(
+        request_dr=True,
+        callbacks="http://127.0.0.1:1/dr",
+        connection="conn-a",
+        email="job@example.com",
+        external_id="job-ext",
+        client_id="job-client",
+    )
+    preparer.feed(
+        [
+            r(1),
+            r(2),
+            r(3, external_id="line-ext"),
+            r(4, sender="ACME"),
+            r(5, text="Other {0}"),
+            r(6, client_id="line-client", email="line@example.com"),
+            r(7, external_id="line-ext"),
+        ],
+        batcher,
+        sink,
+    )
+    batches = drained(batcher)
+    assert sorted(b.lines for b in batches) == [[1, 2], [3, 7], [4], [5], [6]]
+    groups = {b.lines[0]: b.group for b in batches}
+    base = {
+        "type": "MT",
+        "requestDR": True,
+        "callbacks": "http://127.0.0.1:1/dr",
+        "connection": "conn-a",
+        "email": "job@example.com",
+        "externalId": "job-ext",
+        "clientId": "job-client",
+    }
+    assert groups[1].options == {"from": "12345", **base}
+    assert groups[3].options == {"from": "12345", **base, "externalId": "line-ext"}
+    assert groups[4].options == {"from": "ACME", **base}
+    assert groups[4].sender == "ACME"
+    assert groups[5].template.text == "Other {0}"
+    assert groups[6].options == {
+        "from": "12345",
+        **base,
+        "clientId": "line-client",
+        "email": "line@example.com",
+    }
+    assert set(asked) == {"12345", "ACME"}  # capacity asked per sender code
+
+
+def test_capacity_of_the_sender_code_bounds_each_batch() -> None:
+    preparer, batcher, sink, _ = make(capacity=2)
+    preparer.feed([r(n, f"+5255000000{n:02d}") for n in range(1, 6)], batcher, sink)
+    assert [b.lines for b in drained(batcher)] == [[1, 2], [3, 4], [5]]
+
+
+def test_segment_models_count_differently() -> None:
+    text = "x" * 307
+    flat, batcher_f, sink_f, _ = make(text="{0}")
+    flat.feed([r(1, params=[text])], batcher_f, sink_f)
+    gpp, batcher_g, sink_g, _ = make(text="{0}", segment_model="3gpp")
+    gpp.feed([r(1, params=[text])], batcher_g, sink_g)
+    assert drained(batcher_f)[0].entries[0].segments == 2
+    assert drained(batcher_g)[0].entries[0].segments == 3
+
+
+def test_strict_numbers_refuse_what_only_looks_like_a_number() -> None:
+    loose, batcher_l, sink_l, _ = make()
+    strict, batcher_s, sink_s, _ = make(strict_numbers=True)
+    items = [r(1, "+999123456789"), r(2, "+14155552671")]
+    loose.feed(items, batcher_l, sink_l)
+    strict.feed(items, batcher_s, sink_s)
+    assert [b.lines for b in drained(batcher_l)] == [[1, 2]]
+    assert [b.lines for b in drained(batcher_s)] == [[2]]
+    assert [(x.line, x.status) for x in sink_s.locals] == [(1, Status.INVALID_NUMBER)]
+
+
+# --- every item gets exactly one outcome, whatever the mix ---------------------------
+
+NUMBERS = st.one_of(
+    st.sampled_from(["+525500000001", "525500000002", "+52 55 0000 0003", "+15005550006"]),
+    st.sampled_from(["", "12ab", "+0123456789", "+1234567", "+1234567890123456", "++52"]),
+    st.text(max_size=12),
+)
+PARAMS = st.lists(
+    st.one_of(
+        st.text(max_size=30),
+        st.integers(-(10**6), 10**6),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.booleans(),
+    ),
+    max_size=3,
+)
+ITEMS = st.lists(
+    st.one_of(
+        st.builds(
+            lambda to, params, ref, sender, text: (to, params, ref, sender, text),
+            NUMBERS,
+            PARAMS,
+            st.one_of(st.none(), st.integers(), st.text(max_size=5)),
+            st.one_of(st.none(), st.sampled_from(["ACME", "54321"])),
+            st.one_of(st.none(), st.sampled_from(["{0}", "{1} and {0}", "", "static", "{2}"])),
+        ),
+        st.just("rejected"),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ITEMS, st.integers(1, 7), st.sampled_from(["messages", "segments"]))
+def test_exactly_one_outcome_per_item(items: list[Any], batch_size: int, rate_unit: str) -> None:
+    preparer, batcher, sink, _ = make(
+        text="Hi {0}", batch_size=batch_size, rate_unit=rate_unit, capacity=5, max_segments=3
+    )
+    chunk: list[Recipient | Rejected] = []
+    for line, item in enumerate(items, 1):
+        if item == "rejected":
+            chunk.append(Rejected(line=line, reason="bad", excerpt=""))
+        else:
+            to, params, ref, sender, text = item
+            chunk.append(
+                Recipient(line=line, to=to, params=params, ref=ref, sender=sender, text=text)
+            )
+    # Feed in two chunks, as the reader would.
+    half = len(chunk) // 2
+    preparer.feed(chunk[:half], batcher, sink)
+    preparer.feed(chunk[half:], batcher, sink)
+    batches = drained(batcher)
+    lines = [e.line for b in batches for e in b.entries]
+    lines += [x.line for x in sink.rejected_items] + [x.line for x in sink.locals]
+    assert sorted(lines) == list(range(1, len(items) + 1))
+    for batch in batches:
+        assert 1 <= len(batch) <= batch_size
+        assert all(e.segments <= 3 for e in batch.entries)
+        assert batch.units <= 5  # the code's capacity, in messages or segments
+        senders = {chunk[e.line - 1].sender or "12345" for e in batch.entries}  # type: ignore[union-attr]
+        assert senders == {batch.group.sender}

@@ -1,0 +1,95 @@
+"""`dispatcher status`: lookups by id against the emulator, from the command line or a
+results file, with failures reported per id."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from dispatcher import pipeline
+from dispatcher.config import Config, Secret, validate
+from dispatcher.gateway import GatewayClient, open_session
+from dispatcher.status import ids_from_results, lookup
+from tests.conftest import TEST_KEY, EmulatorFactory
+from tests.exactly_once import TEXT, write_input
+
+
+async def send(emulator_factory: EmulatorFactory, tmp_path: Path, count: int) -> tuple[str, Path]:
+    emu = await emulator_factory(rate_limit=False, dr_delay_ms=0)
+    source = tmp_path / "in.ndjson"
+    write_input(source, count, bad_every=10)
+    results = tmp_path / "results.ndjson"
+    config = validate(
+        Config(
+            base_url=emu.base_url,
+            api_key=Secret(TEST_KEY),
+            sender="12345",
+            text=TEXT,
+            rates={"12345": math.inf},
+            request_dr=True,
+            results=str(results),
+            progress=False,
+        )
+    )
+    await pipeline.run(str(source), config)
+    return emu.base_url, results
+
+
+def test_ids_from_results_all_and_sampled(tmp_path: Path) -> None:
+    path = tmp_path / "r.ndjson"
+    rows = [{"line": n, "status": "QUEUE", "id": f"m{n}"} for n in range(1, 101)]
+    rows.append({"line": 101, "status": "REJECTED", "error": "x"})
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows) + b"not json\n")
+    assert ids_from_results(str(path)) == [f"m{n}" for n in range(1, 101)]
+    sample = ids_from_results(str(path), sample=10, seed=3)
+    assert len(sample) == 10
+    assert len(set(sample)) == 10
+    assert set(sample) <= {f"m{n}" for n in range(1, 101)}
+    assert sample == ids_from_results(str(path), sample=10, seed=3)
+
+
+async def test_lookup_reports_each_id(emulator_factory: EmulatorFactory, tmp_path: Path) -> None:
+    base_url, results = await send(emulator_factory, tmp_path, 30)
+    ids = ids_from_results(str(results))
+    assert len(ids) == 27
+    await asyncio.sleep(0.1)  # let the delivery reports settle the statuses
+    async with open_session(concurrency=4, timeout=5, connect_timeout=5) as session:
+        gateway = GatewayClient(session, base_url, Secret(TEST_KEY))
+        answers = [a async for a in lookup(gateway, [*ids, "no-such-id"], rate=1000)]
+    by_id = {a["id"]: a for a in answers}
+    assert set(by_id) == {*ids, "no-such-id"}
+    assert all(by_id[i]["status"] == "DELIVRD" for i in ids)
+    assert "404" in by_id["no-such-id"]["error"]
+
+
+async def test_status_cli(emulator_factory: EmulatorFactory, tmp_path: Path) -> None:
+    base_url, results = await send(emulator_factory, tmp_path, 20)
+    env = {**os.environ, "DISPATCHER_API_KEY": TEST_KEY}
+    command = [sys.executable, "-m", "dispatcher", "status", "--base-url", base_url]
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [*command, "--results", str(results), "--sample", "5"],
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    answers = [orjson.loads(line) for line in proc.stdout.splitlines()]
+    assert len(answers) == 5
+    assert all("status" in a and "error" not in a for a in answers)
+    missing = await asyncio.to_thread(
+        subprocess.run, [*command, "nope"], capture_output=True, env=env, timeout=60
+    )
+    assert missing.returncode == 1
+    assert "error" in orjson.loads(missing.stdout)
+    usage = await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, env=env, timeout=60
+    )
+    assert usage.returncode == 2
+    assert b"give message ids" in usage.stderr
