@@ -255,6 +255,11 @@ def run_send(source: str, config: Config, *, tune_gc: bool = False) -> int:
     except FatalError as exc:  # outputs or journal cannot even be opened
         print(f"dispatcher: {exc}", file=sys.stderr)
         return EXIT_ABORTED
+    finally:
+        # The loop's handlers are gone with the loop: a signal now (a second Ctrl-C
+        # while the summary is written) still means "exit at once", with our code.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda received, _: os._exit(128 + received))
     return report_summary(summary, config)
 
 

@@ -60,6 +60,18 @@ def wait_until_sending(proc: subprocess.Popen[bytes], results: Path, timeout: fl
     pytest.fail("the send produced no results in time")
 
 
+def set_faults(base_url: str, **faults: float) -> None:
+    """Change the gateway process's faults at run time."""
+    request = urllib.request.Request(
+        base_url.removesuffix("/raven") + "/_emulator/faults",
+        data=orjson.dumps(faults),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
 def run(command: list[str], timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         command, env=env(), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
@@ -146,7 +158,8 @@ def test_signal_stops_cleanly_then_resume_finishes(tmp_path: Path, signum: int, 
 def test_second_signal_exits_at_once_and_stays_resumable(tmp_path: Path) -> None:
     source = tmp_path / "in.ndjson"
     lines = write_input(source, 3000)
-    with gateway_process("--no-rate-limit", "--latency-ms", "300", api_key=KEY) as url:
+    # requests take 2 s, so some are surely in flight at both signals
+    with gateway_process("--no-rate-limit", "--latency-ms", "2000", api_key=KEY) as url:
         command = send_command(source, tmp_path, url, "--idempotency", "--grace-period", "30")
         proc = subprocess.Popen(
             command,
@@ -161,6 +174,7 @@ def test_second_signal_exits_at_once_and_stays_resumable(tmp_path: Path) -> None
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=10)  # far less than the 30 s grace period
         assert proc.returncode == 130
+        set_faults(url, latency_ms=0)
         done = run([*command, "--resume"], timeout=120)
         assert done.returncode == 0, done.stderr.decode()
         messages, stats = ledger(url)
