@@ -201,13 +201,31 @@ def _cmd_send(args: argparse.Namespace) -> int:
         return _usage_error(exc)
     if args.input != "-" and not os.path.exists(args.input):
         return _usage_error(f"input {args.input} does not exist")
-    return run_send(args.input, config)
+    return run_send(args.input, config, tune_gc=True)
 
 
-def run_send(source: str, config: Config) -> int:
-    """Run the pipeline with signal handling; print and write the summary; exit code."""
+def _tune_gc() -> None:
+    # Measured on 1 M recipients (bench/bench_pipeline.py): the default thresholds run
+    # a young collection every 700 allocations, and each one also walks the chunk of
+    # recipients being prepared: 21 % of the CPU. The modules loaded by now live for
+    # the whole run, so they leave the collector's sight (freeze, no collect: that
+    # would cost start-up time); the hot path frees almost everything it allocates by
+    # reference counting, so young collections can be rare. 20 % more recipients/s.
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
+def run_send(source: str, config: Config, *, tune_gc: bool = False) -> int:
+    """Run the pipeline with signal handling; print and write the summary; exit code.
+
+    ``tune_gc`` (the CLI's own process only) sets the collector up for the run.
+    """
     from dispatcher import logs, pipeline
 
+    if tune_gc:
+        _tune_gc()
     logs.configure(config.log_level, config.log_format)
     if config.api_key is not None:
         logs.register_secret(config.api_key.reveal())

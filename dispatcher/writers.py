@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Container
-from typing import Any, BinaryIO
+from operator import itemgetter
+from typing import Any, BinaryIO, cast
 
 import orjson
 
@@ -25,6 +26,28 @@ from dispatcher.summary import ACCEPTED, Summary
 _dumps = orjson.dumps
 _NL = orjson.OPT_APPEND_NEWLINE
 FLUSH_BYTES = 1 << 18
+
+# Printable ASCII but '"' and '\\': text made of these is its own JSON string body.
+_VERBATIM = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
+_to_of = itemgetter(1)  # Entry.to
+
+
+def _plain(ids: list[str | None], batch: Batch) -> bool:
+    """Whether every id is a string and no id or number needs escaping in JSON."""
+    if None in ids:
+        return False
+    try:
+        text = "".join(ids) + "".join(map(_to_of, batch.entries))  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    # One C pass: what is left after deleting the verbatim bytes needs escaping.
+    # (A regex character class measured three times slower.)
+    return not text.encode("utf-8", "surrogatepass").translate(None, _VERBATIM)
+
+
+def _text(value: Any) -> str:
+    """``value`` as JSON text."""
+    return _dumps(value).decode()
 
 
 class NdjsonSink:
@@ -188,6 +211,10 @@ class Outputs:
         started: float,
     ) -> None:
         """The gateway's answer to a batch: an id per line, or refused as invalid."""
+        if batch.skip is None and len(ids) == len(batch.entries) and _plain(ids, batch):
+            plain_ids = cast("list[str]", ids)
+            self._accepted_plain(batch, plain_ids, status, attempts, transaction_id, started)
+            return
         lines: list[bytes] = []
         by_encoding: dict[str, int] = {}
         refused = 0
@@ -225,6 +252,60 @@ class Outputs:
         if status in ACCEPTED:
             summary.segments.update(by_encoding)
             summary.sent(batch.group.sender, len(lines) - refused, accepted_segments, started)
+
+    def _accepted_plain(
+        self,
+        batch: Batch,
+        ids: list[str],
+        status: str,
+        attempts: int,
+        transaction_id: str | None,
+        started: float,
+    ) -> None:
+        """`accepted` for the usual batch (every line has an id; no id or number needs
+        escaping): the bytes orjson gives for each result dict, built from text whose
+        constant parts are serialised once per batch — a third of the time of a dict
+        and an orjson call per line (bench/bench_pipeline.py)."""
+        middle = f',"status":{_text(status)},"id":"'
+        after = f',"attempts":{attempts},"transactionId":{_text(transaction_id)}'
+        tails: dict[str, str] = {}
+        segments_by: dict[str, int] = {}
+        parts: list[str] = []
+        append = parts.append
+        # Encodings come in runs: an identity check per line, a dict (and the Enum's
+        # Python-level __hash__) only where a run ends.
+        last: str | None = None
+        tail = ""
+        run = 0
+        for (line, to, _, ref, segments, encoding, _), message_id in zip(
+            batch.entries, ids, strict=True
+        ):
+            if encoding is not last:
+                if last is not None:
+                    segments_by[last] = segments_by.get(last, 0) + run
+                last, run = encoding, 0
+                tail = tails.get(encoding, "")
+                if not tail:
+                    tail = tails[encoding] = f',"encoding":{_text(encoding)}{after}'
+            run += segments
+            if ref is None:
+                append(
+                    f'{{"line":{line},"to":"{to}"{middle}{message_id}",'
+                    f'"segments":{segments}{tail}}}\n'
+                )
+            else:
+                append(
+                    f'{{"line":{line},"to":"{to}"{middle}{message_id}",'
+                    f'"segments":{segments}{tail},"ref":{_dumps(ref).decode()}}}\n'
+                )
+        if last is not None:
+            segments_by[last] = segments_by.get(last, 0) + run
+        self.results.write("".join(parts).encode())
+        summary = self.summary
+        summary.statuses[status] += len(parts)
+        if status in ACCEPTED:
+            summary.segments.update(segments_by)
+            summary.sent(batch.group.sender, len(parts), sum(segments_by.values()), started)
 
     def _gateway_invalid(
         self, line: int, to: str, ref: Any, attempts: int, transaction_id: str | None

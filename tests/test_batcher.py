@@ -3,6 +3,9 @@ and the exact rebuild of a batch for --resume."""
 
 import math
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dispatcher.batcher import Batch, Batcher, Entry, Group
 from dispatcher.renderer import compile_template
 
@@ -134,3 +137,46 @@ def test_unfinished_keeps_undone_and_pinned_lines() -> None:
     b.pin([3], skip=set())
     items = [entry(n) for n in range(1, 6)]
     assert [e.line for e in b.unfinished(items, {1, 2, 3})] == [3, 4, 5]
+
+
+@settings(max_examples=200)
+@given(
+    plan=st.lists(st.tuples(st.sampled_from("ABC"), st.integers(1, 3)), max_size=60),
+    batch_size=st.integers(1, 7),
+    capacity=st.sampled_from([math.inf, 1.0, 2.0, 5.0]),
+    max_buffered=st.integers(1, 30),
+    count_segments=st.booleans(),
+)
+def test_add_many_makes_the_batches_of_add_one_by_one(
+    plan: list[tuple[str, int]],
+    batch_size: int,
+    capacity: float,
+    max_buffered: int,
+    count_segments: bool,
+) -> None:
+    groups = {key: group(key, capacity) for key in "ABC"}
+    options = {
+        "batch_size": batch_size,
+        "max_buffered": max_buffered,
+        "count_segments": count_segments,
+    }
+    one, many = batcher(Clock(), **options), batcher(Clock(), **options)
+    runs: list[tuple[str, list[Entry]]] = []
+    for line, (key, segments) in enumerate(plan, 1):
+        e = entry(line, segments)
+        one.add(groups[key], e)
+        if runs and runs[-1][0] == key:
+            runs[-1][1].append(e)
+        else:
+            runs.append((key, [e]))
+    for key, entries in runs:
+        many.add_many(groups[key], entries)
+    assert [(b.group.key, b.lines, b.units) for b in many.take()] == [
+        (b.group.key, b.lines, b.units) for b in one.take()
+    ]
+    assert many.buffered == one.buffered
+    one.drain()
+    many.drain()
+    assert [(b.group.key, b.lines, b.units) for b in many.take()] == [
+        (b.group.key, b.lines, b.units) for b in one.take()
+    ]

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dispatcher.errors import ConfigError, InvalidNumber
-from dispatcher.numbers import normalize
+from dispatcher.numbers import normalize, normalize_many
 
 E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 
@@ -168,3 +168,57 @@ def test_normalize_is_idempotent_and_only_raises_invalid_number(raw: str) -> Non
         return
     assert E164.fullmatch(number)
     assert normalize(number) == number
+
+
+def reference(raw: str) -> str | None:
+    """SPEC §3 spelled out: strip separators, keep an optional leading +, then
+    [1-9][0-9]{7,14}."""
+    separators = " -.()\t\u00a0\u2007\u2009\u202f\u2010\u2011\u2012\u2013\u2014\u2212"
+    cleaned = raw.translate(str.maketrans("", "", separators))
+    match = re.fullmatch(r"\+?([1-9][0-9]{7,14})", cleaned)
+    return "+" + match[1] if match else None
+
+
+number_like = st.text(alphabet="0123456789+ -.()\t\u00a0\u2013a٣", max_size=20)
+
+
+@given(st.one_of(number_like, formatted().map(lambda c: c[1]), st.text(max_size=20)))
+def test_normalize_agrees_with_the_rule_of_the_spec(raw: str) -> None:
+    expected = reference(raw)
+    try:
+        assert normalize(raw) == expected
+    except InvalidNumber:
+        assert expected is None
+
+
+def each(raws: list[str]) -> list[str | None]:
+    out: list[str | None] = []
+    for raw in raws:
+        try:
+            out.append(normalize(raw))
+        except InvalidNumber:
+            out.append(None)
+    return out
+
+
+@given(
+    st.lists(
+        st.one_of(
+            number_like,
+            formatted().map(lambda c: c[1]),
+            st.text(alphabet="0123456789+ \n\r-", max_size=18),
+            st.text(max_size=12),
+        ),
+        max_size=12,
+    )
+)
+def test_normalize_many_is_normalize_for_each(raws: list[str]) -> None:
+    assert normalize_many(raws) == each(raws)
+
+
+def test_normalize_many_of_a_usual_chunk() -> None:
+    raws = ["+525512345678", "52 55 1234 5678", "(55) 1234-5678", "", "+52+55", "0525512345678"]
+    expected = ["+525512345678", "+525512345678", "+5512345678", None, None, None]
+    assert normalize_many(raws) == expected
+    assert normalize_many(raws) == each(raws)
+    assert normalize_many([]) == []

@@ -1,0 +1,103 @@
+"""Peak RSS of `dispatcher send` at 1 M and 10 M recipients streamed through a pipe.
+Prints ONE JSON object.
+
+    dispatcher gen --count N --seed 1 | dispatcher send - --results FILE ...
+
+The emulator (``--ledger counts --no-rate-limit``) and ``gen`` share core 0; ``send``
+runs alone on core 1. Its peak RSS comes from the kernel (wait4's ``ru_maxrss``), so
+nothing samples it from inside. Results and the journal go to a temporary directory
+(about 1.8 GB at 10 M), removed afterwards. Memory must not grow with the input:
+the target is at most 100 MiB at 10 M and within 10 % of the 1 M figure.
+
+    .venv/bin/python bench/bench_memory.py [--counts 1000000 10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+from typing import Any
+
+import _harness as h
+import orjson
+
+SENDER = "12345"
+TEMPLATE = "Hi {0}, your balance is ${1}"
+
+
+def measure(server: h.Server, count: int, workdir: str) -> dict[str, Any]:
+    server.reset()
+    results = os.path.join(workdir, f"results-{count}.ndjson")
+    summary = os.path.join(workdir, f"summary-{count}.json")
+    gen = subprocess.Popen(
+        [h.PYTHON, "-m", "dispatcher", "gen", "--count", str(count), "--seed", "1"],
+        stdout=subprocess.PIPE,
+        preexec_fn=h.pin_to(h.SERVER_CORE),
+    )
+    send = [
+        h.PYTHON, "-m", "dispatcher", "send", "-", "--from", SENDER, "--text", TEMPLATE,
+        "--base-url", server.base_url, "--rate", f"{SENDER}=inf", "--results", results,
+        "--summary", summary, "--no-progress",
+    ]  # fmt: skip
+    try:
+        done = h.run_child(send, env=h.env_with_key(), stdin=gen.stdout)
+    finally:
+        assert gen.stdout is not None
+        gen.stdout.close()
+        gen.wait()
+    if done.returncode != 0:
+        raise SystemExit(f"send exited {done.returncode}: {done.stderr.decode()[-2000:]}")
+    with open(summary, "rb") as f:
+        document = orjson.loads(f.read())
+    stats = server.stats()
+    for path in (results, results + ".journal", summary):
+        os.unlink(path)
+    return {
+        "recipients": count,
+        "peak_rss_mib": round(done.max_rss_mib, 1),
+        "wall_s": round(done.wall_s, 2),
+        "recipients_per_s": round(count / done.wall_s),
+        "lines": document["lines"],
+        "accepted": document["statuses"].get("QUEUE", 0),
+        "accepted_matches": document["lines"] == count
+        and document["statuses"].get("QUEUE", 0) == stats["accepted"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--counts", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--workdir", help="where results go (default: a temp dir)")
+    args = parser.parse_args()
+    machine = h.machine()
+    workdir = args.workdir or tempfile.mkdtemp(prefix="bench-memory-")
+    server = h.start_emulator()
+    try:
+        runs = [measure(server, count, workdir) for count in args.counts]
+    finally:
+        server.stop()
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    first, last = runs[0], runs[-1]
+    ratio = last["peak_rss_mib"] / first["peak_rss_mib"]
+    h.emit(
+        {
+            "bench": "memory",
+            **machine,
+            "runs": runs,
+            "peak_rss_mib": {str(r["recipients"]): r["peak_rss_mib"] for r in runs},
+            "ratio_last_over_first": round(ratio, 3),
+            "targets": {
+                "under_100_mib": last["peak_rss_mib"] <= 100,
+                "within_10_percent": ratio <= 1.10,
+            },
+            "sanity_ok": all(r["accepted_matches"] for r in runs),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
