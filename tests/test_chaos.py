@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -284,18 +283,14 @@ async def test_truncated_gzip_sends_what_came_before(
     assert len(emu.messages()) == len(results)
 
 
-async def test_unwritable_results_directory(
-    emulator_factory: EmulatorFactory, tmp_path: Path
-) -> None:
+async def test_unwritable_results_path(emulator_factory: EmulatorFactory, tmp_path: Path) -> None:
     from dispatcher.errors import OutputError
 
-    if os.geteuid() == 0:
-        pytest.skip("root writes into read-only directories; covered by the file-size test")
     emu = await emulator_factory(rate_limit=False)
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the results directory should be")
     source = tmp_path / "in.ndjson"
     write_input(source, 10)
     with pytest.raises(OutputError, match="cannot write"):
-        await pipeline.run(str(source), make_config(locked, emu.base_url))
+        await pipeline.run(str(source), make_config(blocker, emu.base_url))
+    assert emu.messages() == []  # nothing is sent when the results cannot be written
