@@ -385,6 +385,7 @@ async def _stage(config: Config, outputs: Outputs, journal: Journal) -> AsyncIte
             concurrency=config.concurrency,
             single=single_endpoint(config),
             clock=loop.time,
+            batch_size=batch_size(config),
         )
         try:
             yield sender

@@ -41,7 +41,10 @@ from dispatcher.writers import Outputs
 
 log = logging.getLogger("dispatcher.sender")
 
-LANE_QUEUE = 2
+#: Batches a lane may hold waiting: enough that small batches do not hand over one
+#: at a time (at batch 1, a queue of 2 measured 6.5 k messages/s, 32+ gave 7.8 k),
+#: few enough that big ones do not pile up memory.
+LANE_MESSAGES = 2048
 NOT_RETRIED = (
     "not retried because the gateway is not known to honour idempotency keys "
     "(set idempotency = true for a gateway that does, or --retry-ambiguous to accept "
@@ -72,6 +75,7 @@ class Sender:
         concurrency: int,
         single: bool,
         clock: Callable[[], float],
+        batch_size: int = 1000,
     ) -> None:
         self._gateway = gateway
         self._limits = limits
@@ -82,6 +86,7 @@ class Sender:
         self._single = single
         self._clock = clock
         self._slots = asyncio.Semaphore(concurrency)
+        self._lane_queue = max(2, min(64, LANE_MESSAGES // batch_size))
         self._lanes: dict[str, tuple[asyncio.Queue[Batch | None], asyncio.Task[None]]] = {}
         self._throttles: dict[str, Throttle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -99,7 +104,7 @@ class Sender:
         code = batch.group.sender
         lane = self._lanes.get(code)
         if lane is None:
-            queue: asyncio.Queue[Batch | None] = asyncio.Queue(LANE_QUEUE)
+            queue: asyncio.Queue[Batch | None] = asyncio.Queue(self._lane_queue)
             throttle = self._throttles[code] = Throttle(self._concurrency)
             task = asyncio.create_task(self._lane(code, queue, throttle), name=f"lane {code}")
             lane = self._lanes[code] = (queue, task)
