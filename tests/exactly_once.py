@@ -3,6 +3,7 @@ that prove every line has exactly one result and no message reached the ledger t
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -11,7 +12,25 @@ from typing import Any
 
 import orjson
 
+from dispatcher.config import Config, Secret, validate
+
 TEXT = "Hi {0}, you owe {1}"
+TEST_KEY = "test-key"  # the emulator fixtures' key (tests/conftest.py)
+
+
+def send_config(directory: Path, base_url: str, **changes: Any) -> Config:
+    """A send to an emulator: code 12345 unlimited, results in ``directory``."""
+    values: dict[str, Any] = {
+        "base_url": base_url,
+        "api_key": Secret(TEST_KEY),
+        "sender": "12345",
+        "text": TEXT,
+        "rates": {"12345": math.inf},
+        "results": str(directory / "results.ndjson"),
+        "progress": False,
+    }
+    values.update(changes)
+    return validate(Config(**values))
 
 
 def number(line: int) -> str:

@@ -7,7 +7,6 @@ Every run checks the invariants of SPEC §5 with the emulator's ledger
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,12 @@ import pytest
 from aiohttp import web
 
 from dispatcher import pipeline
-from dispatcher.config import Config, Secret, validate
+from dispatcher.config import Config, Secret
 from dispatcher.emulator import FaultSettings
 from dispatcher.errors import AuthError, GatewayUnreachable
 from dispatcher.journal import journal_path
 from tests.conftest import TEST_KEY, EmulatorFactory
-from tests.exactly_once import TEXT, check_exactly_once, read_results, write_input
+from tests.exactly_once import check_exactly_once, read_results, send_config, write_input
 
 pytestmark = pytest.mark.chaos
 
@@ -39,22 +38,10 @@ CHAOS = FaultSettings(
 
 
 def make_config(tmp_path: Path, base_url: str, **changes: Any) -> Config:
-    values: dict[str, Any] = {
-        "base_url": base_url,
-        "api_key": Secret(TEST_KEY),
-        "sender": "12345",
-        "text": TEXT,
-        "rates": {"12345": math.inf},
-        "batch_size": 100,
-        "concurrency": 8,
-        "max_attempts": 8,
-        "results": str(tmp_path / "results.ndjson"),
-        "invalid": str(tmp_path / "invalid.ndjson"),
-        "progress": False,
-        "timeout": 5.0,
-    }
-    values.update(changes)
-    return validate(Config(**values))
+    chaos = {"batch_size": 100, "concurrency": 8, "max_attempts": 8, "timeout": 5.0}
+    return send_config(
+        tmp_path, base_url, invalid=str(tmp_path / "invalid.ndjson"), **{**chaos, **changes}
+    )
 
 
 @pytest.mark.parametrize("idempotent", [True, False], ids=["idempotent", "not-idempotent"])

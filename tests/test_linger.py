@@ -5,7 +5,6 @@ while it was still handing a batch to a saturated sender, losing those lines."""
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -14,10 +13,9 @@ from pathlib import Path
 import orjson
 
 from dispatcher import pipeline
-from dispatcher.config import Config, Secret, validate
 from dispatcher.emulator import FaultSettings
-from tests.conftest import TEST_KEY, EmulatorFactory
-from tests.exactly_once import TEXT, check_exactly_once, number, read_results
+from tests.conftest import EmulatorFactory
+from tests.exactly_once import check_exactly_once, number, read_results, send_config
 
 
 def produce(fd: int, parts: list[tuple[range, float]]) -> None:
@@ -42,20 +40,7 @@ async def test_a_lingering_batch_waiting_on_a_full_sender_is_not_lost(
         target=produce, args=(write_end, [(range(1, 501), 0.15), (range(501, 508), 0.6)])
     )
     producer.start()
-    config = validate(
-        Config(
-            base_url=emu.base_url,
-            api_key=Secret(TEST_KEY),
-            sender="12345",
-            text=TEXT,
-            rates={"12345": math.inf},
-            batch_size=100,
-            concurrency=1,
-            linger_ms=20,
-            results=str(tmp_path / "results.ndjson"),
-            progress=False,
-        )
-    )
+    config = send_config(tmp_path, emu.base_url, batch_size=100, concurrency=1, linger_ms=20)
     with os.fdopen(read_end, "rb") as source:
         summary = await pipeline.run(source, config)
     producer.join()

@@ -4,7 +4,6 @@ results file, with failures reported per id."""
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import subprocess
 import sys
@@ -13,11 +12,11 @@ from pathlib import Path
 import orjson
 
 from dispatcher import pipeline
-from dispatcher.config import Config, Secret, validate
+from dispatcher.config import Secret
 from dispatcher.gateway import GatewayClient, open_session
 from dispatcher.status import ids_from_results, lookup
 from tests.conftest import TEST_KEY, EmulatorFactory
-from tests.exactly_once import TEXT, write_input
+from tests.exactly_once import send_config, write_input
 
 
 async def send(emulator_factory: EmulatorFactory, tmp_path: Path, count: int) -> tuple[str, Path]:
@@ -25,18 +24,7 @@ async def send(emulator_factory: EmulatorFactory, tmp_path: Path, count: int) ->
     source = tmp_path / "in.ndjson"
     write_input(source, count, bad_every=10)
     results = tmp_path / "results.ndjson"
-    config = validate(
-        Config(
-            base_url=emu.base_url,
-            api_key=Secret(TEST_KEY),
-            sender="12345",
-            text=TEXT,
-            rates={"12345": math.inf},
-            request_dr=True,
-            results=str(results),
-            progress=False,
-        )
-    )
+    config = send_config(tmp_path, emu.base_url, request_dr=True)
     await pipeline.run(str(source), config)
     return emu.base_url, results
 

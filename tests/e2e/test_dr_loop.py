@@ -5,7 +5,6 @@ joins results and reports into final counts."""
 from __future__ import annotations
 
 import asyncio
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +12,9 @@ from pathlib import Path
 import orjson
 
 from dispatcher import pipeline
-from dispatcher.config import Config, Secret, validate
 from dispatcher.receiver import running_receiver
-from tests.conftest import TEST_KEY, EmulatorFactory
-from tests.exactly_once import TEXT, write_input
+from tests.conftest import EmulatorFactory
+from tests.exactly_once import send_config, write_input
 
 
 async def test_send_receiver_report(emulator_factory: EmulatorFactory, tmp_path: Path) -> None:
@@ -27,19 +25,8 @@ async def test_send_receiver_report(emulator_factory: EmulatorFactory, tmp_path:
     lines = write_input(source, 600, bad_every=100)
     dr_file = tmp_path / "dr.ndjson"
     async with running_receiver(dr_file) as receiver:
-        config = validate(
-            Config(
-                base_url=emu.base_url,
-                api_key=Secret(TEST_KEY),
-                sender="12345",
-                text=TEXT,
-                rates={"12345": math.inf},
-                request_dr=True,
-                callbacks=receiver.url,
-                batch_size=100,
-                results=str(tmp_path / "results.ndjson"),
-                progress=False,
-            )
+        config = send_config(
+            tmp_path, emu.base_url, request_dr=True, callbacks=receiver.url, batch_size=100
         )
         summary = await pipeline.run(str(source), config)
         assert summary.fatal is None
