@@ -1,5 +1,9 @@
 """sms-dispatcher: bulk SMS through the Messangi Outbound SMS API, exactly once.
 
+    import asyncio, dispatcher
+    config = dispatcher.load_config(flags={"sender": "12345", "text": "Hi {0}"})
+    summary = asyncio.run(dispatcher.run("recipients.ndjson", config))
+
 The public names are loaded lazily so that ``import dispatcher`` (and with it
 ``dispatcher --version``) does not pay for aiohttp.
 """
@@ -12,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from dispatcher._version import __version__
 
 if TYPE_CHECKING:
+    from dispatcher.config import Config, Secret
+    from dispatcher.config import load as load_config
     from dispatcher.errors import (
         AuthError,
         ConfigError,
@@ -24,9 +30,13 @@ if TYPE_CHECKING:
         RetryableError,
     )
     from dispatcher.models import Encoding, Recipient, Rejected, SegmentCount, Status
+    from dispatcher.pipeline import Shutdown, run
+    from dispatcher.reader import Reader
+    from dispatcher.summary import Summary
 
 __all__ = [
     "AuthError",
+    "Config",
     "ConfigError",
     "DispatchError",
     "Encoding",
@@ -34,16 +44,29 @@ __all__ = [
     "GatewayError",
     "InvalidNumber",
     "PermanentError",
+    "Reader",
     "Recipient",
     "Rejected",
     "RenderError",
     "RetryableError",
+    "Secret",
     "SegmentCount",
+    "Shutdown",
     "Status",
+    "Summary",
     "__version__",
+    "load_config",
+    "run",
 ]
 
 _LAZY = {
+    "Config": "dispatcher.config",
+    "Secret": "dispatcher.config",
+    "load_config": "dispatcher.config:load",
+    "Shutdown": "dispatcher.pipeline",
+    "run": "dispatcher.pipeline",
+    "Reader": "dispatcher.reader",
+    "Summary": "dispatcher.summary",
     "AuthError": "dispatcher.errors",
     "ConfigError": "dispatcher.errors",
     "DispatchError": "dispatcher.errors",
@@ -62,10 +85,11 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    where = _LAZY.get(name)
+    if where is None:
         raise AttributeError(f"module 'dispatcher' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, attribute = where.partition(":")
+    value = getattr(importlib.import_module(module), attribute or name)
     globals()[name] = value
     return value
 
