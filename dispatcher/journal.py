@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import stat
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -137,7 +138,7 @@ class Journal:
         if config.resume:
             if not exists:
                 raise ConfigError(f"--resume: there is no journal at {path} to resume from")
-            state = read_state(path, config.results, fingerprint(config))
+            state = read_state(path, config.results, fingerprint(config), input_size(source))
             return cls(path, state.job, fsync=config.fsync), state
         if exists and not config.force:
             raise ConfigError(
@@ -154,6 +155,7 @@ class Journal:
                     "job": journal.job,
                     "fingerprint": fingerprint(config),
                     "input": source,
+                    "input_size": input_size(source),
                 },
                 option=orjson.OPT_APPEND_NEWLINE,
             )
@@ -232,7 +234,21 @@ def _records(path: str) -> Iterator[dict[str, Any]]:
                 yield record
 
 
-def read_state(journal: str, results: str, expected_fingerprint: str) -> ResumeState:
+def input_size(source: str) -> int | None:
+    """The size of an input file (None for stdin or a pipe): a resumed run must read
+    the same input, or its line numbers and batches would mean something else."""
+    if source == "-":
+        return None
+    try:
+        status = os.stat(source)
+    except OSError:
+        return None
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
+
+
+def read_state(
+    journal: str, results: str, expected_fingerprint: str, size: int | None = None
+) -> ResumeState:
     """Read a results file and its journal into what the resumed run must do.
 
     A journaled batch is in flight when some of its lines have no result — whatever
@@ -258,6 +274,13 @@ def read_state(journal: str, results: str, expected_fingerprint: str) -> ResumeS
                     f"--resume: the message options differ from the run that wrote {journal} "
                     "(sender, text, request options, endpoint or segment model); resume "
                     "with the same options, or use --force to start over"
+                )
+            was = record.get("input_size")
+            if size is not None and was is not None and was != size:
+                raise ConfigError(
+                    f"--resume: the input has changed since the run that wrote {journal} "
+                    f"({size} bytes, was {was}); resume with the same input, or use --force "
+                    "to start over"
                 )
         elif record.get("complete"):
             state.complete = True

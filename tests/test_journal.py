@@ -121,3 +121,15 @@ def test_complete_marker(tmp_path: Path) -> None:
     journal.complete()
     journal.close()
     assert read_state(journal_path(cfg.results), cfg.results, fingerprint(cfg)).complete
+
+
+def test_resume_refuses_a_changed_input(tmp_path: Path) -> None:
+    source = tmp_path / "in.ndjson"
+    source.write_text('{"to": "+525500000001"}\n')
+    journal, _ = Journal.start(config(tmp_path), str(source))
+    journal.close()
+    Journal.start(config(tmp_path, resume=True), str(source))[0].close()  # same input: fine
+    source.write_text('{"to": "+525500000001"}\n{"to": "+525500000002"}\n')
+    with pytest.raises(ConfigError, match="the input has changed"):
+        Journal.start(config(tmp_path, resume=True), str(source))
+    Journal.start(config(tmp_path, resume=True), "-")[0].close()  # a pipe cannot be checked
