@@ -17,11 +17,11 @@ from aiohttp import web
 
 from dispatcher import pipeline
 from dispatcher.config import Config, Secret
-from dispatcher.emulator import FaultSettings
+from dispatcher.emulator import FaultSettings, RunningEmulator
 from dispatcher.errors import AuthError, GatewayUnreachable
 from dispatcher.journal import journal_path
 from tests.conftest import TEST_KEY, EmulatorFactory
-from tests.exactly_once import check_exactly_once, read_results, send_config, write_input
+from tests.exactly_once import Account, check_exactly_once, read_results, send_config, write_input
 
 pytestmark = pytest.mark.chaos
 
@@ -41,6 +41,16 @@ def make_config(tmp_path: Path, base_url: str, **changes: Any) -> Config:
     chaos = {"batch_size": 100, "concurrency": 8, "max_attempts": 8, "timeout": 5.0}
     return send_config(
         tmp_path, base_url, invalid=str(tmp_path / "invalid.ndjson"), **{**chaos, **changes}
+    )
+
+
+async def ledger_check(
+    emu: RunningEmulator, tmp_path: Path, lines: set[int], *, idempotent: bool
+) -> Account:
+    """The run's results against the emulator's ledger (`check_exactly_once`)."""
+    results = read_results(tmp_path / "results.ndjson")
+    return check_exactly_once(
+        results, lines, emu.messages(), await emu.stats(), idempotent=idempotent
     )
 
 
@@ -84,13 +94,7 @@ async def test_413_splits_until_batches_fit(
     source = tmp_path / "in.ndjson"
     lines = write_input(source, 1000)
     summary = await pipeline.run(str(source), make_config(tmp_path, emu.base_url))
-    account = check_exactly_once(
-        read_results(tmp_path / "results.ndjson"),
-        lines,
-        emu.messages(),
-        await emu.stats(),
-        idempotent=True,
-    )
+    account = await ledger_check(emu, tmp_path, lines, idempotent=True)
     assert account.by_status == {"QUEUE": 1000}
     assert summary.retries["413-split"] > 0
 
@@ -104,13 +108,7 @@ async def test_429_storm_slows_the_whole_code(
     source = tmp_path / "in.ndjson"
     lines = write_input(source, 3000)
     summary = await pipeline.run(str(source), make_config(tmp_path, emu.base_url, max_attempts=12))
-    account = check_exactly_once(
-        read_results(tmp_path / "results.ndjson"),
-        lines,
-        emu.messages(),
-        await emu.stats(),
-        idempotent=True,
-    )
+    account = await ledger_check(emu, tmp_path, lines, idempotent=True)
     assert account.by_status == {"QUEUE": 3000}
     assert summary.retries["429"] > 0
 
@@ -129,13 +127,7 @@ async def test_auth_failure_aborts_then_resume_finishes(
     assert read_results(tmp_path / "results.ndjson") == []  # nothing to report yet: resumable
     resumed = await pipeline.run(str(source), make_config(tmp_path, emu.base_url, resume=True))
     assert resumed.fatal is None
-    account = check_exactly_once(
-        read_results(tmp_path / "results.ndjson"),
-        lines,
-        emu.messages(),
-        await emu.stats(),
-        idempotent=False,
-    )
+    account = await ledger_check(emu, tmp_path, lines, idempotent=False)
     assert account.by_status == {"QUEUE": 500}
 
 
