@@ -259,6 +259,7 @@ def report_summary(summary: Summary, config: Config) -> int:
     """Write the summary JSON, print the table on stderr, return the exit code."""
     from dispatcher.logs import redact
     from dispatcher.progress import summary_table
+    from dispatcher.writers import write_json
 
     document = summary.as_dict()
     code = EXIT_OK
@@ -270,15 +271,9 @@ def report_summary(summary: Summary, config: Config) -> int:
     else:
         code = summary.exit_code(strict=config.strict)
     document["exit_code"] = code
-    if config.summary:
-        import orjson
-
-        try:
-            with open(config.summary, "wb") as f:
-                f.write(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-        except OSError as exc:
-            print(f"dispatcher: cannot write {config.summary}: {exc.strerror}", file=sys.stderr)
-            code = EXIT_ABORTED
+    if config.summary and (problem := write_json(config.summary, document)):
+        print(f"dispatcher: {problem}", file=sys.stderr)
+        code = EXIT_ABORTED
     print(summary_table(document), file=sys.stderr)
     return code
 

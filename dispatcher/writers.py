@@ -50,6 +50,21 @@ def _text(value: Any) -> str:
     return _dumps(value).decode()
 
 
+def write_json(path: str, document: Any) -> str | None:
+    """Write ``document`` as indented JSON; the reason on failure (for an exit-3 message)."""
+    try:
+        with open(path, "wb") as f:
+            f.write(_dumps(document, option=orjson.OPT_INDENT_2))
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror}"
+    return None
+
+
+def _invalid_line(line: int, to: str | None, reason: str, source: str) -> bytes:
+    """One line of the invalid-numbers file."""
+    return _dumps({"line": line, "to": to, "reason": reason, "source": source}, option=_NL)
+
+
 class NdjsonSink:
     """One NDJSON output: a file or stdout, written in large buffered chunks."""
 
@@ -195,9 +210,7 @@ class Outputs:
             result["ref"] = ref
         self.results.write(_dumps(result, option=_NL))
         if invalid and self.invalid is not None:
-            self.invalid.write(
-                _dumps({"line": line, "to": to, "reason": error, "source": "client"}, option=_NL)
-            )
+            self.invalid.write(_invalid_line(line, to, error, "client"))
         self.summary.statuses[status] += 1
 
     def accepted(
@@ -312,9 +325,7 @@ class Outputs:
     ) -> bytes:
         reason = "the gateway listed the number as invalid"
         if self.invalid is not None:
-            self.invalid.write(
-                _dumps({"line": line, "to": to, "reason": reason, "source": "gateway"}, option=_NL)
-            )
+            self.invalid.write(_invalid_line(line, to, reason, "gateway"))
         result: dict[str, Any] = {
             "line": line,
             "to": to,
@@ -339,12 +350,7 @@ class Outputs:
             if skip is not None and entry.line in skip:
                 continue
             if invalid and self.invalid is not None:
-                self.invalid.write(
-                    _dumps(
-                        {"line": entry.line, "to": entry.to, "reason": error, "source": "gateway"},
-                        option=_NL,
-                    )
-                )
+                self.invalid.write(_invalid_line(entry.line, entry.to, error, "gateway"))
             result = {
                 "line": entry.line,
                 "to": entry.to,

@@ -20,6 +20,7 @@ import orjson
 
 from dispatcher.errors import ConfigError
 from dispatcher.loadtest.settings import LoadTest
+from dispatcher.writers import write_json
 
 T = TypeVar("T")
 
@@ -146,13 +147,9 @@ def run_loadtest_command(
 
 
 def _write_outputs(report: dict[str, Any], args: argparse.Namespace, code: int) -> int:
-    if args.report:
-        try:
-            with open(args.report, "wb") as f:
-                f.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-        except OSError as exc:
-            print(f"dispatcher: cannot write {args.report}: {exc.strerror}", file=sys.stderr)
-            code = EXIT_ABORTED
+    if args.report and (problem := write_json(args.report, report)):
+        print(f"dispatcher: {problem}", file=sys.stderr)
+        code = EXIT_ABORTED
     if args.plot:
         from dispatcher.loadtest.plot import plot
 
