@@ -29,8 +29,8 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.exactly_once import TEXT, write_input  # noqa: E402
-from tests.gateway_process import gateway_process  # noqa: E402
+from tests.support.exactly_once import TEXT, write_input  # noqa: E402
+from tests.support.gateway_process import gateway_process  # noqa: E402
 
 KEY = "chaos-bench-key"
 

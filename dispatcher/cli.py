@@ -634,8 +634,8 @@ def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def _cmd_report(args: argparse.Namespace) -> int:
     import orjson
 
+    from dispatcher.delivery import build_report
     from dispatcher.errors import FatalError
-    from dispatcher.report import build_report
 
     try:
         report = build_report(args.results, args.dr, out=args.out)
@@ -674,7 +674,7 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from dispatcher import config as cfg
-    from dispatcher.status import ids_from_results
+    from dispatcher.lookup import ids_from_results
 
     try:
         config = cfg.load(
@@ -700,7 +700,7 @@ async def _status(config: Config, ids: list[str], rate: float) -> int:
     import orjson
 
     from dispatcher.gateway import GatewayClient, open_session
-    from dispatcher.status import lookup
+    from dispatcher.lookup import lookup
 
     failed = 0
     async with open_session(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -14,11 +14,7 @@ import pytest
 from dispatcher import retry
 from dispatcher.emulator import EmulatorSettings, running_emulator
 from dispatcher.emulator.runner import RunningEmulator
-
-TEST_KEY = "test-key"
-
-#: ``await start(**settings_overrides)``; ``clock=`` may be given too.
-EmulatorFactory = Callable[..., Awaitable[RunningEmulator]]
+from tests.support.emulators import TEST_KEY, EmulatorFactory
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.exactly_once import TEXT, check_exactly_once, read_results, write_input
-from tests.gateway_process import gateway_process
+from tests.support.exactly_once import TEXT, check_exactly_once, read_results, write_input
+from tests.support.gateway_process import gateway_process
 
 pytestmark = pytest.mark.chaos
 KEY = "e2e-secret-key-4242"

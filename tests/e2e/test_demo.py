@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.e2e.support import by_line, dispatcher, env, ndjson
+from tests.support.cli import by_line, dispatcher, env, ndjson
 
 COUNT = 5000
 

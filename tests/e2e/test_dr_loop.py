@@ -13,8 +13,8 @@ import orjson
 
 from dispatcher import pipeline
 from dispatcher.receiver import running_receiver
-from tests.conftest import EmulatorFactory
-from tests.exactly_once import send_config, write_input
+from tests.support.emulators import EmulatorFactory
+from tests.support.exactly_once import send_config, write_input
 
 
 async def test_send_receiver_report(emulator_factory: EmulatorFactory, tmp_path: Path) -> None:

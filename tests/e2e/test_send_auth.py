@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import EmulatorFactory
-from tests.e2e.support import CODE, KEY, Run, dispatcher, env, write_lines
+from tests.support.cli import CODE, KEY, Run, dispatcher, env, write_lines
+from tests.support.emulators import EmulatorFactory
 
 LINES = [
     {"to": "+525500000001", "params": ["a"]},

@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import EmulatorFactory
-from tests.e2e.support import CODE, KEY, by_line, dispatcher, env, write_lines
+from tests.support.cli import CODE, KEY, by_line, dispatcher, env, write_lines
+from tests.support.emulators import EmulatorFactory
 
 BASE = "http://127.0.0.1:9/raven"  # never contacted: every case fails before sending
 

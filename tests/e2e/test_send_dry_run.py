@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.e2e.support import ALPHA, CODE, by_line, dispatcher, env, write_lines
+from tests.support.cli import ALPHA, CODE, by_line, dispatcher, env, write_lines
 
 
 def closed_port() -> int:

@@ -18,8 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import EmulatorFactory
-from tests.e2e.support import (
+from tests.support.cli import (
     ALPHA,
     CODE,
     KEY,
@@ -31,6 +30,7 @@ from tests.e2e.support import (
     send_args,
     write_lines,
 )
+from tests.support.emulators import EmulatorFactory
 
 TEMPLATE = "Hi {0}, you owe {1}"
 #: Numbers starting with these digits pass the client's check but the gateway refuses.

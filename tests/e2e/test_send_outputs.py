@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import CODE, dispatcher, env, write_lines
+from tests.support.cli import CODE, dispatcher, env, write_lines
 
 BASE = "http://127.0.0.1:9/raven"
 FULL = Path("/dev/full")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import EmulatorFactory
-from tests.e2e.support import CODE, KEY, by_line, env, parse_ndjson, render
+from tests.support.cli import CODE, KEY, by_line, env, parse_ndjson, render
+from tests.support.emulators import EmulatorFactory
 
 PRODUCER = """
 import sys, time, json

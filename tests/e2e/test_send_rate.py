@@ -12,8 +12,8 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import EmulatorFactory
-from tests.e2e.support import KEY, by_line, dispatcher, send_args, write_lines
+from tests.support.cli import KEY, by_line, dispatcher, send_args, write_lines
+from tests.support.emulators import EmulatorFactory
 
 RATE = 20
 COUNT = 60  # about three seconds at RATE

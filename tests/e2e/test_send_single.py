@@ -13,8 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import EmulatorFactory
-from tests.e2e.support import (
+from tests.support.cli import (
     ALPHA,
     CODE,
     KEY,
@@ -26,6 +25,7 @@ from tests.e2e.support import (
     send_args,
     write_lines,
 )
+from tests.support.emulators import EmulatorFactory
 
 TEMPLATE = "Hello {0}, {1} left"
 LINES = [

@@ -2,7 +2,7 @@
 and against small real servers that misbehave in ways the emulator does not.
 
 Every run checks the invariants of SPEC §5 with the emulator's ledger
-(`tests.exactly_once.check_exactly_once`)."""
+(`tests.support.exactly_once.check_exactly_once`)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,14 @@ from dispatcher.config import Config, Secret
 from dispatcher.emulator import FaultSettings, RunningEmulator
 from dispatcher.errors import AuthError, GatewayUnreachable
 from dispatcher.journal import journal_path
-from tests.conftest import TEST_KEY, EmulatorFactory
-from tests.exactly_once import Account, check_exactly_once, read_results, send_config, write_input
+from tests.support.emulators import TEST_KEY, EmulatorFactory
+from tests.support.exactly_once import (
+    Account,
+    check_exactly_once,
+    read_results,
+    send_config,
+    write_input,
+)
 
 pytestmark = pytest.mark.chaos
 

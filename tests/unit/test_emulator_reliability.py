@@ -16,8 +16,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.conftest import EmulatorFactory
-from tests.emulator_api import Api, Reply
+from tests.support.emulator_api import Api, Reply
+from tests.support.emulators import EmulatorFactory
 
 
 class FakeClock:

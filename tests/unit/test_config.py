@@ -129,7 +129,7 @@ def test_partial_kind_rates_keep_the_other_defaults(tmp_path: Path) -> None:
 
 
 def test_shipped_configs_are_valid() -> None:
-    root = Path(__file__).resolve().parent.parent / "configs"
+    root = Path(__file__).resolve().parents[2] / "configs"
     files = sorted(root.glob("*.toml"))
     assert files, "configs/*.toml are missing"
     for path in files:

@@ -13,9 +13,8 @@ import orjson
 import phonenumbers
 import pytest
 
-from dispatcher import _gen_data
 from dispatcher.errors import ConfigError
-from dispatcher.gen import CHUNK_LINES, generate, write
+from dispatcher.gen import CHUNK_LINES, generate, tables, write
 
 # An independent oracle for GSM 03.38: the default alphabet plus the extension table.
 GSM7 = set(
@@ -143,11 +142,11 @@ def test_invalid_numbers_cover_every_kind() -> None:
 
 
 def test_name_pools_keep_their_promise() -> None:
-    for name, _ in _gen_data.GSM_NAMES:
+    for name, _ in tables.GSM_NAMES:
         assert is_gsm7(name.decode()), name.decode()
-    for name, _ in _gen_data.UNICODE_NAMES:
+    for name, _ in tables.UNICODE_NAMES:
         assert not is_gsm7(name.decode()), name.decode()
-    for name, _ in (*_gen_data.GSM_NAMES, *_gen_data.UNICODE_NAMES):
+    for name, _ in (*tables.GSM_NAMES, *tables.UNICODE_NAMES):
         assert orjson.loads(b'"' + name + b'"') == name.decode()
 
 

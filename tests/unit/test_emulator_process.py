@@ -11,7 +11,7 @@ import urllib.request
 import orjson
 import pytest
 
-from tests.gateway_process import LISTENING, first_line, gateway_process
+from tests.support.gateway_process import LISTENING, first_line, gateway_process
 
 
 def post(url: str, body: dict[str, object], key: str) -> tuple[int, dict[str, object]]:

@@ -14,8 +14,8 @@ import orjson
 
 from dispatcher import pipeline
 from dispatcher.emulator import FaultSettings
-from tests.conftest import EmulatorFactory
-from tests.exactly_once import check_exactly_once, number, read_results, send_config
+from tests.support.emulators import EmulatorFactory
+from tests.support.exactly_once import check_exactly_once, number, read_results, send_config
 
 
 def produce(fd: int, parts: list[tuple[range, float]]) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
+from dispatcher.delivery import Report, build_report
 from dispatcher.errors import InputError, OutputError
-from dispatcher.report import Report, build_report
 
 
 def result(line: int, status: str, mid: Any = None, **extra: Any) -> dict[str, Any]:

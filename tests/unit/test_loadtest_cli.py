@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EmulatorFactory
+from tests.support.emulators import EmulatorFactory
 
 LOADTEST = [sys.executable, "-m", "dispatcher", "loadtest"]
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None

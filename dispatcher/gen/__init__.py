@@ -21,8 +21,8 @@ from array import array
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
-from dispatcher import _gen_data as data
 from dispatcher.errors import ConfigError
+from dispatcher.gen import tables as data
 
 #: Lines per yielded chunk: large enough that the per-chunk work is noise.
 CHUNK_LINES = 4096

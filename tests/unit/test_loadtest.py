@@ -30,7 +30,7 @@ from dispatcher.errors import (
 )
 from dispatcher.loadtest import LoadTest, parse_threshold, run_loadtest
 from dispatcher.loadtest.stats import Outcome, classify
-from tests.conftest import TEST_KEY, EmulatorFactory
+from tests.support.emulators import TEST_KEY, EmulatorFactory
 
 
 def outcomes_add_up(report: dict[str, object]) -> None:

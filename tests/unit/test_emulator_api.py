@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from dispatcher.emulator.runner import RunningEmulator
-from tests.conftest import EmulatorFactory
-from tests.emulator_api import Api
+from tests.support.emulator_api import Api
+from tests.support.emulators import EmulatorFactory
 
 # Copied verbatim from outbound-sms-api.txt ("Send an SMS", the cURL example).
 DOC_CURL_BODY = (

@@ -14,9 +14,9 @@ import orjson
 from dispatcher import pipeline
 from dispatcher.config import Secret
 from dispatcher.gateway import GatewayClient, open_session
-from dispatcher.status import ids_from_results, lookup
-from tests.conftest import TEST_KEY, EmulatorFactory
-from tests.exactly_once import send_config, write_input
+from dispatcher.lookup import ids_from_results, lookup
+from tests.support.emulators import TEST_KEY, EmulatorFactory
+from tests.support.exactly_once import send_config, write_input
 
 
 async def send(emulator_factory: EmulatorFactory, tmp_path: Path, count: int) -> tuple[str, Path]:
