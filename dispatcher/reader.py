@@ -21,9 +21,10 @@ from typing import Any, BinaryIO, Final
 
 import orjson
 
+from dispatcher.blocking import BlockingWorker
 from dispatcher.errors import InputError
 from dispatcher.models import Recipient, Rejected
-from dispatcher.sources import BlockingWorker, ByteSource, open_source
+from dispatcher.sources import ByteSource, open_source
 
 MAX_LINE_BYTES: Final = 65536
 # 256 KiB (about 5000 recipients): a chunk's records, entries and results stay within
