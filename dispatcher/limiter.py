@@ -16,9 +16,7 @@ time with ``looptime`` instead of sleeping.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-from collections import deque
 from collections.abc import Mapping
 
 from aiolimiter import AsyncLimiter
@@ -117,6 +115,10 @@ class Throttle:
     (additive increase, multiplicative decrease). So a rate-limited gateway sees fewer
     requests from the whole code, not a retry storm from each batch. While nothing
     went wrong, `enter` is a counter increment and never waits.
+
+    Batches that must wait queue on an `asyncio.Condition`, first come first served: a
+    newcomer never overtakes them. `leave` runs in a task's done-callback, where the
+    condition's lock cannot be taken, so it hands the wake-up to a small task.
     """
 
     def __init__(self, ceiling: int) -> None:
@@ -124,29 +126,43 @@ class Throttle:
         self.limit = float(ceiling)
         self.in_flight = 0
         self.paused_until = 0.0
-        self.slowdowns = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._room = asyncio.Condition()
+        #: batches waiting in `enter`, a woken one until it is in
+        self._queued = 0
+        self._waking: asyncio.Task[None] | None = None
 
     async def enter(self) -> None:
         """Wait until this code may have one more request in flight."""
         loop = asyncio.get_running_loop()
-        while True:
-            wait = self.paused_until - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            if self.in_flight < self.limit and not self._waiters:
-                break
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if not waiter.done() or waiter.cancelled():
-                    self._discard(waiter)
-            if self.in_flight < self.limit and loop.time() >= self.paused_until:
-                break
-        self.in_flight += 1
+        if self._queued or self.in_flight >= self.limit or self.paused_until > loop.time():
+            await self._wait_for_room(loop)
+        else:
+            self.in_flight += 1
+
+    async def _wait_for_room(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._queued += 1
+        try:
+            async with self._room:
+                try:
+                    if self._queued > 1:
+                        await self._room.wait()  # others came first: line up behind them
+                    while True:
+                        pause = self.paused_until - loop.time()
+                        if pause > 0:
+                            # Holding the lock: the batches behind keep their places.
+                            await asyncio.sleep(pause)
+                        elif self.in_flight < self.limit:
+                            self.in_flight += 1
+                            if self.in_flight < self.limit:
+                                self._room.notify(1)  # room for the next one too
+                            return
+                        else:
+                            await self._room.wait()
+                except asyncio.CancelledError:
+                    self._room.notify(1)  # pass on the wake-up this batch may have taken
+                    raise
+        finally:
+            self._queued -= 1
 
     def leave(self, *, ok: bool) -> None:
         """A request of this code finished; ``ok`` when the gateway accepted it."""
@@ -157,20 +173,16 @@ class Throttle:
 
     def slow_down(self, retry_after: float | None) -> None:
         """The gateway pushed back (429/503): halve in-flight, honour Retry-After."""
-        self.slowdowns += 1
         self.limit = max(1.0, self.limit / 2)
         if retry_after:
             now = asyncio.get_running_loop().time()
             self.paused_until = max(self.paused_until, now + retry_after)
 
     def _wake(self) -> None:
-        free = int(self.limit) - self.in_flight
-        while free > 0 and self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                free -= 1
+        if self._queued and self._waking is None and self.in_flight < self.limit:
+            self._waking = asyncio.get_running_loop().create_task(self._notify())
 
-    def _discard(self, waiter: asyncio.Future[None]) -> None:
-        with contextlib.suppress(ValueError):
-            self._waiters.remove(waiter)
+    async def _notify(self) -> None:
+        async with self._room:
+            self._waking = None
+            self._room.notify(max(0, math.ceil(self.limit) - self.in_flight))

@@ -152,3 +152,42 @@ async def test_cancelled_waiter_does_not_leak() -> None:
     throttle.leave(ok=True)
     await asyncio.wait_for(throttle.enter(), 1)
     assert throttle.in_flight == 1
+
+
+@pytest.mark.looptime
+async def test_throttle_waiters_enter_in_arrival_order_and_newcomers_queue() -> None:
+    throttle = Throttle(2)
+    throttle.slow_down(None)  # limit 1
+    await throttle.enter()
+    order: list[int] = []
+
+    async def batch(n: int) -> None:
+        await throttle.enter()
+        order.append(n)
+
+    first = [asyncio.create_task(batch(n)) for n in range(3)]
+    await asyncio.sleep(0.1)
+    throttle.leave(ok=False)  # room for one: the first waiter, not a newcomer
+    late = asyncio.create_task(batch(3))
+    await asyncio.sleep(0.1)
+    assert order == [0]
+    for _ in range(3):
+        throttle.leave(ok=False)
+        await asyncio.sleep(0.1)
+    await asyncio.gather(*first, late)
+    assert order == [0, 1, 2, 3]
+    assert throttle.in_flight == 1
+
+
+@pytest.mark.looptime
+async def test_throttle_wakes_as_many_waiters_as_the_grown_limit_allows() -> None:
+    throttle = Throttle(4)
+    for _ in range(4):
+        await throttle.enter()
+    throttle.slow_down(None)  # limit 2, four in flight
+    waiters = [asyncio.create_task(throttle.enter()) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    for _ in range(4):
+        throttle.leave(ok=True)  # 0 in flight, limit grown back towards 4
+    await asyncio.wait_for(asyncio.gather(*waiters), 1)
+    assert throttle.in_flight == 3
