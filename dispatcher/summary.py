@@ -12,8 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hdrh.histogram import HdrHistogram
-
+from dispatcher.histogram import LatencyHistogram
 from dispatcher.models import Status
 
 #: Statuses the gateway gives to a message it accepted: these segments are billed.
@@ -37,8 +36,6 @@ ACCEPTED = frozenset(
 UNSUCCESSFUL = frozenset({Status.FAILED, Status.AMBIGUOUS, Status.CODE_NOT_ALLOWED, Status.ERROR})
 #: Statuses that are data, not errors, unless ``--strict``.
 INVALID_INPUT = frozenset({Status.INVALID_NUMBER, Status.REJECTED, Status.SEGMENTS_EXCEEDED})
-
-_LATENCY_MAX_US = 3_600_000_000
 
 
 @dataclass(slots=True)
@@ -65,7 +62,7 @@ class Summary:
         self.ambiguous_segments = 0
         self.requests = 0
         self.retries: Counter[str] = Counter()
-        self.latency = HdrHistogram(1, _LATENCY_MAX_US, 3)
+        self.latency = LatencyHistogram()
         self.codes: dict[str, CodeStats] = {}
         self.exit_reason = "completed"
         self.resumed_lines = 0
@@ -92,7 +89,7 @@ class Summary:
     def request(self, seconds: float) -> None:
         """One HTTP request made, whatever its outcome, and how long it took."""
         self.requests += 1
-        self.latency.record_value(min(max(1, int(seconds * 1_000_000)), _LATENCY_MAX_US))
+        self.latency.record(seconds)
 
     def retry(self, cause: str) -> None:
         """One retry, counted by its cause (429, 503, 5xx, timeout, disconnect…)."""
@@ -135,9 +132,7 @@ class Summary:
 
     def percentile_ms(self, percentile: float) -> float:
         """Request latency at a percentile, in milliseconds."""
-        if self.latency.get_total_count() == 0:
-            return 0.0
-        return float(self.latency.get_value_at_percentile(percentile)) / 1000.0
+        return self.latency.percentile_ms(percentile) or 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """The summary JSON: counts, segments, requests, retries, latency, per code."""
@@ -158,7 +153,7 @@ class Summary:
             "p50": self.percentile_ms(50),
             "p90": self.percentile_ms(90),
             "p99": self.percentile_ms(99),
-            "max": (self.latency.get_max_value() / 1000.0) if self.requests else 0.0,
+            "max": self.latency.max_ms() or 0.0,
         }
         return {
             "lines": self.lines,

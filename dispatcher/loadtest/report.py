@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dispatcher.loadtest.stats import Outcome, Recorder, latency_summary, ms
+from dispatcher.loadtest.stats import Outcome, Recorder, latency_summary
 from dispatcher.loadtest.thresholds import Threshold, evaluate
 
 if TYPE_CHECKING:
@@ -57,9 +57,9 @@ def build_report(
         "error_rate": round(recorder.errors / requests, 6) if requests else None,
         "latency_ms": latency,
         "start_lag_ms": {
-            "p50": ms(recorder.lag, 50),
-            "p99": ms(recorder.lag, 99),
-            "max": ms(recorder.lag, 100),
+            "p50": recorder.lag.percentile_ms(50),
+            "p99": recorder.lag.percentile_ms(99),
+            "max": recorder.lag.percentile_ms(100),
         },
         "series": recorder.series,
         "notes": [],
@@ -75,7 +75,7 @@ def build_report(
         elif threshold.metric == "rate":
             value = report["rate_ratio"] if requests else None
         elif threshold.percentile is not None:
-            value = ms(recorder.latency, threshold.percentile)
+            value = recorder.latency.percentile_ms(threshold.percentile)
         else:
             value = latency[threshold.metric]
         return value

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-from hdrh.histogram import HdrHistogram
-
 from dispatcher.errors import (
     BadResponse,
     ConnectError,
@@ -22,8 +20,8 @@ from dispatcher.errors import (
     RateLimited,
     RequestTimeout,
 )
+from dispatcher.histogram import LatencyHistogram
 
-HIGHEST_US: Final = 3_600_000_000
 #: The percentiles every report holds, by name.
 PERCENTILES: Final = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
 
@@ -72,35 +70,13 @@ def classify(error: GatewayError) -> Outcome:
     return Outcome.BAD_RESPONSE
 
 
-def new_histogram(digits: int = 3) -> HdrHistogram:
-    """Microseconds from 1 µs to an hour."""
-    return HdrHistogram(1, HIGHEST_US, digits)
-
-
-def record(histogram: HdrHistogram, seconds: float) -> None:
-    """Record a duration, clamped into the histogram's range."""
-    histogram.record_value(min(HIGHEST_US, max(0, round(seconds * 1e6))))
-
-
-def ms(histogram: HdrHistogram, percentile: float) -> float | None:
-    """A percentile in milliseconds, None when nothing was recorded."""
-    if histogram.get_total_count() == 0:
-        return None
-    value: int = histogram.get_value_at_percentile(percentile)
-    return round(value / 1000, 3)
-
-
-def latency_summary(histogram: HdrHistogram) -> dict[str, float | None]:
+def latency_summary(histogram: LatencyHistogram) -> dict[str, float | None]:
     """min, mean, the usual percentiles and max, in milliseconds."""
-    empty = histogram.get_total_count() == 0
-    summary: dict[str, float | None] = {
-        "min": None if empty else round(histogram.get_min_value() / 1000, 3),
-        "mean": None if empty else round(histogram.get_mean_value() / 1000, 3),
-    }
-    values = {} if empty else histogram.get_percentile_to_value_dict(list(PERCENTILES.values()))
+    summary = {"min": histogram.min_ms(), "mean": histogram.mean_ms()}
+    values = histogram.percentiles_ms(PERCENTILES.values())
     for name, percentile in PERCENTILES.items():
-        summary[name] = None if empty else round(values[percentile] / 1000, 3)
-    summary["max"] = None if empty else round(histogram.get_max_value() / 1000, 3)
+        summary[name] = values[percentile]
+    summary["max"] = histogram.max_ms()
     return summary
 
 
@@ -110,7 +86,7 @@ class _Bucket:
     requests: int = 0
     answered: int = 0
     ok: int = 0
-    histogram: HdrHistogram = field(default_factory=lambda: new_histogram(2))
+    histogram: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(2))
 
 
 class Recorder:
@@ -128,9 +104,9 @@ class Recorder:
         self, *, start: float, on_second: Callable[[dict[str, Any]], None] | None = None
     ) -> None:
         self.start = start
-        self.latency = new_histogram()
+        self.latency = LatencyHistogram()
         #: How late requests started after their due time (a slot wait, a busy loop).
-        self.lag = new_histogram()
+        self.lag = LatencyHistogram()
         self.outcomes = dict.fromkeys(Outcome, 0)
         self.sent = 0
         self.warmup = 0
@@ -156,7 +132,7 @@ class Recorder:
         self._advance(at)
         self.sent += 1
         self._bucket.sent += 1
-        record(self.lag, at - due)
+        self.lag.record(at - due)
 
     def add(self, due: float, done: float, outcome: Outcome) -> None:
         """A request due at ``due`` ended at ``done``; warm-up requests only count."""
@@ -169,8 +145,8 @@ class Recorder:
         bucket.requests += 1
         bucket.ok += outcome is Outcome.OK
         bucket.answered += outcome not in _UNANSWERED
-        record(self.latency, done - due)
-        record(bucket.histogram, done - due)
+        self.latency.record(done - due)
+        bucket.histogram.record(done - due)
 
     def tick(self, now: float) -> None:
         """Close the seconds that have ended by ``now``."""
@@ -200,8 +176,8 @@ class Recorder:
             "ok": bucket.ok,
             "errors": bucket.requests - bucket.ok,
             "rate": round(bucket.answered / span, 3),
-            "p50_ms": ms(bucket.histogram, 50),
-            "p99_ms": ms(bucket.histogram, 99),
+            "p50_ms": bucket.histogram.percentile_ms(50),
+            "p99_ms": bucket.histogram.percentile_ms(99),
         }
         self.series.append(row)
         self._index += 1

@@ -1,0 +1,69 @@
+"""Latency histograms for the send summary and the load tester: one wrapper over hdrh.
+
+An HDR histogram records in constant time and constant memory however many values
+come, so latencies are aggregated as they arrive and never held. Values are whole
+microseconds from 0 to an hour; they are read back in milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from hdrh.histogram import HdrHistogram
+
+#: The longest duration kept apart (an hour, in microseconds); longer ones count as it.
+HIGHEST_US: Final = 3_600_000_000
+
+
+class LatencyHistogram:
+    """Durations in seconds in, milliseconds (to the microsecond) out.
+
+    ``significant_digits`` is the precision of every value read back: 3 keeps them
+    within 0.1 %. Every reading is None while nothing has been recorded.
+    """
+
+    __slots__ = ("_histogram",)
+
+    def __init__(self, significant_digits: int = 3) -> None:
+        self._histogram = HdrHistogram(1, HIGHEST_US, significant_digits)
+
+    def record(self, seconds: float) -> None:
+        """Record one duration, clamped into 0 µs … an hour."""
+        self._histogram.record_value(min(HIGHEST_US, max(0, round(seconds * 1e6))))
+
+    @property
+    def count(self) -> int:
+        """How many durations were recorded."""
+        count: int = self._histogram.get_total_count()
+        return count
+
+    def percentile_ms(self, percentile: float) -> float | None:
+        """The duration at ``percentile`` (0–100) in milliseconds."""
+        if not self.count:
+            return None
+        return _ms(self._histogram.get_value_at_percentile(percentile))
+
+    def percentiles_ms(self, percentiles: Iterable[float]) -> dict[float, float | None]:
+        """Several percentiles at once (one pass over the histogram)."""
+        wanted = list(percentiles)
+        if not self.count:
+            return dict.fromkeys(wanted)
+        values = self._histogram.get_percentile_to_value_dict(wanted)
+        return {p: _ms(values[p]) for p in wanted}
+
+    def min_ms(self) -> float | None:
+        """The shortest duration recorded, in milliseconds."""
+        return _ms(self._histogram.get_min_value()) if self.count else None
+
+    def max_ms(self) -> float | None:
+        """The longest duration recorded, in milliseconds."""
+        return _ms(self._histogram.get_max_value()) if self.count else None
+
+    def mean_ms(self) -> float | None:
+        """The mean duration, in milliseconds."""
+        return _ms(self._histogram.get_mean_value()) if self.count else None
+
+
+def _ms(microseconds: float) -> float:
+    return round(microseconds / 1000, 3)
