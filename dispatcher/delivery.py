@@ -21,7 +21,6 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,6 +28,7 @@ import orjson
 
 from dispatcher.errors import InputError, OutputError
 from dispatcher.models import Status
+from dispatcher.timefmt import iso_utc
 
 DELIVERED = Status.DELIVRD.value
 FINAL_STATUSES = frozenset(
@@ -273,10 +273,9 @@ def _out_line(result: dict[str, Any], mid: str | None, entry: _Entry | None) -> 
 
 def _iso_ms(ms: int) -> str:
     try:
-        moment = datetime.fromtimestamp(ms / 1000, UTC)
+        return iso_utc(ms / 1000)
     except (OverflowError, OSError, ValueError):
-        return str(ms)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return str(ms)  # a timestamp no calendar holds: shown as given
 
 
 def _lines(path: str | Path) -> Iterator[bytes]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from typing import Any
 
 import orjson
+
+from dispatcher.timefmt import iso_utc
 
 _SECRETS: set[str] = set()
 MASK = "********"
@@ -42,8 +43,7 @@ class RedactingFormatter(logging.Formatter):
         if not self._json:
             return redact(super().format(record))
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": iso_utc(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),

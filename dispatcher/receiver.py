@@ -23,7 +23,6 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -31,6 +30,7 @@ import orjson
 from aiohttp import web
 
 from dispatcher.errors import OutputError
+from dispatcher.timefmt import iso_utc
 
 log = logging.getLogger("dispatcher.receiver")
 
@@ -63,12 +63,6 @@ class ReceiverStats:
     def as_dict(self) -> dict[str, int]:
         """The counts as a JSON-ready dict."""
         return asdict(self)
-
-
-def iso_utc(epoch_seconds: float) -> str:
-    """``2024-05-01T12:00:00.123Z``: ISO 8601, UTC, milliseconds."""
-    moment = datetime.fromtimestamp(epoch_seconds, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class DeliveryReportLog:

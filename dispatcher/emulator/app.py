@@ -12,7 +12,6 @@ import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -37,6 +36,7 @@ from dispatcher.emulator.sends import (
     plan_batch,
 )
 from dispatcher.emulator.settings import EmulatorSettings, fault_update
+from dispatcher.timefmt import iso_utc
 
 _JSON = "application/json"
 _STATUS_FIELDS = ("id", "from", "to", "text", "status", "date", "requestDR")
@@ -55,12 +55,11 @@ _second = [-1, ""]
 
 
 def _iso_now() -> str:
-    """Now as ISO 8601 UTC with microseconds and Z; the date part is cached per second."""
+    """Now as `iso_utc` with microseconds; the part up to the second is cached."""
     now = time.time()
     second = int(now)
     if second != _second[0]:
-        stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _second[0], _second[1] = second, stamp
+        _second[0], _second[1] = second, iso_utc(second, "seconds")[:-1]
     return f"{_second[1]}.{int((now - second) * 1_000_000):06d}Z"
 
 

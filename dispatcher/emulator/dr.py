@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from datetime import UTC, datetime
+import time
 
 import aiohttp
 import orjson
 
 from dispatcher.emulator.ledger import Ledger
 from dispatcher.emulator.settings import EmulatorSettings
+from dispatcher.timefmt import iso_utc
 
 MESSAGES = {
     "DELIVRD": "Message delivered to the handset",
@@ -97,9 +98,9 @@ class DeliveryReports:
         undeliv = s.dr_undeliv
         expired = undeliv + s.dr_expired
         rejectd = expired + s.dr_rejectd
-        now = datetime.now(UTC)
-        date = now.isoformat().replace("+00:00", "Z")
-        stamp = int(now.timestamp() * 1000)
+        now = time.time()
+        date = iso_utc(now, "microseconds")
+        stamp = int(now * 1000)
         draw = self._rng.random
         for id_, to in zip(ids, tos, strict=True):
             u = draw()

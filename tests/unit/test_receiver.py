@@ -19,7 +19,6 @@ from dispatcher.receiver import (
     STATS_PATH,
     DeliveryReportLog,
     ReceiverStats,
-    iso_utc,
     running_receiver,
 )
 
@@ -155,10 +154,6 @@ def test_a_large_buffer_is_written_without_waiting_for_the_tick() -> None:
         assert dr_log.add(body) == (100, None)
     assert dr_log.stats().written == dr_log.stats().received
     assert out.getvalue().count(b"\n") == dr_log.stats().received
-
-
-def test_iso_utc() -> None:
-    assert iso_utc(1629174340.117) == "2021-08-17T04:25:40.117Z"
 
 
 # --- the CLI in a subprocess ---------------------------------------------------------
