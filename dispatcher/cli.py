@@ -634,11 +634,11 @@ def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def _cmd_report(args: argparse.Namespace) -> int:
     import orjson
 
-    from dispatcher.delivery import build_report
+    from dispatcher.delivery import join_delivery_reports
     from dispatcher.errors import FatalError
 
     try:
-        report = build_report(args.results, args.dr, out=args.out)
+        report = join_delivery_reports(args.results, args.dr, out=args.out)
     except FatalError as exc:
         print(f"dispatcher report: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -58,7 +58,7 @@ _Entry = tuple[str, bool, int | None, str | None, int, bool]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Report:
+class DeliveryCounts:
     """Final counts of a send, from its results and the delivery reports received."""
 
     #: Result lines read (malformed ones excluded) and those the gateway accepted (an id).
@@ -125,11 +125,11 @@ def _biggest(item: tuple[str, int]) -> tuple[int, str]:
     return -item[1], item[0]
 
 
-def build_report(
+def join_delivery_reports(
     results_path: str | Path,
     dr_path: str | Path,
     out: str | Path | BinaryIO | None = None,
-) -> Report:
+) -> DeliveryCounts:
     """Join a results file with a DR file; optionally write one line per result to ``out``.
 
     ``results_path`` may be ``-`` (stdin); either file may be gzipped (``.gz``). Each
@@ -178,7 +178,7 @@ def build_report(
         if sink is not None:
             _write(sink, lines)
     unknown = [entry for entry in drs.values() if not entry[5]]
-    return Report(
+    return DeliveryCounts(
         results=results,
         accepted=accepted,
         delivered=delivered,

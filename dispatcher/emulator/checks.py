@@ -111,7 +111,7 @@ class MissingParam(ValueError):
         self.recipient = recipient
 
 
-class Template:
+class GatewayTemplate:
     """A batch text with ``{N}`` placeholders, compiled once into a format string.
 
     Other braces are literal text: they are doubled in the format string.

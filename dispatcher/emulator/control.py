@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from dispatcher.emulator.app import Emulator
+    from dispatcher.emulator.state import Emulator
 
 _JSON = "application/json"
 #: Dump lines written per chunk: few writes, bounded memory.

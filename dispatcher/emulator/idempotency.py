@@ -30,7 +30,7 @@ class Claim(Enum):
     CONFLICT = "conflict"
 
 
-def fingerprint(path: str, body: bytes) -> bytes:
+def request_fingerprint(path: str, body: bytes) -> bytes:
     """What "the same request" means: same endpoint, same body bytes.
 
     SHA-1 is not here for security (a client can only fool itself), but because it

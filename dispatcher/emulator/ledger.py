@@ -69,7 +69,7 @@ def max_window(events: Iterable[tuple[float, int, int]], span: float = 1.0) -> t
     return window.max_count, window.max_segments
 
 
-class CodeStats:
+class CodeTally:
     """Accepted messages of one sender code."""
 
     __slots__ = ("accepted", "first", "last", "segments", "window")
@@ -107,7 +107,7 @@ class Stats:
         self.rate_limited = 0
         self.invalid_numbers = 0
         self.faults = dict.fromkeys(FAULT_KINDS, 0)
-        self.codes: dict[str, CodeStats] = {}
+        self.codes: dict[str, CodeTally] = {}
         self.dr_sent = 0
         self.dr_failed = 0
 
@@ -130,7 +130,7 @@ class Stats:
 
 
 @dataclass(slots=True, kw_only=True)
-class Batch:
+class LedgerBatch:
     """One accepted request as stored: shared fields once, per-message lists."""
 
     #: The ids of this batch's messages are this head plus their 4-hex position.
@@ -198,7 +198,7 @@ class Ledger:
         #: Ids are this random prefix and a hex counter: unique, cheap, and reversible.
         self._prefix = secrets.token_hex(4)
         self._next_batch = 0
-        self._batches: dict[int, Batch] = {}
+        self._batches: dict[int, LedgerBatch] = {}
         # Duplicate detection, per sender. While no number has come twice, a set of
         # numbers is all it takes (one C-level update per batch, the cheapest thing
         # measured at millions of entries). At the first repeat it becomes a dict
@@ -248,7 +248,7 @@ class Ledger:
         stats.accepted_segments += seg_total
         code = stats.codes.get(sender)
         if code is None:
-            code = stats.codes[sender] = CodeStats(t)
+            code = stats.codes[sender] = CodeTally(t)
         code.accepted += n
         code.segments += seg_total
         code.last = t
@@ -258,7 +258,7 @@ class Ledger:
             # Tuples of strings and ints, unlike lists, drop out of the garbage collector's
             # sight; with millions of messages, traversing lists made every full
             # collection cost as much as the whole ledger (measured: half the CPU).
-            self._batches[number] = Batch(
+            self._batches[number] = LedgerBatch(
                 head=head,
                 sender=sender,
                 tos=tuple(tos),
@@ -297,7 +297,7 @@ class Ledger:
             return 0
         return _count_duplicates(by_number, tos, texts)
 
-    def _locate(self, id_: str) -> tuple[Batch, int] | None:
+    def _locate(self, id_: str) -> tuple[LedgerBatch, int] | None:
         if len(id_) != 24 or not id_.startswith(self._prefix):
             return None
         try:

@@ -37,7 +37,7 @@ class TokenBucket:
         return (n - tokens) / self.rate
 
 
-class RateLimits:
+class GatewayRateLimits:
     """One bucket per sender code, created on first use with the code's rate."""
 
     def __init__(self, rate_for: Callable[[str], float], clock: Callable[[], float]) -> None:

@@ -13,8 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from dispatcher.emulator.app import EMULATOR, Emulator, create_app
+from dispatcher.emulator.app import EMULATOR, create_app
 from dispatcher.emulator.settings import EmulatorSettings
+from dispatcher.emulator.state import Emulator
 
 
 class RunningEmulator:

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from dispatcher.emulator import checks
-from dispatcher.emulator.checks import GSM7, NumberCheck, Template
+from dispatcher.emulator.checks import GSM7, GatewayTemplate, NumberCheck
 
 _STR = {str}
 _LIST = {list}
@@ -263,7 +263,7 @@ def plan_batch(
         params = [params[i] for i in positions]
     if not tos:
         return BatchPlan(tos, invalid, None)
-    template = Template(options.text)
+    template = GatewayTemplate(options.text)
     if template.static:
         measured = measure_one(options.text, max_segments)
     else:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dispatcher.loadtest.stats import Outcome, Recorder, latency_summary
+from dispatcher.loadtest.stats import Recorder, RequestOutcome, latency_summary
 from dispatcher.loadtest.thresholds import Threshold, evaluate
 
 if TYPE_CHECKING:
     from dispatcher.loadtest.settings import LoadTest
 
 
-def build_report(
+def build_loadtest_report(
     test: LoadTest,
     recorder: Recorder,
     *,
@@ -25,7 +25,8 @@ def build_report(
 ) -> dict[str, Any]:
     """Everything the run measured, with the thresholds' verdicts."""
     requests = recorder.requests
-    answered = requests - recorder.outcomes[Outcome.DROPPED] - recorder.outcomes[Outcome.UNFINISHED]
+    outcomes = recorder.outcomes
+    answered = requests - outcomes[RequestOutcome.DROPPED] - outcomes[RequestOutcome.UNFINISHED]
     achieved = answered / window if window > 0 else 0.0
     target = float(test.request_rate)
     latency = latency_summary(recorder.latency)
@@ -50,8 +51,8 @@ def build_report(
         "answered": answered,
         "warmup_requests": recorder.warmup,
         "late_starts": late_starts,
-        "dropped": recorder.outcomes[Outcome.DROPPED],
-        "unfinished": recorder.outcomes[Outcome.UNFINISHED],
+        "dropped": recorder.outcomes[RequestOutcome.DROPPED],
+        "unfinished": recorder.outcomes[RequestOutcome.UNFINISHED],
         "outcomes": {str(kind): n for kind, n in recorder.outcomes.items()},
         "errors": recorder.errors,
         "error_rate": round(recorder.errors / requests, 6) if requests else None,

@@ -20,10 +20,10 @@ from dispatcher.emulator import EmulatorSettings, FaultSettings, running_emulato
 from dispatcher.errors import AuthError, GatewayError
 from dispatcher.gateway import GatewayClient, open_session
 from dispatcher.loadtest import workload
-from dispatcher.loadtest.report import build_report, live_line
+from dispatcher.loadtest.report import build_loadtest_report, live_line
 from dispatcher.loadtest.schedule import Schedule
 from dispatcher.loadtest.settings import LoadTest
-from dispatcher.loadtest.stats import Outcome, Recorder, classify
+from dispatcher.loadtest.stats import Recorder, RequestOutcome, classify
 
 #: The first request is due this long after set-up, so it is not late by construction.
 LEAD = 0.05
@@ -128,7 +128,7 @@ class _Driver:
             await schedule.run(self._one, start=first, end=end)
             halted = clock()
             for k in schedule.dropped:
-                recorder.add(schedule.due(k, first), halted, Outcome.DROPPED)
+                recorder.add(schedule.due(k, first), halted, RequestOutcome.DROPPED)
             # In-flight requests get the drain time from the end of the window (the last
             # request is due up to 1/rate before it), none after an abort.
             grace = (
@@ -143,7 +143,7 @@ class _Driver:
         window = test.duration
         if schedule.halted_at is not None:
             window = min(window, max(0.0, schedule.halted_at - measured))
-        return build_report(
+        return build_loadtest_report(
             test,
             recorder,
             target_url=base_url,
@@ -160,11 +160,11 @@ class _Driver:
         recorder, clock = self.recorder, self.clock
         assert recorder is not None
         recorder.started(due, clock())
-        outcome = Outcome.OK
+        outcome = RequestOutcome.OK
         try:
             await self.send(self.bodies.body(k))
         except AuthError as exc:
-            outcome = Outcome.CLIENT_ERROR
+            outcome = RequestOutcome.CLIENT_ERROR
             if self.aborted is None:
                 self.aborted = exc
                 assert self.schedule is not None
@@ -172,7 +172,7 @@ class _Driver:
         except GatewayError as exc:
             outcome = classify(exc)
         except asyncio.CancelledError:
-            recorder.add(due, clock(), Outcome.UNFINISHED)
+            recorder.add(due, clock(), RequestOutcome.UNFINISHED)
             raise
         recorder.add(due, clock(), outcome)
 

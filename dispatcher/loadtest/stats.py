@@ -26,7 +26,7 @@ from dispatcher.histogram import LatencyHistogram
 PERCENTILES: Final = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
 
 
-class Outcome(StrEnum):
+class RequestOutcome(StrEnum):
     """How one request ended."""
 
     OK = "ok"
@@ -45,29 +45,29 @@ class Outcome(StrEnum):
     UNFINISHED = "unfinished"
 
 
-_UNANSWERED: Final = frozenset({Outcome.DROPPED, Outcome.UNFINISHED})
+_UNANSWERED: Final = frozenset({RequestOutcome.DROPPED, RequestOutcome.UNFINISHED})
 
 
-def classify(error: GatewayError) -> Outcome:
+def classify(error: GatewayError) -> RequestOutcome:
     """The outcome kind of a failed request, from the gateway client's error classes."""
     if isinstance(error, RateLimited):
-        return Outcome.RATE_LIMITED
+        return RequestOutcome.RATE_LIMITED
     if isinstance(error, RequestTimeout):
-        return Outcome.TIMEOUT
+        return RequestOutcome.TIMEOUT
     if isinstance(error, ConnectError):
-        return Outcome.CONNECT_ERROR
+        return RequestOutcome.CONNECT_ERROR
     if isinstance(error, ConnectionLost):
-        return Outcome.CONNECTION_LOST
+        return RequestOutcome.CONNECTION_LOST
     if isinstance(error, BadResponse):
-        return Outcome.BAD_RESPONSE
+        return RequestOutcome.BAD_RESPONSE
     status = error.status
     if status is None:
-        return Outcome.REFUSED
+        return RequestOutcome.REFUSED
     if status >= 500:
-        return Outcome.SERVER_ERROR
+        return RequestOutcome.SERVER_ERROR
     if status >= 400:
-        return Outcome.CLIENT_ERROR
-    return Outcome.BAD_RESPONSE
+        return RequestOutcome.CLIENT_ERROR
+    return RequestOutcome.BAD_RESPONSE
 
 
 def latency_summary(histogram: LatencyHistogram) -> dict[str, float | None]:
@@ -107,7 +107,7 @@ class Recorder:
         self.latency = LatencyHistogram()
         #: How late requests started after their due time (a slot wait, a busy loop).
         self.lag = LatencyHistogram()
-        self.outcomes = dict.fromkeys(Outcome, 0)
+        self.outcomes = dict.fromkeys(RequestOutcome, 0)
         self.sent = 0
         self.warmup = 0
         self.series: list[dict[str, Any]] = []
@@ -123,7 +123,7 @@ class Recorder:
     @property
     def errors(self) -> int:
         """Measured requests that did not end ok."""
-        return self.requests - self.outcomes[Outcome.OK]
+        return self.requests - self.outcomes[RequestOutcome.OK]
 
     def started(self, due: float, at: float) -> None:
         """A request due at ``due`` left at ``at``."""
@@ -134,7 +134,7 @@ class Recorder:
         self._bucket.sent += 1
         self.lag.record(at - due)
 
-    def add(self, due: float, done: float, outcome: Outcome) -> None:
+    def add(self, due: float, done: float, outcome: RequestOutcome) -> None:
         """A request due at ``due`` ended at ``done``; warm-up requests only count."""
         if due < self.start:
             self.warmup += 1
@@ -143,7 +143,7 @@ class Recorder:
         self.outcomes[outcome] += 1
         bucket = self._bucket
         bucket.requests += 1
-        bucket.ok += outcome is Outcome.OK
+        bucket.ok += outcome is RequestOutcome.OK
         bucket.answered += outcome not in _UNANSWERED
         self.latency.record(done - due)
         bucket.histogram.record(done - due)

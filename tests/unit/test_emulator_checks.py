@@ -14,16 +14,16 @@ from dispatcher.emulator import EmulatorSettings, FaultSettings
 from dispatcher.emulator.checks import (
     GSM7,
     UCS2,
+    GatewayTemplate,
     MissingParam,
     NumberCheck,
-    Template,
     batch_units,
     param_text,
     segments_of,
     units,
 )
 from dispatcher.emulator.faults import FaultInjector
-from dispatcher.emulator.idempotency import fingerprint
+from dispatcher.emulator.idempotency import request_fingerprint
 from dispatcher.emulator.ledger import Ledger, SlidingWindow, max_window
 from dispatcher.emulator.ratelimit import TokenBucket, retry_after
 from dispatcher.emulator.settings import fault_update, parse_rate
@@ -121,7 +121,7 @@ def test_batch_units_takes_the_fast_path_only_for_plain_gsm() -> None:
 
 
 def test_template_renders_positional_params() -> None:
-    t = Template("Hi {0}, your balance is ${1}")
+    t = GatewayTemplate("Hi {0}, your balance is ${1}")
     assert t.render_all([["Elizabeth", 10.65], ["Joshua", 20.5]]) == [
         "Hi Elizabeth, your balance is $10.65",
         "Hi Joshua, your balance is $20.5",
@@ -129,12 +129,12 @@ def test_template_renders_positional_params() -> None:
 
 
 def test_template_keeps_other_braces_literal() -> None:
-    t = Template("{x} {0} {} {{1}} {a1} {1")
+    t = GatewayTemplate("{x} {0} {} {{1}} {a1} {1")
     assert t.render_all([["A", "B"]]) == ["{x} A {} {B} {a1} {1"]
 
 
 def test_static_template() -> None:
-    t = Template("no placeholders {here}")
+    t = GatewayTemplate("no placeholders {here}")
     assert t.static
     assert t.render_all([[], ["ignored"]]) == ["no placeholders {here}"] * 2
 
@@ -156,11 +156,11 @@ def test_static_template() -> None:
 )
 def test_param_text_is_shortest_json(value: object, text: str) -> None:
     assert param_text(value) == text
-    assert Template("{0}").render_all([[value]]) == [text]
+    assert GatewayTemplate("{0}").render_all([[value]]) == [text]
 
 
 def test_missing_param_names_placeholder_and_recipient() -> None:
-    t = Template("{0} and {3}")
+    t = GatewayTemplate("{0} and {3}")
     with pytest.raises(MissingParam) as exc:
         t.render_all([["a", "b", "c", "d"], ["a"]])
     assert (exc.value.index, exc.value.recipient) == (3, 1)
@@ -169,7 +169,7 @@ def test_missing_param_names_placeholder_and_recipient() -> None:
 @pytest.mark.parametrize("bad", [None, [1], {"a": 1}])
 def test_non_scalar_param_is_refused(bad: object) -> None:
     with pytest.raises(TypeError):
-        Template("{0}").render_all([[bad]])
+        GatewayTemplate("{0}").render_all([[bad]])
 
 
 # --- the 1-second window ------------------------------------------------------------
@@ -344,10 +344,10 @@ def test_latency_is_mean_plus_bounded_jitter() -> None:
     assert min(g.delay() for _ in range(200)) == 0.0  # never negative
 
 
-def test_fingerprint_depends_on_endpoint_and_body() -> None:
-    assert fingerprint("/a", b"x") == fingerprint("/a", b"x")
-    assert fingerprint("/a", b"x") != fingerprint("/b", b"x")
-    assert fingerprint("/a", b"x") != fingerprint("/a", b"y")
+def test_request_fingerprint_depends_on_endpoint_and_body() -> None:
+    assert request_fingerprint("/a", b"x") == request_fingerprint("/a", b"x")
+    assert request_fingerprint("/a", b"x") != request_fingerprint("/b", b"x")
+    assert request_fingerprint("/a", b"x") != request_fingerprint("/a", b"y")
 
 
 def test_duplicates_need_the_same_sender_number_and_text() -> None:
@@ -401,7 +401,7 @@ def test_render_all_matches_a_reference(
     template = "".join(pieces)
     if ragged:  # unequal params lists take the one-by-one path
         rows = [row + [0] * i for i, row in enumerate(rows)]
-    compiled = Template(template)
+    compiled = GatewayTemplate(template)
     if compiled.static:
         return
     assert compiled.render_all(rows) == [_reference(template, row) for row in rows]

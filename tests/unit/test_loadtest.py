@@ -29,7 +29,7 @@ from dispatcher.errors import (
     Unavailable,
 )
 from dispatcher.loadtest import LoadTest, parse_threshold, run_loadtest
-from dispatcher.loadtest.stats import Outcome, classify
+from dispatcher.loadtest.stats import RequestOutcome, classify
 from tests.support.emulators import TEST_KEY, EmulatorFactory
 
 
@@ -173,7 +173,7 @@ def test_settings_are_validated() -> None:
 
 def test_outcome_names_are_stable() -> None:
     # They are keys of the JSON report: renaming one breaks users' dashboards.
-    assert [str(o) for o in Outcome] == [
+    assert [str(o) for o in RequestOutcome] == [
         "ok",
         "4xx",
         "429",
@@ -224,19 +224,19 @@ async def test_timeouts_unfinished_and_refused_connections_are_counted(
 @pytest.mark.parametrize(
     ("error", "outcome"),
     [
-        (RateLimited("x", status=429), Outcome.RATE_LIMITED),
-        (Unavailable("x", status=503), Outcome.SERVER_ERROR),
-        (Unavailable("x", status=408), Outcome.CLIENT_ERROR),
-        (ServerError("x", status=502), Outcome.SERVER_ERROR),
-        (RequestRejected("x", status=400), Outcome.CLIENT_ERROR),
-        (BatchTooLarge("x", status=413), Outcome.CLIENT_ERROR),
-        (AuthError("x", status=401), Outcome.CLIENT_ERROR),
-        (RequestRejected("x", gateway_status="REJECTD"), Outcome.REFUSED),
-        (RequestTimeout("x"), Outcome.TIMEOUT),
-        (ConnectError("x"), Outcome.CONNECT_ERROR),
-        (ConnectionLost("x"), Outcome.CONNECTION_LOST),
-        (BadResponse("x", status=200), Outcome.BAD_RESPONSE),
+        (RateLimited("x", status=429), RequestOutcome.RATE_LIMITED),
+        (Unavailable("x", status=503), RequestOutcome.SERVER_ERROR),
+        (Unavailable("x", status=408), RequestOutcome.CLIENT_ERROR),
+        (ServerError("x", status=502), RequestOutcome.SERVER_ERROR),
+        (RequestRejected("x", status=400), RequestOutcome.CLIENT_ERROR),
+        (BatchTooLarge("x", status=413), RequestOutcome.CLIENT_ERROR),
+        (AuthError("x", status=401), RequestOutcome.CLIENT_ERROR),
+        (RequestRejected("x", gateway_status="REJECTD"), RequestOutcome.REFUSED),
+        (RequestTimeout("x"), RequestOutcome.TIMEOUT),
+        (ConnectError("x"), RequestOutcome.CONNECT_ERROR),
+        (ConnectionLost("x"), RequestOutcome.CONNECTION_LOST),
+        (BadResponse("x", status=200), RequestOutcome.BAD_RESPONSE),
     ],
 )
-def test_each_gateway_error_has_its_outcome(error: GatewayError, outcome: Outcome) -> None:
+def test_each_gateway_error_has_its_outcome(error: GatewayError, outcome: RequestOutcome) -> None:
     assert classify(error) is outcome

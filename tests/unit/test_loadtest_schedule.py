@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from dispatcher.loadtest.schedule import Schedule
-from dispatcher.loadtest.stats import Outcome, Recorder
+from dispatcher.loadtest.stats import Recorder, RequestOutcome
 
 
 class Fake:
@@ -172,12 +172,13 @@ def test_count_is_the_requests_due_in_window(rate: float, seconds: float, expect
 def test_recorder_rows_per_second_and_warmup() -> None:
     seconds: list[dict[str, object]] = []
     recorder = Recorder(start=10.0, on_second=seconds.append)
-    recorder.add(9.5, 10.2, Outcome.OK)  # due during the warm-up: not measured
+    recorder.add(9.5, 10.2, RequestOutcome.OK)  # due during the warm-up: not measured
     for i in range(10):
         due = 10.0 + i / 10
         recorder.started(due, due + 0.001)
         latency = 0.150 if i == 9 else 0.020
-        recorder.add(due, due + latency, Outcome.OK if i % 5 else Outcome.SERVER_ERROR)
+        outcome = RequestOutcome.OK if i % 5 else RequestOutcome.SERVER_ERROR
+        recorder.add(due, due + latency, outcome)
     recorder.tick(11.5)  # the first second closes once time has passed it
     assert len(seconds) == 1
     assert seconds[0]["requests"] == 9  # the last ends at 11.05 s, in the second second
@@ -188,7 +189,7 @@ def test_recorder_rows_per_second_and_warmup() -> None:
     assert recorder.series[1]["rate"] == 1.0  # the window ran on: a whole second
     assert recorder.warmup == 1
     assert recorder.requests == 10
-    assert recorder.outcomes[Outcome.SERVER_ERROR] == 2
+    assert recorder.outcomes[RequestOutcome.SERVER_ERROR] == 2
     p50 = recorder.series[0]["p50_ms"]
     assert isinstance(p50, float)
     assert math.isclose(p50, 20.0, rel_tol=0.01)

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from dispatcher.delivery import Report, build_report
+from dispatcher.delivery import DeliveryCounts, join_delivery_reports
 from dispatcher.errors import InputError, OutputError
 
 
@@ -81,7 +81,7 @@ DRS = [
     b'{"id": "m7", "status": "DELIVRD"',  # a truncated last line, as while still appending
 ]
 
-EXPECTED = Report(
+EXPECTED = DeliveryCounts(
     results=15,
     accepted=11,
     delivered=4,  # m1, m2, m8, 9
@@ -106,11 +106,11 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_counts_cover_every_category(files: tuple[Path, Path]) -> None:
-    assert build_report(*files) == EXPECTED
+    assert join_delivery_reports(*files) == EXPECTED
 
 
 def test_as_dict(files: tuple[Path, Path]) -> None:
-    counts = build_report(*files).as_dict()
+    counts = join_delivery_reports(*files).as_dict()
     assert counts["delivered"] == 4
     assert counts["undelivered"] == 4
     assert counts["undeliveredByStatus"] == {"UNDELIV": 2, "EXPIRED": 1, "DELETED": 1}
@@ -125,7 +125,7 @@ def test_as_dict(files: tuple[Path, Path]) -> None:
 
 def test_out_has_one_line_per_result(files: tuple[Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "delivery.ndjson"
-    build_report(*files, out=out)
+    join_delivery_reports(*files, out=out)
     rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert [row["line"] for row in rows] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 15, 19]
     by_line = {row["line"]: row for row in rows}
@@ -168,25 +168,25 @@ def test_precedence_does_not_depend_on_arrival_order(tmp_path: Path) -> None:
     sequence = [dr("a", "ENROUTE", 50), dr("a", "DELIVRD", 10), dr("a", "SENT", 60)]
     for order in (sequence, sequence[::-1]):
         drs.write_bytes(dump(order))
-        assert build_report(results, drs).delivered == 1
+        assert join_delivery_reports(results, drs).delivered == 1
     drs.write_bytes(dump([dr("a", "SENT", 60), dr("a", "ENROUTE", 50)]))
-    assert build_report(results, drs).pending == {"SENT": 1}
+    assert join_delivery_reports(results, drs).pending == {"SENT": 1}
 
 
 def test_gzipped_inputs(files: tuple[Path, Path], tmp_path: Path) -> None:
     results_gz, dr_gz = tmp_path / "results.ndjson.gz", tmp_path / "dr.ndjson.gz"
     results_gz.write_bytes(gzip.compress(files[0].read_bytes()))
     dr_gz.write_bytes(gzip.compress(files[1].read_bytes()))
-    assert build_report(results_gz, dr_gz) == EXPECTED
+    assert join_delivery_reports(results_gz, dr_gz) == EXPECTED
 
 
 def test_missing_input_and_unwritable_out(files: tuple[Path, Path], tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot read"):
-        build_report(tmp_path / "nope.ndjson", files[1])
+        join_delivery_reports(tmp_path / "nope.ndjson", files[1])
     with pytest.raises(InputError, match="cannot read"):
-        build_report(files[0], tmp_path / "nope.ndjson")
+        join_delivery_reports(files[0], tmp_path / "nope.ndjson")
     with pytest.raises(OutputError, match="cannot write"):
-        build_report(*files, out=tmp_path)
+        join_delivery_reports(*files, out=tmp_path)
 
 
 def run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -223,3 +223,11 @@ def test_cli_missing_file_exits_3(tmp_path: Path) -> None:
     assert proc.returncode == 3
     assert b"cannot read" in proc.stderr
     assert b"Traceback" not in proc.stderr
+
+
+def test_the_old_names_in_dispatcher_report_still_work(files: tuple[Path, Path]) -> None:
+    from dispatcher import report
+
+    assert report.Report is DeliveryCounts
+    assert report.build_report is join_delivery_reports
+    assert report.build_report(*files) == EXPECTED
