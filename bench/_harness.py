@@ -9,13 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import resource
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,20 +213,6 @@ def gen_file(path: str, count: int, seed: int = 1) -> None:
         )
     with open(path + ".count", "w") as f:
         f.write(f"{count} {seed}")
-
-
-def child_peak_rss_mib() -> float:
-    """Peak RSS of the largest reaped child so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
-@contextlib.contextmanager
-def measuring(server: Server) -> Iterator[dict[str, float]]:
-    """Server CPU seconds spent inside the block, in ``result["server_cpu_s"]``."""
-    result: dict[str, float] = {}
-    before = server.cpu()
-    yield result
-    result["server_cpu_s"] = server.cpu() - before
 
 
 def emit(document: dict[str, Any]) -> None:

@@ -40,11 +40,6 @@ def set_testing(on: bool) -> None:
     _testing = on
 
 
-def is_testing() -> bool:
-    """Whether retry waits are switched off."""
-    return _testing
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
     """How often and how patiently a failed request is tried again.

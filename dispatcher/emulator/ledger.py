@@ -61,14 +61,6 @@ class SlidingWindow:
             self.max_segments = self._segments
 
 
-def max_window(events: Iterable[tuple[float, int, int]], span: float = 1.0) -> tuple[int, int]:
-    """(max messages, max segments) in any ``span``-second window of (t, count, segments)."""
-    window = SlidingWindow(span)
-    for t, count, segments in events:
-        window.add(t, count, segments)
-    return window.max_count, window.max_segments
-
-
 class CodeTally:
     """Accepted messages of one sender code."""
 

@@ -24,7 +24,7 @@ from dispatcher.emulator.checks import (
 )
 from dispatcher.emulator.faults import FaultInjector
 from dispatcher.emulator.idempotency import request_fingerprint
-from dispatcher.emulator.ledger import Ledger, SlidingWindow, max_window
+from dispatcher.emulator.ledger import Ledger, SlidingWindow
 from dispatcher.emulator.ratelimit import TokenBucket, retry_after
 from dispatcher.emulator.settings import fault_update, parse_rate
 
@@ -173,6 +173,20 @@ def test_non_scalar_param_is_refused(bad: object) -> None:
 
 
 # --- the 1-second window ------------------------------------------------------------
+
+
+def max_window(events: list[tuple[float, int, int]]) -> tuple[int, int]:
+    """(max messages, max segments) in any 1-second window, as the ledger's stats say,
+    for accepted requests given as (t, messages, segments)."""
+    ledger = Ledger("counts")
+    for t, count, segments in events:
+        assert segments % count == 0
+        ledger.accept(
+            sender="12345", tos=["+15005550006"] * count, texts="x", encodings=GSM7,
+            segments=segments // count, t=t, date="d",
+        )  # fmt: skip
+    code = ledger.stats.as_dict()["codes"].get("12345", {})
+    return code.get("max_window", 0), code.get("max_window_segments", 0)
 
 
 def test_window_counts_events_less_than_a_second_apart() -> None:
