@@ -86,6 +86,11 @@ class Server:
             result: dict[str, Any] = orjson.loads(resp.read())
         return result
 
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message the emulator accepted (its ledger must be ``full``)."""
+        with urllib.request.urlopen(self.root + "/_emulator/messages", timeout=60) as resp:
+            return [orjson.loads(line) for line in resp.read().splitlines() if line]
+
     def reset(self) -> None:
         request = urllib.request.Request(self.root + "/_emulator/reset", method="POST")
         with urllib.request.urlopen(request, timeout=30) as resp:

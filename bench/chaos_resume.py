@@ -5,34 +5,25 @@ doubled. Prints one JSON object.
 
 The emulator runs as its own process (full ledger, light faults, added latency so that
 a send lasts long enough to be cut up); the sender is the real CLI. After the last
-cycle it checks: every input line has exactly one result (lost = lines without one,
-doubled = lines with two), the ledger recorded no message twice, every QUEUE id is in
-the ledger, and every ledger message is covered by a QUEUE (or, without idempotency,
-an AMBIGUOUS) line.
+cycle, `dispatcher.emulator.audit` checks the results against the ledger: every input
+line has exactly one result (lost = lines without one, doubled = lines with two), the
+ledger recorded no message twice, every QUEUE id is in the ledger, and every ledger
+message is covered by a QUEUE (or, without idempotency, an AMBIGUOUS) line.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-from collections import Counter
 from pathlib import Path
 
+import _harness as h
 import orjson
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.support.exactly_once import TEXT, write_input  # noqa: E402
-from tests.support.gateway_process import gateway_process  # noqa: E402
-
-KEY = "chaos-bench-key"
+from dispatcher.emulator import audit
 
 
 def main() -> None:
@@ -44,20 +35,21 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     idempotent = not args.no_idempotency
-    env = {**os.environ, "DISPATCHER_API_KEY": KEY}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         source = work / "in.ndjson"
-        lines = write_input(source, args.count)
-        flags = ["--no-rate-limit", "--latency-ms", "25", "--jitter-ms", "10", "--seed", "1",
+        lines = audit.write_input(source, args.count)
+        flags = ["--latency-ms", "25", "--jitter-ms", "10", "--seed", "1",
                  "--fail-429", "0.02", "--fail-500-after", "0.02", "--drop-after", "0.01",
                  "--fault-retry-after", "0"]  # fmt: skip
         started = time.monotonic()
-        with gateway_process(*flags, api_key=KEY) as url:
+        gateway = h.start_emulator(*flags, ledger="full")
+        try:
             command = [
-                sys.executable, "-m", "dispatcher", "send", str(source), "--base-url", url,
-                "--from", "12345", "--text", TEXT, "--rate", "12345=inf", "--batch-size", "100",
-                "--concurrency", "8", "--results", str(work / "results.ndjson"), "--no-progress",
+                h.PYTHON, "-m", "dispatcher", "send", str(source), "--base-url",
+                gateway.base_url, "--from", "12345", "--text", audit.TEXT,
+                "--rate", "12345=inf", "--batch-size", "100", "--concurrency", "8",
+                "--results", str(work / "results.ndjson"), "--no-progress",
                 *(["--idempotency"] if idempotent else []),
             ]  # fmt: skip
             kills, cycles, code = 0, 0, None
@@ -65,7 +57,7 @@ def main() -> None:
                 cycles += 1
                 proc = subprocess.Popen(
                     [*command, *(["--resume"] if cycles > 1 else [])],
-                    env=env,
+                    env=h.env_with_key(),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -79,30 +71,22 @@ def main() -> None:
                         continue
                 code = proc.wait(timeout=600)
                 break
-            root = url.removesuffix("/raven")
-            with urllib.request.urlopen(f"{root}/_emulator/messages", timeout=60) as response:
-                ledger = [orjson.loads(line) for line in response.read().splitlines() if line]
-            with urllib.request.urlopen(f"{root}/_emulator/stats", timeout=60) as response:
-                stats = orjson.loads(response.read())
+            ledger = gateway.messages()
+            stats = gateway.stats()
+        finally:
+            gateway.stop()
         results = [orjson.loads(raw) for raw in (work / "results.ndjson").read_bytes().splitlines()]
-    per_line = Counter(r["line"] for r in results)
-    queued = {r["id"] for r in results if r["status"] == "QUEUE"}
-    ambiguous = {r["to"] for r in results if r["status"] == "AMBIGUOUS"}
-    ledger_ids = {m["id"] for m in ledger}
-    uncovered = [m for m in ledger if m["id"] not in queued]
+    account = audit.audit(results, lines, ledger, stats, idempotent=idempotent)
     report = {
         "recipients": args.count,
         "idempotency": idempotent,
         "kill_9": kills,
         "cycles": cycles,
         "final_exit_code": code,
-        "lost_lines": len(lines - set(per_line)),
-        "lines_with_two_results": sum(1 for n in per_line.values() if n > 1),
-        "ledger_duplicates": stats["duplicates"],
-        "queue_ids_missing_from_ledger": len(queued - ledger_ids),
-        "ledger_messages_without_queue_result": len(uncovered),
-        "ledger_messages_without_any_result": sum(1 for m in uncovered if m["to"] not in ambiguous),
-        "statuses": dict(Counter(r["status"] for r in results)),
+        **account.figures,
+        "exactly_once": not account.problems,
+        "problems": account.problems,
+        "statuses": dict(account.by_status),
         "replays": stats["replays"],
         "faults": stats["faults"],
         "seconds": round(time.monotonic() - started, 1),
