@@ -17,6 +17,9 @@ from typing import Any
 
 import orjson
 
+#: Result lines, or the ledger's message dump, as parsed JSON objects.
+Rows = list[dict[str, Any]]
+
 #: The template that fits `write_input`'s params.
 TEXT = "Hi {0}, you owe {1}"
 
@@ -45,7 +48,7 @@ class Account:
     """Results checked against the ledger: counts per status, the figures of each
     check (0 when it holds), and what broke the rules (empty when nothing did)."""
 
-    results: list[dict[str, Any]]
+    results: Rows
     by_status: Counter[str]
     figures: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -56,12 +59,7 @@ class ExactlyOnceViolation(AssertionError):
 
 
 def audit(
-    results: list[dict[str, Any]],
-    lines: Iterable[int],
-    ledger: list[dict[str, Any]],
-    stats: dict[str, Any],
-    *,
-    idempotent: bool,
+    results: Rows, lines: Iterable[int], ledger: Rows, stats: dict[str, Any], *, idempotent: bool
 ) -> Account:
     """Check, without raising:
 
@@ -128,12 +126,7 @@ def audit(
 
 
 def check_exactly_once(
-    results: list[dict[str, Any]],
-    lines: Iterable[int],
-    ledger: list[dict[str, Any]],
-    stats: dict[str, Any],
-    *,
-    idempotent: bool,
+    results: Rows, lines: Iterable[int], ledger: Rows, stats: dict[str, Any], *, idempotent: bool
 ) -> Account:
     """`audit`, raising `ExactlyOnceViolation` (an AssertionError) with every problem."""
     account = audit(results, lines, ledger, stats, idempotent=idempotent)
