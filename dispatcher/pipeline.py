@@ -132,13 +132,20 @@ async def run(source: Source, config: Config, *, shutdown: Shutdown | None = Non
         resume = Resume(state, outputs, journal, resend=resend, count_segments=count_segments)
     shutdown.on_force(lambda: _save(outputs, journal))
     limits = RateLimits(rates=config.rates, kind_rates=config.kind_rates)
+    finished = False
     try:
         async with _stage(config, limits, outputs, journal, resume) as stage:
             await _run_stages(source, config, limits, stage, outputs, journal, resume, shutdown)
+        finished = shutdown.signal is None
     except FatalError as exc:
         summary.fatal = exc
     finally:
-        _close(outputs, journal, finished=summary.fatal is None and shutdown.signal is None)
+        _close(outputs, journal, finished=finished)
+    _finish(summary, limits, shutdown)
+    return summary
+
+
+def _finish(summary: Summary, limits: RateLimits, shutdown: Shutdown) -> None:
     for code, stats in summary.codes.items():
         stats.rate = limits.reported_rate(code)
     if summary.fatal is not None:
@@ -148,7 +155,6 @@ async def run(source: Source, config: Config, *, shutdown: Shutdown | None = Non
         summary.finish(f"interrupted by {signal.Signals(shutdown.signal).name}")
     else:
         summary.finish()
-    return summary
 
 
 def _describe(source: Source) -> str:
