@@ -21,6 +21,11 @@ outputs finishes the job, and this module is where a resume can be followed:
 5. Some lines of a rebuilt batch may have their results already. `Resume.results`
    stands in front of the outputs for the sender and is the one place that drops
    results written twice; the batcher and the writers know nothing of resuming.
+
+Where what comes next belongs: checks that the journal and the results agree go in
+`ResumeState.read`; an outcome that leaves a line resumable (not sent because of a cap,
+a send window, a cancel) is a result that does not put its line in ``done``; the
+compaction of the results file at the end of a resumed run is one more method here.
 """
 
 from __future__ import annotations
@@ -252,7 +257,10 @@ def _check_header(
 
 
 class Resume:
-    """The resumed run's first stage (`divert`) and its results filter (`results`)."""
+    """The resumed run's first stage (`divert`) and its results filter (`results`).
+
+    Made once the outputs are open; counts the earlier run's results in the summary.
+    """
 
     def __init__(
         self,
