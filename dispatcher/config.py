@@ -115,6 +115,19 @@ class Config:
         """A copy with some keys replaced, validated again."""
         return validate(replace(self, **changes))
 
+    @property
+    def request_size(self) -> int:
+        """Messages per request: 1 for the single endpoint, else the batch size within
+        the gateway's maximum."""
+        if self.endpoint == "single":
+            return 1
+        return max(1, min(self.batch_size, self.max_batch))
+
+    @property
+    def single(self) -> bool:
+        """Whether messages go one per request to ``v2/messages`` with rendered text."""
+        return self.request_size == 1
+
 
 # --- where each key lives in the TOML file, and how to read it ------------------------
 

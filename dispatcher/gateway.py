@@ -1,57 +1,25 @@
-"""GatewayClient: the only module that speaks HTTP to the Messangi API.
+"""GatewayClient: the only module that does HTTP I/O to the Messangi API.
 
-One call is one attempt: retries belong to `dispatcher.retry`. Every aiohttp exception
-and every HTTP status is mapped to the error tree here and nowhere else, including the
-distinction that makes exactly-once possible: *safe* failures (the request never left,
-or the gateway refused before acting: connect errors, 408, 429, 503) versus
-*ambiguous* ones (the gateway may have acted: a timeout or dropped connection after
-sending, a 5xx, an unreadable 2xx).
+One call is one attempt: retries belong to `dispatcher.retry`. What the bodies hold and
+what the answers mean is `dispatcher.api` (pure); here live the session, the requests,
+and the mapping of every aiohttp exception onto the error tree — the one place that
+tells a request that never left (*safe*: connect errors) from one the gateway may have
+acted on (*ambiguous*: a timeout or a dropped connection after sending).
 """
 
 from __future__ import annotations
 
-import email.utils
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from operator import itemgetter
-from typing import Any, TypedDict
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
-import orjson
 
+from dispatcher import api
 from dispatcher._version import __version__
 from dispatcher.config import Secret
-from dispatcher.errors import (
-    AuthError,
-    BadResponse,
-    BatchTooLarge,
-    ConnectError,
-    ConnectionLost,
-    RateLimited,
-    RequestRejected,
-    RequestTimeout,
-    ServerError,
-    Unavailable,
-)
+from dispatcher.errors import ConnectError, ConnectionLost, RequestTimeout
 
 JSON = "application/json"
-
-
-class _Context(TypedDict):
-    status: int
-    explain: str | None
-    transaction_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What the gateway accepted: ``(id, mobile)`` pairs in order, refused numbers."""
-
-    ids: list[tuple[str, str | None]]
-    invalid: list[str]
-    status: str
-    transaction_id: str | None
 
 
 def open_session(
@@ -70,7 +38,7 @@ def open_session(
 
 
 class GatewayClient:
-    """Sends batches and single messages; answers with `Answer` or raises our errors."""
+    """Sends batches and single messages; answers with `api.Answer` or raises our errors."""
 
     def __init__(
         self,
@@ -97,25 +65,22 @@ class GatewayClient:
     def __repr__(self) -> str:  # never show headers: they hold the key
         return f"<GatewayClient {self._batch_url.removesuffix('/v3/messages/batch')}>"
 
-    async def send_batch(self, body: bytes, *, key: str | None = None) -> Answer:
+    async def send_batch(self, body: bytes, *, key: str | None = None) -> api.Answer:
         """POST v3/messages/batch once."""
         status, headers, payload = await self._post(self._batch_url, body, key)
-        return parse_batch(_check(status, headers, payload))
+        return api.parse_batch(api.check_answer(status, headers, payload))
 
-    async def send_single(self, body: bytes, *, key: str | None = None) -> Answer:
+    async def send_single(self, body: bytes, *, key: str | None = None) -> api.Answer:
         """POST v2/messages once; the answer holds one id."""
         status, headers, payload = await self._post(self._single_url, body, key)
-        return parse_single(_check(status, headers, payload))
+        return api.parse_single(api.check_answer(status, headers, payload))
 
     async def status(self, message_id: str) -> dict[str, Any]:
         """GET v2/messages/{id}: the message as the gateway knows it now."""
         url = self._status_url + message_id
         status, headers, payload = await self._request("GET", url, None, self._headers)
-        document = _check(status, headers, payload)
-        data = document.get("data", document)
-        if not isinstance(data, dict):
-            raise BadResponse(f"status of {message_id}: 'data' is not an object", status=status)
-        return data
+        document = api.check_answer(status, headers, payload)
+        return api.parse_status(document, message_id, status=status)
 
     async def _post(
         self, url: str, body: bytes, key: str | None
@@ -152,234 +117,3 @@ def _where(url: str) -> str:
     # host and path only: a URL could carry credentials in its userinfo part
     parts = url.split("://", 1)[-1]
     return parts.rsplit("@", 1)[-1]
-
-
-def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date; None if absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def _document(payload: bytes) -> dict[str, Any] | None:
-    try:
-        document = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    return document if isinstance(document, dict) else None
-
-
-def _explain(document: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
-    if document is None:
-        return None, None
-    meta = document.get("meta")
-    if not isinstance(meta, dict):
-        text = document.get("description") or document.get("message")
-        return (str(text) if text else None), None
-    explain, transaction = meta.get("explain"), meta.get("transactionId")
-    return (str(explain) if explain else None), (str(transaction) if transaction else None)
-
-
-def _check(status: int, headers: Mapping[str, str], payload: bytes) -> dict[str, Any]:
-    """The JSON document of a 2xx answer, or the error that status stands for."""
-    document = _document(payload)
-    explain, transaction = _explain(document)
-    if 200 <= status < 300:
-        if document is None:
-            raise BadResponse(
-                f"HTTP {status} with a body that is not a JSON object: {_snippet(payload)}",
-                status=status,
-            )
-        return document
-    detail = f": {explain}" if explain else (f": {_snippet(payload)}" if payload else "")
-    context = _Context(status=status, explain=explain, transaction_id=transaction)
-    if status in (401, 403):
-        raise AuthError(
-            f"the gateway refused the API key (HTTP {status}); it may be expired or revoked — "
-            "check DISPATCHER_API_KEY or --api-key-file",
-            **context,
-        )
-    retry_after = retry_after_seconds(headers.get("Retry-After"))
-    if status == 429:
-        raise RateLimited(f"rate limited (HTTP 429){detail}", retry_after=retry_after, **context)
-    if status in (408, 503):
-        raise Unavailable(
-            f"gateway unavailable (HTTP {status}){detail}",
-            retry_after=retry_after,
-            cause=str(status),
-            **context,
-        )
-    if status == 413:
-        raise BatchTooLarge(f"batch too large for the gateway (HTTP 413){detail}", **context)
-    if status >= 500:
-        raise ServerError(f"gateway error (HTTP {status}){detail}", cause=str(status), **context)
-    data = document.get("data") if document else None
-    gateway_status = data.get("status") if isinstance(data, dict) else None
-    invalid = data.get("invalidNumber") if isinstance(data, dict) else None
-    hint = " — check --base-url" if status < 400 or status in (404, 405) else ""
-    raise RequestRejected(
-        f"gateway refused the request (HTTP {status}){detail}{hint}",
-        gateway_status=str(gateway_status) if gateway_status else None,
-        invalid=[str(n) for n in invalid] if isinstance(invalid, list) else None,
-        **context,
-    )
-
-
-def _snippet(payload: bytes, limit: int = 120) -> str:
-    text = payload[:limit].decode("utf-8", "replace").replace("\n", " ")
-    return repr(text + ("…" if len(payload) > limit else ""))
-
-
-def parse_batch(document: dict[str, Any]) -> Answer:
-    """The ``data`` of a batch answer: ids with their mobiles, and invalid numbers."""
-    _, transaction = _explain(document)
-    data = document.get("data")
-    if not isinstance(data, dict):
-        raise BadResponse("batch answer has no 'data' object", transaction_id=transaction)
-    raw_ids = data.get("ids") or []
-    invalid = data.get("invalidNumber") or []
-    if not isinstance(raw_ids, list) or not isinstance(invalid, list):
-        raise BadResponse(
-            "batch answer: 'ids' or 'invalidNumber' is not a list", transaction_id=transaction
-        )
-    ids = _plain_ids(raw_ids)
-    if ids is None:
-        ids = []
-        for item in raw_ids:
-            if isinstance(item, dict) and item.get("id") is not None:
-                mobile = item.get("mobile")
-                ids.append((str(item["id"]), None if mobile is None else str(mobile)))
-            else:
-                raise BadResponse(
-                    f"batch answer: id entry {item!r} has no id", transaction_id=transaction
-                )
-    status = str(data.get("status") or "QUEUE")
-    return Answer(
-        ids=ids, invalid=[str(n) for n in invalid], status=status, transaction_id=transaction
-    )
-
-
-def _plain_ids(raw_ids: list[Any]) -> list[tuple[str, str | None]] | None:
-    """The usual ``ids`` (objects whose id and mobile are strings) by C-level maps, a
-    quarter of the time of a loop over 1000 of them; None for anything else, which the
-    careful loop then converts or refuses."""
-    try:
-        values: list[str] = list(map(_id_of, raw_ids))
-        mobiles: list[str] = list(map(_mobile_field_of, raw_ids))
-        # TypeError unless every one is a string (no mobile, or a null one: the loop)
-        "".join(values)
-        "".join(mobiles)
-    except (KeyError, TypeError):
-        return None
-    return list(zip(values, mobiles, strict=True))
-
-
-_id_of = itemgetter("id")
-_mobile_field_of = itemgetter("mobile")
-
-
-def parse_single(document: dict[str, Any]) -> Answer:
-    """A single-message answer in either shape: ``{meta, data:{id, …}}`` or flat."""
-    _, transaction = _explain(document)
-    data = document.get("data")
-    if isinstance(data, dict) and data.get("id") is not None:
-        status = str(data.get("status") or "QUEUE")
-        to = data.get("to")
-        return Answer(
-            ids=[(str(data["id"]), None if to is None else str(to))],
-            invalid=[],
-            status=status,
-            transaction_id=transaction,
-        )
-    if document.get("messageId") is not None:  # the flat shape seen by live integrations
-        status = str(document.get("status") or "QUEUE")
-        return Answer(
-            ids=[(str(document["messageId"]), None)], invalid=[], status=status, transaction_id=None
-        )
-    if document.get("status") and document.get("description"):
-        raise RequestRejected(
-            f"gateway refused the message: {document['description']}",
-            gateway_status=str(document["status"]),
-            explain=str(document["description"]),
-        )
-    raise BadResponse(
-        "single-message answer has neither data.id nor messageId", transaction_id=transaction
-    )
-
-
-def match_ids(tos: Sequence[str], answer: Answer) -> list[str | None]:
-    """Map the gateway's ids back to the batch's numbers, in order.
-
-    Returns one entry per number: its id, or None when the gateway listed it as
-    invalid. The same number twice maps in order. Any disagreement between what was
-    sent and what came back is a `BadResponse` for the whole batch: guessing could
-    attribute a message to the wrong line.
-    """
-    ids = answer.ids
-    if len(ids) + len(answer.invalid) != len(tos):
-        raise BadResponse(
-            f"gateway answered {len(ids)} ids and {len(answer.invalid)} invalid numbers "
-            f"for a batch of {len(tos)}",
-            transaction_id=answer.transaction_id,
-        )
-    if not answer.invalid:
-        if list(map(_mobile_of, ids)) == list(tos):  # the usual answer, checked in C
-            return list(map(_message_id_of, ids))
-        for (message_id, mobile), to in zip(ids, tos, strict=True):
-            if mobile is not None and mobile != to and _digits(mobile) != _digits(to):
-                raise BadResponse(
-                    f"gateway id {message_id} is for {mobile}, expected {to}",
-                    transaction_id=answer.transaction_id,
-                )
-        return [message_id for message_id, _ in ids]
-    refused: dict[str, int] = {}
-    for number in answer.invalid:
-        refused[_digits(number)] = refused.get(_digits(number), 0) + 1
-    mapped: list[str | None] = []
-    position = 0
-    for to in tos:
-        digits = _digits(to)
-        mobile = ids[position][1] if position < len(ids) else ""
-        if mobile is not None and mobile and _digits(mobile) == digits:
-            mapped.append(ids[position][0])
-            position += 1
-            continue
-        if refused.get(digits, 0) > 0:
-            refused[digits] -= 1
-            mapped.append(None)
-            continue
-        if mobile is None:  # ids without mobiles: only the order can tell
-            mapped.append(ids[position][0])
-            position += 1
-            continue
-        raise BadResponse(
-            f"gateway answer does not account for {to}", transaction_id=answer.transaction_id
-        )
-    return mapped
-
-
-_message_id_of = itemgetter(0)
-_mobile_of = itemgetter(1)
-
-
-def _digits(number: str) -> str:
-    return number[1:] if number.startswith("+") else number
-
-
-def batch_body(options: Mapping[str, Any], text: str, recipients: list[dict[str, Any]]) -> bytes:
-    """The JSON body of a batch: job options, the template, ``to: [{to, params}]``."""
-    return orjson.dumps({**options, "text": text, "to": recipients})
-
-
-def single_body(options: Mapping[str, Any], text: str, to: str) -> bytes:
-    """The JSON body of one message with its rendered text."""
-    return orjson.dumps({**options, "text": text, "to": to})

@@ -48,9 +48,7 @@ class RateLimits:
         *,
         rates: Mapping[str, float],
         kind_rates: Mapping[str, float],
-        unit: str = "messages",
     ) -> None:
-        self.unit = unit
         self._rates = dict(rates)
         self._kind_rates = dict(kind_rates)
         self._limiters: dict[str, AsyncLimiter | None] = {}
@@ -61,6 +59,11 @@ class RateLimits:
         if rate is None:
             rate = self._kind_rates.get(code_kind(code), math.inf)
         return rate
+
+    def reported_rate(self, code: str) -> float | None:
+        """The rate of a code as the summary reports it: None when unlimited."""
+        rate = self.rate(code)
+        return None if math.isinf(rate) else rate
 
     def capacity(self, code: str) -> float:
         """The most units one batch of this code may carry (``inf`` when unlimited)."""

@@ -1,16 +1,26 @@
 """The records that flow through the pipeline, and the statuses a result can carry.
 
-Records on the per-recipient hot path (`Recipient`, `SegmentCount`) are plain slotted
-classes rather than frozen dataclasses: a frozen dataclass ``__init__`` goes through
-``object.__setattr__`` per field and measured 3x slower (1.2 µs vs 0.37 µs for nine
-fields), which alone would eat the per-recipient budget of SPEC §9.
+    Recipient ─prepare─▶ Entry (in a Group) ─batcher─▶ Batch (with its key) ─▶ results
+
+Records on the per-recipient hot path (`Recipient`, `SegmentCount`, `Entry`) are plain
+slotted classes or named tuples rather than frozen dataclasses: a frozen dataclass
+``__init__`` goes through ``object.__setattr__`` per field and measured 3x slower
+(1.2 µs vs 0.37 µs for nine fields), which alone would eat the per-recipient budget of
+SPEC §9. Every stage imports its records from here, never from the stage upstream.
 """
 
 from __future__ import annotations
 
+import hashlib
+from array import array
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NamedTuple
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from dispatcher.renderer import Template
 
 #: A JSON scalar as it may appear in a recipient's ``params``.
 Scalar = str | int | float | bool
@@ -88,3 +98,109 @@ class Rejected:
     reason: str
     #: The start of the offending line (decoded leniently) to help the user find it.
     excerpt: str = ""
+
+
+class Entry(NamedTuple):
+    """One message of a batch: its input line, number, params and what it costs.
+
+    Built on the hot path with ``tuple.__new__(Entry, (...))`` (see `dispatcher.prepare`).
+    """
+
+    line: int
+    to: str
+    params: list[Any]
+    ref: Any
+    segments: int
+    encoding: str
+    text: str | None  # the rendered text, kept only when it is sent as such
+
+
+_line_of = itemgetter(0)  # Entry.line
+
+
+class Group:
+    """Messages that can share one batch call."""
+
+    __slots__ = ("capacity", "key", "options", "sender", "template")
+
+    def __init__(
+        self,
+        key: Hashable,
+        *,
+        sender: str,
+        template: Template,
+        options: dict[str, Any],
+        capacity: float,
+    ) -> None:
+        self.key = key
+        self.sender = sender
+        self.template = template
+        #: The request fields other than text and to, in the gateway's spelling.
+        self.options = options
+        #: The most units (messages or segments) one batch of this group may carry.
+        self.capacity = capacity
+
+
+def batch_key(job: str, lines: Iterable[int]) -> str:
+    """The idempotency key of a batch: the job and its lines in batch order, the same on
+    every attempt and on a resumed run.
+
+    Journals hold these keys, so this must never change: a resumed run rebuilds an
+    in-flight batch and must send it under the key the gateway has already seen.
+    """
+    digest = hashlib.blake2b(array("q", lines).tobytes(), digest_size=12).hexdigest()
+    return f"{job}-{digest}"
+
+
+class Batch:
+    """Messages of one group that go to the gateway in one request.
+
+    Open while the batcher fills it; `close` fixes its lines and computes its
+    idempotency key, once. After that its entries do not change.
+    """
+
+    __slots__ = ("_lines", "count_segments", "created", "entries", "group", "job", "key", "units")
+
+    def __init__(self, group: Group, created: float, *, count_segments: bool = False) -> None:
+        self.group = group
+        self.entries: list[Entry] = []
+        #: messages, or segments when the rate limit counts segments
+        self.units = 0
+        self.count_segments = count_segments
+        self.created = created
+        #: the job the batch belongs to, and its idempotency key (set by `close`)
+        self.job = ""
+        self.key = ""
+        self._lines: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def lines(self) -> list[int]:
+        """The input line numbers, in the batch's order."""
+        if self._lines is not None:
+            return self._lines
+        return list(map(_line_of, self.entries))
+
+    def close(self, job: str) -> None:
+        """Fix the lines and compute the idempotency key (`batch_key`) of job ``job``."""
+        lines = self._lines = list(map(_line_of, self.entries))
+        self.job = job
+        self.key = batch_key(job, lines)
+
+    def split(self) -> tuple[Batch, Batch]:
+        """Two closed halves with their own keys, for a gateway that answered 413."""
+        half = len(self.entries) // 2
+        halves = []
+        for entries in (self.entries[:half], self.entries[half:]):
+            batch = Batch(self.group, self.created, count_segments=self.count_segments)
+            batch.entries = entries
+            batch.units = sum(e.segments for e in entries) if self.count_segments else len(entries)
+            batch.close(self.job)
+            halves.append(batch)
+        return halves[0], halves[1]
+
+    def __repr__(self) -> str:
+        first = self.entries[0].line if self.entries else None
+        return f"<Batch {self.group.sender} lines from {first}, {len(self)} messages>"

@@ -1,8 +1,9 @@
 """The map of the system: recipients in, one result per line out.
 
-    Reader ─chunks─▶ Preparer ─entries─▶ Batcher ─batches─▶ Sender ─▶ GatewayClient
-       │                 │                                    │
-       └─ REJECTED       └─ INVALID_NUMBER, SEGMENTS_EXCEEDED └─ ids / FAILED / AMBIGUOUS
+    Reader ─chunks─▶ Resume ─▶ Preparer ─entries─▶ Batcher ─batches─▶ Sender ─▶ GatewayClient
+       │               │          │                                     │
+       └─ REJECTED     │          └─ INVALID_NUMBER, SEGMENTS_EXCEEDED  └─ ids / FAILED / AMBIGUOUS
+                       └─ (--resume only) finished lines dropped, in-flight batches rebuilt
                                    all results ─▶ Outputs (+ Summary) ─▶ Journal "done"
 
 The reader yields whole chunks; preparing and batching a chunk is plain code; only
@@ -10,6 +11,14 @@ handing a batch to the sender awaits, and it waits while the sender is saturated
 reading pauses when sending cannot keep up. While reading, a linger task sends the
 batches a slow producer left unfilled; all run long, a flusher pushes results to the
 OS and only then marks their batches done in the journal.
+
+Task lifetimes: the feeder runs inside one `asyncio.TaskGroup` with the watchers —
+the shutdown request, the sender's fatal errors, the flusher and the progress line.
+Whatever fails first (a stop request, the API key refused, an unreachable gateway, an
+unwritable output, a bug) cancels the rest and comes out of the group as an exception;
+the stage is then abandoned: in-flight requests get the grace period, everything is
+written, and the journal keeps the rest resumable. An input that breaks is not such a
+failure: what was read before the break is still sent.
 
 Shutdown has two stages (`Shutdown`): the first request stops reading and gives
 in-flight requests a grace period; the CLI turns a second one into an immediate exit.
@@ -20,38 +29,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO, Protocol
 
-from dispatcher.batcher import Batch, Batcher
+from dispatcher.batcher import Batcher
 from dispatcher.config import Config
 from dispatcher.errors import FatalError, InputError
 from dispatcher.gateway import GatewayClient, open_session
-from dispatcher.journal import Journal, ResumeState
+from dispatcher.journal import Journal
 from dispatcher.limiter import RateLimits
 from dispatcher.logs import register_secret
-from dispatcher.models import Status
-from dispatcher.prepare import Preparer, batch_size, single_endpoint
+from dispatcher.models import Batch, Status
+from dispatcher.prepare import Preparer
 from dispatcher.progress import Progress
 from dispatcher.reader import Reader
+from dispatcher.resume import Resume, ResumeState, open_job
 from dispatcher.retry import RetryPolicy
-from dispatcher.sender import Sender
+from dispatcher.sender import DryRun, Sender
 from dispatcher.summary import ACCEPTED, Summary
-from dispatcher.writers import NdjsonSink, Outputs, prune
+from dispatcher.writers import NdjsonSink, Outputs
 
 log = logging.getLogger("dispatcher")
 
 #: Seconds between pushes of the results to the OS (and done records to the journal).
 FLUSH_INTERVAL = 0.1
-IN_FLIGHT_AT_CRASH = (
-    "in flight when an earlier run stopped: the gateway may have sent it, and it does not "
-    "honour idempotency keys, so it was not sent again"
-)
-
 
 #: What can be read: a path, "-" for stdin, or an open binary file.
 Source = str | os.PathLike[str] | BinaryIO
@@ -95,11 +99,14 @@ class Shutdown:
 class Stage(Protocol):
     """What the reading side hands batches to: the real sender or the dry run."""
 
-    fatal: FatalError | None
-
     async def submit(self, batch: Batch) -> None: ...
     async def close(self) -> None: ...
     async def abandon(self, grace: float) -> bool: ...
+    async def watch(self) -> None: ...
+
+
+class _Stopped(Exception):
+    """A stop was requested (raised inside the task group, never out of `run`)."""
 
 
 async def run(source: Source, config: Config, *, shutdown: Shutdown | None = None) -> Summary:
@@ -114,34 +121,33 @@ async def run(source: Source, config: Config, *, shutdown: Shutdown | None = Non
     shutdown = shutdown or Shutdown()
     if config.api_key is not None:
         register_secret(config.api_key.reveal())
-    journal, resume = Journal.start(config, _describe(source))
-    try:
-        outputs = _open_outputs(config, resume)
-    except FatalError:
-        if resume is None:
-            journal.discard()
-        else:
-            journal.close()
-        raise
+    journal, state = open_job(config, _describe(source))
+    outputs = _open_outputs(config, journal, state)
     summary = outputs.summary
     summary.price_per_segment = config.price_per_segment
-    if resume is not None:
-        summary.absorb(resume.statuses, resume.segments)
+    resume = None
+    if state is not None:
+        resend = config.idempotency or config.retry_ambiguous
+        count_segments = config.rate_unit == "segments"
+        resume = Resume(state, outputs, journal, resend=resend, count_segments=count_segments)
     shutdown.on_force(lambda: _save(outputs, journal))
+    limits = RateLimits(rates=config.rates, kind_rates=config.kind_rates)
+    finished = False
     try:
-        async with _stage(config, outputs, journal) as stage:
-            await _run_stages(source, config, stage, outputs, journal, resume, shutdown)
+        async with _stage(config, limits, outputs, journal, resume) as stage:
+            await _run_stages(source, config, limits, stage, outputs, journal, resume, shutdown)
+        finished = shutdown.signal is None
     except FatalError as exc:
         summary.fatal = exc
     finally:
-        try:
-            _save(outputs, journal)
-            outputs.close()
-        except FatalError as exc:
-            summary.fatal = summary.fatal or exc
-        if summary.fatal is None and shutdown.signal is None:
-            journal.complete()
-        journal.close()
+        _close(outputs, journal, finished=finished)
+    _finish(summary, limits, shutdown)
+    return summary
+
+
+def _finish(summary: Summary, limits: RateLimits, shutdown: Shutdown) -> None:
+    for code, stats in summary.codes.items():
+        stats.rate = limits.reported_rate(code)
     if summary.fatal is not None:
         summary.finish(f"aborted: {summary.fatal}")
     elif shutdown.signal is not None:
@@ -149,7 +155,6 @@ async def run(source: Source, config: Config, *, shutdown: Shutdown | None = Non
         summary.finish(f"interrupted by {signal.Signals(shutdown.signal).name}")
     else:
         summary.finish()
-    return summary
 
 
 def _describe(source: Source) -> str:
@@ -164,53 +169,75 @@ def _save(outputs: Outputs, journal: Journal) -> None:
     journal.commit()
 
 
+def _close(outputs: Outputs, journal: Journal, *, finished: bool) -> None:
+    """Write everything; mark the journal complete when the job is."""
+    try:
+        _save(outputs, journal)
+        outputs.close()
+    except FatalError as exc:
+        outputs.summary.fatal = outputs.summary.fatal or exc
+        finished = False
+    if finished:
+        journal.complete()
+    journal.close()
+
+
 async def _run_stages(
     source: Source,
     config: Config,
+    limits: RateLimits,
     stage: Stage,
     outputs: Outputs,
     journal: Journal,
-    resume: ResumeState | None,
+    resume: Resume | None,
     shutdown: Shutdown,
 ) -> None:
-    """Feed the stage, then let it finish — or abandon it when a stop is requested or
-    the run cannot go on."""
+    """Feed the stage and let it finish, the watchers beside; on a stop request or a
+    fatal error, abandon it (in-flight requests get the grace period)."""
     reader = Reader(source, max_line_bytes=config.max_line_bytes)
-    feeding = asyncio.create_task(_feed(reader, config, stage, outputs, journal, resume))
-    stopping = asyncio.create_task(shutdown.wait())
-    flushing = asyncio.create_task(_flush_every(FLUSH_INTERVAL, stage, outputs, journal))
+    preparer = Preparer(config, capacity=limits.capacity)
+    batcher = Batcher(
+        batch_size=config.request_size,
+        linger=config.linger_ms / 1000,
+        max_buffered=config.max_buffered,
+        count_segments=config.rate_unit == "segments",
+        clock=asyncio.get_running_loop().time,
+        job=journal.job,
+    )
     show = config.progress if config.progress is not None else sys.stderr.isatty()
-    progress = asyncio.create_task(_progress(reader, outputs.summary)) if show else None
+    broken: InputError | None = None
+    stopped = False
     error: BaseException | None = None
     try:
-        await asyncio.wait({feeding, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not feeding.done():  # a stop was requested: read no more
-            feeding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeding
-            await _abandon(stage, config.grace_period)
-        elif (error := feeding.exception()) is not None and not isinstance(error, InputError):
-            await _abandon(stage, config.grace_period)  # e.g. results cannot be written
-        else:  # the input ended (or broke: what came before it still goes out)
-            closing = asyncio.create_task(stage.close())
-            await asyncio.wait({closing, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if closing.done():
-                closing.result()
-            else:
-                closing.cancel()
-                await _abandon(stage, config.grace_period)
-    finally:
-        stopping.cancel()
-        feeding.cancel()
-        flushing.cancel()
-        if progress is not None:
-            progress.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await progress
+        async with asyncio.TaskGroup() as tasks:
+            watchers = [
+                tasks.create_task(_raise_on_stop(shutdown)),
+                tasks.create_task(stage.watch()),
+                tasks.create_task(_flush_every(FLUSH_INTERVAL, outputs, journal)),
+            ]
+            if show:
+                watchers.append(tasks.create_task(_progress(reader, outputs.summary)))
+            broken = await _feed(reader, preparer, batcher, stage, outputs, resume, config)
+            await stage.close()
+            for task in watchers:
+                task.cancel()
+    except* _Stopped:
+        stopped = True
+    except* Exception as group:
+        error = _first(group)
+    if stopped or error is not None:
+        await _abandon(stage, config.grace_period)
     if error is not None:
         raise error
-    if stage.fatal is not None:
-        raise stage.fatal
+    if broken is not None:
+        raise broken
+
+
+def _first(error: BaseException) -> BaseException:
+    """The first error of a (possibly nested) exception group."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 async def _abandon(stage: Stage, grace: float) -> None:
@@ -218,69 +245,47 @@ async def _abandon(stage: Stage, grace: float) -> None:
         log.warning("in-flight requests abandoned after the %.0f s grace period", grace)
 
 
+async def _raise_on_stop(shutdown: Shutdown) -> None:
+    await shutdown.wait()
+    raise _Stopped
+
+
 async def _feed(
     reader: Reader,
-    config: Config,
+    preparer: Preparer,
+    batcher: Batcher,
     stage: Stage,
     outputs: Outputs,
-    journal: Journal,
-    resume: ResumeState | None,
-) -> None:
-    """Read, prepare, batch and submit until the input ends (or the run must stop)."""
-    loop = asyncio.get_running_loop()
-    limits = RateLimits(rates=config.rates, kind_rates=config.kind_rates, unit=config.rate_unit)
-    preparer = Preparer(config, capacity=limits.capacity)
-    batcher = Batcher(
-        batch_size=batch_size(config),
-        linger=config.linger_ms / 1000,
-        max_buffered=config.max_buffered,
-        count_segments=config.rate_unit == "segments",
-        clock=loop.time,
-    )
-    resend = config.idempotency or config.retry_ambiguous
-    if resume is not None:
-        for lines in resume.in_flight.values():
-            batcher.pin(lines, skip=resume.done)
-
-    async def submit(batches: list[Batch]) -> None:
-        for batch in batches:
-            if batch.skip is not None and not resend:
-                outputs.unsent(batch, Status.AMBIGUOUS, IN_FLIGHT_AT_CRASH, attempts=0)
-                journal.done(journal.key(batch.lines))
-            else:
-                await stage.submit(batch)
-
-    read_all = asyncio.Event()
-    lingering = asyncio.create_task(_linger(batcher, submit, config.linger_ms, read_all))
+    resume: Resume | None,
+    config: Config,
+) -> InputError | None:
+    """Read, prepare, batch and submit until the input ends. An input that breaks ends
+    it too, and is returned: everything read before the break is still sent."""
     broken: InputError | None = None
-    try:
+    read_all = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(_linger(batcher, stage, config.linger_ms, read_all))
         try:
             async for chunk in reader:
                 if resume is not None:
-                    chunk = batcher.unfinished(chunk, resume.done)
+                    chunk = await resume.divert(chunk, preparer, stage.submit)
                 preparer.feed(chunk, batcher, outputs)
-                await submit(batcher.take())
-                if stage.fatal is not None:
-                    return
+                await _submit(stage, batcher.take())
         except InputError as exc:
-            broken = exc  # everything read before the break is still sent
-        read_all.set()
-        await lingering  # it may hold a batch it closed: let it hand that over first
-        batcher.drain()
-        await submit(batcher.take())
-        if broken is not None:
-            raise broken
-    finally:
-        lingering.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await lingering
+            broken = exc
+        read_all.set()  # the linger task hands over any batch it closed, then ends
+    batcher.drain()
+    await _submit(stage, batcher.take())
+    return broken
+
+
+async def _submit(stage: Stage, batches: list[Batch]) -> None:
+    for batch in batches:
+        await stage.submit(batch)
 
 
 async def _linger(
-    batcher: Batcher,
-    submit: Callable[[list[Batch]], Awaitable[None]],
-    linger_ms: float,
-    read_all: asyncio.Event,
+    batcher: Batcher, stage: Stage, linger_ms: float, read_all: asyncio.Event
 ) -> None:
     """While input is read, send the batches that waited ``linger`` without filling,
     so a slow producer never holds a partial batch back. Stops only between
@@ -292,18 +297,15 @@ async def _linger(
         if read_all.is_set():
             return
         batcher.expire()
-        await submit(batcher.take())
+        await _submit(stage, batcher.take())
 
 
-async def _flush_every(interval: float, stage: Stage, outputs: Outputs, journal: Journal) -> None:
-    """Push results to the OS and mark their batches done, all run long."""
+async def _flush_every(interval: float, outputs: Outputs, journal: Journal) -> None:
+    """Push results to the OS and mark their batches done, all run long; an output that
+    cannot be written raises (and stops the run)."""
     while True:
         await asyncio.sleep(interval)
-        try:
-            _save(outputs, journal)
-        except FatalError as exc:
-            stage.fatal = stage.fatal or exc
-            return
+        _save(outputs, journal)
 
 
 async def _progress(reader: Reader, summary: Summary) -> None:
@@ -330,35 +332,38 @@ def _show(progress: Progress, reader: Reader, summary: Summary) -> None:
     )
 
 
-def _open_outputs(config: Config, resume: ResumeState | None) -> Outputs:
-    append = resume is not None
-    results = NdjsonSink.open(config.results, append=append, fsync=config.fsync)
-    invalid = rejects = None
+def _open_outputs(config: Config, journal: Journal, state: ResumeState | None) -> Outputs:
+    """The result sinks, appending to a resumed job's; when they cannot be opened, a
+    journal this run created goes (it would only block the next run)."""
+    append = state is not None
+    sinks: dict[str, NdjsonSink] = {}
     try:
-        if config.invalid:
-            if resume is not None:
-                prune(config.invalid, keep=resume.done)
-            invalid = NdjsonSink.open(config.invalid, append=append)
-        if config.rejects:
-            if resume is not None:
-                prune(config.rejects, keep=resume.done)
-            rejects = NdjsonSink.open(config.rejects, append=append)
+        sinks["results"] = NdjsonSink.open(config.results, append=append, fsync=config.fsync)
+        for name, path in (("invalid", config.invalid), ("rejects", config.rejects)):
+            if path:
+                if state is not None:
+                    state.keep_finished(path)
+                sinks[name] = NdjsonSink.open(path, append=append)
     except FatalError:
-        results.close()
-        if invalid is not None:
-            invalid.close()
+        for sink in sinks.values():
+            sink.close()
+        if state is None:
+            journal.discard()
+        else:
+            journal.close()
         raise
-    return Outputs(results, Summary(), invalid=invalid, rejects=rejects)
+    invalid, rejects = sinks.get("invalid"), sinks.get("rejects")
+    return Outputs(sinks["results"], Summary(), invalid=invalid, rejects=rejects)
 
 
 @contextlib.asynccontextmanager
-async def _stage(config: Config, outputs: Outputs, journal: Journal) -> AsyncIterator[Stage]:
+async def _stage(
+    config: Config, limits: RateLimits, outputs: Outputs, journal: Journal, resume: Resume | None
+) -> AsyncIterator[Stage]:
     """The sending stage: a real `Sender` over one shared session, or the dry run."""
-    limits = RateLimits(rates=config.rates, kind_rates=config.kind_rates, unit=config.rate_unit)
     if config.dry_run:
         yield DryRun(outputs, limits)
         return
-    loop = asyncio.get_running_loop()
     policy = RetryPolicy(
         max_attempts=config.max_attempts,
         max_wait=config.retry_max_wait,
@@ -376,61 +381,14 @@ async def _stage(config: Config, outputs: Outputs, journal: Journal) -> AsyncIte
             config.api_key,
             idempotency_header=config.idempotency_header or None,
         )
-        sender = Sender(
+        yield Sender(
             gateway=gateway,
             limits=limits,
             policy=policy,
-            outputs=outputs,
+            outputs=outputs if resume is None else resume.results,
             journal=journal,
             concurrency=config.concurrency,
-            single=single_endpoint(config),
-            clock=loop.time,
-            batch_size=batch_size(config),
+            single=config.single,
+            clock=asyncio.get_running_loop().time,
+            batch_size=config.request_size,
         )
-        try:
-            yield sender
-        finally:
-            for code in outputs.summary.codes:
-                outputs.summary.codes[code].rate = _finite(limits.rate(code))
-
-
-class DryRun:
-    """Stands in for the sender: results say DRY_RUN, the summary says what it would cost."""
-
-    def __init__(self, outputs: Outputs, limits: RateLimits) -> None:
-        self.fatal: FatalError | None = None
-        self._outputs = outputs
-        self._limits = limits
-        self._units: dict[str, float] = {}
-
-    async def submit(self, batch: Batch) -> None:
-        """Account for the batch as if it had been sent."""
-        self._outputs.dry_run(batch)
-        code = batch.group.sender
-        self._units[code] = self._units.get(code, 0) + batch.units
-        self._outputs.summary.requests += 1
-
-    async def close(self) -> None:
-        """Put the estimate in the summary: codes send in parallel, each at its rate."""
-        seconds = {
-            code: self._limits.seconds_for(code, units) for code, units in self._units.items()
-        }
-        self._outputs.summary.estimate = {
-            "seconds": round(max(seconds.values(), default=0.0), 3),
-            "per_code": {
-                code: {
-                    "units": units,
-                    "rate": _finite(self._limits.rate(code)),
-                    "seconds": round(seconds[code], 3),
-                }
-                for code, units in sorted(self._units.items())
-            },
-        }
-
-    async def abandon(self, grace: float) -> bool:
-        """Nothing is in flight in a dry run."""
-        return True
-
-
-def _finite(rate: float) -> float | None:
-    return None if math.isinf(rate) else rate

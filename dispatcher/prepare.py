@@ -12,10 +12,9 @@ from collections.abc import Callable, Hashable
 from operator import attrgetter
 from typing import Any, Protocol, cast
 
-from dispatcher.batcher import Batcher, Entry, Group
 from dispatcher.config import Config
 from dispatcher.errors import InvalidNumber, RenderError
-from dispatcher.models import Recipient, Rejected, Status
+from dispatcher.models import Entry, Group, Recipient, Rejected, Status
 from dispatcher.numbers import normalize, normalize_many
 from dispatcher.renderer import Template, compile_template
 from dispatcher.segments import count
@@ -27,16 +26,10 @@ _new_entry = tuple.__new__
 _to_of = attrgetter("to")
 
 
-def batch_size(config: Config) -> int:
-    """Messages per request: the configured size, within the gateway's maximum."""
-    if config.endpoint == "single":
-        return 1
-    return max(1, min(config.batch_size, config.max_batch))
+class Batches(Protocol):
+    """Where prepared messages go, in runs of one group (see `dispatcher.batcher`)."""
 
-
-def single_endpoint(config: Config) -> bool:
-    """Whether messages go one per request to ``v2/messages`` with rendered text."""
-    return batch_size(config) == 1
+    def add_many(self, group: Group, entries: list[Entry]) -> None: ...
 
 
 class LocalSink(Protocol):
@@ -69,12 +62,12 @@ class Preparer:
         self._model = config.segment_model
         self._max_segments = config.max_segments
         self._strict = config.strict_numbers
-        self._keep_text = single_endpoint(config)
+        self._keep_text = config.single
         self._templates: dict[str, Template] = {}
         self._groups: dict[Hashable, Group] = {}
         self._default = self._group(config.sender, config.text, None, None, None)
 
-    def feed(self, chunk: list[Recipient | Rejected], batcher: Batcher, sink: LocalSink) -> None:
+    def feed(self, chunk: list[Recipient | Rejected], batcher: Batches, sink: LocalSink) -> None:
         """Prepare every item of an input chunk, adding messages to ``batcher``."""
         model, max_segments, strict = self._model, self._max_segments, self._strict
         keep_text, default = self._keep_text, self._default

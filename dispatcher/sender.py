@@ -8,7 +8,11 @@ holds up a fast one, and a full lane queue pauses the reader: backpressure end t
 
 A request's fate is decided in `_send`: journaled before it leaves, retried by the one
 policy, and turned into exactly one result per line — ids, or FAILED when the gateway
-certainly did not act, or AMBIGUOUS when it may have.
+certainly did not act, or AMBIGUOUS when it may have. What stops the whole run (the API
+key refused, a gateway that cannot be reached, a bug) starts no further request and is
+raised by `Sender.watch` at once, and by `Sender.close`.
+
+`DryRun` stands in for the sender under ``--dry-run``: same face, no network.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
-from dispatcher import gateway as api
-from dispatcher.batcher import Batch
+from dispatcher import api
 from dispatcher.errors import (
     AuthError,
     BatchTooLarge,
@@ -35,8 +39,9 @@ from dispatcher.errors import (
 from dispatcher.gateway import GatewayClient
 from dispatcher.journal import Journal
 from dispatcher.limiter import RateLimits, Throttle
-from dispatcher.models import Status
+from dispatcher.models import Batch, Status
 from dispatcher.retry import RetryPolicy
+from dispatcher.summary import Summary
 from dispatcher.writers import Outputs
 
 log = logging.getLogger("dispatcher.sender")
@@ -50,6 +55,29 @@ NOT_RETRIED = (
     "(set idempotency = true for a gateway that does, or --retry-ambiguous to accept "
     "the risk of a duplicate)"
 )
+
+
+class Results(Protocol):
+    """Where the results of batches go (`dispatcher.writers.Outputs`, or on a resumed
+    run `dispatcher.resume.Unwritten` in front of it)."""
+
+    @property
+    def summary(self) -> Summary: ...
+
+    def accepted(
+        self,
+        batch: Batch,
+        ids: list[str | None],
+        *,
+        status: str,
+        attempts: int,
+        transaction_id: str | None,
+        started: float,
+    ) -> None: ...
+
+    def unsent(
+        self, batch: Batch, status: str, error: str, *, attempts: int, invalid: bool = False
+    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -70,7 +98,7 @@ class Sender:
         gateway: GatewayClient,
         limits: RateLimits,
         policy: RetryPolicy,
-        outputs: Outputs,
+        outputs: Results,
         journal: Journal,
         concurrency: int,
         single: bool,
@@ -90,14 +118,10 @@ class Sender:
         self._lanes: dict[str, tuple[asyncio.Queue[Batch | None], asyncio.Task[None]]] = {}
         self._throttles: dict[str, Throttle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        #: the first fatal error (auth): the run stops taking new batches
-        self.fatal: FatalError | None = None
-        self.stopping = False
-
-    @property
-    def in_flight(self) -> int:
-        """Requests under way now."""
-        return len(self._tasks)
+        #: the first fatal error (auth, unreachable gateway, a bug): no batch starts after it
+        self._fatal: FatalError | None = None
+        self._failed = asyncio.Event()
+        self._stopping = False
 
     async def submit(self, batch: Batch) -> None:
         """Queue a batch on its code's lane; waits while the lane is full."""
@@ -111,18 +135,30 @@ class Sender:
         await lane[0].put(batch)
 
     async def close(self) -> None:
-        """Wait until every submitted batch has its results."""
+        """Wait until every submitted batch has its results; raise the fatal error that
+        stopped sending, if one did."""
         for queue, task in self._lanes.values():
             if not task.done():
                 await queue.put(None)
         await asyncio.gather(*(task for _, task in self._lanes.values()))
         while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # wait, not gather: a stop while closing must not cancel requests in flight
+            # (abandon gives them the grace period)
+            await asyncio.wait(set(self._tasks))
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def watch(self) -> None:
+        """Raise the first fatal error of any request (the API key refused, the gateway
+        unreachable, a bug) as soon as it happens; never returns otherwise."""
+        await self._failed.wait()
+        assert self._fatal is not None
+        raise self._fatal
 
     async def abandon(self, grace: float) -> bool:
         """Stop: drop queued batches, give in-flight requests ``grace`` seconds, then
         cancel them (the journal keeps them resumable). True if all finished in time."""
-        self.stopping = True
+        self._stopping = True
         for _, task in self._lanes.values():
             task.cancel()
         await asyncio.gather(*(task for _, task in self._lanes.values()), return_exceptions=True)
@@ -134,10 +170,6 @@ class Sender:
         await asyncio.gather(*pending, return_exceptions=True)
         return not pending
 
-    def rate_of(self, code: str) -> float:
-        """The configured rate of a code (for the summary)."""
-        return self._limits.rate(code)
-
     async def _lane(
         self, code: str, queue: asyncio.Queue[Batch | None], throttle: Throttle
     ) -> None:
@@ -145,7 +177,7 @@ class Sender:
             batch = await queue.get()
             if batch is None:
                 return
-            if self.stopping or self.fatal is not None:
+            if self._stopping or self._fatal is not None:
                 continue  # never journaled, so a resumed run sends these lines afresh
             await throttle.enter()
             await self._limits.acquire(code, batch.units)
@@ -160,14 +192,13 @@ class Sender:
         throttle.leave(ok=not task.cancelled() and task.exception() is None)
         # _send turns every expected failure into results; anything else is a bug or an
         # output error, and must stop the run rather than vanish.
-        if not task.cancelled() and (exc := task.exception()) is not None and self.fatal is None:
-            self.fatal = exc if isinstance(exc, FatalError) else _Unexpected(exc)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._abort(exc if isinstance(exc, FatalError) else _Unexpected(exc))
 
     async def _send(self, batch: Batch, throttle: Throttle) -> None:
-        lines = batch.lines
-        key = self._journal.key(lines)
-        self._journal.sent(key, lines)
-        body = self._body(batch)
+        key = batch.key
+        self._journal.sent(key, batch.lines)
+        body = api.body(batch, single=self._single)
         attempts = _Attempts()
         started = self._clock()
         try:
@@ -205,8 +236,9 @@ class Sender:
         self._journal.done(key)
 
     def _abort(self, exc: FatalError) -> None:
-        if self.fatal is None:
-            self.fatal = exc
+        if self._fatal is None:
+            self._fatal = exc
+            self._failed.set()
             log.error("stopping: %s", exc)
 
     async def _attempt(
@@ -234,15 +266,14 @@ class Sender:
 
     async def _split(self, batch: Batch, throttle: Throttle) -> None:
         if len(batch) == 1:
-            key = self._journal.key(batch.lines)
-            self._journal.sent(key, batch.lines)
+            self._journal.sent(batch.key, batch.lines)
             self._outputs.unsent(
                 batch,
                 Status.FAILED,
                 "the gateway refuses even one message as too large (413)",
                 attempts=1,
             )
-            self._journal.done(key)
+            self._journal.done(batch.key)
             return
         self._outputs.summary.retry("413-split")
         for half in batch.split():
@@ -280,14 +311,46 @@ class Sender:
             error = f"the gateway may have sent this message: {exc}; {NOT_RETRIED}"
             self._outputs.unsent(batch, Status.AMBIGUOUS, error, attempts=attempts.count)
 
-    def _body(self, batch: Batch) -> bytes:
-        group = batch.group
-        if self._single:
-            entry = batch.entries[0]
-            assert entry.text is not None
-            return api.single_body(group.options, entry.text, entry.to)
-        recipients = [{"to": e.to, "params": e.params} for e in batch.entries]
-        return api.batch_body(group.options, group.template.text, recipients)
+
+class DryRun:
+    """Stands in for the sender: results say DRY_RUN, the summary says what it would cost."""
+
+    def __init__(self, outputs: Outputs, limits: RateLimits) -> None:
+        self._outputs = outputs
+        self._limits = limits
+        self._units: dict[str, float] = {}
+
+    async def submit(self, batch: Batch) -> None:
+        """Account for the batch as if it had been sent."""
+        self._outputs.dry_run(batch)
+        code = batch.group.sender
+        self._units[code] = self._units.get(code, 0) + batch.units
+        self._outputs.summary.requests += 1
+
+    async def close(self) -> None:
+        """Put the estimate in the summary: codes send in parallel, each at its rate."""
+        seconds = {
+            code: self._limits.seconds_for(code, units) for code, units in self._units.items()
+        }
+        self._outputs.summary.estimate = {
+            "seconds": round(max(seconds.values(), default=0.0), 3),
+            "per_code": {
+                code: {
+                    "units": units,
+                    "rate": self._limits.reported_rate(code),
+                    "seconds": round(seconds[code], 3),
+                }
+                for code, units in sorted(self._units.items())
+            },
+        }
+
+    async def abandon(self, grace: float) -> bool:
+        """Nothing is in flight in a dry run."""
+        return True
+
+    async def watch(self) -> None:
+        """Nothing fails in a dry run: wait until cancelled."""
+        await asyncio.Event().wait()
 
 
 class _Unexpected(FatalError):

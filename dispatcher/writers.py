@@ -17,10 +17,9 @@ from typing import Any, BinaryIO, cast
 
 import orjson
 
-from dispatcher.batcher import Batch
 from dispatcher.errors import OutputError
 from dispatcher.logs import redact
-from dispatcher.models import Rejected, Status
+from dispatcher.models import Batch, Rejected, Status
 from dispatcher.summary import ACCEPTED, Summary
 
 _dumps = orjson.dumps
@@ -224,7 +223,7 @@ class Outputs:
         started: float,
     ) -> None:
         """The gateway's answer to a batch: an id per line, or refused as invalid."""
-        if batch.skip is None and len(ids) == len(batch.entries) and _plain(ids, batch):
+        if len(ids) == len(batch.entries) and _plain(ids, batch):
             plain_ids = cast("list[str]", ids)
             self._accepted_plain(batch, plain_ids, status, attempts, transaction_id, started)
             return
@@ -232,10 +231,7 @@ class Outputs:
         by_encoding: dict[str, int] = {}
         refused = 0
         accepted_segments = 0
-        skip = batch.skip
         for entry, message_id in zip(batch.entries, ids, strict=True):
-            if skip is not None and entry.line in skip:
-                continue
             if message_id is None:
                 refused += 1
                 lines.append(
@@ -345,10 +341,7 @@ class Outputs:
         (``invalid`` when the gateway refused the number itself)."""
         error = redact(error)  # a gateway may echo anything back, even the key
         lines = []
-        skip = batch.skip
         for entry in batch.entries:
-            if skip is not None and entry.line in skip:
-                continue
             if invalid and self.invalid is not None:
                 self.invalid.write(_invalid_line(entry.line, entry.to, error, "gateway"))
             result = {
@@ -366,9 +359,7 @@ class Outputs:
         self.results.write_many(lines)
         self.summary.statuses[status] += len(lines)
         if status == Status.AMBIGUOUS:
-            self.summary.ambiguous_segments += sum(
-                e.segments for e in batch.entries if skip is None or e.line not in skip
-            )
+            self.summary.ambiguous_segments += sum(e.segments for e in batch.entries)
 
     def dry_run(self, batch: Batch) -> None:
         """What would be sent: status DRY_RUN, with segments and encoding."""

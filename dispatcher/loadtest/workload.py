@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from dispatcher import gen
+from dispatcher.api import batch_body, single_body
 from dispatcher.errors import ConfigError, InvalidNumber, RenderError
-from dispatcher.gateway import batch_body, single_body
 from dispatcher.models import Recipient
 from dispatcher.numbers import normalize
 from dispatcher.reader import Reader, parse_lines

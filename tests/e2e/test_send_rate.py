@@ -2,8 +2,9 @@
 
 SLOW (about 3 s by construction): 60 messages of one code at 20/s through an emulator
 that enforces 20/s for that code. The emulator's ledger keeps, per code, the largest
-number of messages accepted in any sliding 1-second window and the times of the first
-and last acceptance; those are what the assertions read.
+number of messages accepted in any sliding 1-second window; that is what the assertion
+reads. How close a long send keeps to the rate (at least 95 %) is a wall-clock
+measurement, so it belongs to ``bench/bench_rate.py``, not to a test.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ RATE = 20
 COUNT = 60  # about three seconds at RATE
 
 
-async def test_a_code_at_20_per_second_stays_within_the_window_and_keeps_pace(
+async def test_a_code_at_20_per_second_stays_within_the_window(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
     code = "54321"
@@ -42,11 +43,6 @@ async def test_a_code_at_20_per_second_stays_within_the_window_and_keeps_pace(
     # The gateway never had to push back.
     assert stats["rate_limited"] == 0
     assert stats["responses"].get("429", 0) == 0
-    # Sustained: the messages after the first one arrived at >= 95 % of the rate
-    # (the first acceptance starts the clock, so it is not counted).
-    span = ledger["last"] - ledger["first"]
-    assert span > 0
-    assert (COUNT - 1) / span >= 0.95 * RATE, (COUNT - 1) / span
     summary = orjson.loads((tmp_path / "summary.json").read_bytes())
     assert summary["codes"][code]["configured_rate"] == RATE
     assert summary["codes"][code]["messages"] == COUNT

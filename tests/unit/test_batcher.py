@@ -1,12 +1,14 @@
-"""Batching: group keys, size, units, linger on an injected clock, bounded memory,
-and the exact rebuild of a batch for --resume."""
+"""Batching: group keys, size, units, linger on an injected clock, bounded memory, and
+the idempotency key each batch gets when it closes. (The exact rebuild of a batch for
+--resume is `dispatcher.resume`'s: tests/unit/test_resume.py.)"""
 
 import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.batcher import Batch, Batcher, Entry, Group
+from dispatcher.batcher import Batcher
+from dispatcher.models import Batch, Entry, Group, batch_key
 from dispatcher.renderer import compile_template
 
 
@@ -34,6 +36,7 @@ def batcher(clock: Clock, **kw: object) -> Batcher:
         "linger": 0.05,
         "max_buffered": 100,
         "count_segments": False,
+        "job": "job1",
     }
     options.update(kw)
     return Batcher(clock=clock, **options)  # type: ignore[arg-type]
@@ -117,26 +120,34 @@ def test_split_keeps_order_and_units() -> None:
     assert (first.units, second.units) == (3, 7)
 
 
-def test_pinned_lines_rebuild_the_exact_batch() -> None:
-    b = batcher(Clock(), batch_size=2)
+def test_a_closed_batch_carries_its_key() -> None:
+    b = batcher(Clock(), batch_size=3)
     g = group("A")
-    done = {5}
-    b.pin([7, 5, 9], skip=done)
-    for n in range(4, 11):
+    for n in (5, 3, 9, 4):
         b.add(g, entry(n))
     b.drain()
-    batches = b.take()
-    pinned = [x for x in batches if x.skip is not None]
-    assert lines(pinned) == [[7, 5, 9]]
-    assert pinned[0].skip is done
-    assert sorted(n for x in batches if x.skip is None for n in x.lines) == [4, 6, 8, 10]
+    first, second = b.take()
+    assert (first.key, second.key) == (batch_key("job1", [5, 3, 9]), batch_key("job1", [4]))
+    assert first.job == "job1"
 
 
-def test_unfinished_keeps_undone_and_pinned_lines() -> None:
-    b = batcher(Clock())
-    b.pin([3], skip=set())
-    items = [entry(n) for n in range(1, 6)]
-    assert [e.line for e in b.unfinished(items, {1, 2, 3})] == [3, 4, 5]
+def test_the_key_function_is_the_one_journals_hold() -> None:
+    # Keys written by earlier versions must come out the same, or a resumed run would
+    # re-send an in-flight batch under a key the gateway has never seen.
+    assert batch_key("5f0c2a9e1b7d", [1, 2, 3]) == "5f0c2a9e1b7d-ab44942e43d9d2af667cb73e"
+    assert batch_key("job", [1, 2, 3]) != batch_key("job", [1, 2, 4])
+    assert batch_key("job", [1, 2]) != batch_key("job", [1, 2, 3])
+    assert batch_key("job", [1]) != batch_key("other", [1])
+    assert batch_key("job", [2, 1]) != batch_key("job", [1, 2])  # the order is part of it
+
+
+def test_split_halves_have_their_own_keys() -> None:
+    b = batcher(Clock(), batch_size=4)
+    for n in range(1, 5):
+        b.add(group("A"), entry(n))
+    (whole,) = b.take()
+    first, second = whole.split()
+    assert (first.key, second.key) == (batch_key("job1", [1, 2]), batch_key("job1", [3, 4]))
 
 
 @settings(max_examples=200)

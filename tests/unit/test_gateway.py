@@ -1,37 +1,27 @@
-"""GatewayClient against small real servers on loopback: every answer and every
-transport failure maps to the right error, and nothing ever shows the key."""
+"""GatewayClient against small real servers on loopback: the requests it makes, every
+transport failure mapped to the right error, answers handed to the protocol, and
+nothing ever shows the key. (The protocol itself is tests/unit/test_api.py.)"""
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 
 import aiohttp
 import orjson
 import pytest
 from aiohttp import web
 
+from dispatcher.api import Answer
 from dispatcher.config import Secret
 from dispatcher.errors import (
     AuthError,
     BadResponse,
-    BatchTooLarge,
     ConnectError,
     ConnectionLost,
     RateLimited,
     RequestRejected,
     RequestTimeout,
-    RetryableError,
-    ServerError,
-    Unavailable,
 )
-from dispatcher.gateway import (
-    Answer,
-    GatewayClient,
-    match_ids,
-    open_session,
-    retry_after_seconds,
-)
+from dispatcher.gateway import GatewayClient, open_session
 
 KEY = "sk-test-0123456789-secret"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -130,85 +120,34 @@ def answer_with(status: int, body: object = None, headers: dict[str, str] | None
     return handler
 
 
-@pytest.mark.parametrize(
-    ("status", "error", "safe"),
-    [
-        (429, RateLimited, True),
-        (503, Unavailable, True),
-        (408, Unavailable, True),
-        (500, ServerError, False),
-        (502, ServerError, False),
-        (504, ServerError, False),
-    ],
-)
-async def test_retryable_statuses(
-    stub: tuple[Stub, GatewayClient], status: int, error: type[RetryableError], safe: bool
+async def test_an_error_answer_reaches_the_protocol_with_its_headers(
+    stub: tuple[Stub, GatewayClient],
 ) -> None:
     server, client = stub
-    server.handler = answer_with(status, {"meta": {"explain": "busy"}}, {"Retry-After": "3"})
-    with pytest.raises(error) as caught:
+    server.handler = answer_with(429, {"meta": {"explain": "busy"}}, {"Retry-After": "3"})
+    with pytest.raises(RateLimited, match="busy") as caught:
         await client.send_batch(BODY)
-    assert caught.value.safe is safe
-    assert caught.value.status == status
-    assert caught.value.cause in (str(status), "429", "5xx")
-    if status in (429, 503):
-        assert caught.value.retry_after == 3.0
-    assert "busy" in str(caught.value)
+    assert caught.value.retry_after == 3.0
+    server.handler = answer_with(200, b"<html>not json</html>")
+    with pytest.raises(BadResponse):
+        await client.send_single(BODY)
 
 
-@pytest.mark.parametrize("status", [401, 403])
-async def test_auth_failure_aborts_and_hides_the_key(
-    stub: tuple[Stub, GatewayClient], status: int
-) -> None:
+async def test_auth_failure_never_shows_the_key(stub: tuple[Stub, GatewayClient]) -> None:
     server, client = stub
-    server.handler = answer_with(status, {"meta": {"explain": f"bad key {KEY}"}})
+    server.handler = answer_with(401, {"meta": {"explain": "bad key"}})
     with pytest.raises(AuthError, match="expired or revoked") as caught:
         await client.send_batch(BODY)
-    assert caught.value.exit_code == 3
+    assert KEY not in str(caught.value)
+    assert KEY not in repr(client)
 
 
-async def test_413_and_4xx(stub: tuple[Stub, GatewayClient]) -> None:
+async def test_redirects_are_not_followed(stub: tuple[Stub, GatewayClient]) -> None:
     server, client = stub
-    server.handler = answer_with(413, {"meta": {"explain": "too many"}})
-    with pytest.raises(BatchTooLarge):
-        await client.send_batch(BODY)
-    server.handler = answer_with(
-        400, {"meta": {"explain": "code 999 not assigned"}, "data": {"status": "CODE_NOT_ALLOWED"}}
-    )
-    with pytest.raises(RequestRejected, match="code 999 not assigned") as caught:
-        await client.send_batch(BODY)
-    assert caught.value.gateway_status == "CODE_NOT_ALLOWED"
-    server.handler = answer_with(400, {"meta": {}, "data": {"invalidNumber": ["+1"]}})
-    with pytest.raises(RequestRejected) as caught:
-        await client.send_single(BODY)
-    assert caught.value.invalid == ["+1"]
-    server.handler = answer_with(404, "not here")
-    with pytest.raises(RequestRejected, match="check --base-url"):
-        await client.send_batch(BODY)
     server.handler = answer_with(302, None, {"Location": "http://elsewhere/"})
     with pytest.raises(RequestRejected, match="HTTP 302"):
         await client.send_batch(BODY)
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"<html><body>502 Bad Gateway</body></html>",
-        b'{"meta": {}, "data": {"ids": [',
-        b"[1, 2, 3]",
-        b'{"meta": {}}',
-        b'{"data": {"ids": "nope"}}',
-        b'{"data": {"ids": [{"mobile": "+1"}]}}',
-    ],
-)
-async def test_unreadable_success_is_ambiguous(
-    stub: tuple[Stub, GatewayClient], body: bytes
-) -> None:
-    server, client = stub
-    server.handler = answer_with(200, body)
-    with pytest.raises(BadResponse) as caught:
-        await client.send_batch(BODY)
-    assert caught.value.safe is False
+    assert len(server.requests) == 1
 
 
 async def test_connection_refused_is_safe() -> None:
@@ -277,39 +216,3 @@ async def test_status_lookup(stub: tuple[Stub, GatewayClient]) -> None:
     server.handler = answer_with(200, {"meta": {}, "data": {"id": "m1", "status": "DELIVRD"}})
     assert (await client.status("m1"))["status"] == "DELIVRD"
     assert server.requests[-1][0] == "/raven/v2/messages/m1"
-
-
-def ans(ids: list[tuple[str, str | None]], invalid: list[str] | None = None) -> Answer:
-    return Answer(ids=ids, invalid=invalid or [], status="QUEUE", transaction_id="t")
-
-
-def test_match_ids_in_order_with_repeats_and_invalid() -> None:
-    tos = ["+521", "+522", "+521", "+529"]
-    answer = ans([("a", "+521"), ("b", "522"), ("c", "+521")], invalid=["+529"])
-    assert match_ids(tos, answer) == ["a", "b", "c", None]
-    answer = ans([("a", "+521"), ("c", "+521")], invalid=["522", "+529"])
-    assert match_ids(tos, answer) == ["a", None, "c", None]
-
-
-def test_match_ids_refuses_disagreement() -> None:
-    with pytest.raises(BadResponse, match="answered 1 ids"):
-        match_ids(["+1", "+2"], ans([("a", "+1")]))
-    with pytest.raises(BadResponse, match="is for"):
-        match_ids(["+1", "+2"], ans([("a", "+1"), ("b", "+3")]))
-    with pytest.raises(BadResponse, match="does not account"):
-        match_ids(["+1", "+2"], ans([("a", "+1")], invalid=["+3"]))
-
-
-def test_match_ids_without_mobiles_goes_by_order() -> None:
-    assert match_ids(["+1", "+2"], ans([("a", None), ("b", None)])) == ["a", "b"]
-    assert match_ids(["+1", "+2"], ans([("b", None)], invalid=["+1"])) == [None, "b"]
-
-
-def test_retry_after_forms() -> None:
-    assert retry_after_seconds("7") == 7.0
-    assert retry_after_seconds("0.5") == 0.5
-    assert retry_after_seconds(None) is None
-    assert retry_after_seconds("soon") is None
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    later = format_datetime(now + timedelta(seconds=30), usegmt=True)
-    assert retry_after_seconds(later, now=now.timestamp()) == pytest.approx(30.0)

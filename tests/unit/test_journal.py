@@ -1,135 +1,95 @@
-"""The journal and what --resume reads back from it."""
+"""The journal writes records and reads them back; what a resume makes of them is
+tests/unit/test_resume.py."""
 
 from pathlib import Path
 
 import orjson
 import pytest
 
-from dispatcher.config import Config
-from dispatcher.errors import ConfigError
-from dispatcher.journal import Journal, LineSet, batch_key, fingerprint, journal_path, read_state
+from dispatcher.errors import OutputError
+from dispatcher.journal import Journal, journal_path, records
 
 
-def config(tmp_path: Path, **kw: object) -> Config:
-    values: dict[str, object] = {
-        "results": str(tmp_path / "results.ndjson"),
-        "sender": "1",
-        "text": "t",
-    }
-    values.update(kw)
-    return Config(**values)  # type: ignore[arg-type]
-
-
-def result(line: int, **kw: object) -> bytes:
-    return (
-        orjson.dumps(
-            {
-                "line": line,
-                "status": "QUEUE",
-                "id": f"m{line}",
-                "segments": 1,
-                "encoding": "GSM7",
-                **kw,
-            }
-        )
-        + b"\n"
+def create(tmp_path: Path) -> Journal:
+    return Journal.create(
+        journal_path(str(tmp_path / "results.ndjson")),
+        "job1",
+        fingerprint="f",
+        source="in.ndjson",
+        input_size=12,
     )
 
 
-def test_lineset_is_a_set_of_ints() -> None:
-    lines = LineSet()
-    for n in (1, 8, 9, 1_000_003, 8):
-        lines.add(n)
-    assert len(lines) == 4
-    assert 8 in lines
-    assert 1_000_003 in lines
-    assert 2 not in lines
-    assert 5_000_000 not in lines
-    assert "8" not in lines
-
-
-def test_keys_depend_on_job_and_lines_only() -> None:
-    assert batch_key("job", [1, 2, 3]) == batch_key("job", [1, 2, 3])
-    assert batch_key("job", [1, 2, 3]) != batch_key("job", [1, 2, 4])
-    assert batch_key("job", [1, 2]) != batch_key("job", [1, 2, 3])  # a 413 half differs
-    assert batch_key("job", [1]) != batch_key("other", [1])
-
-
-def test_new_run_refuses_an_existing_journal(tmp_path: Path) -> None:
-    journal, state = Journal.start(config(tmp_path), "in.ndjson")
-    journal.close()
-    assert state is None
-    with pytest.raises(ConfigError, match=r"--resume.*--force"):
-        Journal.start(config(tmp_path), "in.ndjson")
-    journal, state = Journal.start(config(tmp_path, force=True), "in.ndjson")
-    journal.close()
-    assert state is None
-
-
-def test_resume_without_journal_or_on_stdout(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no journal"):
-        Journal.start(config(tmp_path, resume=True), "in")
-    with pytest.raises(ConfigError, match="--results PATH"):
-        Journal.start(config(tmp_path, resume=True, results="-"), "in")
-
-
-def test_resume_finds_in_flight_batches_and_done_lines(tmp_path: Path) -> None:
-    cfg = config(tmp_path)
-    journal, _ = Journal.start(cfg, "in")
-    done_key, flight_key, unsent_key = journal.key([1, 2]), journal.key([3, 4]), journal.key([5])
-    journal.sent(done_key, [1, 2])
-    journal.done(done_key)
-    journal.commit()
-    journal.sent(flight_key, [3, 4])
-    journal.sent(unsent_key, [5])
-    journal.unsent(unsent_key)
-    journal.close()
-    results = Path(cfg.results)
-    # lines 1, 2 done; 3 written before the crash (the batch's other line was not);
-    # then a last line cut in half by the crash
-    results.write_bytes(result(1) + result(2) + result(3) + b'{"line": 4, "sta')
-    state = read_state(journal_path(cfg.results), cfg.results, fingerprint(cfg))
-    assert state.job == journal.job
-    assert state.in_flight == {flight_key: [3, 4]}
-    assert sorted(n for n in range(10) if n in state.done) == [1, 2, 3]
-    assert state.statuses == {"QUEUE": 3}
-    assert state.segments == {"GSM7": 3}
-    assert results.read_bytes().endswith(result(3))  # the torn line is gone
-
-
-def test_resume_refuses_changed_options(tmp_path: Path) -> None:
-    journal, _ = Journal.start(config(tmp_path), "in")
-    journal.close()
-    with pytest.raises(ConfigError, match="differ"):
-        Journal.start(config(tmp_path, resume=True, text="other"), "in")
-
-
-def test_a_torn_journal_record_is_ignored(tmp_path: Path) -> None:
-    cfg = config(tmp_path)
-    journal, _ = Journal.start(cfg, "in")
-    journal.sent(journal.key([1]), [1])
-    journal.close()
-    with open(journal_path(cfg.results), "ab") as f:
-        f.write(b'{"sent": "x", "li')
-    state = read_state(journal_path(cfg.results), cfg.results, fingerprint(cfg))
-    assert list(state.in_flight.values()) == [[1]]
-
-
-def test_complete_marker(tmp_path: Path) -> None:
-    cfg = config(tmp_path)
-    journal, _ = Journal.start(cfg, "in")
+def test_a_new_journal_starts_with_its_header_and_keeps_records_in_order(tmp_path: Path) -> None:
+    journal = create(tmp_path)
+    journal.sent("k1", [1, 2])
+    journal.sent("k2", [3])
+    journal.unsent("k2")
+    journal.done("k1")
     journal.complete()
     journal.close()
-    assert read_state(journal_path(cfg.results), cfg.results, fingerprint(cfg)).complete
+    assert list(records(str(tmp_path / "results.ndjson.journal"))) == [
+        {"journal": 1, "job": "job1", "fingerprint": "f", "input": "in.ndjson", "input_size": 12},
+        {"sent": "k1", "lines": [1, 2]},
+        {"sent": "k2", "lines": [3]},
+        {"unsent": "k2"},
+        {"done": "k1"},
+        {"complete": True},
+    ]
 
 
-def test_resume_refuses_a_changed_input(tmp_path: Path) -> None:
-    source = tmp_path / "in.ndjson"
-    source.write_text('{"to": "+525500000001"}\n')
-    journal, _ = Journal.start(config(tmp_path), str(source))
+def test_done_records_wait_for_commit(tmp_path: Path) -> None:
+    journal = create(tmp_path)
+    path = str(tmp_path / "results.ndjson.journal")
+    journal.sent("k1", [1])
+    journal.done("k1")
+    assert {"done": "k1"} not in list(records(path))  # the results are not flushed yet
+    journal.commit()
+    assert list(records(path))[-1] == {"done": "k1"}
+    journal.done("k2")
+    journal.close()  # an uncommitted done record is dropped: the batch stays in flight
+    assert list(records(path))[-1] == {"done": "k1"}
+
+
+def test_create_replaces_an_old_journal_and_discard_removes_it(tmp_path: Path) -> None:
+    create(tmp_path).close()
+    journal = create(tmp_path)
+    path = tmp_path / "results.ndjson.journal"
+    assert len(path.read_bytes().splitlines()) == 1
+    journal.discard()
+    assert not path.exists()
+
+
+def test_a_torn_record_is_skipped(tmp_path: Path) -> None:
+    journal = create(tmp_path)
+    journal.sent("k1", [1])
     journal.close()
-    Journal.start(config(tmp_path, resume=True), str(source))[0].close()  # same input: fine
-    source.write_text('{"to": "+525500000001"}\n{"to": "+525500000002"}\n')
-    with pytest.raises(ConfigError, match="the input has changed"):
-        Journal.start(config(tmp_path, resume=True), str(source))
-    Journal.start(config(tmp_path, resume=True), "-")[0].close()  # a pipe cannot be checked
+    path = tmp_path / "results.ndjson.journal"
+    with open(path, "ab") as f:
+        f.write(b'{"sent": "x", "li')
+    assert list(records(str(path)))[-1] == {"sent": "k1", "lines": [1]}
+
+
+def test_without_a_path_nothing_is_written(tmp_path: Path) -> None:
+    journal = Journal(None, "job1")
+    journal.sent("k1", [1])
+    journal.done("k1")
+    journal.complete()
+    journal.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_journal_is_an_output_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(OutputError, match="cannot write the journal"):
+        Journal(str(blocker / "results.journal"), "job1")
+
+
+def test_records_are_compact_json_lines(tmp_path: Path) -> None:
+    journal = create(tmp_path)
+    journal.sent("k1", [1, 2])
+    journal.close()
+    raw = (tmp_path / "results.ndjson.journal").read_bytes().splitlines()
+    assert raw[1] == b'{"sent":"k1","lines":[1,2]}'
+    assert orjson.loads(raw[0])["journal"] == 1

@@ -81,7 +81,7 @@ async def test_windows_and_sustained_rate(rate: float) -> None:
 
 @pytest.mark.looptime
 async def test_an_amount_above_capacity_waits_for_its_size() -> None:
-    limits = RateLimits(rates={"C": 1.0}, kind_rates=KINDS, unit="segments")
+    limits = RateLimits(rates={"C": 1.0}, kind_rates=KINDS)
     loop = asyncio.get_running_loop()
     start = loop.time()
     await limits.acquire("C", 1)  # the bucket's one free unit

@@ -1,54 +1,127 @@
-"""Lingering batches from a slow producer are sent, and never lost at the end of input.
+"""A batch the linger task is still handing to a full sender when the input ends is
+sent, never lost.
 
-Regression: the task that closes lingering batches could be cancelled at end of input
-while it was still handing a batch to a saturated sender, losing those lines."""
+Regression: the task that closes lingering batches was cancelled at the end of input
+while it waited to hand a batch to a saturated sender, and those lines got no result.
+The race is reproduced with events, not pauses: the test hands the input over piece
+by piece (each piece one chunk for the reader, so the only partial batch is the one
+meant to linger); a gateway that holds its answers keeps the sender full; the test sees
+the linger task start handing that batch over, and only then ends the input; then it
+releases the gateway.
+"""
 
 from __future__ import annotations
 
-import os
-import threading
-import time
+import asyncio
+import math
+from collections.abc import AsyncIterator
 from pathlib import Path
-
-import orjson
+from typing import Any
 
 from dispatcher import pipeline
-from dispatcher.emulator import FaultSettings
-from tests.support.emulators import EmulatorFactory
-from tests.support.exactly_once import check_exactly_once, number, read_results, send_config
+from dispatcher.batcher import Batcher
+from dispatcher.journal import Journal
+from dispatcher.limiter import RateLimits
+from dispatcher.models import Batch, Recipient, Rejected
+from dispatcher.prepare import Preparer
+from dispatcher.reader import Reader
+from dispatcher.summary import Summary
+from dispatcher.writers import NdjsonSink, Outputs
+from tests.support.exactly_once import read_results, send_config
+from tests.support.held import HeldInput, held_gateway
+
+BATCH = 1000
+#: one request in flight, one batch held by the lane, two in its queue (2048 // 1000)
+FILLS_THE_SENDER = 4 * BATCH
+LINGERING = 7
+NO_HANG = 30
 
 
-def produce(fd: int, parts: list[tuple[range, float]]) -> None:
-    with os.fdopen(fd, "wb") as pipe:
-        for lines, pause in parts:
-            for line in lines:
-                pipe.write(orjson.dumps({"to": number(line), "params": ["x", line]}) + b"\n")
-            pipe.flush()
-            time.sleep(pause)
+class Watched:
+    """The real sender, telling the test when a task other than the feeder — the
+    linger task — starts handing it a batch, and whether that hand-over is pending."""
+
+    def __init__(self, stage: pipeline.Stage) -> None:
+        self.stage = stage
+        self.feeder: asyncio.Task[Any] | None = None
+        self.linger_hands_over = asyncio.Event()
+        self.pending = 0
+
+    async def submit(self, batch: Batch) -> None:
+        if asyncio.current_task() is not self.feeder:
+            self.linger_hands_over.set()
+        self.pending += 1
+        try:
+            await self.stage.submit(batch)
+        finally:
+            self.pending -= 1
+
+    async def close(self) -> None:
+        await self.stage.close()
+
+    async def abandon(self, grace: float) -> bool:
+        return await self.stage.abandon(grace)
+
+    async def watch(self) -> None:
+        await self.stage.watch()
 
 
-async def test_a_lingering_batch_waiting_on_a_full_sender_is_not_lost(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+class Chunks:
+    """The reader's chunks, and an event once the input has ended."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        self.ended = asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[list[Recipient | Rejected]]:
+        async for chunk in self.reader:
+            yield chunk
+        self.ended.set()
+
+
+async def test_a_batch_the_linger_task_is_handing_over_at_the_end_of_input_is_sent(
+    tmp_path: Path,
 ) -> None:
-    emu = await emulator_factory(rate_limit=False, faults=FaultSettings(latency_ms=500))
-    read_end, write_end = os.pipe()
-    # 500 lines fill the sender (one batch in flight, one held by its lane, two queued,
-    # one waiting to be queued). 7 more arrive, are read once the sender takes the fifth
-    # batch, and linger until the linger task closes them — while the sender is full
-    # again — and the input ends before the sender has room.
-    producer = threading.Thread(
-        target=produce, args=(write_end, [(range(1, 501), 0.15), (range(501, 508), 0.6)])
-    )
-    producer.start()
-    config = send_config(tmp_path, emu.base_url, batch_size=100, concurrency=1, linger_ms=20)
-    with os.fdopen(read_end, "rb") as source:
-        summary = await pipeline.run(source, config)
-    producer.join()
-    assert summary.fatal is None
-    check_exactly_once(
-        read_results(tmp_path / "results.ndjson"),
-        range(1, 508),
-        emu.messages(),
-        await emu.stats(),
-        idempotent=True,
-    )
+    source = HeldInput()
+    async with held_gateway() as gateway:
+        config = send_config(
+            tmp_path, gateway.base_url, batch_size=BATCH, concurrency=1, linger_ms=1
+        )
+        limits = RateLimits(rates={"12345": math.inf}, kind_rates=config.kind_rates)
+        outputs = Outputs(NdjsonSink.open(config.results), Summary())
+        journal = Journal(None, "job1")
+        batcher = Batcher(
+            batch_size=BATCH,
+            linger=config.linger_ms / 1000,
+            max_buffered=config.max_buffered,
+            count_segments=False,
+            clock=asyncio.get_running_loop().time,
+            job=journal.job,
+        )
+        preparer = Preparer(config, capacity=limits.capacity)
+        async with pipeline._stage(config, limits, outputs, journal, None) as sender:
+            stage = Watched(sender)
+            chunks = Chunks(Reader(source))  # type: ignore[arg-type]
+            feeding = asyncio.create_task(
+                pipeline._feed(chunks, preparer, batcher, stage, outputs, None, config)  # type: ignore[arg-type]
+            )
+            stage.feeder = feeding
+            try:
+                source.give(range(1, FILLS_THE_SENDER + 1))  # whole batches only
+                await gateway.arrived.wait()  # the first request is held: the sender fills
+                source.give(range(FILLS_THE_SENDER + 1, FILLS_THE_SENDER + 1 + LINGERING))
+                await stage.linger_hands_over.wait()
+                assert stage.pending == 1  # the hand-over waits: nothing moves while held
+                source.end()  # the input ends while the linger task holds a batch
+                await chunks.ended.wait()
+                assert stage.pending == 1
+                gateway.release.set()
+                assert await asyncio.wait_for(feeding, NO_HANG) is None
+                await asyncio.wait_for(sender.close(), NO_HANG)
+            finally:
+                source.end()
+        outputs.close()
+    lines = [r["line"] for r in read_results(Path(config.results))]
+    assert sorted(lines) == list(range(1, FILLS_THE_SENDER + LINGERING + 1))
+    sent = [r["to"] for body in gateway.bodies for r in body["to"]]
+    assert len(sent) == len(set(sent)) == FILLS_THE_SENDER + LINGERING

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,12 @@ from hypothesis import strategies as st
 from dispatcher import pipeline
 from dispatcher.config import Config, Secret, validate
 from dispatcher.emulator import EmulatorSettings, running_emulator
+from dispatcher.errors import AuthError
+from dispatcher.journal import journal_path, records
 from dispatcher.summary import Summary
+from tests.support.emulators import EmulatorFactory
+from tests.support.exactly_once import read_results, send_config, write_input
+from tests.support.held import HeldInput, held_gateway
 
 KEY = "pipeline-test-key"
 TEMPLATE = "T {0}"
@@ -239,3 +245,62 @@ async def test_the_journal_closes_every_batch_it_opened(
     assert records[-1] == {"complete": True}
     keys = {m["idempotencyKey"] for m in emulator.messages()}
     assert keys == set(sent)  # each batch went out under the key the journal recorded
+
+
+# --- task lifetimes: a stop or a fatal error ends the run at once, resumably ---------
+
+#: A stop or a fatal error must end the run promptly; this only keeps a bug from hanging.
+NO_HANG = 30
+
+
+async def test_a_stop_request_abandons_in_flight_requests_and_resume_finishes(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "in.ndjson"
+    write_input(source, 3000)
+    async with held_gateway() as gateway:
+        config = send_config(
+            tmp_path, gateway.base_url, batch_size=1000, concurrency=1, grace_period=0
+        )
+        shutdown = pipeline.Shutdown()
+        running = asyncio.create_task(pipeline.run(str(source), config, shutdown=shutdown))
+        await gateway.arrived.wait()  # lines 1-1000 are in flight, held
+        shutdown.request(signal.SIGTERM)
+        summary = await asyncio.wait_for(running, NO_HANG)
+        assert summary.interrupted == signal.SIGTERM
+        assert summary.fatal is None
+        assert read_results(tmp_path / "results.ndjson") == []
+        journal = list(records(journal_path(config.results)))
+        sent = [r for r in journal if "sent" in r]
+        assert [r["lines"] for r in sent] == [list(range(1, 1001))]  # nothing else started
+        assert not any("done" in r or "complete" in r for r in journal)
+
+        gateway.release.set()
+        resumed = send_config(
+            tmp_path, gateway.base_url, batch_size=1000, idempotency=True, resume=True
+        )
+        summary = await asyncio.wait_for(pipeline.run(str(source), resumed), NO_HANG)
+    assert summary.fatal is None
+    results = read_results(tmp_path / "results.ndjson")
+    assert sorted(r["line"] for r in results) == list(range(1, 3001))
+    assert {r["status"] for r in results} == {"QUEUE"}
+    assert gateway.keys.count(sent[0]["sent"]) == 2  # rebuilt and re-sent under its key
+    assert list(records(journal_path(config.results)))[-1] == {"complete": True}
+
+
+async def test_a_fatal_error_ends_the_run_even_while_the_input_waits(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emulator = await emulator_factory(rate_limit=False)
+    source = HeldInput()
+    config = send_config(
+        tmp_path, emulator.base_url, batch_size=5, api_key=Secret("expired-key-123")
+    )
+    try:
+        source.give(range(1, 11))  # two batches; the input stays open
+        summary = await asyncio.wait_for(pipeline.run(source, config), NO_HANG)  # type: ignore[arg-type]
+    finally:
+        source.end()
+    assert isinstance(summary.fatal, AuthError)
+    assert read_results(tmp_path / "results.ndjson") == []
+    assert not any("complete" in r for r in records(journal_path(config.results)))

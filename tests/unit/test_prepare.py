@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.batcher import Batch, Batcher
+from dispatcher.batcher import Batcher
 from dispatcher.config import Config
-from dispatcher.models import Recipient, Rejected, Status
+from dispatcher.models import Batch, Recipient, Rejected, Status
 from dispatcher.prepare import Preparer
 
 
@@ -75,6 +75,7 @@ def make(
         max_buffered=10_000,
         count_segments=config.rate_unit == "segments",
         clock=lambda: 0.0,
+        job="job",
     )
     return Preparer(config, capacity=capacity_of), batcher, Sink(), asked
 
@@ -164,11 +165,10 @@ def test_local_outcomes_carry_line_number_ref_and_reason() -> None:
 def test_rendered_text_is_kept_when_the_single_endpoint_will_send_it(
     changes: dict[str, Any], keeps_text: bool
 ) -> None:
-    from dispatcher.prepare import batch_size
-
     preparer, batcher, sink, _ = make(**changes)
     config = Config(sender="12345", text="Hi {0}", **changes)
-    assert (batch_size(config) == 1) == keeps_text  # what the pipeline will do
+    assert config.single == keeps_text  # what the pipeline will do
+    assert (config.request_size == 1) == keeps_text
     preparer.feed([r(1, params=["Ann"])], batcher, sink)
     [batch] = drained(batcher)
     assert batch.entries[0].text == ("Hi Ann" if keeps_text else None)

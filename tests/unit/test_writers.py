@@ -13,9 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.batcher import Batch, Entry, Group
 from dispatcher.errors import OutputError
-from dispatcher.models import Encoding, Rejected, Status
+from dispatcher.models import Batch, Encoding, Entry, Group, Rejected, Status
 from dispatcher.renderer import compile_template
 from dispatcher.summary import Summary
 from dispatcher.writers import FLUSH_BYTES, NdjsonSink, Outputs
@@ -152,19 +151,6 @@ def test_accepted_batch_with_a_gateway_refusal(files: Files, clock: Clock) -> No
     assert (stats.messages, stats.segments, stats.first, stats.last) == (2, 3, 100.5, 101.5)
 
 
-def test_accepted_skips_lines_already_written_by_an_earlier_run(files: Files) -> None:
-    b = batch(entry(1, "+525500000001"), entry(2, "+525500000002"), entry(3, "+525500000003"))
-    b.skip = {2}
-    files.outputs.accepted(
-        b, ["a", "b", "c"], status="QUEUE", attempts=1, transaction_id=None, started=100.0
-    )
-    files.close()
-    assert [orjson.loads(x)["line"] for x in files.lines("results.ndjson")] == [1, 3]
-    assert files.summary.statuses == {"QUEUE": 2}
-    assert files.summary.segments == {"GSM7": 2}
-    assert files.summary.codes["12345"].messages == 2
-
-
 def test_unsent_batch(files: Files) -> None:
     b = batch(entry(8, "+525500000008", ref=[1]), entry(9, "+525500000009", segments=3))
     files.outputs.unsent(b, Status.AMBIGUOUS, "may have been sent", attempts=3)
@@ -187,16 +173,6 @@ def test_unsent_batch(files: Files) -> None:
     assert s.ambiguous_segments == 4
     assert sum(s.segments.values()) == 0
     assert s.codes == {}
-
-
-def test_unsent_skips_lines_already_written_also_in_the_segment_count(files: Files) -> None:
-    b = batch(entry(1, "+525500000001", segments=2), entry(2, "+525500000002", segments=5))
-    b.skip = {2}
-    files.outputs.unsent(b, Status.AMBIGUOUS, "may have been sent", attempts=0)
-    files.close()
-    assert [orjson.loads(x)["line"] for x in files.lines("results.ndjson")] == [1]
-    assert files.summary.statuses == {"AMBIGUOUS": 1}
-    assert files.summary.ambiguous_segments == 2
 
 
 def test_dry_run_lines(files: Files) -> None:

@@ -1,0 +1,201 @@
+"""The protocol, without I/O: every HTTP status and body maps to the right answer or
+error, both single-message shapes are read, ids map back to lines, bodies are built
+as the gateway documents them. (The I/O is tests/unit/test_gateway.py.)"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from dispatcher import api
+from dispatcher.api import Answer, check_answer, match_ids, parse_batch, parse_single
+from dispatcher.errors import (
+    AuthError,
+    BadResponse,
+    BatchTooLarge,
+    RateLimited,
+    RequestRejected,
+    RetryableError,
+    ServerError,
+    Unavailable,
+)
+from dispatcher.models import Batch, Entry, Group
+from dispatcher.renderer import compile_template
+
+KEY = "sk-test-0123456789-secret"
+
+
+def answer_of(status: int, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+    """`check_answer` on a status, a body (JSON unless bytes) and headers."""
+    payload = body if isinstance(body, bytes) else b"" if body is None else orjson.dumps(body)
+    return check_answer(status, headers or {}, payload)
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "safe"),
+    [
+        (429, RateLimited, True),
+        (503, Unavailable, True),
+        (408, Unavailable, True),
+        (500, ServerError, False),
+        (502, ServerError, False),
+        (504, ServerError, False),
+    ],
+)
+def test_retryable_statuses(status: int, error: type[RetryableError], safe: bool) -> None:
+    body = {"meta": {"explain": "busy", "transactionId": "tx"}}
+    with pytest.raises(error) as caught:
+        answer_of(status, body, {"Retry-After": "3"})
+    assert caught.value.safe is safe
+    assert caught.value.status == status
+    assert caught.value.transaction_id == "tx"
+    assert caught.value.cause in (str(status), "429", "5xx")
+    if status in (429, 503):
+        assert caught.value.retry_after == 3.0
+    assert "busy" in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_failure_is_fatal_and_hides_the_key(status: int) -> None:
+    with pytest.raises(AuthError, match="expired or revoked") as caught:
+        answer_of(status, {"meta": {"explain": f"bad key {KEY}"}})
+    assert caught.value.exit_code == 3
+    assert KEY not in str(caught.value)
+
+
+def test_413_and_other_4xx() -> None:
+    with pytest.raises(BatchTooLarge):
+        answer_of(413, {"meta": {"explain": "too many"}})
+    body = {"meta": {"explain": "code 999 not assigned"}, "data": {"status": "CODE_NOT_ALLOWED"}}
+    with pytest.raises(RequestRejected, match="code 999 not assigned") as caught:
+        answer_of(400, body)
+    assert caught.value.gateway_status == "CODE_NOT_ALLOWED"
+    with pytest.raises(RequestRejected) as caught:
+        answer_of(400, {"meta": {}, "data": {"invalidNumber": ["+1"]}})
+    assert caught.value.invalid == ["+1"]
+    with pytest.raises(RequestRejected, match="check --base-url"):
+        answer_of(404, b"not here")
+    with pytest.raises(RequestRejected, match="HTTP 302"):
+        answer_of(302, None, {"Location": "http://elsewhere/"})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html><body>502 Bad Gateway</body></html>",
+        b'{"meta": {}, "data": {"ids": [',
+        b"[1, 2, 3]",
+        b'{"meta": {}}',
+        b'{"data": {"ids": "nope"}}',
+        b'{"data": {"ids": [{"mobile": "+1"}]}}',
+    ],
+)
+def test_an_unreadable_success_is_ambiguous(body: bytes) -> None:
+    with pytest.raises(BadResponse) as caught:
+        parse_batch(answer_of(200, body))
+    assert caught.value.safe is False
+
+
+def test_a_batch_answer() -> None:
+    document = {
+        "meta": {"timestamp": 1, "transactionId": "tx-1"},
+        "data": {"ids": [{"id": "a", "mobile": "+1"}, {"id": 7}], "invalidNumber": ["+3"]},
+    }
+    assert parse_batch(answer_of(200, document)) == Answer(
+        ids=[("a", "+1"), ("7", None)], invalid=["+3"], status="QUEUE", transaction_id="tx-1"
+    )
+
+
+def test_single_accepts_both_shapes() -> None:
+    enveloped = {"meta": {"transactionId": "t"}, "data": {"id": "m1", "to": "+1", "status": "Q"}}
+    assert parse_single(enveloped) == Answer(
+        ids=[("m1", "+1")], invalid=[], status="Q", transaction_id="t"
+    )
+    flat = {"status": "QUEUE", "messageId": "m2", "description": "queued"}
+    assert parse_single(flat).ids == [("m2", None)]
+    with pytest.raises(RequestRejected, match="number blocked") as caught:
+        parse_single({"status": "BLACKLISTED", "description": "number blocked"})
+    assert caught.value.gateway_status == "BLACKLISTED"
+    with pytest.raises(BadResponse):
+        parse_single({"meta": {}})
+
+
+def test_a_status_answer() -> None:
+    assert api.parse_status({"meta": {}, "data": {"id": "m1"}}, "m1") == {"id": "m1"}
+    assert api.parse_status({"id": "m1", "status": "SENT"}, "m1")["status"] == "SENT"
+    with pytest.raises(BadResponse, match="status of m1"):
+        api.parse_status({"data": [1]}, "m1")
+
+
+def ans(ids: list[tuple[str, str | None]], invalid: list[str] | None = None) -> Answer:
+    return Answer(ids=ids, invalid=invalid or [], status="QUEUE", transaction_id="t")
+
+
+def test_match_ids_in_order_with_repeats_and_invalid() -> None:
+    tos = ["+521", "+522", "+521", "+529"]
+    answer = ans([("a", "+521"), ("b", "522"), ("c", "+521")], invalid=["+529"])
+    assert match_ids(tos, answer) == ["a", "b", "c", None]
+    answer = ans([("a", "+521"), ("c", "+521")], invalid=["522", "+529"])
+    assert match_ids(tos, answer) == ["a", None, "c", None]
+
+
+def test_match_ids_refuses_disagreement() -> None:
+    with pytest.raises(BadResponse, match="answered 1 ids"):
+        match_ids(["+1", "+2"], ans([("a", "+1")]))
+    with pytest.raises(BadResponse, match="is for"):
+        match_ids(["+1", "+2"], ans([("a", "+1"), ("b", "+3")]))
+    with pytest.raises(BadResponse, match="does not account"):
+        match_ids(["+1", "+2"], ans([("a", "+1")], invalid=["+3"]))
+
+
+def test_match_ids_without_mobiles_goes_by_order() -> None:
+    assert match_ids(["+1", "+2"], ans([("a", None), ("b", None)])) == ["a", "b"]
+    assert match_ids(["+1", "+2"], ans([("b", None)], invalid=["+1"])) == [None, "b"]
+
+
+def test_retry_after_forms() -> None:
+    assert api.retry_after_seconds("7") == 7.0
+    assert api.retry_after_seconds("0.5") == 0.5
+    assert api.retry_after_seconds(None) is None
+    assert api.retry_after_seconds("soon") is None
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    later = format_datetime(now + timedelta(seconds=30), usegmt=True)
+    assert api.retry_after_seconds(later, now=now.timestamp()) == pytest.approx(30.0)
+
+
+def test_bodies_of_a_batch() -> None:
+    group = Group(
+        "g",
+        sender="12345",
+        template=compile_template("Hi {0}"),
+        options={"from": "12345", "type": "MT", "requestDR": True},
+        capacity=math.inf,
+    )
+    batch = Batch(group, 0.0)
+    batch.entries = [
+        Entry(1, "+525500000001", ["Ana", 10.65], None, 1, "GSM7", "Hi Ana"),
+        Entry(2, "+525500000002", ["Bo"], "ref", 1, "GSM7", "Hi Bo"),
+    ]
+    assert orjson.loads(api.body(batch, single=False)) == {
+        "from": "12345",
+        "type": "MT",
+        "requestDR": True,
+        "text": "Hi {0}",
+        "to": [
+            {"to": "+525500000001", "params": ["Ana", 10.65]},
+            {"to": "+525500000002", "params": ["Bo"]},
+        ],
+    }
+    batch.entries = batch.entries[:1]
+    assert orjson.loads(api.body(batch, single=True)) == {
+        "from": "12345",
+        "type": "MT",
+        "requestDR": True,
+        "text": "Hi Ana",
+        "to": "+525500000001",
+    }

@@ -1,0 +1,326 @@
+"""The Sender on its own, against the real emulator on 127.0.0.1:0 (or a gateway that
+holds its answers): each batch journaled before it leaves and sent under its key, 413
+splits, the fatal stops (the key refused, the gateway unreachable), the mapping of the
+gateway's refusals onto result statuses, and ambiguous failures with and without
+idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from dispatcher.config import Secret
+from dispatcher.emulator import FaultSettings
+from dispatcher.errors import AuthError, GatewayUnreachable
+from dispatcher.gateway import GatewayClient, open_session
+from dispatcher.journal import Journal, records
+from dispatcher.limiter import RateLimits
+from dispatcher.models import Batch, Entry, Group, batch_key
+from dispatcher.renderer import compile_template
+from dispatcher.retry import RetryPolicy
+from dispatcher.sender import Sender
+from dispatcher.summary import Summary
+from dispatcher.writers import NdjsonSink, Outputs
+from tests.support.emulators import TEST_KEY, EmulatorFactory
+from tests.support.exactly_once import number
+from tests.support.held import held_gateway
+
+JOB = "job1"
+UNLIMITED = {"shortcode": math.inf, "longcode": math.inf, "alphanumeric": math.inf}
+#: A fatal stop must come quickly; this only keeps a broken build from hanging.
+NO_HANG = 20
+
+
+def make_batch(
+    lines: range | list[int],
+    *,
+    sender: str = "12345",
+    text: str = "Hi {0}",
+    params: list[Any] | None = None,
+    options: dict[str, Any] | None = None,
+) -> Batch:
+    group = Group(
+        (sender, text),
+        sender=sender,
+        template=compile_template(text),
+        options={"from": sender, "type": "MT", **(options or {})},
+        capacity=math.inf,
+    )
+    batch = Batch(group, 0.0)
+    for line in lines:
+        values = params if params is not None else [f"n{line}"]
+        batch.entries.append(Entry(line, number(line), values, None, 1, "GSM7", None))
+    batch.units = len(batch)
+    batch.close(JOB)
+    return batch
+
+
+@dataclass
+class Run:
+    """A Sender wired to real outputs and a real journal in ``directory``."""
+
+    sender: Sender
+    outputs: Outputs
+    journal: Journal
+    directory: Path
+
+    async def send(self, *batches: Batch) -> None:
+        """Submit and wait for every result; write them out."""
+        for batch in batches:
+            await self.sender.submit(batch)
+        try:
+            await asyncio.wait_for(self.sender.close(), NO_HANG)
+        finally:
+            self.outputs.flush()
+            self.journal.commit()
+
+    def results(self) -> dict[int, dict[str, Any]]:
+        raw = (self.directory / "results.ndjson").read_bytes().splitlines()
+        by_line = {}
+        for result in map(orjson.loads, raw):
+            assert result["line"] not in by_line, f"line {result['line']} written twice"
+            by_line[result["line"]] = result
+        return by_line
+
+    def records(self) -> list[dict[str, Any]]:
+        return list(records(str(self.directory / "journal")))
+
+    @property
+    def summary(self) -> Summary:
+        return self.outputs.summary
+
+
+@contextlib.asynccontextmanager
+async def running_sender(
+    directory: Path,
+    base_url: str,
+    *,
+    key: str = TEST_KEY,
+    max_attempts: int = 3,
+    retry_ambiguous: bool = False,
+    single: bool = False,
+    concurrency: int = 4,
+) -> AsyncIterator[Run]:
+    outputs = Outputs(
+        NdjsonSink.open(str(directory / "results.ndjson")),
+        Summary(),
+        invalid=NdjsonSink.open(str(directory / "invalid.ndjson")),
+    )
+    journal = Journal(str(directory / "journal"), JOB)
+    async with open_session(concurrency=concurrency, timeout=5, connect_timeout=2) as session:
+        sender = Sender(
+            gateway=GatewayClient(session, base_url, Secret(key)),
+            limits=RateLimits(rates={}, kind_rates=UNLIMITED),
+            policy=RetryPolicy(max_attempts=max_attempts, retry_ambiguous=retry_ambiguous),
+            outputs=outputs,
+            journal=journal,
+            concurrency=concurrency,
+            single=single,
+            clock=asyncio.get_running_loop().time,
+            batch_size=1 if single else 1000,
+        )
+        try:
+            yield Run(sender, outputs, journal, directory)
+        finally:
+            await sender.abandon(0)
+            outputs.close()
+            journal.close()
+
+
+async def test_a_batch_is_journaled_then_sent_under_its_key(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory(rate_limit=False)
+    batch = make_batch(range(1, 6))
+    async with running_sender(tmp_path, emu.base_url) as run:
+        await run.send(batch)
+    results = run.results()
+    assert sorted(results) == [1, 2, 3, 4, 5]
+    assert {r["status"] for r in results.values()} == {"QUEUE"}
+    assert all(r["attempts"] == 1 for r in results.values())
+    ledger = emu.messages()
+    assert {m["idempotencyKey"] for m in ledger} == {batch.key}
+    assert {m["id"] for m in ledger} == {r["id"] for r in results.values()}
+    assert run.records() == [{"sent": batch.key, "lines": [1, 2, 3, 4, 5]}, {"done": batch.key}]
+
+
+async def test_413_splits_into_halves_with_their_own_keys(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory(rate_limit=False, max_batch=3)
+    batch = make_batch(range(1, 9))
+    async with running_sender(tmp_path, emu.base_url) as run:
+        await run.send(batch)
+    assert {r["status"] for r in run.results().values()} == {"QUEUE"}
+    assert sorted(run.results()) == list(range(1, 9))
+    # 8 → 4 + 4 → 2 + 2 + 2 + 2: every piece under the key of its own lines
+    keys = {m["idempotencyKey"] for m in emu.messages()}
+    assert keys == {batch_key(JOB, lines) for lines in ([1, 2], [3, 4], [5, 6], [7, 8])}
+    assert run.summary.retries["413-split"] == 3
+    records = run.records()
+    assert {"unsent": batch.key} in records  # the whole batch was never accepted
+    assert (await emu.stats())["duplicates"] == 0
+
+
+async def test_413_even_for_one_message_fails_that_line(tmp_path: Path) -> None:
+    async def too_large(request: web.Request) -> web.Response:
+        return web.json_response({"meta": {"explain": "too large"}}, status=413)
+
+    app = web.Application()
+    app.router.add_post("/raven/v3/messages/batch", too_large)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with running_sender(tmp_path, f"http://127.0.0.1:{port}/raven") as run:
+            await run.send(make_batch([7, 8]))
+    finally:
+        await runner.cleanup()
+    results = run.results()
+    assert {r["status"] for r in results.values()} == {"FAILED"}
+    assert all("413" in r["error"] for r in results.values())
+    keys = [batch_key(JOB, [7]), batch_key(JOB, [8])]
+    assert {"sent": keys[0], "lines": [7]} in run.records()
+    assert {"done": keys[1]} in run.records()
+
+
+async def test_a_refused_key_stops_the_run_at_once(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory(rate_limit=False)
+    async with running_sender(tmp_path, emu.base_url, key="expired-key") as run:
+        sender = run.sender
+        await sender.submit(make_batch(range(1, 4)))
+        with pytest.raises(AuthError, match="expired or revoked"):
+            await asyncio.wait_for(sender.watch(), NO_HANG)
+        await sender.submit(make_batch(range(4, 7)))  # taken, never started
+        with pytest.raises(AuthError):
+            await asyncio.wait_for(sender.close(), NO_HANG)
+        run.journal.commit()
+        assert run.records() == [
+            {"sent": make_batch(range(1, 4)).key, "lines": [1, 2, 3]},
+            {"unsent": make_batch(range(1, 4)).key},
+        ]
+    assert run.results() == {}  # nothing to report: every line stays resumable
+    assert (await emu.stats())["requests"]["batch"] == 1
+
+
+async def test_an_unreachable_gateway_stops_the_run_without_hanging(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    batch = make_batch(range(1, 4))
+    async with running_sender(tmp_path, f"http://127.0.0.1:{port}/raven", max_attempts=2) as run:
+        await run.sender.submit(batch)
+        with pytest.raises(GatewayUnreachable, match="cannot connect") as caught:
+            await asyncio.wait_for(run.sender.close(), NO_HANG)
+        assert "after 2 attempts" in str(caught.value)
+        run.journal.commit()
+        assert run.records()[-1] == {"unsent": batch.key}
+    assert run.results() == {}
+    assert run.summary.retries["connect"] == 1
+
+
+async def test_the_gateways_refusals_become_result_statuses(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory(rate_limit=False, deny_codes=frozenset({"999"}), max_segments=1)
+    denied = make_batch([1, 2], sender="999")
+    too_long = make_batch([3], text="{0}", params=["x" * 200])  # 2 segments, 1 allowed
+    malformed = make_batch([4], options={"callbacks": "not a url"})
+    async with running_sender(tmp_path, emu.base_url) as run:
+        await run.send(denied, too_long, malformed)
+    results = run.results()
+    assert {line: r["status"] for line, r in results.items()} == {
+        1: "CODE_NOT_ALLOWED",
+        2: "CODE_NOT_ALLOWED",
+        3: "SEGMENTS_EXCEEDED",
+        4: "FAILED",
+    }
+    assert "HTTP 400" in results[4]["error"]
+    assert all(r["attempts"] == 1 for r in results.values())  # a 4xx is never retried
+    assert emu.messages() == []
+
+
+async def test_a_number_the_single_endpoint_refuses_is_an_invalid_number(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory(rate_limit=False, invalid_prefixes=("5215",))
+    batch = make_batch([5])
+    batch.entries[0] = batch.entries[0]._replace(text="Hi n5")
+    async with running_sender(tmp_path, emu.base_url, single=True) as run:
+        await run.send(batch)
+    [result] = run.results().values()
+    assert result["status"] == "INVALID_NUMBER"
+    invalid = (tmp_path / "invalid.ndjson").read_bytes()
+    assert orjson.loads(invalid)["source"] == "gateway"
+
+
+async def test_a_500_after_acting_is_ambiguous_without_idempotency(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory(rate_limit=False, faults=FaultSettings(fail_500_after=1.0))
+    async with running_sender(tmp_path, emu.base_url) as run:
+        await run.send(make_batch(range(1, 4)))
+    results = run.results()
+    assert {r["status"] for r in results.values()} == {"AMBIGUOUS"}
+    assert all(r["attempts"] == 1 for r in results.values())  # not retried blindly
+    assert all("may have sent" in r["error"] for r in results.values())
+    assert len(emu.messages()) == 3  # the gateway did act: that is why it is ambiguous
+    assert run.summary.ambiguous_segments == 3
+
+
+async def test_a_500_after_acting_is_retried_under_the_same_key_with_idempotency(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory(rate_limit=False, faults=FaultSettings(fail_500_after=1.0))
+    batch = make_batch(range(1, 4))
+    async with running_sender(tmp_path, emu.base_url, retry_ambiguous=True) as run:
+        await run.send(batch)
+    results = run.results()
+    assert {r["status"] for r in results.values()} == {"QUEUE"}
+    assert all(r["attempts"] == 2 for r in results.values())
+    stats = await emu.stats()
+    assert (stats["replays"], stats["duplicates"]) == (1, 0)  # the retry replayed the key
+    ledger = {m["id"]: m for m in emu.messages()}
+    assert {r["id"] for r in results.values()} == set(ledger)
+    assert {m["idempotencyKey"] for m in ledger.values()} == {batch.key}
+    assert run.summary.retries["500"] == 1
+
+
+async def test_abandon_gives_in_flight_requests_the_grace_period(tmp_path: Path) -> None:
+    async with held_gateway() as gateway, running_sender(tmp_path, gateway.base_url) as run:
+        batch = make_batch(range(1, 4))
+        await run.sender.submit(batch)
+        await gateway.arrived.wait()
+        abandoning = asyncio.create_task(run.sender.abandon(grace=60))
+        await asyncio.sleep(0)  # let it start waiting on the held request
+        assert not abandoning.done()
+        gateway.release.set()
+        assert await asyncio.wait_for(abandoning, NO_HANG) is True
+        run.outputs.flush()
+    assert {r["status"] for r in run.results().values()} == {"QUEUE"}
+
+
+async def test_abandon_after_the_grace_period_leaves_the_batch_resumable(tmp_path: Path) -> None:
+    async with held_gateway() as gateway, running_sender(tmp_path, gateway.base_url) as run:
+        batch = make_batch(range(1, 4))
+        await run.sender.submit(batch)
+        await gateway.arrived.wait()
+        assert await run.sender.abandon(grace=0) is False
+        run.journal.commit()
+        # sent and never done: a resumed run rebuilds it under the same key
+        assert run.records() == [{"sent": batch.key, "lines": [1, 2, 3]}]
+    assert run.results() == {}
