@@ -1,23 +1,26 @@
 """Command line: argparse → library calls → exit code, one module per command.
 
-Each command module has ``register(commands)`` (its help, and its options, added only
-when that command runs) and ``run(args) -> int``; `_common` holds what they share.
+Each command module is a `_common.Command`: ``HELP``, ``DESCRIPTION``,
+``options(parser)`` (called only when that command runs) and ``run(args) -> int``;
+`_common` holds what they share.
 Heavy modules (aiohttp, the pipeline, the emulator) are imported inside the command
 that needs them, so ``dispatcher --version`` and ``--help`` start fast.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dispatcher._version import __version__
 from dispatcher.cli._common import (
+    Command,
     ExitCode,
     Parser,
-    Run,
+    add_command,
     add_commands,
     signal_handlers_restored,
 )
@@ -37,14 +40,15 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"dispatcher {__version__}")
     commands = add_commands(parser)
     for name in COMMANDS:
-        importlib.import_module(f"dispatcher.cli.{name}").register(commands)
+        module: Command = importlib.import_module(f"dispatcher.cli.{name}")
+        add_command(commands, name, module)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return the process exit code."""
     args = build_parser().parse_args(argv)
-    run: Run = args.run
+    run: Callable[[argparse.Namespace], int] = args.run
     with signal_handlers_restored():
         try:
             return int(run(args))

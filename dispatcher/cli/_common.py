@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
     import asyncio
@@ -95,7 +95,6 @@ def unrecognized(extra: Sequence[str]) -> str:
 
 if TYPE_CHECKING:
     _SubParsers: TypeAlias = argparse._SubParsersAction[Parser]
-    #: What a command's ``register(commands)`` receives.
     Commands: TypeAlias = argparse._SubParsersAction[Parser]
 else:
     _SubParsers = argparse._SubParsersAction
@@ -121,7 +120,16 @@ class _Commands(_SubParsers):
             chosen.error(unrecognized(extra))
 
 
-Run = Callable[[argparse.Namespace], int]
+class Command(Protocol):
+    """What a command module holds: its one-line ``HELP`` and its ``DESCRIPTION``, how
+    it adds its options to its parser, and how it runs (parsed arguments → exit code)."""
+
+    HELP: str
+    DESCRIPTION: str
+
+    def options(self, parser: Parser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
 
 
 def add_commands(parser: Parser) -> Commands:
@@ -129,19 +137,19 @@ def add_commands(parser: Parser) -> Commands:
     return parser.add_subparsers(dest="command", metavar="COMMAND", required=True, action=_Commands)
 
 
-def add_command(
-    commands: Commands,
-    name: str,
-    *,
-    help: str,
-    description: str,
-    options: Callable[[Parser], None],
-    run: Run,
-) -> Parser:
+def add_command(commands: Commands, name: str, command: Command) -> Parser:
     """Register a command: its help now, its options on first use, what runs it."""
-    parser = commands.add_parser(name, help=help, description=description, options=options)
-    parser.set_defaults(run=run)
+    parser = commands.add_parser(
+        name, help=command.HELP, description=command.DESCRIPTION, options=command.options
+    )
+    parser.set_defaults(run=command.run)
     return parser
+
+
+def add_listen_options(parser: Parser, *, port: int) -> None:
+    """``--host`` and ``--port`` of a server command."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind")
+    parser.add_argument("--port", type=int, default=port, help="port; 0 picks a free one")
 
 
 def checked(parse: Callable[[str], T]) -> Callable[[str], T]:

@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
-from dispatcher.cli._common import ExitCode, Parser, add_command, usage_error
+from dispatcher.cli._common import ExitCode, Parser, usage_error
 
-if TYPE_CHECKING:
-    from dispatcher.cli._common import Commands
-
-
-def register(commands: Commands) -> None:
-    add_command(
-        commands,
-        "demo",
-        help="send generated recipients through the embedded emulator",
-        description=(
-            "Start the gateway emulator in this process, generate recipients, send them "
-            "through the real pipeline over real HTTP, write demo-out/ (results, invalid "
-            "numbers, summary) and check the emulator's ledger: nothing lost, nothing "
-            "twice. The emulator injects a few faults unless --no-faults."
-        ),
-        options=options,
-        run=run,
-    )
+HELP = "send generated recipients through the embedded emulator"
+DESCRIPTION = (
+    "Start the gateway emulator in this process, generate recipients, send them "
+    "through the real pipeline over real HTTP, write demo-out/ (results, invalid "
+    "numbers, summary) and check the emulator's ledger: nothing lost, nothing "
+    "twice. The emulator injects a few faults unless --no-faults."
+)
 
 
 def options(p: Parser) -> None:

@@ -5,36 +5,23 @@ from __future__ import annotations
 import argparse
 import secrets
 import sys
-from typing import TYPE_CHECKING
 
-from dispatcher.cli._common import ExitCode, Parser, Signals, add_command, api_key, fail
-
-if TYPE_CHECKING:
-    from dispatcher.cli._common import Commands
+from dispatcher.cli._common import ExitCode, Parser, Signals, add_listen_options, api_key, fail
 
 COMMAND = "dispatcher gateway"
 
-
-def register(commands: Commands) -> None:
-    add_command(
-        commands,
-        "gateway",
-        help="run the emulator of the Messangi gateway",
-        description=(
-            "Run the gateway emulator as an HTTP server. Its first stdout line is "
-            "'listening on http://HOST:PORT'; clients use that URL plus /raven as base "
-            "URL. SIGINT/SIGTERM stop it (exit 0); a second signal exits at once."
-        ),
-        options=options,
-        run=run,
-    )
+HELP = "run the emulator of the Messangi gateway"
+DESCRIPTION = (
+    "Run the gateway emulator as an HTTP server. Its first stdout line is "
+    "'listening on http://HOST:PORT'; clients use that URL plus /raven as base "
+    "URL. SIGINT/SIGTERM stop it (exit 0); a second signal exits at once."
+)
 
 
 def options(p: Parser) -> None:
     from dispatcher.cli._emulator import add_emulator_flags
 
-    p.add_argument("--host", default="127.0.0.1", help="address to bind")
-    p.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one")
+    add_listen_options(p, port=8080)
     p.add_argument(
         "--api-key",
         metavar="K",

@@ -5,13 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
 
-from dispatcher.cli._common import ExitCode, Parser, add_command, usage_error
+from dispatcher.cli._common import ExitCode, Parser, usage_error
 from dispatcher.errors import ConfigError
-
-if TYPE_CHECKING:
-    from dispatcher.cli._common import Commands
 
 #: flag, default, what it is a share of.
 SHARES = (
@@ -22,20 +18,13 @@ SHARES = (
 )
 
 
-def register(commands: Commands) -> None:
-    add_command(
-        commands,
-        "gen",
-        help="generate synthetic recipients as NDJSON on stdout",
-        description=(
-            "Generate realistic synthetic recipients (SPEC §2 NDJSON) on stdout: valid "
-            "mobile numbers of a dozen countries in varied layouts, a share of invalid "
-            "numbers, of non-GSM-7 params, of refs and of per-line overrides. The same "
-            "seed gives the same bytes; each share is exact (round(count * share) lines)."
-        ),
-        options=options,
-        run=run,
-    )
+HELP = "generate synthetic recipients as NDJSON on stdout"
+DESCRIPTION = (
+    "Generate realistic synthetic recipients (SPEC §2 NDJSON) on stdout: valid "
+    "mobile numbers of a dozen countries in varied layouts, a share of invalid "
+    "numbers, of non-GSM-7 params, of refs and of per-line overrides. The same "
+    "seed gives the same bytes; each share is exact (round(count * share) lines)."
+)
 
 
 def options(p: Parser) -> None:

@@ -10,41 +10,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
-from dispatcher.cli._common import (
-    ExitCode,
-    Parser,
-    Signals,
-    add_command,
-    checked,
-    fail,
-    usage_error,
-)
+from dispatcher.cli._common import ExitCode, Parser, Signals, checked, fail, usage_error
 from dispatcher.errors import ConfigError
 
-if TYPE_CHECKING:
-    from dispatcher.cli._common import Commands
-
+#: Options that are `LoadTest` fields of the same name.
+SETTINGS = (
+    *("rate", "rate_unit", "duration", "warmup", "batch_size", "concurrency", "timeout"),
+    *("drain", "sender", "text", "seed"),
+)
 STOPPING = "stopping: waiting for in-flight requests (send the signal again to exit now)"
 
-
-def register(commands: Commands) -> None:
-    add_command(
-        commands,
-        "loadtest",
-        help="drive a gateway at a constant rate and check latency thresholds",
-        description=(
-            "Constant-arrival-rate load test. Request k is due at start + k/rate whatever "
-            "the gateway does, and its latency counts from that due time, so a slow "
-            "gateway shows as latency, not as a quietly lower rate. Drives an emulator "
-            "started in this process on 127.0.0.1 unless --base-url is given. Exit codes: "
-            "0 passed, 99 a threshold failed, 2 usage error, 3 aborted (API key refused), "
-            "130/143 interrupted."
-        ),
-        options=options,
-        run=run,
-    )
+HELP = "drive a gateway at a constant rate and check latency thresholds"
+DESCRIPTION = (
+    "Constant-arrival-rate load test. Request k is due at start + k/rate whatever "
+    "the gateway does, and its latency counts from that due time, so a slow "
+    "gateway shows as latency, not as a quietly lower rate. Drives an emulator "
+    "started in this process on 127.0.0.1 unless --base-url is given. Exit codes: "
+    "0 passed, 99 a threshold failed, 2 usage error, 3 aborted (API key refused), "
+    "130/143 interrupted."
+)
 
 
 def options(p: Parser) -> None:
@@ -117,18 +102,8 @@ def run(args: argparse.Namespace) -> int:
             synthetic=args.synthetic,
             faults=faults_from(args),
             plot=args.plot,
-            rate=args.rate,
-            rate_unit=args.rate_unit,
-            duration=args.duration,
-            warmup=args.warmup,
-            batch_size=args.batch_size,
-            concurrency=args.concurrency,
-            timeout=args.timeout,
-            drain=args.drain,
-            sender=args.sender,
-            text=args.text,
-            seed=args.seed,
             thresholds=tuple(args.threshold),
+            **{name: getattr(args, name) for name in SETTINGS},
         )
     except ValueError as exc:  # ConfigError, or fault shares that add up to more than 1
         return usage_error(exc)

@@ -4,49 +4,30 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
-from dispatcher.cli._common import ExitCode, Parser, Signals, add_command, fail
-
-if TYPE_CHECKING:
-    from dispatcher.cli._common import Commands
+from dispatcher.cli._common import ExitCode, Parser, Signals, add_listen_options, fail
 
 COMMAND = "dispatcher receiver"
 
-
-def register(commands: Commands) -> None:
-    add_command(
-        commands,
-        "receiver",
-        help="receive delivery reports on a webhook and append them to NDJSON",
-        description=(
-            "A webhook server for delivery reports (the URL for send --callbacks). Accepts "
-            "JSON POSTs on any path (an object or an array of objects) and appends each "
-            "object as one NDJSON line with an added receivedAt. GET /_receiver/stats "
-            "gives the counts. SIGINT/SIGTERM write everything and exit 0; a second "
-            "signal exits at once."
-        ),
-        options=options,
-        run=run,
-    )
+HELP = "receive delivery reports on a webhook and append them to NDJSON"
+DESCRIPTION = (
+    "A webhook server for delivery reports (the URL for send --callbacks). Accepts "
+    "JSON POSTs on any path (an object or an array of objects) and appends each "
+    "object as one NDJSON line with an added receivedAt. GET /_receiver/stats "
+    "gives the counts. SIGINT/SIGTERM write everything and exit 0; a second "
+    "signal exits at once."
+)
 
 
 def options(p: Parser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="address to bind")
-    p.add_argument("--port", type=int, default=8090, help="port; 0 picks a free one")
+    add_listen_options(p, port=8090)
     p.add_argument("--out", required=True, help="NDJSON file the reports are appended to")
     p.add_argument(
         "--malformed",
         metavar="PATH",
         help="where refused bodies are kept (default OUT.malformed.ndjson)",
     )
-    p.add_argument(
-        "--flush-interval",
-        type=float,
-        default=0.5,
-        metavar="S",
-        help="seconds between writes to OUT",
-    )
+    p.add_argument("--flush-interval", type=float, default=0.5, metavar="S", help="write every S")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
-from dispatcher.cli._common import ExitCode, Parser, add_command, fail
+from dispatcher.cli._common import ExitCode, Parser, fail
 
-if TYPE_CHECKING:
-    from dispatcher.cli._common import Commands
-
-
-def register(commands: Commands) -> None:
-    add_command(
-        commands,
-        "report",
-        help="join results and delivery reports into final counts",
-        description=(
-            "Join send results (one line per input line; those with an id were accepted "
-            "by the gateway) with delivery reports (matched on id; a final status beats a "
-            "non-final one, then the latest timestamp wins). Prints delivered, undelivered "
-            "by status, pending, not sent by status and reports for unknown ids."
-        ),
-        options=options,
-        run=run,
-    )
+HELP = "join results and delivery reports into final counts"
+DESCRIPTION = (
+    "Join send results (one line per input line; those with an id were accepted "
+    "by the gateway) with delivery reports (matched on id; a final status beats a "
+    "non-final one, then the latest timestamp wins). Prints delivered, undelivered "
+    "by status, pending, not sent by status and reports for unknown ids."
+)
 
 
 def options(p: Parser) -> None:

@@ -12,34 +12,25 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from dispatcher.cli._common import ExitCode, Parser, Signals, add_command, fail, usage_error
+from dispatcher.cli._common import ExitCode, Parser, Signals, fail, usage_error
 from dispatcher.errors import ConfigError, FatalError
 
 if TYPE_CHECKING:
-    from dispatcher.cli._common import Commands
     from dispatcher.config import Config, Key
     from dispatcher.pipeline import Shutdown
     from dispatcher.summary import Summary
 
 STOPPING = "stopping: finishing in-flight requests (send the signal again to exit now)"
 
-
-def register(commands: Commands) -> None:
-    add_command(
-        commands,
-        "send",
-        help="send the recipients of an NDJSON file (or stdin) through the gateway",
-        description=(
-            "Send SMS to every recipient of an NDJSON file, a .gz file or stdin ('-'). "
-            "Writes exactly one result per input line (stdout unless --results), the "
-            "invalid numbers, and a summary. The API key comes from DISPATCHER_API_KEY "
-            "or --api-key-file, never from a flag. Each setting comes from its flag, "
-            "else its DISPATCHER_* variable, else the --config file, else the default "
-            "shown."
-        ),
-        options=options,
-        run=run,
-    )
+HELP = "send the recipients of an NDJSON file (or stdin) through the gateway"
+DESCRIPTION = (
+    "Send SMS to every recipient of an NDJSON file, a .gz file or stdin ('-'). "
+    "Writes exactly one result per input line (stdout unless --results), the "
+    "invalid numbers, and a summary. The API key comes from DISPATCHER_API_KEY "
+    "or --api-key-file, never from a flag. Each setting comes from its flag, "
+    "else its DISPATCHER_* variable, else the --config file, else the default "
+    "shown."
+)
 
 
 def options(p: Parser) -> None:

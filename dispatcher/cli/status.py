@@ -6,26 +6,18 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from dispatcher.cli._common import ExitCode, Parser, add_command, run_async, usage_error
+from dispatcher.cli._common import ExitCode, Parser, run_async, usage_error
 from dispatcher.errors import ConfigError
 
 if TYPE_CHECKING:
-    from dispatcher.cli._common import Commands
     from dispatcher.config import Config
 
 
-def register(commands: Commands) -> None:
-    add_command(
-        commands,
-        "status",
-        help="ask the gateway for the status of message ids",
-        description=(
-            "Look up message statuses with GET v2/messages/{id}, rate-limited; one JSON "
-            "line per id on stdout. Ids from the command line or from a results file."
-        ),
-        options=options,
-        run=run,
-    )
+HELP = "ask the gateway for the status of message ids"
+DESCRIPTION = (
+    "Look up message statuses with GET v2/messages/{id}, rate-limited; one JSON "
+    "line per id on stdout. Ids from the command line or from a results file."
+)
 
 
 def options(p: Parser) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from dispatcher.loadtest.stats import Outcome
 from tests.support.emulators import EmulatorFactory
 
 LOADTEST = [sys.executable, "-m", "dispatcher", "loadtest"]
@@ -53,22 +54,7 @@ REPORT_SCHEMA: dict[str, Any] = {
     "late_starts": int,
     "dropped": int,
     "unfinished": int,
-    "outcomes": dict.fromkeys(
-        [
-            "ok",
-            "4xx",
-            "429",
-            "5xx",
-            "timeout",
-            "connect_error",
-            "connection_lost",
-            "bad_response",
-            "refused",
-            "dropped",
-            "unfinished",
-        ],
-        int,
-    ),
+    "outcomes": dict.fromkeys([str(outcome) for outcome in Outcome], int),
     "errors": int,
     "error_rate": (float, type(None)),
     "latency_ms": dict.fromkeys(("min", "mean", "p50", "p90", "p95", "p99", "p99.9", "max"), Maybe),
