@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
-from dispatcher.cli._common import ExitCode, Parser, run_async, usage_error
+from dispatcher.cli._common import ExitCode, Parser, Signals, usage_error
 from dispatcher.errors import ConfigError
 
 if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import AsyncGenerator
+
     from dispatcher.config import Config
 
 
@@ -59,10 +63,13 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("give message ids, or --results PATH")
     except ConfigError as exc:
         return usage_error(exc)
-    return run_async(_status(config, ids, args.rate))
+    signals = Signals()  # the first signal ends the look-ups after the current answer
+    failed = signals.run(_status(config, ids, args.rate, signals.stop))
+    return signals.exit_code or (ExitCode.FAILED if failed else ExitCode.OK)
 
 
-async def _status(config: Config, ids: list[str], rate: float) -> int:
+async def _status(config: Config, ids: list[str], rate: float, stop: asyncio.Event) -> int:
+    """Print one line per id until done or ``stop``; the number of failed look-ups."""
     import orjson
 
     from dispatcher.gateway import GatewayClient, open_session
@@ -73,8 +80,13 @@ async def _status(config: Config, ids: list[str], rate: float) -> int:
         concurrency=4, timeout=config.timeout, connect_timeout=config.connect_timeout
     ) as session:
         gateway = GatewayClient(session, config.base_url, config.api_key)
-        async for answer in lookup(gateway, ids, rate=rate):
-            failed += "error" in answer
-            sys.stdout.buffer.write(orjson.dumps(answer, option=orjson.OPT_APPEND_NEWLINE))
+        # An async generator (typed as an iterator): closed at once when we stop early.
+        lookups = cast("AsyncGenerator[dict[str, Any], None]", lookup(gateway, ids, rate=rate))
+        async with contextlib.aclosing(lookups) as answers:
+            async for answer in answers:
+                failed += "error" in answer
+                sys.stdout.buffer.write(orjson.dumps(answer, option=orjson.OPT_APPEND_NEWLINE))
+                if stop.is_set():
+                    break
     sys.stdout.flush()
-    return ExitCode.FAILED if failed else ExitCode.OK
+    return failed
