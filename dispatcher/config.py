@@ -3,6 +3,11 @@
 Every value is validated once, at start, and a bad one raises `ConfigError` naming the
 key, where it came from and what would be accepted — the CLI turns that into exit 2.
 The API key lives in a `Secret`, whose repr never shows it.
+
+Each field of `Config` carries a `Key` in its metadata: its TOML section and parser,
+its environment variable, its command-line flag and help. The file reader, the
+environment reader and the options of ``dispatcher send`` all come from that one list,
+so a new setting is one new field.
 """
 
 from __future__ import annotations
@@ -53,83 +58,7 @@ def _frozen(mapping: Mapping[str, float] | None = None) -> Mapping[str, float]:
     return MappingProxyType(dict(mapping or {}))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Config:
-    """Everything a send needs to know. See ``configs/default.toml`` for each key."""
-
-    # gateway
-    base_url: str = DEFAULT_BASE_URL
-    api_key: Secret | None = field(default=None, repr=False)
-    endpoint: str = "batch"
-    max_batch: int = 1000
-    idempotency: bool = False
-    idempotency_header: str = "Idempotency-Key"
-    timeout: float = 30.0
-    connect_timeout: float = 10.0
-    # message (job-level; a line may override sender, text, external_id, client_id, email)
-    sender: str | None = None
-    text: str | None = None
-    request_dr: bool = False
-    callbacks: str | None = None
-    connection: str | None = None
-    email: str | None = None
-    external_id: str | None = None
-    client_id: str | None = None
-    # content
-    segment_model: str = "flat"
-    max_segments: int = 10
-    max_line_bytes: int = 65536
-    strict_numbers: bool = False
-    # batching, rates, concurrency
-    batch_size: int = 1000
-    linger_ms: float = 50.0
-    max_buffered: int = 50_000
-    concurrency: int = 16
-    rates: Mapping[str, float] = field(default_factory=_frozen)
-    kind_rates: Mapping[str, float] = field(
-        default_factory=lambda: _frozen({"longcode": 1, "shortcode": 100, "alphanumeric": 100})
-    )
-    rate_unit: str = "messages"
-    # retries
-    max_attempts: int = 5
-    retry_max_wait: float = 30.0
-    retry_deadline: float = 300.0
-    retry_ambiguous: bool = False
-    # outputs and run control
-    results: str = "-"
-    invalid: str | None = None
-    rejects: str | None = None
-    summary: str | None = None
-    resume: bool = False
-    force: bool = False
-    fsync: bool = False
-    dry_run: bool = False
-    progress: bool | None = None
-    strict: bool = False
-    price_per_segment: float | None = None
-    grace_period: float = 10.0
-    log_level: str = "info"
-    log_format: str = "text"
-
-    def with_changes(self, **changes: Any) -> Config:
-        """A copy with some keys replaced, validated again."""
-        return validate(replace(self, **changes))
-
-    @property
-    def request_size(self) -> int:
-        """Messages per request: 1 for the single endpoint, else the batch size within
-        the gateway's maximum."""
-        if self.endpoint == "single":
-            return 1
-        return max(1, min(self.batch_size, self.max_batch))
-
-    @property
-    def single(self) -> bool:
-        """Whether messages go one per request to ``v2/messages`` with rendered text."""
-        return self.request_size == 1
-
-
-# --- where each key lives in the TOML file, and how to read it ------------------------
+# --- how a value from a file or the environment is read ------------------------------
 
 Parser = Callable[[str, Any], Any]
 
@@ -207,54 +136,361 @@ def _rates(key: str, value: Any) -> Mapping[str, float]:
     return _frozen({str(code): parse_rate(f"{key}.{code}", rate) for code, rate in value.items()})
 
 
-#: key → (TOML table, parser). The table groups keys for humans; names are unique.
-KEYS: dict[str, tuple[str, Parser]] = {
-    "base_url": ("gateway", _str),
-    "endpoint": ("gateway", _str),
-    "max_batch": ("gateway", _int),
-    "idempotency": ("gateway", _bool),
-    "idempotency_header": ("gateway", _str),
-    "timeout": ("gateway", _float),
-    "connect_timeout": ("gateway", _float),
-    "sender": ("message", _opt_str),
-    "text": ("message", _opt_str),
-    "request_dr": ("message", _bool),
-    "callbacks": ("message", _opt_str),
-    "connection": ("message", _opt_str),
-    "email": ("message", _opt_str),
-    "external_id": ("message", _opt_str),
-    "client_id": ("message", _opt_str),
-    "segment_model": ("message", _str),
-    "max_segments": ("message", _int),
-    "max_line_bytes": ("input", _int),
-    "strict_numbers": ("input", _bool),
-    "batch_size": ("sending", _int),
-    "linger_ms": ("sending", _float),
-    "max_buffered": ("sending", _int),
-    "concurrency": ("sending", _int),
-    "rates": ("sending", _rates),
-    "kind_rates": ("sending", _rates),
-    "rate_unit": ("sending", _str),
-    "max_attempts": ("retry", _int),
-    "retry_max_wait": ("retry", _float),
-    "retry_deadline": ("retry", _float),
-    "retry_ambiguous": ("retry", _bool),
-    "results": ("output", _str),
-    "invalid": ("output", _opt_str),
-    "rejects": ("output", _opt_str),
-    "summary": ("output", _opt_str),
-    "fsync": ("output", _bool),
-    "progress": ("output", _opt_bool),
-    "strict": ("output", _bool),
-    "price_per_segment": ("output", _opt_float),
-    "grace_period": ("run", _float),
-    "log_level": ("run", _str),
-    "log_format": ("run", _str),
+def _rates_from_flags(items: list[str] | None) -> Mapping[str, float]:
+    """The ``--rate CODE=N`` flags, in order (a later one for the same code wins)."""
+    rates = {}
+    for item in items or ():
+        code, sep, value = item.partition("=")
+        if not sep or not code:
+            raise ConfigError(f"--rate takes CODE=N (messages per second, or inf), got {item!r}")
+        rates[code] = parse_rate(f"--rate {code}", value)
+    return _frozen(rates)
+
+
+#: What a flag's argument is, by the parser of the key: a switch, a number, a text,
+#: or a repeatable flag.
+_KINDS: dict[Parser, type] = {
+    _bool: bool,
+    _opt_bool: bool,
+    _int: int,
+    _float: float,
+    _opt_float: float,
+    _str: str,
+    _opt_str: str,
+    _rates: list,
 }
-#: TOML spellings that differ from the field name.
-ALIASES = {"from": "sender"}
-#: Keys that only make sense on the command line, never in a file or env.
-FLAG_ONLY = {"resume", "force", "dry_run", "api_key"}
+
+
+# --- one description per key: file, environment, flag --------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Key:
+    """How one `Config` field is set: its TOML section and parser, its environment
+    variable, its command-line flag and help. `KEYS` holds one per field."""
+
+    section: str
+    parse: Parser
+    help: str
+    #: ``--name-with-dashes`` unless given; None: no flag (file and environment only).
+    flag: str | None
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    #: The spelling in the file and the environment when it is not the field's name.
+    alias: str | None = None
+    #: False: only on the command line (resume, force, dry run), never in a file or env.
+    file: bool = True
+    #: False: a table, which the environment cannot hold.
+    env: bool = True
+    #: Never shown, logged or put in a file (the API key).
+    secret: bool = False
+    #: How ``--help`` words the default when the value alone would not say it.
+    shown_default: str | None = None
+    #: Turns what the flag collected into the value (repeatable flags).
+    from_flag: Callable[[Any], Any] | None = None
+    #: Filled in for `KEYS`: the field's name and its built-in default.
+    name: str = ""
+    default: Any = None
+
+    @property
+    def kind(self) -> type:
+        """``bool`` (a switch), ``int``, ``float``, ``str`` or ``list`` (repeatable)."""
+        return _KINDS.get(self.parse, str)
+
+    @property
+    def file_name(self) -> str:
+        """The key's spelling in the TOML file (``from`` for the sender)."""
+        return self.alias or self.name
+
+    @property
+    def env_var(self) -> str | None:
+        """``DISPATCHER_<KEY>``, or None when the environment cannot set it."""
+        if not (self.file and self.env):
+            return None
+        return ENV_PREFIX + self.file_name.upper()
+
+
+def _key(
+    default: Any = None,
+    *,
+    factory: Callable[[], Any] | None = None,
+    section: str,
+    parse: Parser,
+    help: str,
+    flag: str | None = "",
+    **details: Any,
+) -> Any:
+    """A `Config` field described by a `Key` (flag "" → ``--name-with-dashes``)."""
+    key = Key(section=section, parse=parse, help=help, flag=flag, **details)
+    if factory is not None:
+        return field(default_factory=factory, metadata={"key": key})
+    return field(default=default, metadata={"key": key})
+
+
+def _kind_rates() -> Mapping[str, float]:
+    return _frozen(KIND_RATES)
+
+
+KIND_RATES: Mapping[str, float] = MappingProxyType(
+    {"longcode": 1.0, "shortcode": 100.0, "alphanumeric": 100.0}
+)
+_BY_KIND = ", ".join(f"{kind} {rate:g}/s" for kind, rate in KIND_RATES.items())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Everything a send needs to know. See ``configs/default.toml`` for each key."""
+
+    base_url: str = _key(
+        DEFAULT_BASE_URL,
+        section="gateway",
+        parse=_str,
+        metavar="URL",
+        help="API base URL including its path prefix",
+    )
+    api_key: Secret | None = _key(
+        section="gateway",
+        parse=_str,
+        flag=None,
+        file=False,
+        secret=True,
+        help=f"from --api-key-file, api_key_file in the file, or {API_KEY_ENV}; never a flag",
+    )
+    endpoint: str = _key(
+        "batch",
+        section="gateway",
+        parse=_str,
+        choices=("batch", "single"),
+        help="the batch endpoint, or one request per message",
+    )
+    max_batch: int = _key(
+        1000, section="gateway", parse=_int, flag=None, help="the gateway's largest batch"
+    )
+    idempotency: bool = _key(
+        False, section="gateway", parse=_bool, help="the gateway honours Idempotency-Key"
+    )
+    idempotency_header: str = _key(
+        "Idempotency-Key", section="gateway", parse=_str, flag=None, help="'' sends no key"
+    )
+    timeout: float = _key(
+        30.0,
+        section="gateway",
+        parse=_float,
+        metavar="S",
+        help="seconds before a request times out",
+    )
+    connect_timeout: float = _key(
+        10.0, section="gateway", parse=_float, flag=None, help="seconds to connect"
+    )
+    # job-level; a line may override sender, text, external_id, client_id, email
+    sender: str | None = _key(
+        section="message",
+        parse=_opt_str,
+        flag="--from",
+        alias="from",
+        metavar="CODE",
+        help="sender code: short, long or alphanumeric",
+    )
+    text: str | None = _key(
+        section="message",
+        parse=_opt_str,
+        metavar="T",
+        help="message template with {0}, {1}… placeholders",
+    )
+    request_dr: bool = _key(False, section="message", parse=_bool, help="ask for delivery reports")
+    callbacks: str | None = _key(
+        section="message",
+        parse=_opt_str,
+        metavar="URLS",
+        help="comma-separated delivery-report webhook URLs",
+    )
+    connection: str | None = _key(
+        section="message", parse=_opt_str, metavar="NAME", help="carrier connection name"
+    )
+    email: str | None = _key(
+        section="message",
+        parse=_opt_str,
+        metavar="EMAIL",
+        help="email associated with every destination",
+    )
+    external_id: str | None = _key(
+        section="message", parse=_opt_str, metavar="ID", help="externalId for every message"
+    )
+    client_id: str | None = _key(
+        section="message", parse=_opt_str, metavar="ID", help="clientId for every message"
+    )
+    segment_model: str = _key(
+        "flat",
+        section="message",
+        parse=_str,
+        choices=("flat", "3gpp"),
+        help="how segments are counted",
+    )
+    max_segments: int = _key(
+        10,
+        section="message",
+        parse=_int,
+        metavar="N",
+        help="refuse messages above this many segments",
+    )
+    max_line_bytes: int = _key(
+        65536, section="input", parse=_int, flag=None, help="longer input lines are REJECTED"
+    )
+    strict_numbers: bool = _key(
+        False, section="input", parse=_bool, help="validate numbers with libphonenumber"
+    )
+    batch_size: int = _key(
+        1000, section="sending", parse=_int, metavar="N", help="recipients per batch request"
+    )
+    linger_ms: float = _key(
+        50.0,
+        section="sending",
+        parse=_float,
+        metavar="MS",
+        help="flush a batch that has not filled after this",
+    )
+    max_buffered: int = _key(
+        50_000,
+        section="sending",
+        parse=_int,
+        flag=None,
+        help="recipients buffered across all groups",
+    )
+    concurrency: int = _key(
+        16, section="sending", parse=_int, metavar="N", help="requests in flight at most"
+    )
+    rates: Mapping[str, float] = _key(
+        factory=_frozen,
+        section="sending",
+        parse=_rates,
+        flag="--rate",
+        metavar="CODE=N",
+        env=False,
+        from_flag=_rates_from_flags,
+        shown_default=f"by kind of code, from [sending.kind_rates]: {_BY_KIND}",
+        help="rate limit of a sender code, per second, N may be inf; repeatable",
+    )
+    kind_rates: Mapping[str, float] = _key(
+        factory=_kind_rates,
+        section="sending",
+        parse=_rates,
+        flag=None,
+        env=False,
+        help="rate limits by kind of sender code",
+    )
+    rate_unit: str = _key(
+        "messages",
+        section="sending",
+        parse=_str,
+        choices=("messages", "segments"),
+        help="what the rate limits count",
+    )
+    max_attempts: int = _key(
+        5, section="retry", parse=_int, metavar="N", help="attempts per batch, the first included"
+    )
+    retry_max_wait: float = _key(
+        30.0, section="retry", parse=_float, flag=None, help="longest wait between attempts"
+    )
+    retry_deadline: float = _key(
+        300.0, section="retry", parse=_float, flag=None, help="seconds a batch may spend retrying"
+    )
+    retry_ambiguous: bool = _key(
+        False, section="retry", parse=_bool, help="retry even when the gateway may have acted"
+    )
+    results: str = _key(
+        "-",
+        section="output",
+        parse=_str,
+        metavar="PATH",
+        shown_default="stdout",
+        help="results NDJSON",
+    )
+    invalid: str | None = _key(
+        section="output", parse=_opt_str, metavar="PATH", help="invalid numbers NDJSON"
+    )
+    rejects: str | None = _key(
+        section="output", parse=_opt_str, metavar="PATH", help="malformed input lines NDJSON"
+    )
+    summary: str | None = _key(
+        section="output", parse=_opt_str, metavar="PATH", help="summary JSON"
+    )
+    resume: bool = _key(
+        False, section="run", parse=_bool, file=False, help="finish the job the journal describes"
+    )
+    force: bool = _key(
+        False, section="run", parse=_bool, file=False, help="start over despite an existing journal"
+    )
+    fsync: bool = _key(False, section="output", parse=_bool, help="fsync results and journal")
+    dry_run: bool = _key(
+        False,
+        section="run",
+        parse=_bool,
+        file=False,
+        help="validate, count and estimate; send nothing",
+    )
+    progress: bool | None = _key(
+        section="output",
+        parse=_opt_bool,
+        shown_default="when stderr is a terminal",
+        help="progress on stderr",
+    )
+    strict: bool = _key(
+        False, section="output", parse=_bool, help="exit 1 when any line is invalid or rejected"
+    )
+    price_per_segment: float | None = _key(
+        section="output",
+        parse=_opt_float,
+        metavar="X",
+        help="report the cost of the billable segments",
+    )
+    grace_period: float = _key(
+        10.0,
+        section="run",
+        parse=_float,
+        metavar="S",
+        help="seconds in-flight requests get after a stop",
+    )
+    log_level: str = _key(
+        "info",
+        section="run",
+        parse=_str,
+        choices=("debug", "info", "warning", "error"),
+        help="log level on stderr",
+    )
+    log_format: str = _key(
+        "text", section="run", parse=_str, choices=("text", "json"), help="log format on stderr"
+    )
+
+    @property
+    def request_size(self) -> int:
+        """Messages per request: 1 on the single endpoint, else the batch size within
+        the gateway's maximum."""
+        if self.endpoint == "single":
+            return 1
+        return max(1, min(self.batch_size, self.max_batch))
+
+    @property
+    def single(self) -> bool:
+        """Whether messages go one per request to ``v2/messages`` with rendered text."""
+        return self.request_size == 1
+
+
+def _keys() -> dict[str, Key]:
+    defaults = Config()
+    return {
+        f.name: replace(f.metadata["key"], name=f.name, default=getattr(defaults, f.name))
+        for f in fields(Config)
+    }
+
+
+#: Every field's `Key`, in field order.
+KEYS: Mapping[str, Key] = MappingProxyType(_keys())
+#: The keys a file or the environment may set, by their spelling there (and the
+#: field's name, which is accepted too: ``sender`` as well as ``from``).
+_FILE_KEYS = {
+    spelling: key for key in KEYS.values() if key.file for spelling in {key.name, key.file_name}
+}
+_SECTIONS = sorted({key.section for key in _FILE_KEYS.values()})
 
 
 def _suggest(key: str, known: list[str]) -> str:
@@ -274,37 +510,37 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     values: dict[str, Any] = {}
-    tables = sorted({table for table, _ in KEYS.values()})
     for table, content in document.items():
         if table == "api_key_file" and isinstance(content, str):
             values["api_key_file"] = content
             continue
-        if table not in tables or not isinstance(content, dict):
+        if table not in _SECTIONS or not isinstance(content, dict):
             raise ConfigError(
-                f"{path}: unknown section [{table}]{_suggest(table, tables)}; "
-                f"sections are {', '.join(tables)}"
+                f"{path}: unknown section [{table}]{_suggest(table, _SECTIONS)}; "
+                f"sections are {', '.join(_SECTIONS)}"
             )
         for name, value in content.items():
-            key = ALIASES.get(str(name), str(name))
-            if key not in KEYS or KEYS[key][0] != table:
-                known = [k for k, (t, _) in KEYS.items() if t == table]
+            key = _FILE_KEYS.get(str(name))
+            if key is None or key.section != table:
+                known = [k.file_name for k in KEYS.values() if k.file and k.section == table]
                 raise ConfigError(
                     f"{path}: unknown key '{name}' in [{table}]{_suggest(name, known)}"
                 )
-            values[key] = KEYS[key][1](f"{path}: [{table}] {name}", value)
+            values[key.name] = key.parse(f"{path}: [{table}] {name}", value)
     return values
 
 
 def read_env(env: Mapping[str, str]) -> dict[str, Any]:
-    """``DISPATCHER_<KEY>`` variables, e.g. ``DISPATCHER_CONCURRENCY=32``."""
+    """``DISPATCHER_<KEY>`` variables, e.g. ``DISPATCHER_CONCURRENCY=32``
+    (``DISPATCHER_FROM``, or ``DISPATCHER_SENDER``, for the sender code)."""
     values: dict[str, Any] = {}
-    for key, (_, parse) in KEYS.items():
-        raw = env.get(ENV_PREFIX + key.upper())
-        if raw is None or key in ("rates", "kind_rates"):
+    for key in KEYS.values():
+        if key.env_var is None:
             continue
-        values[key] = parse(f"environment {ENV_PREFIX}{key.upper()}", raw)
-    if ENV_PREFIX + "FROM" in env:
-        values["sender"] = env[ENV_PREFIX + "FROM"]
+        for variable in dict.fromkeys((ENV_PREFIX + key.name.upper(), key.env_var)):
+            raw = env.get(variable)
+            if raw is not None:  # the file's spelling (DISPATCHER_FROM) comes last, wins
+                values[key.name] = key.parse(f"environment {variable}", raw)
     return values
 
 
@@ -318,6 +554,17 @@ def read_api_key(path: str | os.PathLike[str]) -> Secret:
     if not key:
         raise ConfigError(f"the API key file {path} is empty")
     return Secret(key)
+
+
+def find_api_key(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Secret | None:
+    """The API key: from the file when one is named, else from ``DISPATCHER_API_KEY``
+    (surrounding white space ignored), else None."""
+    if path is not None:
+        return read_api_key(path)
+    value = (os.environ if env is None else env).get(API_KEY_ENV, "").strip()
+    return Secret(value) if value else None
 
 
 def load(
@@ -338,13 +585,10 @@ def load(
             values["rates"] = _frozen({**values.get("rates", {}), **value})
         elif value is not None:
             values[key] = value
-    key_file = api_key_file or values.pop("api_key_file", None)
-    if key_file is not None:
-        values["api_key"] = read_api_key(key_file)
-    elif env.get(API_KEY_ENV):
-        values["api_key"] = Secret(env[API_KEY_ENV].strip())
-    names = {f.name for f in fields(Config)}
-    unknown = set(values) - names
+    file_key = values.pop("api_key_file", None)
+    if (api_key := find_api_key(api_key_file or file_key, env)) is not None:
+        values["api_key"] = api_key
+    unknown = set(values) - set(KEYS)
     if unknown:
         raise ConfigError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
     return validate(Config(**values))
@@ -362,12 +606,10 @@ def _at_least(key: str, value: float, minimum: float) -> None:
 
 def validate(config: Config) -> Config:
     """Check ranges and combinations; return the config unchanged when it is sound."""
-    _choice("endpoint", config.endpoint, ("batch", "single"))
-    _choice("segment_model", config.segment_model, ("flat", "3gpp"))
-    _choice("rate_unit", config.rate_unit, ("messages", "segments"))
-    _choice("log_level", config.log_level, ("debug", "info", "warning", "error"))
-    _choice("log_format", config.log_format, ("text", "json"))
-    for key, minimum in (
+    for key in KEYS.values():
+        if key.choices:
+            _choice(key.name, getattr(config, key.name), key.choices)
+    for name, minimum in (
         ("batch_size", 1),
         ("max_batch", 1),
         ("concurrency", 1),
@@ -376,12 +618,12 @@ def validate(config: Config) -> Config:
         ("max_line_bytes", 64),
         ("max_buffered", 1),
     ):
-        _at_least(key, getattr(config, key), minimum)
-    for key in ("timeout", "connect_timeout", "retry_deadline"):
-        if getattr(config, key) <= 0:
-            raise ConfigError(f"{key} must be a positive number of seconds")
-    for key in ("linger_ms", "retry_max_wait", "grace_period"):
-        _at_least(key, getattr(config, key), 0)
+        _at_least(name, getattr(config, name), minimum)
+    for name in ("timeout", "connect_timeout", "retry_deadline"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name} must be a positive number of seconds")
+    for name in ("linger_ms", "retry_max_wait", "grace_period"):
+        _at_least(name, getattr(config, name), 0)
     if config.price_per_segment is not None:
         _at_least("price_per_segment", config.price_per_segment, 0)
     if not config.base_url.startswith(("http://", "https://")):
@@ -394,9 +636,9 @@ def validate(config: Config) -> Config:
     if unknown:
         raise ConfigError(f"kind_rates accepts {', '.join(CODE_KINDS)}; unknown: {unknown}")
     if missing:
-        defaults = Config().kind_rates
         config = replace(
-            config, kind_rates=_frozen({**{k: defaults[k] for k in missing}, **config.kind_rates})
+            config,
+            kind_rates=_frozen({**{k: KIND_RATES[k] for k in missing}, **config.kind_rates}),
         )
     if config.resume and config.force:
         raise ConfigError("--resume and --force contradict each other: choose one")

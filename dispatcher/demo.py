@@ -41,16 +41,15 @@ async def run_demo(
     count: int = 100_000,
     out: str | os.PathLike[str] = "demo-out",
     seed: int = 1,
-    faults: bool = True,
+    faults: FaultSettings = DEMO_FAULTS,
     progress: bool | None = None,
     shutdown: pipeline.Shutdown | None = None,
 ) -> DemoResult:
-    """Generate, send through an in-process emulator, and cross-check the ledger."""
+    """Generate, send through an in-process emulator (with ``faults``), and
+    cross-check the ledger."""
     directory = Path(out)
     recipients = await asyncio.to_thread(_generate, directory, count, seed)
-    settings = EmulatorSettings(
-        rate_limit=False, faults=DEMO_FAULTS if faults else FaultSettings(), seed=seed
-    )
+    settings = EmulatorSettings(rate_limit=False, faults=faults, seed=seed)
     async with running_emulator(settings, host="127.0.0.1", port=0) as emulator:
         config = validate(
             Config(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
@@ -311,22 +310,15 @@ async def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8090,
+    stop: asyncio.Event,
     on_listening: Callable[[str], None] = print,
     **options: Any,
 ) -> ReceiverStats:
-    """Run a receiver until SIGINT or SIGTERM; return the final counts.
+    """Run a receiver until ``stop`` is set; return the final counts.
 
     ``on_listening`` gets ``listening on http://HOST:PORT`` once the port is bound.
     """
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     async with running_receiver(out, host, port, **options) as receiver:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            on_listening(f"listening on {receiver.base_url}")
-            await stop.wait()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+        on_listening(f"listening on {receiver.base_url}")
+        await stop.wait()
     return receiver.stats()

@@ -1,4 +1,5 @@
-"""Serving the emulator: in the current event loop for tests and demos, or as a process."""
+"""Serving the emulator: in the current event loop for tests and demos, or as a process
+(``dispatcher gateway`` runs `serve` with its signal handling)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -83,20 +83,6 @@ async def running_emulator(
         await runner.cleanup()
 
 
-def serve(settings: EmulatorSettings, *, host: str, port: int) -> int:
-    """Run until SIGINT or SIGTERM; the first stdout line is ``listening on URL``."""
-    if settings.access_log:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    try:
-        import uvloop
-
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_serve(settings, host, port))
-
-
 def _tune_gc() -> None:
     # Own process only (never in a test's or the client's process): what exists at
     # start-up lives forever, so freeze it out of every collection; and collect young
@@ -107,13 +93,11 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-async def _serve(settings: EmulatorSettings, host: str, port: int) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+async def serve(settings: EmulatorSettings, *, host: str, port: int, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set; the first stdout line is ``listening on URL``."""
+    if settings.access_log:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     async with running_emulator(settings, host=host, port=port) as emulator:
         _tune_gc()
         print(f"listening on {emulator.root_url}", flush=True)
         await stop.wait()
-    return 0

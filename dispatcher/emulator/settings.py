@@ -23,6 +23,38 @@ _SHARE_FIELDS = {
 }
 
 
+def parse_code_rate(spec: str) -> tuple[str, float]:
+    """``CODE=N`` (N may be ``inf``) → (code, rate); ValueError with the reason."""
+    code, sep, value = spec.partition("=")
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = math.nan
+    if not sep or not code or not rate > 0:
+        raise ValueError(f"rate {spec!r} must look like CODE=N, N a positive number or inf")
+    return code, rate
+
+
+def _digits_after_plus(prefix: str) -> str:
+    return prefix.lstrip("+")
+
+
+def _flag(default: Any = None, *, help: str, factory: Any = None, **details: Any) -> Any:
+    """A field that ``dispatcher gateway`` (and, for faults, ``loadtest`` and ``demo``)
+    sets with a flag. The metadata holds its help and, where the default does not
+    say it, the rest: ``flag`` (else ``--name-with-dashes``), ``metavar``, ``type``,
+    ``share`` (a number in 0..1), ``item`` and ``collect`` (a repeatable flag: how one
+    value reads, and what the values become)."""
+    metadata = {"help": help, **details}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _share(what: str) -> Any:
+    return _flag(0.0, share=True, help=f"share of send requests {what}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FaultSettings:
     """Shares (0..1) of send requests that fail each way, and added latency.
@@ -31,16 +63,21 @@ class FaultSettings:
     their sum must not exceed 1.
     """
 
-    fail_429: float = 0.0
-    fail_500_before: float = 0.0
-    fail_500_after: float = 0.0
-    fail_503: float = 0.0
-    drop_before: float = 0.0
-    drop_after: float = 0.0
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
+    fail_429: float = _share("answered 429 (nothing recorded)")
+    fail_500_before: float = _share("answered 500 before recording")
+    fail_500_after: float = _share("answered 500 after recording")
+    fail_503: float = _share("answered 503 (nothing recorded)")
+    drop_before: float = _share("whose connection is closed before recording")
+    drop_after: float = _share("whose connection is closed after recording")
+    latency_ms: float = _flag(0.0, metavar="MS", help="mean added latency")
+    jitter_ms: float = _flag(0.0, metavar="MS", help="uniform +/- jitter of the latency")
     #: The Retry-After (whole seconds) of injected 429 and 503 answers; tests use 0.
-    retry_after_s: int = 1
+    retry_after_s: int = _flag(
+        1,
+        flag="--fault-retry-after",
+        metavar="S",
+        help="Retry-After seconds of injected 429 and 503 answers",
+    )
 
     def __post_init__(self) -> None:
         for name in _SHARE_FIELDS:
@@ -69,38 +106,67 @@ class EmulatorSettings:
 
     #: Bearer token clients must send. Random unless given; never printed by repr.
     api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
-    owner: str = "owner@example.com"
+    owner: str = _flag("owner@example.com", help="owner/operator/username in answers")
     operator: str = "operator@example.com"
     #: Answer the single endpoint with the flat ``{status, messageId, description}``.
-    flat_single: bool = False
-    max_batch: int = 1000
-    max_segments: int = 10
+    flat_single: bool = _flag(
+        False, help="answer v2/messages with the flat {status, messageId, description} shape"
+    )
+    max_batch: int = _flag(1000, metavar="N", help="recipients per batch request (more: 413)")
+    max_segments: int = _flag(10, metavar="N", help="segments per message")
     #: Sender codes not assigned to the account: CODE_NOT_ALLOWED.
-    deny_codes: frozenset[str] = frozenset()
+    deny_codes: frozenset[str] = _flag(
+        frozenset(),
+        flag="--deny-code",
+        metavar="CODE",
+        collect=frozenset,
+        help="answer CODE_NOT_ALLOWED for this sender code; repeatable",
+    )
     #: Numbers starting with these digits (after an optional "+") are invalid.
-    invalid_prefixes: tuple[str, ...] = ()
+    invalid_prefixes: tuple[str, ...] = _flag(
+        (),
+        flag="--invalid-prefix",
+        metavar="PREFIX",
+        item=_digits_after_plus,
+        collect=tuple,
+        help="numbers starting with these digits are invalid at the gateway; repeatable",
+    )
     #: Messages per second per sender code; math.inf for none.
-    rates: Mapping[str, float] = field(default_factory=dict)
-    rate_limit: bool = True
+    rates: Mapping[str, float] = _flag(
+        factory=dict,
+        flag="--rate",
+        metavar="CODE=N",
+        item=parse_code_rate,
+        collect=dict,
+        help="messages/s for a sender code (N may be inf); repeatable; by kind otherwise: "
+        "shortcode 100, longcode 1, alphanumeric 100",
+    )
+    rate_limit: bool = _flag(True, flag="--no-rate-limit", help="no rate limits at all")
     shortcode_rate: float = 100.0
     longcode_rate: float = 1.0
     alphanumeric_rate: float = 100.0
     #: "full" keeps every message; "counts" only counters and window stats.
-    ledger: Literal["full", "counts"] = "full"
+    ledger: Literal["full", "counts"] = _flag(
+        "full",
+        choices=("full", "counts"),
+        help="full keeps every message; counts only counters (for huge benchmarks)",
+    )
     faults: FaultSettings = field(default_factory=FaultSettings)
     #: Seeds the fault and delivery-report draws; None draws from the OS.
-    seed: int | None = None
-    dr_delay_ms: float = 200.0
-    dr_undeliv: float = 0.0
-    dr_expired: float = 0.0
-    dr_rejectd: float = 0.0
+    seed: int | None = _flag(
+        None, type=int, metavar="N", help="seed of the fault and delivery-report draws"
+    )
+    dr_delay_ms: float = _flag(200.0, metavar="MS", help="delay of delivery reports")
+    dr_undeliv: float = _flag(0.0, share=True, help="share of delivery reports UNDELIV")
+    dr_expired: float = _flag(0.0, share=True, help="share of delivery reports EXPIRED")
+    dr_rejectd: float = _flag(0.0, share=True, help="share of delivery reports REJECTD")
     dr_concurrency: int = 32
     dr_timeout_s: float = 5.0
     #: Stored idempotent responses beyond this many bytes evict the oldest.
     idempotency_max_bytes: int = 256 * 1024 * 1024
     #: Largest request body accepted.
     max_body_bytes: int = 64 * 1024 * 1024
-    access_log: bool = False
+    access_log: bool = _flag(False, help="log each request on stderr (it costs throughput)")
 
     def __post_init__(self) -> None:
         if not self.api_key:
@@ -131,18 +197,6 @@ class EmulatorSettings:
         if code.isdigit() and code.isascii():
             return self.shortcode_rate if len(code) <= 6 else self.longcode_rate
         return self.alphanumeric_rate
-
-
-def parse_rate(spec: str) -> tuple[str, float]:
-    """``CODE=N`` (N may be ``inf``) → (code, rate); ValueError with the reason."""
-    code, sep, value = spec.partition("=")
-    try:
-        rate = float(value)
-    except ValueError:
-        rate = math.nan
-    if not sep or not code or not rate > 0:
-        raise ValueError(f"rate {spec!r} must look like CODE=N, N a positive number or inf")
-    return code, rate
 
 
 def fault_update(current: FaultSettings, changes: Mapping[str, Any]) -> FaultSettings:

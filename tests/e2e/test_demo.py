@@ -1,7 +1,12 @@
-"""``dispatcher demo`` in a subprocess: the README's first command, end to end."""
+"""``dispatcher demo`` in a subprocess: the README's first command, end to end, and its
+two-stage Ctrl-C."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -10,6 +15,7 @@ import orjson
 from tests.support.cli import by_line, dispatcher, env, ndjson
 
 COUNT = 5000
+DEMO = [sys.executable, "-m", "dispatcher", "demo"]
 
 
 async def test_demo_sends_everything_once_and_says_so(tmp_path: Path) -> None:
@@ -51,3 +57,54 @@ async def test_demo_runs_twice_in_the_same_directory(tmp_path: Path) -> None:
         )
         assert run.code == 0, run.stderr
     assert len(ndjson(tmp_path / "out" / "results.ndjson")) == 50
+
+
+def start_demo(cwd: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``dispatcher demo`` of 200 000 recipients in the background, once its send is
+    under way: more than the in-flight slots, the lanes and the batcher hold, so that
+    reading is still held back by in-flight requests when a test signals."""
+    proc = subprocess.Popen(
+        [*DEMO, "--out", "out", "--count", "200000", "--no-faults", *args],
+        cwd=cwd,
+        env=env(api_key=None),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not (cwd / "out" / "results.ndjson.journal").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the demo did not start sending"
+        time.sleep(0.02)
+    time.sleep(0.5)  # the first sixteen batches leave within milliseconds of the journal
+    return proc
+
+
+def test_a_second_ctrl_c_exits_at_once_with_130(tmp_path: Path) -> None:
+    """Requests that take ten minutes: the first SIGINT waits for them (up to the 10 s
+    grace period), the second must not."""
+    proc = start_demo(tmp_path, "--latency-ms", "600000")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, stderr = proc.communicate(timeout=5)  # far less than the grace period
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert b"stopping: finishing in-flight requests" in stderr
+    assert b"Traceback" not in stderr
+    assert not (tmp_path / "out" / "summary.json").exists()  # it did not wait to write it
+
+
+def test_one_ctrl_c_lets_in_flight_requests_finish_and_exits_130(tmp_path: Path) -> None:
+    proc = start_demo(tmp_path, "--latency-ms", "2000")
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert b"stopping: finishing in-flight requests" in stderr
+    summary = orjson.loads((tmp_path / "out" / "summary.json").read_bytes())
+    assert summary["exit_code"] == 130
+    assert "interrupted by SIGINT" in summary["exit_reason"]
+    queued = [r for r in ndjson(tmp_path / "out" / "results.ndjson") if r["status"] == "QUEUE"]
+    assert queued, "the requests in flight at the signal finished within the grace period"

@@ -1,47 +1,272 @@
-"""Every command has help text; --version is fast to reach and prints the version."""
+"""The command line in process: every command has help; options come from the settings'
+dataclasses; no abbreviations; no value of an unknown option is echoed; the two-stage
+signal handling."""
 
-import subprocess
-import sys
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import fields
 
 import pytest
 
 from dispatcher import __version__
-from dispatcher.cli import build_parser, main
+from dispatcher.cli import COMMANDS, build_parser, main
+from dispatcher.cli._common import ExitCode, Parser, Signals, signal_handlers_restored
+from dispatcher.config import KEYS
 
-COMMANDS = ["send", "gateway", "demo", "loadtest", "receiver", "report", "status", "gen"]
+SECRET = "sk-Zq81-never-echo"
+
+
+def parsers() -> Iterator[tuple[str, Parser]]:
+    """Every command's parser, its options added."""
+    top = build_parser()
+    yield "dispatcher", top
+    action = top._subparsers._group_actions[0]  # type: ignore[union-attr]
+    for name, sub in action.choices.items():
+        assert isinstance(sub, Parser)
+        yield name, sub.populate()
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``main(argv)`` → (exit code, stdout + stderr), whether it returns or exits."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def flat(text: str) -> str:
+    """Help text with its line wrapping undone."""
+    return " ".join(text.split())
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["--help"])
-    assert exc.value.code == 0
-    out = capsys.readouterr().out
+    code, out = run(["--help"], capsys)
+    assert code == 0
     for command in COMMANDS:
         assert command in out
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main([command, "--help"])
-    assert exc.value.code == 0
-    out = capsys.readouterr().out
+    code, out = run([command, "--help"], capsys)
+    assert code == 0
     assert f"dispatcher {command}" in out
-    sub = build_parser()._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    assert "(default: None)" not in out
+    assert "(default: True)" not in out
+    assert "(default: False)" not in out
+    sub = dict(parsers())[command]
     assert sub.description, f"{command} has no description"
+    for action in sub._actions:
+        assert action.help, f"{command} {action.option_strings or action.dest} has no help"
 
 
-def test_version_runs_as_module() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "dispatcher", "--version"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert proc.stdout.strip() == f"dispatcher {__version__}"
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(["--version"], capsys)
+    assert (code, out.strip()) == (0, f"dispatcher {__version__}")
 
 
-def test_unknown_command_is_a_usage_error() -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["frobnicate"])
-    assert exc.value.code == 2
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(["frobnicate"], capsys)
+    assert code == ExitCode.USAGE
+    assert "unknown command" in out
+
+
+def test_exit_codes() -> None:
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 99]
+    assert ExitCode.interrupted(signal.SIGINT) == 130
+    assert ExitCode.interrupted(signal.SIGTERM) == 143
+
+
+# --- abbreviations and secrets -----------------------------------------------------------
+
+
+def test_no_parser_takes_abbreviations(capsys: pytest.CaptureFixture[str]) -> None:
+    for name, parser in parsers():
+        assert parser.allow_abbrev is False, name
+    for argv in (
+        ["send", "--concurren", "4"],
+        ["gateway", "--ra", "1=2"],
+        ["gen", "--count", "1", "--se", "2"],
+    ):
+        code, out = run(argv, capsys)
+        assert code == ExitCode.USAGE, argv
+        assert f"unrecognized arguments: {argv[-2]}" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["send", "--api-key", SECRET], "send: error: unrecognized arguments: --api-key"),
+        (["send", "--api-key", SECRET, "--from", "1"], "unrecognized arguments: --api-key"),
+        (["send", f"--api-key={SECRET}"], "unrecognized arguments: --api-key"),
+        (["send", "in.ndjson", SECRET], "unrecognized arguments: 1 more value (not shown)"),
+        (["--api-key", SECRET, "send"], "unknown command (choose from send, gateway"),
+        (["loadtest", "--password", SECRET], "loadtest: error: unrecognized arguments: --password"),
+        (["status", "--token", SECRET, "id1"], "unrecognized arguments: --token"),
+        (["gen", "--count", "1", "--secret", SECRET], "--secret, 1 more value (not shown)"),
+    ],
+)
+def test_an_unknown_option_s_value_is_never_echoed(
+    argv: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = run(argv, capsys)
+    assert code == ExitCode.USAGE
+    assert SECRET not in out
+    assert error in out
+
+
+# --- send: options from Config ---------------------------------------------------------
+
+
+def test_every_config_key_with_a_flag_is_a_send_option() -> None:
+    send = dict(parsers())["send"]
+    by_flag = {flag: action for action in send._actions for flag in action.option_strings}
+    own = {"-h", "--help", "--config", "--api-key-file", "--text-file"}
+    from_keys = set()
+    for key in KEYS.values():
+        if key.flag is None:
+            continue
+        flag = key.flag or "--" + key.name.replace("_", "-")
+        assert by_flag[flag].dest == key.name
+        from_keys.add(flag)
+    negative = {f for f in by_flag if f.startswith("--no-")}
+    assert set(by_flag) - negative == own | from_keys
+    assert "--api-key" not in by_flag
+
+
+def test_send_help_shows_defaults_and_where_they_come_from(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISPATCHER_CONCURRENCY", "32")
+    monkeypatch.setenv("DISPATCHER_API_KEY", SECRET)
+    monkeypatch.delenv("DISPATCHER_BATCH_SIZE", raising=False)
+    code, out = run(["send", "--help"], capsys)
+    assert code == 0
+    text = flat(out)
+    for shown in (
+        "recipients per batch request (default 1000; env DISPATCHER_BATCH_SIZE; "
+        "file [sending] batch_size)",
+        "(now '32' from DISPATCHER_CONCURRENCY; built-in 16; file [sending] concurrency)",
+        "longcode 1/s, shortcode 100/s, alphanumeric 100/s",
+        "file [sending.rates]",
+        "seconds before a request times out (default 30;",
+        "attempts per batch, the first included (default 5;",
+        "--progress, --no-progress progress on stderr (default when stderr is a terminal;",
+        "--from CODE sender code: short, long or alphanumeric (env DISPATCHER_FROM; "
+        "file [message] from)",
+    ):
+        assert shown in text
+    assert SECRET not in out
+    assert "default None" not in text
+
+
+def test_switches_read_both_ways() -> None:
+    assert parse("send").progress is None
+    assert parse("send", "--progress").progress is True
+    assert parse("send", "--no-progress").progress is False
+    assert parse("send", "--no-idempotency").idempotency is False
+    assert parse("send", "--resume").resume is True
+    with pytest.raises(SystemExit):
+        parse("send", "--no-resume")  # a switch of this run only has no negative
+
+
+def test_repeatable_rates_become_one_table() -> None:
+    from dispatcher.cli.send import config_from
+
+    args = parse("send", "--from", "1", "--text", "t", "--dry-run", "--rate", "1=5")
+    args.rates.append("ACME=inf")
+    config = config_from(args)
+    assert dict(config.rates) == {"1": 5.0, "ACME": float("inf")}
+
+
+# --- the emulator's flags: declared once --------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["gateway", "loadtest", "demo"])
+def test_every_fault_setting_is_a_flag(command: str) -> None:
+    from dispatcher.emulator import FaultSettings
+
+    parser = dict(parsers())[command]
+    dests = {action.dest for action in parser._actions}
+    assert {f.name for f in fields(FaultSettings)} <= dests
+
+
+def test_fault_flags_and_their_defaults() -> None:
+    from dispatcher.cli._emulator import emulator_from, faults_from
+    from dispatcher.demo import DEMO_FAULTS
+    from dispatcher.emulator import FaultSettings
+
+    assert faults_from(parse("demo")) == DEMO_FAULTS
+    assert faults_from(parse("loadtest")) == FaultSettings()
+    assert faults_from(parse("loadtest", "--fail-503", "0.25")).fail_503 == 0.25
+    args = parse(
+        "gateway", "--deny-code", "666", "--invalid-prefix", "+999", "--rate", "1=inf",
+        "--no-rate-limit", "--owner", "o@x", "--seed", "7", "--fault-retry-after", "0",
+    )  # fmt: skip
+    settings = emulator_from(args, api_key="k")
+    assert settings.deny_codes == frozenset({"666"})
+    assert settings.invalid_prefixes == ("999",)
+    assert dict(settings.rates) == {"1": float("inf")}
+    assert settings.rate_limit is False
+    assert (settings.owner, settings.operator, settings.seed) == ("o@x", "o@x", 7)
+    assert settings.faults.retry_after_s == 0
+    assert emulator_from(parse("gateway"), api_key="k").rate_limit is True
+
+
+def test_a_bad_fault_flag_names_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(["gateway", "--rate", "12345"], capsys)
+    assert code == ExitCode.USAGE
+    assert "argument --rate: rate '12345' must look like CODE=N" in out
+    code, out = run(["demo", "--drop-after", "1.5"], capsys)
+    assert code == ExitCode.USAGE
+    assert "1.5 is not a share between 0 and 1" in out
+
+
+# --- two-stage signals ---------------------------------------------------------------
+
+
+def test_first_signal_stops_second_exits_with_last_words() -> None:
+    exits: list[int] = []
+    events: list[str] = []
+    signals = Signals("stopping", exit=exits.append)
+    signals.on_stop(lambda signum: events.append(f"stop {signum}"))
+    signals.on_force(lambda: events.append("last words"))
+    signals.on_force(lambda: 1 / 0)  # a failing hook does not prevent the exit
+    assert signals.exit_code is None
+    signals.handle(signal.SIGTERM)
+    assert signals.stop.is_set()
+    assert (events, exits, signals.exit_code) == ([f"stop {signal.SIGTERM}"], [], 143)
+    signals.handle(signal.SIGINT)
+    assert events[-1] == "last words"
+    assert exits == [130]
+
+
+def test_run_installs_the_handling_on_the_loop() -> None:
+    exits: list[int] = []
+    signals = Signals(exit=exits.append)
+
+    async def until_stopped() -> str:
+        os.kill(os.getpid(), signal.SIGINT)
+        await signals.stop.wait()
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(500):
+            if exits:
+                break
+            await asyncio.sleep(0.01)
+        return "stopped"
+
+    with signal_handlers_restored():
+        assert signals.run(until_stopped()) == "stopped"
+    assert signals.exit_code == 130
+    assert exits == [143]

@@ -1,10 +1,19 @@
 """Configuration: precedence flags > env > file > defaults, and clear errors (exit 2)."""
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from dispatcher.config import DEFAULT_BASE_URL, Config, Secret, load, validate
+from dispatcher.config import (
+    DEFAULT_BASE_URL,
+    KEYS,
+    Config,
+    Secret,
+    find_api_key,
+    load,
+    validate,
+)
 from dispatcher.errors import ConfigError
 
 
@@ -134,3 +143,85 @@ def test_shipped_configs_are_valid() -> None:
     assert files, "configs/*.toml are missing"
     for path in files:
         load(config_file=path, env={})
+
+
+def test_request_size_and_single() -> None:
+    assert Config().request_size == 1000
+    assert Config(batch_size=5000).request_size == 1000  # the gateway's max_batch
+    assert Config(batch_size=5000, max_batch=2000).request_size == 2000
+    assert Config(endpoint="single", batch_size=500).request_size == 1
+    assert Config(endpoint="single").single
+    assert Config(batch_size=1).single
+    assert not Config().single
+
+
+#: What a file may set, [section] by [section]: the contract of configs/default.toml.
+FILE_KEYS = {
+    "gateway": "base_url endpoint max_batch idempotency idempotency_header timeout connect_timeout",
+    "message": "from text request_dr callbacks connection email external_id client_id "
+    "segment_model max_segments",
+    "input": "max_line_bytes strict_numbers",
+    "sending": "batch_size linger_ms max_buffered concurrency rates kind_rates rate_unit",
+    "retry": "max_attempts retry_max_wait retry_deadline retry_ambiguous",
+    "output": "results invalid rejects summary fsync progress strict price_per_segment",
+    "run": "grace_period log_level log_format",
+}
+
+
+def test_every_field_has_a_key_and_the_file_keys_are_the_documented_ones() -> None:
+    assert list(KEYS) == [f.name for f in fields(Config)]
+    in_file = {
+        section: " ".join(k.file_name for k in KEYS.values() if k.file and k.section == section)
+        for section in FILE_KEYS
+    }
+    assert in_file == FILE_KEYS
+    assert {k.name for k in KEYS.values() if not k.file} == {
+        "api_key",
+        "resume",
+        "force",
+        "dry_run",
+    }
+    assert [k.name for k in KEYS.values() if k.secret] == ["api_key"]
+    default = (Path(__file__).resolve().parents[2] / "configs" / "default.toml").read_text()
+    for section, names in FILE_KEYS.items():
+        assert f"[{section}]" in default
+        for name in names.split():
+            assert name in default, name
+
+
+def test_flag_only_and_secret_keys_stay_out_of_files_and_env(tmp_path: Path) -> None:
+    for text in ("[run]\nresume = true\n", "[gateway]\napi_key = 'k'\n"):
+        with pytest.raises(ConfigError, match="unknown key"):
+            load(config_file=write(tmp_path, text), env={})
+    config = load(env={"DISPATCHER_RESUME": "1", "DISPATCHER_DRY_RUN": "1"})
+    assert (config.resume, config.dry_run) == (False, False)
+
+
+def test_sender_spellings() -> None:
+    env = {"DISPATCHER_SENDER": "111", "DISPATCHER_FROM": "222"}
+    assert load(env=env).sender == "222"  # the file's spelling wins
+    assert load(env={"DISPATCHER_SENDER": "111"}).sender == "111"
+
+
+def test_sender_in_the_file_either_way(tmp_path: Path) -> None:
+    assert load(config_file=write(tmp_path, "[message]\nsender = '9'\n"), env={}).sender == "9"
+    with pytest.raises(ConfigError, match="did you mean 'from'"):
+        load(config_file=write(tmp_path, "[message]\nfrm = '9'\n"), env={})
+
+
+def test_find_api_key_file_then_env(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(" k-file \n", encoding="utf-8")
+    assert find_api_key(key_file, {"DISPATCHER_API_KEY": "k-env"}) == Secret("k-file")
+    assert find_api_key(None, {"DISPATCHER_API_KEY": " k-env\n"}) == Secret("k-env")
+    assert find_api_key(None, {"DISPATCHER_API_KEY": "  "}) is None
+    assert find_api_key(None, {}) is None
+
+
+def test_key_file_flag_beats_the_file_s_key_file(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("from-config\n", encoding="utf-8")
+    (tmp_path / "b").write_text("from-flag\n", encoding="utf-8")
+    path = write(tmp_path, f"api_key_file = '{tmp_path / 'a'}'\n")
+    assert load(config_file=path, env={}).api_key == Secret("from-config")
+    config = load(config_file=path, env={}, api_key_file=tmp_path / "b")
+    assert config.api_key == Secret("from-flag")

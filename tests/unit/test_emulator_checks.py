@@ -26,7 +26,7 @@ from dispatcher.emulator.faults import FaultInjector
 from dispatcher.emulator.idempotency import request_fingerprint
 from dispatcher.emulator.ledger import Ledger, SlidingWindow
 from dispatcher.emulator.ratelimit import TokenBucket, retry_after
-from dispatcher.emulator.settings import fault_update, parse_rate
+from dispatcher.emulator.settings import fault_update, parse_code_rate
 
 # --- numbers ------------------------------------------------------------------------
 
@@ -300,12 +300,12 @@ def test_rate_defaults_by_code_kind() -> None:
     assert EmulatorSettings(rate_limit=False).rate_for("1234567") == math.inf
 
 
-def test_parse_rate() -> None:
-    assert parse_rate("12345=20") == ("12345", 20.0)
-    assert parse_rate("ACME=inf") == ("ACME", math.inf)
+def test_parse_code_rate() -> None:
+    assert parse_code_rate("12345=20") == ("12345", 20.0)
+    assert parse_code_rate("ACME=inf") == ("ACME", math.inf)
     for bad in ("12345", "=3", "A=0", "A=-1", "A=x", "A=nan"):
         with pytest.raises(ValueError, match="CODE=N"):
-            parse_rate(bad)
+            parse_code_rate(bad)
 
 
 def test_settings_never_show_the_key() -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -154,54 +152,3 @@ def test_a_large_buffer_is_written_without_waiting_for_the_tick() -> None:
         assert dr_log.add(body) == (100, None)
     assert dr_log.stats().written == dr_log.stats().received
     assert out.getvalue().count(b"\n") == dr_log.stats().received
-
-
-# --- the CLI in a subprocess ---------------------------------------------------------
-
-
-async def start_cli(*args: str) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dispatcher",
-        "receiver",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    first = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-    return proc, first
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-async def test_cli_signal_flushes_and_exits_0(tmp_path: Path, sig: signal.Signals) -> None:
-    out = tmp_path / "dr.ndjson"
-    proc, first = await start_cli("--port", "0", "--out", str(out), "--flush-interval", "60")
-    match = re.fullmatch(r"listening on (http://127\.0\.0\.1:(\d+))\n", first)
-    assert match, first
-    async with aiohttp.ClientSession() as session:
-        for i in range(20):
-            report = {**DR, "id": f"m{i}"}
-            assert await post(session, match[1] + "/dr", orjson.dumps(report)) == (
-                200,
-                {"received": 1},
-            )
-        status, answer = await post(session, match[1] + "/dr", b"oops")
-        assert status == 400
-        assert answer["error"].startswith("body is not JSON")
-    assert out.read_bytes() == b""  # a 60 s flush interval: nothing written yet
-    proc.send_signal(sig)
-    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, stderr
-    assert [line["id"] for line in read_ndjson(out)] == [f"m{i}" for i in range(20)]
-    assert b"20 delivery reports written" in stderr
-    assert b"Traceback" not in stderr
-
-
-async def test_cli_unwritable_out_exits_3(tmp_path: Path) -> None:
-    proc, first = await start_cli("--port", "0", "--out", str(tmp_path))  # a directory
-    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 3
-    assert first == ""
-    assert b"cannot open" in stderr

@@ -1,10 +1,8 @@
-"""dispatcher report: every category, DR precedence, unknown ids, malformed lines, the CLI."""
+"""dispatcher report: every category, DR precedence, unknown ids, malformed lines."""
 
 from __future__ import annotations
 
 import gzip
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -187,42 +185,6 @@ def test_missing_input_and_unwritable_out(files: tuple[Path, Path], tmp_path: Pa
         join_delivery_reports(files[0], tmp_path / "nope.ndjson")
     with pytest.raises(OutputError, match="cannot write"):
         join_delivery_reports(*files, out=tmp_path)
-
-
-def run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "dispatcher", "report", *args],
-        input=stdin,
-        capture_output=True,
-        timeout=60,
-    )
-
-
-def test_cli_json(files: tuple[Path, Path], tmp_path: Path) -> None:
-    out = tmp_path / "delivery.ndjson"
-    proc = run_cli("--results", str(files[0]), "--dr", str(files[1]), "--out", str(out), "--json")
-    assert proc.returncode == 0, proc.stderr
-    assert orjson.loads(proc.stdout) == EXPECTED.as_dict()
-    assert proc.stdout.count(b"\n") == 1
-    assert b"delivered" in proc.stderr
-    assert out.read_bytes().count(b"\n") == 15
-
-
-def test_cli_table_and_stdin(files: tuple[Path, Path]) -> None:
-    proc = run_cli("--results", "-", "--dr", str(files[1]), stdin=files[0].read_bytes())
-    assert proc.returncode == 0, proc.stderr
-    table = proc.stdout.decode()
-    assert "delivered" in table
-    assert "UNDELIV 2, DELETED 1, EXPIRED 1" in table
-    assert "INVALID_NUMBER 2" in table
-    assert "(36.4 %)" in table  # 4 delivered of 11 accepted
-
-
-def test_cli_missing_file_exits_3(tmp_path: Path) -> None:
-    proc = run_cli("--results", str(tmp_path / "none"), "--dr", str(tmp_path / "none"))
-    assert proc.returncode == 3
-    assert b"cannot read" in proc.stderr
-    assert b"Traceback" not in proc.stderr
 
 
 def test_the_old_names_in_dispatcher_report_still_work(files: tuple[Path, Path]) -> None:

@@ -4,9 +4,6 @@ results file, with failures reported per id."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -54,30 +51,3 @@ async def test_lookup_reports_each_id(emulator_factory: EmulatorFactory, tmp_pat
     assert set(by_id) == {*ids, "no-such-id"}
     assert all(by_id[i]["status"] == "DELIVRD" for i in ids)
     assert "404" in by_id["no-such-id"]["error"]
-
-
-async def test_status_cli(emulator_factory: EmulatorFactory, tmp_path: Path) -> None:
-    base_url, results = await send(emulator_factory, tmp_path, 20)
-    env = {**os.environ, "DISPATCHER_API_KEY": TEST_KEY}
-    command = [sys.executable, "-m", "dispatcher", "status", "--base-url", base_url]
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [*command, "--results", str(results), "--sample", "5"],
-        capture_output=True,
-        env=env,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr.decode()
-    answers = [orjson.loads(line) for line in proc.stdout.splitlines()]
-    assert len(answers) == 5
-    assert all("status" in a and "error" not in a for a in answers)
-    missing = await asyncio.to_thread(
-        subprocess.run, [*command, "nope"], capture_output=True, env=env, timeout=60
-    )
-    assert missing.returncode == 1
-    assert "error" in orjson.loads(missing.stdout)
-    usage = await asyncio.to_thread(
-        subprocess.run, command, capture_output=True, env=env, timeout=60
-    )
-    assert usage.returncode == 2
-    assert b"give message ids" in usage.stderr

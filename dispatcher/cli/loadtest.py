@@ -1,0 +1,130 @@
+"""``dispatcher loadtest``: drive a gateway at a constant arrival rate and judge the
+latency against thresholds.
+
+Exit codes: 0 passed (or no thresholds), 99 a threshold failed (as k6 does), 2 usage,
+3 aborted (the API key was refused, or an output could not be written), 128 + signal
+when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dispatcher.cli._common import ExitCode, Parser, Signals, checked, fail, usage_error
+from dispatcher.errors import ConfigError
+
+#: Options that are `LoadTest` fields of the same name.
+SETTINGS = (
+    *("rate", "rate_unit", "duration", "warmup", "batch_size", "concurrency", "timeout"),
+    *("drain", "sender", "text", "seed"),
+)
+STOPPING = "stopping: waiting for in-flight requests (send the signal again to exit now)"
+
+HELP = "drive a gateway at a constant rate and check latency thresholds"
+DESCRIPTION = (
+    "Constant-arrival-rate load test. Request k is due at start + k/rate whatever "
+    "the gateway does, and its latency counts from that due time, so a slow "
+    "gateway shows as latency, not as a quietly lower rate. Drives an emulator "
+    "started in this process on 127.0.0.1 unless --base-url is given. Exit codes: "
+    "0 passed, 99 a threshold failed, 2 usage error, 3 aborted (API key refused), "
+    "130/143 interrupted."
+)
+
+
+def options(p: Parser) -> None:
+    from dispatcher.cli._emulator import add_fault_flags
+    from dispatcher.loadtest.settings import DEFAULT_SENDER, DEFAULT_TEXT
+    from dispatcher.loadtest.thresholds import parse_duration, parse_threshold
+
+    duration = checked(parse_duration)
+    add = p.add_argument_group("load").add_argument
+    add("--rate", type=float, default=100.0, metavar="N", help="arrivals per second (--rate-unit)")
+    add(
+        "--rate-unit",
+        choices=("requests", "recipients"),
+        default="requests",
+        help="what --rate counts",
+    )
+    add("--duration", type=duration, default="10s", metavar="D", help="measured time: 500ms, 30s…")
+    add("--warmup", type=duration, default="0s", metavar="D", help="first run, left out of stats")
+    add("--batch-size", type=int, default=1, metavar="N", help="1: v2/messages; more: batch")
+    add(
+        "--concurrency",
+        type=int,
+        default=64,
+        metavar="N",
+        help="requests in flight at most; due requests beyond it wait (late starts), "
+        "counting from their due time; make it at least rate × expected latency",
+    )
+    add("--timeout", type=duration, default="5s", metavar="D", help="per request")
+    add("--drain", type=duration, default="5s", metavar="D", help="wait for in-flight at the end")
+    add = p.add_argument_group("recipients").add_argument
+    add("--input", metavar="FILE", help="NDJSON recipients (default: generated)")
+    add("--synthetic", action="store_true", help="with --base-url: send to generated numbers")
+    add("--seed", type=int, default=1, metavar="N", help="seed of recipients and emulator faults")
+    add("--from", dest="sender", default=DEFAULT_SENDER, metavar="CODE", help="sender code")
+    add("--text", default=DEFAULT_TEXT, metavar="T", help="message template")
+    add = p.add_argument_group("target").add_argument
+    add("--base-url", metavar="URL", help="gateway API base URL (default: the embedded emulator)")
+    add("--api-key-file", metavar="FILE", help="API key for --base-url (else DISPATCHER_API_KEY)")
+    add_fault_flags(p)
+    add = p.add_argument_group("verdict and outputs").add_argument
+    add(
+        "--threshold",
+        action="append",
+        type=checked(parse_threshold),
+        default=[],
+        metavar="EXPR",
+        help="repeatable: p99<250ms, p(95)<=0.2s, max<1s, mean<50ms, error_rate<0.1%%, "
+        "rate>=0.95 (achieved/target); exit 99 if any fails",
+    )
+    add("--report", metavar="PATH", help="write the JSON report here")
+    add("--json", action="store_true", help="print the JSON report on stdout")
+    add("--plot", metavar="PNG", help="latency and rate over time (needs matplotlib)")
+    add("--quiet", action="store_true", help="no live line each second")
+
+
+def run(args: argparse.Namespace) -> int:
+    import orjson
+
+    from dispatcher import logs
+    from dispatcher.cli._emulator import faults_from
+    from dispatcher.loadtest import job
+    from dispatcher.loadtest.report import table
+    from dispatcher.loadtest.run import run_loadtest
+
+    try:
+        test = job.prepare(
+            base_url=args.base_url,
+            api_key_file=args.api_key_file,
+            input=args.input,
+            synthetic=args.synthetic,
+            faults=faults_from(args),
+            plot=args.plot,
+            thresholds=tuple(args.threshold),
+            **{name: getattr(args, name) for name in SETTINGS},
+        )
+    except ValueError as exc:  # ConfigError, or fault shares that add up to more than 1
+        return usage_error(exc)
+    logs.configure("warning")
+    if test.api_key is not None:
+        logs.register_secret(test.api_key.reveal())
+    signals = Signals(STOPPING)
+    live = None if args.quiet else sys.stderr
+    try:
+        report = signals.run(run_loadtest(test, stop=signals.stop, live=live))
+    except ConfigError as exc:
+        return usage_error(exc)
+    if report["aborted"]:
+        code: int = ExitCode.ABORTED
+    else:
+        code = signals.exit_code or (ExitCode.OK if report["passed"] else ExitCode.THRESHOLD)
+    report["exit_code"] = int(code)
+    for problem in job.write_outputs(report, json_path=args.report, plot_path=args.plot):
+        code = fail(problem, ExitCode.ABORTED)
+    print(table(report), file=sys.stderr)
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_APPEND_NEWLINE))
+        sys.stdout.flush()
+    return code

@@ -1,0 +1,75 @@
+"""A load test as a job: what must be checked outside its settings before it runs
+(the API key, the input file, matplotlib), and its outputs once it has run.
+
+``dispatcher loadtest`` is a thin skin over `prepare`, `run_loadtest` and
+`write_outputs`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from dispatcher.config import find_api_key
+from dispatcher.errors import ConfigError
+from dispatcher.loadtest.settings import LoadTest
+from dispatcher.writers import write_json
+
+if TYPE_CHECKING:
+    from dispatcher.emulator.settings import FaultSettings
+
+
+def prepare(
+    *,
+    base_url: str | None = None,
+    api_key_file: str | None = None,
+    input: str | None = None,
+    synthetic: bool = False,
+    faults: FaultSettings | None = None,
+    plot: str | None = None,
+    **settings: Any,
+) -> LoadTest:
+    """The test to run, every rule checked; `ConfigError` names what to fix.
+
+    Against ``base_url`` the key comes from ``api_key_file``, else
+    ``DISPATCHER_API_KEY``, and the recipients from ``input`` unless ``synthetic``
+    (a live gateway would text generated numbers). ``faults`` at their defaults mean
+    a healthy embedded emulator. ``settings`` are the rest of `LoadTest`'s fields.
+    """
+    api_key = None
+    if base_url is None:
+        if api_key_file is not None:
+            raise ConfigError("--api-key-file only goes with --base-url")
+    else:
+        api_key = find_api_key(api_key_file)
+        if input is None and not synthetic:
+            raise ConfigError(
+                "against a real gateway, give --input FILE with your test numbers, or "
+                "--synthetic to send to generated numbers (a live gateway would text them)"
+            )
+    if faults is not None and faults == type(faults)():
+        faults = None
+    if input is not None and input != "-" and not os.path.exists(input):
+        raise ConfigError(f"--input {input} does not exist")
+    if plot is not None:
+        from dispatcher.loadtest.plot import check_available
+
+        check_available()
+    return LoadTest(base_url=base_url, api_key=api_key, input=input, faults=faults, **settings)
+
+
+def write_outputs(
+    report: dict[str, Any], *, json_path: str | None, plot_path: str | None
+) -> list[str]:
+    """Write the JSON report and the plot where asked; what could not be written."""
+    problems = []
+    if json_path and (problem := write_json(json_path, report)):
+        problems.append(problem)
+    if plot_path:
+        from dispatcher.loadtest.plot import plot
+
+        try:
+            plot(report, plot_path)
+        except OSError as exc:
+            problems.append(f"cannot write {plot_path}: {exc.strerror}")
+    return problems
