@@ -19,7 +19,7 @@ code point that fits, never inside a surrogate pair. The clusters come from the 
 module's ``\\X``, imported on the first multipart UCS-2 text in this model (GSM-7 texts,
 single-segment texts and the ``flat`` model never load it), and only used around the
 characters that can join their neighbours: a multipart UCS-2 text without any costs a set
-difference more than before (see :func:`_ucs2_segments`). :func:`parts` returns the parts.
+difference more than before (see :func:`_ucs2_multipart`). :func:`parts` returns the parts.
 
 Empty text costs nothing: ``SegmentCount(GSM7, 0, 0)`` in both models. The pipeline
 refuses empty text before counting, as the gateway would.
@@ -175,9 +175,7 @@ def count(text: str, model: str = "flat") -> SegmentCount:
             return SegmentCount(_GSM7, units, _pack(len(text), positions, 153))
         if units <= 70:
             return _3GPP_UCS2[units]
-        return _new_tuple(
-            SegmentCount, (_UCS2, units, _ucs2_segments(text, special, units, doubles))
-        )
+        return _ucs2_multipart(text, special, units, doubles)
     raise ValueError(f"unknown segment model {model!r}; expected one of {', '.join(MODELS)}")
 
 
@@ -272,15 +270,22 @@ def _may_join(special: str) -> bool:
     return known
 
 
-def _ucs2_segments(text: str, special: str, units: int, doubles: int) -> int:
-    """Parts of a multipart (> 70 units) UCS-2 text in the ``3gpp`` model."""
-    if _may_join(special) or "\r\n" in text:
-        return len(_ucs2_cuts(text))
-    # Every cluster is one code point: the code-point packing, as before clusters.
-    if doubles == 0:
-        return _ceil_div(units, 67)
-    positions = [m.start() for m in _NON_BMP.finditer(text)]
-    return _pack(len(text), positions, 67)
+def _ucs2_multipart(text: str, special: str, units: int, doubles: int) -> SegmentCount:
+    """The count of a multipart (> 70 units) UCS-2 text in the ``3gpp`` model."""
+    joins = _JOINS.get(special)
+    if joins is None:
+        joins = _may_join(special)
+    if joins or "\r\n" in text:
+        segments = len(_ucs2_cuts(text))
+    elif doubles == 0:
+        # Every cluster is one code point and one unit: as before clusters.
+        if units < _CACHED_UNITS:
+            return _3GPP_UCS2[units]
+        segments = _ceil_div(units, 67)
+    else:
+        # Every cluster is one code point: the code-point packing, as before clusters.
+        segments = _pack(len(text), [m.start() for m in _NON_BMP.finditer(text)], 67)
+    return _new_tuple(SegmentCount, (_UCS2, units, segments))
 
 
 def _ucs2_cuts(text: str) -> list[int]:
