@@ -1,5 +1,9 @@
 """Per-recipient cost of the pure stages: parse, normalise, render, count.
 
+Beside them, what the options of issue 13 would add per recipient on the same texts:
+``count_3gpp`` (the other segment model) and ``smart_encode`` (smart encoding, which only
+works on the UCS-2 ones: the pipeline need not call it on a GSM-7 text).
+
 Standalone: generates realistic one-segment NDJSON lines in memory, runs each stage over
 all of them a few times (best run kept), and prints ONE JSON object with microseconds
 per recipient. Run on an idle core, e.g.:
@@ -37,6 +41,7 @@ from dispatcher.numbers import normalize
 from dispatcher.reader import LineParser, Reader
 from dispatcher.renderer import compile_template
 from dispatcher.segments import count
+from dispatcher.smart import encode
 
 # At most 70 characters once rendered: one segment even when a name makes it UCS-2.
 TEMPLATE = "Hola {0}, tu saldo es ${1} MXN. Paga en example.com/pago"
@@ -142,6 +147,8 @@ def main() -> None:
         "normalize": each(normalize, numbers),
         "render": each(template.render, params),
         "count": each(count, texts),
+        "count_3gpp": each(lambda text: count(text, "3gpp"), texts),
+        "smart_encode": each(encode, texts),
         "all_four": all_four,
         "reader_file": read_file(plain),
         "reader_gzip_file": read_file(packed),

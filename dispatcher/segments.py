@@ -6,8 +6,20 @@ extension table, whose characters are sent as ESC + code and so cost two septets
 ``flat`` (the gateway's documented billing): segments = ceil(units / 160) for GSM-7,
 ceil(units / 70) for UCS-2.  ``3gpp`` (concatenated SMS, what handsets do): one segment
 holds 160 septets / 70 units, but a multipart message carries a 6-byte UDH per part, which
-leaves 153 septets / 67 units, and an escape pair or a UTF-16 surrogate pair is never split
-across two parts, so a part may end one unit short.
+leaves 153 septets / 67 units, and an escape pair is never split across two parts, so a
+GSM-7 part may end one septet short.
+
+A multipart UCS-2 part never ends inside a user-perceived character either (an extended
+grapheme cluster of Unicode UAX #29: a ZWJ emoji sequence such as 👨‍👩‍👧‍👦, a flag, an
+emoji with a skin tone, a keycap 1️⃣, a letter with combining accents, CR LF), as Android's
+``SmsMessage.fragmentText`` and the widely used segment calculators split it: whole
+clusters are packed greedily, a cluster that does not fit in what is left of a part starts
+the next one, and only a cluster longer than a whole part (67 units) is cut, at the last
+code point that fits, never inside a surrogate pair. The clusters come from the ``regex``
+module's ``\\X``, imported on the first multipart UCS-2 text in this model (GSM-7 texts,
+single-segment texts and the ``flat`` model never load it), and only used around the
+characters that can join their neighbours: a multipart UCS-2 text without any costs a set
+difference more than before (see :func:`_ucs2_multipart`). :func:`parts` returns the parts.
 
 Empty text costs nothing: ``SegmentCount(GSM7, 0, 0)`` in both models. The pipeline
 refuses empty text before counting, as the gateway would.
@@ -18,7 +30,10 @@ from __future__ import annotations
 import re
 from itertools import count as count_up
 from itertools import repeat
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    import regex
 
 from dispatcher.models import Encoding, SegmentCount
 
@@ -73,6 +88,9 @@ _PLAIN_ASCII: Final = bytes(sorted(ord(c) for c in GSM7_BASIC if c.isascii()))
 _ONE_SEPTET_AS_ALPHA: Final = bytes(ord("a") if i in _PLAIN_ASCII else ord(" ") for i in range(256))
 _SPECIAL: Final = GSM7_CHARACTERS - {chr(b) for b in _PLAIN_ASCII}
 _NON_BMP: Final = re.compile("[\U00010000-\U0010ffff]")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+# Every byte but the high bytes of the UTF-16 units that start a surrogate pair.
+_NOT_HIGH_SURROGATE: Final = bytes(b for b in range(256) if not 0xD8 <= b <= 0xDB)
 _EXTENSION_RE: Final = re.compile("[" + re.escape("".join(sorted(GSM7_EXTENSION))) + "]")
 
 # SegmentCount is a NamedTuple, whose constructor is a Python-level call; for texts with
@@ -108,7 +126,8 @@ _CLASSIFIED_MAX_LEN: Final = 24
 
 _FLAT_GSM7: Final = _table(_GSM7, "flat")
 _FLAT_UCS2: Final = _table(_UCS2, "flat")
-_3GPP: Final = {e: _table(e, "3gpp") for e in Encoding}
+_3GPP_GSM7: Final = _table(_GSM7, "3gpp")
+_3GPP_UCS2: Final = _table(_UCS2, "3gpp")
 
 
 def count(text: str, model: str = "flat") -> SegmentCount:
@@ -147,13 +166,16 @@ def count(text: str, model: str = "flat") -> SegmentCount:
             return (_FLAT_GSM7 if encoding is _GSM7 else _FLAT_UCS2)[units]
         return SegmentCount(encoding, units, _ceil_div(units, _SINGLE[encoding]))
     if model == "3gpp":
-        if doubles == 0 or units <= _SINGLE[encoding]:
-            if units < _CACHED_UNITS:
-                return _3GPP[encoding][units]
-            return SegmentCount(encoding, units, _ceil_div(units, _MULTI[encoding]))
-        wide = _EXTENSION_RE if encoding is _GSM7 else _NON_BMP
-        positions = [m.start() for m in wide.finditer(text)]
-        return SegmentCount(encoding, units, _pack(len(text), positions, _MULTI[encoding]))
+        if encoding is _GSM7:
+            if doubles == 0 or units <= 160:
+                if units < _CACHED_UNITS:
+                    return _3GPP_GSM7[units]
+                return SegmentCount(_GSM7, units, _ceil_div(units, 153))
+            positions = [m.start() for m in _EXTENSION_RE.finditer(text)]
+            return SegmentCount(_GSM7, units, _pack(len(text), positions, 153))
+        if units <= 70:
+            return _3GPP_UCS2[units]
+        return _ucs2_multipart(text, special, units, doubles)
     raise ValueError(f"unknown segment model {model!r}; expected one of {', '.join(MODELS)}")
 
 
@@ -189,6 +211,173 @@ def _pack(length: int, wide: list[int], per_segment: int) -> int:
     if used > per_segment:
         segments += (used - 1) // per_segment
     return segments
+
+
+# Loaded on the first multipart UCS-2 text: importing ``regex`` costs ~9 ms of start-up.
+_grapheme_rules: tuple[regex.Pattern[str], regex.Pattern[str]] | None = None
+
+
+def _graphemes() -> tuple[regex.Pattern[str], regex.Pattern[str]]:
+    """``(joiner, cluster)``: a character that may join its neighbour into a cluster, and
+    one cluster (``\\X``).
+
+    Outside the joiners every code point is a cluster of its own: each rule of UAX #29 that
+    forbids a break (GB3-GB13) has CR LF, an Extend, ZWJ, SpacingMark or Prepend character,
+    a Hangul jamo L/V/T, a regional indicator or an Indic conjunct linker on one side.
+    """
+    global _grapheme_rules
+    if _grapheme_rules is None:
+        import regex
+
+        joiner = regex.compile(
+            r"[\p{GCB=Extend}\p{GCB=ZWJ}\p{GCB=SpacingMark}\p{GCB=Prepend}"
+            r"\p{GCB=L}\p{GCB=V}\p{GCB=T}\p{GCB=Regional_Indicator}\p{InCB=Linker}]"
+        )
+        _grapheme_rules = (joiner, regex.compile(r"\X"))
+    return _grapheme_rules
+
+
+# Which characters are joiners, learnt as texts come: a property look-up in ``regex``
+# costs ~50 ns a character, a set difference over a text's distinct characters much less.
+_JOINERS_SEEN: set[str] = set()
+_LONERS_SEEN: set[str] = set()
+_LEARNT_SIZE: Final = 1 << 16
+# As _CLASSIFIED: whether the special characters of frequent texts include a joiner.
+_JOINS: dict[str, bool] = {}
+
+
+def _may_join(special: str) -> bool:
+    """Whether any of a text's special characters is a joiner (CR LF aside)."""
+    known = _JOINS.get(special)
+    if known is not None:
+        return known
+    chars = set(special)
+    unknown = chars - _JOINERS_SEEN - _LONERS_SEEN
+    if unknown:
+        if len(_JOINERS_SEEN) + len(_LONERS_SEEN) > _LEARNT_SIZE:
+            _JOINERS_SEEN.clear()
+            _LONERS_SEEN.clear()
+            _JOINS.clear()  # its answers stand for characters known to be in these sets
+            unknown = chars
+        joiner, _ = _graphemes()
+        for char in unknown:
+            (_JOINERS_SEEN if joiner.match(char) else _LONERS_SEEN).add(char)
+    known = not _JOINERS_SEEN.isdisjoint(chars)
+    if len(special) <= _CLASSIFIED_MAX_LEN:
+        if len(_JOINS) >= _CLASSIFIED_SIZE:
+            _JOINS.clear()
+        _JOINS[special] = known
+    return known
+
+
+def _ucs2_multipart(text: str, special: str, units: int, doubles: int) -> SegmentCount:
+    """The count of a multipart (> 70 units) UCS-2 text in the ``3gpp`` model."""
+    joins = _JOINS.get(special)
+    if joins is None:
+        joins = _may_join(special)
+    if joins or "\r\n" in text:
+        segments = len(_ucs2_cuts(text))
+    elif doubles == 0:
+        # Every cluster is one code point and one unit: as before clusters.
+        if units < _CACHED_UNITS:
+            return _3GPP_UCS2[units]
+        segments = _ceil_div(units, 67)
+    else:
+        # Every cluster is one code point: the code-point packing, as before clusters.
+        segments = _pack(len(text), [m.start() for m in _NON_BMP.finditer(text)], 67)
+    return _new_tuple(SegmentCount, (_UCS2, units, segments))
+
+
+def _ucs2_cuts(text: str) -> list[int]:
+    """Where the parts of a multipart UCS-2 text end: code-point indices, the last
+    ``len(text)``. The characters of ``text`` must have been through :func:`_may_join`.
+
+    As Android's ``findNextUnicodePosition``: a part ends 67 units on, one earlier if that
+    would split a surrogate pair; if that is not a cluster boundary, at the last boundary
+    before it, unless the cluster began with the part (longer than a part, it is cut).
+    """
+    # In UTF-16 units, in C: the high byte of each unit says whether it starts a pair,
+    # and the pairs before a unit turn its offset into an index in ``text``.
+    highs = text.encode("utf-16-le", "surrogatepass")[1::2]
+    total = len(highs)
+    if len(highs.translate(None, _NOT_HIGH_SURROGATE)) != total - len(text):
+        # A lone surrogate (only a str can hold one) would pass for half a pair: the same
+        # cuts on a stand-in that \X takes the same way, one unit, not a surrogate.
+        text = _SURROGATE.sub("\ufffd", text)
+        highs = text.encode("utf-16-le")[1::2]
+    joiners = _JOINERS_SEEN
+    cuts: list[int] = []
+    start = start_unit = 0
+    while total - start_unit > 67:
+        cut_unit = start_unit + 67
+        if 0xD8 <= highs[cut_unit - 1] <= 0xDB:
+            cut_unit -= 1
+        cut = cut_unit - len(highs[:cut_unit].translate(None, _NOT_HIGH_SURROGATE))
+        left, right = text[cut - 1], text[cut]
+        if left in joiners or right in joiners or (left == "\r" and right == "\n"):
+            boundary = _boundary_before(text, cut, start)
+            if boundary > start:
+                cut_unit -= cut - boundary + len(_NON_BMP.findall(text, boundary, cut))
+                cut = boundary
+        cuts.append(cut)
+        start, start_unit = cut, cut_unit
+    cuts.append(len(text))
+    return cuts
+
+
+def _boundary_before(text: str, index: int, start: int) -> int:
+    """The last cluster boundary at or before ``index`` (``start`` if none is after it)."""
+    joiners = _JOINERS_SEEN
+
+    def joined(i: int) -> bool:  # no break between text[i - 1] and text[i]?
+        left, right = text[i - 1], text[i]
+        return left in joiners or right in joiners or (left == "\r" and right == "\n")
+
+    # Out to the nearest certain breaks: between two code points that are not joiners.
+    lo, hi, end = index, index, len(text)
+    while lo > 0 and joined(lo):
+        lo -= 1
+    while hi < end and joined(hi):
+        hi += 1
+    _, cluster = _graphemes()
+    best, pos = lo, lo
+    for c in cluster.findall(text, lo, hi):
+        pos += len(c)
+        if pos > index:
+            break
+        best = pos
+    return max(best, start)
+
+
+def parts(text: str) -> list[str]:
+    """The parts a handset sends ``text`` as in the ``3gpp`` model (empty text: none).
+
+    ``len(parts(text)) == count(text, "3gpp").segments``; joined, they give ``text`` back.
+    """
+    result = count(text, "3gpp")
+    if result.segments <= 1:
+        return [text] if text else []
+    if result.encoding is _UCS2:
+        cuts = _ucs2_cuts(text)  # count() had the characters through _may_join
+    else:
+        cuts, used = [], 0
+        for i, char in enumerate(text):
+            width = 2 if char in GSM7_EXTENSION else 1
+            if used + width > 153:
+                cuts.append(i)
+                used = 0
+            used += width
+        cuts.append(len(text))
+    return [text[a:b] for a, b in zip([0, *cuts[:-1]], cuts, strict=True)]
+
+
+def non_gsm_characters(text: str) -> list[tuple[int, str]]:
+    """The characters that make ``text`` UCS-2, each with its index (in code points)."""
+    special = text.encode("utf-8", "surrogatepass").translate(None, _PLAIN_ASCII)
+    outside = set(special.decode("utf-8", "surrogatepass")) - GSM7_CHARACTERS
+    if not outside:
+        return []
+    return [(i, char) for i, char in enumerate(text) if char in outside]
 
 
 def is_gsm7(text: str) -> bool:

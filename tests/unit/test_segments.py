@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
+import regex
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dispatcher import segments
 from dispatcher.models import Encoding, SegmentCount
 from dispatcher.segments import (
     GSM7_BASIC,
@@ -17,6 +21,8 @@ from dispatcher.segments import (
     GSM7_EXTENSION_TABLE,
     count,
     is_gsm7,
+    non_gsm_characters,
+    parts,
 )
 
 GSM7, UCS2 = Encoding.GSM7, Encoding.UCS2
@@ -182,9 +188,16 @@ def test_documentation_150_characters_with_an_emoji_is_three_segments(emoji: str
 
 # --- properties against a plain reference implementation ---------------------------
 
+CLUSTER = regex.compile(r"\X")
 
-def reference(text: str, model: str) -> SegmentCount:
-    """Character by character, the way the standard describes it."""
+
+def units_of(text: str) -> int:
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def code_point_reference(text: str, model: str) -> SegmentCount:
+    """Character by character, the way the standard describes it (and the way this module
+    counted before whole clusters): a part may end between any two code points."""
     if all(c in GSM7_CHARACTERS for c in text):
         encoding, widths = GSM7, [2 if c in GSM7_EXTENSION else 1 for c in text]
         single, multi = 160, 153
@@ -202,6 +215,38 @@ def reference(text: str, model: str) -> SegmentCount:
             segments, used = segments + 1, 0
         used += width
     return SegmentCount(encoding, units, segments)
+
+
+def cluster_reference_parts(text: str) -> list[str]:
+    """A multipart UCS-2 text split the way Android's fragmentText does: whole clusters,
+    greedily; a cluster longer than a part starts a part and is cut between code points."""
+    result, part = [], ""
+    for cluster in CLUSTER.findall(text):
+        if units_of(part + cluster) <= 67:
+            part += cluster
+            continue
+        if units_of(cluster) <= 67:
+            result.append(part)
+            part = cluster
+            continue
+        if part:
+            result.append(part)
+            part = ""
+        for char in cluster:
+            if units_of(part + char) > 67:
+                result.append(part)
+                part = ""
+            part += char
+    result.append(part)
+    return result
+
+
+def reference(text: str, model: str) -> SegmentCount:
+    """The contract: code points for GSM-7 and flat, whole clusters for multipart UCS-2."""
+    expected = code_point_reference(text, model)
+    if model == "3gpp" and expected.encoding is UCS2 and expected.units > 70:
+        return expected._replace(segments=len(cluster_reference_parts(text)))
+    return expected
 
 
 gsm_text = st.text(alphabet=st.sampled_from(sorted(GSM7_CHARACTERS)), max_size=400)
@@ -251,3 +296,176 @@ def test_wide_character_at_every_position_near_a_boundary(wide: str) -> None:
             text = "x" * before + wide + "x" * after
             for model in ("flat", "3gpp"):
                 assert count(text, model) == reference(text, model), (before, after, model)
+
+
+# --- 3gpp: a UCS-2 part never ends inside a user-perceived character ---------------
+
+FAMILY = "👨\u200d👩\u200d👧\u200d👦"  # 7 code points, 11 units
+FLAG = "🇲🇽"  # two regional indicators, 4 units
+THUMBS = "👍🏽"  # emoji + skin tone, 4 units
+KEYCAP = "1\ufe0f\u20e3"  # digit, VS16, combining keycap: 3 units
+HEART = "\u2764\ufe0f"  # BMP pictograph + VS16: 2 units
+E_ACUTE = "e\u0301"  # combining acute: 2 units, GSM-7 é only once composed
+CONJUNCT = "\u0915\u094d\u0937\u093f"  # क्षि: one cluster (GB9c + SpacingMark)
+JAMO = "\u1100\u1161\u11a8"  # 각 spelled as Hangul jamo L V T
+CLUSTER_PIECES = [
+    FAMILY, FLAG, THUMBS, KEYCAP, HEART, E_ACUTE, CONJUNCT, JAMO, "\r\n", "\r", "\n",
+    "\u200d", "\ufe0f", "\u0301", "\U0001f1f2", "\u0600", "😀", "🎉", "á", "中", "x", " ",
+    "€", "{", "a" + "\u0301" * 70,  # a cluster longer than a part
+    "\ud83d", "\ude00",  # lone surrogates: a str may hold them, one unit each
+]  # fmt: skip
+cluster_text = st.lists(
+    st.one_of(st.sampled_from(CLUSTER_PIECES), st.text(max_size=3)), max_size=120
+).map("".join)
+
+
+@pytest.mark.parametrize(
+    ("text", "before", "after", "sizes"),
+    [
+        # The family would straddle units 60-71: it moves whole to the second part.
+        ("x" * 60 + FAMILY + "x" * 60, 2, 3, [60, 67, 4]),
+        ("x" * 65 + FLAG + "x" * 65, 2, 3, [65, 67, 2]),
+        ("x" * 65 + THUMBS + "x" * 65, 2, 3, [65, 67, 2]),
+        ("x" * 65 + KEYCAP + "x" * 66, 2, 3, [65, 67, 2]),
+        ("x" * 66 + E_ACUTE + "x" * 66, 2, 3, [66, 67, 1]),
+        ("á" + "x" * 65 + "\r\n" + "x" * 66, 2, 3, [66, 67, 1]),
+        ("x" * 66 + JAMO + "x" * 65, 2, 3, [66, 67, 1]),
+        # Ending exactly at unit 67, nothing moves.
+        ("x" * 56 + FAMILY + "x" * 67, 2, 2, [67, 67]),
+        ("x" * 63 + FLAG + "x" * 67, 2, 2, [67, 67]),
+        # One part holds 70 units, whatever the clusters.
+        ("x" * 59 + FAMILY, 1, 1, [70]),
+        (FAMILY * 6 + "x" * 4, 1, 1, [70]),
+        ("x" * 60 + FAMILY, 2, 2, [60, 11]),
+        # A cluster longer than a part starts a part and is cut at code points.
+        ("a" + "\u0301" * 100, 2, 2, [67, 34]),
+        ("x" * 10 + "a" + "\u0301" * 100, 2, 3, [10, 67, 34]),
+        ("x" * 10 + "👍" + "🏽" * 40, 2, 3, [10, 66, 16]),  # never inside a surrogate pair
+    ],
+)
+def test_3gpp_whole_clusters(text: str, before: int, after: int, sizes: list[int]) -> None:
+    assert code_point_reference(text, "3gpp").segments == before
+    result = count(text, "3gpp")
+    assert result == SegmentCount(UCS2, units_of(text), after)
+    assert [units_of(part) for part in parts(text)] == sizes
+    assert count(text) == code_point_reference(text, "flat")  # flat is unchanged
+
+
+def test_clusters_without_joiners_count_as_before() -> None:
+    for text in ["á" * 71, "中" * 200, "😀" * 36, "x" * 66 + "😀" + "x" * 66, "\r" * 80 + "á"]:
+        assert count(text, "3gpp") == code_point_reference(text, "3gpp")
+
+
+def test_lone_surrogates_are_one_unit_each() -> None:
+    # Only a str can hold them (surrogatepass); a lone high one must not pass for a pair.
+    for text in [
+        "\ud83d" + "x" * 65 + FLAG + "x" * 65,
+        "x" * 66 + "\ud83d\ude00" + "x" * 66,
+        "x" * 66 + "\ud83d\u0301" + "x" * 66,
+    ]:
+        assert count(text, "3gpp") == reference(text, "3gpp")
+        assert parts(text) == cluster_reference_parts(text)
+
+
+def test_what_is_learnt_about_characters_may_be_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(segments, "_LEARNT_SIZE", 3)
+    texts = ["x" * 65 + piece + "á" * 65 for piece in CLUSTER_PIECES] * 2
+    for text in texts + [t + "中" for t in texts]:
+        assert count(text, "3gpp") == reference(text, "3gpp"), text
+        assert len(parts(text)) == count(text, "3gpp").segments
+
+
+def test_gsm7_parts_never_split_an_escape_pair() -> None:
+    text = "x" * 152 + "€" + "x" * 152
+    assert [len(p) for p in parts(text)] == [152, 152, 1]  # € + 151 x: 153 septets
+    assert parts("x" * 160) == ["x" * 160]
+    assert [len(p) for p in parts("x" * 161)] == [153, 8]
+    assert parts("") == []
+
+
+def test_only_multipart_ucs2_in_3gpp_loads_regex() -> None:
+    script = (
+        "import sys; from dispatcher.segments import count\n"
+        "for text in ['x' * 500, '€' * 300, 'á' * 70, '😀' * 35, 'á' * 500 + '😀']:\n"
+        "    count(text); count(text[:70], '3gpp')\n"
+        "count('€' * 300 + 'x', '3gpp')\n"
+        "assert 'regex' not in sys.modules\n"
+        "count('á' * 71, '3gpp')\n"
+        "assert 'regex' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+
+
+@given(st.one_of(cluster_text, mixed_text), st.sampled_from(["flat", "3gpp"]))
+def test_clusters_match_the_reference(text: str, model: str) -> None:
+    assert count(text, model) == reference(text, model)
+
+
+@given(st.one_of(cluster_text, mixed_text, gsm_text))
+def test_parts_agree_with_the_count(text: str) -> None:
+    # The differential: count's fast path (runs of joiners) against parts' careful one
+    # (every cluster of the text), and both against the reference.
+    result = count(text, "3gpp")
+    split = parts(text)
+    assert "".join(split) == text
+    assert len(split) == result.segments
+    if result.encoding is UCS2:
+        if result.segments > 1:
+            assert split == cluster_reference_parts(text)
+            assert all(units_of(part) <= 67 for part in split)
+        assert result.segments >= code_point_reference(text, "3gpp").segments
+    elif result.segments > 1:
+        assert all(len(p) + sum(c in GSM7_EXTENSION for c in p) <= 153 for p in split)
+
+
+@given(st.one_of(cluster_text, mixed_text))
+def test_no_part_ends_inside_a_cluster(text: str) -> None:
+    boundaries, pos = {0}, 0
+    long_clusters = []
+    for cluster in CLUSTER.findall(text):
+        if units_of(cluster) > 67:
+            long_clusters.append(range(pos, pos + len(cluster) + 1))
+        pos += len(cluster)
+        boundaries.add(pos)
+    pos = 0
+    for part in parts(text):
+        pos += len(part)
+        assert pos in boundaries or any(pos in r for r in long_clusters)
+
+
+@given(st.one_of(cluster_text, mixed_text))
+def test_without_multi_code_point_clusters_the_count_is_the_old_one(text: str) -> None:
+    if all(len(c) == 1 for c in CLUSTER.findall(text)):
+        assert count(text, "3gpp") == code_point_reference(text, "3gpp")
+
+
+def test_every_code_point_that_is_not_a_joiner_stands_alone() -> None:
+    # The fast path's premise (see segments._graphemes), checked next to a letter, an
+    # Indic consonant, a pictograph and itself, for a sample of every plane's code points.
+    joiner, _ = segments._graphemes()
+    for cp in [*range(0x3400), *range(0xA000, 0x20000, 7), *range(0xE0000, 0xE1000)]:
+        char = chr(cp)
+        if joiner.match(char) or char in "\r\n":
+            continue
+        for other in ("a", "\u0915", "😀", char):
+            assert len(CLUSTER.findall(char + other)) == 2, hex(cp)
+            assert len(CLUSTER.findall(other + char)) == 2, hex(cp)
+
+
+# --- what forced UCS-2 ---------------------------------------------------------------
+
+
+def test_non_gsm_characters_says_which_and_where() -> None:
+    assert non_gsm_characters("Hola “Ana”, tu saldo: 10 €") == [(5, "“"), (9, "”")]
+    assert non_gsm_characters("Año 😀`") == [(4, "😀"), (5, "`")]
+    assert non_gsm_characters("plain GSM: é {} ñ") == []
+    assert non_gsm_characters("") == []
+
+
+@given(st.one_of(gsm_text, mixed_text, cluster_text))
+def test_non_gsm_characters_are_exactly_what_forces_ucs2(text: str) -> None:
+    found = non_gsm_characters(text)
+    assert found == [(i, c) for i, c in enumerate(text) if c not in GSM7_CHARACTERS]
+    assert (count(text).encoding is UCS2) == bool(found)
