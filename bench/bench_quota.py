@@ -222,11 +222,13 @@ async def cost(url: str, n: int) -> dict[str, Any]:
         for _ in range(n):
             await local.acquire("FAST", 1)
         local_s = (time.perf_counter() - t) / n
+        info = await client.info("commandstats")
     finally:
         await client.aclose()
         await quota.aclose()
     return {
         "acquisitions": n,
+        "script_in_redis_us": info.get("cmdstat_evalsha", {}).get("usec_per_call"),
         "shared_us": round(shared * 1e6, 1),
         "local_us": round(local_s * 1e6, 2),
         "ping_us": round(ping * 1e6, 1),

@@ -1,6 +1,7 @@
 """`SharedQuota`: the per-process client of the shared quota (design in the package
-docstring). One per process; one booking in flight per code at a time, first come first
-served among the process's batches; one background probe while Redis is down."""
+docstring). One per process; per code one booker task, so one booking at a time, which
+carries the batches waiting first come first served (several small ones together, up
+to one capacity); one background probe while Redis is down."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import hashlib
 import logging
 import math
 import random
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,14 +106,18 @@ _SLOW = _Script(SLOW)
 
 @dataclass(slots=True)
 class _Code:
-    """One code's keys and script arguments, its booking lock and its fallback buckets."""
+    """One code's keys and script arguments, its waiting batches and its booker."""
 
     keys: list[str]
     args: list[str]
+    #: the most units one booking carries (the batches of one booking go together)
+    capacity: float
     #: the fallback's buckets: the code's (when it has a rate), then the account's
     local: list[Bucket]
     local_code: Bucket | None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: batches waiting for a booking, first come first served: (units, their future)
+    waiting: deque[tuple[float, asyncio.Future[float | None]]] = field(default_factory=deque)
+    booker: asyncio.Task[None] | None = None
 
 
 async def connect(url: str, *, password: Secret | None, io_timeout: float) -> aioredis.Redis:
@@ -176,7 +182,7 @@ class SharedQuota:
         *,
         namespace: str,
         account_rate: float = math.inf,
-        max_ahead: float = 0.5,
+        max_ahead: float = 1.0,
         fallback: str = "pause",
         peers: int = 1,
     ) -> None:
@@ -190,8 +196,11 @@ class SharedQuota:
         self.stats = QuotaStats()
         self._redis = client
         self._codes: dict[str, _Code | None] = {}
-        #: TAKE's arguments after the batch's units: how far ahead, keep (ms), recovery
-        self._take_args = [fmt(max_ahead * 1e6), str(math.ceil(KEEP * 1000)), fmt(RECOVERY / 1e6)]
+        #: how far ahead a first ask may book, and one that was refused before
+        self._first_reach = fmt(max_ahead / 2 * 1e6)
+        self._full_reach = fmt(max_ahead * 1e6)
+        #: TAKE's arguments after the batch's units and reach: keep (ms), recovery
+        self._take_args = [str(math.ceil(KEEP * 1000)), fmt(RECOVERY / 1e6)]
         self._account_local = (
             None
             if math.isinf(account_rate)
@@ -244,19 +253,60 @@ class SharedQuota:
             return None
         loop = asyncio.get_running_loop()
         began = loop.time()
+        slot: asyncio.Future[float | None] = loop.create_future()
+        state.waiting.append((amount, slot))
+        if state.booker is None:
+            state.booker = loop.create_task(self._booker(state), name=f"quota {code}")
         try:
-            async with state.lock:
-                wait, slot = await self._book(state, amount, loop)
-            if wait > 0:
-                await asyncio.sleep(wait)
+            return await slot
         finally:
             self.stats.waited += loop.time() - began
-        return slot
+
+    async def _booker(self, state: _Code) -> None:
+        """Books the code's waiting batches, one booking at a time: the first in line and
+        those behind it that fit in one capacity go together, at their slot."""
+        loop = asyncio.get_running_loop()
+        group: list[tuple[float, asyncio.Future[float | None]]] = []
+        try:
+            while group := self._next_group(state):
+                wait, slot = await self._book(state, sum(units for units, _ in group), loop)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                for _, future in group:
+                    if not future.done():  # its caller may have given up
+                        future.set_result(slot)
+        except BaseException as exc:  # QuotaError, or the quota closing (cancelled)
+            for _, future in (*group, *state.waiting):
+                if not future.done():
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                    else:
+                        future.cancel()
+            state.waiting.clear()
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            state.booker = None
+
+    @staticmethod
+    def _next_group(state: _Code) -> list[tuple[float, asyncio.Future[float | None]]]:
+        group: list[tuple[float, asyncio.Future[float | None]]] = []
+        units = 0.0
+        while state.waiting:
+            amount, future = state.waiting[0]
+            if future.done():  # cancelled while waiting
+                state.waiting.popleft()
+                continue
+            if group and units + amount > state.capacity:
+                break
+            group.append(state.waiting.popleft())
+            units += amount
+        return group
 
     async def _book(
         self, state: _Code, amount: float, loop: asyncio.AbstractEventLoop
     ) -> tuple[float, float | None]:
-        """(seconds to wait, slot on the Redis clock) for one batch; holds the code's lock."""
+        """(seconds to wait, slot on the Redis clock) for one booking of ``amount`` units."""
         while True:
             if self._up.is_set():
                 try:
@@ -279,9 +329,11 @@ class SharedQuota:
                     await self._up.wait()
 
     async def _take(self, state: _Code, amount: float) -> Decision:
-        """Book ``amount`` units in Redis, asking again while it is refused."""
-        args = [fmt(amount), *self._take_args, *state.args]
+        """Book ``amount`` units in Redis; while refused, ask again when the bucket's
+        waiting line says, with the full reach (precedence over first asks)."""
+        reach = self._first_reach
         while True:
+            args = [fmt(amount), reach, *self._take_args, *state.args]
             try:
                 granted, wait, now, factor = await _TAKE(self._redis, self.stats, state.keys, args)
             except OUTAGE:  # some are ResponseErrors too (READONLY, TRYAGAIN, CLUSTERDOWN)
@@ -292,8 +344,8 @@ class SharedQuota:
                 self.stats.grants += 1
                 return Decision(True, wait, now, factor / 1e6)
             self.stats.refusals += 1
-            # later rather than earlier, and not all at once
-            await asyncio.sleep(wait / 1e6 * random.uniform(1.0, 1.1) + 0.001)
+            reach = self._full_reach
+            await asyncio.sleep(wait / 1e6)
 
     def _local(self, state: _Code, amount: float, loop: asyncio.AbstractEventLoop) -> float:
         """Seconds until the local fallback's slot for ``amount`` units (booked now)."""
@@ -420,7 +472,8 @@ class SharedQuota:
                 keys.append(self.account_key)
                 args += [fmt(1e6 / self.account_rate), fmt(self._account_capacity())]
                 local.append(self._account_local)
-            state = _Code(keys=keys, args=args, local=local, local_code=own)
+            capacity = self.capacity(code)
+            state = _Code(keys=keys, args=args, capacity=capacity, local=local, local_code=own)
         self._codes[code] = state
         return state
 
@@ -430,7 +483,12 @@ class SharedQuota:
         return float(max(1, math.floor(self.account_rate / BATCHES_PER_SECOND)))
 
     async def aclose(self) -> None:
-        """Finish pending slow-downs, stop the probe, close the connections."""
+        """Finish pending slow-downs, stop the probe and the bookers, close the connections."""
+        for state in self._codes.values():
+            if state is not None and state.booker is not None:
+                state.booker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await state.booker
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=2.0)
         if self._probe is not None:

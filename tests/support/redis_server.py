@@ -146,13 +146,27 @@ def _command(*words: str) -> bytes:
     return b"".join(parts)
 
 
+def started(workdir: Path, *, password: str | None = None) -> RedisServer:
+    """A new server, started; another free port is tried if the first one was taken
+    between finding it and the server binding it."""
+    for attempt in range(3):
+        server = RedisServer(workdir, password=password)
+        try:
+            server.start()
+        except RuntimeError:
+            if attempt == 2:
+                raise
+        else:
+            return server
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
 def redis_server(*, password: str | None = None) -> Iterator[RedisServer]:
     """A started server in a temporary directory, stopped (and removed) on exit."""
     with tempfile.TemporaryDirectory(prefix="redis-test-") as workdir:
-        server = RedisServer(Path(workdir), password=password)
+        server = started(Path(workdir), password=password)
         try:
-            server.start()
             yield server
         finally:
             server.stop()

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from dispatcher.limiter import RateLimits
 from dispatcher.quota import open_quota
 from dispatcher.quota.shared import SharedQuota
-from tests.support.redis_server import RedisServer, server_binary
+from tests.support.redis_server import RedisServer, server_binary, started
 
 QuotaFactory = Callable[..., Coroutine[Any, Any, SharedQuota]]
 
@@ -25,9 +25,8 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         server_binary()
     except RuntimeError as exc:
         pytest.fail(str(exc))
-    server = RedisServer(tmp_path)
+    server = started(tmp_path)
     try:
-        server.start()
         yield server
     finally:
         server.stop()

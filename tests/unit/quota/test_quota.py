@@ -18,7 +18,8 @@ from dispatcher.config import Secret
 from dispatcher.errors import ConfigError, FatalError
 from dispatcher.limiter import RateLimits
 from dispatcher.quota import QuotaError, QuotaUnavailable, check_url, namespace_for, open_quota
-from tests.support.redis_server import RedisServer, free_port
+from dispatcher.quota.shared import SharedQuota
+from tests.support.redis_server import RedisServer, free_port, started
 from tests.unit.quota.conftest import QuotaFactory
 from tests.unit.quota.helpers import bound, max_window
 
@@ -55,6 +56,29 @@ async def test_a_process_shares_its_code_first_come_first_served(
     assert order == list(range(8))
 
 
+async def test_small_batches_waiting_together_share_one_booking(
+    quota_factory: QuotaFactory,
+) -> None:
+    quota = await quota_factory({"C": 100})  # capacity 5
+    slots = await asyncio.gather(*(quota.acquire("C", 1) for _ in range(12)))
+    assert quota.stats.calls == 3  # 12 units waiting: bookings of 5, 5 and 2
+    assert len(set(slots)) == 3
+    assert slots == sorted(slots)  # first come, first served
+
+
+async def test_a_caller_that_gives_up_loses_nothing_for_the_others(
+    quota_factory: QuotaFactory,
+) -> None:
+    quota = await quota_factory({"C": 10})  # 1 unit a batch, 100 ms apart
+    first = asyncio.create_task(quota.acquire("C", 1))
+    second = asyncio.create_task(quota.acquire("C", 1))
+    third = asyncio.create_task(quota.acquire("C", 1))
+    await first
+    second.cancel()
+    assert await third is not None
+    assert second.cancelled()
+
+
 async def test_codes_without_a_limit_never_ask_redis(quota_factory: QuotaFactory) -> None:
     quota = await quota_factory({"FREE": math.inf})
     assert await quota.acquire("FREE", 1000) is None
@@ -76,10 +100,10 @@ async def test_two_processes_share_one_bucket(quota_factory: QuotaFactory) -> No
     one = await quota_factory({"C": 40})
     two = await quota_factory({"C": 40})
 
-    async def run(quota: object, out: list[tuple[float, float]]) -> None:
-        assert quota is one or quota is two
+    async def run(quota: SharedQuota, out: list[tuple[float, float]]) -> None:
         for _ in range(15):
-            slot = await quota.acquire("C", 2)  # type: ignore[attr-defined]
+            slot = await quota.acquire("C", 2)
+            assert slot is not None
             out.append((slot, 2.0))
 
     sends: list[tuple[float, float]] = []
@@ -87,6 +111,16 @@ async def test_two_processes_share_one_bucket(quota_factory: QuotaFactory) -> No
     slots = sorted(t for t, _ in sends)
     assert all(b - a >= 0.05 - 1e-6 for a, b in itertools.pairwise(slots))
     assert max_window(sends) <= bound(40)
+
+
+async def test_namespaces_do_not_share(quota_factory: QuotaFactory) -> None:
+    prod = await quota_factory({"C": 10}, namespace="prod")
+    test = await quota_factory({"C": 10}, namespace="loadtest")
+    assert prod.key("C") != test.key("C")
+    first, second = await prod.acquire("C", 1), await test.acquire("C", 1)
+    assert first is not None
+    assert second is not None
+    assert abs(second - first) < 0.05  # both went at once: separate buckets
 
 
 async def test_a_slow_down_reaches_every_process(
@@ -180,8 +214,7 @@ async def test_rediss_makes_a_tls_client() -> None:
 async def test_the_password_is_a_secret_never_printed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = RedisServer(tmp_path, password="s3cret-pass")
-    server.start()
+    server = started(tmp_path, password="s3cret-pass")
     try:
         with pytest.raises(QuotaUnavailable) as caught:
             await open_quota(server.url, limits=LIMITS, namespace="t")
@@ -247,11 +280,11 @@ def test_the_tool_runs_without_the_redis_package() -> None:
 
 
 async def _send_continuously(
-    quota: object, code: str, units: float, out: list[tuple[float, float | None]]
+    quota: SharedQuota, code: str, units: float, out: list[tuple[float, float | None]]
 ) -> None:
     loop = asyncio.get_running_loop()
     while True:
-        slot = await quota.acquire(code, units)  # type: ignore[attr-defined]
+        slot = await quota.acquire(code, units)
         out.append((loop.time(), slot))
 
 
@@ -355,3 +388,13 @@ async def test_an_answer_waiting_cannot_cure_is_a_quota_error(
     await raw.set(quota.key("C"), "not a bucket")
     with pytest.raises(QuotaError, match="WRONGTYPE"):
         await quota.acquire("C", 2)
+
+
+async def test_closing_cancels_the_batches_still_waiting(quota_factory: QuotaFactory) -> None:
+    quota = await quota_factory({"C": 2})  # 500 ms a batch
+    await quota.acquire("C", 1)
+    waiting = asyncio.create_task(quota.acquire("C", 1))
+    await asyncio.sleep(0.05)
+    await quota.aclose()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting

@@ -61,6 +61,7 @@ async def test_the_script_matches_the_model(raw: aioredis.Redis) -> None:
     """Random batches, slow-downs and pauses: the script and `take`/`slow` agree exactly."""
     rng = random.Random(7)
     model = {CODE: bucket(50, 2), ACCOUNT: bucket(80, 4)}
+    decisions = {True: 0, False: 0}
     for _ in range(60):
         op = rng.random()
         if op < 0.15:
@@ -78,15 +79,20 @@ async def test_the_script_matches_the_model(raw: aioredis.Redis) -> None:
         buckets = [model[k] for k in keys]
         granted, wait, now, factor = await book(raw, keys, n, buckets, ahead)
         expect = take(buckets, n, now, ahead=ahead, recover=RECOVER)
+        decisions[bool(granted)] += 1
         assert (bool(granted), wait, factor) == (
             expect.granted,
             expect.wait,
             int(expect.factor * 1e6),
         )
         for key in keys:
-            assert int(await raw.hget(key, "tat")) == model[key].tat
+            for field, value in (("tat", model[key].tat), ("ln", model[key].line)):
+                stored = await raw.hget(key, field)
+                assert (None if stored is None else int(stored)) == value
         if rng.random() < 0.2:
             await asyncio.sleep(0.02)
+    assert decisions[True] > 10
+    assert decisions[False] > 10
 
 
 async def test_concurrent_clients_get_disjoint_back_to_back_slots(
@@ -117,15 +123,20 @@ async def test_concurrent_clients_get_disjoint_back_to_back_slots(
     assert sum(n for _, n in slots) == 25 * (5 + 10 + 20 + 50)
 
 
-async def test_booking_too_far_ahead_is_refused_and_changes_nothing(raw: aioredis.Redis) -> None:
+async def test_refused_batches_are_lined_up_to_ask_again(raw: aioredis.Redis) -> None:
     b = bucket(10, 1)  # 100 ms a unit
     waits = [(await book(raw, [CODE], 1, [b], ahead=250_000))[:2] for _ in range(3)]
     assert [granted for granted, _ in waits] == [1, 1, 1]
-    tat = await raw.hget(CODE, "tat")
-    granted, wait, now, _ = await book(raw, [CODE], 1, [b], ahead=250_000)
-    assert granted == 0
-    assert wait == int(tat) - 250_000 - now  # ask again when the booking is within reach
-    assert await raw.hget(CODE, "tat") == tat
+    tat = int(await raw.hget(CODE, "tat"))  # booked 300 ms ahead
+    asks = []
+    for _ in range(3):
+        granted, wait, now, _ = await book(raw, [CODE], 1, [b], ahead=250_000)
+        assert granted == 0
+        asks.append(now + wait)
+    assert int(await raw.hget(CODE, "tat")) == tat  # refusals book nothing
+    # the first asks again when the booking is within reach, the others one unit apart
+    assert asks == [tat - 250_000, tat - 150_000, tat - 50_000]
+    assert int(await raw.hget(CODE, "ln")) == tat + 50_000
 
 
 async def test_a_batch_over_the_burst_waits_its_excess_first(raw: aioredis.Redis) -> None:
