@@ -155,7 +155,7 @@ def rate_run(url: str, server: h.Server, rate: int, procs: int, seconds: float) 
     code = f"Q{rate}P{procs}"
     units = int(RateLimits(rates={code: rate}, kind_rates={}).capacity(code))
     calls_before = asyncio.run(script_calls(url))
-    start = time.monotonic() + 1.5  # imports and connections first
+    start = time.monotonic() + 1.0 + 0.25 * procs  # imports and connections first
     children = []
     for i in range(procs):
         spec = {

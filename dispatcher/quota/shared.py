@@ -70,14 +70,14 @@ class QuotaStats:
 
     #: commands sent to Redis (bookings, slow-downs, probes)
     calls: int = 0
-    #: batches granted a slot by Redis
+    #: bookings Redis granted (one per batch, or per group of small batches)
     grants: int = 0
-    #: bookings refused as too far ahead (asked again later)
+    #: bookings refused as too far ahead (each asked again when the line said)
     refusals: int = 0
-    #: batches let through by the local fallback while Redis was down
+    #: bookings the local fallback granted while Redis was down
     local_grants: int = 0
     outages: int = 0
-    #: seconds acquisitions spent waiting (for slots, refusals and outages)
+    #: seconds spent in `SharedQuota.acquire`, summed over acquisitions
     waited: float = 0.0
 
 

@@ -317,6 +317,7 @@ async def test_an_outage_pauses_then_resumes_without_exceeding(
         await asyncio.gather(sender, return_exceptions=True)
     assert quota.stats.outages == 1
     assert max_window([(t, 2.0) for t, _ in grants]) <= bound(40)
+    assert await quota.push_back("C", None) == 0.5  # Redis's bucket, fresh after the restart
     assert "Redis is unreachable" in caplog.text
     assert "Redis is back" in caplog.text
 
@@ -338,6 +339,7 @@ async def test_the_local_fallback_runs_at_a_share_while_redis_is_down(
         assert during, "the fallback let nothing through"
         assert min(t for t, _ in during) >= stopping + 0.2  # not before max_ahead has passed
         assert max_window(during) <= 40 / 2 + 2  # rate / peers + one batch
+        assert await quota.push_back("C", None) == 0.5  # a 429 now slows the local share
         await asyncio.to_thread(redis_server.start)
         restarted = loop.time()
         for _ in range(60):
