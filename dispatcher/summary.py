@@ -53,7 +53,7 @@ class CodeStats:
 class Summary:
     """Running totals of a send; `as_dict` is the summary JSON of SPEC §6."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.perf_counter) -> None:
         self._clock = clock
         self.started = clock()
         self.finished: float | None = None

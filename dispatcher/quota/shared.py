@@ -170,7 +170,7 @@ def _where(url: str) -> str:
 class SharedQuota:
     """Per-code rate limits (and an account-wide one) shared through Redis.
 
-    It answers like `RateLimits` (``rate``, ``capacity``, ``seconds_for``, ``unit``,
+    It answers like `RateLimits` (``rate``, ``capacity``, ``seconds_for``,
     ``acquire``), so a lane awaits ``acquire(code, units)`` before each request as it
     does today. Build it with `dispatcher.quota.open_quota`.
     """
@@ -187,7 +187,6 @@ class SharedQuota:
         peers: int = 1,
     ) -> None:
         self.limits = limits
-        self.unit = limits.unit
         self.namespace = namespace
         self.account_rate = account_rate
         self.max_ahead = max_ahead

@@ -49,7 +49,7 @@ async def quota_factory(redis_server: RedisServer) -> AsyncIterator[QuotaFactory
 
         async def open_one(rates: dict[str, float], **options: Any) -> SharedQuota:
             options.setdefault("namespace", "t")
-            limits = RateLimits(rates=rates, kind_rates={}, unit=options.pop("unit", "messages"))
+            limits = RateLimits(rates=rates, kind_rates={})
             quota = await open_quota(redis_server.url, limits=limits, **options)
             stack.push_async_callback(quota.aclose)
             return quota
