@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import itertools
-import math
 import re
 import time
 import uuid
@@ -22,7 +21,7 @@ from aiohttp import web
 
 from dispatcher.emulator.checks import NumberCheck
 from dispatcher.emulator.dr import DeliveryReports
-from dispatcher.emulator.faults import AFTER, BEFORE, FaultInjector, drop
+from dispatcher.emulator.faults import AFTER, BEFORE, FaultInjector, check_fault_change, drop
 from dispatcher.emulator.idempotency import Claim, IdempotencyStore, Stored, request_fingerprint
 from dispatcher.emulator.ledger import Ledger
 from dispatcher.emulator.ratelimit import GatewayRateLimits, retry_after
@@ -49,28 +48,6 @@ _STATUS_FIELDS = ("id", "from", "to", "text", "status", "date", "requestDR")
 def _shown(text: str, limit: int = 100) -> str:
     """Part of something the caller sent, short enough to echo in ``explain``."""
     return text if len(text) <= limit else f"{text[:limit]}…"
-
-
-#: Bounds of the fault controls that FaultSettings leaves open.
-_MAX_LATENCY_MS = 3_600_000.0
-_MAX_RETRY_AFTER_S = 86_400
-
-
-def _check_fault_value(name: str, value: object) -> None:
-    if type(value) not in (int, float):
-        raise ValueError(f"{name} must be a number, got {_shown(repr(value))}")
-    number = float(value)  # type: ignore[arg-type]
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    if name in ("latency_ms", "jitter_ms") and not 0 <= number <= _MAX_LATENCY_MS:
-        raise ValueError(f"{name} must be between 0 and {_MAX_LATENCY_MS:.0f}, got {value}")
-    if name == "retry_after_s" and (
-        not number.is_integer() or not 0 <= number <= _MAX_RETRY_AFTER_S
-    ):
-        raise ValueError(
-            f"retry_after_s must be a whole number of seconds, 0 to {_MAX_RETRY_AFTER_S}, "
-            f"got {value}"
-        )
 
 
 class SendOutcome(NamedTuple):
@@ -339,6 +316,21 @@ class Emulator:
 
     # --- status -----------------------------------------------------------------------
 
+    async def status(self, request: web.Request) -> web.Response:
+        """GET /raven/v2/messages/{id}"""
+        self.ledger.stats.requests["status"] += 1
+        if not self._authorized(request):
+            return self._unauthorized()
+        message = self.ledger.get(request.match_info["id"])
+        if message is None:
+            return self.error(404, "message not found")
+        data = {name: message[name] for name in _STATUS_FIELDS}
+        data["externalId"] = message["externalId"]
+        data["clientId"] = message["clientId"]
+        return self._answer(200, orjson.dumps({"meta": self._meta(), "data": data}))
+
+    # --- what the gateway does not have ------------------------------------------------
+
     async def not_found(self, request: web.Request) -> web.Response:
         """Any path the gateway does not have: 404 in the API's JSON shape."""
         return self.error(404, f"no such endpoint: {request.method} {_shown(request.path)}")
@@ -352,19 +344,6 @@ class Emulator:
             return self.error(405, explain, {"Allow": allow})
 
         return handler
-
-    async def status(self, request: web.Request) -> web.Response:
-        """GET /raven/v2/messages/{id}"""
-        self.ledger.stats.requests["status"] += 1
-        if not self._authorized(request):
-            return self._unauthorized()
-        message = self.ledger.get(request.match_info["id"])
-        if message is None:
-            return self.error(404, "message not found")
-        data = {name: message[name] for name in _STATUS_FIELDS}
-        data["externalId"] = message["externalId"]
-        data["clientId"] = message["clientId"]
-        return self._answer(200, orjson.dumps({"meta": self._meta(), "data": data}))
 
     # --- what the test controls act on ---------------------------------------------------
 
@@ -381,7 +360,7 @@ class Emulator:
         whole number of seconds up to a day.
         """
         for name, value in changes.items():
-            _check_fault_value(name, value)
+            check_fault_change(name, value)
         self.faults.update(fault_update(self.faults.settings, changes))
         return self.faults.settings.as_dict()
 
