@@ -9,11 +9,20 @@ consumer pays no await per recipient. The work per chunk is synchronous and pure
 Every non-blank physical line gives exactly one record. Line numbers are 1-based and
 count every physical line (``\\n``-terminated, or the last one without a newline),
 including blank ones, which give no record.
+
+Integers in ``params`` keep their exact digits whatever their size. orjson reads an
+integer outside 64 bits as a float, and refuses one beyond a double's range. Both are
+rare: the fast path only compares float params with 2**63, and a line with a float that
+big, or one orjson refuses, pays for a second, exact parse with the standard library,
+which turns such integers into `BigInt`. Elsewhere in a line (``ref``) they stay what
+orjson makes of them.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import fields
 from functools import partial
@@ -24,6 +33,7 @@ import orjson
 from dispatcher.blocking import BlockingWorker
 from dispatcher.errors import InputError
 from dispatcher.models import Recipient, Rejected
+from dispatcher.renderer import BigInt, json_default
 from dispatcher.sources import ByteSource, open_source
 
 MAX_LINE_BYTES: Final = 65536
@@ -35,6 +45,13 @@ EXCERPT_CHARS: Final = 120
 
 _BOM: Final = b"\xef\xbb\xbf"
 _SCALARS: Final = frozenset((str, int, float, bool))
+_INT_OR_BOOL: Final = frozenset((int, bool))
+_PARAM_TYPES: Final = _SCALARS | {BigInt}
+#: orjson reads integers in [-2**63, 2**64) as int; a float this size may be one beyond.
+_BIG: Final = 2.0**63
+_NEG_BIG: Final = -_BIG
+#: A run of digits long enough to be an integer outside 64 bits.
+_LONG_DIGITS: Final = re.compile(rb"[0-9]{19}")
 _loads: Final = orjson.loads
 _JSONDecodeError: Final = orjson.JSONDecodeError
 _new: Final = object.__new__
@@ -88,6 +105,7 @@ def parse_lines(
     out: list[Recipient | Rejected] = []
     append = out.append
     number = first_line - 1
+    big, neg_big = _BIG, _NEG_BIG
     for line in lines:
         number += 1
         try:
@@ -111,8 +129,23 @@ def parse_lines(
             and type(params) is list
             and (size == 2 or (size == 3 and "ref" in value))
             # Two params, the usual shape, checked without an iterator: 7% of the parse.
+            # A float as big as an integer orjson cannot hold takes the careful path.
+            # Strings and floats first: the order that measured 10 ns (1 %) over the
+            # plain type check, against 40 ns for a separate float test.
             and (
-                (len(params) == 2 and type(params[0]) in _SCALARS and type(params[1]) in _SCALARS)
+                (
+                    len(params) == 2
+                    and (
+                        (t := type(p := params[0])) is str
+                        or (t is float and neg_big < p < big)
+                        or t in _INT_OR_BOOL
+                    )
+                    and (
+                        (t := type(p := params[1])) is str
+                        or (t is float and neg_big < p < big)
+                        or t in _INT_OR_BOOL
+                    )
+                )
                 or _all_scalars(params)
             )
         ):
@@ -133,7 +166,17 @@ def parse_lines(
 
 
 def _all_scalars(params: list[Any]) -> bool:
-    return _SCALARS.issuperset(map(type, params))
+    """Every param a scalar, and no float that may stand for an integer beyond 64 bits."""
+    # A plain loop: as fast as the C-level type pass it replaces for 1-3 params.
+    for p in params:
+        t = type(p)
+        if not (t is str or (t is float and _NEG_BIG < p < _BIG) or t in _INT_OR_BOOL):
+            return False
+    return True
+
+
+def _has_big_float(params: list[Any]) -> bool:
+    return any(type(p) is float and not _NEG_BIG < p < _BIG for p in params)
 
 
 def _parse_each(
@@ -160,10 +203,79 @@ def _parse_one(line: bytes, number: int, max_line_bytes: int) -> Recipient | Rej
     try:
         value = _loads(line)
     except _JSONDecodeError as exc:
-        return _rejected(number, _why_not_json(line, exc), line)
+        # Perhaps only an integer too big for a double: parse again, exactly.
+        exact = _exact_object(line) if _LONG_DIGITS.search(line) else None
+        if exact is None:
+            return _rejected(number, _why_not_json(line, exc), line)
+        return _from_object(exact, number, line, exact=True)
     if type(value) is dict:
         return _from_object(value, number, line)
     return _rejected(number, _not_an_object(value), line)
+
+
+def _exact_int(token: str) -> int | BigInt:
+    """A JSON integer token as orjson would read it, or a BigInt where orjson cannot."""
+    if len(token) < 20:  # at most 19 digits, or "-" and 18: within 64 bits
+        return int(token)
+    if len(token) == 20:
+        value = int(token)
+        if -(2**63) <= value < 2**64:
+            return value
+    return BigInt(token)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{token} is too big for a double")
+    return value
+
+
+def _exact_parse(line: bytes) -> Any:
+    """The standard library's parse, with integers as `_exact_int`; None if it fails.
+
+    It refuses what orjson refuses and the standard library would take (NaN and the
+    infinities, numbers beyond a double's range); lone surrogates are left to the caller.
+    """
+    try:
+        return json.loads(
+            line.decode("utf-8"),
+            parse_int=_exact_int,
+            parse_float=_finite_float,
+            parse_constant=_refuse_constant,
+        )
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError too
+        return None
+
+
+def _exact_object(line: bytes) -> dict[str, Any] | None:
+    """A line orjson refused, if only for an integer beyond a double in its params.
+
+    None (the line stays refused, for orjson's reason) when it is not a JSON object even
+    so, when such an integer is anywhere but in ``params`` (``ref`` is copied to the
+    results by orjson, which cannot write it), or when a string holds a lone surrogate.
+    """
+    value = _exact_parse(line)
+    if type(value) is not dict:
+        return None
+    try:
+        orjson.dumps({k: v for k, v in value.items() if k != "params"})
+        orjson.dumps(value.get("params"), default=json_default)
+    except TypeError:  # orjson.JSONEncodeError
+        return None
+    return value
+
+
+def _exact_params(line: bytes, params: list[Any]) -> list[Any]:
+    """``params`` parsed again exactly; as they were if the line will not parse so."""
+    value = _exact_parse(line)
+    if type(value) is dict and type(exact := value.get("params")) is list:
+        return exact
+    return params
 
 
 def _why_not_json(line: bytes, exc: orjson.JSONDecodeError) -> str:
@@ -176,8 +288,13 @@ def _why_not_json(line: bytes, exc: orjson.JSONDecodeError) -> str:
     return f"invalid JSON: {exc.msg} at column {exc.colno}"
 
 
-def _from_object(obj: dict[str, Any], number: int, line: bytes) -> Recipient | Rejected:
-    """Validate the fields of one JSON object; unknown fields are ignored."""
+def _from_object(
+    obj: dict[str, Any], number: int, line: bytes, *, exact: bool = False
+) -> Recipient | Rejected:
+    """Validate the fields of one JSON object; unknown fields are ignored.
+
+    ``exact``: ``obj`` came from `_exact_parse`, its params hold no float in disguise.
+    """
     to = obj.get("to")
     if "to" not in obj:
         return _rejected(number, "missing field 'to'", line)
@@ -190,8 +307,10 @@ def _from_object(obj: dict[str, Any], number: int, line: bytes) -> Recipient | R
         return _rejected(number, "field 'params' must be an array", line)
     else:
         for i, param in enumerate(params):
-            if type(param) not in _SCALARS:
+            if type(param) not in _PARAM_TYPES:
                 return _rejected(number, f"params[{i}] must be a string, number or boolean", line)
+        if not exact and _has_big_float(params):
+            params = _exact_params(line, params)
     overrides: dict[str, str] = {}
     for key, attr in OVERRIDES.items():
         value = obj.get(key)

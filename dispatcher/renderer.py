@@ -6,10 +6,21 @@ as written, and ``{{0}}`` renders as ``{``, param 0, ``}`` (the inner ``{0}`` is
 placeholder). A literal ``{0}`` in a message can be sent by passing it as a param value,
 since rendered params are never read again as placeholders.
 
+A placeholder's index is the decimal value of its digits, leading zeros allowed
+(``{007}`` is param 7), and may be at most 999 (`MAX_INDEX`): ``{999}`` is fine, ``{1000}``
+or a placeholder of several thousand digits makes `compile_template` raise
+`TemplateError`. No input line has a thousand params worth addressing, and refusing at
+compile time keeps a hostile index from ever reaching ``int()`` (which refuses more than
+4300 digits) or a render that could only fail.
+
 Params render as the gateway would show the JSON it receives: strings as given, integers
 in decimal, floats exactly as orjson serialises them on the wire (``10.65``, ``20.5``,
 ``3.0``, ``1e-7``), booleans as ``true``/``false``. ``null``, arrays, objects and
 non-finite floats cannot be rendered.
+
+Integers beyond 64 bits, which orjson would read as floats and cannot write at all, come
+from the reader as `BigInt`: the digits exactly as written in the input. They render as
+those digits, and `json_default` puts them back on the wire as the same JSON number.
 """
 
 from __future__ import annotations
@@ -17,15 +28,66 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, final
 
 import orjson
 
-from dispatcher.errors import RenderError
+from dispatcher.errors import ConfigError, RenderError
+
+#: The highest placeholder index a template may use.
+MAX_INDEX: Final = 999
 
 # [0-9], not \d: in a str pattern \d would also match Arabic-Indic and other digits.
 _PLACEHOLDER: Final = re.compile(r"\{([0-9]+)\}")
 _dumps: Final = orjson.dumps
+#: Digits of an index shown in an error; a placeholder may have thousands.
+_SHOWN_DIGITS: Final = 20
+
+
+class TemplateError(RenderError, ConfigError):
+    """A template that cannot be compiled (a placeholder index above `MAX_INDEX`).
+
+    Both a `RenderError` (a line's own ``text``: that line is REJECTED, the run goes on)
+    and a `ConfigError` (the job's template: a usage error, exit 2, before sending).
+    """
+
+
+@final
+class BigInt:
+    """A JSON integer outside 64 bits, kept as the digits written in the input.
+
+    orjson reads such an integer as a float (``1.8446744073709552e+19``), or refuses it
+    beyond a double's range, and cannot write it back; Python's ``int()`` and ``str()``
+    refuse more than 4300 digits. ``digits`` is the JSON token itself (``-`` and
+    digits), so rendering it and putting it on the wire are both exact.
+    """
+
+    __slots__ = ("digits",)
+
+    digits: str
+
+    def __init__(self, digits: str) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"BigInt({self.digits!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is BigInt and other.digits == self.digits
+
+    def __hash__(self) -> int:
+        return hash(self.digits)
+
+
+def json_default(value: object) -> orjson.Fragment:
+    """orjson's ``default`` hook for bodies holding params: a `BigInt` as its JSON number.
+
+    ``orjson.dumps(body, default=json_default)``: orjson calls it only for types it does
+    not know, so bodies without a `BigInt` cost nothing more.
+    """
+    if type(value) is BigInt:
+        return orjson.Fragment(value.digits)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 Render = Callable[[Sequence[object]], str]
@@ -36,6 +98,8 @@ class Template:
 
     ``text`` is the source, ``max_index`` the highest placeholder index (-1 when there is
     none), ``is_static`` whether the text has no placeholder at all.
+
+    Raises `TemplateError` for a placeholder index above `MAX_INDEX`.
 
     ``render(params)`` fills the placeholders and raises `RenderError` naming the one that
     cannot be filled: a missing index, or a value that is not a string, number or bool.
@@ -56,7 +120,7 @@ class Template:
         end = 0
         for match in _PLACEHOLDER.finditer(text):
             literals.append(text[end : match.start()])
-            indexes.append(int(match[1]))
+            indexes.append(_index(match[1]))
             end = match.end()
         literals.append(text[end:])
         self.text = text
@@ -72,6 +136,20 @@ class Template:
 
     def __hash__(self) -> int:
         return hash(self.text)
+
+
+def _index(digits: str) -> int:
+    """A placeholder's index; TemplateError above MAX_INDEX, however many digits."""
+    # Leading zeros first: int() refuses more than 4300 digits, even "000…07".
+    significant = digits.lstrip("0") or "0"
+    if len(significant) <= len(str(MAX_INDEX)) and int(significant) <= MAX_INDEX:
+        return int(significant)
+    shown = digits if len(digits) <= _SHOWN_DIGITS else f"{digits[:_SHOWN_DIGITS]}…"
+    size = "" if len(digits) <= _SHOWN_DIGITS else f" ({len(digits)} digits)"
+    raise TemplateError(
+        f"placeholder {{{shown}}}{size} is above {{{MAX_INDEX}}}, "
+        f"the highest index a template may use"
+    )
 
 
 def _make_render(text: str, literals: list[str], indexes: list[int], max_index: int) -> Render:
@@ -178,6 +256,8 @@ def _param_text(value: object, index: int) -> str:
         return str(value)
     if type(value) is bool:
         return "true" if value else "false"
+    if type(value) is BigInt:
+        return value.digits
     return _render_other(value, index)
 
 
@@ -212,5 +292,9 @@ def _render_other(value: object, index: int) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def compile_template(text: str) -> Template:
-    """Compile ``text`` once; the same text gives the same (cached) `Template`."""
+    """Compile ``text`` once; the same text gives the same (cached) `Template`.
+
+    Raises `TemplateError` (a `RenderError` and a `ConfigError`) for a placeholder index
+    above `MAX_INDEX`; a failed compile is not cached.
+    """
     return Template(text)

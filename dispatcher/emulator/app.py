@@ -3,6 +3,11 @@
 ``create_app(settings)`` returns an ``aiohttp.web.Application`` with the gateway's routes
 under ``/raven`` (handled by :class:`state.Emulator`) and the test controls under
 ``/_emulator``; :mod:`runner` serves it.
+
+Every answer is JSON in the API's shape, errors included: another method on a known
+path is a 405 with ``Allow``, an unknown path a 404, both with ``meta.explain``. They are
+routes of their own (a ``*`` route after each path's real ones, a catch-all last), not a
+middleware, so the send endpoints pay nothing for them.
 """
 
 from __future__ import annotations
@@ -27,9 +32,14 @@ def create_app(
     emulator = Emulator(settings, clock or time.monotonic)
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[EMULATOR] = emulator
-    app.router.add_post("/raven/v2/messages", emulator.single)
-    app.router.add_post("/raven/v3/messages/batch", emulator.batch)
-    app.router.add_get("/raven/v2/messages/{id}", emulator.status)
+    router = app.router
+    router.add_post("/raven/v2/messages", emulator.single)
+    router.add_route("*", "/raven/v2/messages", emulator.method_not_allowed("POST"))
+    router.add_post("/raven/v3/messages/batch", emulator.batch)
+    router.add_route("*", "/raven/v3/messages/batch", emulator.method_not_allowed("POST"))
+    router.add_get("/raven/v2/messages/{id}", emulator.status)
+    router.add_route("*", "/raven/v2/messages/{id}", emulator.method_not_allowed("GET", "HEAD"))
     add_control_routes(app, emulator)
+    router.add_route("*", "/{path:.*}", emulator.not_found)
     app.cleanup_ctx.append(emulator.lifecycle)
     return app

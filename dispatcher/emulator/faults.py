@@ -8,6 +8,7 @@ turning jitter on does not change which requests fail.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Final
 
@@ -62,6 +63,33 @@ class FaultInjector:
             return 0.0
         jitter = self._latency.uniform(-s.jitter_ms, s.jitter_ms) if s.jitter_ms else 0.0
         return max(0.0, s.latency_ms + jitter) / 1000.0
+
+
+#: Bounds of the fault controls that FaultSettings leaves open.
+_MAX_LATENCY_MS = 3_600_000.0
+_MAX_RETRY_AFTER_S = 86_400
+
+
+def check_fault_change(name: str, value: object) -> None:
+    """ValueError unless ``value`` is a number in range for fault setting ``name``.
+
+    FaultSettings checks the shares; this adds what it leaves open: finite numbers,
+    latency and jitter up to an hour, Retry-After in whole seconds up to a day.
+    """
+    if type(value) not in (int, float):
+        raise ValueError(f"{name} must be a number, got {repr(value)[:100]}")
+    number = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if name in ("latency_ms", "jitter_ms") and not 0 <= number <= _MAX_LATENCY_MS:
+        raise ValueError(f"{name} must be between 0 and {_MAX_LATENCY_MS:.0f}, got {value}")
+    if name == "retry_after_s" and (
+        not number.is_integer() or not 0 <= number <= _MAX_RETRY_AFTER_S
+    ):
+        raise ValueError(
+            f"retry_after_s must be a whole number of seconds, 0 to {_MAX_RETRY_AFTER_S}, "
+            f"got {value}"
+        )
 
 
 def drop(request: web.Request) -> web.Response:

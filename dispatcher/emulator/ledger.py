@@ -17,6 +17,8 @@ from typing import Any
 
 from dispatcher.emulator.settings import FAULT_KINDS, MAX_BATCH
 
+_HEX = frozenset("0123456789abcdef")
+
 #: "0000", "0001", …: the position part of ids, grown on demand up to MAX_BATCH.
 _POSITIONS: list[str] = []
 
@@ -290,12 +292,11 @@ class Ledger:
         return _count_duplicates(by_number, tos, texts)
 
     def _locate(self, id_: str) -> tuple[LedgerBatch, int] | None:
-        if len(id_) != 24 or not id_.startswith(self._prefix):
+        # Hex digits only: int(…, 16) would also take "_", a sign or spaces, so that an
+        # id never issued could name a stored message.
+        if len(id_) != 24 or not id_.startswith(self._prefix) or not _HEX.issuperset(id_):
             return None
-        try:
-            number, position = int(id_[8:20], 16), int(id_[20:], 16)
-        except ValueError:
-            return None
+        number, position = int(id_[8:20], 16), int(id_[20:], 16)
         batch = self._batches.get(number)
         if batch is None or position >= len(batch.tos):
             return None

@@ -7,6 +7,7 @@ checked with a few passes over lists, and a refusal is one exception per request
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
@@ -73,11 +74,21 @@ class Options:
         return out
 
 
+#: A run of digits long enough to be an integer beyond a double.
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise bad("request body is not valid JSON") from None
+    except orjson.JSONDecodeError as exc:
+        # orjson refuses an integer beyond a double; the exact parse takes it (rare).
+        if not _LONG_DIGITS.search(raw):
+            raise bad(f"request body is not valid JSON: {exc.msg}") from None
+        try:
+            body = checks.parse_exact(raw)
+        except ValueError:
+            raise bad(f"request body is not valid JSON: {exc.msg}") from None
     if type(body) is not dict:
         raise bad("request body must be a JSON object")
     return body
@@ -245,17 +256,48 @@ def _parse_recipients_slowly(recipients: list[Any]) -> tuple[list[Any], list[Any
 
 
 def plan_batch(
+    raw: bytes,
     body: dict[str, Any],
     options: Options,
     numbers: NumberCheck,
     max_batch: int,
     max_segments: int,
 ) -> BatchPlan:
-    """Check a batch body; raises Refused for what the gateway refuses as a whole."""
+    """Check a batch body; raises Refused for what the gateway refuses as a whole.
+
+    ``body`` is ``raw`` as orjson read it. A float param that may have been an integer
+    beyond 64 bits (orjson reads those as floats) makes it read ``raw`` again, exactly.
+    """
+    try:
+        template = GatewayTemplate(options.text)
+    except ValueError as exc:  # a placeholder index above 999
+        raise bad(str(exc)) from None
+    try:
+        return _plan(body, template, options, numbers, max_batch, max_segments, exact=False)
+    except checks.Inexact:
+        exact = checks.parse_exact(raw)  # orjson read it: so does the exact parse
+        return _plan(exact, template, options, numbers, max_batch, max_segments, exact=True)
+
+
+def _plan(
+    body: dict[str, Any],
+    template: GatewayTemplate,
+    options: Options,
+    numbers: NumberCheck,
+    max_batch: int,
+    max_segments: int,
+    *,
+    exact: bool,
+) -> BatchPlan:
     tos, params = parse_recipients(body.get("to"), max_batch)
     invalid: list[str] = []
     positions: list[int] | None = None  # original index of each kept recipient
     if not numbers.all_valid(tos):
+        # The params of refused numbers are checked too (the render checks the rest).
+        try:
+            checks.check_params(params)
+        except checks.BadParam as exc:
+            raise _bad_param(exc.recipient, exc.position) from None
         good = [numbers.valid(t) for t in tos]
         invalid = [t for t, ok in zip(tos, good, strict=True) if not ok]
         positions = [i for i, ok in enumerate(good) if ok]
@@ -263,16 +305,25 @@ def plan_batch(
         params = [params[i] for i in positions]
     if not tos:
         return BatchPlan(tos, invalid, None)
-    template = GatewayTemplate(options.text)
-    if template.static:
-        measured = measure_one(options.text, max_segments)
-    else:
-        try:
-            texts = template.render_all(params)
-        except checks.MissingParam as exc:
-            where = exc.recipient if positions is None else positions[exc.recipient]
-            raise bad(f"placeholder {{{exc.index}}} has no param for to[{where}]") from None
-        except TypeError as exc:
-            raise bad(f"params must be strings, numbers or booleans: {exc}") from None
-        measured = measure_many(texts, max_segments)
+
+    def where(recipient: int) -> int:  # the position in the request's own "to"
+        return recipient if positions is None else positions[recipient]
+
+    try:
+        if template.static:
+            checks.check_params(params)
+            measured = measure_one(options.text, max_segments)
+        else:
+            texts = template.render_all(params, exact=exact)
+            measured = measure_many(texts, max_segments)
+    except checks.MissingParam as exc:
+        raise bad(
+            f"placeholder {{{exc.index}}} has no param for to[{where(exc.recipient)}]"
+        ) from None
+    except checks.BadParam as exc:
+        raise _bad_param(where(exc.recipient), exc.position) from None
     return BatchPlan(tos, invalid, measured)
+
+
+def _bad_param(recipient: int, position: int) -> Refused:
+    return bad(f"to[{recipient}].params[{position}] must be a string, number or boolean")

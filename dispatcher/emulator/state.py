@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import itertools
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple
 
 import orjson
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from dispatcher.emulator.checks import NumberCheck
 from dispatcher.emulator.dr import DeliveryReports
-from dispatcher.emulator.faults import AFTER, BEFORE, FaultInjector, drop
+from dispatcher.emulator.faults import AFTER, BEFORE, FaultInjector, check_fault_change, drop
 from dispatcher.emulator.idempotency import Claim, IdempotencyStore, Stored, request_fingerprint
 from dispatcher.emulator.ledger import Ledger
 from dispatcher.emulator.ratelimit import GatewayRateLimits, retry_after
@@ -39,7 +40,14 @@ from dispatcher.emulator.settings import EmulatorSettings, fault_update
 from dispatcher.timefmt import iso_utc
 
 _JSON = "application/json"
+#: What an Idempotency-Key may be: printable ASCII, as a header value should be.
+_KEY = re.compile(r"[ -~]{1,255}")
 _STATUS_FIELDS = ("id", "from", "to", "text", "status", "date", "requestDR")
+
+
+def _shown(text: str, limit: int = 100) -> str:
+    """Part of something the caller sent, short enough to echo in ``explain``."""
+    return text if len(text) <= limit else f"{text[:limit]}…"
 
 
 class SendOutcome(NamedTuple):
@@ -106,9 +114,10 @@ class Emulator:
             payload["data"] = r.data
         return SendOutcome(r.status, orjson.dumps(payload), r.headers, False)
 
-    def _error(
+    def error(
         self, status: int, explain: str, headers: dict[str, str] | None = None
     ) -> web.Response:
+        """An error answer in the API's shape: ``{"meta": {…, "explain": explain}}``."""
         return self._answer(status, orjson.dumps({"meta": self._meta(explain)}), headers)
 
     def _authorized(self, request: web.Request) -> bool:
@@ -117,7 +126,7 @@ class Emulator:
 
     def _unauthorized(self) -> web.Response:
         headers = {"WWW-Authenticate": "Bearer"}
-        return self._error(401, "invalid or missing API key", headers)
+        return self.error(401, "invalid or missing API key", headers)
 
     # --- the send endpoints -----------------------------------------------------------
 
@@ -138,8 +147,14 @@ class Emulator:
         self.ledger.stats.requests[kind] += 1
         if not self._authorized(request):
             return self._unauthorized()
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            limit = self.settings.max_body_bytes
+            return self.error(413, f"request body exceeds the limit of {limit} bytes")
         key = request.headers.get("Idempotency-Key")
+        if key is not None and not _KEY.fullmatch(key):
+            return self.error(400, "Idempotency-Key must be 1 to 255 printable ASCII characters")
         if key is not None:
             fp = request_fingerprint(request.path, raw)
             claim, stored = await self.idempotency.claim(key, fp)
@@ -149,7 +164,7 @@ class Emulator:
                 return self._answer(stored.status, stored.body)
             if claim is Claim.CONFLICT:
                 self.ledger.stats.idempotency_conflicts += 1
-                return self._error(422, "Idempotency-Key was used with a different request")
+                return self.error(422, "Idempotency-Key was used with a different request")
         # From here the key (if any) is claimed: a second request with it waits, and
         # the latency below is "still being processed".
         kept = None
@@ -173,7 +188,7 @@ class Emulator:
             self.ledger.stats.faults[fault] += 1
             if fault == "drop_after":
                 return drop(request)
-            return self._error(500, "internal error after the messages were queued")
+            return self.error(500, "internal error after the messages were queued")
         return self._answer(outcome.status, outcome.body, outcome.headers)
 
     def _fault_before(self, request: web.Request, fault: str) -> web.StreamResponse:
@@ -182,10 +197,10 @@ class Emulator:
             return drop(request)
         retry_after = {"Retry-After": str(self.faults.settings.retry_after_s)}
         if fault == "429":
-            return self._error(429, "too many requests", retry_after)
+            return self.error(429, "too many requests", retry_after)
         if fault == "503":
-            return self._error(503, "service unavailable", retry_after)
-        return self._error(500, "internal error")
+            return self.error(503, "service unavailable", retry_after)
+        return self.error(500, "internal error")
 
     def _check_code(self, code: str) -> None:
         if code in self.settings.deny_codes:
@@ -275,7 +290,7 @@ class Emulator:
             body = parse_body(raw)
             options = parse_options(body)
             self._check_code(options.sender)
-            plan = plan_batch(body, options, self.numbers, s.max_batch, s.max_segments)
+            plan = plan_batch(raw, body, options, self.numbers, s.max_batch, s.max_segments)
             if plan.tos:
                 self._take_rate(options.sender, len(plan.tos))
         except Refused as refused:
@@ -308,11 +323,27 @@ class Emulator:
             return self._unauthorized()
         message = self.ledger.get(request.match_info["id"])
         if message is None:
-            return self._error(404, "message not found")
+            return self.error(404, "message not found")
         data = {name: message[name] for name in _STATUS_FIELDS}
         data["externalId"] = message["externalId"]
         data["clientId"] = message["clientId"]
         return self._answer(200, orjson.dumps({"meta": self._meta(), "data": data}))
+
+    # --- what the gateway does not have ------------------------------------------------
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        """Any path the gateway does not have: 404 in the API's JSON shape."""
+        return self.error(404, f"no such endpoint: {request.method} {_shown(request.path)}")
+
+    def method_not_allowed(self, *allowed: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """A handler answering 405, in the API's JSON shape, for a path's other methods."""
+        allow = ", ".join(allowed)
+
+        async def handler(request: web.Request) -> web.Response:
+            explain = f"{request.method} is not allowed here; use {allow}"
+            return self.error(405, explain, {"Allow": allow})
+
+        return handler
 
     # --- what the test controls act on ---------------------------------------------------
 
@@ -322,7 +353,14 @@ class Emulator:
         return self.ledger.stats.as_dict()
 
     def set_faults(self, **changes: Any) -> dict[str, float]:
-        """Partial update of the fault settings; returns all of them."""
+        """Partial update of the fault settings; returns all of them.
+
+        ValueError, and nothing changed, for an unknown name or a value out of range:
+        shares in 0..1, latency and jitter finite and at most an hour, Retry-After a
+        whole number of seconds up to a day.
+        """
+        for name, value in changes.items():
+            check_fault_change(name, value)
         self.faults.update(fault_update(self.faults.settings, changes))
         return self.faults.settings.as_dict()
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from dispatcher.emulator.runner import RunningEmulator
-from tests.support.emulator_api import Api
+from tests.support.emulator_api import Api, Reply
 from tests.support.emulators import EmulatorFactory
 
 # Copied verbatim from outbound-sms-api.txt ("Send an SMS", the cURL example).
@@ -507,3 +507,210 @@ def test_public_names() -> None:
     for name in ("EmulatorSettings", "FaultSettings", "create_app", "running_emulator"):
         assert name in emulator.__all__
         assert getattr(emulator, name) is not None
+
+
+# --- every bad request: 400/404/405/413 in the API's JSON shape, never a 500 ----------
+
+
+def assert_error(reply: Any, status: int, explain: str | None = None) -> None:
+    assert reply.status == status, reply.raw[:300]
+    assert reply.headers["Content-Type"].startswith("application/json")
+    assert set(reply.json) == {"meta"}
+    assert_meta(reply.json)
+    if explain is not None:
+        assert explain in reply.explain, reply.explain
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/raven/v2/messages", "POST"),
+        ("PUT", "/raven/v2/messages", "POST"),
+        ("DELETE", "/raven/v3/messages/batch", "POST"),
+        ("GET", "/raven/v3/messages/batch", "POST"),
+        ("POST", "/raven/v2/messages/abc", "GET, HEAD"),
+        ("PATCH", "/raven/v2/messages/abc", "GET, HEAD"),
+        ("POST", "/_emulator/stats", "GET, HEAD"),
+        ("DELETE", "/_emulator/faults", "GET, HEAD, POST"),
+        ("GET", "/_emulator/reset", "POST"),
+        ("POST", "/_emulator/openapi.json", "GET, HEAD"),
+    ],
+)
+async def test_other_methods_are_405_json_with_allow(
+    http: aiohttp.ClientSession, emulator: RunningEmulator, method: str, path: str, allow: str
+) -> None:
+    headers = {"Authorization": "Bearer test-key"}
+    async with http.request(method, emulator.root_url + path, headers=headers) as resp:
+        reply = Reply(resp.status, resp.headers, await resp.read())
+    assert_error(reply, 405, f"{method} is not allowed here; use {allow}")
+    assert reply.headers["Allow"] == allow
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/raven", "/raven/v2", "/raven/v2/messages/", "/raven/v1/messages", "/_emulator/x"],
+)
+async def test_unknown_paths_are_404_json(api: Api, path: str) -> None:
+    async with api.session.get(api.emulator.root_url + path) as resp:
+        reply = Reply(resp.status, resp.headers, await resp.read())
+    assert_error(reply, 404, "no such endpoint: GET ")
+
+
+async def test_a_body_over_the_limit_is_413_json(
+    emulator_factory: EmulatorFactory, http: Any
+) -> None:
+    api = Api(http, await emulator_factory(max_body_bytes=2000, rate_limit=False))
+    for path in ("/v2/messages", "/v3/messages/batch"):
+        reply = await api.post(path, data=b'{"text": "' + b"x" * 3000 + b'"}')
+        assert_error(reply, 413, "request body exceeds the limit of 2000 bytes")
+    assert_error(await api.post("/_emulator/faults", data=b"[" * 3000, key=None), 413)
+    assert (await api.single(message())).status == 200  # the connection is still good
+
+
+async def test_too_many_recipients_is_413_json(
+    emulator_factory: EmulatorFactory, http: Any
+) -> None:
+    api = Api(http, await emulator_factory(max_batch=2, rate_limit=False))
+    assert_error(await api.batch(batch("x", *["+15005550006"] * 3)), 413, "limit of 2")
+
+
+HUGE_INDEX = "{" + "9" * 5000 + "}"
+
+
+@pytest.mark.parametrize(
+    ("text", "explain"),
+    [
+        (HUGE_INDEX, "placeholder {99999999999999999999…} (5000 digits) is above {999}"),
+        ("Hi {12345678901234567890}", "placeholder {12345678901234567890} is above {999}"),
+        ("{0} {1000}", "placeholder {1000} is above {999}"),
+    ],
+)
+async def test_a_placeholder_above_999_is_400(api: Api, text: str, explain: str) -> None:
+    reply = await api.batch(
+        {"from": "12345", "text": text, "to": [{"to": "+15005550006", "params": ["A"]}]}
+    )
+    assert_error(reply, 400, explain)
+    assert (await api.stats())["accepted"] == 0
+    # The single endpoint has no placeholders: the same text is just text.
+    assert (await api.single(message(text=text[:700]))).status == 200
+
+
+async def test_index_999_is_fine(api: Api) -> None:
+    params = [str(i) for i in range(1000)]
+    reply = await api.batch(
+        {"from": "12345", "text": "{999}{0001}", "to": [{"to": "+15005550006", "params": params}]}
+    )
+    assert reply.status == 200
+    assert api.emulator.messages()[0]["text"] == "9991"
+
+
+@pytest.mark.parametrize("text", ["{0}", "{1}", "static", "{0}{1}{0}"])
+@pytest.mark.parametrize("bad", [None, [1], {"a": 1}])
+async def test_every_param_must_be_a_scalar_used_or_not(api: Api, text: str, bad: Any) -> None:
+    one, two = {"to": "+15005550006", "params": ["a", "b"]}, {"to": "+15005550007"}
+    for to, where in (
+        ([one, {**two, "params": ["c", bad]}], "to[1].params[1]"),
+        ([{**one, "params": ["a", "b", bad]}], "to[0].params[2]"),
+        ([one, {"to": "1", "params": [bad]}], "to[1].params[0]"),  # an invalid number's too
+    ):
+        reply = await api.batch({"from": "12345", "text": text, "to": to})
+        assert_error(reply, 400, f"{where} must be a string, number or boolean")
+    assert (await api.stats())["accepted"] == 0
+
+
+@pytest.mark.parametrize(
+    "digits",
+    [
+        "18446744073709551616",  # 2**64: orjson reads it as a float
+        "-9223372036854775809",
+        "123456789012345678901234567890",
+        "1" + "0" * 400,  # beyond a double: orjson refuses the body
+        "7" * 1500,
+    ],
+)
+async def test_integers_of_any_size_render_exactly(api: Api, digits: str) -> None:
+    body = (
+        b'{"from": "ACME", "text": "Ref {0} / {1} / {2}", "to": ['
+        b'{"to": "+15005550006", "params": [' + digits.encode() + b', 1e19, 18446744073709551615]},'
+        b'{"to": "1", "params": [' + digits.encode() + b", 1, 2]}]}"
+    )  # fmt: skip
+    reply = await api.batch(None, data=body)
+    assert reply.status == 200, reply.raw[:300]
+    assert reply.data["invalidNumber"] == ["1"]
+    [stored] = api.emulator.messages()
+    assert stored["text"] == f"Ref {digits} / 1e+19 / 18446744073709551615"
+
+
+async def test_an_integer_beyond_what_int_takes_is_measured_not_a_500(api: Api) -> None:
+    body = b'{"from": "A", "text": "{0}", "to": [{"to": "+15005550006", "params": ['
+    reply = await api.batch(None, data=body + b"7" * 5000 + b"]}]}")
+    assert reply.status == 400
+    assert reply.explain == "Text exceeds the limit of allowed segments"
+    assert reply.data == {"status": "SEGMENTS_EXCEEDED"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"from": "A", "text": "{0}", "to": [{"to": "+15005550006", "params": [1' + b"0" * 400
+        + b', "\\ud800"]}]}',
+        b'{"from": "A", "text": "{0}", "to": [{"to": "+15005550006", "params": [1' + b"0" * 400
+        + b", NaN]}]}",
+        b'{"from": "A", "text": "{0}", "to": [{"to": "+15005550006", "params": [1' + b"0" * 400
+        + b"]}]" + b"[" * 100_000,
+        b"[" + b"1" * 400 + b"]",
+    ],
+)  # fmt: skip
+async def test_bodies_only_the_exact_parse_could_read_are_still_refused(
+    api: Api, raw: bytes
+) -> None:
+    for path in ("/v2/messages", "/v3/messages/batch"):
+        reply = await api.post(path, data=raw)
+        assert_error(reply, 400, "JSON")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"from": "A", "text": "x", "to": "+15005550006", "callbacks": 1}',
+        b'{"from": "A", "text": "x", "to": [{"to": "+15005550006", "params": [1]}]}',
+        b'{"from": "A", "text": "x", "to": 18446744073709551616}',
+        b'{"from": "A", "text": "x", "to": ' + b"9" * 400 + b"}",
+        b'{"from": ' + b"9" * 400 + b', "text": "x", "to": "+15005550006"}',
+        b'{"from": ["A"], "text": "x", "to": "+15005550006"}',
+        b'{"from": "A", "text": "x", "to": "+15005550006", "requestDR": 1}',
+        b'{"from": "A", "text": "x", "to": "+15005550006", "type": null, "requestDR": null}',
+    ],
+)
+async def test_single_bodies_are_200_or_400_never_500(api: Api, raw: bytes) -> None:
+    reply = await api.single(None, data=raw)
+    assert reply.status in (200, 400), reply.raw
+    if reply.status == 400:
+        assert_error(reply, 400)
+
+
+@pytest.mark.parametrize(
+    ("key", "ok"),
+    [("k", True), ("x" * 255, True), ("a b~!", True), ("x" * 256, False), ("é", False)],
+)
+async def test_idempotency_key_must_be_printable_ascii(api: Api, key: str, ok: bool) -> None:
+    headers = {"Idempotency-Key": key}
+    async with api.session.post(
+        api.emulator.base_url + "/v2/messages",
+        data=orjson.dumps(message()),
+        headers={"Authorization": "Bearer test-key", **headers},
+    ) as resp:
+        reply = Reply(resp.status, resp.headers, await resp.read())
+    if ok:
+        assert reply.status == 200
+    else:
+        assert_error(reply, 400, "Idempotency-Key must be 1 to 255 printable ASCII characters")
+        assert (await api.stats())["accepted"] == 0
+
+
+async def test_an_id_must_be_exactly_what_was_issued(api: Api) -> None:
+    sent = await api.single(message())
+    id_ = sent.data["id"]
+    assert (await api.get(f"/v2/messages/{id_.upper()}")).status == 200
+    for alias in (id_[:20] + "+000", id_[:12] + "0_00" + id_[16:], id_[:-1] + " ", id_ + "0"):
+        assert_error(await api.get(f"/v2/messages/{alias}"), 404, "message not found")

@@ -14,11 +14,15 @@ from dispatcher.emulator import EmulatorSettings, FaultSettings
 from dispatcher.emulator.checks import (
     GSM7,
     UCS2,
+    BadParam,
+    ExactInt,
     GatewayTemplate,
+    Inexact,
     MissingParam,
     NumberCheck,
     batch_units,
     param_text,
+    parse_exact,
     segments_of,
     units,
 )
@@ -167,9 +171,51 @@ def test_missing_param_names_placeholder_and_recipient() -> None:
 
 
 @pytest.mark.parametrize("bad", [None, [1], {"a": 1}])
-def test_non_scalar_param_is_refused(bad: object) -> None:
-    with pytest.raises(TypeError):
-        GatewayTemplate("{0}").render_all([[bad]])
+@pytest.mark.parametrize("text", ["{0}", "{1}", "{0}{1}{0}"])
+def test_non_scalar_param_is_refused_used_or_not(bad: object, text: str) -> None:
+    for rows in ([["a", "b"], ["c", bad]], [["a", "b"], ["c", bad, "extra"]]):
+        with pytest.raises(BadParam) as info:
+            GatewayTemplate(text).render_all(rows)
+        assert (info.value.recipient, info.value.position) == (1, 1)
+
+
+def test_placeholder_indexes_stop_at_999() -> None:
+    assert GatewayTemplate("{999}").highest == 999
+    assert GatewayTemplate("{" + "0" * 5000 + "12}").highest == 12
+    for text in ("{1000}", "{12345678901234567890}", "{" + "9" * 5000 + "}"):
+        with pytest.raises(ValueError, match=r"is above \{999\}"):
+            GatewayTemplate(text)
+
+
+@pytest.mark.parametrize("big", [2.0**63, -(2.0**63), 1e300, -1e19])
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [["a", "BIG"], ["b", 1.5]],  # a column of numbers: one orjson call
+        [["a", "BIG"], ["b", "s"]],  # a mixed column: one by one
+        [["a", "BIG"], ["b", 1.5, "extra"]],  # unequal lengths: row by row
+    ],
+)
+def test_a_float_that_may_be_a_big_integer_asks_for_the_exact_parse(
+    big: float, rows: list[list[object]]
+) -> None:
+    rows = [[big if x == "BIG" else x for x in row] for row in rows]
+    template = GatewayTemplate("{0} {1}")
+    with pytest.raises(Inexact):
+        template.render_all(rows)
+    assert template.render_all(rows, exact=True)[0] == f"a {param_text(big)}"
+
+
+def test_exact_parse_keeps_integers_beyond_64_bits() -> None:
+    raw = b'{"a": [18446744073709551616, 18446744073709551615, -9223372036854775809, 1e19, 7]}'
+    values = parse_exact(raw)["a"]
+    assert values == ["18446744073709551616", 2**64 - 1, "-9223372036854775809", 1e19, 7]
+    assert [type(v) for v in values] == [ExactInt, int, ExactInt, float, int]
+    assert parse_exact(b"[" + b"7" * 5000 + b"]") == ["7" * 5000]
+    assert param_text(values[0]) == "18446744073709551616"
+    for refused in (b"[NaN]", b"[1e400]", b'["\\ud800"]', b"[1,]", b"\xff", b"[" * 100_000):
+        with pytest.raises(ValueError, match=r".+"):
+            parse_exact(refused)
 
 
 # --- the 1-second window ------------------------------------------------------------
@@ -418,4 +464,5 @@ def test_render_all_matches_a_reference(
     compiled = GatewayTemplate(template)
     if compiled.static:
         return
-    assert compiled.render_all(rows) == [_reference(template, row) for row in rows]
+    # exact: the params are what they say (the test's floats are floats, however big).
+    assert compiled.render_all(rows, exact=True) == [_reference(template, row) for row in rows]

@@ -15,7 +15,11 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from dispatcher.emulator import EmulatorSettings
+from dispatcher.emulator.state import Emulator
 from tests.support.emulator_api import Api, Reply
 from tests.support.emulators import EmulatorFactory
 
@@ -277,6 +281,74 @@ async def test_faults_route_updates_and_validates(
         assert (await api.post("/_emulator/faults", bad, key=None)).status == 400
     assert (await api.post("/_emulator/faults", data=b"{", key=None)).status == 400
     assert (await api.get("/_emulator/faults", key=None)).json["fail_429"] == 0.25
+
+
+@pytest.mark.parametrize(
+    ("body", "explain"),
+    [
+        (b'{"latency_ms": 1e300}', "latency_ms must be between 0 and 3600000"),
+        (b'{"jitter_ms": -1}', "jitter_ms must be between 0 and 3600000"),
+        (b'{"retry_after_s": 1.5}', "retry_after_s must be a whole number of seconds"),
+        (b'{"retry_after_s": 1e30}', "retry_after_s must be a whole number of seconds"),
+        (b'{"retry_after_s": -1}', "retry_after_s must be a whole number of seconds"),
+        (b'{"fail_429": true}', "fail_429 must be a number"),
+        (b'{"fail_429": "0.5"}', "fail_429 must be a number"),
+        (b'{"fail_429": null}', "fail_429 must be a number"),
+        (b'{"fail_429": 1.5}', "fail_429 must be between 0 and 1"),
+        (b'{"fail_429": 18446744073709551616}', "fail_429 must be between 0 and 1"),
+        (b'{"nope": 0.1}', "unknown fault settings: nope"),
+        (b'{"": 0.1}', "unknown fault settings"),
+        (b"[1]", "body must be a JSON object"),
+        (b"{", "body is not valid JSON"),
+        (b"", "body is not valid JSON"),
+        (b'{"latency_ms": 1e999}', "body is not valid JSON"),
+    ],
+)
+async def test_fault_control_refuses_bad_values_with_a_400(
+    emulator_factory: EmulatorFactory, http: Any, body: bytes, explain: str
+) -> None:
+    api = Api(http, await emulator_factory())
+    before = (await api.get("/_emulator/faults", key=None)).json
+    reply = await api.post("/_emulator/faults", data=body, key=None)
+    assert reply.status == 400
+    assert explain in reply.explain
+    assert set(reply.json) == {"meta"}
+    assert (await api.get("/_emulator/faults", key=None)).json == before
+
+
+async def test_fault_control_takes_the_bounds(emulator_factory: EmulatorFactory, http: Any) -> None:
+    api = Api(http, await emulator_factory())
+    edge = {"latency_ms": 3_600_000, "jitter_ms": 0, "retry_after_s": 86_400.0, "fail_503": 1}
+    reply = await api.post("/_emulator/faults", edge, key=None)
+    assert reply.status == 200
+    assert reply.json["retry_after_s"] == 86_400
+
+
+fault_values = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=3),
+    st.lists(st.integers(), max_size=2),
+)  # fmt: skip
+fault_names = st.sampled_from(
+    ["fail_429", "fail_500_before", "fail_500_after", "fail_503", "drop_before", "drop_after",
+     "latency_ms", "jitter_ms", "retry_after_s", "nope"]
+)  # fmt: skip
+
+
+@given(st.dictionaries(fault_names, fault_values, max_size=4))
+@settings(max_examples=300, deadline=None)
+def test_set_faults_updates_or_raises_value_error_and_changes_nothing(
+    changes: dict[str, Any],
+) -> None:
+    emulator = Emulator(EmulatorSettings(api_key="k"))
+    before = emulator.faults.settings
+    try:
+        after = emulator.set_faults(**changes)
+    except ValueError:
+        assert emulator.faults.settings == before
+        return
+    assert after == emulator.faults.settings.as_dict()
+    assert 0 <= after["latency_ms"] <= 3_600_000
+    assert after["retry_after_s"] == int(after["retry_after_s"])
 
 
 async def test_faults_do_not_touch_status_lookups(

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from dispatcher.errors import FatalError, InputError
 from dispatcher.models import Recipient, Rejected
 from dispatcher.reader import LineParser, Reader, _parse_each, parse_lines
+from dispatcher.renderer import BigInt
 
 Record = Recipient | Rejected
 
@@ -165,6 +166,103 @@ def test_not_an_object(line: bytes, kind: str) -> None:
 )  # fmt: skip
 def test_invalid_lines(line: bytes, why: str) -> None:
     assert reason(line) == why
+
+
+# --- integers beyond 64 bits (orjson reads them as floats, or refuses them) ---------
+
+HUGE = "1" + "0" * 400  # beyond a double: orjson refuses the line
+
+
+def params_of(line: bytes) -> list[object]:
+    record = one(line)
+    assert isinstance(record, Recipient), record
+    return record.params
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        ("18446744073709551616", BigInt("18446744073709551616")),  # 2**64
+        ("-9223372036854775809", BigInt("-9223372036854775809")),  # -2**63 - 1
+        ("1" + "0" * 30, BigInt("1" + "0" * 30)),
+        (HUGE, BigInt(HUGE)),
+        ("-" + HUGE, BigInt("-" + HUGE)),
+        ("1" * 5000, BigInt("1" * 5000)),  # more digits than int() takes
+        # What orjson holds exactly stays a plain int, as does every float.
+        ("18446744073709551615", 2**64 - 1),
+        ("-9223372036854775808", -(2**63)),
+        ("-0", 0),
+        ("1e19", 1e19),
+        ("18446744073709551616.0", 2.0**64),
+        ("-1E+19", -1e19),
+    ],
+)
+@pytest.mark.parametrize(
+    ("shape", "at"),
+    [
+        ('{{"to": "1", "params": [{0}]}}', 0),
+        ('{{"to": "1", "params": ["a", {0}]}}', 1),  # the fast path's two params
+        ('{{"to": "1", "params": [{0}, "a"], "ref": "r"}}', 0),
+        ('{{"to": "1", "params": [1, 2, {0}]}}', 2),
+        ('{{"to": "1", "params": ["a", {0}], "text": "{{1}}"}}', 1),  # override: careful path
+    ],
+)
+def test_integers_beyond_64_bits_keep_their_digits(
+    token: str, expected: object, shape: str, at: int
+) -> None:
+    line = shape.format(token).encode()
+    got = params_of(line)[at]
+    assert got == expected
+    assert type(got) is type(expected)
+    assert parse_lines([line], 1) == _parse_each([line], 1, 65536)
+
+
+def test_a_big_integer_elsewhere_than_params_is_left_to_orjson() -> None:
+    # ref is copied to the results by orjson, which cannot write a BigInt.
+    record = one(b'{"to": "1", "params": [18446744073709551616], "ref": 18446744073709551616}')
+    assert isinstance(record, Recipient)
+    assert record.params == [BigInt("18446744073709551616")]
+    assert record.ref == 2.0**64
+    why = "invalid JSON: number is infinity when parsed as double at column 35"
+    assert reason(b'{"to": "1", "params": [1], "ref": ' + HUGE.encode() + b"}") == why
+    assert reason(b'{"to": ' + HUGE.encode() + b"}").startswith("invalid JSON: number is infinity")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"to": "1", "params": [' + HUGE.encode() + b', "\\ud800"]}',  # a lone surrogate
+        b'{"to": "1", "params": [' + HUGE.encode() + b", NaN]}",
+        b'{"to": "1", "params": [' + HUGE.encode() + b", 1e400]}",
+        b'{"to": "1", "params": [' + HUGE.encode() + b"],}",
+        b"[" + HUGE.encode() + b"]",
+        b'{"to": "1", "params": [' + HUGE.encode() + b"]" + b"[" * 5000,
+    ],
+)
+def test_the_exact_parse_refuses_what_orjson_refuses(line: bytes) -> None:
+    assert reason(line).startswith("invalid JSON: ")
+
+
+big_integers = st.one_of(
+    st.integers(),
+    st.integers(min_value=2**64),
+    st.integers(max_value=-(2**63) - 1),
+    st.sampled_from([10**30, -(2**70), 2**64, -(2**63) - 1, 10**400]),
+)
+
+
+@given(st.lists(st.one_of(big_integers, st.text(max_size=4), st.floats(allow_nan=False,
+       allow_infinity=False)), max_size=4), st.booleans())  # fmt: skip
+@settings(max_examples=200, deadline=None)
+def test_params_parse_exactly_on_both_paths(params: list[object], ref: bool) -> None:
+    parts = ", ".join(str(p) if type(p) is int else orjson.dumps(p).decode() for p in params)
+    tail = ', "ref": 1' if ref else ""
+    line = f'{{"to": "1", "params": [{parts}]{tail}}}'.encode()
+    expected = [
+        BigInt(str(p)) if type(p) is int and not -(2**63) <= p < 2**64 else p for p in params
+    ]
+    assert parse_lines([line], 1) == _parse_each([line], 1, 65536)
+    assert params_of(line) == expected
 
 
 def test_excerpt_is_the_start_of_the_line_decoded_leniently() -> None:

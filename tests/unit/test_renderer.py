@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Sequence
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.errors import RenderError
-from dispatcher.renderer import Template, compile_template
+from dispatcher.errors import ConfigError, RenderError
+from dispatcher.models import Recipient
+from dispatcher.reader import parse_lines
+from dispatcher.renderer import (
+    MAX_INDEX,
+    BigInt,
+    Template,
+    TemplateError,
+    compile_template,
+    json_default,
+)
 
 
 def render(text: str, params: Sequence[object]) -> str:
@@ -151,6 +161,107 @@ def test_compile_is_cached_and_templates_compare_by_text() -> None:
 def test_render_error_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="needs param"):
         render("{0}", [])
+
+
+# --- placeholder indexes: at most 999 ----------------------------------------------
+
+
+def test_index_999_is_the_highest() -> None:
+    assert MAX_INDEX == 999
+    params = [str(i) for i in range(1000)]
+    assert render("{999}", params) == "999"
+    assert render("{0999}|{000}", params) == "999|0"
+    assert compile_template("{" + "0" * 5000 + "7}").max_index == 7  # zeros are free
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("{1000}", "{1000}"),
+        ("Hi {0}, {01000}", "{01000}"),
+        ("{12345678901234567890}", "{12345678901234567890}"),
+        ("{" + "9" * 5000 + "}", "{99999999999999999999…} (5000 digits)"),
+        ("{0}{1}{2}{" + "1" * 4301 + "}", "{11111111111111111111…} (4301 digits)"),
+    ],
+)
+def test_an_index_above_999_is_refused_at_compile(text: str, shown: str) -> None:
+    with pytest.raises(TemplateError) as info:
+        compile_template(text)
+    assert str(info.value) == f"placeholder {shown} is above {{999}}, the highest index a " + (
+        "template may use"
+    )
+    # A line's own text: prepare's `except RenderError` makes the line REJECTED.
+    # The job's template: the CLI's `except ConfigError` makes it exit 2.
+    assert isinstance(info.value, RenderError)
+    assert isinstance(info.value, ConfigError)
+    assert isinstance(info.value, ValueError)
+
+
+@given(st.text(alphabet="{}0123456789a", max_size=60))
+def test_compile_raises_nothing_but_template_error(text: str) -> None:
+    try:
+        template = compile_template(text)
+    except TemplateError:
+        return
+    assert template.max_index <= MAX_INDEX
+
+
+# --- integers of any size: digits as written, the same JSON number on the wire --------
+
+
+@pytest.mark.parametrize(
+    "digits", ["18446744073709551616", "-9223372036854775809", "1" + "0" * 30, "7" * 5000]
+)
+def test_big_ints_render_as_their_digits(digits: str) -> None:
+    for text in ("{0}", "<{0}>", "{1}{0}", "{0}{0}{0}", "{0}{0}{0}{0}"):
+        assert render(text, [BigInt(digits), "x"]) == text.replace("{0}", digits).replace(
+            "{1}", "x"
+        )
+
+
+def test_json_default_writes_a_big_int_as_the_same_json_number() -> None:
+    body = {"text": "{0}", "to": [{"to": "1", "params": [BigInt("-" + "9" * 400), 1.5, "s"]}]}
+    raw = orjson.dumps(body, default=json_default)
+    assert raw == b'{"text":"{0}","to":[{"to":"1","params":[-' + b"9" * 400 + b',1.5,"s"]}]}'
+    with pytest.raises(TypeError):
+        orjson.dumps([object()], default=json_default)
+    assert BigInt("1") == BigInt("1")
+    assert BigInt("1") != 1
+    assert hash(BigInt("12")) == hash(BigInt("12"))
+    assert repr(BigInt("12")) == "BigInt('12')"
+
+
+def through_the_client(digits: str) -> tuple[str, bytes]:
+    """An input line with this integer as its param → rendered text, batch body."""
+    line = f'{{"to": "+15005550006", "params": ["x", {digits}]}}'.encode()
+    (recipient,) = parse_lines([line], 1)
+    assert isinstance(recipient, Recipient), recipient
+    text = compile_template("Pay {1} now").render(recipient.params)
+    body = orjson.dumps({"to": [{"params": recipient.params}]}, default=json_default)
+    return text, body
+
+
+@given(
+    st.one_of(
+        st.integers(),
+        st.integers(min_value=2**64),
+        st.integers(max_value=-(2**63) - 1),
+        st.sampled_from([10**30, -(2**70), 2**64, -(2**63) - 1, 2**64 - 1, -(2**63)]),
+    )
+)
+@settings(max_examples=300)
+def test_integers_of_any_size_render_and_travel_exactly(n: int) -> None:
+    text, body = through_the_client(str(n))
+    assert text == f"Pay {n} now"
+    assert json.loads(body)["to"][0]["params"][1] == n  # the same JSON number
+    assert f",{n}]".encode() in body
+
+
+@pytest.mark.parametrize("digits", ["1" + "0" * 400, "-" + "3" * 4300, "9" * 20000])
+def test_integers_beyond_a_double_and_int_limits(digits: str) -> None:
+    text, body = through_the_client(digits)
+    assert text == f"Pay {digits} now"
+    assert body == b'{"to":[{"params":["x",' + digits.encode() + b"]}]}"
 
 
 # --- properties against a regex reference ------------------------------------------
