@@ -28,7 +28,7 @@ from dispatcher.errors import (
     ServerError,
     Unavailable,
 )
-from dispatcher.models import Batch
+from dispatcher.models import Batch, json_default
 
 
 class _Context(TypedDict):
@@ -270,7 +270,8 @@ def _digits(number: str) -> str:
 
 def batch_body(options: Mapping[str, Any], text: str, recipients: list[dict[str, Any]]) -> bytes:
     """The JSON body of a batch: job options, the template, ``to: [{to, params}]``."""
-    return orjson.dumps({**options, "text": text, "to": recipients})
+    # params may hold integers beyond 64 bits (models.BigInt): written as the digits
+    return orjson.dumps({**options, "text": text, "to": recipients}, default=json_default)
 
 
 def single_body(options: Mapping[str, Any], text: str, to: str) -> bytes:

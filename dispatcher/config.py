@@ -606,6 +606,10 @@ def _at_least(key: str, value: float, minimum: float) -> None:
 
 def validate(config: Config) -> Config:
     """Check ranges and combinations; return the config unchanged when it is sound."""
+    if config.text is not None:
+        from dispatcher.renderer import compile_template
+
+        compile_template(config.text)  # e.g. {1000}: refused before any file is touched
     for key in KEYS.values():
         if key.choices:
             _choice(key.name, getattr(config, key.name), key.choices)

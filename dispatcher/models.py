@@ -17,7 +17,9 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, final
+
+import orjson
 
 if TYPE_CHECKING:
     from dispatcher.renderer import Template
@@ -204,3 +206,41 @@ class Batch:
     def __repr__(self) -> str:
         first = self.entries[0].line if self.entries else None
         return f"<Batch {self.group.sender} lines from {first}, {len(self)} messages>"
+
+
+@final
+class BigInt:
+    """A JSON integer outside 64 bits, kept as the digits written in the input.
+
+    orjson reads such an integer as a float (``1.8446744073709552e+19``), or refuses it
+    beyond a double's range, and cannot write it back; Python's ``int()`` and ``str()``
+    refuse more than 4300 digits. ``digits`` is the JSON token itself (``-`` and
+    digits), so rendering it and putting it on the wire are both exact.
+    """
+
+    __slots__ = ("digits",)
+
+    digits: str
+
+    def __init__(self, digits: str) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"BigInt({self.digits!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is BigInt and other.digits == self.digits
+
+    def __hash__(self) -> int:
+        return hash(self.digits)
+
+
+def json_default(value: object) -> orjson.Fragment:
+    """orjson's ``default`` hook for bodies holding params: a `BigInt` as its JSON number.
+
+    ``orjson.dumps(body, default=json_default)``: orjson calls it only for types it does
+    not know, so bodies without a `BigInt` cost nothing more.
+    """
+    if type(value) is BigInt:
+        return orjson.Fragment(value.digits)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")

@@ -90,15 +90,15 @@ class Preparer:
             if item.sender == "":
                 sink.local(item.line, to, Status.REJECTED, "field 'from' is empty", ref=item.ref)
                 continue
-            if (
-                item.sender is not None
-                or item.text is not None
-                or item.external_id is not None
-                or item.client_id is not None
-                or item.email is not None
-            ):
-                group = self._override(item)
             try:
+                if (
+                    item.sender is not None
+                    or item.text is not None
+                    or item.external_id is not None
+                    or item.client_id is not None
+                    or item.email is not None
+                ):
+                    group = self._override(item)  # a line's own text may not compile
                 text = group.template.render(item.params)
             except RenderError as exc:
                 sink.local(item.line, to, Status.REJECTED, str(exc), ref=item.ref)

@@ -32,8 +32,7 @@ import orjson
 
 from dispatcher.blocking import BlockingWorker
 from dispatcher.errors import InputError
-from dispatcher.models import Recipient, Rejected
-from dispatcher.renderer import BigInt, json_default
+from dispatcher.models import BigInt, Recipient, Rejected, json_default
 from dispatcher.sources import ByteSource, open_source
 
 MAX_LINE_BYTES: Final = 65536

@@ -28,11 +28,12 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Sequence
-from typing import Final, final
+from typing import Final
 
 import orjson
 
 from dispatcher.errors import ConfigError, RenderError
+from dispatcher.models import BigInt
 
 #: The highest placeholder index a template may use.
 MAX_INDEX: Final = 999
@@ -50,44 +51,6 @@ class TemplateError(RenderError, ConfigError):
     Both a `RenderError` (a line's own ``text``: that line is REJECTED, the run goes on)
     and a `ConfigError` (the job's template: a usage error, exit 2, before sending).
     """
-
-
-@final
-class BigInt:
-    """A JSON integer outside 64 bits, kept as the digits written in the input.
-
-    orjson reads such an integer as a float (``1.8446744073709552e+19``), or refuses it
-    beyond a double's range, and cannot write it back; Python's ``int()`` and ``str()``
-    refuse more than 4300 digits. ``digits`` is the JSON token itself (``-`` and
-    digits), so rendering it and putting it on the wire are both exact.
-    """
-
-    __slots__ = ("digits",)
-
-    digits: str
-
-    def __init__(self, digits: str) -> None:
-        self.digits = digits
-
-    def __repr__(self) -> str:
-        return f"BigInt({self.digits!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is BigInt and other.digits == self.digits
-
-    def __hash__(self) -> int:
-        return hash(self.digits)
-
-
-def json_default(value: object) -> orjson.Fragment:
-    """orjson's ``default`` hook for bodies holding params: a `BigInt` as its JSON number.
-
-    ``orjson.dumps(body, default=json_default)``: orjson calls it only for types it does
-    not know, so bodies without a `BigInt` cost nothing more.
-    """
-    if type(value) is BigInt:
-        return orjson.Fragment(value.digits)
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 Render = Callable[[Sequence[object]], str]

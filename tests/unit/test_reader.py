@@ -20,9 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispatcher.errors import FatalError, InputError
-from dispatcher.models import Recipient, Rejected
+from dispatcher.models import BigInt, Recipient, Rejected
 from dispatcher.reader import LineParser, Reader, _parse_each, parse_lines
-from dispatcher.renderer import BigInt
 
 Record = Recipient | Rejected
 

@@ -13,16 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispatcher.errors import ConfigError, RenderError
-from dispatcher.models import Recipient
+from dispatcher.models import BigInt, Recipient, json_default
 from dispatcher.reader import parse_lines
-from dispatcher.renderer import (
-    MAX_INDEX,
-    BigInt,
-    Template,
-    TemplateError,
-    compile_template,
-    json_default,
-)
+from dispatcher.renderer import MAX_INDEX, Template, TemplateError, compile_template
 
 
 def render(text: str, params: Sequence[object]) -> str:
