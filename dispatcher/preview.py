@@ -412,23 +412,31 @@ def _flow(label: str, parts: list[str], width: int, indent: str) -> list[str]:
 
 def _wrap(text: str, width: int, lines: int) -> list[str]:
     """``text`` in at most ``lines`` lines of ``width`` columns, broken after a space
-    where one is near, the last cut with "… (+N)" when the text is longer."""
+    where one is near; when it is longer, the last line ends with "… (+N)", N the
+    characters not shown."""
     out: list[str] = []
-    rest = text
-    while rest and len(out) < lines:
-        used, cut = 0, len(rest)
-        for i, char in enumerate(rest):
-            used += _width(char)
-            if used > width:
-                space = rest.rfind(" ", max(0, i - 16), i)
-                cut = space + 1 if space > 0 else i
-                break
-        out.append(rest[:cut].rstrip(" ") or rest[:cut])
-        rest = rest[cut:]
-    if rest:
-        more = f"… (+{len(rest)})"
-        out[-1] = _clip(out[-1], width - len(more)).removesuffix("…") + more
+    start = 0
+    while start < len(text) and len(out) < lines:
+        end = _fit(text, start, width)
+        if end < len(text):
+            space = text.rfind(" ", max(start, end - 16), end)
+            end = space + 1 if space > start else end
+        out.append(text[start:end].rstrip(" ") or text[start:end])
+        last, start = start, end
+    if start < len(text):
+        end = _fit(text, last, width - len(f"… (+{len(text)})"))
+        out[-1] = f"{text[last:end]}… (+{len(text) - end})"
     return out
+
+
+def _fit(text: str, start: int, width: int) -> int:
+    """The end of the longest piece of ``text`` from ``start`` within ``width`` columns."""
+    used = 0
+    for i in range(start, len(text)):
+        used += _width(text[i])
+        if used > width:
+            return max(i, start + 1)  # at least one character, however wide
+    return len(text)
 
 
 class Table:
@@ -549,7 +557,8 @@ class Table:
                 lines.append(
                     f"smart encoding would make {made} GSM-7 and save {saved} (--smart-encoding)"
                 )
-        return "".join(line + "\n" for line in ["", *lines])
+        wrapped = (part for line in lines for part in _wrap(line, self.width, len(line)))
+        return "".join(line + "\n" for line in ["", *wrapped])
 
 
 def _lines(n: int) -> str:

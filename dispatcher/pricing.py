@@ -146,5 +146,6 @@ class Pricing:
 
 def _decimals(price: float) -> int:
     """Decimals of ``price`` as written (``0.0075`` → 4), at most 6."""
-    text = f"{price:.6f}".rstrip("0")
-    return min(6, len(text.partition(".")[2]))
+    if round(price, 6) != price:
+        return 6
+    return len(f"{price:.6f}".rstrip("0").partition(".")[2])
