@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import random
 import unicodedata
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from operator import attrgetter
@@ -137,33 +136,34 @@ class Previewer:
 
     def row(self, item: Recipient | Rejected) -> Row:
         """What ``send`` would do with this line, and why."""
+        free = None if self.pricing is None else 0.0  # the cost of a line not sent
         if isinstance(item, Rejected):
             reason, excerpt = item.reason, item.excerpt
-            return Row(line=item.line, status=Status.REJECTED, error=reason, excerpt=excerpt)
+            return Row(
+                line=item.line, status=Status.REJECTED, error=reason, cost=free, excerpt=excerpt
+            )
         line, to = item.line, item.to
         try:
             number = normalize(to, strict=self.strict_numbers)
         except InvalidNumber as exc:
-            return Row(line=line, status=Status.INVALID_NUMBER, error=str(exc), to=to)
+            return Row(line=line, status=Status.INVALID_NUMBER, error=str(exc), to=to, cost=free)
+        price = None if self.pricing is None else self.pricing.price(number)
+        base = Row(line=line, status=Status.REJECTED, to=to, number=number, price=price, cost=free)
         if item.sender == "":
-            empty = "field 'from' is empty"
-            return Row(line=line, status=Status.REJECTED, error=empty, to=to, number=number)
-        sender = self.sender if item.sender is None else item.sender
-        template = self.text if item.text is None else item.text
-        base = Row(
-            line=line,
-            status=OK,
-            to=to,
-            number=number,
-            sender=sender,
+            return replace(base, error="field 'from' is empty")
+        base = replace(
+            base,
+            sender=self.sender if item.sender is None else item.sender,
             own_text=item.text is not None,
         )
         try:
-            text = compile_template(template).render(item.params)
+            text = compile_template(self.text if item.text is None else item.text).render(
+                item.params
+            )
         except RenderError as exc:
-            return replace(base, status=Status.REJECTED, error=str(exc))
+            return replace(base, error=str(exc))
         if not text:
-            return replace(base, status=Status.REJECTED, error="the rendered text is empty")
+            return replace(base, error="the rendered text is empty")
         encoding, units, segments = count(text, self.model)
         non_gsm: tuple[NonGsm, ...] = ()
         smart = None
@@ -176,17 +176,16 @@ class Previewer:
             encoding_sent, billed = encoding, segments
         status: str = OK
         error: str | None = None
+        cost = free
         if billed > self.max_segments:
             status = Status.SEGMENTS_EXCEEDED
             error = (
                 f"text needs {billed} segments ({encoding_sent}), "
                 f"more than max_segments {self.max_segments}"
             )
-        price = cost = None
-        if self.pricing is not None:
-            price = self.pricing.price(number)
+        elif price is not None:
             # Rounded (not the running totals): 0.03 * 3 is 0.09, not 0.09000000000000001.
-            cost = round(price * billed, 10) if status == OK else 0.0
+            cost = round(price * billed, 10)
         return replace(
             base,
             status=status,
@@ -197,7 +196,6 @@ class Previewer:
             segments=segments,
             non_gsm=non_gsm,
             smart=smart,
-            price=price,
             cost=cost,
         )
 
@@ -310,7 +308,7 @@ class Totals:
     """What the previewed lines add up to (what would be sent: billed segments and cost)."""
 
     lines: int = 0
-    statuses: Counter[str] = field(default_factory=Counter)
+    statuses: dict[str, int] = field(default_factory=dict)
     #: Per encoding of what would be sent: [lines, segments].
     encodings: dict[str, list[int]] = field(default_factory=dict)
     segments: int = 0
@@ -322,7 +320,7 @@ class Totals:
 
     def add(self, row: Row) -> None:
         self.lines += 1
-        self.statuses[row.status] += 1
+        self.statuses[row.status] = self.statuses.get(row.status, 0) + 1
         if row.cost is not None:
             self.cost = (self.cost or 0.0) + row.cost
         if row.smart is not None and row.smart.text is not None:
@@ -338,6 +336,7 @@ class Totals:
             self.segments += segments
 
     def as_dict(self) -> dict[str, Any]:
+        """The totals as JSON would hold them."""
         return asdict(self)
 
 
@@ -535,9 +534,10 @@ class Table:
 
     def footer(self, totals: Totals, *, selected: str) -> str:
         """The totals: lines by status, what would be sent, its cost, smart encoding."""
-        by_status = ", ".join(f"{n} {status}" for status, n in totals.statuses.most_common())
+        by_count = sorted(totals.statuses.items(), key=lambda item: -item[1])
+        by_status = ", ".join(f"{n:,} {status}" for status, n in by_count)
         lines = [f"{_lines(totals.lines)} previewed ({selected}): {by_status or 'none'}"]
-        sent = totals.statuses[OK]
+        sent = totals.statuses.get(OK, 0)
         if sent:
             per_encoding = "; ".join(
                 f"{encoding} {_messages(n)}, {_segments(segments)}"

@@ -231,3 +231,40 @@ async def test_bad_inputs(tmp_path: Path) -> None:
     code, out, err = await preview(tmp_path, "cut.gz", *ARGS, "--sample", "2")
     assert code == 3
     assert "cut.gz is truncated" in err
+
+
+@pytest.mark.parametrize("model", ["flat", "3gpp"])
+async def test_the_same_decisions_as_a_dry_run_of_send(tmp_path: Path, model: str) -> None:
+    lines = [
+        *LINES,
+        {"to": "+525500000020", "params": ["ж" * 135, 1]},
+        {"to": "+525500000021", "params": ["a" * 1700, 1]},  # SEGMENTS_EXCEEDED
+        {"to": "+525500000022", "params": ["a" * 152 + "€" + "a" * 140, 1]},
+        {"to": "+525500000023", "from": "", "params": ["x", 1]},
+        {"to": "+525500000024", "params": [None, 1]},
+    ]
+    source = write_lines(tmp_path / "in.ndjson", lines)
+    args = [*ARGS, "--segment-model", model, "--price-per-segment", "0.25"]
+    sent = await dispatcher(
+        "send", source, *args, "--dry-run", "--results", "results.ndjson",
+        "--summary", "summary.json", "--no-progress",
+        cwd=tmp_path, environ=env(api_key=None),
+    )  # fmt: skip
+    assert sent.code == 0, sent.stderr
+    results = {r["line"]: r for r in parse_ndjson((tmp_path / "results.ndjson").read_bytes())}
+    code, out, err = await preview(tmp_path, source, *args, "--json", "--limit", "100")
+    assert code == 0, err
+    rows = {r["line"]: r for r in parse_ndjson(out.encode())}
+    assert set(rows) == set(results)
+    for line, result in results.items():
+        row = rows[line]
+        status = "OK" if result["status"] == "DRY_RUN" else result["status"]
+        assert (row["status"], row.get("error")) == (status, result.get("error")), line
+        if status == "OK":
+            assert (row["number"], row["segments"], row["encoding"]) == (
+                result["to"],
+                result["segments"],
+                result["encoding"],
+            ), line
+    summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    assert sum(r["cost"] for r in rows.values()) == pytest.approx(summary["cost"])

@@ -138,12 +138,15 @@ def test_a_missing_param_is_rejected_with_its_number() -> None:
     row = previewer(text="Hi {0}, you owe {1}").row(recipient(7, "+447700900123", "Carl"))
     assert row.status == Status.REJECTED
     assert row.error == "template needs param {1} but the line has 1 param"
-    assert (row.number, row.text, row.encoding, row.cost) == ("+447700900123", None, None, None)
+    assert (row.number, row.text, row.encoding) == ("+447700900123", None, None)
+    assert (row.price, row.cost) == (0.01, 0.0)  # a line not sent costs nothing
 
 
 def test_an_invalid_number() -> None:
     row = previewer().row(recipient(4, "12ab", "x"))
-    assert row == Row(line=4, status=Status.INVALID_NUMBER, error="has letters", to="12ab")
+    assert row == Row(
+        line=4, status=Status.INVALID_NUMBER, error="has letters", to="12ab", cost=0.0
+    )
 
 
 def test_a_malformed_line() -> None:
@@ -330,7 +333,16 @@ def test_the_first_lines_come_as_they_are_fed_and_then_no_more_is_read() -> None
     rows = [orjson.loads(line) for line in out.getvalue().splitlines()[:2]]
     assert [r["line"] for r in rows] == [1, 2]
     assert taken == [1, 2], "read on after the limit"
-    assert (totals.lines, totals.segments, totals.statuses[OK]) == (2, 2, 2)
+    assert totals.as_dict() == {
+        "lines": 2,
+        "statuses": {"OK": 2},
+        "encodings": {"GSM7": [1, 1], "UCS2": [1, 1]},
+        "segments": 2,
+        "cost": 0.03 + 0.0075,
+        "smart_lines": 1,
+        "smart_saved": 0,
+        "smart_applied": False,
+    }
     assert out.getvalue().splitlines()[2] == ""  # the totals follow (to out, here)
 
 
