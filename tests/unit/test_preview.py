@@ -219,6 +219,8 @@ LINES = [
     b'{"to": "+15005550013", "params": [null]}',
     b'{"to": "+15005550014", "params": ["\xf0\x9f\x8e\x89 \xe2\x80\x9cyes\xe2\x80\x9d"]}',
     b"[1, 2]",
+    b'{"to": "bad", "from": "", "params": []}',  # the number is checked first
+    b'{"to": "+15005550015", "from": "", "params": []}',  # then the sender, then the params
 ]
 
 
