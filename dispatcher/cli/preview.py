@@ -21,13 +21,16 @@ if TYPE_CHECKING:
     from dispatcher.preview import Explainer
 
 COMMAND = "dispatcher preview"
-#: The `Config` keys that decide what a line becomes (besides the [message] section).
+#: The `Config` keys that decide what a line becomes, besides the [message] section...
 MESSAGE_KEYS = ("strict_numbers", "price_per_segment", "prices", "smart_encoding", "transliterate")
+#: ...whose keys all do, but these, which only go into the request.
+REQUEST_KEYS = ("request_dr", "callbacks", "connection", "email", "external_id", "client_id")
 #: Until `Config` has these keys, preview declares them itself (not from a file or env).
 _OWN_FLAGS = {
     "smart_encoding": "replace look-alike punctuation and spaces by GSM-7 where that makes "
     "the whole message GSM-7",
-    "transliterate": "with --smart-encoding, also change letters to their nearest GSM-7 letter",
+    "transliterate": "smart encoding also changes letters to their nearest GSM-7 letter "
+    "(á → a, ç → Ç)",
 }
 
 HELP = "show what the first lines (or a sample) would be: text, encoding, segments, cost"
@@ -49,17 +52,20 @@ def options(p: Parser) -> None:
     from dispatcher.preview import DEFAULT_LIMIT
 
     p.add_argument("input", nargs="?", default="-", help="NDJSON recipients: a path, .gz, or -")
-    which = p.add_argument_group("what to preview").add_mutually_exclusive_group()
+    shown = p.add_argument_group("what to preview")
+    which = shown.add_mutually_exclusive_group()
     which.add_argument(
         "--limit", type=int, metavar="N", help=f"the first N lines (default {DEFAULT_LIMIT})"
     )
     which.add_argument("--sample", type=int, metavar="N", help="a random sample of N lines")
-    p.add_argument("--seed", type=int, metavar="S", help="the sample's seed (default: random)")
-    p.add_argument("--json", action="store_true", help="one JSON object per line (NDJSON)")
+    shown.add_argument("--seed", type=int, metavar="S", help="the sample's seed (default: random)")
+    shown.add_argument(
+        "--json", action="store_true", help="one JSON object per line (NDJSON; totals on stderr)"
+    )
     p.add_argument("--config", metavar="TOML", help="configuration file (see configs/default.toml)")
     group = p.add_argument_group("message")
     for key in KEYS.values():
-        if key.flag is not None and (key.section == "message" or key.name in MESSAGE_KEYS):
+        if _declared(key):
             _add_option(group, key)
             if key.name == "text":
                 group.add_argument(
@@ -111,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _declared(key: Key) -> bool:
     """Whether preview takes this `Config` key's flag: it decides what a line becomes."""
-    return key.flag is not None and (key.section == "message" or key.name in MESSAGE_KEYS)
+    if key.flag is None or key.name in REQUEST_KEYS:
+        return False
+    return key.section == "message" or key.name in MESSAGE_KEYS
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -160,7 +168,7 @@ def _explainer(args: argparse.Namespace, config: Config) -> Explainer:
         transliterate=bool(setting("transliterate")),
     )
     # NDJSON is UTF-8 whatever the locale; a table in an ASCII terminal gets '?'s.
-    if isinstance(sys.stdout, io.TextIOWrapper):
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.encoding.lower() != "utf-8":
         sys.stdout.reconfigure(encoding="utf-8", errors="strict" if args.json else "replace")
     return Explainer(
         previewer,
