@@ -88,6 +88,7 @@ def options(p: Parser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dispatcher.preview import explain_lines, read_records
+    from dispatcher.reader import CHUNK_SIZE
     from dispatcher.sources import open_source
 
     try:
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         what = "is not a file" if os.path.exists(args.input) else "does not exist"
         return usage_error(f"input {args.input} {what}", command=COMMAND)
     try:
-        stream = open_source(args.input, 1 << 18)
+        stream = open_source(args.input, CHUNK_SIZE)
     except InputError as exc:
         return usage_error(exc, command=COMMAND)
     try:
