@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -272,22 +273,18 @@ async def test_the_same_decisions_as_a_dry_run_of_send(tmp_path: Path, model: st
 
 
 def test_a_closed_pipe_ends_it_quietly(tmp_path: Path) -> None:
-    # `dispatcher preview big.ndjson --limit 5000 | head -1`
     source = write_lines(
         tmp_path / "in.ndjson", [{"to": f"+5255{n:08}", "params": ["a", 1]} for n in range(5000)]
     )
-    with subprocess.Popen(
-        [sys.executable, "-m", "dispatcher", "preview", source, *ARGS, "--limit", "5000"],
+    command = [sys.executable, "-m", "dispatcher", "preview", str(source), *ARGS, "--limit", "5000"]
+    script = f"{shlex.join(command)} | head -1; exit ${{PIPESTATUS[0]}}"
+    done = subprocess.run(
+        ["bash", "-c", script],
         cwd=tmp_path,
         env=env(api_key=None),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as proc:
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        first = proc.stdout.readline()
-        proc.stdout.close()  # as `| head -1` does
-        stderr = proc.stderr.read()
-        assert proc.wait(timeout=RUN_TIMEOUT) == 0
-    assert stderr == b""
-    assert first.split() == [b"LINE", b"NUMBER", b"ENC", b"SEG", b"TEXT"]
+        capture_output=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert done.stdout.split() == [b"LINE", b"NUMBER", b"ENC", b"SEG", b"TEXT"]
