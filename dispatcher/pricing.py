@@ -15,8 +15,10 @@ table therefore needs. In TOML::
     52 = 0.03
     44 = 0.04
 
-The look-up is pure and cheap enough for every line: one dict look-up per distinct prefix
-length in the table, longest first (usually 3, 2, 1, and 4 with a prefix like ``1787``).
+The look-up is pure and cheap enough for every line: a number's first digits (as many as
+the longest prefix of the table) are looked up in a memo of the prices found so far (a
+campaign's numbers share few of them), and only a new one searches the table, longest
+prefix first; a price without a table is returned at once.
 Prices are finite and not negative; a bad one is a `ConfigError` naming its key.
 """
 
@@ -31,6 +33,7 @@ from dispatcher.errors import ConfigError
 
 #: The longest prefix a table may price: a 3-digit country code and 3 more digits.
 MAX_PREFIX_DIGITS: Final = 6
+_MEMO_SIZE: Final = 1 << 16
 
 
 def parse_price(key: str, value: Any) -> float:
@@ -88,14 +91,15 @@ def prices_from_flags(items: Iterable[str] | None) -> Mapping[str, float]:
 class Pricing:
     """Prices per segment by destination: `price` of a number, `cost` of a message."""
 
-    __slots__ = ("_lengths", "decimals", "default", "prices")
+    __slots__ = ("_longest", "_memo", "decimals", "default", "prices")
 
     def __init__(self, default: float, prices: Mapping[str, float] | None = None) -> None:
         self.default = parse_price("price_per_segment", default)
         #: The table, by prefix digits (validated).
         self.prices: Mapping[str, float] = parse_prices("prices", dict(prices or {}))
-        # Longest first: the first hit is the longest matching prefix.
-        self._lengths = tuple(sorted({len(p) for p in self.prices}, reverse=True))
+        self._longest = max(map(len, self.prices), default=0)
+        # Price by a number's first `_longest` digits: few distinct ones in a campaign.
+        self._memo: dict[str, float] = {}
         #: Decimals that show every price exactly (at least 2, at most 6): for tables.
         self.decimals = max(2, *(_decimals(p) for p in (self.default, *self.prices.values())))
 
@@ -119,13 +123,23 @@ class Pricing:
 
     def price(self, number: str) -> float:
         """The price of one segment to ``number`` (E.164, with or without its ``+``)."""
-        if self._lengths:
-            digits = number[1:] if number.startswith("+") else number
-            get = self.prices.get
-            for length in self._lengths:
-                price = get(digits[:length])
-                if price is not None:
-                    return price
+        if not self._longest:
+            return self.default
+        head = number[1 : 1 + self._longest] if number[:1] == "+" else number[: self._longest]
+        price = self._memo.get(head)
+        if price is None:
+            price = self._longest_match(head)
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            self._memo[head] = price
+        return price
+
+    def _longest_match(self, digits: str) -> float:
+        prices = self.prices
+        for length in range(len(digits), 0, -1):
+            price = prices.get(digits[:length])
+            if price is not None:
+                return price
         return self.default
 
     def cost(self, number: str, segments: int) -> float:

@@ -129,7 +129,18 @@ def _naive_price(table: dict[str, float], default: float, number: str) -> float:
         st.floats(min_value=0, max_value=10, allow_nan=False),
         max_size=12,
     ),
-    number=st.from_regex(r"\+[1-9][0-9]{7,14}", fullmatch=True),
+    numbers=st.lists(st.from_regex(r"\+?[1-9][0-9]{7,14}", fullmatch=True), max_size=20),
 )
-def test_matches_a_naive_longest_prefix_search(table: dict[str, float], number: str) -> None:
-    assert Pricing(0.5, table).price(number) == _naive_price(table, 0.5, number)
+def test_matches_a_naive_longest_prefix_search(table: dict[str, float], numbers: list[str]) -> None:
+    pricing = Pricing(0.5, table)
+    for number in [*numbers, *numbers]:  # the second time from the memo
+        assert pricing.price(number) == _naive_price(table, 0.5, number), number
+
+
+def test_the_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("dispatcher.pricing._MEMO_SIZE", 3)
+    pricing = Pricing(0.01, {"1787": 0.012, "1": 0.0075})
+    numbers = [f"+1{area}5550100" for area in range(780, 790)]  # 1787 is one of them
+    expected = [0.012 if n.startswith("+1787") else 0.0075 for n in numbers]
+    assert [pricing.price(n) for n in numbers * 2] == expected * 2
+    assert len(pricing._memo) <= 3
