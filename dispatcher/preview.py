@@ -7,7 +7,9 @@ and says why: which characters made the text UCS-2 and where, what smart encodin
 make of them, and what the message costs. `Explainer` takes input chunks as they come and
 writes the rows of the lines it selects — the first N, or a seeded random sample of N
 (reservoir sampling: memory O(N)) — as a table for people or NDJSON for programs, then
-the totals. ``dispatcher preview`` and ``send --dry-run --explain`` are its two faces.
+the totals. ``dispatcher preview`` reads the chunks itself (`read_records`,
+`explain_lines`); a dry run of ``send`` can hand it the chunks its reader yields, so that
+``send --dry-run --explain`` works on stdin too.
 
 The JSON row (every key always present, null where it does not apply):
 ``line``; ``status`` (``OK``: would be sent; else ``INVALID_NUMBER``, ``REJECTED`` or
