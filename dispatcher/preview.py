@@ -129,6 +129,9 @@ class Previewer:
             raise ValueError("the job needs a sender code and a text")  # checked by the CLI
         self.sender: str = config.sender
         self.text: str = config.text
+        # As send: the job's template is compiled at once, and a bad one (a placeholder
+        # above {999}) is a ConfigError, not a REJECTED line after line.
+        compile_template(config.text)
         self.model = config.segment_model
         self.max_segments = config.max_segments
         self.strict_numbers = config.strict_numbers

@@ -194,6 +194,7 @@ async def test_the_config_file_and_the_environment(tmp_path: Path) -> None:
     [
         (["--text", TEXT], "a sender code is needed: --from CODE"),
         (["--from", CODE], "a text is needed: --text T or --text-file F"),
+        (["--from", CODE, "--text", "Hi {1000}"], "placeholder {1000} is above {999}"),
         ([*ARGS, "--seed", "1"], "--seed goes with --sample N"),
         ([*ARGS, "--limit", "0"], "--limit must be at least 1"),
         ([*ARGS, "--sample", "0"], "--sample must be at least 1"),

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from dispatcher.config import Config
+from dispatcher.errors import ConfigError
 from dispatcher.models import Encoding, Entry, Group, Recipient, Rejected, Status
 from dispatcher.prepare import Preparer
 from dispatcher.preview import (
@@ -140,6 +141,16 @@ def test_a_missing_param_is_rejected_with_its_number() -> None:
     assert row.error == "template needs param {1} but the line has 1 param"
     assert (row.number, row.text, row.encoding) == ("+447700900123", None, None)
     assert (row.price, row.cost) == (0.01, 0.0)  # a line not sent costs nothing
+
+
+def test_a_placeholder_above_999() -> None:
+    item = recipient(5, "+15005550006", "x", text="Hi {1000}")
+    row = previewer().row(item)
+    assert (row.status, row.number) == (Status.REJECTED, "+15005550006")
+    assert row.error == "placeholder {1000} is above {999}, the highest index a template may use"
+    # The job's own template: a configuration error, as for send, before any line.
+    with pytest.raises(ConfigError, match=r"placeholder \{1000\} is above \{999\}"):
+        previewer(text="Hi {1000}")
 
 
 def test_an_invalid_number() -> None:
