@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 from dispatcher.errors import ConfigError
+from dispatcher.pricing import Pricing, parse_prices, prices_from_flags
 
 DEFAULT_BASE_URL = "https://elastic.messangi.me/raven"
 ENV_PREFIX = "DISPATCHER_"
@@ -118,6 +119,23 @@ def _opt_float(key: str, value: Any) -> float | None:
     return None if value is None else _float(key, value)
 
 
+def _opt_int(key: str, value: Any) -> int | None:
+    return None if value is None else _int(key, value)
+
+
+def _paths(key: str, value: Any) -> tuple[str, ...]:
+    """A list of file paths (one path alone is taken as a list of one)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key} must be a list of file paths, got {value!r}")
+    return tuple(value)
+
+
+def _paths_from_flags(items: list[str] | None) -> tuple[str, ...]:
+    return tuple(items or ())
+
+
 def _opt_bool(key: str, value: Any) -> bool | None:
     return None if value is None else _bool(key, value)
 
@@ -153,11 +171,14 @@ _KINDS: dict[Parser, type] = {
     _bool: bool,
     _opt_bool: bool,
     _int: int,
+    _opt_int: int,
     _float: float,
     _opt_float: float,
     _str: str,
     _opt_str: str,
     _rates: list,
+    _paths: list,
+    parse_prices: list,
 }
 
 
@@ -326,18 +347,74 @@ class Config:
         choices=("flat", "3gpp"),
         help="how segments are counted",
     )
-    max_segments: int = _key(
+    # The per-message limit; ``--max-segments`` is the job's cap (issue 13), but the
+    # file keeps ``max_segments`` in [message] for this one, so old files mean the same.
+    max_message_segments: int = _key(
         10,
         section="message",
         parse=_int,
+        flag="--max-message-segments",
+        alias="max_segments",
         metavar="N",
-        help="refuse messages above this many segments",
+        help="a message above this many segments is SEGMENTS_EXCEEDED",
+    )
+    smart_encoding: bool = _key(
+        False,
+        section="message",
+        parse=_bool,
+        help="replace look-alike punctuation and spaces by GSM-7 where that makes the "
+        "whole message GSM-7",
+    )
+    transliterate: bool = _key(
+        False,
+        section="message",
+        parse=_bool,
+        help="smart encoding also changes letters to their nearest GSM-7 letter (á → a)",
     )
     max_line_bytes: int = _key(
         65536, section="input", parse=_int, flag=None, help="longer input lines are REJECTED"
     )
     strict_numbers: bool = _key(
         False, section="input", parse=_bool, help="validate numbers with libphonenumber"
+    )
+    suppress: tuple[str, ...] = _key(
+        (),
+        section="policy",
+        parse=_paths,
+        flag="--suppress",
+        metavar="FILE",
+        env=False,
+        from_flag=_paths_from_flags,
+        help="opt-out list (NDJSON, CSV or one number a line; .gz): its numbers are "
+        "SUPPRESSED, never sent; repeatable, adds to the file's list",
+    )
+    dedupe: str = _key(
+        "number+text",
+        section="policy",
+        parse=_str,
+        choices=("number+text", "number", "off"),
+        metavar="MODE",
+        help="a later line with the same code, number and text (number+text), or the same "
+        "number (number), is DUPLICATE, not sent",
+    )
+    max_messages: int | None = _key(
+        section="policy",
+        parse=_opt_int,
+        metavar="N",
+        help="send at most N messages in the job; the lines beyond are NOT_SENT (resumable)",
+    )
+    max_job_segments: int | None = _key(
+        section="policy",
+        parse=_opt_int,
+        flag="--max-segments",
+        metavar="N",
+        help="send at most N segments in the job; the lines beyond are NOT_SENT (resumable)",
+    )
+    max_cost: float | None = _key(
+        section="policy",
+        parse=_opt_float,
+        metavar="X",
+        help="spend at most X (needs --price-per-segment); the lines beyond are NOT_SENT",
     )
     batch_size: int = _key(
         1000, section="sending", parse=_int, metavar="N", help="recipients per batch request"
@@ -428,6 +505,13 @@ class Config:
         file=False,
         help="validate, count and estimate; send nothing",
     )
+    explain: bool = _key(
+        False,
+        section="run",
+        parse=_bool,
+        file=False,
+        help="with --dry-run: the preview of the first 20 lines on stderr",
+    )
     progress: bool | None = _key(
         section="output",
         parse=_opt_bool,
@@ -442,6 +526,17 @@ class Config:
         parse=_opt_float,
         metavar="X",
         help="report the cost of the billable segments",
+    )
+    prices: Mapping[str, float] = _key(
+        factory=_frozen,
+        section="output",
+        parse=parse_prices,
+        flag="--price",
+        metavar="PREFIX=X",
+        env=False,
+        from_flag=prices_from_flags,
+        help="price per segment of the numbers starting with PREFIX (a country calling "
+        "code, or longer: 1787); repeatable; the others pay price_per_segment",
     )
     grace_period: float = _key(
         10.0,
@@ -581,8 +676,10 @@ def load(
         values.update(read_toml(config_file))
     values.update(read_env(env))
     for key, value in (flags or {}).items():
-        if key == "rates" and value:  # --rate CODE=N adds to the file's table
-            values["rates"] = _frozen({**values.get("rates", {}), **value})
+        if key in ("rates", "prices") and value:  # --rate, --price add to the file's table
+            values[key] = _frozen({**values.get(key, {}), **value})
+        elif key == "suppress" and value:  # --suppress adds to the file's lists
+            values[key] = (*values.get(key, ()), *value)
         elif value is not None:
             values[key] = value
     file_key = values.pop("api_key_file", None)
@@ -618,7 +715,7 @@ def validate(config: Config) -> Config:
         ("max_batch", 1),
         ("concurrency", 1),
         ("max_attempts", 1),
-        ("max_segments", 1),
+        ("max_message_segments", 1),
         ("max_line_bytes", 64),
         ("max_buffered", 1),
     ):
@@ -628,8 +725,17 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{name} must be a positive number of seconds")
     for name in ("linger_ms", "retry_max_wait", "grace_period"):
         _at_least(name, getattr(config, name), 0)
-    if config.price_per_segment is not None:
-        _at_least("price_per_segment", config.price_per_segment, 0)
+    for name in ("max_messages", "max_job_segments", "max_cost"):
+        if getattr(config, name) is not None:
+            _at_least(name, getattr(config, name), 0)
+    pricing = Pricing.from_config(config.price_per_segment, config.prices)  # refuses inf
+    if config.max_cost is not None and pricing is None:
+        raise ConfigError(
+            "max_cost needs a price: --price-per-segment X (and --price PREFIX=X, or a "
+            "table in [output.prices], for prices by country)"
+        )
+    if config.explain and not config.dry_run:
+        raise ConfigError("--explain goes with --dry-run")
     if not config.base_url.startswith(("http://", "https://")):
         raise ConfigError(
             f"base_url must start with http:// or https://, got {config.base_url!r} "

@@ -44,11 +44,16 @@ from dispatcher.config import Config
 from dispatcher.errors import ConfigError
 from dispatcher.journal import Journal, journal_path, records
 from dispatcher.models import Batch, Entry, Group, Recipient, Rejected, Status
+from dispatcher.pricing import Pricing
+from dispatcher.summary import ACCEPTED
 from dispatcher.writers import Outputs, prune
 
 if TYPE_CHECKING:
     from dispatcher.prepare import Preparer
     from dispatcher.summary import Summary
+
+#: Outcomes that the caps count as sent: the gateway took the message, or may have.
+_MAY_HAVE_SENT = frozenset({*map(str, ACCEPTED), str(Status.AMBIGUOUS)})
 
 IN_FLIGHT_AT_CRASH = (
     "in flight when an earlier run stopped: the gateway may have sent it, and it does not "
@@ -75,7 +80,7 @@ def fingerprint(config: Config) -> str:
         config.client_id,
         config.endpoint,
         config.segment_model,
-        config.max_segments,
+        config.max_message_segments,
         config.strict_numbers,
     ]
     return hashlib.blake2b(orjson.dumps(parts), digest_size=8).hexdigest()
@@ -108,7 +113,13 @@ def open_job(config: Config, source: str) -> tuple[Journal, ResumeState | None]:
     if config.resume:
         if not exists:
             raise ConfigError(f"--resume: there is no journal at {path} to resume from")
-        state = ResumeState.read(path, config.results, fingerprint(config), input_size(source))
+        state = ResumeState.read(
+            path,
+            config.results,
+            fingerprint(config),
+            input_size(source),
+            pricing=Pricing.from_config(config.price_per_segment, config.prices),
+        )
         return Journal(path, state.job, fsync=config.fsync), state
     if exists and not config.force:
         raise ConfigError(
@@ -168,10 +179,20 @@ class ResumeState:
     statuses: dict[str, int] = field(default_factory=dict)
     segments: dict[str, int] = field(default_factory=dict)
     complete: bool = False
+    #: what earlier runs may have sent (accepted or AMBIGUOUS): messages, segments, cost
+    committed: tuple[int, int, float] = (0, 0, 0.0)
+    #: the price of what was sent, for the cost cap (set before `read` reads results)
+    pricing: Pricing | None = None
 
     @classmethod
     def read(
-        cls, journal: str, results: str, expected_fingerprint: str, size: int | None = None
+        cls,
+        journal: str,
+        results: str,
+        expected_fingerprint: str,
+        size: int | None = None,
+        *,
+        pricing: Pricing | None = None,
     ) -> ResumeState:
         """Read a results file and its journal, checking the job is the same one.
 
@@ -180,7 +201,7 @@ class ResumeState:
         no result — whatever its ``done`` record says — unless it is recorded
         ``unsent``.
         """
-        state = cls(job="")
+        state = cls(job="", pricing=pricing)
         state._read_results(results)
         job: str | None = None
         done = state.done
@@ -232,7 +253,17 @@ class ResumeState:
                     encoding = str(result.get("encoding"))
                     segments = int(result["segments"])
                     self.segments[encoding] = self.segments.get(encoding, 0) + segments
+                if status in _MAY_HAVE_SENT:
+                    self._commit(result)
             f.truncate(good)
+
+    def _commit(self, result: dict[str, Any]) -> None:
+        """Count a result that the gateway took, or may have taken, for the caps."""
+        messages, segments, cost = self.committed
+        count = int(result.get("segments") or 1)
+        if self.pricing is not None:
+            cost += self.pricing.cost(str(result.get("to")), count)
+        self.committed = (messages + 1, segments + count, cost)
 
 
 def _check_header(

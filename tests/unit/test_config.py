@@ -29,7 +29,7 @@ def test_defaults_follow_the_spec() -> None:
     assert config.batch_size == 1000
     assert config.linger_ms == 50
     assert config.concurrency == 16
-    assert config.max_segments == 10
+    assert config.max_message_segments == 10
     assert config.max_line_bytes == 64 * 1024
     assert dict(config.kind_rates) == {"longcode": 1, "shortcode": 100, "alphanumeric": 100}
     assert config.idempotency is False
@@ -159,11 +159,12 @@ def test_request_size_and_single() -> None:
 FILE_KEYS = {
     "gateway": "base_url endpoint max_batch idempotency idempotency_header timeout connect_timeout",
     "message": "from text request_dr callbacks connection email external_id client_id "
-    "segment_model max_segments",
+    "segment_model max_segments smart_encoding transliterate",
     "input": "max_line_bytes strict_numbers",
+    "policy": "suppress dedupe max_messages max_job_segments max_cost",
     "sending": "batch_size linger_ms max_buffered concurrency rates kind_rates rate_unit",
     "retry": "max_attempts retry_max_wait retry_deadline retry_ambiguous",
-    "output": "results invalid rejects summary fsync progress strict price_per_segment",
+    "output": "results invalid rejects summary fsync progress strict price_per_segment prices",
     "run": "grace_period log_level log_format",
 }
 
@@ -180,6 +181,7 @@ def test_every_field_has_a_key_and_the_file_keys_are_the_documented_ones() -> No
         "resume",
         "force",
         "dry_run",
+        "explain",
     }
     assert [k.name for k in KEYS.values() if k.secret] == ["api_key"]
     default = (Path(__file__).resolve().parents[2] / "configs" / "default.toml").read_text()
