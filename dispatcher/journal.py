@@ -8,6 +8,8 @@ Records, one JSON object per line:
   first request leaves, so a crash can never hide a request the gateway may have seen;
 - ``{"done": KEY}`` — after the batch's results reached the OS;
 - ``{"unsent": KEY}`` — the gateway certainly did not act (an auth abort, a 413 split);
+- ``{"compaction": "start"|"done"}`` — the results file rewritten to one line per input
+  line at the end of a resumed run (`dispatcher.resume.compact`);
 - ``{"complete": true}`` — the job finished.
 
 What a resumed run makes of them is decided in `dispatcher.resume`.
@@ -100,6 +102,11 @@ class Journal:
             data = b"".join(self._done)
             self._done.clear()
             self._write(data)
+
+    def compaction(self, stage: str) -> None:
+        """Record a compaction of the results file: ``start``, then ``done``."""
+        if self._fd is not None:
+            self._write(b'{"compaction":"%s"}\n' % stage.encode())
 
     def complete(self) -> None:
         """Mark the job finished."""

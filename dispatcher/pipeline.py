@@ -51,7 +51,7 @@ from dispatcher.prepare import Preparer
 from dispatcher.pricing import Pricing
 from dispatcher.progress import Progress
 from dispatcher.reader import Reader
-from dispatcher.resume import Resume, ResumeState, open_job
+from dispatcher.resume import Resume, ResumeState, compact, open_job
 from dispatcher.retry import RetryPolicy
 from dispatcher.sender import DryRun, Sender
 from dispatcher.summary import ACCEPTED, Summary
@@ -149,7 +149,7 @@ async def run(source: Source, config: Config, *, shutdown: Shutdown | None = Non
     except FatalError as exc:
         summary.fatal = exc
     finally:
-        _close(outputs, journal, finished=finished)
+        _close(outputs, journal, finished=finished, compact_results=_superseded(resume))
     _finish(summary, limits, shutdown)
     return summary
 
@@ -178,11 +178,23 @@ def _save(outputs: Outputs, journal: Journal) -> None:
     journal.commit()
 
 
-def _close(outputs: Outputs, journal: Journal, *, finished: bool) -> None:
-    """Write everything; mark the journal complete when the job is."""
+def _superseded(resume: Resume | None) -> bool:
+    return resume is not None and resume.state.superseded > 0
+
+
+def _close(
+    outputs: Outputs, journal: Journal, *, finished: bool, compact_results: bool = False
+) -> None:
+    """Write everything; after a resumed run that gave lines newer outcomes, compact
+    the results to one line per input line; mark the journal complete when the job is."""
     try:
         _save(outputs, journal)
         outputs.close()
+        if finished and compact_results:
+            outputs.summary.superseded = compact(outputs.results.name, journal)
+            log.info(
+                "results compacted: %d superseded outcomes dropped", outputs.summary.superseded
+            )
     except FatalError as exc:
         outputs.summary.fatal = outputs.summary.fatal or exc
         finished = False

@@ -30,6 +30,7 @@ compaction of the results file at the end of a resumed run is one more method he
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -41,9 +42,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from dispatcher.config import Config
-from dispatcher.errors import ConfigError
+from dispatcher.errors import ConfigError, OutputError
 from dispatcher.journal import Journal, journal_path, records
-from dispatcher.models import Batch, Entry, Group, Recipient, Rejected, Status
+from dispatcher.models import RESUMABLE, Batch, Entry, Group, Recipient, Rejected, Status
 from dispatcher.pricing import Pricing
 from dispatcher.summary import ACCEPTED
 from dispatcher.writers import Outputs, prune
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 
 #: Outcomes that the caps count as sent: the gateway took the message, or may have.
 _MAY_HAVE_SENT = frozenset({*map(str, ACCEPTED), str(Status.AMBIGUOUS)})
+
+_RESUMABLE = frozenset(map(str, RESUMABLE))
 
 IN_FLIGHT_AT_CRASH = (
     "in flight when an earlier run stopped: the gateway may have sent it, and it does not "
@@ -113,6 +116,7 @@ def open_job(config: Config, source: str) -> tuple[Journal, ResumeState | None]:
     if config.resume:
         if not exists:
             raise ConfigError(f"--resume: there is no journal at {path} to resume from")
+        discard_compaction(config.results)
         state = ResumeState.read(
             path,
             config.results,
@@ -165,6 +169,13 @@ class LineSet:
     def __len__(self) -> int:
         return self.count
 
+    def discard(self, line: int) -> None:
+        byte = line >> 3
+        mask = 1 << (line & 7)
+        if byte < len(self._bits) and self._bits[byte] & mask:
+            self._bits[byte] &= ~mask & 0xFF
+            self.count -= 1
+
 
 @dataclass(slots=True)
 class ResumeState:
@@ -183,6 +194,10 @@ class ResumeState:
     committed: tuple[int, int, float] = (0, 0, 0.0)
     #: the price of what was sent, for the cost cap (set before `read` reads results)
     pricing: Pricing | None = None
+    #: lines whose newest result is resumable (NOT_SENT…): attempted again
+    pending: LineSet = field(default_factory=LineSet)
+    #: result lines a newer result of their line replaces (dropped by `compact`)
+    superseded: int = 0
 
     @classmethod
     def read(
@@ -246,8 +261,14 @@ class ResumeState:
                 good += len(raw)
                 if line in self.done:
                     continue
-                self.done.add(line)
                 status = str(result.get("status"))
+                if line in self.pending:  # a newer outcome of a resumable line
+                    self.pending.discard(line)
+                    self.superseded += 1
+                if status in _RESUMABLE:  # not finished: this run attempts it again
+                    self.pending.add(line)
+                    continue
+                self.done.add(line)
                 self.statuses[status] = self.statuses.get(status, 0) + 1
                 if "id" in result and "segments" in result:
                     encoding = str(result.get("encoding"))
@@ -256,6 +277,8 @@ class ResumeState:
                 if status in _MAY_HAVE_SENT:
                     self._commit(result)
             f.truncate(good)
+        # The resumable results left are replaced by this run's outcomes of their lines.
+        self.superseded += len(self.pending)
 
     def _commit(self, result: dict[str, Any]) -> None:
         """Count a result that the gateway took, or may have taken, for the caps."""
@@ -454,3 +477,72 @@ def _part(batch: Batch, positions: list[int]) -> Batch:
     part.units = sum(e.segments for e in part.entries) if part.count_segments else len(part)
     part.job, part.key = batch.job, batch.key
     return part
+
+
+# --- 6. the end of a resumed run: one result per line again --------------------------
+
+
+def compaction_path(results: str) -> str:
+    """Where `compact` writes the new results file before renaming it over the old."""
+    return results + ".compacting"
+
+
+def compact(results: str, journal: Journal) -> int:
+    """Rewrite ``results`` with exactly one line per input line, the newest outcome of
+    each winning; return how many older lines were dropped.
+
+    Two streaming passes and one byte per line: the first counts the results of each
+    line, the second writes a line's result only when it is that line's last. The new
+    file is written beside the old, fsynced and renamed over it; the journal records
+    the compaction before and after. A crash before the rename leaves the old file
+    whole (a resumed run deletes the half-written one, `discard_compaction`); after
+    it, the new one, which is as good.
+    """
+    counts = bytearray()
+    with open(results, "rb") as f:
+        for raw in f:
+            line = _line_of(raw)
+            if line >= len(counts):
+                counts.extend(bytes(line - len(counts) + 1 + len(counts) // 2))
+            counts[line] = min(counts[line] + 1, 255)
+    temporary = compaction_path(results)
+    journal.compaction("start")
+    dropped = 0
+    try:
+        with open(results, "rb") as f, open(temporary, "wb") as out:
+            for raw in f:
+                line = _line_of(raw)
+                counts[line] -= 1
+                if counts[line]:
+                    dropped += 1
+                else:
+                    out.write(raw)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, results)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise OutputError(f"cannot compact {results}: {exc.strerror}") from None
+    _fsync_directory(results)
+    journal.compaction("done")
+    return dropped
+
+
+def discard_compaction(results: str) -> None:
+    """A compaction a crash interrupted before its rename: the old file is whole."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(compaction_path(results))
+
+
+def _line_of(raw: bytes) -> int:
+    return int(orjson.loads(raw)["line"])
+
+
+def _fsync_directory(path: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

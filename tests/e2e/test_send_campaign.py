@@ -195,3 +195,41 @@ async def test_explain_needs_dry_run(tmp_path: Path) -> None:
     run = await dispatcher(*send_args("http://127.0.0.1:9", source, "--explain"), cwd=tmp_path)
     assert run.code == 2
     assert "--explain goes with --dry-run" in run.stderr
+
+
+async def test_resume_with_a_higher_cap_sends_the_rest_and_compacts_the_results(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    run = await send(
+        emulator.base_url, tmp_path, recipients(NUMBERS), "--batch-size", "3",
+        "--max-messages", "4",
+    )  # fmt: skip
+    assert run.code == 4, run.stderr
+    assert len(emulator.messages()) == 4
+    # A compaction a crash cut short before its rename leaves its file behind.
+    (tmp_path / "out.ndjson.compacting").write_bytes(b'{"line": 1, "status"')
+    # The opt-out list may change between a run and its resume, and the cap too.
+    (tmp_path / "optout.txt").write_text(NUMBERS[9] + "\n")
+    again = await send(
+        emulator.base_url, tmp_path, recipients(NUMBERS), "--batch-size", "3",
+        "--max-messages", "8", "--resume", "--suppress", "optout.txt",
+    )  # fmt: skip
+    assert again.code == 4, again.stderr
+    got = results(tmp_path)
+    lines = (tmp_path / "out.ndjson").read_bytes().splitlines()
+    assert len(lines) == len(NUMBERS)  # one line per input line
+    statuses = [got[n]["status"] for n in range(1, 11)]
+    assert statuses == ["QUEUE"] * 8 + ["NOT_SENT", "SUPPRESSED"]
+    assert not (tmp_path / "out.ndjson.compacting").exists()
+    document = summary(tmp_path)
+    assert document["policy"]["superseded"] == 6  # lines 5 to 10 had NOT_SENT
+    assert document["statuses"] == {"QUEUE": 8, "NOT_SENT": 1, "SUPPRESSED": 1}
+    last = await send(
+        emulator.base_url, tmp_path, recipients(NUMBERS), "--resume", "--suppress",
+        "optout.txt",
+    )  # fmt: skip
+    assert last.code == 0, last.stderr
+    assert ledger_numbers(emulator.messages()) == sorted(NUMBERS[:9])
+    assert len((tmp_path / "out.ndjson").read_bytes().splitlines()) == len(NUMBERS)
+    assert summary(tmp_path)["statuses"] == {"QUEUE": 9, "SUPPRESSED": 1}
