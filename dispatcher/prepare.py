@@ -16,7 +16,7 @@ from dispatcher.config import Config
 from dispatcher.errors import InvalidNumber, RenderError
 from dispatcher.models import Encoding, Entry, Group, Recipient, Rejected, Status
 from dispatcher.numbers import normalize, normalize_many
-from dispatcher.policy import Policy
+from dispatcher.policy import Policy, Sink
 from dispatcher.renderer import Template, compile_template
 from dispatcher.segments import count
 from dispatcher.smart import encode
@@ -36,25 +36,11 @@ class Batches(Protocol):
     def add_many(self, group: Group, entries: list[Entry]) -> None: ...
 
 
-class LocalSink(Protocol):
-    """Where results decided without the gateway go (see `dispatcher.writers`)."""
+class LocalSink(Sink, Protocol):
+    """Where results decided without the gateway go (see `dispatcher.writers`): the
+    policies' `local` results, and malformed lines."""
 
     def rejected(self, item: Rejected) -> None: ...
-
-    def local(
-        self,
-        line: int,
-        to: str | None,
-        status: Status,
-        error: str,
-        *,
-        ref: Any = None,
-        segments: int | None = None,
-        encoding: str | None = None,
-        invalid: bool = False,
-        first: int | None = None,
-        replaced: int = 0,
-    ) -> None: ...
 
 
 class OptOut(Protocol):
