@@ -16,6 +16,7 @@ import difflib
 import errno
 import math
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
@@ -238,6 +239,19 @@ def _rates_from_flags(items: list[str] | None) -> Mapping[str, float]:
     return _frozen(rates)
 
 
+#: An HTTP header's name (RFC 9110 token).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _header_name(key: str, value: Any) -> str:
+    name = _str(key, value)
+    if name and not _TOKEN.fullmatch(name):
+        raise ConfigError(
+            f"{key} must be an HTTP header name (letters, digits, -) or '' for none, got {name!r}"
+        )
+    return name
+
+
 # --- URLs ----------------------------------------------------------------------------
 
 
@@ -448,7 +462,11 @@ class Config:
         False, section="gateway", parse=_bool, help="the gateway honours Idempotency-Key"
     )
     idempotency_header: str = _key(
-        "Idempotency-Key", section="gateway", parse=_str, flag=None, help="'' sends no key"
+        "Idempotency-Key",
+        section="gateway",
+        parse=_header_name,
+        flag=None,
+        help="'' sends no key",
     )
     timeout: float = _key(
         30.0,

@@ -188,6 +188,8 @@ class Throttle:
         if retry_after is None or not retry_after > 0:  # none, zero, negative or NaN
             return 0.0
         pause = min(retry_after, self.max_pause)
+        if pause <= 0:  # retry_max_wait = 0: never pause
+            return 0.0
         now = asyncio.get_running_loop().time()
         until = now + pause
         if until <= self.paused_until:

@@ -28,6 +28,7 @@ answer in about 0.13 ms).
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
@@ -52,12 +53,18 @@ _PROBES: tuple[tuple[bytes, tuple[bytes, ...]], ...] = ()
 _WINDOWS: tuple[bytes, ...] = ()
 
 
+#: The JSON escapes that could spell a secret's character (see `may_hold_secret`).
+_HIDDEN = re.compile(rb"\\u00[2-7][0-9a-fA-F]")
+
+
 def register_secret(value: str) -> None:
     """Never let ``value`` (nor any run of 8 of its characters) reach any output."""
-    global _PROBES, _WINDOWS
+    global _PROBES, _WINDOWS, _HIDDEN
     if len(value) < MIN_SECRET or value in _SECRETS:
         return
     _SECRETS.add(value)
+    if not (value.isascii() and value.isprintable()) or "/" in value:
+        _HIDDEN = re.compile(rb"\\u|\\/")  # any escape may spell this secret
     probes = dict(_PROBES)
     windows = set(_WINDOWS)
     # The raw UTF-8 form, and the form JSON gives it when it holds '"', '\' or a
@@ -126,16 +133,17 @@ def may_hold_secret(payload: bytes) -> bool:
     """Whether ``payload`` may hold a run of 8 characters of a secret: the cheap look at
     every answer (see the module docstring).
 
-    A JSON escape (``\\u0041``, ``\\/``) could spell a secret that the raw bytes do
-    not show, so an answer with a backslash is decoded and encoded again (canonical
-    JSON escapes nothing but quotes, backslashes and control characters) and searched
-    again.
+    JSON may spell a character with an escape the raw bytes do not show: ``\\uXXXX``
+    (any character) or ``\\/``. Only then — not for the ``\\n`` or ``\\"`` of a
+    text the gateway echoes, which the escaped form of each secret covers — is the
+    answer decoded, encoded again (canonical JSON escapes nothing but quotes,
+    backslashes and control characters) and searched again.
     """
     if not _PROBES:
         return False
     if _found(payload):
         return True
-    if b"\\" not in payload:
+    if b"\\" not in payload or not _HIDDEN.search(payload):
         return False
     try:
         canonical = orjson.dumps(orjson.loads(payload))
@@ -201,3 +209,9 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # Other loggers (asyncio's "Task exception was never retrieved", aiohttp's) have no
+    # handler of their own: Python's last resort would print them unmasked.
+    last = logging.StreamHandler(sys.stderr)
+    last.setLevel(logging.WARNING)
+    last.setFormatter(RedactingFormatter(fmt))
+    logging.lastResort = last

@@ -142,6 +142,24 @@ async def test_a_key_typed_on_the_command_line_is_never_echoed(
     assert run.stdout == b""
 
 
+async def send_with_key_file(tmp_path: Path, key_file: str) -> Run:
+    """``send --api-key-file KEY_FILE`` (no key in the environment); it must exit 2
+    before sending, without a traceback or any run of the key."""
+    source = write_lines(tmp_path / "in.ndjson", recipients(1))
+    run = await dispatcher(
+        "send", source, "--from", CODE, "--text", "Hi", "--api-key-file", key_file,
+        "--base-url", "http://127.0.0.1:9/raven",
+        cwd=tmp_path,
+        environ=env(api_key=None),
+        timeout=20,  # /dev/zero read to the end would never finish
+    )  # fmt: skip
+    assert run.code == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    for piece in runs_of_key():
+        assert piece not in run.stderr
+    return run
+
+
 @pytest.mark.parametrize(
     ("content", "words"),
     [
@@ -156,44 +174,17 @@ async def test_a_bad_key_file_is_exit_2_without_its_content(
     tmp_path: Path, content: bytes, words: list[str]
 ) -> None:
     (tmp_path / "key.txt").write_bytes(content)
-    source = write_lines(tmp_path / "in.ndjson", recipients(1))
-    run = await dispatcher(
-        "send", source, "--from", CODE, "--text", "Hi", "--api-key-file", "key.txt",
-        "--base-url", "http://127.0.0.1:9/raven",
-        cwd=tmp_path,
-        environ=env(api_key=None),
-    )  # fmt: skip
-    assert run.code == 2, run.stderr
-    assert "Traceback" not in run.stderr
+    run = await send_with_key_file(tmp_path, "key.txt")
     for word in words:
         assert word in run.stderr
-    for piece in runs_of_key():
-        assert piece not in run.stderr
     assert "kkkkkkkk" not in run.stderr
 
 
 async def test_dev_zero_as_key_file_is_refused_at_once(tmp_path: Path) -> None:
-    source = write_lines(tmp_path / "in.ndjson", recipients(1))
-    run = await dispatcher(
-        "send", source, "--from", CODE, "--text", "Hi", "--api-key-file", "/dev/zero",
-        "--base-url", "http://127.0.0.1:9/raven",
-        cwd=tmp_path,
-        environ=env(api_key=None),
-        timeout=20,
-    )  # fmt: skip
-    assert run.code == 2, run.stderr
+    run = await send_with_key_file(tmp_path, "/dev/zero")
     assert "larger than 64 KiB" in run.stderr
-    assert "Traceback" not in run.stderr
 
 
 async def test_a_key_given_as_the_key_file_s_name_is_not_echoed(tmp_path: Path) -> None:
-    source = write_lines(tmp_path / "in.ndjson", recipients(1))
-    run = await dispatcher(
-        "send", source, "--from", CODE, "--text", "Hi", "--api-key-file", KEY,
-        "--base-url", "http://127.0.0.1:9/raven",
-        cwd=tmp_path,
-        environ=env(api_key=None),
-    )  # fmt: skip
-    assert run.code == 2, run.stderr
+    run = await send_with_key_file(tmp_path, KEY)
     assert "does not exist" in run.stderr
-    assert KEY not in run.stderr

@@ -507,3 +507,11 @@ def test_an_api_key_an_http_header_cannot_carry(tmp_path: Path, key: str) -> Non
     assert key not in str(caught.value)
     with pytest.raises(ConfigError, match=r"DISPATCHER_API_KEY .*printable ASCII"):
         find_api_key(None, {"DISPATCHER_API_KEY": key})
+
+
+@pytest.mark.parametrize("name", ["bad header", "Key:", "a\nb", "é"])
+def test_the_idempotency_header_is_a_header_name(name: str, tmp_path: Path) -> None:
+    path = write(tmp_path, f"[gateway]\nidempotency_header = {orjson.dumps(name).decode()}\n")
+    with pytest.raises(ConfigError, match=r"\[gateway\] idempotency_header must be an HTTP"):
+        load(config_file=path, env={})
+    assert load(env={"DISPATCHER_IDEMPOTENCY_HEADER": ""}).idempotency_header == ""

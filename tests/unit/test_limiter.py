@@ -224,6 +224,18 @@ async def test_no_pause_without_a_positive_retry_after(retry_after: float | None
 
 
 @pytest.mark.looptime
+async def test_no_pause_when_the_longest_wait_is_zero(caplog: pytest.LogCaptureFixture) -> None:
+    loop = asyncio.get_running_loop()
+    throttle = Throttle(4, max_pause=0.0)
+    with caplog.at_level(logging.INFO, logger="dispatcher.limiter"):
+        assert throttle.slow_down(5.0) == 0.0
+    start = loop.time()
+    await throttle.enter()
+    assert loop.time() == start
+    assert caplog.records == []
+
+
+@pytest.mark.looptime
 async def test_each_pause_is_logged_once_not_each_extension(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

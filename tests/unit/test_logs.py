@@ -4,6 +4,8 @@ line, a document or an answer read from the gateway."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import timeit
 from collections.abc import Iterator
 
@@ -17,12 +19,12 @@ SECRET = "sk_live_Qx7Vb2Np9Lr4Tz8Wd3Hs"
 
 @pytest.fixture(autouse=True)
 def _registered() -> Iterator[None]:
-    saved = (set(logs._SECRETS), logs._PROBES, logs._WINDOWS)
+    saved = (set(logs._SECRETS), logs._PROBES, logs._WINDOWS, logs._HIDDEN)
     logs.register_secret(SECRET)
     yield
     logs._SECRETS.clear()
     logs._SECRETS.update(saved[0])
-    logs._PROBES, logs._WINDOWS = saved[1:]
+    logs._PROBES, logs._WINDOWS, logs._HIDDEN = saved[1:]
 
 
 def runs(secret: str, length: int) -> Iterator[str]:
@@ -117,6 +119,27 @@ def test_a_secret_spelt_with_json_escapes_is_found_too() -> None:
     assert orjson.loads(logs.scrub_answer(payload))["meta"]["explain"] == "********"
 
 
+def test_a_slash_written_as_an_escape_hides_nothing() -> None:
+    logs.register_secret("abc/def/ghi/jkl")
+    payload = b'{"data": {"id": "x abc\\/def\\/g y"}}'
+    assert logs.may_hold_secret(payload)
+    assert orjson.loads(logs.scrub_answer(payload))["data"]["id"] == "x ******** y"
+
+
+def test_escapes_of_an_echoed_text_do_not_cost_a_second_parse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    payload = orjson.dumps({"data": {"text": 'Hi "{0}",\n\tcafé \\o/', "ids": []}})
+    assert b"\\" in payload
+    calls: list[bytes] = []
+    monkeypatch.setattr(logs.orjson, "loads", lambda data: calls.append(data))
+    assert not logs.may_hold_secret(payload)
+    assert calls == []
+    ascii_escaped = payload.replace(b"caf\xc3\xa9", b"caf\\u00e9")
+    assert not logs.may_hold_secret(ascii_escaped)  # \u00e9 cannot spell an ASCII key
+    assert calls == []
+
+
 def test_a_secret_holding_a_quote_is_found_in_its_escaped_form() -> None:
     logs.register_secret('pa"ss\\word-0123')
     payload = orjson.dumps({"data": {"id": 'x pa"ss\\word-01'}})
@@ -174,3 +197,24 @@ def test_the_probes_find_every_run_of_8_of_a_secret_of_any_length(length: int) -
             payload = orjson.dumps({"data": {"id": f"x{piece}y"}})
             assert logs.may_hold_secret(payload), piece
             assert piece not in logs.scrub_answer(payload).decode()
+
+
+def test_loggers_outside_the_dispatcher_s_are_masked_too() -> None:
+    """asyncio's and aiohttp's loggers have no handler in the CLI's process: Python's
+    last resort prints them, masked once `configure` ran (a process of its own: pytest
+    gives the root logger handlers of its own)."""
+    script = (
+        "import logging, sys\n"
+        "from dispatcher import logs\n"
+        "logs.register_secret(sys.argv[1])\n"
+        "logs.configure('info')\n"
+        "logging.getLogger('dispatcher.x').info('key %s', sys.argv[1])\n"
+        "logging.getLogger('asyncio').error('Task exception: %s', sys.argv[1][4:16])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, SECRET], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "key ********" in done.stderr
+    assert "Task exception: ********" in done.stderr
+    assert SECRET[4:12] not in done.stderr
