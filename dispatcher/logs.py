@@ -20,9 +20,11 @@ its 5-byte pieces that start at a multiple of 4 (the *probes*), so those are sea
 only when every one of its bytes occurs in the answer at all (one ``memchr`` per
 byte, cached): a key's piece usually holds a byte that a clean answer lacks. A probe
 that is found is confirmed with the exact 8-byte windows before the careful path.
-Measured on a 1000-id answer (tests/unit/test_logs.py): about 10 µs for a random
-URL-safe key, up to about 0.3 ms for a hex key among hex ids (orjson parses the same
-answer in about 0.13 ms).
+Measured with timeit on a 1000-id answer of 59 KB (tests/unit/test_logs.py prints
+it): 10–50 µs for random keys, 0.13 ms for a UUID, 0.25 ms for a hex key among hex ids
+(every byte of the key occurs in the answer), where reading the answer
+(`api.check_answer` and `api.parse_batch`) takes 0.23 ms; all 8-byte windows searched
+instead would take 0.6 ms even for a random key.
 """
 
 from __future__ import annotations
