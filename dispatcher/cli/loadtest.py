@@ -9,9 +9,18 @@ when interrupted.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
-from dispatcher.cli._common import ExitCode, Parser, Signals, checked, fail, usage_error
+from dispatcher.cli._common import (
+    ExitCode,
+    Parser,
+    Signals,
+    bounded,
+    checked,
+    fail,
+    usage_error,
+)
 from dispatcher.errors import ConfigError
 
 #: Options that are `LoadTest` fields of the same name.
@@ -39,7 +48,8 @@ def options(p: Parser) -> None:
 
     duration = checked(parse_duration)
     add = p.add_argument_group("load").add_argument
-    add("--rate", type=float, default=100.0, metavar="N", help="arrivals per second (--rate-unit)")
+    rate = bounded(float, 0.0, math.inf, above=True)
+    add("--rate", type=rate, default=100.0, metavar="N", help="arrivals per second (--rate-unit)")
     add(
         "--rate-unit",
         choices=("requests", "recipients"),
@@ -48,10 +58,16 @@ def options(p: Parser) -> None:
     )
     add("--duration", type=duration, default="10s", metavar="D", help="measured time: 500ms, 30s…")
     add("--warmup", type=duration, default="0s", metavar="D", help="first run, left out of stats")
-    add("--batch-size", type=int, default=1, metavar="N", help="1: v2/messages; more: batch")
+    add(
+        "--batch-size",
+        type=bounded(int, 1, 1_000_000),
+        default=1,
+        metavar="N",
+        help="1: v2/messages; more: batch",
+    )
     add(
         "--concurrency",
-        type=int,
+        type=bounded(int, 1, 100_000),
         default=64,
         metavar="N",
         help="requests in flight at most; due requests beyond it wait (late starts), "

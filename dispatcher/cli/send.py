@@ -65,7 +65,10 @@ def _add_option(group: argparse._ArgumentGroup, key: Key) -> None:
     elif key.kind is list:
         settings.update(action="append", metavar=key.metavar)
     else:
-        settings.update(type=key.kind, metavar=key.metavar, choices=key.choices or None)
+        # The text as typed: `config.load` reads and checks it like the environment's
+        # and the file's values, so that the error names the flag (argparse's float()
+        # would take nan and inf).
+        settings.update(metavar=key.metavar, choices=key.choices or None)
     group.add_argument(flag, **settings)
 
 
@@ -188,11 +191,12 @@ def run_send(source: str, config: Config, *, tune_gc: bool = False) -> int:
 
 def report_summary(summary: Summary, *, strict: bool, summary_path: str | None) -> int:
     """Write the summary JSON, print the table on stderr, return the exit code."""
-    from dispatcher.logs import redact
+    from dispatcher.logs import redact, redact_document
     from dispatcher.progress import summary_table
     from dispatcher.writers import write_json
 
-    document = summary.as_dict()
+    # The exit reason quotes the error that stopped the run: masked like every output.
+    document = redact_document(summary.as_dict())
     if summary.fatal is not None:
         code = fail(redact(str(summary.fatal)), ExitCode.ABORTED)
     elif summary.interrupted is not None:
