@@ -54,10 +54,8 @@ def run(args: argparse.Namespace) -> int:
         )
         if config.api_key is None:
             raise ConfigError("no API key: set DISPATCHER_API_KEY or give --api-key-file FILE")
-        if not 0 < args.rate < float("inf"):  # nan too: 1/rate is the limiter's period
-            raise ConfigError(
-                f"--rate must be a positive number of lookups per second, got {args.rate}"
-            )
+        if args.rate <= 0:
+            raise ConfigError("--rate must be positive")
         ids = list(args.ids)
         if args.results:
             ids += ids_from_results(args.results, sample=args.sample)
