@@ -479,7 +479,7 @@ def send_runs(draw: st.DrawFn) -> tuple[list[str], dict[str, str], str | None, b
     return argv, env, toml, draw(input_files()), stdin
 
 
-@settings(PROPERTY, max_examples=examples(60))
+@settings(PROPERTY, max_examples=examples(120))
 @given(run=send_runs(), with_key=st.integers(0, 7))
 def test_send(
     targets: Targets, run: tuple[list[str], dict[str, str], str | None, bytes, bool], with_key: int
@@ -573,7 +573,7 @@ GATEWAY_OPTIONS = st.one_of(
 )
 
 
-@settings(PROPERTY, max_examples=examples(15))
+@settings(PROPERTY, max_examples=examples(25))
 @given(
     options=flags(GATEWAY_OPTIONS, 4),
     key_in_env=st.booleans(),
@@ -599,7 +599,7 @@ RECEIVER_OPTIONS = st.one_of(
 )
 
 
-@settings(PROPERTY, max_examples=examples(15))
+@settings(PROPERTY, max_examples=examples(25))
 @given(
     out=st.one_of(st.just(["--out", "dr.ndjson"]), st.just([])),
     options=flags(RECEIVER_OPTIONS, 3),
@@ -648,7 +648,7 @@ LOADTEST_OPTIONS = st.one_of(
 )
 
 
-@settings(PROPERTY, max_examples=examples(12))
+@settings(PROPERTY, max_examples=examples(20))
 @given(
     options=flags(LOADTEST_OPTIONS, 4),
     input_data=input_files(),
