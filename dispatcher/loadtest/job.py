@@ -54,7 +54,7 @@ def prepare(
     if plot is not None:
         from dispatcher.loadtest.plot import check_available
 
-        check_available()
+        check_available(plot)
     return LoadTest(base_url=base_url, api_key=api_key, input=input, faults=faults, **settings)
 
 
