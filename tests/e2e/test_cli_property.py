@@ -735,13 +735,11 @@ FOUND = [
         ["status", "--rate", "inf", "--base-url", CLOSED, "x"],
         "ZeroDivisionError (the limiter's period is 1/rate)",
         id="status --rate inf",
-        marks=pytest.mark.xfail(reason="fixed on i12-door (issue 12 item 7), not yet on main"),
     ),
     pytest.param(
         ["status", "--results", "missing", "--base-url", CLOSED],
         "InputError traceback: cannot read missing",
         id="status --results MISSING",
-        marks=pytest.mark.xfail(reason="fixed on i12-door (issue 12 item 7), not yet on main"),
     ),
     pytest.param(
         ["loadtest", "--duration", "0.3s", "--quiet", "--plot", "in.ndjson"],
@@ -763,7 +761,6 @@ FOUND = [
         ],
         "UnicodeDecodeError traceback reading the key file",
         id="send --api-key-file NOT-UTF-8",
-        marks=pytest.mark.xfail(reason="fixed on i12-door (issue 12 item 6), not yet on main"),
     ),
     pytest.param(
         ["send", "in.ndjson", "--from", "12345", "--text", "Hi", "--results", "in.ndjson"],
