@@ -30,7 +30,10 @@ compaction of the results file at the end of a resumed run is one more method he
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import hashlib
+import logging
 import os
 import secrets
 import stat
@@ -41,14 +44,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from dispatcher.config import Config
-from dispatcher.errors import ConfigError
-from dispatcher.journal import Journal, journal_path, records
+from dispatcher.errors import ConfigError, FatalError, OutputError
+from dispatcher.journal import DamagedJournal, Journal, JournalFile, damaged, journal_path
 from dispatcher.models import Batch, Entry, Group, Recipient, Rejected, Status
 from dispatcher.writers import Outputs, prune
 
 if TYPE_CHECKING:
     from dispatcher.prepare import Preparer
     from dispatcher.summary import Summary
+
+log = logging.getLogger("dispatcher")
 
 IN_FLIGHT_AT_CRASH = (
     "in flight when an earlier run stopped: the gateway may have sent it, and it does not "
@@ -93,28 +98,38 @@ def input_size(source: str) -> int | None:
     return status.st_size if stat.S_ISREG(status.st_mode) else None
 
 
+def job_results(config: Config) -> str | None:
+    """The results path that names this run's job, or None when the results go to a
+    stream (stdout, ``/dev/null``, a pipe): then there is no job to journal, lock or
+    resume."""
+    if config.results == "-":
+        return None
+    try:
+        mode = os.stat(config.results).st_mode
+    except OSError:
+        return config.results
+    streams = (stat.S_ISCHR, stat.S_ISFIFO, stat.S_ISSOCK)
+    return None if any(is_stream(mode) for is_stream in streams) else config.results
+
+
 def open_job(config: Config, source: str) -> tuple[Journal, ResumeState | None]:
     """The journal of this run — a new job, or with ``--resume`` the job an earlier run
-    left, together with what that run left."""
-    if config.results == "-" or config.dry_run:
+    left, together with what that run left. Called holding the job's lock
+    (`dispatcher.lock`): nothing of the job is read, created or removed without it."""
+    results = job_results(config)
+    if results is None or config.dry_run:
         if config.resume:
             raise ConfigError(
                 "--resume needs --results PATH (and a real send): there is no journal "
                 "for results on stdout or for a dry run"
             )
+        if results is not None:
+            _clear_for_dry_run(journal_path(results), force=config.force)
         return Journal(None, secrets.token_hex(6)), None
-    path = journal_path(config.results)
-    exists = os.path.exists(path)
+    path = journal_path(results)
     if config.resume:
-        if not exists:
-            raise ConfigError(f"--resume: there is no journal at {path} to resume from")
-        state = ResumeState.read(path, config.results, fingerprint(config), input_size(source))
+        state = ResumeState.read(path, results, fingerprint(config), input_size(source))
         return Journal(path, state.job, fsync=config.fsync), state
-    if exists and not config.force:
-        raise ConfigError(
-            f"a journal from an earlier run exists at {path}: add --resume to finish that "
-            "job, or --force to start over (the results file is overwritten)"
-        )
     journal = Journal.create(
         path,
         secrets.token_hex(6),
@@ -122,8 +137,23 @@ def open_job(config: Config, source: str) -> tuple[Journal, ResumeState | None]:
         source=source,
         input_size=input_size(source),
         fsync=config.fsync,
+        replace=config.force,
     )
     return journal, None
+
+
+def _clear_for_dry_run(path: str, *, force: bool) -> None:
+    """A dry run overwrites the results file: never under a job that left a journal
+    (its results would be lost, and a resume would take DRY_RUN lines for finished
+    ones) unless ``--force`` starts over, which removes the journal."""
+    if not os.path.lexists(path):
+        return
+    if not force:
+        raise ConfigError(
+            f"a journal from an earlier run exists at {path}: a dry run would overwrite "
+            "that job's results; finish it with --resume, or add --force to start over"
+        )
+    os.unlink(path)
 
 
 # --- 2. what the earlier run left ----------------------------------------------------
@@ -154,6 +184,19 @@ class LineSet:
     def __len__(self) -> int:
         return self.count
 
+    def first_not_in(self, other: LineSet) -> int | None:
+        """The smallest line of this set that ``other`` lacks, or None."""
+        theirs = other._bits
+        for byte, bits in enumerate(self._bits):
+            extra = bits & ~(theirs[byte] if byte < len(theirs) else 0)
+            if extra:
+                return byte * 8 + (extra & -extra).bit_length() - 1
+        return None
+
+
+class DamagedResults(ConfigError):
+    """A results file a resume cannot trust (exit 2); nothing is sent."""
+
 
 @dataclass(slots=True)
 class ResumeState:
@@ -168,37 +211,73 @@ class ResumeState:
     statuses: dict[str, int] = field(default_factory=dict)
     segments: dict[str, int] = field(default_factory=dict)
     complete: bool = False
+    #: the highest line with a result (0: none)
+    last_line: int = 0
 
     @classmethod
     def read(
         cls, journal: str, results: str, expected_fingerprint: str, size: int | None = None
     ) -> ResumeState:
-        """Read a results file and its journal, checking the job is the same one.
+        """Read a journal and its results file, trusting neither blindly.
 
-        The results are read first, so only unfinished batches are held in memory
-        however long the journal is. A batch is in flight when some of its lines have
-        no result — whatever its ``done`` record says — unless it is recorded
-        ``unsent``.
+        The header must be this job's (`fingerprint`, input size); every journal record
+        must be sound (`JournalFile`); every results line must be a result that agrees
+        with the journal (`_read_results`). Anything else raises a `ConfigError` naming
+        the file and the line, before anything is changed or sent. Only then is a last
+        record or line cut short by a crash cut off, with a warning.
+
+        The results are read before the journal's records, so only unfinished batches
+        are held in memory however long the journal is. A batch is in flight when some
+        of its lines have no result — whatever its ``done`` record says — unless it is
+        recorded ``unsent``.
         """
-        state = cls(job="")
-        state._read_results(results)
-        job: str | None = None
-        done = state.done
-        for record in records(journal):
+        journal_file = JournalFile(journal)
+        records = journal_file.records()
+        try:
+            _, header = next(records, (0, {}))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"--resume: there is no journal at {journal} to resume from"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"--resume: cannot read the journal {journal}: {exc.strerror}"
+            ) from None
+        if "journal" not in header:
+            raise DamagedJournal(
+                f"--resume: {journal} has no header (a crash as it was created?): it is "
+                "not a dispatcher journal, and nothing was sent from it; start over with "
+                "--force"
+            )
+        _check_header(journal, header, expected_fingerprint, size)
+        state = cls(job=header["job"])
+        read = state._read_results(results)
+        sent = LineSet()
+        done, in_flight = state.done, state.in_flight
+        where: dict[str, int] = {}  # key of a batch in flight → its journal line
+        for number, record in records:
             if "sent" in record:
                 lines = record["lines"]
+                for line in lines:
+                    sent.add(line)
                 if not all(line in done for line in lines):
-                    state.in_flight[str(record["sent"])] = [int(n) for n in lines]
+                    in_flight[record["sent"]] = lines
+                    where[record["sent"]] = number
             elif "unsent" in record:
-                state.in_flight.pop(str(record["unsent"]), None)
-            elif "journal" in record:
-                job = str(record["job"])
-                _check_header(journal, record, expected_fingerprint, size)
-            elif record.get("complete"):
+                in_flight.pop(record["unsent"], None)
+            elif "complete" in record:
                 state.complete = True
-        if job is None:
-            raise ConfigError(f"--resume: {journal} has no header; it is not a dispatcher journal")
-        state.job = job
+        _check_in_flight(journal, in_flight, where)
+        stray = read.with_id.first_not_in(sent)
+        if stray is not None:
+            raise _damaged(
+                results,
+                _where(results, stray),
+                f"it gives line {stray} a gateway id, yet no batch of the journal {journal} "
+                "holds that line",
+            )
+        journal_file.repair()
+        read.repair()
         return state
 
     def keep_finished(self, path: str) -> None:
@@ -206,33 +285,124 @@ class ResumeState:
         the finished lines: the others get their lines again in this run."""
         prune(path, keep=self.done)
 
-    def _read_results(self, path: str) -> None:
-        """Collect finished lines and counts; cut off a last line left half-written."""
+    def _read_results(self, path: str) -> _ResultsRead:
+        """Collect finished lines and counts, checking every line (`_check_result`)."""
+        read = _ResultsRead(path)
         try:
-            f = open(path, "r+b")  # noqa: SIM115
+            f = open(path, "rb")  # noqa: SIM115
         except FileNotFoundError:
-            return
+            return read
+        except OSError as exc:
+            raise ConfigError(f"--resume: cannot read {path}: {exc.strerror}") from None
+        done, statuses, segments, with_id = self.done, self.statuses, self.segments, read.with_id
         with f:
-            good = 0
-            for raw in f:
+            for number, raw in enumerate(f, 1):
                 if not raw.endswith(b"\n"):
+                    read.torn = len(raw)
                     break
-                try:
-                    result = orjson.loads(raw)
-                    line = int(result["line"])
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                    break
-                good += len(raw)
-                if line in self.done:
-                    continue
-                self.done.add(line)
-                status = str(result.get("status"))
-                self.statuses[status] = self.statuses.get(status, 0) + 1
-                if "id" in result and "segments" in result:
-                    encoding = str(result.get("encoding"))
-                    segments = int(result["segments"])
-                    self.segments[encoding] = self.segments.get(encoding, 0) + segments
-            f.truncate(good)
+                line, status, counted = _check_result(path, number, raw, done)
+                done.add(line)
+                self.last_line = max(self.last_line, line)
+                statuses[status] = statuses.get(status, 0) + 1
+                if counted is not None:
+                    with_id.add(line)
+                    encoding, count = counted
+                    if count is not None:
+                        segments[encoding] = segments.get(encoding, 0) + count
+                read.size += len(raw)
+        return read
+
+
+@dataclass(slots=True)
+class _ResultsRead:
+    """What reading a results file found besides the state: the lines that carry a
+    gateway id, and a last line cut short by a crash."""
+
+    path: str
+    size: int = 0
+    torn: int = 0
+    with_id: LineSet = field(default_factory=LineSet)
+
+    def repair(self) -> None:
+        """Cut a last line left half-written by a crash, saying so."""
+        if not self.torn:
+            return
+        log.warning(
+            "%s: cut off its last line (%d bytes), left half-written by a crash; "
+            "that line gets its result in this run",
+            self.path,
+            self.torn,
+        )
+        try:
+            os.truncate(self.path, self.size)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror}") from None
+        self.torn = 0
+
+
+def _check_in_flight(journal: str, in_flight: dict[str, list[int]], where: dict[str, int]) -> None:
+    """No line is in two batches in flight, or twice in one: the batches a resume
+    rebuilds must each get every line back."""
+    seen: set[int] = set()
+    for key, lines in in_flight.items():
+        if len(set(lines)) != len(lines) or not seen.isdisjoint(lines):
+            raise damaged(
+                journal, where[key], "its batch shares a line with another batch in flight"
+            )
+        seen.update(lines)
+
+
+def _check_result(
+    path: str, number: int, raw: bytes, done: LineSet
+) -> tuple[int, str, tuple[str, int | None] | None]:
+    """One results line, checked: ``(line, status, (encoding, segments) when it carries a
+    gateway id)``.
+
+    A result agrees with the job when it is a JSON object with a positive integer
+    ``line`` not seen before (one result per line), a text ``status`` other than
+    DRY_RUN (a dry run's results are no job's), and, when it carries an ``id``,
+    integer ``segments``. Whether the lines with an id were sent is checked against
+    the journal once it is read.
+    """
+    try:
+        result = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _damaged(path, number, "it is not JSON") from None
+    if not isinstance(result, dict):
+        raise _damaged(path, number, "it is not a JSON object")
+    line, status = result.get("line"), result.get("status")
+    if type(line) is not int or line < 1:
+        raise _damaged(path, number, "its line is not a positive integer")
+    if line in done:
+        raise _damaged(path, number, f"it is a second result for line {line}")
+    if not isinstance(status, str) or not status:
+        raise _damaged(path, number, "its status is not text")
+    if status == Status.DRY_RUN:
+        raise _damaged(path, number, "it is a dry run's result, not a send's")
+    if result.get("id") is None:
+        return line, status, None
+    segments = result.get("segments")
+    if segments is not None and (type(segments) is not int or segments < 0):
+        raise _damaged(path, number, "its segments are not a count")
+    return line, status, (str(result.get("encoding")), segments)
+
+
+def _where(path: str, line: int) -> int:
+    """The number of the results line holding ``line``'s result (for a message)."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+                if orjson.loads(raw).get("line") == line:
+                    return number
+    return 0
+
+
+def _damaged(path: str, number: int, why: str) -> DamagedResults:
+    return DamagedResults(
+        f"--resume: the results file {path} is damaged at line {number}: {why}; nothing was "
+        "sent. Repair or remove that line (the journal then counts its batch in flight), "
+        "or start over with --force"
+    )
 
 
 def _check_header(
@@ -256,10 +426,25 @@ def _check_header(
 # --- 3–5. the resumed run -------------------------------------------------------------
 
 
+class InputChanged(FatalError):
+    """The input of a resumed run is not the job's: a line of a batch in flight did not
+    come back as it was sent, or the results hold a line beyond the input (exit 3;
+    the job stays resumable with its own input)."""
+
+
 class Resume:
-    """The resumed run's first stage (`divert`) and its results filter (`results`).
+    """The resumed run's first stage (`divert`), its results filter (`results`) and its
+    last word on the input (`finish`).
 
     Made once the outputs are open; counts the earlier run's results in the summary.
+
+    Every line of an in-flight batch must come back as it was sent: when one is
+    missing (the reader went past it, or the input ended), or cannot be sent now, or
+    now belongs to another group, the input is not the job's — most likely a different
+    stdin, where the input size cannot be checked first. The run then stops
+    (`InputChanged`): answering those lines AMBIGUOUS without knowing their recipient,
+    or dropping them, would leave the journal calling a job complete that is not. The
+    job stays resumable, and a resume with the job's input finishes it.
     """
 
     def __init__(
@@ -283,6 +468,9 @@ class Resume:
             rebuild = _Rebuild(key, lines)
             for line in lines:
                 self._pins[line] = rebuild
+        #: the pinned lines in order, and how many of them the reader has passed
+        self._order = sorted(self._pins)
+        self._passed = 0
         self._ready: list[Batch] = []
         written = {line for line in self._pins if line in state.done}
         #: the outputs for the sender, minus the results the earlier run wrote
@@ -307,7 +495,7 @@ class Resume:
             elif item.line not in done:
                 fresh.append(item)
         if pinned:
-            preparer.feed(pinned, self, self._outputs)
+            preparer.feed(pinned, self, _NotAsSent())
             ready, self._ready = self._ready, []
             for batch in ready:
                 if self.resend:
@@ -315,6 +503,8 @@ class Resume:
                 else:
                     self.results.unsent(batch, Status.AMBIGUOUS, IN_FLIGHT_AT_CRASH, attempts=0)
                     self._journal.done(batch.key)
+        if chunk:
+            self._check_passed(chunk[-1].line)
         return fresh
 
     def add_many(self, group: Group, entries: list[Entry]) -> None:
@@ -323,6 +513,52 @@ class Resume:
             rebuild = self._pins.pop(entry.line)
             if rebuild.add(group, entry):
                 self._ready.append(rebuild.batch(self.state.job, self._count_segments))
+
+    def finish(self, lines: int) -> None:
+        """The input ended after ``lines`` lines: every in-flight line must have come
+        back, and no result may name a line beyond it."""
+        self._check_passed(lines + 1)
+        if self.state.last_line > lines:
+            raise InputChanged(
+                f"--resume: the results hold line {self.state.last_line}, but this input "
+                f"ends at line {lines}: it is not the job's input. {_STAYS_RESUMABLE}"
+            )
+
+    def _check_passed(self, line: int) -> None:
+        """Every in-flight line before ``line`` must have come back by now."""
+        order, pins = self._order, self._pins
+        end = bisect.bisect_left(order, line, lo=self._passed)
+        for missing in order[self._passed : end]:
+            if missing in pins:
+                raise InputChanged(
+                    f"--resume: line {missing} was in flight when the earlier run stopped, "
+                    f"but this input has no such line: it is not the job's input. "
+                    f"{_STAYS_RESUMABLE}"
+                )
+        self._passed = end
+
+
+_STAYS_RESUMABLE = (
+    "Nothing more is sent; the job stays resumable: --resume with the job's own input"
+)
+
+
+class _NotAsSent:
+    """Where the preparer puts in-flight lines it cannot send now: each one was sent
+    before, so the input changed."""
+
+    def rejected(self, item: Rejected) -> None:
+        self._changed(item.line, f"it is now malformed ({item.reason})")
+
+    def local(self, line: int, to: str | None, status: Status, error: str, **_: Any) -> None:
+        self._changed(line, f"it now cannot be sent ({status}: {error})")
+
+    @staticmethod
+    def _changed(line: int, how: str) -> None:
+        raise InputChanged(
+            f"--resume: line {line} was in flight when the earlier run stopped, and {how}: "
+            f"this input is not the job's. {_STAYS_RESUMABLE}"
+        )
 
 
 class _Rebuild:
@@ -338,6 +574,12 @@ class _Rebuild:
 
     def add(self, group: Group, entry: Entry) -> bool:
         """Take one line back; True once every line is back."""
+        if self.group is not None and group.key != self.group.key:
+            raise InputChanged(
+                f"--resume: line {entry.line} was in flight when the earlier run stopped, "
+                "and now has another sender, text or options than its batch: this input "
+                f"is not the job's. {_STAYS_RESUMABLE}"
+            )
         self.group = group
         self.entries[entry.line] = entry
         return len(self.entries) == len(self.lines)

@@ -235,14 +235,12 @@ async def test_the_journal_closes_every_batch_it_opened(
     )
     summary = await pipeline.run(str(source), config)
     assert summary.statuses == {"QUEUE": 50}
-    records = [
-        orjson.loads(x) for x in (tmp_path / "results.ndjson.journal").read_bytes().splitlines()
-    ]
-    sent = {r["sent"]: r["lines"] for r in records if "sent" in r}
-    done = {r["done"] for r in records if "done" in r}
+    journal = list(records(str(tmp_path / "results.ndjson.journal")))
+    sent = {r["sent"]: r["lines"] for r in journal if "sent" in r}
+    done = {r["done"] for r in journal if "done" in r}
     assert set(sent) == done
     assert sorted(line for lines in sent.values() for line in lines) == list(range(1, 51))
-    assert records[-1] == {"complete": True}
+    assert journal[-1] == {"complete": True}
     keys = {m["idempotencyKey"] for m in emulator.messages()}
     assert keys == set(sent)  # each batch went out under the key the journal recorded
 
