@@ -216,8 +216,8 @@ class JournalFile:
         """Cut a torn last record off, or give a whole one its newline, saying so."""
         if self.torn:
             log.warning(
-                "%s: cut off its last record (%d bytes), left unfinished by a crash "
-                "while it was written: its batch was never sent",
+                "%s: cut off its last record (%d bytes), cut short by a crash as it was "
+                "written (a record announcing a batch is complete before the batch leaves)",
                 self.path,
                 self.torn,
             )

@@ -255,18 +255,23 @@ class ResumeState:
         sent = LineSet()
         done, in_flight = state.done, state.in_flight
         where: dict[str, int] = {}  # key of a batch in flight → its journal line
+        ours = state.job + "-"  # every batch key starts with its job (`batch_key`)
         for number, record in records:
+            if "complete" in record:
+                state.complete = True
+                continue
+            key = record.get("sent") or record.get("unsent") or record["done"]
+            if not key.startswith(ours):
+                raise damaged(journal, number, "its batch key is not of the header's job")
             if "sent" in record:
                 lines = record["lines"]
                 for line in lines:
                     sent.add(line)
                 if not all(line in done for line in lines):
-                    in_flight[record["sent"]] = lines
-                    where[record["sent"]] = number
+                    in_flight[key] = lines
+                    where[key] = number
             elif "unsent" in record:
-                in_flight.pop(record["unsent"], None)
-            elif "complete" in record:
-                state.complete = True
+                in_flight.pop(key, None)
         _check_in_flight(journal, in_flight, where)
         stray = read.with_id.first_not_in(sent)
         if stray is not None:
@@ -517,7 +522,8 @@ class Resume:
     def finish(self, lines: int) -> None:
         """The input ended after ``lines`` lines: every in-flight line must have come
         back, and no result may name a line beyond it."""
-        self._check_passed(lines + 1)
+        if self._pins:
+            self._check_passed(max(self._pins) + 1)
         if self.state.last_line > lines:
             raise InputChanged(
                 f"--resume: the results hold line {self.state.last_line}, but this input "
