@@ -70,6 +70,8 @@ def test_kill_9_and_resume_cycles(tmp_path: Path, idempotent: bool) -> None:
                 [*command, *resume], env=env(), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )  # fmt: skip
+            if not cycle:  # a kill before the job exists would leave nothing to resume
+                wait_for_journal(proc, tmp_path / "results.ndjson.journal")
             time.sleep(rng.uniform(0.4, 0.9))
             if proc.poll() is None and kills < 6:
                 proc.kill()
@@ -92,6 +94,16 @@ def test_kill_9_and_resume_cycles(tmp_path: Path, idempotent: bool) -> None:
         assert proc.returncode == 0
     invalid = [orjson.loads(raw) for raw in (tmp_path / "invalid.ndjson").read_bytes().splitlines()]
     assert invalid == []
+
+
+def wait_for_journal(proc: subprocess.Popen[bytes], journal: Path, timeout: float = 30) -> None:
+    """Wait until the first run has created its journal (a loaded machine can take
+    longer than the first random pause just to start Python)."""
+    deadline = time.monotonic() + timeout
+    while not journal.exists():
+        assert proc.poll() is None, "the send ended before it created its journal"
+        assert time.monotonic() < deadline, "the send created no journal in time"
+        time.sleep(0.01)
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
