@@ -43,6 +43,12 @@ def start(command: list[str]) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
+def run(command: list[str]) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        command, env=env(), capture_output=True, timeout=120, stdin=subprocess.DEVNULL
+    )
+
+
 def finish(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err.decode()
@@ -91,10 +97,7 @@ def test_a_second_run_of_a_running_job_is_refused_and_the_job_unharmed(
         running = start(command)
         wait_until_sending(running, tmp_path / "results.ndjson")
         before = journal.read_bytes()
-        other = subprocess.run(
-            [*command, *second], env=env(), capture_output=True, timeout=60,
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+        other = run([*command, *second])
         after = journal.read_bytes()
         code, err = finish(running)
         messages, stats = ledger(url)
@@ -124,10 +127,7 @@ def test_kill_9_leaves_the_lock_file_but_not_the_lock(tmp_path: Path) -> None:
         assert running.stderr is not None
         running.stderr.close()
         assert lock.exists()  # left behind by the killed run: no obstacle
-        done = subprocess.run(
-            [*command, "--resume"], env=env(), capture_output=True, timeout=120,
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+        done = run([*command, "--resume"])
         messages, stats = ledger(url)
     assert done.returncode in (0, 1), done.stderr.decode()
     assert not lock.exists()  # a run that ends removes its lock file

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher.emulator.runner import RunningEmulator
-from tests.support.cli import CODE, KEY, dispatcher, env, send_args, write_lines
+from tests.support.cli import CODE, KEY, Run, dispatcher, env, send_args, write_lines
 
 RECIPIENTS = [{"to": f"+52550000000{n}", "params": [f"n{n}", n]} for n in range(1, 4)]
 
@@ -40,6 +40,18 @@ def alias(tmp_path: Path, target: Path, how: str) -> Path:
     return other
 
 
+async def send(emulator: RunningEmulator, cwd: Path, *args: str | os.PathLike[str]) -> Run:
+    """``send ARGS`` against the emulator, with its key."""
+    return await dispatcher(
+        *send_args(emulator.base_url, *args), cwd=cwd, environ=env(api_key=emulator.api_key)
+    )
+
+
+def beside_results(option: str) -> list[str]:
+    """``--results out.ndjson`` when the option under test is another output."""
+    return [] if option == "--results" else ["--results", "out.ndjson"]
+
+
 def assert_refused(code: int, stderr: str, emulator: RunningEmulator, expected: int = 2) -> None:
     assert code == expected, stderr
     assert "Traceback" not in stderr
@@ -60,11 +72,8 @@ async def test_an_output_on_the_input_is_refused_and_the_input_kept(
     tmp_path: Path, emulator: RunningEmulator, option: str, how: str
 ) -> None:
     source, before = job(tmp_path)
-    extra = [] if option == "--results" else ["--results", "out.ndjson"]
-    run = await dispatcher(
-        *send_args(emulator.base_url, source, *extra, option, alias(tmp_path, source, how)),
-        cwd=tmp_path,
-        environ=env(api_key=emulator.api_key),
+    run = await send(
+        emulator, tmp_path, source, *beside_results(option), option, alias(tmp_path, source, how)
     )
     assert_refused(run.code, run.stderr, emulator)
     assert f"{option} " in run.stderr
@@ -161,11 +170,7 @@ async def test_two_outputs_on_one_file_are_refused(
     tmp_path: Path, emulator: RunningEmulator, first: tuple[str, str], second: tuple[str, str]
 ) -> None:
     source, _ = job(tmp_path)
-    run = await dispatcher(
-        *send_args(emulator.base_url, source, *first, *second),
-        cwd=tmp_path,
-        environ=env(api_key=emulator.api_key),
-    )
+    run = await send(emulator, tmp_path, source, *first, *second)
     assert_refused(run.code, run.stderr, emulator)
     assert "same file" in run.stderr
     assert {p.name for p in tmp_path.iterdir()} == {"in.ndjson"}
@@ -176,11 +181,7 @@ async def test_the_journal_may_not_overwrite_the_input(
 ) -> None:
     source = write_lines(tmp_path / "out.ndjson.journal", RECIPIENTS)
     before = source.read_bytes()
-    run = await dispatcher(
-        *send_args(emulator.base_url, source, "--results", "out.ndjson"),
-        cwd=tmp_path,
-        environ=env(api_key=emulator.api_key),
-    )
+    run = await send(emulator, tmp_path, source, "--results", "out.ndjson")
     assert_refused(run.code, run.stderr, emulator)
     assert source.read_bytes() == before
 
@@ -189,11 +190,7 @@ async def test_character_devices_are_shared_freely(
     tmp_path: Path, emulator: RunningEmulator
 ) -> None:
     source, _ = job(tmp_path)
-    run = await dispatcher(
-        *send_args(emulator.base_url, source, "--invalid", os.devnull, "--rejects", os.devnull),
-        cwd=tmp_path,
-        environ=env(api_key=emulator.api_key),
-    )
+    run = await send(emulator, tmp_path, source, "--invalid", os.devnull, "--rejects", os.devnull)
     assert run.code == 0, run.stderr
     assert len(emulator.messages()) == 3
 
@@ -222,11 +219,8 @@ async def test_an_unwritable_output_stops_the_run_before_the_first_request(
     tmp_path: Path, emulator: RunningEmulator, option: str, where: str
 ) -> None:
     source, _ = job(tmp_path)
-    extra = [] if option == "--results" else ["--results", "out.ndjson"]
-    run = await dispatcher(
-        *send_args(emulator.base_url, source, *extra, option, unwritable(tmp_path, where)),
-        cwd=tmp_path,
-        environ=env(api_key=emulator.api_key),
+    run = await send(
+        emulator, tmp_path, source, *beside_results(option), option, unwritable(tmp_path, where)
     )
     assert_refused(run.code, run.stderr, emulator, expected=3)
     assert f"cannot write {option}" in run.stderr
