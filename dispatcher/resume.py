@@ -37,7 +37,7 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -184,6 +184,33 @@ class LineSet:
     def __len__(self) -> int:
         return self.count
 
+    def update(self, lines: Iterable[int]) -> int | None:
+        """Add every line; the first that was already there (or None)."""
+        bits, count, repeated = self._bits, self.count, None
+        for line in lines:
+            byte = line >> 3
+            if byte >= len(bits):
+                bits.extend(bytes(byte - len(bits) + 1 + len(bits) // 2))
+            mask = 1 << (line & 7)
+            if bits[byte] & mask:
+                if repeated is None:
+                    repeated = line
+            else:
+                bits[byte] |= mask
+                count += 1
+        self.count = count
+        return repeated
+
+    def has_all(self, lines: Iterable[int]) -> bool:
+        """Whether every one of ``lines`` is in the set."""
+        bits = self._bits
+        size = len(bits)
+        for line in lines:
+            byte = line >> 3
+            if byte >= size or not bits[byte] & (1 << (line & 7)):
+                return False
+        return True
+
     def first_not_in(self, other: LineSet) -> int | None:
         """The smallest line of this set that ``other`` lacks, or None."""
         theirs = other._bits
@@ -265,9 +292,8 @@ class ResumeState:
                 raise damaged(journal, number, "its batch key is not of the header's job")
             if "sent" in record:
                 lines = record["lines"]
-                for line in lines:
-                    sent.add(line)
-                if not all(line in done for line in lines):
+                sent.update(lines)
+                if not done.has_all(lines):
                     in_flight[key] = lines
                     where[key] = number
             elif "unsent" in record:
@@ -291,7 +317,8 @@ class ResumeState:
         prune(path, keep=self.done)
 
     def _read_results(self, path: str) -> _ResultsRead:
-        """Collect finished lines and counts, checking every line (`_check_result`)."""
+        """Collect finished lines and counts, checking that every line is a result that
+        agrees with the job (`_disagreement` says how one can fail to)."""
         read = _ResultsRead(path)
         try:
             f = open(path, "rb")  # noqa: SIM115
@@ -299,23 +326,59 @@ class ResumeState:
             return read
         except OSError as exc:
             raise ConfigError(f"--resume: cannot read {path}: {exc.strerror}") from None
-        done, statuses, segments, with_id = self.done, self.statuses, self.segments, read.with_id
+        statuses, segments, dry_run = self.statuses, self.segments, Status.DRY_RUN
+        lines: list[int] = []  # added to `done` in runs, with_id likewise
+        with_id: list[int] = []
+        size = last = 0
         with f:
             for number, raw in enumerate(f, 1):
                 if not raw.endswith(b"\n"):
                     read.torn = len(raw)
                     break
-                line, status, counted = _check_result(path, number, raw, done)
-                done.add(line)
-                self.last_line = max(self.last_line, line)
+                try:
+                    result = orjson.loads(raw)
+                    line, status = result["line"], result["status"]
+                    message_id, count = result.get("id"), result.get("segments")
+                except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                    raise _damaged(path, number, _disagreement(raw)) from None
+                if not (
+                    type(line) is int
+                    and line > 0
+                    and type(status) is str
+                    and status
+                    and status != dry_run
+                    and (count is None or (type(count) is int and count >= 0))
+                ):
+                    raise _damaged(path, number, _disagreement(raw))
+                lines.append(line)
+                last = max(last, line)
                 statuses[status] = statuses.get(status, 0) + 1
-                if counted is not None:
-                    with_id.add(line)
-                    encoding, count = counted
+                if message_id is not None:
+                    with_id.append(line)
                     if count is not None:
+                        encoding = str(result.get("encoding"))
                         segments[encoding] = segments.get(encoding, 0) + count
-                read.size += len(raw)
+                size += len(raw)
+                if len(lines) >= _RUN:
+                    self._add(path, lines, with_id, read)
+            self._add(path, lines, with_id, read)
+        read.size, self.last_line = size, last
         return read
+
+    def _add(self, path: str, lines: list[int], with_id: list[int], read: _ResultsRead) -> None:
+        """Add a run of finished lines; a line with a result already is damage."""
+        repeated = self.done.update(lines)
+        if repeated is not None:
+            raise _damaged(
+                path, _where(path, repeated, nth=2), f"it is a second result for line {repeated}"
+            )
+        read.with_id.update(with_id)
+        lines.clear()
+        with_id.clear()
+
+
+#: Finished lines read before they are added to the set of done lines at once.
+_RUN = 65536
 
 
 @dataclass(slots=True)
@@ -357,48 +420,42 @@ def _check_in_flight(journal: str, in_flight: dict[str, list[int]], where: dict[
         seen.update(lines)
 
 
-def _check_result(
-    path: str, number: int, raw: bytes, done: LineSet
-) -> tuple[int, str, tuple[str, int | None] | None]:
-    """One results line, checked: ``(line, status, (encoding, segments) when it carries a
-    gateway id)``.
+def _disagreement(raw: bytes) -> str:
+    """Why a results line is not a result that agrees with a job.
 
-    A result agrees with the job when it is a JSON object with a positive integer
-    ``line`` not seen before (one result per line), a text ``status`` other than
-    DRY_RUN (a dry run's results are no job's), and, when it carries an ``id``,
-    integer ``segments``. Whether the lines with an id were sent is checked against
-    the journal once it is read.
+    A result agrees when it is a JSON object with a positive integer ``line`` (not
+    seen before: one result per line, checked by the caller), a text ``status`` other
+    than DRY_RUN (a dry run's results are no job's), and ``segments``, when there are
+    any, a count. A line with a gateway ``id`` must also belong to a batch the journal
+    recorded as sent, which is checked once the journal is read.
     """
     try:
         result = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise _damaged(path, number, "it is not JSON") from None
+        return "it is not JSON"
     if not isinstance(result, dict):
-        raise _damaged(path, number, "it is not a JSON object")
-    line, status = result.get("line"), result.get("status")
+        return "it is not a JSON object"
+    line, status, count = result.get("line"), result.get("status"), result.get("segments")
     if type(line) is not int or line < 1:
-        raise _damaged(path, number, "its line is not a positive integer")
-    if line in done:
-        raise _damaged(path, number, f"it is a second result for line {line}")
+        return "its line is not a positive integer"
     if not isinstance(status, str) or not status:
-        raise _damaged(path, number, "its status is not text")
+        return "its status is not text"
     if status == Status.DRY_RUN:
-        raise _damaged(path, number, "it is a dry run's result, not a send's")
-    if result.get("id") is None:
-        return line, status, None
-    segments = result.get("segments")
-    if segments is not None and (type(segments) is not int or segments < 0):
-        raise _damaged(path, number, "its segments are not a count")
-    return line, status, (str(result.get("encoding")), segments)
+        return "it is a dry run's result, not a send's"
+    if count is not None and (type(count) is not int or count < 0):
+        return "its segments are not a count"
+    return "it is not a result"  # pragma: no cover - the caller found a reason
 
 
-def _where(path: str, line: int) -> int:
-    """The number of the results line holding ``line``'s result (for a message)."""
+def _where(path: str, line: int, *, nth: int = 1) -> int:
+    """The number of the results line holding ``line``'s ``nth`` result (for a message)."""
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
                 if orjson.loads(raw).get("line") == line:
-                    return number
+                    nth -= 1
+                    if not nth:
+                        return number
     return 0
 
 
