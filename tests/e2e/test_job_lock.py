@@ -85,7 +85,11 @@ def test_two_resumes_of_one_interrupted_job_run_one_at_a_time(tmp_path: Path) ->
     assert sum(account.by_status.values()) == len(lines)
 
 
-@pytest.mark.parametrize("second", [[], ["--resume"], ["--force"]], ids=["send", "resume", "force"])
+@pytest.mark.parametrize(
+    "second",
+    [[], ["--resume"], ["--force"], ["--dry-run", "--force"]],
+    ids=["send", "resume", "force", "dry-run"],
+)
 def test_a_second_run_of_a_running_job_is_refused_and_the_job_unharmed(
     tmp_path: Path, second: list[str]
 ) -> None:
