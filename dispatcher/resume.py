@@ -4,17 +4,24 @@ A send writes its results and a journal (`dispatcher.journal`). When it stops ea
 a crash, kill -9, Ctrl-C, a fatal error — ``send --resume`` with the same input and
 outputs finishes the job, and this module is where a resume can be followed:
 
-1. `open_job` opens the journal: a new job, or the job an earlier run left. Resuming
-   refuses a journal written with other message options (`fingerprint`) or for an
-   input of another size.
-2. `ResumeState.read` reads what that run left. The results file is the truth about
-   which lines are *finished* (a last line torn by the crash is cut off); then the
-   journal: a batch recorded ``sent`` with a line that has no result was *in flight*
-   when the run stopped — unless it was recorded ``unsent`` (the gateway certainly
-   did not act).
+1. `open_job` opens the journal, holding the job's lock (`dispatcher.lock`): a new job
+   (the journal created atomically; ``--force`` replaces it), or the job an earlier
+   run left. Resuming refuses a journal written with other message options
+   (`fingerprint`) or for an input of another size.
+2. `ResumeState.read` reads what that run left, trusting nothing it cannot check: a
+   journal record that is not sound (`dispatcher.journal.JournalFile`), a batch key
+   of another job, a line in two batches in flight, a results line that is not a
+   result or disagrees with the journal (`_disagreement`; an ``id`` for a line no
+   batch was sent with) all stop the resume (exit 2) before anything changes. Only
+   what a crash leaves — a last journal record or results line cut short — is cut
+   off, with a warning. The results file is then the truth about which lines are
+   *finished*; a batch recorded ``sent`` with a line that has no result was *in
+   flight* when the run stopped — unless it was recorded ``unsent`` (the gateway
+   certainly did not act).
 3. `Resume.divert` is the resumed run's first stage over each input chunk: it drops
    finished lines and diverts the lines of in-flight batches into rebuilt batches —
-   the same lines in the same order, hence the same body and idempotency key.
+   the same lines in the same order, hence the same body and idempotency key. A line
+   of one that does not come back as it was sent stops the run (`InputChanged`).
 4. A rebuilt batch is sent again under its key when the gateway honours keys
    (``idempotency``) or the user accepts the risk (``--retry-ambiguous``); otherwise
    its lines become AMBIGUOUS: the gateway may have sent them already.
@@ -22,29 +29,29 @@ outputs finishes the job, and this module is where a resume can be followed:
    stands in front of the outputs for the sender and is the one place that drops
    results written twice; the batcher and the writers know nothing of resuming.
 
-Where what comes next belongs: checks that the journal and the results agree go in
-`ResumeState.read`; an outcome that leaves a line resumable (not sent because of a cap,
-a send window, a cancel) is a result that does not put its line in ``done``; the
-compaction of the results file at the end of a resumed run is one more method here.
+Where what comes next belongs: an outcome that leaves a line resumable (not sent
+because of a cap, a send window, a cancel) is a result that does not put its line in
+``done`` (and `_read_results`, which refuses a second result for a line, must then
+let a later result replace a resumable one); the compaction of the results file at
+the end of a resumed run is one more method here.
 """
 
 from __future__ import annotations
 
 import bisect
-import contextlib
 import hashlib
-import logging
 import os
 import secrets
 import stat
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from dispatcher.config import Config
-from dispatcher.errors import ConfigError, FatalError, OutputError
+from dispatcher.errors import ConfigError, FatalError
+from dispatcher.finished import Finished, LineSet
 from dispatcher.journal import DamagedJournal, Journal, JournalFile, damaged, journal_path
 from dispatcher.models import Batch, Entry, Group, Recipient, Rejected, Status
 from dispatcher.writers import Outputs, prune
@@ -52,8 +59,6 @@ from dispatcher.writers import Outputs, prune
 if TYPE_CHECKING:
     from dispatcher.prepare import Preparer
     from dispatcher.summary import Summary
-
-log = logging.getLogger("dispatcher")
 
 IN_FLIGHT_AT_CRASH = (
     "in flight when an earlier run stopped: the gateway may have sent it, and it does not "
@@ -159,72 +164,6 @@ def _clear_for_dry_run(path: str, *, force: bool) -> None:
 # --- 2. what the earlier run left ----------------------------------------------------
 
 
-class LineSet:
-    """Line numbers as a growable bitmap: 5 M finished lines cost 625 KB, not 200 MB."""
-
-    def __init__(self) -> None:
-        self._bits = bytearray()
-        self.count = 0
-
-    def add(self, line: int) -> None:
-        byte, bit = divmod(line, 8)
-        if byte >= len(self._bits):
-            self._bits.extend(bytes(byte - len(self._bits) + 1 + len(self._bits) // 2))
-        mask = 1 << bit
-        if not self._bits[byte] & mask:
-            self._bits[byte] |= mask
-            self.count += 1
-
-    def __contains__(self, line: object) -> bool:
-        if not isinstance(line, int):
-            return False
-        byte = line >> 3
-        return byte < len(self._bits) and bool(self._bits[byte] & (1 << (line & 7)))
-
-    def __len__(self) -> int:
-        return self.count
-
-    def update(self, lines: Iterable[int]) -> int | None:
-        """Add every line; the first that was already there (or None)."""
-        bits, count, repeated = self._bits, self.count, None
-        for line in lines:
-            byte = line >> 3
-            if byte >= len(bits):
-                bits.extend(bytes(byte - len(bits) + 1 + len(bits) // 2))
-            mask = 1 << (line & 7)
-            if bits[byte] & mask:
-                if repeated is None:
-                    repeated = line
-            else:
-                bits[byte] |= mask
-                count += 1
-        self.count = count
-        return repeated
-
-    def has_all(self, lines: Iterable[int]) -> bool:
-        """Whether every one of ``lines`` is in the set."""
-        bits = self._bits
-        size = len(bits)
-        for line in lines:
-            byte = line >> 3
-            if byte >= size or not bits[byte] & (1 << (line & 7)):
-                return False
-        return True
-
-    def first_not_in(self, other: LineSet) -> int | None:
-        """The smallest line of this set that ``other`` lacks, or None."""
-        theirs = other._bits
-        for byte, bits in enumerate(self._bits):
-            extra = bits & ~(theirs[byte] if byte < len(theirs) else 0)
-            if extra:
-                return byte * 8 + (extra & -extra).bit_length() - 1
-        return None
-
-
-class DamagedResults(ConfigError):
-    """A results file a resume cannot trust (exit 2); nothing is sent."""
-
-
 @dataclass(slots=True)
 class ResumeState:
     """What an earlier run left: finished lines and the batches it left in flight."""
@@ -248,9 +187,10 @@ class ResumeState:
         """Read a journal and its results file, trusting neither blindly.
 
         The header must be this job's (`fingerprint`, input size); every journal record
-        must be sound (`JournalFile`); every results line must be a result that agrees
-        with the journal (`_read_results`). Anything else raises a `ConfigError` naming
-        the file and the line, before anything is changed or sent. Only then is a last
+        must be sound (`JournalFile`), every batch key the header's job's; every results
+        line must be a result (`dispatcher.finished`) and agree with the journal.
+        Anything else raises a `ConfigError` naming the file and the line, before
+        anything is changed or sent. Only then is a last
         record or line cut short by a crash cut off, with a warning.
 
         The results are read before the journal's records, so only unfinished batches
@@ -277,8 +217,14 @@ class ResumeState:
                 "--force"
             )
         _check_header(journal, header, expected_fingerprint, size)
-        state = cls(job=header["job"])
-        read = state._read_results(results)
+        finished = Finished.read(results)
+        state = cls(
+            job=header["job"],
+            done=finished.done,
+            statuses=finished.statuses,
+            segments=finished.segments,
+            last_line=finished.last_line,
+        )
         sent = LineSet()
         done, in_flight = state.done, state.in_flight
         where: dict[str, int] = {}  # key of a batch in flight → its journal line
@@ -299,113 +245,15 @@ class ResumeState:
             elif "unsent" in record:
                 in_flight.pop(key, None)
         _check_in_flight(journal, in_flight, where)
-        stray = read.with_id.first_not_in(sent)
-        if stray is not None:
-            raise _damaged(
-                results,
-                _where(results, stray),
-                f"it gives line {stray} a gateway id, yet no batch of the journal {journal} "
-                "holds that line",
-            )
+        finished.check_sent(sent, journal)
         journal_file.repair()
-        read.repair()
+        finished.repair()
         return state
 
     def keep_finished(self, path: str) -> None:
         """Rewrite an invalid-number or rejects file of the earlier run keeping only
         the finished lines: the others get their lines again in this run."""
         prune(path, keep=self.done)
-
-    def _read_results(self, path: str) -> _ResultsRead:
-        """Collect finished lines and counts, checking that every line is a result that
-        agrees with the job (`_disagreement` says how one can fail to)."""
-        read = _ResultsRead(path)
-        try:
-            f = open(path, "rb")  # noqa: SIM115
-        except FileNotFoundError:
-            return read
-        except OSError as exc:
-            raise ConfigError(f"--resume: cannot read {path}: {exc.strerror}") from None
-        statuses, segments, dry_run = self.statuses, self.segments, Status.DRY_RUN
-        lines: list[int] = []  # added to `done` in runs, with_id likewise
-        with_id: list[int] = []
-        size = last = 0
-        with f:
-            for number, raw in enumerate(f, 1):
-                if not raw.endswith(b"\n"):
-                    read.torn = len(raw)
-                    break
-                try:
-                    result = orjson.loads(raw)
-                    line, status = result["line"], result["status"]
-                    message_id, count = result.get("id"), result.get("segments")
-                except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-                    raise _damaged(path, number, _disagreement(raw)) from None
-                if not (
-                    type(line) is int
-                    and line > 0
-                    and type(status) is str
-                    and status
-                    and status != dry_run
-                    and (count is None or (type(count) is int and count >= 0))
-                ):
-                    raise _damaged(path, number, _disagreement(raw))
-                lines.append(line)
-                last = max(last, line)
-                statuses[status] = statuses.get(status, 0) + 1
-                if message_id is not None:
-                    with_id.append(line)
-                    if count is not None:
-                        encoding = str(result.get("encoding"))
-                        segments[encoding] = segments.get(encoding, 0) + count
-                size += len(raw)
-                if len(lines) >= _RUN:
-                    self._add(path, lines, with_id, read)
-            self._add(path, lines, with_id, read)
-        read.size, self.last_line = size, last
-        return read
-
-    def _add(self, path: str, lines: list[int], with_id: list[int], read: _ResultsRead) -> None:
-        """Add a run of finished lines; a line with a result already is damage."""
-        repeated = self.done.update(lines)
-        if repeated is not None:
-            raise _damaged(
-                path, _where(path, repeated, nth=2), f"it is a second result for line {repeated}"
-            )
-        read.with_id.update(with_id)
-        lines.clear()
-        with_id.clear()
-
-
-#: Finished lines read before they are added to the set of done lines at once.
-_RUN = 65536
-
-
-@dataclass(slots=True)
-class _ResultsRead:
-    """What reading a results file found besides the state: the lines that carry a
-    gateway id, and a last line cut short by a crash."""
-
-    path: str
-    size: int = 0
-    torn: int = 0
-    with_id: LineSet = field(default_factory=LineSet)
-
-    def repair(self) -> None:
-        """Cut a last line left half-written by a crash, saying so."""
-        if not self.torn:
-            return
-        log.warning(
-            "%s: cut off its last line (%d bytes), left half-written by a crash; "
-            "that line gets its result in this run",
-            self.path,
-            self.torn,
-        )
-        try:
-            os.truncate(self.path, self.size)
-        except OSError as exc:
-            raise OutputError(f"cannot write {self.path}: {exc.strerror}") from None
-        self.torn = 0
 
 
 def _check_in_flight(journal: str, in_flight: dict[str, list[int]], where: dict[str, int]) -> None:
@@ -418,53 +266,6 @@ def _check_in_flight(journal: str, in_flight: dict[str, list[int]], where: dict[
                 journal, where[key], "its batch shares a line with another batch in flight"
             )
         seen.update(lines)
-
-
-def _disagreement(raw: bytes) -> str:
-    """Why a results line is not a result that agrees with a job.
-
-    A result agrees when it is a JSON object with a positive integer ``line`` (not
-    seen before: one result per line, checked by the caller), a text ``status`` other
-    than DRY_RUN (a dry run's results are no job's), and ``segments``, when there are
-    any, a count. A line with a gateway ``id`` must also belong to a batch the journal
-    recorded as sent, which is checked once the journal is read.
-    """
-    try:
-        result = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return "it is not JSON"
-    if not isinstance(result, dict):
-        return "it is not a JSON object"
-    line, status, count = result.get("line"), result.get("status"), result.get("segments")
-    if type(line) is not int or line < 1:
-        return "its line is not a positive integer"
-    if not isinstance(status, str) or not status:
-        return "its status is not text"
-    if status == Status.DRY_RUN:
-        return "it is a dry run's result, not a send's"
-    if count is not None and (type(count) is not int or count < 0):
-        return "its segments are not a count"
-    return "it is not a result"  # pragma: no cover - the caller found a reason
-
-
-def _where(path: str, line: int, *, nth: int = 1) -> int:
-    """The number of the results line holding ``line``'s ``nth`` result (for a message)."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
-                if orjson.loads(raw).get("line") == line:
-                    nth -= 1
-                    if not nth:
-                        return number
-    return 0
-
-
-def _damaged(path: str, number: int, why: str) -> DamagedResults:
-    return DamagedResults(
-        f"--resume: the results file {path} is damaged at line {number}: {why}; nothing was "
-        "sent. Repair or remove that line (the journal then counts its batch in flight), "
-        "or start over with --force"
-    )
 
 
 def _check_header(

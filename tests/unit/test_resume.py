@@ -18,18 +18,11 @@ import pytest
 from dispatcher.batcher import Batcher
 from dispatcher.config import Config
 from dispatcher.errors import ConfigError
+from dispatcher.finished import DamagedResults, LineSet
 from dispatcher.journal import DamagedJournal, Journal, journal_path, records, seal
 from dispatcher.models import Batch, Recipient, Rejected, batch_key
 from dispatcher.prepare import Preparer
-from dispatcher.resume import (
-    IN_FLIGHT_AT_CRASH,
-    DamagedResults,
-    InputChanged,
-    LineSet,
-    Resume,
-    ResumeState,
-    open_job,
-)
+from dispatcher.resume import IN_FLIGHT_AT_CRASH, InputChanged, Resume, ResumeState, open_job
 from dispatcher.summary import Summary
 from dispatcher.writers import NdjsonSink, Outputs
 
