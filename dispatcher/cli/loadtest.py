@@ -21,7 +21,7 @@ from dispatcher.cli._common import (
     fail,
     usage_error,
 )
-from dispatcher.errors import ConfigError
+from dispatcher.errors import ConfigError, FatalError
 
 #: Options that are `LoadTest` fields of the same name.
 SETTINGS = (
@@ -118,11 +118,14 @@ def run(args: argparse.Namespace) -> int:
             synthetic=args.synthetic,
             faults=faults_from(args),
             plot=args.plot,
+            report=args.report,
             thresholds=tuple(args.threshold),
             **{name: getattr(args, name) for name in SETTINGS},
         )
     except ValueError as exc:  # ConfigError, or fault shares that add up to more than 1
         return usage_error(exc)
+    except FatalError as exc:  # an output that cannot be written
+        return fail(exc, ExitCode.ABORTED)
     logs.configure("warning")
     if test.api_key is not None:
         logs.register_secret(test.api_key.reveal())

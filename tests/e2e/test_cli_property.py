@@ -766,7 +766,6 @@ FOUND = [
         ["send", "in.ndjson", "--from", "12345", "--text", "Hi", "--results", "in.ndjson"],
         "the input truncated to 0 bytes, exit 0 with no result",
         id="send --results INPUT",
-        marks=pytest.mark.xfail(reason="fixed on i12-jobs (issue 12 item 1), not yet on main"),
     ),
 ]
 
