@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from dispatcher.config import Secret
 from dispatcher.durable import AppendFile, GroupCommit, Sink, StreamSink
@@ -55,6 +56,8 @@ from dispatcher.logs import MASK, register_secret
 from dispatcher.timefmt import iso_utc
 
 log = logging.getLogger("dispatcher.receiver")
+#: aiohttp's server logs here (see `_ClientErrors`).
+_http_log = logging.getLogger("dispatcher.receiver.http")
 
 STATS_PATH = "/_receiver/stats"
 SECRET_ENV = "DISPATCHER_RECEIVER_SECRET"
@@ -222,9 +225,6 @@ def _camel(name: str) -> str:
     return first + "".join(word.title() for word in rest)
 
 
-# --- files -----------------------------------------------------------------------------
-
-
 # --- parsing, counting, keeping --------------------------------------------------------
 
 
@@ -326,21 +326,10 @@ class DeliveryReportLog:
         """Count a refused body and keep it in the side file while the caps allow."""
         number = self.count("malformed")
         limits = self.limits
-        body = self._masked(refused.body)
-        record = {
-            "receivedAt": iso_utc(self._clock()),
-            "path": self._masked(path.encode()).decode(),
-            "reason": refused.reason,
-            "bytes": refused.size,
-            "body": body[: limits.malformed_body].decode("utf-8", "replace"),
-            "truncated": not refused.complete or len(body) > limits.malformed_body,
-        }
-        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        if self._malformed_out is None:
-            return
-        if self._kept >= limits.max_malformed or self._kept_bytes + len(line) > (
-            limits.max_malformed_bytes
-        ):
+        line = b""
+        if self._kept < limits.max_malformed:
+            line = self._refused_line(refused, path)
+        if not line or self._kept_bytes + len(line) > limits.max_malformed_bytes:
             if self.count("malformed_dropped") == 1:
                 log.warning(
                     "the side file of refused bodies is full (%d bodies, %d bytes this run): "
@@ -349,15 +338,29 @@ class DeliveryReportLog:
                     self._kept_bytes,
                 )
             return
-        try:
-            self._malformed_out.append(line)
-        except OSError as exc:
-            self.count("malformed_dropped")
-            log.error("cannot keep a refused body: %s", exc.strerror or exc)
-            return
+        if self._malformed_out is not None:
+            try:
+                self._malformed_out.append(line)
+            except OSError as exc:
+                self.count("malformed_dropped")
+                log.error("cannot keep a refused body: %s", exc.strerror or exc)
+                return
         self._kept += 1
         self._kept_bytes += len(line)
         log.warning("refused a delivery report body (#%d): %s", number, refused.reason)
+
+    def _refused_line(self, refused: Refused, path: str) -> bytes:
+        cap = self.limits.malformed_body
+        body = self._masked(refused.body)
+        record = {
+            "receivedAt": iso_utc(self._clock()),
+            "path": self._masked(path.encode()).decode(),
+            "reason": refused.reason,
+            "bytes": refused.size,
+            "body": body[:cap].decode("utf-8", "replace"),
+            "truncated": not refused.complete or len(body) > cap,
+        }
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
     def sync_soon(self) -> None:
         """Sync the written lines to disk soon (without ``fsync``, every flush interval)."""
@@ -443,13 +446,15 @@ def create_receiver_app(
             out_sink, malformed_out=bad_sink, secret=key, limits=limits, fsync=fsync, clock=clock
         )
         app[_LOG] = dr_log
-        ticker = asyncio.create_task(_sync_every(dr_log, flush_interval))
+        # With fsync every write is synced already.
+        ticker = None if fsync else asyncio.create_task(_sync_every(dr_log, flush_interval))
         try:
             yield
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
             await dr_log.close()
 
     app.cleanup_ctx.append(lifecycle)
@@ -463,17 +468,27 @@ def create_receiver_app(
 async def _receive(request: web.Request) -> web.Response:
     dr_log = request.app[_LOG]
     dr_log.count("requests")
+    deadline = asyncio.get_running_loop().time() + dr_log.limits.read_timeout
     if not dr_log.authorized(request.rel_url.raw_path):
-        return _unauthorized(dr_log)
+        await _discard_rest(request, deadline)
+        answer = _unauthorized(dr_log, request)
+        answer.force_close()  # nor is one without the secret
+        return answer
     try:
-        data, reports = dr_log.lines(await _read_body(request, dr_log.limits))
+        data, reports = dr_log.lines(await _read_body(request, dr_log.limits, deadline))
     except TimeoutError:
         dr_log.count("timed_out")
         limit = dr_log.limits.read_timeout
         return _json({"error": f"the body did not arrive within {limit:g} s"}, status=408)
+    except ConnectionError:  # the client went away: nobody to answer
+        return web.Response(status=400)
     except Refused as refused:
         dr_log.refuse(refused, request.path)
-        return _json({"error": refused.reason}, status=refused.status)
+        answer = _json({"error": refused.reason}, status=refused.status)
+        if refused.status == 413:  # a client sending too much is not kept on
+            await _discard_rest(request, deadline)
+            answer.force_close()
+        return answer
     try:
         await dr_log.write(data, reports)
     except OSError as exc:
@@ -483,33 +498,58 @@ async def _receive(request: web.Request) -> web.Response:
     return _json({"received": reports})
 
 
-async def _read_body(request: web.Request, limits: Limits) -> bytes:
-    """The whole body within the time and size limits (`Refused` 413 beyond)."""
+async def _read_body(request: web.Request, limits: Limits, deadline: float) -> bytes:
+    """The whole body by the deadline (TimeoutError) and within the size limit
+    (`Refused` 413); `Refused` 400 when it cannot be decoded."""
     declared = request.content_length
     too_big = f"body over the {limits.max_body}-byte limit"
     if declared is not None and declared > limits.max_body:
         raise Refused(413, too_big, size=declared, complete=False)
     body = bytearray()
-    async with asyncio.timeout(limits.read_timeout):
-        async for chunk in request.content.iter_any():
-            body += chunk
-            if len(body) > limits.max_body:
-                kept = bytes(body[: limits.malformed_body])
-                raise Refused(413, too_big, kept, size=len(body), complete=False)
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for chunk in request.content.iter_any():
+                body += chunk
+                if len(body) > limits.max_body:
+                    kept = bytes(body[: limits.malformed_body])
+                    raise Refused(413, too_big, kept, size=len(body), complete=False)
+    except web.RequestPayloadError as exc:  # bad chunked framing or compression
+        reason = f"the body cannot be read: {_first_line(exc)}"
+        raise Refused(400, reason, bytes(body[: limits.malformed_body]), complete=False) from None
     return bytes(body)
+
+
+async def _discard_rest(request: web.Request, deadline: float) -> None:
+    """Read what is left of a refused body, and drop it, until the deadline: closing a
+    connection with unread bytes resets it, and the client would miss the answer."""
+    with contextlib.suppress(TimeoutError, ConnectionError, web.RequestPayloadError):
+        async with asyncio.timeout_at(deadline):
+            while await request.content.readany():
+                pass
+
+
+def _first_line(exc: BaseException) -> str:
+    """aiohttp's reason for a client error, without the bytes it quotes."""
+    while not isinstance(exc, HttpProcessingError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0].rstrip(":") if lines else type(exc).__name__
 
 
 async def _stats(request: web.Request) -> web.Response:
     dr_log = request.app[_LOG]
     if not dr_log.authorized(request.rel_url.raw_path):
-        return _unauthorized(dr_log)
+        return _unauthorized(dr_log, request)
     return _json(dr_log.stats().as_dict())
 
 
-def _unauthorized(dr_log: DeliveryReportLog) -> web.Response:
+def _unauthorized(dr_log: DeliveryReportLog, request: web.Request) -> web.Response:
     number = dr_log.count("unauthorized")
     if str(number).strip("0") == "1":  # the 1st, 10th, 100th…: logs stay bounded
-        log.warning("refused a request without the secret (%d so far)", number)
+        log.warning(
+            "refused a request without the secret from %s (%d so far)", request.remote, number
+        )
     error = "the URL must end with the receiver's secret: http://HOST:PORT/dr/<secret>"
     return _json({"error": error}, status=401)
 
@@ -522,6 +562,32 @@ async def _sync_every(dr_log: DeliveryReportLog, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         dr_log.sync_soon()
+
+
+class _ClientErrors(logging.Filter):
+    """aiohttp logs each malformed HTTP request, and each client that hangs up, with a
+    traceback: anyone could fill the log. These become one line, for the 1st, 10th,
+    100th… of them; other errors (ours) pass as they are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError | ConnectionError):
+            return True
+        self.count += 1
+        if str(self.count).strip("0") != "1":
+            return False
+        record.msg = f"{record.getMessage()}: {_first_line(exc)} ({self.count} so far)"
+        record.args = ()
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_http_log.addFilter(_ClientErrors())
 
 
 # --- runners ---------------------------------------------------------------------------
@@ -580,9 +646,15 @@ async def running_receiver(
     timeout = app[_LIMITS].read_timeout
     # keepalive_timeout closes a connection that has not completed a request's headers
     # (or sent another) within the read timeout; lingering_time=0 closes one whose body
-    # was refused or timed out instead of reading it on.
+    # timed out instead of reading it on (a refused one is read on by _discard_rest, up
+    # to the same deadline).
     runner = web.AppRunner(
-        app, access_log=None, shutdown_timeout=5.0, keepalive_timeout=timeout, lingering_time=0
+        app,
+        access_log=None,
+        logger=_http_log,
+        shutdown_timeout=5.0,
+        keepalive_timeout=timeout,
+        lingering_time=0,
     )
     await runner.setup()
     try:

@@ -12,13 +12,13 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
 from tests.support.cli import dispatcher, env, ndjson
+from tests.support.receiver import post
 
 SECRET = "e2e-rcv-Hq8wN3zLk5Pt2Xv"
 
@@ -51,11 +51,6 @@ async def stop(proc: asyncio.subprocess.Process, sig: int = signal.SIGTERM) -> s
     proc.send_signal(sig)
     _, stderr = await asyncio.wait_for(proc.communicate(), 30)
     return stderr.decode()
-
-
-async def post(session: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, Any]:
-    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
-        return r.status, await r.json()
 
 
 def report(i: int) -> bytes:
@@ -291,6 +286,42 @@ async def test_an_output_removed_for_good_exits_3(
     assert proc.returncode == 3, stderr
     assert "was removed and cannot be re-created" in stderr
     assert "Traceback" not in stderr
+
+
+async def test_broken_requests_are_one_line_in_the_log_not_a_traceback(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    out = tmp_path / "dr.ndjson"
+    proc, first = await start("--port", "0", "--out", str(out))
+    base = base_url(first)
+    port = int(base.rpartition(":")[2])
+    for _ in range(12):  # bad chunked framing: aiohttp's own 400
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /dr HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.read(), 30)).startswith(b"HTTP/1.0 400 ")
+        writer.close()
+    for _ in range(3):  # a client that hangs up half-way through its body
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /dr HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /dr HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nContent-Length: 8\r\n"
+        b"\r\nnot gzip"
+    )
+    assert (await asyncio.wait_for(reader.read(), 30)).startswith(b"HTTP/1.1 400 ")
+    writer.close()
+    assert await post(session, base + "/dr", report(1)) == (200, {"received": 1})
+    stderr = await stop(proc)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert stderr.count("Invalid character in chunk size") == 2  # the 1st and the 10th
+    assert "(10 so far)" in stderr
+    assert "the body cannot be read: Can not decode content-encoding: gzip" in stderr
+    assert [line["id"] for line in ndjson(out)] == ["m1"]
 
 
 def peak_rss_mib(pid: int) -> int:

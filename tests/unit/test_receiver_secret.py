@@ -4,7 +4,6 @@ receiver writes, it must fit a URL, and without it the receiver stays on loopbac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
@@ -23,18 +22,11 @@ from dispatcher.receiver import (
     is_loopback,
     running_receiver,
 )
+from tests.support.cli import ndjson
+from tests.support.receiver import post
 
 SECRET = "rcv-Zq3xW8pLm2Nt7Vb5Ky"
 OTHER = "rcv-Zq3xW8pLm2Nt7Vb5Kz"  # one character off, same length
-
-
-def read_ndjson(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
-
-
-async def post(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[int, Any]:
-    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
-        return r.status, await r.json()
 
 
 async def test_only_urls_ending_in_the_secret_are_taken(tmp_path: Path) -> None:
@@ -74,7 +66,7 @@ async def test_only_urls_ending_in_the_secret_are_taken(tmp_path: Path) -> None:
             counts = await r.json()
         assert counts["unauthorized"] == 8 * 2 + 2
         assert counts["written"] == 2
-    assert [line["id"] for line in read_ndjson(out)] == ["a", "b"]
+    assert [line["id"] for line in ndjson(out)] == ["a", "b"]
     # nothing of a refused request is kept, not even in the side file of bad bodies
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dr.ndjson"]
 
@@ -90,8 +82,8 @@ async def test_the_secret_is_masked_in_everything_written(tmp_path: Path) -> Non
         torn = orjson.dumps(report)[:-1]
         assert (await post(session, receiver.url, torn))[0] == 400
     assert SECRET.encode() not in out.read_bytes() + bad.read_bytes()
-    assert read_ndjson(out)[0]["callback"] == f"{receiver.base_url}/dr/{MASK}"
-    kept = read_ndjson(bad)[0]
+    assert ndjson(out)[0]["callback"] == f"{receiver.base_url}/dr/{MASK}"
+    kept = ndjson(bad)[0]
     assert kept["path"] == f"/dr/{MASK}"
     assert f"/dr/{MASK}" in kept["body"]
 
