@@ -71,11 +71,10 @@ class AppendFile:
         fd = self._fd = self._restored(self._fd)
         if self._torn:
             data = b"\n" + data
-        start = _end(fd)
         try:
             _write_all(fd, data)
         except _Partial as torn:
-            if not (start is not None and _cut(fd, start)):
+            if not (torn.done == 0 or _cut_back(fd, torn.done)):
                 self._torn = True
             raise torn.error from None
         self._torn = False
@@ -156,6 +155,15 @@ def _write_all(fd: int, data: bytes) -> None:
         if written <= 0:
             raise _Partial(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), done)
         done += written
+
+
+def _cut_back(fd: int, done: int) -> bool:
+    """Remove the ``done`` bytes a failed write left at the end of the file (O_APPEND
+    put them there, and nobody else writes it); False where a file cannot be cut."""
+    try:
+        return _cut(fd, os.fstat(fd).st_size - done)
+    except OSError:
+        return False
 
 
 def _end(fd: int) -> int | None:

@@ -60,6 +60,8 @@ log = logging.getLogger("dispatcher.receiver")
 _http_log = logging.getLogger("dispatcher.receiver.http")
 
 STATS_PATH = "/_receiver/stats"
+#: The most of a refused body read (and dropped) so that the answer reaches the client.
+DISCARD_MAX = 16 << 20
 SECRET_ENV = "DISPATCHER_RECEIVER_SECRET"
 #: Characters a URL path carries as they are (RFC 3986 "unreserved").
 SECRET_CHARS = frozenset(string.ascii_letters + string.digits + "-._~")
@@ -506,26 +508,34 @@ async def _read_body(request: web.Request, limits: Limits, deadline: float) -> b
     if declared is not None and declared > limits.max_body:
         raise Refused(413, too_big, size=declared, complete=False)
     body = bytearray()
+    content = request.content
     try:
-        async with asyncio.timeout_at(deadline):
-            async for chunk in request.content.iter_any():
-                body += chunk
-                if len(body) > limits.max_body:
-                    kept = bytes(body[: limits.malformed_body])
-                    raise Refused(413, too_big, kept, size=len(body), complete=False)
+        if content.is_eof():  # all of it came with the headers: no timer needed
+            body += content.read_nowait()
+        else:
+            async with asyncio.timeout_at(deadline):
+                async for chunk in content.iter_any():
+                    body += chunk
+                    if len(body) > limits.max_body:
+                        break
     except web.RequestPayloadError as exc:  # bad chunked framing or compression
         reason = f"the body cannot be read: {_first_line(exc)}"
         raise Refused(400, reason, bytes(body[: limits.malformed_body]), complete=False) from None
+    if len(body) > limits.max_body:
+        kept = bytes(body[: limits.malformed_body])
+        raise Refused(413, too_big, kept, size=len(body), complete=False)
     return bytes(body)
 
 
 async def _discard_rest(request: web.Request, deadline: float) -> None:
-    """Read what is left of a refused body, and drop it, until the deadline: closing a
-    connection with unread bytes resets it, and the client would miss the answer."""
+    """Read what is left of a refused body, and drop it, until the deadline and up to
+    `DISCARD_MAX` bytes: closing a connection with unread bytes resets it, and the
+    client would miss the answer."""
+    left = DISCARD_MAX
     with contextlib.suppress(TimeoutError, ConnectionError, web.RequestPayloadError):
         async with asyncio.timeout_at(deadline):
-            while await request.content.readany():
-                pass
+            while left > 0 and (chunk := await request.content.readany()):
+                left -= len(chunk)
 
 
 def _first_line(exc: BaseException) -> str:
