@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hmac
 import ipaddress
 import logging
 import math
 import os
+import stat
 import string
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -68,6 +70,7 @@ SECRET_CHARS = frozenset(string.ascii_letters + string.digits + "-._~")
 SECRET_MIN = 16
 SECRET_MAX = 256
 SECRET_FILE_MAX = 64 << 10
+SECRET_FILE_WHAT = "the secret file (--secret-file)"
 SECRET_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE"
 
 Clock = Callable[[], float]
@@ -77,26 +80,43 @@ Clock = Callable[[], float]
 
 
 def _read_secret_file(path: str | os.PathLike[str], what: str) -> str:
-    """The first line of a secret file, surrounding white space ignored.
+    """The first non-blank line of a secret file, white space stripped.
 
-    Capped at 64 KiB (``/dev/zero`` is not read until memory runs out) and UTF-8;
-    every problem is a `ConfigError` that never shows the file's content.
+    A stand-in for the shared reader of issue 12 (``config.read_secret_file``), with
+    its rules: at most 64 KiB read (``/dev/zero`` is refused, not read until memory
+    runs out), UTF-8, a named pipe opened without waiting for a writer, and errors
+    (`ConfigError`) that never quote the content, nor the path unless it exists.
     """
+    shown = f"{what} {os.fsdecode(path)}" if os.path.lexists(path) else what
     try:
-        with open(path, "rb") as f:
-            raw = f.read(SECRET_FILE_MAX + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            os.set_blocking(fd, True)
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+            data = b""
+            while len(data) <= SECRET_FILE_MAX and (
+                chunk := os.read(fd, SECRET_FILE_MAX + 1 - len(data))
+            ):
+                data += chunk
+        finally:
+            os.close(fd)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{what} does not exist (the name given is not shown, in case it is the secret)"
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from None
-    if len(raw) > SECRET_FILE_MAX:
-        raise ConfigError(f"the {what} file {path} is larger than 64 KiB: is it the right file?")
+        raise ConfigError(f"cannot read {shown}: {exc.strerror}") from None
+    if len(data) > SECRET_FILE_MAX:
+        raise ConfigError(f"{shown} is larger than 64 KiB: it cannot be a secret file")
     try:
-        text = raw.decode("utf-8").strip()
+        text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError:
-        raise ConfigError(f"the {what} file {path} is not UTF-8 text") from None
-    value = text.splitlines()[0].strip() if text else ""
-    if not value:
-        raise ConfigError(f"the {what} file {path} is empty")
-    return value
+        raise ConfigError(f"{shown} is not UTF-8 text") from None
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    raise ConfigError(f"{shown} is empty")
 
 
 def check_secret(secret: str, source: str = "the receiver secret") -> None:
@@ -119,7 +139,8 @@ def find_secret(
     """The receiver's secret: from the file when one is named, else from
     ``DISPATCHER_RECEIVER_SECRET`` (surrounding white space ignored), else None."""
     if path is not None:
-        value, source = _read_secret_file(path, "secret"), f"the secret in {path}"
+        value = _read_secret_file(path, SECRET_FILE_WHAT)
+        source = f"the secret in {os.fsdecode(path)}"
     else:
         value = (os.environ if env is None else env).get(SECRET_ENV, "").strip()
         source = SECRET_ENV

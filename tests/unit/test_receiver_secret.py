@@ -159,9 +159,10 @@ def test_an_endless_or_missing_secret_file_is_a_config_error(tmp_path: Path) -> 
     if Path("/dev/zero").exists():
         with pytest.raises(ConfigError, match="larger than 64 KiB"):
             find_secret("/dev/zero", env={})
-    with pytest.raises(ConfigError, match="cannot read the secret file"):
-        find_secret(tmp_path / "missing", env={})
-    with pytest.raises(ConfigError, match="cannot read the secret file"):
+    with pytest.raises(ConfigError, match="does not exist") as caught:
+        find_secret(tmp_path / SECRET, env={})  # a secret typed where its file belongs
+    assert SECRET not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"cannot read .*: Is a directory"):
         find_secret(tmp_path, env={})
 
 
