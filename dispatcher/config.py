@@ -18,6 +18,7 @@ import math
 import os
 import re
 import stat
+import string
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -936,3 +937,23 @@ def validate(config: Config) -> Config:
     if config.resume and config.force:
         raise ConfigError("--resume and --force contradict each other: choose one")
     return config
+
+
+#: Characters a URL path carries as they are (RFC 3986 "unreserved"): what a receiver
+#: secret is made of, so that it fits the last segment of a callback URL.
+SECRET_CHARS = frozenset(string.ascii_letters + string.digits + "-._~")
+SECRET_MIN = 16
+
+
+def callback_secrets(callbacks: str | None) -> list[str]:
+    """The secrets in ``send --callbacks URLS``: the last path segment of each URL that
+    looks like one (16+ URL-safe characters), so that ``send`` can mask them."""
+    found = []
+    for url in (callbacks or "").split(","):
+        try:
+            segment = urlsplit(url.strip()).path.rpartition("/")[2]
+        except ValueError:
+            continue
+        if len(segment) >= SECRET_MIN and SECRET_CHARS.issuperset(segment):
+            found.append(segment)
+    return found

@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import BinaryIO, Protocol
 
 from dispatcher.batcher import Batcher
-from dispatcher.config import Config, read_toml
+from dispatcher.config import Config, callback_secrets, read_toml
 from dispatcher.errors import FatalError, InputError
 from dispatcher.gateway import GatewayClient, open_session
 from dispatcher.journal import Journal, journal_path
@@ -133,6 +133,8 @@ async def run(
     shutdown = shutdown or Shutdown()
     if config.api_key is not None:
         register_secret(config.api_key.reveal())
+    for secret in callback_secrets(config.callbacks):  # a receiver's, in --callbacks URLs
+        register_secret(secret)
     read, written = places(source, config, inputs)
     check_distinct(read, written)
     check_writable(written)

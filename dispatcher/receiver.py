@@ -32,26 +32,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hmac
 import ipaddress
 import logging
 import math
 import os
-import stat
-import string
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from dispatcher.config import Secret
+from dispatcher.config import (
+    SECRET_CHARS,
+    SECRET_MIN,
+    Secret,
+    read_secret_file,
+)
 from dispatcher.durable import AppendFile, GroupCommit, Sink, StreamSink
 from dispatcher.errors import ConfigError
 from dispatcher.logs import MASK, register_secret
@@ -65,9 +66,6 @@ STATS_PATH = "/_receiver/stats"
 #: The most of a refused body read (and dropped) so that the answer reaches the client.
 DISCARD_MAX = 16 << 20
 SECRET_ENV = "DISPATCHER_RECEIVER_SECRET"
-#: Characters a URL path carries as they are (RFC 3986 "unreserved").
-SECRET_CHARS = frozenset(string.ascii_letters + string.digits + "-._~")
-SECRET_MIN = 16
 SECRET_MAX = 256
 SECRET_FILE_MAX = 64 << 10
 SECRET_FILE_WHAT = "the secret file (--secret-file)"
@@ -77,46 +75,6 @@ Clock = Callable[[], float]
 
 
 # --- the secret and where to listen ----------------------------------------------------
-
-
-def _read_secret_file(path: str | os.PathLike[str], what: str) -> str:
-    """The first non-blank line of a secret file, white space stripped.
-
-    A stand-in for the shared reader of issue 12 (``config.read_secret_file``), with
-    its rules: at most 64 KiB read (``/dev/zero`` is refused, not read until memory
-    runs out), UTF-8, a named pipe opened without waiting for a writer, and errors
-    (`ConfigError`) that never quote the content, nor the path unless it exists.
-    """
-    shown = f"{what} {os.fsdecode(path)}" if os.path.lexists(path) else what
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            os.set_blocking(fd, True)
-            if stat.S_ISDIR(os.fstat(fd).st_mode):
-                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-            data = b""
-            while len(data) <= SECRET_FILE_MAX and (
-                chunk := os.read(fd, SECRET_FILE_MAX + 1 - len(data))
-            ):
-                data += chunk
-        finally:
-            os.close(fd)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{what} does not exist (the name given is not shown, in case it is the secret)"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {shown}: {exc.strerror}") from None
-    if len(data) > SECRET_FILE_MAX:
-        raise ConfigError(f"{shown} is larger than 64 KiB: it cannot be a secret file")
-    try:
-        text = data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{shown} is not UTF-8 text") from None
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    raise ConfigError(f"{shown} is empty")
 
 
 def check_secret(secret: str, source: str = "the receiver secret") -> None:
@@ -139,7 +97,7 @@ def find_secret(
     """The receiver's secret: from the file when one is named, else from
     ``DISPATCHER_RECEIVER_SECRET`` (surrounding white space ignored), else None."""
     if path is not None:
-        value = _read_secret_file(path, SECRET_FILE_WHAT)
+        value = read_secret_file(path, SECRET_FILE_WHAT).reveal()
         source = f"the secret in {os.fsdecode(path)}"
     else:
         value = (os.environ if env is None else env).get(SECRET_ENV, "").strip()
@@ -169,20 +127,6 @@ def check_host(host: str, secret: object | None) -> None:
             f"{SECRET_ENV}) and use http://HOST:PORT/dr/<secret> as the callback URL, "
             "or listen on 127.0.0.1"
         )
-
-
-def callback_secrets(callbacks: str | None) -> list[str]:
-    """The secrets in ``send --callbacks URLS``: the last path segment of each URL that
-    looks like one (16+ URL-safe characters), so that ``send`` can mask them."""
-    found = []
-    for url in (callbacks or "").split(","):
-        try:
-            segment = urlsplit(url.strip()).path.rpartition("/")[2]
-        except ValueError:
-            continue
-        if len(segment) >= SECRET_MIN and SECRET_CHARS.issuperset(segment):
-            found.append(segment)
-    return found
 
 
 # --- limits and counts -----------------------------------------------------------------
