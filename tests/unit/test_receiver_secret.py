@@ -9,13 +9,12 @@ import aiohttp
 import orjson
 import pytest
 
-from dispatcher.config import Secret
+from dispatcher.config import Secret, callback_secrets
 from dispatcher.errors import ConfigError
 from dispatcher.logs import MASK
 from dispatcher.receiver import (
     SECRET_ENV,
     STATS_PATH,
-    callback_secrets,
     check_host,
     check_secret,
     find_secret,
