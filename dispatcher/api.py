@@ -11,6 +11,7 @@ single endpoint is known to give), and `match_ids` maps its ids back to the line
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,20 +48,33 @@ class Answer:
     transaction_id: str | None
 
 
+#: ``Retry-After`` in seconds (RFC 9110: digits; a fraction is tolerated).
+_DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date; None if absent or bad."""
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date; None if absent or bad.
+
+    Only the header's own forms are read: digits (a fraction tolerated), or a date. A
+    number too long for a float is ``inf``, a date in the past 0; anything else
+    (``-5``, ``inf``, ``nan``, ``1e400``, garbage) is None: the normal backoff applies.
+    Bounding what is read is the retry policy's work (`RetryPolicy.clamp`), not the
+    protocol's.
+    """
     if not value:
         return None
     value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if _DELTA_SECONDS.fullmatch(value):
+        return float(value)  # a string of 400 digits is inf, which the policy clamps
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    try:
+        stamp = when.timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
+    return max(0.0, stamp - (time.time() if now is None else now))
 
 
 def _document(payload: bytes) -> dict[str, Any] | None:

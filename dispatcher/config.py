@@ -13,14 +13,18 @@ so a new setting is one new field.
 from __future__ import annotations
 
 import difflib
+import errno
 import math
 import os
+import re
+import stat
+import string
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from dispatcher.errors import ConfigError
 from dispatcher.pricing import Pricing, parse_prices, prices_from_flags
@@ -59,14 +63,26 @@ def _frozen(mapping: Mapping[str, float] | None = None) -> Mapping[str, float]:
     return MappingProxyType(dict(mapping or {}))
 
 
-# --- how a value from a file or the environment is read ------------------------------
+# --- how a value from a file, the environment or a flag is read ----------------------
 
 Parser = Callable[[str, Any], Any]
+
+#: Longest wait, timeout or pause a setting may ask for: a day. Beyond it a number is a
+#: typo, and the event loop's timers could not even hold an infinite one.
+MAX_SECONDS = 86_400.0
+#: Largest cap on a job's messages or segments: beyond it a number is a typo.
+MAX_CAP = 10**12
+#: Slowest rate a sender code may have: one message every 1000 s.
+MIN_RATE = 0.001
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def _str(key: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise ConfigError(f"{key} must be a string, got {value!r}")
+        raise ConfigError(f"{key} must be a string, got {_shown(value)}")
     return value
 
 
@@ -88,47 +104,15 @@ def _bool(key: str, value: Any) -> bool:
         "off",
     ):
         return value.lower() in ("1", "true", "yes", "on")
-    raise ConfigError(f"{key} must be true or false, got {value!r}")
-
-
-def _int(key: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(f"{key} must be a whole number, got {value!r}")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a whole number, got {value!r}") from None
-    if isinstance(value, float) and value != number:
-        raise ConfigError(f"{key} must be a whole number, got {value!r}")
-    return number
-
-
-def _float(key: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{key} must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a number, got {value!r}") from None
-    if math.isnan(number):
-        raise ConfigError(f"{key} must be a number, got {value!r}")
-    return number
-
-
-def _opt_float(key: str, value: Any) -> float | None:
-    return None if value is None else _float(key, value)
-
-
-def _opt_int(key: str, value: Any) -> int | None:
-    return None if value is None else _int(key, value)
+    raise ConfigError(f"{key} must be true or false, got {_shown(value)}")
 
 
 def _paths(key: str, value: Any) -> tuple[str, ...]:
     """A list of file paths (one path alone is taken as a list of one)."""
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{key} must be a list of file paths, got {value!r}")
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key} must be a list of file paths, got {_shown(value)}")
     return tuple(value)
 
 
@@ -140,18 +124,130 @@ def _opt_bool(key: str, value: Any) -> bool | None:
     return None if value is None else _bool(key, value)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Number:
+    """A parser of a number within bounds: finite (``inf`` only where it means "no
+    limit"), never NaN, never negative where the bounds are not (``-0`` included).
+
+    Reads text (flags, environment), TOML numbers and Python numbers alike, and says in
+    its error what it accepts, naming where the value came from.
+    """
+
+    #: ``int`` (a whole number) or ``float``.
+    kind: type
+    low: float
+    high: float
+    #: ``low`` itself refused ("above 0": a timeout of 0 would mean nothing).
+    above: bool = False
+    #: ``inf`` accepted, meaning "no limit".
+    inf: bool = False
+    #: None accepted (an unset optional setting).
+    optional: bool = False
+    #: The unit the error names ("seconds").
+    unit: str = ""
+    #: How the error words what is accepted, when the bounds alone would not say it.
+    words: str = ""
+
+    def __call__(self, key: str, value: Any) -> Any:
+        if value is None and self.optional:
+            return None
+        number = self._read(value)
+        if number is None or not self._fits(number):
+            raise ConfigError(f"{key} must be {self.accepts}, got {_shown(value)}")
+        return number
+
+    @property
+    def accepts(self) -> str:
+        """What the number may be, in words (for errors and help)."""
+        if self.words:
+            return self.words
+        unit = f" of {self.unit}" if self.unit else ""
+        if self.kind is int:
+            first = int(self.low) + 1 if self.above else int(self.low)
+            return f"a whole number from {first} to {int(self.high)}"
+        if math.isinf(self.high):
+            low = "above" if self.above else "from"
+            if self.inf:
+                return f"a number{unit} {low} {_plain(self.low)}, or inf"
+            return f"a finite number{unit} {low} {_plain(self.low)}"
+        if self.above:
+            return f"a number{unit} above {_plain(self.low)} and at most {_plain(self.high)}"
+        return f"a number{unit} from {_plain(self.low)} to {_plain(self.high)}"
+
+    def _read(self, value: Any) -> int | float | None:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, str):
+            text = value.strip()
+            if self.low >= 0 and text.startswith("-"):
+                return None  # -0 too: a count or a duration is never negative
+            try:
+                return int(text) if self.kind is int else float(text)
+            except ValueError:
+                return None
+        if isinstance(value, int):
+            if self.kind is int:
+                return value
+            try:
+                return float(value)
+            except OverflowError:
+                return None
+        if isinstance(value, float):
+            if self.low >= 0 and math.copysign(1.0, value) < 0:
+                return None
+            if self.kind is int:
+                return int(value) if value.is_integer() else None
+            return value
+        return None
+
+    def _fits(self, number: float) -> bool:
+        if math.isnan(number):
+            return False
+        if math.isinf(number):
+            return self.inf and number > 0
+        if self.above:
+            return self.low < number <= self.high
+        return self.low <= number <= self.high
+
+
+def _plain(number: float) -> str:
+    """1000000 rather than 1e+06: the way a user types it."""
+    return str(int(number)) if number.is_integer() else f"{number:g}"
+
+
+def _count(low: int, high: int) -> Number:
+    return Number(kind=int, low=low, high=high)
+
+
+def _cap() -> Number:
+    """A job's cap on messages or segments: unset, or a count from 0."""
+    return Number(kind=int, low=0, high=MAX_CAP, optional=True)
+
+
+def _seconds(*, zero: bool = False, high: float = MAX_SECONDS, unit: str = "seconds") -> Number:
+    """A duration: above 0, or from 0 where 0 documents "none"."""
+    return Number(kind=float, low=0.0, high=high, above=not zero, unit=unit)
+
+
+_parse_rate = Number(
+    kind=float,
+    low=MIN_RATE,
+    high=math.inf,
+    inf=True,
+    words=f"a positive rate per second (at least {MIN_RATE:g}), or inf for none",
+)
+
+
 def parse_rate(key: str, value: Any) -> float:
     """A rate in messages (or segments) per second: a positive number or ``inf``."""
-    rate = _float(key, value)
-    if rate <= 0:
-        raise ConfigError(f"{key} must be a positive rate per second or 'inf', got {value!r}")
+    rate: float = _parse_rate(key, value)
     return rate
 
 
 def _rates(key: str, value: Any) -> Mapping[str, float]:
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{key} must be a table of CODE = rate, got {value!r}")
-    return _frozen({str(code): parse_rate(f"{key}.{code}", rate) for code, rate in value.items()})
+        raise ConfigError(f"{key} must be a table of CODE = rate, got {_shown(value)}")
+    return _frozen({str(code): parse_rate(f"{key} {code}", rate) for code, rate in value.items()})
 
 
 def _rates_from_flags(items: list[str] | None) -> Mapping[str, float]:
@@ -165,15 +261,89 @@ def _rates_from_flags(items: list[str] | None) -> Mapping[str, float]:
     return _frozen(rates)
 
 
+#: An HTTP header's name (RFC 9110 token).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _header_name(key: str, value: Any) -> str:
+    name = _str(key, value)
+    if name and not _TOKEN.fullmatch(name):
+        raise ConfigError(
+            f"{key} must be an HTTP header name (letters, digits, -) or '' for none, got {name!r}"
+        )
+    return name
+
+
+# --- URLs ----------------------------------------------------------------------------
+
+
+def url_problem(url: str, *, base: bool = True) -> str | None:
+    """What is wrong with an http(s) URL, or None: it needs a scheme and a host, a port
+    in 1..65535, no spaces or control characters, no user name or password (the key
+    travels in a header) and, for a ``base`` URL that paths are added to, no query or
+    fragment. The problem never quotes the URL: it may hold a secret."""
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+        return "must not contain spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "is not a URL that can be read (a bad port or a bad [IPv6] host)"
+    if parts.scheme.lower() not in ("http", "https") or not url.lower().startswith(
+        ("http://", "https://")
+    ):
+        return "must start with http:// or https://"
+    if "@" in parts.netloc:
+        return "must not hold a user name or password"
+    if not parts.hostname:
+        return "needs a host after the scheme (http://HOST[:PORT]/…)"
+    if port == 0:
+        return "needs a port from 1 to 65535"
+    if base and (parts.query or parts.fragment or url.endswith(("?", "#"))):
+        return "must not have a query (?…) or a fragment (#…): paths are added to it"
+    try:
+        import yarl
+
+        host = yarl.URL(url).host  # decoded on demand: a bad IDNA name fails only here
+    except (ValueError, UnicodeError):
+        host = None
+    if not host:
+        return "has a host that is not a valid name or address"
+    return None
+
+
+def parse_url(key: str, value: Any) -> str:
+    """An API base URL (``http://host[:port]/prefix``); `ConfigError` otherwise."""
+    url = _str(key, value)
+    problem = url_problem(url)
+    if problem is not None:
+        shown = "" if "@" in url else f", got {url!r}"
+        raise ConfigError(
+            f"{key} {problem}{shown} (it includes the API's path prefix, e.g. {DEFAULT_BASE_URL})"
+        )
+    return url
+
+
+def _callbacks(key: str, value: Any) -> str | None:
+    """Comma-separated webhook URLs; an error never quotes one (it may hold the
+    receiver's secret)."""
+    text = _opt_str(key, value)
+    if text is None:
+        return None
+    urls = text.split(",")
+    for number, url in enumerate(urls, 1):
+        problem = url_problem(url.strip(), base=False)
+        if problem is not None:
+            which = f"URL {number} of {len(urls)}" if len(urls) > 1 else "the URL"
+            raise ConfigError(f"{key}: {which} {problem} (the URL is not shown)")
+    return text
+
+
 #: What a flag's argument is, by the parser of the key: a switch, a number, a text,
 #: or a repeatable flag.
 _KINDS: dict[Parser, type] = {
     _bool: bool,
     _opt_bool: bool,
-    _int: int,
-    _opt_int: int,
-    _float: float,
-    _opt_float: float,
     _str: str,
     _opt_str: str,
     _rates: list,
@@ -216,7 +386,28 @@ class Key:
     @property
     def kind(self) -> type:
         """``bool`` (a switch), ``int``, ``float``, ``str`` or ``list`` (repeatable)."""
+        if isinstance(self.parse, Number):
+            return self.parse.kind
         return _KINDS.get(self.parse, str)
+
+    @property
+    def option(self) -> str:
+        """How errors name a value given on the command line (or to `load`'s flags):
+        its flag, else the field's name."""
+        if self.flag is None:
+            return self.name
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    def read(self, where: str, value: Any) -> Any:
+        """``value`` parsed and checked (its choices too); ``where`` names its origin
+        in the error: ``--timeout``, ``environment DISPATCHER_TIMEOUT``,
+        ``c.toml: [gateway] timeout``."""
+        value = self.parse(where, value)
+        if self.choices and value not in self.choices:
+            raise ConfigError(
+                f"{where} must be one of {', '.join(self.choices)}, got {_shown(value)}"
+            )
+        return value
 
     @property
     def file_name(self) -> str:
@@ -265,7 +456,7 @@ class Config:
     base_url: str = _key(
         DEFAULT_BASE_URL,
         section="gateway",
-        parse=_str,
+        parse=parse_url,
         metavar="URL",
         help="API base URL including its path prefix",
     )
@@ -285,23 +476,31 @@ class Config:
         help="the batch endpoint, or one request per message",
     )
     max_batch: int = _key(
-        1000, section="gateway", parse=_int, flag=None, help="the gateway's largest batch"
+        1000,
+        section="gateway",
+        parse=_count(1, 1_000_000),
+        flag=None,
+        help="the gateway's largest batch",
     )
     idempotency: bool = _key(
         False, section="gateway", parse=_bool, help="the gateway honours Idempotency-Key"
     )
     idempotency_header: str = _key(
-        "Idempotency-Key", section="gateway", parse=_str, flag=None, help="'' sends no key"
+        "Idempotency-Key",
+        section="gateway",
+        parse=_header_name,
+        flag=None,
+        help="'' sends no key",
     )
     timeout: float = _key(
         30.0,
         section="gateway",
-        parse=_float,
+        parse=_seconds(),
         metavar="S",
         help="seconds before a request times out",
     )
     connect_timeout: float = _key(
-        10.0, section="gateway", parse=_float, flag=None, help="seconds to connect"
+        10.0, section="gateway", parse=_seconds(), flag=None, help="seconds to connect"
     )
     # job-level; a line may override sender, text, external_id, client_id, email
     sender: str | None = _key(
@@ -321,7 +520,7 @@ class Config:
     request_dr: bool = _key(False, section="message", parse=_bool, help="ask for delivery reports")
     callbacks: str | None = _key(
         section="message",
-        parse=_opt_str,
+        parse=_callbacks,
         metavar="URLS",
         help="comma-separated delivery-report webhook URLs",
     )
@@ -352,7 +551,7 @@ class Config:
     max_message_segments: int = _key(
         10,
         section="message",
-        parse=_int,
+        parse=_count(1, 255),  # a concatenated SMS numbers its parts in one byte
         flag="--max-message-segments",
         alias="max_segments",
         metavar="N",
@@ -372,7 +571,11 @@ class Config:
         help="smart encoding also changes letters to their nearest GSM-7 letter (á → a)",
     )
     max_line_bytes: int = _key(
-        65536, section="input", parse=_int, flag=None, help="longer input lines are REJECTED"
+        65536,
+        section="input",
+        parse=_count(64, 1 << 30),
+        flag=None,
+        help="longer input lines are REJECTED",
     )
     strict_numbers: bool = _key(
         False, section="input", parse=_bool, help="validate numbers with libphonenumber"
@@ -399,42 +602,50 @@ class Config:
     )
     max_messages: int | None = _key(
         section="policy",
-        parse=_opt_int,
+        parse=_cap(),
         metavar="N",
         help="send at most N messages in the job; the lines beyond are NOT_SENT (resumable)",
     )
     max_job_segments: int | None = _key(
         section="policy",
-        parse=_opt_int,
+        parse=_cap(),
         flag="--max-segments",
         metavar="N",
         help="send at most N segments in the job; the lines beyond are NOT_SENT (resumable)",
     )
     max_cost: float | None = _key(
         section="policy",
-        parse=_opt_float,
+        parse=Number(kind=float, low=0.0, high=math.inf, optional=True),
         metavar="X",
         help="spend at most X (needs --price-per-segment); the lines beyond are NOT_SENT",
     )
     batch_size: int = _key(
-        1000, section="sending", parse=_int, metavar="N", help="recipients per batch request"
+        1000,
+        section="sending",
+        parse=_count(1, 1_000_000),
+        metavar="N",
+        help="recipients per batch request",
     )
     linger_ms: float = _key(
         50.0,
         section="sending",
-        parse=_float,
+        parse=_seconds(zero=True, high=MAX_SECONDS * 1000, unit="milliseconds"),
         metavar="MS",
         help="flush a batch that has not filled after this",
     )
     max_buffered: int = _key(
         50_000,
         section="sending",
-        parse=_int,
+        parse=_count(1, 100_000_000),
         flag=None,
         help="recipients buffered across all groups",
     )
     concurrency: int = _key(
-        16, section="sending", parse=_int, metavar="N", help="requests in flight at most"
+        16,
+        section="sending",
+        parse=_count(1, 10_000),
+        metavar="N",
+        help="requests in flight at most",
     )
     rates: Mapping[str, float] = _key(
         factory=_frozen,
@@ -463,13 +674,26 @@ class Config:
         help="what the rate limits count",
     )
     max_attempts: int = _key(
-        5, section="retry", parse=_int, metavar="N", help="attempts per batch, the first included"
+        5,
+        section="retry",
+        parse=_count(1, 1000),
+        metavar="N",
+        help="attempts per batch, the first included",
     )
     retry_max_wait: float = _key(
-        30.0, section="retry", parse=_float, flag=None, help="longest wait between attempts"
+        30.0,
+        section="retry",
+        parse=_seconds(zero=True),
+        flag=None,
+        help="longest wait between attempts, and longest pause of a sender code after a "
+        "429 or 503, whatever Retry-After asks",
     )
     retry_deadline: float = _key(
-        300.0, section="retry", parse=_float, flag=None, help="seconds a batch may spend retrying"
+        300.0,
+        section="retry",
+        parse=_seconds(),
+        flag=None,
+        help="seconds a batch may spend retrying",
     )
     retry_ambiguous: bool = _key(
         False, section="retry", parse=_bool, help="retry even when the gateway may have acted"
@@ -523,7 +747,7 @@ class Config:
     )
     price_per_segment: float | None = _key(
         section="output",
-        parse=_opt_float,
+        parse=Number(kind=float, low=0.0, high=math.inf, optional=True),
         metavar="X",
         help="report the cost of the billable segments",
     )
@@ -541,7 +765,7 @@ class Config:
     grace_period: float = _key(
         10.0,
         section="run",
-        parse=_float,
+        parse=_seconds(zero=True),
         metavar="S",
         help="seconds in-flight requests get after a stop",
     )
@@ -594,7 +818,8 @@ def _suggest(key: str, known: list[str]) -> str:
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Flatten a config file into ``{field: value}``, refusing unknown keys."""
+    """Flatten a config file into ``{field: value}``, refusing unknown keys; an error
+    names the file, the section and the key."""
     try:
         with open(path, "rb") as f:
             document = tomllib.load(f)
@@ -604,25 +829,45 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
     values: dict[str, Any] = {}
     for table, content in document.items():
-        if table == "api_key_file" and isinstance(content, str):
-            values["api_key_file"] = content
+        if table == "api_key_file":
+            values["api_key_file"] = _str(f"{path}: api_key_file (top level)", content)
             continue
-        if table not in _SECTIONS or not isinstance(content, dict):
+        if not isinstance(content, dict):
+            raise ConfigError(f"{path}: {_misplaced(table, content)}")
+        if table not in _SECTIONS:
             raise ConfigError(
                 f"{path}: unknown section [{table}]{_suggest(table, _SECTIONS)}; "
                 f"sections are {', '.join(_SECTIONS)}"
             )
         for name, value in content.items():
             key = _FILE_KEYS.get(str(name))
-            if key is None or key.section != table:
+            if key is None:
                 known = [k.file_name for k in KEYS.values() if k.file and k.section == table]
                 raise ConfigError(
                     f"{path}: unknown key '{name}' in [{table}]{_suggest(name, known)}"
                 )
-            values[key.name] = key.parse(f"{path}: [{table}] {name}", value)
+            if key.section != table:
+                raise ConfigError(f"{path}: '{name}' belongs in [{key.section}], not in [{table}]")
+            where = f"[{table}.{name}]" if key.kind is list else f"[{table}] {name}"
+            values[key.name] = key.read(f"{path}: {where}", value)
     return values
+
+
+def _misplaced(name: str, value: Any) -> str:
+    """The error for a top-level value that is not a section."""
+    if name in _SECTIONS:
+        return f"[{name}] must be a section (a table of keys), got {type(value).__name__}"
+    key = _FILE_KEYS.get(name)
+    if key is not None:
+        return f"'{name}' must be inside its section: write it under [{key.section}]"
+    return (
+        f"unknown top-level key '{name}'{_suggest(name, _SECTIONS)}; keys go inside "
+        f"the sections {', '.join(_SECTIONS)} (api_key_file alone is top level)"
+    )
 
 
 def read_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -635,20 +880,93 @@ def read_env(env: Mapping[str, str]) -> dict[str, Any]:
         for variable in dict.fromkeys((ENV_PREFIX + key.name.upper(), key.env_var)):
             raw = env.get(variable)
             if raw is not None:  # the file's spelling (DISPATCHER_FROM) comes last, wins
-                values[key.name] = key.parse(f"environment {variable}", raw)
+                values[key.name] = key.read(f"environment {variable}", raw)
     return values
+
+
+def read_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
+    """Values given by flag (or by a library caller), keyed by field name, each parsed
+    and checked; an error names the flag. None means "not given"."""
+    values: dict[str, Any] = {}
+    for name, value in flags.items():
+        key = KEYS.get(name)
+        if key is None or value is None:
+            if key is None:
+                values[name] = value  # refused with the other unknown keys by `load`
+            continue
+        values[name] = value if key.secret else key.read(key.option, value)
+    return values
+
+
+#: Largest secret file read: a key is a line, and /dev/zero must not fill the memory.
+SECRET_FILE_LIMIT = 64 * 1024
+
+
+def read_secret_file(path: str | os.PathLike[str], what: str) -> Secret:
+    """The secret a file holds: its first non-blank line, white space stripped.
+
+    Shared by every secret read from a file (the API key, and any other credential).
+    ``what`` names the file in errors ("the API key file (--api-key-file)"). At most
+    64 KiB are read (a device such as /dev/zero is refused, not read until memory runs
+    out); the text must be UTF-8. A named pipe is opened without waiting for a writer.
+    No error ever quotes the content, nor the path unless it exists (a key typed where
+    its file's name belongs must not be printed).
+    """
+    shown = f"{what} {os.fsdecode(path)}" if os.path.lexists(path) else what
+    try:
+        data = _read_at_most(path, SECRET_FILE_LIMIT + 1)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{what} does not exist (the name given is not shown, in case it is the secret)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {shown}: {exc.strerror}") from None
+    if len(data) > SECRET_FILE_LIMIT:
+        raise ConfigError(f"{shown} is larger than 64 KiB: it cannot be a key file")
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown} is not UTF-8 text") from None
+    for line in text.splitlines():
+        if line.strip():
+            return Secret(line.strip())
+    raise ConfigError(f"{shown} is empty")
+
+
+def _read_at_most(path: str | os.PathLike[str], limit: int) -> bytes:
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        if getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(fd, True)  # opened at once; now read as usual
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        chunks: list[bytes] = []
+        size = 0
+        while size < limit:
+            chunk = os.read(fd, limit - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _header_safe(key: Secret, where: str) -> Secret:
+    """An API key must fit in an HTTP header: printable ASCII."""
+    if not all(" " <= c <= "~" for c in key.reveal()):
+        raise ConfigError(
+            f"the API key from {where} holds a character an HTTP header cannot carry "
+            "(only printable ASCII)"
+        )
+    return key
 
 
 def read_api_key(path: str | os.PathLike[str]) -> Secret:
     """The key from a file: first line, surrounding white space ignored."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the API key file {path}: {exc.strerror}") from None
-    key = text.strip().splitlines()[0].strip() if text.strip() else ""
-    if not key:
-        raise ConfigError(f"the API key file {path} is empty")
-    return Secret(key)
+    return _header_safe(read_secret_file(path, "the API key file"), "the API key file")
 
 
 def find_api_key(
@@ -659,7 +977,7 @@ def find_api_key(
     if path is not None:
         return read_api_key(path)
     value = (os.environ if env is None else env).get(API_KEY_ENV, "").strip()
-    return Secret(value) if value else None
+    return _header_safe(Secret(value), API_KEY_ENV) if value else None
 
 
 def load(
@@ -669,18 +987,23 @@ def load(
     env: Mapping[str, str] | None = None,
     api_key_file: str | os.PathLike[str] | None = None,
 ) -> Config:
-    """Build the run's `Config`: defaults < file < env < flags, then validate."""
+    """Build the run's `Config`: defaults < file < env < flags, each value checked
+    where it is read (so an error names the flag, the variable or the file's section
+    and key), then the combinations."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     if config_file is not None:
         values.update(read_toml(config_file))
     values.update(read_env(env))
-    for key, value in (flags or {}).items():
-        if key in ("rates", "prices") and value:  # --rate, --price add to the file's table
-            values[key] = _frozen({**values.get(key, {}), **value})
-        elif key == "suppress" and value:  # --suppress adds to the file's lists
-            values[key] = (*values.get(key, ()), *value)
-        elif value is not None:
+    for key, value in read_flags(flags or {}).items():
+        if key in ("rates", "prices"):  # --rate, --price add to the file's table
+            if value:
+                values[key] = _frozen({**values.get(key, {}), **value})
+        elif key == "suppress":  # --suppress adds to the file's lists
+            if value:
+                values[key] = (*values.get(key, ()), *value)
+        else:
+            values[key] = value
             values[key] = value
     file_key = values.pop("api_key_file", None)
     if (api_key := find_api_key(api_key_file or file_key, env)) is not None:
@@ -691,44 +1014,18 @@ def load(
     return validate(Config(**values))
 
 
-def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
-
-
-def _at_least(key: str, value: float, minimum: float) -> None:
-    if value < minimum:
-        raise ConfigError(f"{key} must be at least {minimum:g}, got {value:g}")
-
-
 def validate(config: Config) -> Config:
-    """Check ranges and combinations; return the config unchanged when it is sound."""
+    """Check every value (by field name: a `Config` built in code) and the
+    combinations; return the config, with the kinds of code it leaves out rated
+    by default."""
     if config.text is not None:
         from dispatcher.renderer import compile_template
 
         compile_template(config.text)  # e.g. {1000}: refused before any file is touched
     for key in KEYS.values():
-        if key.choices:
-            _choice(key.name, getattr(config, key.name), key.choices)
-    for name, minimum in (
-        ("batch_size", 1),
-        ("max_batch", 1),
-        ("concurrency", 1),
-        ("max_attempts", 1),
-        ("max_message_segments", 1),
-        ("max_line_bytes", 64),
-        ("max_buffered", 1),
-    ):
-        _at_least(name, getattr(config, name), minimum)
-    for name in ("timeout", "connect_timeout", "retry_deadline"):
-        if getattr(config, name) <= 0:
-            raise ConfigError(f"{name} must be a positive number of seconds")
-    for name in ("linger_ms", "retry_max_wait", "grace_period"):
-        _at_least(name, getattr(config, name), 0)
-    for name in ("max_messages", "max_job_segments", "max_cost"):
-        if getattr(config, name) is not None:
-            _at_least(name, getattr(config, name), 0)
-    pricing = Pricing.from_config(config.price_per_segment, config.prices)  # refuses inf
+        if not key.secret:
+            key.read(key.name, getattr(config, key.name))
+    pricing = Pricing.from_config(config.price_per_segment, config.prices)
     if config.max_cost is not None and pricing is None:
         raise ConfigError(
             "max_cost needs a price: --price-per-segment X (and --price PREFIX=X, or a "
@@ -736,15 +1033,12 @@ def validate(config: Config) -> Config:
         )
     if config.explain and not config.dry_run:
         raise ConfigError("--explain goes with --dry-run")
-    if not config.base_url.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"base_url must start with http:// or https://, got {config.base_url!r} "
-            f"(it includes the API's path prefix, e.g. {DEFAULT_BASE_URL})"
-        )
     missing = set(CODE_KINDS) - set(config.kind_rates)
     unknown = set(config.kind_rates) - set(CODE_KINDS)
     if unknown:
-        raise ConfigError(f"kind_rates accepts {', '.join(CODE_KINDS)}; unknown: {unknown}")
+        raise ConfigError(
+            f"kind_rates accepts {', '.join(CODE_KINDS)}; unknown: {', '.join(sorted(unknown))}"
+        )
     if missing:
         config = replace(
             config,
@@ -753,3 +1047,23 @@ def validate(config: Config) -> Config:
     if config.resume and config.force:
         raise ConfigError("--resume and --force contradict each other: choose one")
     return config
+
+
+#: Characters a URL path carries as they are (RFC 3986 "unreserved"): what a receiver
+#: secret is made of, so that it fits the last segment of a callback URL.
+SECRET_CHARS = frozenset(string.ascii_letters + string.digits + "-._~")
+SECRET_MIN = 16
+
+
+def callback_secrets(callbacks: str | None) -> list[str]:
+    """The secrets in ``send --callbacks URLS``: the last path segment of each URL that
+    looks like one (16+ URL-safe characters), so that ``send`` can mask them."""
+    found = []
+    for url in (callbacks or "").split(","):
+        try:
+            segment = urlsplit(url.strip()).path.rpartition("/")[2]
+        except ValueError:
+            continue
+        if len(segment) >= SECRET_MIN and SECRET_CHARS.issuperset(segment):
+            found.append(segment)
+    return found

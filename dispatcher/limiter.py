@@ -16,10 +16,13 @@ time with ``looptime`` instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Mapping
 
 from aiolimiter import AsyncLimiter
+
+log = logging.getLogger("dispatcher.limiter")
 
 #: Batches per second a rate-limited code is split into (see module docstring).
 BATCHES_PER_SECOND = 20
@@ -114,18 +117,22 @@ class Throttle:
 
     Every batch of the code passes `enter` before its request and `leave` after it. On
     a 429/503 the code's in-flight limit halves and, with a ``Retry-After``, the code
-    pauses; each success grows the limit back by about one request per round trip
-    (additive increase, multiplicative decrease). So a rate-limited gateway sees fewer
-    requests from the whole code, not a retry storm from each batch. While nothing
-    went wrong, `enter` is a counter increment and never waits.
+    pauses — for at most ``max_pause`` seconds (the retry policy's longest wait), so
+    one answer with a huge ``Retry-After`` cannot park the code for ever; each pause is
+    logged at info level. Each success grows the limit back by about one request per
+    round trip (additive increase, multiplicative decrease). So a rate-limited gateway
+    sees fewer requests from the whole code, not a retry storm from each batch. While
+    nothing went wrong, `enter` is a counter increment and never waits.
 
     Batches that must wait queue on an `asyncio.Condition`, first come first served: a
     newcomer never overtakes them. `leave` runs in a task's done-callback, where the
     condition's lock cannot be taken, so it hands the wake-up to a small task.
     """
 
-    def __init__(self, ceiling: int) -> None:
+    def __init__(self, ceiling: int, *, code: str = "", max_pause: float = 30.0) -> None:
         self.ceiling = ceiling
+        self.code = code
+        self.max_pause = max_pause
         self.limit = float(ceiling)
         self.in_flight = 0
         self.paused_until = 0.0
@@ -174,12 +181,27 @@ class Throttle:
             self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
         self._wake()
 
-    def slow_down(self, retry_after: float | None) -> None:
-        """The gateway pushed back (429/503): halve in-flight, honour Retry-After."""
+    def slow_down(self, retry_after: float | None, *, cause: str = "429") -> float:
+        """The gateway pushed back (``cause``: 429, 503…): halve in-flight, honour
+        Retry-After up to ``max_pause``. Returns the seconds the code now pauses."""
         self.limit = max(1.0, self.limit / 2)
-        if retry_after:
-            now = asyncio.get_running_loop().time()
-            self.paused_until = max(self.paused_until, now + retry_after)
+        if retry_after is None or not retry_after > 0:  # none, zero, negative or NaN
+            return 0.0
+        pause = min(retry_after, self.max_pause)
+        if pause <= 0:  # retry_max_wait = 0: never pause
+            return 0.0
+        now = asyncio.get_running_loop().time()
+        until = now + pause
+        if until <= self.paused_until:
+            return self.paused_until - now
+        started = self.paused_until <= now
+        self.paused_until = until
+        clamped = pause < retry_after
+        if started or clamped:  # a pause extended within itself is not news
+            asked = f"{retry_after:.0f}" if retry_after < 1e15 else f"{retry_after:g}"
+            note = f" (Retry-After {asked} clamped to {pause:g} s)" if clamped else ""
+            log.info("code %s paused %g s after %s%s", self.code, pause, cause, note)
+        return pause
 
     def _wake(self) -> None:
         if self._queued and self._waking is None and self.in_flight < self.limit:

@@ -17,6 +17,7 @@ from aiolimiter import AsyncLimiter
 
 from dispatcher.errors import GatewayError, InputError, RetryableError
 from dispatcher.gateway import GatewayClient
+from dispatcher.logs import redact
 from dispatcher.retry import RetryPolicy
 
 
@@ -68,7 +69,9 @@ async def lookup(
                 data = await policy.call(lambda _: gateway.status(message_id))
             await queue.put({"id": message_id, **{k: v for k, v in data.items() if k != "id"}})
         except (GatewayError, RetryableError) as exc:
-            await queue.put({"id": message_id, "error": str(exc)})
+            await queue.put({"id": message_id, "error": redact(str(exc))})
+        except Exception as exc:  # a bug must not leave the reader below waiting for ever
+            await queue.put({"id": message_id, "error": redact(f"internal error: {exc!r}")})
         finally:
             slots.release()
 

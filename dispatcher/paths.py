@@ -13,6 +13,9 @@ Two rules every command that writes files follows (issue 12):
   found out after sending, an unwritable summary loses the account of a send that
   happened. Tried for real (an append-open that creates nothing it does not remove),
   because permission bits lie to root and to read-only mounts.
+
+`send` and `loadtest` say which places they read and write in one function each
+(`dispatcher.pipeline.places`, `dispatcher.loadtest.job.prepare`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import contextlib
 import errno
 import os
 import stat
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -87,29 +91,40 @@ class _Output(Place):
 def check_writable(outputs: Iterable[Place]) -> None:
     """Raise `OutputError` (exit 3) for the first output that cannot be written.
 
-    An existing file is opened for appending (its content untouched); a missing one is
-    created and removed again, which also proves its directory exists and takes new
-    files. Character devices and ``-`` (stdout) are taken as writable.
+    An existing file is opened for appending (its content untouched). For a missing one
+    its directory is tried with a file of another name, created and removed again: the
+    output's own name is never created, so a run that writes it meanwhile loses nothing.
+    Character devices, pipes and sockets, and ``-`` (stdout), are taken as writable:
+    opening a pipe with no reader would wait for one.
     """
     for place in outputs:
         if place.path == "-":
             continue
         try:
-            if stat.S_ISCHR(os.stat(place.path).st_mode):
-                continue
-            existed = True
+            mode = os.stat(place.path).st_mode
         except FileNotFoundError:
-            existed = False
+            _try_directory(place)
+            continue
         except OSError as exc:
             raise _unwritable(place, exc) from None
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            continue
         try:
-            fd = os.open(place.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.close(os.open(place.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
         except OSError as exc:
             raise _unwritable(place, exc) from None
-        os.close(fd)
-        if not existed:
-            with contextlib.suppress(OSError):
-                os.unlink(place.path)
+
+
+def _try_directory(place: Place) -> None:
+    """Create and remove a file beside where ``place`` will be."""
+    directory = os.path.dirname(place.path) or "."
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe-", suffix=".tmp")
+    except OSError as exc:
+        raise _unwritable(place, exc) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
 
 
 def _unwritable(place: Place, exc: OSError) -> OutputError:

@@ -35,23 +35,25 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, BinaryIO, Protocol, TextIO
 
 from dispatcher.batcher import Batcher
-from dispatcher.config import Config
+from dispatcher.config import Config, callback_secrets, read_toml
 from dispatcher.errors import FatalError, InputError
 from dispatcher.gateway import GatewayClient, open_session
-from dispatcher.journal import Journal
+from dispatcher.journal import Journal, journal_path
 from dispatcher.limiter import RateLimits
+from dispatcher.lock import JobLock, lock_path
 from dispatcher.logs import register_secret
 from dispatcher.models import Batch, Status
+from dispatcher.paths import Place, check_distinct, check_writable
 from dispatcher.policy import Caps, Duplicates, Policy
 from dispatcher.prepare import Preparer
 from dispatcher.pricing import Pricing
 from dispatcher.progress import Progress
 from dispatcher.reader import Reader
-from dispatcher.resume import Resume, ResumeState, compact, open_job
+from dispatcher.resume import Resume, ResumeState, compact, job_results, open_job
 from dispatcher.retry import RetryPolicy
 from dispatcher.sender import DryRun, Sender
 from dispatcher.summary import ACCEPTED, Summary
@@ -118,18 +120,89 @@ class _Stopped(Exception):
     """A stop was requested (raised inside the task group, never out of `run`)."""
 
 
-async def run(source: Source, config: Config, *, shutdown: Shutdown | None = None) -> Summary:
+async def run(
+    source: Source,
+    config: Config,
+    *,
+    shutdown: Shutdown | None = None,
+    inputs: Iterable[Place] = (),
+) -> Summary:
     """Send every recipient of ``source`` (a path, "-" for stdin, or an open binary
     file); the summary tells the outcome.
 
-    Configuration problems raise `ConfigError`, and outputs that cannot even be opened
-    raise `OutputError`, before anything is sent. Everything after that ends in the
-    summary: ``summary.fatal`` holds an abort (auth, output, input, unreachable
-    gateway), ``summary.interrupted`` the signal that stopped the run.
+    ``inputs`` are the other files the run was configured from (`places`). Outputs that
+    clash with an input or with each other, and configuration problems, raise
+    `ConfigError`; an output that cannot be written raises `OutputError`; both before
+    anything is opened for writing or sent. So does a job another process is running
+    (`dispatcher.lock.JobBusy`): the job is locked for the whole run. Everything after
+    that ends in the summary: ``summary.fatal`` holds an abort (auth, output, input,
+    unreachable gateway), ``summary.interrupted`` the signal that stopped the run.
     """
     shutdown = shutdown or Shutdown()
     if config.api_key is not None:
         register_secret(config.api_key.reveal())
+    for secret in callback_secrets(config.callbacks):  # a receiver's, in --callbacks URLs
+        register_secret(secret)
+    read, written = places(source, config, inputs)
+    check_distinct(read, written)
+    check_writable(written)
+    results = job_results(config)
+    with contextlib.nullcontext() if results is None else JobLock.acquire(results):
+        return await _run(source, config, shutdown)
+
+
+def places(
+    source: Source, config: Config, inputs: Iterable[Place] = ()
+) -> tuple[list[Place], list[Place]]:
+    """Every file a send reads and every file it writes (for `dispatcher.paths`): the
+    input, then ``inputs`` (what the CLI read the configuration from) and the opt-out
+    lists; the outputs the configuration names, and the job's own journal and lock."""
+    read = [_input_place(source), *inputs, *(Place("--suppress", p) for p in config.suppress)]
+    written = [Place("--results", config.results)]
+    for option, path in (
+        ("--invalid", config.invalid),
+        ("--rejects", config.rejects),
+        ("--summary", config.summary),
+    ):
+        if path:
+            written.append(Place(option, path))
+    results = job_results(config)
+    if results is not None:
+        written.append(Place("the journal", journal_path(results)))
+        written.append(Place("the lock file", lock_path(results)))
+    return read, written
+
+
+def settings_files(
+    *,
+    config_file: str | None = None,
+    text_file: str | None = None,
+    api_key_file: str | None = None,
+) -> list[Place]:
+    """The files a send's settings were read from, as `run` takes them (``inputs``):
+    the config file, the text file and the API key file — the one ``--api-key-file``
+    names, else the config file's ``api_key_file``."""
+    files = [Place("--config", config_file)] if config_file else []
+    if text_file:
+        files.append(Place("--text-file", text_file))
+    if api_key_file:
+        files.append(Place("--api-key-file", api_key_file))
+    elif config_file and isinstance(key_file := read_toml(config_file).get("api_key_file"), str):
+        files.append(Place(f"api_key_file of {config_file}", key_file))
+    return files
+
+
+def _input_place(source: Source) -> Place:
+    if isinstance(source, str | os.PathLike):
+        return Place("INPUT", os.fspath(source))
+    try:
+        return Place("INPUT", f"/dev/fd/{source.fileno()}")
+    except (AttributeError, OSError, ValueError):  # not backed by a file
+        return Place("INPUT", "-")
+
+
+async def _run(source: Source, config: Config, shutdown: Shutdown) -> Summary:
+    """`run` once the places are checked and the job is locked."""
     journal, state = open_job(config, _describe(source))
     outputs = _open_outputs(config, journal, state)
     summary = outputs.summary
@@ -305,6 +378,9 @@ async def _feed(
                 await _submit(stage, batcher.take())
         except InputError as exc:
             broken = exc
+        else:
+            if resume is not None:
+                resume.finish(reader.lines)
         read_all.set()  # the linger task hands over any batch it closed, then ends
     batcher.drain()
     await _submit(stage, batcher.take())

@@ -4,17 +4,24 @@ A send writes its results and a journal (`dispatcher.journal`). When it stops ea
 a crash, kill -9, Ctrl-C, a fatal error — ``send --resume`` with the same input and
 outputs finishes the job, and this module is where a resume can be followed:
 
-1. `open_job` opens the journal: a new job, or the job an earlier run left. Resuming
-   refuses a journal written with other message options (`fingerprint`) or for an
-   input of another size.
-2. `ResumeState.read` reads what that run left. The results file is the truth about
-   which lines are *finished* (a last line torn by the crash is cut off); then the
-   journal: a batch recorded ``sent`` with a line that has no result was *in flight*
-   when the run stopped — unless it was recorded ``unsent`` (the gateway certainly
-   did not act).
+1. `open_job` opens the journal, holding the job's lock (`dispatcher.lock`): a new job
+   (the journal created atomically; ``--force`` replaces it), or the job an earlier
+   run left. Resuming refuses a journal written with other message options
+   (`fingerprint`) or for an input of another size.
+2. `ResumeState.read` reads what that run left, trusting nothing it cannot check: a
+   journal record that is not sound (`dispatcher.journal.JournalFile`), a batch key
+   of another job, a line in two batches in flight, a results line that is not a
+   result or disagrees with the journal (`_disagreement`; an ``id`` for a line no
+   batch was sent with) all stop the resume (exit 2) before anything changes. Only
+   what a crash leaves — a last journal record or results line cut short — is cut
+   off, with a warning. The results file is then the truth about which lines are
+   *finished*; a batch recorded ``sent`` with a line that has no result was *in
+   flight* when the run stopped — unless it was recorded ``unsent`` (the gateway
+   certainly did not act).
 3. `Resume.divert` is the resumed run's first stage over each input chunk: it drops
    finished lines and diverts the lines of in-flight batches into rebuilt batches —
-   the same lines in the same order, hence the same body and idempotency key.
+   the same lines in the same order, hence the same body and idempotency key. A line
+   of one that does not come back as it was sent stops the run (`InputChanged`).
 4. A rebuilt batch is sent again under its key when the gateway honours keys
    (``idempotency``) or the user accepts the risk (``--retry-ambiguous``); otherwise
    its lines become AMBIGUOUS: the gateway may have sent them already.
@@ -22,14 +29,16 @@ outputs finishes the job, and this module is where a resume can be followed:
    stands in front of the outputs for the sender and is the one place that drops
    results written twice; the batcher and the writers know nothing of resuming.
 
-Where what comes next belongs: checks that the journal and the results agree go in
-`ResumeState.read`; an outcome that leaves a line resumable (not sent because of a cap,
-a send window, a cancel) is a result that does not put its line in ``done``; the
-compaction of the results file at the end of a resumed run is one more method here.
+An outcome that leaves a line resumable (NOT_SENT by a cap, OUTSIDE_WINDOW,
+CANCELLED) is a result that does not put its line in ``done``: the resumed run
+attempts the line again and appends its newer result (`dispatcher.finished` lets a
+later result replace a resumable one, and only that). At the end of a resumed run
+that replaced any, `compact` rewrites the results file to one line per input line.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import os
@@ -42,21 +51,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from dispatcher.config import Config
-from dispatcher.errors import ConfigError, OutputError
-from dispatcher.journal import Journal, journal_path, records
-from dispatcher.models import RESUMABLE, Batch, Entry, Group, Recipient, Rejected, Status
+from dispatcher.errors import ConfigError, FatalError, OutputError
+from dispatcher.finished import Finished, LineSet
+from dispatcher.journal import DamagedJournal, Journal, JournalFile, damaged, journal_path
+from dispatcher.models import Batch, Entry, Group, Recipient, Rejected, Status
 from dispatcher.pricing import Pricing
-from dispatcher.summary import ACCEPTED
 from dispatcher.writers import Outputs, prune
 
 if TYPE_CHECKING:
     from dispatcher.prepare import Preparer
     from dispatcher.summary import Summary
-
-#: Outcomes that the caps count as sent: the gateway took the message, or may have.
-_MAY_HAVE_SENT = frozenset({*map(str, ACCEPTED), str(Status.AMBIGUOUS)})
-
-_RESUMABLE = frozenset(map(str, RESUMABLE))
 
 IN_FLIGHT_AT_CRASH = (
     "in flight when an earlier run stopped: the gateway may have sent it, and it does not "
@@ -101,35 +105,45 @@ def input_size(source: str) -> int | None:
     return status.st_size if stat.S_ISREG(status.st_mode) else None
 
 
+def job_results(config: Config) -> str | None:
+    """The results path that names this run's job, or None when the results go to a
+    stream (stdout, ``/dev/null``, a pipe): then there is no job to journal, lock or
+    resume."""
+    if config.results == "-":
+        return None
+    try:
+        mode = os.stat(config.results).st_mode
+    except OSError:
+        return config.results
+    streams = (stat.S_ISCHR, stat.S_ISFIFO, stat.S_ISSOCK)
+    return None if any(is_stream(mode) for is_stream in streams) else config.results
+
+
 def open_job(config: Config, source: str) -> tuple[Journal, ResumeState | None]:
     """The journal of this run — a new job, or with ``--resume`` the job an earlier run
-    left, together with what that run left."""
-    if config.results == "-" or config.dry_run:
+    left, together with what that run left. Called holding the job's lock
+    (`dispatcher.lock`): nothing of the job is read, created or removed without it."""
+    results = job_results(config)
+    if results is None or config.dry_run:
         if config.resume:
             raise ConfigError(
                 "--resume needs --results PATH (and a real send): there is no journal "
                 "for results on stdout or for a dry run"
             )
+        if results is not None:
+            _clear_for_dry_run(journal_path(results), force=config.force)
         return Journal(None, secrets.token_hex(6)), None
-    path = journal_path(config.results)
-    exists = os.path.exists(path)
+    path = journal_path(results)
     if config.resume:
-        if not exists:
-            raise ConfigError(f"--resume: there is no journal at {path} to resume from")
-        discard_compaction(config.results)
+        discard_compaction(results)
         state = ResumeState.read(
             path,
-            config.results,
+            results,
             fingerprint(config),
             input_size(source),
             pricing=Pricing.from_config(config.price_per_segment, config.prices),
         )
         return Journal(path, state.job, fsync=config.fsync), state
-    if exists and not config.force:
-        raise ConfigError(
-            f"a journal from an earlier run exists at {path}: add --resume to finish that "
-            "job, or --force to start over (the results file is overwritten)"
-        )
     journal = Journal.create(
         path,
         secrets.token_hex(6),
@@ -137,44 +151,26 @@ def open_job(config: Config, source: str) -> tuple[Journal, ResumeState | None]:
         source=source,
         input_size=input_size(source),
         fsync=config.fsync,
+        replace=config.force,
     )
     return journal, None
 
 
+def _clear_for_dry_run(path: str, *, force: bool) -> None:
+    """A dry run overwrites the results file: never under a job that left a journal
+    (its results would be lost, and a resume would take DRY_RUN lines for finished
+    ones) unless ``--force`` starts over, which removes the journal."""
+    if not os.path.lexists(path):
+        return
+    if not force:
+        raise ConfigError(
+            f"a journal from an earlier run exists at {path}: a dry run would overwrite "
+            "that job's results; finish it with --resume, or add --force to start over"
+        )
+    os.unlink(path)
+
+
 # --- 2. what the earlier run left ----------------------------------------------------
-
-
-class LineSet:
-    """Line numbers as a growable bitmap: 5 M finished lines cost 625 KB, not 200 MB."""
-
-    def __init__(self) -> None:
-        self._bits = bytearray()
-        self.count = 0
-
-    def add(self, line: int) -> None:
-        byte, bit = divmod(line, 8)
-        if byte >= len(self._bits):
-            self._bits.extend(bytes(byte - len(self._bits) + 1 + len(self._bits) // 2))
-        mask = 1 << bit
-        if not self._bits[byte] & mask:
-            self._bits[byte] |= mask
-            self.count += 1
-
-    def __contains__(self, line: object) -> bool:
-        if not isinstance(line, int):
-            return False
-        byte = line >> 3
-        return byte < len(self._bits) and bool(self._bits[byte] & (1 << (line & 7)))
-
-    def __len__(self) -> int:
-        return self.count
-
-    def discard(self, line: int) -> None:
-        byte = line >> 3
-        mask = 1 << (line & 7)
-        if byte < len(self._bits) and self._bits[byte] & mask:
-            self._bits[byte] &= ~mask & 0xFF
-            self.count -= 1
 
 
 @dataclass(slots=True)
@@ -190,10 +186,10 @@ class ResumeState:
     statuses: dict[str, int] = field(default_factory=dict)
     segments: dict[str, int] = field(default_factory=dict)
     complete: bool = False
+    #: the highest line with a result (0: none)
+    last_line: int = 0
     #: what earlier runs may have sent (accepted or AMBIGUOUS): messages, segments, cost
     committed: tuple[int, int, float] = (0, 0, 0.0)
-    #: the price of what was sent, for the cost cap (set before `read` reads results)
-    pricing: Pricing | None = None
     #: lines whose newest result is resumable (NOT_SENT…): attempted again
     pending: LineSet = field(default_factory=LineSet)
     #: result lines a newer result of their line replaces (dropped by `compact`)
@@ -209,32 +205,77 @@ class ResumeState:
         *,
         pricing: Pricing | None = None,
     ) -> ResumeState:
-        """Read a results file and its journal, checking the job is the same one.
+        """Read a journal and its results file, trusting neither blindly.
 
-        The results are read first, so only unfinished batches are held in memory
-        however long the journal is. A batch is in flight when some of its lines have
-        no result — whatever its ``done`` record says — unless it is recorded
-        ``unsent``.
+        The header must be this job's (`fingerprint`, input size); every journal record
+        must be sound (`JournalFile`), every batch key the header's job's; every results
+        line must be a result (`dispatcher.finished`) and agree with the journal.
+        Anything else raises a `ConfigError` naming the file and the line, before
+        anything is changed or sent. Only then is a last
+        record or line cut short by a crash cut off, with a warning.
+
+        The results are read before the journal's records, so only unfinished batches
+        are held in memory however long the journal is. A batch is in flight when some
+        of its lines have no result — whatever its ``done`` record says — unless it is
+        recorded ``unsent``. A line whose newest result is resumable is not finished
+        (`pending`); ``pricing`` prices what was sent, for the cost cap.
         """
-        state = cls(job="", pricing=pricing)
-        state._read_results(results)
-        job: str | None = None
-        done = state.done
-        for record in records(journal):
+        journal_file = JournalFile(journal)
+        records = journal_file.records()
+        try:
+            _, header = next(records, (0, {}))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"--resume: there is no journal at {journal} to resume from"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"--resume: cannot read the journal {journal}: {exc.strerror}"
+            ) from None
+        if "journal" not in header:
+            raise DamagedJournal(
+                f"--resume: {journal} has no header (a crash as it was created?): it is "
+                "not a dispatcher journal, and nothing was sent from it; start over with "
+                "--force"
+            )
+        _check_header(journal, header, expected_fingerprint, size)
+        finished = Finished.read(results, pricing=pricing)
+        state = cls(
+            job=header["job"],
+            done=finished.done,
+            statuses=finished.statuses,
+            segments=finished.segments,
+            last_line=finished.last_line,
+            committed=finished.committed,
+            pending=finished.pending,
+            # the resumable results left are replaced by this run's outcomes
+            superseded=finished.superseded + len(finished.pending),
+        )
+        sent = LineSet()
+        done, in_flight = state.done, state.in_flight
+        where: dict[str, int] = {}  # key of a batch in flight → its journal line
+        ours = state.job + "-"  # every batch key starts with its job (`batch_key`)
+        for number, record in records:
+            if "complete" in record:
+                state.complete = True
+                continue
+            if "compaction" in record:
+                continue
+            key = record.get("sent") or record.get("unsent") or record["done"]
+            if not key.startswith(ours):
+                raise damaged(journal, number, "its batch key is not of the header's job")
             if "sent" in record:
                 lines = record["lines"]
-                if not all(line in done for line in lines):
-                    state.in_flight[str(record["sent"])] = [int(n) for n in lines]
+                sent.update(lines)
+                if not done.has_all(lines):
+                    in_flight[key] = lines
+                    where[key] = number
             elif "unsent" in record:
-                state.in_flight.pop(str(record["unsent"]), None)
-            elif "journal" in record:
-                job = str(record["job"])
-                _check_header(journal, record, expected_fingerprint, size)
-            elif record.get("complete"):
-                state.complete = True
-        if job is None:
-            raise ConfigError(f"--resume: {journal} has no header; it is not a dispatcher journal")
-        state.job = job
+                in_flight.pop(key, None)
+        _check_in_flight(journal, in_flight, where)
+        finished.check_sent(sent, journal)
+        journal_file.repair()
+        finished.repair()
         return state
 
     def keep_finished(self, path: str) -> None:
@@ -242,51 +283,17 @@ class ResumeState:
         the finished lines: the others get their lines again in this run."""
         prune(path, keep=self.done)
 
-    def _read_results(self, path: str) -> None:
-        """Collect finished lines and counts; cut off a last line left half-written."""
-        try:
-            f = open(path, "r+b")  # noqa: SIM115
-        except FileNotFoundError:
-            return
-        with f:
-            good = 0
-            for raw in f:
-                if not raw.endswith(b"\n"):
-                    break
-                try:
-                    result = orjson.loads(raw)
-                    line = int(result["line"])
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                    break
-                good += len(raw)
-                if line in self.done:
-                    continue
-                status = str(result.get("status"))
-                if line in self.pending:  # a newer outcome of a resumable line
-                    self.pending.discard(line)
-                    self.superseded += 1
-                if status in _RESUMABLE:  # not finished: this run attempts it again
-                    self.pending.add(line)
-                    continue
-                self.done.add(line)
-                self.statuses[status] = self.statuses.get(status, 0) + 1
-                if "id" in result and "segments" in result:
-                    encoding = str(result.get("encoding"))
-                    segments = int(result["segments"])
-                    self.segments[encoding] = self.segments.get(encoding, 0) + segments
-                if status in _MAY_HAVE_SENT:
-                    self._commit(result)
-            f.truncate(good)
-        # The resumable results left are replaced by this run's outcomes of their lines.
-        self.superseded += len(self.pending)
 
-    def _commit(self, result: dict[str, Any]) -> None:
-        """Count a result that the gateway took, or may have taken, for the caps."""
-        messages, segments, cost = self.committed
-        count = int(result.get("segments") or 1)
-        if self.pricing is not None:
-            cost += self.pricing.cost(str(result.get("to")), count)
-        self.committed = (messages + 1, segments + count, cost)
+def _check_in_flight(journal: str, in_flight: dict[str, list[int]], where: dict[str, int]) -> None:
+    """No line is in two batches in flight, or twice in one: the batches a resume
+    rebuilds must each get every line back."""
+    seen: set[int] = set()
+    for key, lines in in_flight.items():
+        if len(set(lines)) != len(lines) or not seen.isdisjoint(lines):
+            raise damaged(
+                journal, where[key], "its batch shares a line with another batch in flight"
+            )
+        seen.update(lines)
 
 
 def _check_header(
@@ -310,10 +317,25 @@ def _check_header(
 # --- 3–5. the resumed run -------------------------------------------------------------
 
 
+class InputChanged(FatalError):
+    """The input of a resumed run is not the job's: a line of a batch in flight did not
+    come back as it was sent, or the results hold a line beyond the input (exit 3;
+    the job stays resumable with its own input)."""
+
+
 class Resume:
-    """The resumed run's first stage (`divert`) and its results filter (`results`).
+    """The resumed run's first stage (`divert`), its results filter (`results`) and its
+    last word on the input (`finish`).
 
     Made once the outputs are open; counts the earlier run's results in the summary.
+
+    Every line of an in-flight batch must come back as it was sent: when one is
+    missing (the reader went past it, or the input ended), or cannot be sent now, or
+    now belongs to another group, the input is not the job's — most likely a different
+    stdin, where the input size cannot be checked first. The run then stops
+    (`InputChanged`): answering those lines AMBIGUOUS without knowing their recipient,
+    or dropping them, would leave the journal calling a job complete that is not. The
+    job stays resumable, and a resume with the job's input finishes it.
     """
 
     def __init__(
@@ -337,6 +359,9 @@ class Resume:
             rebuild = _Rebuild(key, lines)
             for line in lines:
                 self._pins[line] = rebuild
+        #: the pinned lines in order, and how many of them the reader has passed
+        self._order = sorted(self._pins)
+        self._passed = 0
         self._ready: list[Batch] = []
         written = {line for line in self._pins if line in state.done}
         #: the outputs for the sender, minus the results the earlier run wrote
@@ -361,7 +386,7 @@ class Resume:
             elif item.line not in done:
                 fresh.append(item)
         if pinned:
-            preparer.feed(pinned, self, self._outputs)
+            preparer.feed(pinned, self, _NotAsSent())
             ready, self._ready = self._ready, []
             for batch in ready:
                 if self.resend:
@@ -369,6 +394,8 @@ class Resume:
                 else:
                     self.results.unsent(batch, Status.AMBIGUOUS, IN_FLIGHT_AT_CRASH, attempts=0)
                     self._journal.done(batch.key)
+        if chunk:
+            self._check_passed(chunk[-1].line)
         return fresh
 
     def add_many(self, group: Group, entries: list[Entry]) -> None:
@@ -377,6 +404,53 @@ class Resume:
             rebuild = self._pins.pop(entry.line)
             if rebuild.add(group, entry):
                 self._ready.append(rebuild.batch(self.state.job, self._count_segments))
+
+    def finish(self, lines: int) -> None:
+        """The input ended after ``lines`` lines: every in-flight line must have come
+        back, and no result may name a line beyond it."""
+        if self._pins:
+            self._check_passed(max(self._pins) + 1)
+        if self.state.last_line > lines:
+            raise InputChanged(
+                f"--resume: the results hold line {self.state.last_line}, but this input "
+                f"ends at line {lines}: it is not the job's input. {_STAYS_RESUMABLE}"
+            )
+
+    def _check_passed(self, line: int) -> None:
+        """Every in-flight line before ``line`` must have come back by now."""
+        order, pins = self._order, self._pins
+        end = bisect.bisect_left(order, line, lo=self._passed)
+        for missing in order[self._passed : end]:
+            if missing in pins:
+                raise InputChanged(
+                    f"--resume: line {missing} was in flight when the earlier run stopped, "
+                    f"but this input has no such line: it is not the job's input. "
+                    f"{_STAYS_RESUMABLE}"
+                )
+        self._passed = end
+
+
+_STAYS_RESUMABLE = (
+    "Nothing more is sent; the job stays resumable: --resume with the job's own input"
+)
+
+
+class _NotAsSent:
+    """Where the preparer puts in-flight lines it cannot send now: each one was sent
+    before, so the input changed."""
+
+    def rejected(self, item: Rejected) -> None:
+        self._changed(item.line, f"it is now malformed ({item.reason})")
+
+    def local(self, line: int, to: str | None, status: Status, error: str, **_: Any) -> None:
+        self._changed(line, f"it now cannot be sent ({status}: {error})")
+
+    @staticmethod
+    def _changed(line: int, how: str) -> None:
+        raise InputChanged(
+            f"--resume: line {line} was in flight when the earlier run stopped, and {how}: "
+            f"this input is not the job's. {_STAYS_RESUMABLE}"
+        )
 
 
 class _Rebuild:
@@ -392,6 +466,12 @@ class _Rebuild:
 
     def add(self, group: Group, entry: Entry) -> bool:
         """Take one line back; True once every line is back."""
+        if self.group is not None and group.key != self.group.key:
+            raise InputChanged(
+                f"--resume: line {entry.line} was in flight when the earlier run stopped, "
+                "and now has another sender, text or options than its batch: this input "
+                f"is not the job's. {_STAYS_RESUMABLE}"
+            )
         self.group = group
         self.entries[entry.line] = entry
         return len(self.entries) == len(self.lines)

@@ -13,6 +13,7 @@ the test suite switches it on and off with an autouse fixture.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -51,9 +52,19 @@ class RetryPolicy:
 
     max_attempts: int = 5
     initial_wait: float = 0.25
+    #: The longest wait between two attempts — whatever ``Retry-After`` asks — and the
+    #: longest pause a sender code takes after a 429 or 503 (`Throttle.slow_down`).
     max_wait: float = 30.0
     deadline: float = 300.0
     retry_ambiguous: bool = False
+
+    def clamp(self, retry_after: float | None) -> float | None:
+        """A gateway's ``Retry-After`` within the policy: at most ``max_wait`` (a huge,
+        infinite or far-future one too), never negative; None when there is none or it
+        is not a number."""
+        if retry_after is None or math.isnan(retry_after):
+            return None
+        return min(max(0.0, retry_after), self.max_wait)
 
     def retryable(self, exc: BaseException) -> bool:
         """Whether another attempt may follow this failure."""
@@ -63,15 +74,17 @@ class RetryPolicy:
         """Seconds to wait after ``failed_attempts`` failures, the last being ``exc``.
 
         Full jitter (uniform between zero and the exponential ceiling), but never less
-        than the gateway's ``Retry-After``.
+        than the gateway's ``Retry-After`` — clamped to ``max_wait`` (`clamp`); the caller
+        never waits past the deadline either.
         """
         if _testing:
             return 0.0
-        ceiling = min(self.max_wait, self.initial_wait * 2 ** (failed_attempts - 1))
+        doublings = min(max(0, failed_attempts - 1), 64)  # 2 ** 1100 overflows a float
+        ceiling = min(self.max_wait, self.initial_wait * 2.0**doublings)
         wait = random.uniform(0, ceiling)
-        retry_after = getattr(exc, "retry_after", None)
+        retry_after = self.clamp(getattr(exc, "retry_after", None))
         if retry_after is not None:
-            wait = max(wait, min(retry_after, self.deadline))
+            wait = max(wait, retry_after)
         return wait
 
     async def call(

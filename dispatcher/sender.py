@@ -129,7 +129,9 @@ class Sender:
         lane = self._lanes.get(code)
         if lane is None:
             queue: asyncio.Queue[Batch | None] = asyncio.Queue(self._lane_queue)
-            throttle = self._throttles[code] = Throttle(self._concurrency)
+            throttle = self._throttles[code] = Throttle(
+                self._concurrency, code=code, max_pause=self._policy.max_wait
+            )
             task = asyncio.create_task(self._lane(code, queue, throttle), name=f"lane {code}")
             lane = self._lanes[code] = (queue, task)
         await lane[0].put(batch)
@@ -261,7 +263,7 @@ class Sender:
     def _on_retry(self, throttle: Throttle, exc: RetryableError, failed: int) -> None:
         self._outputs.summary.retry(exc.cause)
         if isinstance(exc, RateLimited | Unavailable):
-            throttle.slow_down(exc.retry_after)
+            throttle.slow_down(exc.retry_after, cause=exc.cause)
         log.debug("retrying after attempt %d: %s", failed, exc)
 
     async def _split(self, batch: Batch, throttle: Throttle) -> None:

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, cast
 import orjson
 
 from dispatcher.errors import OutputError
-from dispatcher.logs import redact
+from dispatcher.logs import redact, redact_document
 from dispatcher.models import Batch, Rejected, Status
 from dispatcher.summary import ACCEPTED, Summary
 
@@ -50,10 +50,11 @@ def _text(value: Any) -> str:
 
 
 def write_json(path: str, document: Any) -> str | None:
-    """Write ``document`` as indented JSON; the reason on failure (for an exit-3 message)."""
+    """Write ``document`` as indented JSON, every secret masked in every string; the
+    reason on failure (for an exit-3 message)."""
     try:
         with open(path, "wb") as f:
-            f.write(_dumps(document, option=orjson.OPT_INDENT_2))
+            f.write(_dumps(redact_document(document), option=orjson.OPT_INDENT_2))
     except OSError as exc:
         return f"cannot write {path}: {exc.strerror}"
     return None

@@ -11,15 +11,16 @@ import argparse
 import contextlib
 import enum
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
     import asyncio
 
-    from dispatcher.config import Secret
+    from dispatcher.config import Number, Secret
 
 T = TypeVar("T")
 
@@ -75,6 +76,12 @@ class Parser(argparse.ArgumentParser):
             self.error(unrecognized(extra))
         return parsed
 
+    def error(self, message: str) -> NoReturn:
+        # argparse quotes the value a switch was wrongly given (``--resume=K``,
+        # ``-hK``): it may be a secret typed in the wrong place.
+        message = _EXPLICIT.sub("takes no value (the value given is not shown)", message)
+        super().error(message)
+
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         # A bad command name is not echoed either: after an unknown option, it may be
         # that option's value.
@@ -85,9 +92,20 @@ class Parser(argparse.ArgumentParser):
         super()._check_value(action, value)
 
 
+_EXPLICIT = re.compile(r"ignored explicit argument .*", re.DOTALL)
+#: What an unknown option's name may look like to be shown: ``--word-word`` or ``-x``.
+#: Anything else (``-AbC…``, ``-xVALUE``) may be a secret that starts with a dash.
+_OPTION_NAME = re.compile(r"--[A-Za-z][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*|-[A-Za-z]")
+
+
 def unrecognized(extra: Sequence[str]) -> str:
-    """The error for unknown arguments: the option names, never a value."""
-    names = [arg.partition("=")[0] for arg in extra if arg.startswith("-") and arg != "-"]
+    """The error for unknown arguments: the option names, never a value — nor anything
+    that only looks like an option (a key may begin with a dash)."""
+    names = []
+    for arg in extra:
+        name = arg.partition("=")[0]
+        if len(name) <= 40 and _OPTION_NAME.fullmatch(name):
+            names.append(name)
     if others := len(extra) - len(names):
         names.append(f"{others} more value{'s' if others > 1 else ''} (not shown)")
     return f"unrecognized arguments: {', '.join(names)}"
@@ -149,7 +167,35 @@ def add_command(commands: Commands, name: str, command: Command) -> Parser:
 def add_listen_options(parser: Parser, *, port: int) -> None:
     """``--host`` and ``--port`` of a server command."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind")
-    parser.add_argument("--port", type=int, default=port, help="port; 0 picks a free one")
+    parser.add_argument("--port", type=port_number(), default=port, help="port; 0 picks a free one")
+
+
+def bounded(kind: type[T], low: float, high: float, **details: Any) -> Callable[[str], T]:
+    """An argparse ``type`` for a number within bounds: a `number_type` of
+    ``Number(kind=kind, low=low, high=high, **details)``."""
+    from dispatcher.config import Number
+
+    return number_type(Number(kind=kind, low=low, high=high, **details))
+
+
+def number_type(number: Number) -> Callable[[str], Any]:
+    """An argparse ``type`` that checks what a `dispatcher.config.Number` checks: never
+    NaN, ``inf`` only where it means "no limit", never negative (``-0`` included)
+    unless the bounds are. argparse's own ``float`` takes ``nan`` and ``inf``."""
+
+    def convert(text: str) -> Any:
+        try:
+            return number("", text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).strip()) from None
+
+    convert.__name__ = number.kind.__name__
+    return convert
+
+
+def port_number() -> Callable[[str], int]:
+    """An argparse ``type`` for a TCP port: 0 (pick a free one) to 65535."""
+    return bounded(int, 0, 65535, words="a port from 0 to 65535 (0 picks a free one)")
 
 
 def checked(parse: Callable[[str], T]) -> Callable[[str], T]:

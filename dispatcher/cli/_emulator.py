@@ -11,16 +11,11 @@ import argparse
 from dataclasses import MISSING, Field, fields
 from typing import Any
 
-from dispatcher.cli._common import checked
-from dispatcher.emulator.settings import EmulatorSettings, FaultSettings
+from dispatcher.cli._common import checked, number_type
+from dispatcher.emulator.settings import SHARE, EmulatorSettings, FaultSettings
 
-
-def share(value: str) -> float:
-    """A share of requests, 0..1."""
-    number = float(value)
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not a share between 0 and 1")
-    return number
+#: A share of requests, 0..1.
+share = number_type(SHARE)
 
 
 def _flagged(cls: type[Any]) -> list[Field[Any]]:
@@ -45,7 +40,9 @@ def add_flags(
         elif "collect" in meta:
             settings.update(action="append", type=checked(meta.get("item", str)), default=[])
         else:
-            kind = share if meta.get("share") else meta.get("type", type(default))
+            kind = meta.get("type", type(default))
+            if "number" in meta:
+                kind = number_type(meta["number"])
             settings.update(type=kind, choices=meta.get("choices"))
         if "metavar" in meta or meta.get("share"):
             settings["metavar"] = meta.get("metavar", "SHARE")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dispatcher.cli._common import ExitCode, Parser, usage_error
+from dispatcher.cli._common import ExitCode, Parser, bounded, usage_error
 
 HELP = "send generated recipients through the embedded emulator"
 DESCRIPTION = (
@@ -20,7 +20,13 @@ def options(p: Parser) -> None:
     from dispatcher.cli._emulator import add_fault_flags
     from dispatcher.demo import DEMO_FAULTS
 
-    p.add_argument("--count", type=int, default=100_000, help="recipients to generate")
+    p.add_argument(
+        "--count",
+        type=bounded(int, 0, 100_000_000),
+        default=100_000,
+        metavar="N",
+        help="recipients to generate",
+    )
     p.add_argument("--out", default="demo-out", help="directory for the outputs")
     p.add_argument("--seed", type=int, default=1, help="seed for recipients and faults")
     p.add_argument(
@@ -40,8 +46,6 @@ def run(args: argparse.Namespace) -> int:
     from dispatcher.cli.send import report_summary, signals_for
     from dispatcher.emulator import FaultSettings
 
-    if args.count < 0:
-        return usage_error("--count must not be negative")
     try:
         faults = faults_from(args)
     except ValueError as exc:

@@ -35,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from dispatcher.cli._emulator import emulator_from
     from dispatcher.emulator.runner import serve
 
-    key = args.api_key or _key_from_env()
+    try:
+        key = args.api_key or _key_from_env()
+    except ValueError as exc:  # DISPATCHER_API_KEY holds what no header can carry
+        return fail(exc, ExitCode.USAGE, command=COMMAND)
     if not key:
         key = secrets.token_urlsafe(24)
         print(f"{COMMAND}: generated API key: {key}", file=sys.stderr, flush=True)

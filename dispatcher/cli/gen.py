@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from dispatcher.cli._common import ExitCode, Parser, usage_error
+from dispatcher.cli._common import ExitCode, Parser, bounded, usage_error
 from dispatcher.errors import ConfigError
 
 #: flag, default, what it is a share of.
@@ -28,10 +28,17 @@ DESCRIPTION = (
 
 
 def options(p: Parser) -> None:
-    p.add_argument("--count", type=int, required=True, help="number of lines to write")
+    p.add_argument(
+        "--count",
+        type=bounded(int, 0, 10**12),
+        required=True,
+        metavar="N",
+        help="number of lines to write",
+    )
     p.add_argument("--seed", type=int, default=1, help="random seed")
+    share = bounded(float, 0.0, 1.0, words="a share from 0 to 1")
     for flag, default, what in SHARES:
-        p.add_argument(flag, type=float, default=default, metavar="F", help=what)
+        p.add_argument(flag, type=share, default=default, metavar="F", help=what)
 
 
 def run(args: argparse.Namespace) -> int:

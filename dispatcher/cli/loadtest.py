@@ -9,10 +9,19 @@ when interrupted.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
-from dispatcher.cli._common import ExitCode, Parser, Signals, checked, fail, usage_error
-from dispatcher.errors import ConfigError
+from dispatcher.cli._common import (
+    ExitCode,
+    Parser,
+    Signals,
+    bounded,
+    checked,
+    fail,
+    usage_error,
+)
+from dispatcher.errors import ConfigError, FatalError
 
 #: Options that are `LoadTest` fields of the same name.
 SETTINGS = (
@@ -39,7 +48,8 @@ def options(p: Parser) -> None:
 
     duration = checked(parse_duration)
     add = p.add_argument_group("load").add_argument
-    add("--rate", type=float, default=100.0, metavar="N", help="arrivals per second (--rate-unit)")
+    rate = bounded(float, 0.0, math.inf, above=True)
+    add("--rate", type=rate, default=100.0, metavar="N", help="arrivals per second (--rate-unit)")
     add(
         "--rate-unit",
         choices=("requests", "recipients"),
@@ -48,10 +58,16 @@ def options(p: Parser) -> None:
     )
     add("--duration", type=duration, default="10s", metavar="D", help="measured time: 500ms, 30s…")
     add("--warmup", type=duration, default="0s", metavar="D", help="first run, left out of stats")
-    add("--batch-size", type=int, default=1, metavar="N", help="1: v2/messages; more: batch")
+    add(
+        "--batch-size",
+        type=bounded(int, 1, 1_000_000),
+        default=1,
+        metavar="N",
+        help="1: v2/messages; more: batch",
+    )
     add(
         "--concurrency",
-        type=int,
+        type=bounded(int, 1, 100_000),
         default=64,
         metavar="N",
         help="requests in flight at most; due requests beyond it wait (late starts), "
@@ -102,11 +118,14 @@ def run(args: argparse.Namespace) -> int:
             synthetic=args.synthetic,
             faults=faults_from(args),
             plot=args.plot,
+            report=args.report,
             thresholds=tuple(args.threshold),
             **{name: getattr(args, name) for name in SETTINGS},
         )
     except ValueError as exc:  # ConfigError, or fault shares that add up to more than 1
         return usage_error(exc)
+    except FatalError as exc:  # an output that cannot be written
+        return fail(exc, ExitCode.ABORTED)
     logs.configure("warning")
     if test.api_key is not None:
         logs.register_secret(test.api_key.reveal())

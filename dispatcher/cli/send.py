@@ -17,7 +17,10 @@ from dispatcher.cli._common import ExitCode, Parser, Signals, fail, usage_error
 from dispatcher.errors import ConfigError, FatalError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from dispatcher.config import Config, Key
+    from dispatcher.paths import Place
     from dispatcher.pipeline import Shutdown
     from dispatcher.summary import Summary
 
@@ -66,7 +69,10 @@ def _add_option(group: argparse._ArgumentGroup, key: Key) -> None:
     elif key.kind is list:
         settings.update(action="append", metavar=key.metavar)
     else:
-        settings.update(type=key.kind, metavar=key.metavar, choices=key.choices or None)
+        # The text as typed: `config.load` reads and checks it like the environment's
+        # and the file's values, so that the error names the flag (argparse's float()
+        # would take nan and inf).
+        settings.update(metavar=key.metavar, choices=key.choices or None)
     group.add_argument(flag, **settings)
 
 
@@ -107,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         return usage_error(exc)
     if args.input != "-" and not os.path.exists(args.input):
         return usage_error(f"input {args.input} does not exist")
-    return run_send(args.input, config, tune_gc=True)
+    return run_send(args.input, config, tune_gc=True, inputs=_settings_files(args))
 
 
 def config_from(args: argparse.Namespace) -> Config:
@@ -152,6 +158,15 @@ def _read_text(path: str) -> str:
         raise ConfigError(f"--text-file {path} is not UTF-8 text") from None
 
 
+def _settings_files(args: argparse.Namespace) -> list[Place]:
+    """The files the settings came from: no output may overwrite them."""
+    from dispatcher.pipeline import settings_files
+
+    return settings_files(
+        config_file=args.config, text_file=args.text_file, api_key_file=args.api_key_file
+    )
+
+
 def _tune_gc() -> None:
     # Measured on 1 M recipients (bench/bench_pipeline.py): the default thresholds run
     # a young collection every 700 allocations, and each one also walks the chunk of
@@ -174,10 +189,13 @@ def signals_for(shutdown: Shutdown) -> Signals:
     return signals
 
 
-def run_send(source: str, config: Config, *, tune_gc: bool = False) -> int:
+def run_send(
+    source: str, config: Config, *, tune_gc: bool = False, inputs: Sequence[Place] = ()
+) -> int:
     """Run the pipeline with signal handling; print and write the summary; exit code.
 
-    ``tune_gc`` (the CLI's own process only) sets the collector up for the run.
+    ``tune_gc`` (the CLI's own process only) sets the collector up for the run;
+    ``inputs`` are the files the settings came from (`dispatcher.pipeline.run`).
     """
     from dispatcher import logs, pipeline
 
@@ -188,7 +206,9 @@ def run_send(source: str, config: Config, *, tune_gc: bool = False) -> int:
         logs.register_secret(config.api_key.reveal())
     shutdown = pipeline.Shutdown()
     try:
-        summary = signals_for(shutdown).run(pipeline.run(source, config, shutdown=shutdown))
+        summary = signals_for(shutdown).run(
+            pipeline.run(source, config, shutdown=shutdown, inputs=inputs)
+        )
     except ConfigError as exc:
         return usage_error(exc)
     except FatalError as exc:  # outputs or journal cannot even be opened
@@ -198,11 +218,12 @@ def run_send(source: str, config: Config, *, tune_gc: bool = False) -> int:
 
 def report_summary(summary: Summary, *, strict: bool, summary_path: str | None) -> int:
     """Write the summary JSON, print the table on stderr, return the exit code."""
-    from dispatcher.logs import redact
+    from dispatcher.logs import redact, redact_document
     from dispatcher.progress import summary_table
     from dispatcher.writers import write_json
 
-    document = summary.as_dict()
+    # The exit reason quotes the error that stopped the run: masked like every output.
+    document = redact_document(summary.as_dict())
     if summary.fatal is not None:
         code = fail(redact(str(summary.fatal)), ExitCode.ABORTED)
     elif summary.interrupted is not None:

@@ -7,8 +7,8 @@ import contextlib
 import sys
 from typing import TYPE_CHECKING, Any, cast
 
-from dispatcher.cli._common import ExitCode, Parser, Signals, usage_error
-from dispatcher.errors import ConfigError
+from dispatcher.cli._common import ExitCode, Parser, Signals, bounded, usage_error
+from dispatcher.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     import asyncio
@@ -25,11 +25,16 @@ DESCRIPTION = (
 
 
 def options(p: Parser) -> None:
-    from dispatcher.config import API_KEY_ENV, DEFAULT_BASE_URL
+    from dispatcher.config import API_KEY_ENV, DEFAULT_BASE_URL, MIN_RATE
 
     p.add_argument("ids", nargs="*", metavar="ID", help="gateway message ids")
     p.add_argument("--results", metavar="PATH", help="take the ids of a results file")
-    p.add_argument("--sample", type=int, metavar="N", help="check only N random ids of --results")
+    p.add_argument(
+        "--sample",
+        type=bounded(int, 1, 100_000_000),
+        metavar="N",
+        help="check only N random ids of --results",
+    )
     p.add_argument("--config", metavar="TOML", help="configuration file (base URL, timeout)")
     p.add_argument(
         "--base-url",
@@ -39,7 +44,13 @@ def options(p: Parser) -> None:
     p.add_argument(
         "--api-key-file", metavar="FILE", help=f"file holding the API key (else {API_KEY_ENV})"
     )
-    p.add_argument("--rate", type=float, default=10.0, help="lookups per second")
+    p.add_argument(
+        "--rate",
+        type=bounded(float, MIN_RATE, 10_000.0),
+        default=10.0,
+        metavar="N",
+        help="lookups per second",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,14 +65,18 @@ def run(args: argparse.Namespace) -> int:
         )
         if config.api_key is None:
             raise ConfigError("no API key: set DISPATCHER_API_KEY or give --api-key-file FILE")
-        if args.rate <= 0:
-            raise ConfigError("--rate must be positive")
+        if args.sample is not None and not args.results:
+            raise ConfigError("--sample goes with --results")
         ids = list(args.ids)
+        if "" in ids:
+            raise ConfigError("a message id must not be empty")
         if args.results:
             ids += ids_from_results(args.results, sample=args.sample)
         if not ids:
             raise ConfigError("give message ids, or --results PATH")
     except ConfigError as exc:
+        return usage_error(exc)
+    except InputError as exc:  # the results file cannot be read
         return usage_error(exc)
     signals = Signals()  # the first signal ends the look-ups after the current answer
     failed = signals.run(_status(config, ids, args.rate, signals.stop))

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from dispatcher.config import MAX_SECONDS, Number
+
 #: Most messages one request may hold: a message id keeps 4 hex digits for its position.
 MAX_BATCH = 0x10000
 
@@ -23,14 +25,24 @@ _SHARE_FIELDS = {
 }
 
 
+#: A share of requests or reports.
+SHARE = Number(kind=float, low=0.0, high=1.0, words="a share from 0 to 1")
+#: A rate in messages per second; inf for none.
+RATE = Number(
+    kind=float, low=0.0, above=True, high=math.inf, inf=True, words="a positive rate, or inf"
+)
+#: Added latency, jitter, delivery-report delay: up to a day.
+MILLISECONDS = Number(kind=float, low=0.0, high=MAX_SECONDS * 1000, unit="milliseconds")
+
+
 def parse_code_rate(spec: str) -> tuple[str, float]:
     """``CODE=N`` (N may be ``inf``) → (code, rate); ValueError with the reason."""
     code, sep, value = spec.partition("=")
     try:
-        rate = float(value)
+        rate = RATE("", value)
     except ValueError:
         rate = math.nan
-    if not sep or not code or not rate > 0:
+    if not sep or not code or math.isnan(rate):
         raise ValueError(f"rate {spec!r} must look like CODE=N, N a positive number or inf")
     return code, rate
 
@@ -43,6 +55,7 @@ def _flag(default: Any = None, *, help: str, factory: Any = None, **details: Any
     """A field that ``dispatcher gateway`` (and, for faults, ``loadtest`` and ``demo``)
     sets with a flag. The metadata holds its help and, where the default does not
     say it, the rest: ``flag`` (else ``--name-with-dashes``), ``metavar``, ``type``,
+    ``number`` (a `Number`: the bounds the flag and the settings both check),
     ``share`` (a number in 0..1), ``item`` and ``collect`` (a repeatable flag: how one
     value reads, and what the values become)."""
     metadata = {"help": help, **details}
@@ -52,7 +65,15 @@ def _flag(default: Any = None, *, help: str, factory: Any = None, **details: Any
 
 
 def _share(what: str) -> Any:
-    return _flag(0.0, share=True, help=f"share of send requests {what}")
+    return _flag(0.0, share=True, number=SHARE, help=f"share of send requests {what}")
+
+
+def _check_numbers(settings: Any, extra: Mapping[str, Number] | None = None) -> None:
+    """Every field that has a `Number` (in its metadata, or in ``extra``) is within
+    it; ValueError (a `ConfigError`) naming the field otherwise."""
+    numbers = {f.name: f.metadata["number"] for f in fields(settings) if "number" in f.metadata}
+    for name, number in {**numbers, **(extra or {})}.items():
+        number(name, getattr(settings, name))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,27 +90,23 @@ class FaultSettings:
     fail_503: float = _share("answered 503 (nothing recorded)")
     drop_before: float = _share("whose connection is closed before recording")
     drop_after: float = _share("whose connection is closed after recording")
-    latency_ms: float = _flag(0.0, metavar="MS", help="mean added latency")
-    jitter_ms: float = _flag(0.0, metavar="MS", help="uniform +/- jitter of the latency")
+    latency_ms: float = _flag(0.0, metavar="MS", number=MILLISECONDS, help="mean added latency")
+    jitter_ms: float = _flag(
+        0.0, metavar="MS", number=MILLISECONDS, help="uniform +/- jitter of the latency"
+    )
     #: The Retry-After (whole seconds) of injected 429 and 503 answers; tests use 0.
     retry_after_s: int = _flag(
         1,
         flag="--fault-retry-after",
         metavar="S",
+        number=Number(kind=int, low=0, high=int(MAX_SECONDS)),
         help="Retry-After seconds of injected 429 and 503 answers",
     )
 
     def __post_init__(self) -> None:
-        for name in _SHARE_FIELDS:
-            share = getattr(self, name)
-            if not 0.0 <= share <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, got {share}")
+        _check_numbers(self)
         if sum(getattr(self, name) for name in _SHARE_FIELDS) > 1.0 + 1e-9:
             raise ValueError("fault shares add up to more than 1")
-        if self.latency_ms < 0 or self.jitter_ms < 0:
-            raise ValueError("latency_ms and jitter_ms must not be negative")
-        if self.retry_after_s < 0:
-            raise ValueError("retry_after_s must not be negative")
 
     def shares(self) -> list[tuple[str, float]]:
         """(kind, share) in draw order, kinds as in the stats' ``faults`` keys."""
@@ -112,8 +129,15 @@ class EmulatorSettings:
     flat_single: bool = _flag(
         False, help="answer v2/messages with the flat {status, messageId, description} shape"
     )
-    max_batch: int = _flag(1000, metavar="N", help="recipients per batch request (more: 413)")
-    max_segments: int = _flag(10, metavar="N", help="segments per message")
+    max_batch: int = _flag(
+        1000,
+        metavar="N",
+        number=Number(kind=int, low=1, high=MAX_BATCH),
+        help="recipients per batch request (more: 413)",
+    )
+    max_segments: int = _flag(
+        10, metavar="N", number=Number(kind=int, low=1, high=255), help="segments per message"
+    )
     #: Sender codes not assigned to the account: CODE_NOT_ALLOWED.
     deny_codes: frozenset[str] = _flag(
         frozenset(),
@@ -156,10 +180,18 @@ class EmulatorSettings:
     seed: int | None = _flag(
         None, type=int, metavar="N", help="seed of the fault and delivery-report draws"
     )
-    dr_delay_ms: float = _flag(200.0, metavar="MS", help="delay of delivery reports")
-    dr_undeliv: float = _flag(0.0, share=True, help="share of delivery reports UNDELIV")
-    dr_expired: float = _flag(0.0, share=True, help="share of delivery reports EXPIRED")
-    dr_rejectd: float = _flag(0.0, share=True, help="share of delivery reports REJECTD")
+    dr_delay_ms: float = _flag(
+        200.0, metavar="MS", number=MILLISECONDS, help="delay of delivery reports"
+    )
+    dr_undeliv: float = _flag(
+        0.0, share=True, number=SHARE, help="share of delivery reports UNDELIV"
+    )
+    dr_expired: float = _flag(
+        0.0, share=True, number=SHARE, help="share of delivery reports EXPIRED"
+    )
+    dr_rejectd: float = _flag(
+        0.0, share=True, number=SHARE, help="share of delivery reports REJECTD"
+    )
     dr_concurrency: int = 32
     dr_timeout_s: float = 5.0
     #: Stored idempotent responses beyond this many bytes evict the oldest.
@@ -173,19 +205,12 @@ class EmulatorSettings:
             raise ValueError("api_key must not be empty")
         if self.ledger not in ("full", "counts"):
             raise ValueError("ledger must be 'full' or 'counts'")
-        if not 1 <= self.max_batch <= MAX_BATCH or self.max_segments < 1:
-            raise ValueError(f"max_batch must be 1..{MAX_BATCH}, max_segments at least 1")
+        _check_numbers(self, _UNFLAGGED)
         for code, rate in self.rates.items():
-            if not rate > 0:
-                raise ValueError(f"rate for {code} must be positive, got {rate}")
-        for name in ("shortcode_rate", "longcode_rate", "alphanumeric_rate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive")
+            RATE(f"rate for {code}", rate)
         dr = (self.dr_undeliv, self.dr_expired, self.dr_rejectd)
-        if any(not 0 <= s <= 1 for s in dr) or sum(dr) > 1.0 + 1e-9:
-            raise ValueError("delivery-report shares must be in 0..1 and add up to at most 1")
-        if self.dr_delay_ms < 0 or self.dr_concurrency < 1:
-            raise ValueError("dr_delay_ms must be >= 0 and dr_concurrency >= 1")
+        if sum(dr) > 1.0 + 1e-9:
+            raise ValueError("delivery-report shares must add up to at most 1")
 
     def rate_for(self, code: str) -> float:
         """Messages per second allowed for a sender code (math.inf: unlimited)."""
@@ -199,15 +224,27 @@ class EmulatorSettings:
         return self.alphanumeric_rate
 
 
+#: The bounds of the settings that have no flag.
+_UNFLAGGED = {
+    "shortcode_rate": RATE,
+    "longcode_rate": RATE,
+    "alphanumeric_rate": RATE,
+    "dr_concurrency": Number(kind=int, low=1, high=10_000),
+    "dr_timeout_s": Number(kind=float, low=0.0, above=True, high=MAX_SECONDS, unit="seconds"),
+    "idempotency_max_bytes": Number(kind=int, low=0, high=1 << 40),
+    "max_body_bytes": Number(kind=int, low=1, high=1 << 40),
+}
+
+
 def fault_update(current: FaultSettings, changes: Mapping[str, Any]) -> FaultSettings:
     """A partial update of fault settings; unknown names and bad values raise ValueError."""
-    known = {f.name for f in fields(FaultSettings)}
-    unknown = set(changes) - known
+    numbers = {f.name: f.metadata["number"] for f in fields(FaultSettings)}
+    unknown = set(changes) - set(numbers)
     if unknown:
         raise ValueError(f"unknown fault settings: {', '.join(sorted(unknown))}")
     merged: dict[str, Any] = dict(current.as_dict())
     for name, value in changes.items():
         if type(value) not in (int, float):
             raise ValueError(f"{name} must be a number")
-        merged[name] = int(value) if name == "retry_after_s" else float(value)
+        merged[name] = numbers[name](name, value)
     return FaultSettings(**merged)

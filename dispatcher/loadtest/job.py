@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from dispatcher.config import find_api_key
 from dispatcher.errors import ConfigError
 from dispatcher.loadtest.settings import LoadTest
+from dispatcher.paths import Place, check_distinct, check_writable
 from dispatcher.writers import write_json
 
 if TYPE_CHECKING:
@@ -27,9 +28,14 @@ def prepare(
     synthetic: bool = False,
     faults: FaultSettings | None = None,
     plot: str | None = None,
+    report: str | None = None,
     **settings: Any,
 ) -> LoadTest:
     """The test to run, every rule checked; `ConfigError` names what to fix.
+
+    The outputs (``report``, ``plot``) are checked before the test runs: one that
+    would overwrite an input or the other output is a `ConfigError`, one that cannot
+    be written an `OutputError` (`dispatcher.paths`).
 
     Against ``base_url`` the key comes from ``api_key_file``, else
     ``DISPATCHER_API_KEY``, and the recipients from ``input`` unless ``synthetic``
@@ -51,10 +57,20 @@ def prepare(
         faults = None
     if input is not None and input != "-" and not os.path.exists(input):
         raise ConfigError(f"--input {input} does not exist")
+    read = [
+        Place(option, path)
+        for option, path in (("--input", input), ("--api-key-file", api_key_file))
+        if path
+    ]
+    written = [
+        Place(option, path) for option, path in (("--report", report), ("--plot", plot)) if path
+    ]
+    check_distinct(read, written)
+    check_writable(written)
     if plot is not None:
         from dispatcher.loadtest.plot import check_available
 
-        check_available()
+        check_available(plot)
     return LoadTest(base_url=base_url, api_key=api_key, input=input, faults=faults, **settings)
 
 

@@ -6,6 +6,7 @@ only here and only when a plot is asked for.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from dispatcher.errors import ConfigError
@@ -15,12 +16,22 @@ INSTALL_HINT = (
 )
 
 
-def check_available() -> None:
-    """Raise `ConfigError` now, before the test runs, if matplotlib is missing."""
+def check_available(path: str | None = None) -> None:
+    """Raise `ConfigError` now, before the test runs, if matplotlib is missing or
+    cannot draw the kind of image ``path``'s extension names (no extension: PNG)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise ConfigError(INSTALL_HINT) from None
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kind = os.path.splitext(path or "")[1].removeprefix(".").lower()
+    known = FigureCanvasBase.get_supported_filetypes()
+    if kind and kind not in known:
+        raise ConfigError(
+            f"--plot {path}: matplotlib cannot draw a .{kind} image; "
+            f"name a .png file (or one of {', '.join(sorted(known))})"
+        )
 
 
 def plot(report: dict[str, Any], path: str) -> None:

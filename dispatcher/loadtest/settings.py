@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from dispatcher.config import Secret
+from dispatcher.config import MAX_SECONDS, Number, Secret, parse_url
 from dispatcher.errors import ConfigError
 from dispatcher.loadtest.thresholds import Threshold
 
@@ -17,6 +17,19 @@ DEFAULT_SENDER = "12345"
 DEFAULT_TEXT = "Hi {0}, your balance is ${1}. Reply STOP to opt out."
 #: Above this many requests per second the scheduler itself is the limit.
 MAX_REQUEST_RATE = 1_000_000.0
+
+_DURATION = Number(kind=float, low=0.0, above=True, high=MAX_SECONDS, unit="seconds")
+_NONE_OR_DURATION = Number(kind=float, low=0.0, high=MAX_SECONDS, unit="seconds")
+#: The bounds of the numbers, by field; an error names the flag (``--rate``).
+_NUMBERS = {
+    "rate": Number(kind=float, low=0.0, above=True, high=math.inf),
+    "duration": _DURATION,
+    "warmup": _NONE_OR_DURATION,  # 0: no warm-up
+    "drain": _NONE_OR_DURATION,  # 0: do not wait for requests in flight
+    "timeout": _DURATION,
+    "batch_size": Number(kind=int, low=1, high=1_000_000),
+    "concurrency": Number(kind=int, low=1, high=100_000),
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,31 +61,22 @@ class LoadTest:
     thresholds: tuple[Threshold, ...] = ()
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.rate) and self.rate > 0):
-            raise ConfigError(f"--rate must be a positive number, got {self.rate:g}")
+        for name, number in _NUMBERS.items():
+            number(f"--{name.replace('_', '-')}", getattr(self, name))
         if self.rate_unit not in ("requests", "recipients"):
             raise ConfigError("--rate-unit must be requests or recipients")
         if self.request_rate > MAX_REQUEST_RATE:
             raise ConfigError(f"--rate is above {MAX_REQUEST_RATE:,.0f} requests/s")
-        if not self.duration > 0:
-            raise ConfigError("--duration must be more than 0")
-        for name in ("warmup", "drain"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{name} must not be negative")
-        if not self.timeout > 0:
-            raise ConfigError("--timeout must be more than 0")
-        if self.batch_size < 1 or self.concurrency < 1:
-            raise ConfigError("--batch-size and --concurrency must be at least 1")
+        for threshold in self.thresholds:
+            if not math.isfinite(threshold.limit):
+                raise ConfigError(f"threshold {threshold.text!r}: the limit is not a finite number")
         if self.base_url is None:
             from dispatcher.emulator.settings import MAX_BATCH
 
             if self.batch_size > MAX_BATCH:
                 raise ConfigError(f"the embedded emulator takes batches of at most {MAX_BATCH}")
         else:
-            if not self.base_url.startswith(("http://", "https://")):
-                raise ConfigError(
-                    f"--base-url must start with http:// or https://: {self.base_url}"
-                )
+            parse_url("--base-url", self.base_url)
             if self.api_key is None:
                 raise ConfigError(
                     "no API key for --base-url: set DISPATCHER_API_KEY or give --api-key-file"

@@ -9,55 +9,29 @@ import random
 import resource
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
-from tests.support.exactly_once import TEXT, check_exactly_once, read_results, write_input
+from tests.support.exactly_once import (
+    check_exactly_once,
+    ledger,
+    read_results,
+    send_command,
+    wait_until_sending,
+    write_input,
+)
 from tests.support.gateway_process import gateway_process
 
 pytestmark = pytest.mark.chaos
 KEY = "e2e-secret-key-4242"
 
 
-def send_command(source: Path, out: Path, base_url: str, *extra: str) -> list[str]:
-    return [
-        sys.executable, "-m", "dispatcher", "send", str(source),
-        "--base-url", base_url, "--from", "12345", "--text", TEXT, "--rate", "12345=inf",
-        "--batch-size", "50", "--concurrency", "4", "--timeout", "5",
-        "--results", str(out / "results.ndjson"), "--invalid", str(out / "invalid.ndjson"),
-        "--summary", str(out / "summary.json"), "--no-progress", *extra,
-    ]  # fmt: skip
-
-
 def env() -> dict[str, str]:
     return {**os.environ, "DISPATCHER_API_KEY": KEY}
-
-
-def ledger(base_url: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    root = base_url.removesuffix("/raven")
-    with urllib.request.urlopen(f"{root}/_emulator/messages", timeout=10) as response:
-        messages = [orjson.loads(line) for line in response.read().splitlines() if line]
-    with urllib.request.urlopen(f"{root}/_emulator/stats", timeout=10) as response:
-        stats = orjson.loads(response.read())
-    return messages, stats
-
-
-def wait_until_sending(proc: subprocess.Popen[bytes], results: Path, timeout: float = 30) -> None:
-    """Wait until the send has results on disk, so a signal lands mid-run (not before
-    the process has even installed its handlers, as happens on a loaded machine)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if results.exists() and results.stat().st_size > 0:
-            return
-        assert proc.poll() is None, "the send ended before it was interrupted"
-        time.sleep(0.05)
-    pytest.fail("the send produced no results in time")
 
 
 def set_faults(base_url: str, **faults: float) -> None:
@@ -96,6 +70,8 @@ def test_kill_9_and_resume_cycles(tmp_path: Path, idempotent: bool) -> None:
                 [*command, *resume], env=env(), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )  # fmt: skip
+            if not cycle:  # a kill before the job exists would leave nothing to resume
+                wait_for_journal(proc, tmp_path / "results.ndjson.journal")
             time.sleep(rng.uniform(0.4, 0.9))
             if proc.poll() is None and kills < 6:
                 proc.kill()
@@ -118,6 +94,16 @@ def test_kill_9_and_resume_cycles(tmp_path: Path, idempotent: bool) -> None:
         assert proc.returncode == 0
     invalid = [orjson.loads(raw) for raw in (tmp_path / "invalid.ndjson").read_bytes().splitlines()]
     assert invalid == []
+
+
+def wait_for_journal(proc: subprocess.Popen[bytes], journal: Path, timeout: float = 30) -> None:
+    """Wait until the first run has created its journal (a loaded machine can take
+    longer than the first random pause just to start Python)."""
+    deadline = time.monotonic() + timeout
+    while not journal.exists():
+        assert proc.poll() is None, "the send ended before it created its journal"
+        assert time.monotonic() < deadline, "the send created no journal in time"
+        time.sleep(0.01)
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

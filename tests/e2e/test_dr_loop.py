@@ -1,6 +1,6 @@
 """The delivery-report loop end to end: send with --request-dr --callbacks pointing at
-the real receiver, the emulator posts a report per message, and `dispatcher report`
-joins results and reports into final counts."""
+the real receiver (its secret in the URL), the emulator posts a report per message, and
+`dispatcher report` joins results and reports into final counts."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from dispatcher.receiver import running_receiver
 from tests.support.emulators import EmulatorFactory
 from tests.support.exactly_once import send_config, write_input
 
+SECRET = "loop-Wm4sT9qXc2Rb7Ln"
+
 
 async def test_send_receiver_report(emulator_factory: EmulatorFactory, tmp_path: Path) -> None:
     emu = await emulator_factory(
@@ -24,7 +26,8 @@ async def test_send_receiver_report(emulator_factory: EmulatorFactory, tmp_path:
     source = tmp_path / "in.ndjson"
     lines = write_input(source, 600, bad_every=100)
     dr_file = tmp_path / "dr.ndjson"
-    async with running_receiver(dr_file) as receiver:
+    async with running_receiver(dr_file, secret=SECRET) as receiver:
+        assert receiver.url.endswith(f"/dr/{SECRET}")
         config = send_config(
             tmp_path, emu.base_url, request_dr=True, callbacks=receiver.url, batch_size=100
         )
@@ -35,6 +38,8 @@ async def test_send_receiver_report(emulator_factory: EmulatorFactory, tmp_path:
                 break
             await asyncio.sleep(0.05)
         assert receiver.stats().received == len(lines)
+        assert receiver.stats().unauthorized == 0
+    assert SECRET.encode() not in dr_file.read_bytes()  # the echoed callback URL is masked
     command = [sys.executable, "-m", "dispatcher", "report"]
     command += ["--results", str(tmp_path / "results.ndjson"), "--dr", str(dr_file)]
     command += ["--json", "--out", str(tmp_path / "delivery.ndjson")]

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp import web
 
 from tests.support.cli import CODE, KEY, by_line, dispatcher, env, write_lines
 from tests.support.emulators import EmulatorFactory
+from tests.support.stub_gateway import stub_gateway
 
 BASE = "http://127.0.0.1:9/raven"  # never contacted: every case fails before sending
 
@@ -34,12 +36,12 @@ BASE = "http://127.0.0.1:9/raven"  # never contacted: every case fails before se
         ),
         ("TOML that is not TOML", ["--config", "c.toml"], "[sending\n", True, ["TOML"]),
         ("missing config file", ["--config", "nope.toml"], None, True, ["nope.toml"]),
-        ("bad flag value", ["--batch-size", "0"], None, True, ["batch_size"]),
-        ("bad base URL", ["--base-url", "ftp://x"], None, True, ["base_url"]),
+        ("bad flag value", ["--batch-size", "0"], None, True, ["--batch-size"]),
+        ("bad base URL", ["--base-url", "ftp://x"], None, True, ["--base-url", "http://"]),
         ("missing --from", ["--no-from"], None, True, ["--from"]),
         ("missing --text", ["--no-text"], None, True, ["--text"]),
         ("missing API key", [], None, False, ["API key", "DISPATCHER_API_KEY"]),
-        ("unreadable key file", ["--api-key-file", "nokey"], None, False, ["nokey"]),
+        ("missing key file", ["--api-key-file", "nokey"], None, False, ["API key file"]),
         (
             "--text with --text-file",
             ["--text-file", "t.txt"],
@@ -93,6 +95,7 @@ async def test_config_errors_exit_2_naming_the_problem(
     assert run.stderr.startswith(("dispatcher: ", "usage: ")), run.stderr
     for word in expected:
         assert word in run.stderr, (case, word, run.stderr)
+    assert "nokey" not in run.stderr  # a key file's name is not shown unless it exists
     assert not (tmp_path / "results.ndjson").exists(), "nothing is written on a usage error"
 
 
@@ -214,20 +217,24 @@ async def test_summary_schema_and_ambiguous_lines_exit_1(
 
 
 async def test_a_request_the_gateway_refuses_fails_its_lines_and_exits_1(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
-    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    async def refuse(request: web.Request) -> web.Response:
+        return web.json_response({"meta": {"explain": "connection unknown"}}, status=400)
+
     source = write_lines(tmp_path / "in.ndjson", [{"to": "+525500000001", "params": ["a"]}])
-    run = await dispatcher(
-        "send", source, "--from", CODE, "--text", "Hi {0}",
-        "--base-url", emulator.base_url, "--callbacks", "not-a-url",
-        cwd=tmp_path,
-    )  # fmt: skip
+    async with stub_gateway(refuse) as gateway:
+        run = await dispatcher(
+            "send", source, "--from", CODE, "--text", "Hi {0}",
+            "--base-url", gateway.base_url, "--connection", "nope",
+            cwd=tmp_path,
+        )  # fmt: skip
     assert run.code == 1, run.stderr
     [result] = run.results()
     assert result["status"] == "FAILED"
     assert result["attempts"] == 1  # a 400 is not retried
-    assert "callbacks" in result["error"]
+    assert len(gateway.sends) == 1
+    assert "connection unknown" in result["error"]
 
 
 async def test_a_refused_sender_code_is_not_a_successful_run(

@@ -168,6 +168,37 @@ def test_retry_after_forms() -> None:
     assert api.retry_after_seconds(later, now=now.timestamp()) == pytest.approx(30.0)
 
 
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("999999999", 999999999.0),
+        (" 3 ", 3.0),
+        ("9" * 400, math.inf),  # too long for a float: the policy clamps it
+        ("inf", None),
+        ("Infinity", None),
+        ("1e400", None),
+        ("nan", None),
+        ("-5", None),
+        ("-0", None),
+        ("+5", None),
+        ("5 s", None),
+        ("", None),
+        ("\u0662", None),
+        ("Mon, 01 Jan 1990 00:00:00 GMT", 0.0),  # in the past: no wait
+        ("Fri, 31 Dec 99999 23:59:59 GMT", None),
+        ("Fri, 32 Dec 2026 23:59:59 GMT", None),
+    ],
+)
+def test_retry_after_is_read_in_its_own_forms_only(value: str, seconds: float | None) -> None:
+    assert api.retry_after_seconds(value) == seconds
+
+
+def test_retry_after_far_in_the_future_is_a_number_the_policy_clamps() -> None:
+    far = api.retry_after_seconds("Fri, 31 Dec 9999 23:59:59 GMT")
+    assert far is not None
+    assert far > 1e11
+
+
 def test_bodies_of_a_batch() -> None:
     group = Group(
         "g",

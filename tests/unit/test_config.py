@@ -1,17 +1,25 @@
 """Configuration: precedence flags > env > file > defaults, and clear errors (exit 2)."""
 
+import math
+import os
+import re
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
+import orjson
 import pytest
 
 from dispatcher.config import (
     DEFAULT_BASE_URL,
     KEYS,
     Config,
+    Key,
+    Number,
     Secret,
     find_api_key,
     load,
+    read_secret_file,
     validate,
 )
 from dispatcher.errors import ConfigError
@@ -84,7 +92,7 @@ def test_unknown_section(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[sending]\nconcurrency = 0\n", "concurrency must be at least 1"),
+        ("[sending]\nconcurrency = 0\n", r"\[sending\] concurrency must be a whole number from 1"),
         ("[sending]\nconcurrency = 'many'\n", "concurrency must be a whole number"),
         ("[sending]\nrate_unit = 'bytes'\n", "rate_unit must be one of messages, segments"),
         ("[sending.rates]\nX = -1\n", "positive rate"),
@@ -227,3 +235,285 @@ def test_key_file_flag_beats_the_file_s_key_file(tmp_path: Path) -> None:
     assert load(config_file=path, env={}).api_key == Secret("from-config")
     config = load(config_file=path, env={}, api_key_file=tmp_path / "b")
     assert config.api_key == Secret("from-flag")
+
+
+# --- validation at the door: the same in flags, environment and file -------------------
+
+NUMBER_KEYS = [key for key in KEYS.values() if isinstance(key.parse, Number)]
+BAD_TEXT = ["nan", "NaN", "inf", "-inf", "Infinity", "1e400", "-1", "-0", "-0.0", "x", "", "1_0x"]
+
+
+def test_every_number_of_the_config_has_bounds() -> None:
+    assert {key.name for key in NUMBER_KEYS} == {
+        key.name for key in KEYS.values() if key.kind in (int, float)
+    }
+    assert len(NUMBER_KEYS) >= 14
+
+
+def sources(key: Key, value: str) -> Iterator[tuple[str, dict[str, object]]]:
+    """(what the error must name, load's arguments) for each place the value can be."""
+    yield re.escape(key.option), {"flags": {key.name: value}, "env": {}}
+    if key.env_var is not None:
+        yield f"environment {key.env_var}", {"env": {key.env_var: value}}
+
+
+@pytest.mark.parametrize("key", NUMBER_KEYS, ids=lambda key: key.name)
+def test_a_bad_number_is_refused_naming_where_it_came_from(key: Key, tmp_path: Path) -> None:
+    parse = key.parse
+    assert isinstance(parse, Number)
+    above = str(int(parse.high) + 1) if parse.high < 1e15 else None
+    for value in [*BAD_TEXT, *([above] if above else [])]:
+        for where, arguments in sources(key, value):
+            with pytest.raises(ConfigError, match=f"^{where} must be a"):
+                load(**arguments)  # type: ignore[arg-type]
+        # as a TOML string: the file's own numbers are the next test (TOML's -0 is 0)
+        path = write(
+            tmp_path, f"[{key.section}]\n{key.file_name} = {orjson.dumps(value).decode()}\n"
+        )
+        with pytest.raises(ConfigError, match=rf"c\.toml: \[{key.section}\] {key.file_name} must"):
+            load(config_file=path, env={})
+
+
+@pytest.mark.parametrize("key", NUMBER_KEYS, ids=lambda key: key.name)
+def test_toml_s_own_infinities_and_huge_numbers_are_refused(key: Key, tmp_path: Path) -> None:
+    huge = "99999999999999999999999"
+    for literal in ("inf", "+inf", "-inf", "nan", "-0.0", "-1", "1e400", huge, "true", "[1]"):
+        if literal == huge and math.isinf(key.parse.high):  # type: ignore[attr-defined]
+            continue  # no upper bound but finiteness (a price)
+        path = write(tmp_path, f"[{key.section}]\n{key.file_name} = {literal}\n")
+        with pytest.raises(ConfigError, match=rf"\[{key.section}\] {key.file_name} must"):
+            load(config_file=path, env={})
+
+
+@pytest.mark.parametrize("key", NUMBER_KEYS, ids=lambda key: key.name)
+def test_the_bounds_themselves_are_accepted(key: Key) -> None:
+    parse = key.parse
+    assert isinstance(parse, Number)
+    low = parse.low if not parse.above else parse.low + (1 if parse.kind is int else 0.001)
+    for value in (low, min(parse.high, 1e9)):
+        text = str(int(value)) if parse.kind is int else repr(float(value))
+        config = load(flags={key.name: text}, env={})
+        assert getattr(config, key.name) == pytest.approx(value)
+
+
+def test_zero_only_where_it_means_none() -> None:
+    zero = set()
+    for key in NUMBER_KEYS:
+        try:
+            load(flags={key.name: "0"}, env={})
+        except ConfigError:
+            continue
+        zero.add(key.name)
+    assert zero == {"linger_ms", "retry_max_wait", "grace_period", "price_per_segment"}
+
+
+@pytest.mark.parametrize(
+    "rate", ["nan", "-1", "-0", "0", "0.0001", "x", "-inf", ""], ids=lambda rate: rate or "empty"
+)
+def test_rates_are_positive_or_inf(rate: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--rate 12345 must be a positive rate"):
+        load(flags={"rates": {"12345": rate}}, env={})
+    path = write(tmp_path, f'[sending.rates]\n"12345" = "{rate}"\n')
+    with pytest.raises(ConfigError, match=r"\[sending\.rates\] 12345 must be a positive rate"):
+        load(config_file=path, env={})
+    path = write(tmp_path, f'[sending.kind_rates]\nlongcode = "{rate}"\n')
+    with pytest.raises(ConfigError, match=r"\[sending\.kind_rates\] longcode must be"):
+        load(config_file=path, env={})
+    config = load(flags={"rates": {"12345": "inf", "1": "1e400", "2": 0.5}}, env={})
+    assert dict(config.rates) == {"12345": math.inf, "1": math.inf, "2": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://", "needs a host"),
+        ("http:///x", "needs a host"),
+        ("https://:80", "needs a host"),
+        ("https://:80/raven", "needs a host"),
+        ("ftp://example.com/raven", "must start with http:// or https://"),
+        ("example.com/raven", "must start with http:// or https://"),
+        ("http:/example.com", "must start with http:// or https://"),
+        ("http://example.com:99999/raven", "port"),
+        ("http://example.com:0/raven", "port"),
+        ("http://example.com:-1/raven", "port"),
+        ("http://example.com:x/raven", "port"),
+        ("http://[::1/raven", "IPv6"),
+        ("http://exa mple.com/raven", "spaces"),
+        ("http://example.com/raven\n", "control characters"),
+        ("http://example.com/raven?key=1", "query"),
+        ("http://example.com/raven#top", "fragment"),
+        ("http://example.com/raven?", "query"),
+        ("http://xn--a.com/raven", "not a valid name"),
+        ("http://ex\u200bample.com/raven", "not a valid name"),
+        ("http://[zz]/raven", "IPv6"),
+    ],
+)
+def test_a_base_url_needs_a_scheme_and_a_host(url: str, problem: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"^--base-url .*{re.escape(problem)}"):
+        load(flags={"base_url": url}, env={})
+    with pytest.raises(ConfigError, match=r"^environment DISPATCHER_BASE_URL"):
+        load(env={"DISPATCHER_BASE_URL": url})
+    path = write(tmp_path, f"[gateway]\nbase_url = {orjson.dumps(url).decode()}\n")
+    with pytest.raises(ConfigError, match=r"\[gateway\] base_url"):
+        load(config_file=path, env={})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/raven",
+        "https://elastic.messangi.me/raven",
+        "HTTPS://Example.COM/raven/",
+        "http://[::1]:8080/raven",
+        "http://localhost",
+        "http://gateway.internal:65535/a/b/c",
+    ],
+)
+def test_good_base_urls(url: str) -> None:
+    assert load(flags={"base_url": url}, env={}).base_url == url
+
+
+def test_a_url_with_a_password_is_refused_without_showing_it() -> None:
+    with pytest.raises(ConfigError, match="user name or password") as caught:
+        load(flags={"base_url": "https://user:hunter2-pass@example.com/raven"}, env={})
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "callbacks",
+    [
+        "http:///dr/s3cr3t-segment",
+        "s3cr3t-segment",
+        "https://ok.example/dr,https://:1/s3cr3t-segment",
+        "https://ok.example/s3cr3t-segment, ",
+        "http://h:70000/dr/s3cr3t-segment",
+    ],
+)
+def test_callbacks_are_urls_and_are_never_quoted(callbacks: str) -> None:
+    with pytest.raises(ConfigError, match=r"^--callbacks: ") as caught:
+        load(flags={"callbacks": callbacks}, env={})
+    assert "(the URL is not shown)" in str(caught.value)
+    assert "s3cr3t" not in str(caught.value)
+
+
+def test_good_callbacks() -> None:
+    urls = "https://dr.example.com/dr/s3cr3t-segment, http://127.0.0.1:8090/dr?x=1"
+    assert load(flags={"callbacks": urls}, env={}).callbacks == urls
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("gateway = 5\n", r"\[gateway\] must be a section"),
+        ('gateway = "x"\n', r"\[gateway\] must be a section"),
+        ("timeout = 5\n", r"'timeout' must be inside its section: write it under \[gateway\]"),
+        ("from = '1'\n", r"under \[message\]"),
+        ("nonsense = 5\n", "unknown top-level key 'nonsense'"),
+        ("[sending]\ntimeout = 5\n", r"'timeout' belongs in \[gateway\], not in \[sending\]"),
+        ("[retry]\nconcurrency = 5\n", r"belongs in \[sending\], not in \[retry\]"),
+        ("[sending.rates]\nA = 'fast'\n", r"\[sending\.rates\] A must be a positive rate"),
+        ("[sending]\nrates = 5\n", r"\[sending\.rates\] must be a table"),
+        ("[gateway]\ntimeout = 'x'\n", r"\[gateway\] timeout must be a number of seconds"),
+        ("[message]\nfrom = 5\n", r"\[message\] from must be a string"),
+        ("api_key_file = 5\n", "api_key_file .top level. must be a string"),
+    ],
+)
+def test_errors_name_the_right_section(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(config_file=write(tmp_path, text), env={})
+
+
+def test_a_config_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"[gateway]\nbase_url = '\xff'\n")
+    with pytest.raises(ConfigError, match=r"not valid TOML|not UTF-8"):
+        load(config_file=path, env={})
+
+
+def test_validate_checks_a_config_built_in_code() -> None:
+    for bad in (
+        {"timeout": math.inf},
+        {"timeout": math.nan},
+        {"concurrency": 0},
+        {"base_url": "http://"},
+        {"max_segments": 256},
+        {"segment_model": "x"},
+        {"rates": {"1": math.nan}},
+    ):
+        with pytest.raises(ConfigError):
+            validate(Config(**bad))  # type: ignore[arg-type]
+
+
+# --- secret files ----------------------------------------------------------------------
+
+
+def test_a_secret_file_is_capped_at_64_kib(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    path.write_bytes(b"k" * 64 * 1024)
+    assert len(read_secret_file(path, "the key file").reveal()) == 64 * 1024
+    path.write_bytes(b"k" * (64 * 1024 + 1))
+    with pytest.raises(ConfigError, match="larger than 64 KiB"):
+        read_secret_file(path, "the key file")
+
+
+def test_dev_zero_is_refused_not_read_to_the_end() -> None:
+    with pytest.raises(ConfigError, match="the key file /dev/zero is larger than 64 KiB"):
+        read_secret_file("/dev/zero", "the key file")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff\xfesecret-key\n", "is not UTF-8 text"),
+        (b"", "is empty"),
+        (b" \n\t\n", "is empty"),
+    ],
+)
+def test_a_secret_file_must_be_utf8_and_hold_a_line(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "key"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as caught:
+        read_secret_file(path, "the key file")
+    assert "secret-key" not in str(caught.value)
+
+
+def test_a_secret_file_s_first_line_stripped_bom_and_crlf_too(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    path.write_bytes(b"\xef\xbb\xbf  sk-123-abc \r\nsecond line\r\n")
+    assert read_secret_file(path, "the key file").reveal() == "sk-123-abc"
+
+
+def test_a_directory_or_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read the key file .*: Is a directory"):
+        read_secret_file(tmp_path, "the key file")
+    with pytest.raises(ConfigError, match="the key file does not exist") as caught:
+        read_secret_file(tmp_path / "sk-typed-instead-of-a-path", "the key file")
+    assert "sk-typed" not in str(caught.value)
+
+
+def test_a_fifo_without_a_writer_does_not_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="is empty"):
+        read_secret_file(fifo, "the key file")
+
+
+@pytest.mark.parametrize("key", ["caf\u00e9-key", "tab\tkey", "bell\x07key", "del\x7fkey"])
+def test_an_api_key_an_http_header_cannot_carry(tmp_path: Path, key: str) -> None:
+    path = tmp_path / "key"
+    path.write_text(key + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="printable ASCII") as caught:
+        find_api_key(path, {})
+    assert key not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"DISPATCHER_API_KEY .*printable ASCII"):
+        find_api_key(None, {"DISPATCHER_API_KEY": key})
+
+
+@pytest.mark.parametrize("name", ["bad header", "Key:", "a\nb", "é"])
+def test_the_idempotency_header_is_a_header_name(name: str, tmp_path: Path) -> None:
+    path = write(tmp_path, f"[gateway]\nidempotency_header = {orjson.dumps(name).decode()}\n")
+    with pytest.raises(ConfigError, match=r"\[gateway\] idempotency_header must be an HTTP"):
+        load(config_file=path, env={})
+    assert load(env={"DISPATCHER_IDEMPOTENCY_HEADER": ""}).idempotency_header == ""

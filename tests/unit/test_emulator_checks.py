@@ -364,7 +364,7 @@ def test_settings_never_show_the_key() -> None:
     "kwargs", [{"fail_429": 1.5}, {"drop_after": -0.1}, {"fail_429": 0.6, "fail_503": 0.5}]
 )
 def test_fault_shares_are_validated(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match=r"between 0 and 1|add up"):
+    with pytest.raises(ValueError, match=r"a share from 0 to 1|add up"):
         FaultSettings(**kwargs)
 
 

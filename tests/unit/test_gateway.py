@@ -21,7 +21,7 @@ from dispatcher.errors import (
     RequestRejected,
     RequestTimeout,
 )
-from dispatcher.gateway import GatewayClient, open_session
+from dispatcher.gateway import GatewayClient, open_session, path_segment
 
 KEY = "sk-test-0123456789-secret"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -33,11 +33,13 @@ class Stub:
     def __init__(self) -> None:
         self.handler: Handler = self.ok_batch
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.raw: list[web.Request] = []
         self.base_url = ""
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.requests.append((request.path, dict(request.headers), body))
+        self.raw.append(request)
         return await self.handler(request)
 
     @staticmethod
@@ -216,3 +218,77 @@ async def test_status_lookup(stub: tuple[Stub, GatewayClient]) -> None:
     server.handler = answer_with(200, {"meta": {}, "data": {"id": "m1", "status": "DELIVRD"}})
     assert (await client.status("m1"))["status"] == "DELIVRD"
     assert server.requests[-1][0] == "/raven/v2/messages/m1"
+
+
+@pytest.mark.parametrize(
+    ("message_id", "segment"),
+    [
+        ("../../admin", "..%2F..%2Fadmin"),
+        ("a/b?c#d", "a%2Fb%3Fc%23d"),
+        ("..", "%2E%2E"),
+        (".", "%2E"),
+        ("...", "..."),
+        ("%2e%2e", "%252e%252e"),
+        ("é x", "%C3%A9%20x"),
+        ("507f1f77b", "507f1f77b"),
+    ],
+)
+def test_an_id_is_one_path_segment(message_id: str, segment: str) -> None:
+    assert path_segment(message_id) == segment
+
+
+async def test_a_status_lookup_stays_under_v2_messages(stub: tuple[Stub, GatewayClient]) -> None:
+    server, client = stub
+    server.handler = answer_with(200, {"data": {"status": "QUEUE"}})
+    for message_id in ("../../admin", "a/b?c#d", "..", "."):
+        await client.status(message_id)
+    raw = [request.raw_path for request in server.raw]
+    assert raw == [
+        "/raven/v2/messages/..%2F..%2Fadmin",
+        "/raven/v2/messages/a%2Fb%3Fc%23d",
+        "/raven/v2/messages/%2E%2E",
+        "/raven/v2/messages/%2E",
+    ]
+
+
+async def test_a_key_echoed_in_an_answer_never_reaches_the_caller(
+    stub: tuple[Stub, GatewayClient],
+) -> None:
+    server, client = stub
+
+    async def echo(request: web.Request) -> web.Response:
+        key = request.headers["Authorization"]
+        sent = orjson.loads(await request.read())
+        ids = [{"id": f"{key[9:]}-{n}", "mobile": r["to"]} for n, r in enumerate(sent["to"])]
+        return web.json_response(
+            {"meta": {"transactionId": key[5:20]}, "data": {"ids": ids, "status": "QUEUE"}}
+        )
+
+    server.handler = echo
+    answer = await client.send_batch(BODY)
+    assert answer.ids == [("********-0", "+525500000001")]
+    assert answer.transaction_id == "r ********"  # "Bearer sk-…"[5:20]
+    server.handler = answer_with(400, f"refused: Authorization: Bearer {KEY}" * 3)
+    with pytest.raises(RequestRejected) as caught:
+        await client.send_batch(BODY)
+    assert KEY[:8] not in str(caught.value)
+    assert "Bearer ********" in str(caught.value)
+
+
+async def test_a_gateway_that_trickles_its_answer_for_ever_times_out(
+    stub: tuple[Stub, GatewayClient],
+) -> None:
+    server, _ = stub
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        while True:  # a byte now and then: no read ever waits long, the whole never ends
+            await response.write(b" ")
+            await asyncio.sleep(0.02)
+
+    server.handler = trickle
+    async with open_session(concurrency=1, timeout=0.3, connect_timeout=0.3) as session:
+        client = GatewayClient(session, server.base_url, Secret(KEY))
+        with pytest.raises(RequestTimeout):
+            await asyncio.wait_for(client.send_batch(BODY), 10)

@@ -1,6 +1,7 @@
 """Rate limits per sender code, checked with a fast-forwarded event-loop clock."""
 
 import asyncio
+import logging
 import math
 from collections import deque
 
@@ -191,3 +192,61 @@ async def test_throttle_wakes_as_many_waiters_as_the_grown_limit_allows() -> Non
         throttle.leave(ok=True)  # 0 in flight, limit grown back towards 4
     await asyncio.wait_for(asyncio.gather(*waiters), 1)
     assert throttle.in_flight == 3
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("retry_after", [999999999.0, math.inf, 1e300])
+async def test_a_huge_retry_after_pauses_the_code_for_the_longest_wait_at_most(
+    retry_after: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop = asyncio.get_running_loop()
+    throttle = Throttle(4, code="12345", max_pause=30.0)
+    start = loop.time()
+    with caplog.at_level(logging.INFO, logger="dispatcher.limiter"):
+        assert throttle.slow_down(retry_after) == 30.0
+    await asyncio.wait_for(throttle.enter(), 31)
+    assert loop.time() - start == pytest.approx(30.0)
+    [record] = caplog.records
+    assert record.levelno == logging.INFO
+    assert record.getMessage().startswith("code 12345 paused 30 s after 429 (Retry-After ")
+    assert record.getMessage().endswith(" clamped to 30 s)")
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("retry_after", [None, 0.0, -5.0, math.nan])
+async def test_no_pause_without_a_positive_retry_after(retry_after: float | None) -> None:
+    loop = asyncio.get_running_loop()
+    throttle = Throttle(4, max_pause=30.0)
+    assert throttle.slow_down(retry_after) == 0.0
+    start = loop.time()
+    await throttle.enter()
+    assert loop.time() == start
+
+
+@pytest.mark.looptime
+async def test_no_pause_when_the_longest_wait_is_zero(caplog: pytest.LogCaptureFixture) -> None:
+    loop = asyncio.get_running_loop()
+    throttle = Throttle(4, max_pause=0.0)
+    with caplog.at_level(logging.INFO, logger="dispatcher.limiter"):
+        assert throttle.slow_down(5.0) == 0.0
+    start = loop.time()
+    await throttle.enter()
+    assert loop.time() == start
+    assert caplog.records == []
+
+
+@pytest.mark.looptime
+async def test_each_pause_is_logged_once_not_each_extension(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    throttle = Throttle(4, code="COMPANY", max_pause=30.0)
+    with caplog.at_level(logging.INFO, logger="dispatcher.limiter"):
+        throttle.slow_down(2.0, cause="503")
+        throttle.slow_down(3.0)  # extends the pause in progress: not news
+        throttle.slow_down(1.0)  # within it: nothing changes
+        await asyncio.sleep(10)
+        throttle.slow_down(2.0)  # a new pause
+    assert [r.getMessage() for r in caplog.records] == [
+        "code COMPANY paused 2 s after 503",
+        "code COMPANY paused 2 s after 429",
+    ]

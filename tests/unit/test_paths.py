@@ -72,3 +72,23 @@ def test_unwritable_outputs_are_named(tmp_path: Path, where: str) -> None:
     }[where]
     with pytest.raises(OutputError, match="cannot write --summary"):
         check_writable([Place("--summary", str(path))])
+
+
+def test_a_pipe_output_is_taken_as_writable_without_waiting_for_a_reader(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    check_writable([Place("--results", str(fifo))])  # opening it would block: no reader
+
+
+def test_stdin_and_stdout_redirected_to_files_take_part(tmp_path: Path) -> None:
+    source = tmp_path / "s.ndjson"
+    source.write_text("{}\n")
+    saved = os.dup(0)
+    try:
+        with open(source, "rb") as f:
+            os.dup2(f.fileno(), 0)
+        with pytest.raises(ConfigError, match=r"--results .* would overwrite INPUT -"):
+            check_distinct([Place("INPUT", "-")], [Place("--results", str(source))])
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)

@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import signal
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dispatcher import pipeline
 from dispatcher.config import Config, Secret, validate
 from dispatcher.emulator import EmulatorSettings, running_emulator
-from dispatcher.errors import AuthError
+from dispatcher.errors import AuthError, ConfigError
 from dispatcher.journal import journal_path, records
+from dispatcher.lock import JobBusy, JobLock
+from dispatcher.paths import Place
 from dispatcher.summary import Summary
 from tests.support.emulators import EmulatorFactory
 from tests.support.exactly_once import read_results, send_config, write_input
@@ -235,14 +239,12 @@ async def test_the_journal_closes_every_batch_it_opened(
     )
     summary = await pipeline.run(str(source), config)
     assert summary.statuses == {"QUEUE": 50}
-    records = [
-        orjson.loads(x) for x in (tmp_path / "results.ndjson.journal").read_bytes().splitlines()
-    ]
-    sent = {r["sent"]: r["lines"] for r in records if "sent" in r}
-    done = {r["done"] for r in records if "done" in r}
+    journal = list(records(str(tmp_path / "results.ndjson.journal")))
+    sent = {r["sent"]: r["lines"] for r in journal if "sent" in r}
+    done = {r["done"] for r in journal if "done" in r}
     assert set(sent) == done
     assert sorted(line for lines in sent.values() for line in lines) == list(range(1, 51))
-    assert records[-1] == {"complete": True}
+    assert journal[-1] == {"complete": True}
     keys = {m["idempotencyKey"] for m in emulator.messages()}
     assert keys == set(sent)  # each batch went out under the key the journal recorded
 
@@ -304,3 +306,51 @@ async def test_a_fatal_error_ends_the_run_even_while_the_input_waits(
     assert isinstance(summary.fatal, AuthError)
     assert read_results(tmp_path / "results.ndjson") == []
     assert not any("complete" in r for r in records(journal_path(config.results)))
+
+
+# --- the places a send reads and writes, checked before anything is written ----------
+
+
+def test_places_name_every_file_a_send_reads_and_writes(tmp_path: Path) -> None:
+    key = tmp_path / "key.txt"
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'api_key_file = "{key}"\n')
+    inputs = pipeline.settings_files(config_file=str(toml), text_file="t.txt")
+    assert [(p.option, p.path) for p in inputs] == [
+        ("--config", str(toml)),
+        ("--text-file", "t.txt"),
+        (f"api_key_file of {toml}", str(key)),
+    ]
+    flag = pipeline.settings_files(config_file=str(toml), api_key_file="k")
+    assert flag[-1] == Place("--api-key-file", "k")  # the flag wins, as in config.load
+    config = send_config(tmp_path, "http://127.0.0.1:9/raven", invalid="i", summary="s")
+    read, written = pipeline.places("in.ndjson", config, inputs)
+    assert read[0] == Place("INPUT", "in.ndjson")
+    assert read[1:] == inputs
+    results = str(tmp_path / "results.ndjson")
+    assert [p.path for p in written] == [
+        results, "i", "s", results + ".journal", os.path.realpath(results) + ".lock"
+    ]  # fmt: skip
+    stdout = send_config(tmp_path, "http://127.0.0.1:9/raven", results="-")
+    _, to_stdout = pipeline.places("in.ndjson", stdout)
+    assert [p.path for p in to_stdout] == ["-"]  # no job: no journal, no lock
+
+
+async def test_a_clash_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    source = tmp_path / "in.ndjson"
+    source.write_bytes(b'{"to": "+525500000001", "params": [1]}\n')
+    text = tmp_path / "text.txt"
+    text.write_text("T {0}")
+    config = send_config(tmp_path, "http://127.0.0.1:9/raven", summary=str(text))
+    with pytest.raises(ConfigError, match=r"--summary .* would overwrite --text-file"):
+        await pipeline.run(str(source), config, inputs=[Place("--text-file", str(text))])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ndjson", "text.txt"]
+
+
+async def test_a_running_job_is_busy_for_a_second_run(tmp_path: Path) -> None:
+    source = tmp_path / "in.ndjson"
+    source.write_bytes(b'{"to": "+525500000001", "params": [1]}\n')
+    config = send_config(tmp_path, "http://127.0.0.1:9/raven", force=True)
+    with JobLock.acquire(config.results), pytest.raises(JobBusy, match=str(os.getpid())):
+        await pipeline.run(str(source), config)
+    assert not Path(journal_path(config.results)).exists()

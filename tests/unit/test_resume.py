@@ -8,6 +8,7 @@ rebuilt batches are submitted to is a list."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,11 @@ import pytest
 from dispatcher.batcher import Batcher
 from dispatcher.config import Config
 from dispatcher.errors import ConfigError
-from dispatcher.journal import Journal, journal_path, records
+from dispatcher.finished import DamagedResults, LineSet
+from dispatcher.journal import DamagedJournal, Journal, journal_path, records, seal
 from dispatcher.models import Batch, Recipient, Rejected, batch_key
 from dispatcher.prepare import Preparer
-from dispatcher.resume import IN_FLIGHT_AT_CRASH, LineSet, Resume, ResumeState, open_job
+from dispatcher.resume import IN_FLIGHT_AT_CRASH, InputChanged, Resume, ResumeState, open_job
 from dispatcher.summary import Summary
 from dispatcher.writers import NdjsonSink, Outputs
 
@@ -161,6 +163,125 @@ def test_resume_refuses_a_changed_input(tmp_path: Path) -> None:
     open_job(config(tmp_path, resume=True), "-")[0].close()  # a pipe cannot be checked
 
 
+# --- trusting neither the journal nor the results blindly ----------------------------
+
+
+def interrupted(tmp_path: Path, results: bytes) -> tuple[str, list[str]]:
+    """A job whose batch [1, 2] finished and [3, 4] was in flight; ``results`` written.
+    Returns the job id and the two keys."""
+    journal, _ = open_job(config(tmp_path), "in")
+    keys = [batch_key(journal.job, [1, 2]), batch_key(journal.job, [3, 4])]
+    journal.sent(keys[0], [1, 2])
+    journal.done(keys[0])
+    journal.commit()
+    journal.sent(keys[1], [3, 4])
+    journal.close()
+    Path(config(tmp_path).results).write_bytes(results)
+    return journal.job, keys
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        (b"not json\n", "not JSON"),
+        (b"[1, 2]\n", "not a JSON object"),
+        (b'{"status": "QUEUE"}\n', "line is not a positive integer"),
+        (b'{"line": "2", "status": "QUEUE"}\n', "line is not a positive integer"),
+        (b'{"line": 2.0, "status": "QUEUE"}\n', "line is not a positive integer"),
+        (b'{"line": true, "status": "QUEUE"}\n', "line is not a positive integer"),
+        (b'{"line": 0, "status": "QUEUE"}\n', "line is not a positive integer"),
+        (b'{"line": 1, "status": "QUEUE"}\n', "second result for line 1"),
+        (b'{"line": 2}\n', "status is not text"),
+        (b'{"line": 2, "status": "DRY_RUN"}\n', "dry run"),
+        (b'{"line": 2, "status": "QUEUE", "id": "m", "segments": "1"}\n', "segments"),
+        (b'{"line": 9, "status": "QUEUE", "id": "m9", "segments": 1}\n', "no batch of the journal"),
+    ],
+)
+def test_a_results_line_that_disagrees_is_refused_and_nothing_changed(
+    tmp_path: Path, line: bytes, why: str
+) -> None:
+    path = tmp_path / "results.ndjson"
+    interrupted(tmp_path, result(1) + line + result(3) + b'{"line": 4, "sta')
+    before = path.read_bytes()
+    with pytest.raises(DamagedResults, match=rf"{path} is damaged at line 2: .*{why}"):
+        open_job(config(tmp_path, resume=True), "in")
+    assert path.read_bytes() == before  # not even the torn last line is cut
+
+
+def test_results_without_an_id_need_no_batch(tmp_path: Path) -> None:
+    local = b'{"line": 9, "to": "x", "status": "INVALID_NUMBER", "error": "e"}\n'
+    interrupted(tmp_path, result(1) + local)
+    _, state = open_job(config(tmp_path, resume=True), "in")
+    assert state is not None
+    assert 9 in state.done
+    assert state.last_line == 9
+
+
+def test_a_key_of_another_job_is_refused(tmp_path: Path) -> None:
+    interrupted(tmp_path, result(1) + result(2))
+    with open(journal_path(config(tmp_path).results), "ab") as f:
+        f.write(seal(b'{"done":"%s"}' % batch_key("otherjob", [5]).encode()))
+    with pytest.raises(DamagedJournal, match="line 5: its batch key is not of the header's job"):
+        open_job(config(tmp_path, resume=True), "in")
+
+
+def test_a_line_in_two_batches_in_flight_is_refused(tmp_path: Path) -> None:
+    job, _ = interrupted(tmp_path, result(1) + result(2))
+    with open(journal_path(config(tmp_path).results), "ab") as f:
+        f.write(seal(b'{"sent":"%s","lines":[4,5]}' % batch_key(job, [4, 5]).encode()))
+    with pytest.raises(DamagedJournal, match=r"line 5: .* shares a line with another batch"):
+        open_job(config(tmp_path, resume=True), "in")
+
+
+def test_a_damaged_journal_leaves_a_torn_results_line_in_place(tmp_path: Path) -> None:
+    interrupted(tmp_path, result(1) + b'{"line": 2, "sta')
+    path = Path(journal_path(config(tmp_path).results))
+    data = bytearray(path.read_bytes())
+    data[30] ^= 1
+    path.write_bytes(bytes(data))
+    results = tmp_path / "results.ndjson"
+    before = results.read_bytes()
+    with pytest.raises(DamagedJournal, match="damaged at line 1"):
+        open_job(config(tmp_path, resume=True), "in")
+    assert results.read_bytes() == before
+
+
+def test_a_journal_without_a_header_is_refused(tmp_path: Path) -> None:
+    Path(journal_path(config(tmp_path).results)).write_bytes(b'{"journal":2,"jo')
+    with pytest.raises(DamagedJournal, match="has no header"):
+        open_job(config(tmp_path, resume=True), "in")
+
+
+def test_a_dry_run_never_overwrites_a_job_it_would_leave_behind(tmp_path: Path) -> None:
+    interrupted(tmp_path, result(1))
+    path = Path(journal_path(config(tmp_path).results))
+    with pytest.raises(ConfigError, match="dry run would overwrite"):
+        open_job(config(tmp_path, dry_run=True), "in")
+    assert path.exists()
+    journal, state = open_job(config(tmp_path, dry_run=True, force=True), "in")
+    assert (journal.path, state) == (None, None)
+    assert not path.exists()  # a resume can never take DRY_RUN results for a job's
+
+
+def test_results_on_a_character_device_keep_no_journal(tmp_path: Path) -> None:
+    journal, state = open_job(config(tmp_path, results=os.devnull), "in")
+    assert (journal.path, state) == (None, None)
+    with pytest.raises(ConfigError, match="--results PATH"):
+        open_job(config(tmp_path, results=os.devnull, resume=True), "in")
+
+
+def test_first_not_in() -> None:
+    ours, theirs = LineSet(), LineSet()
+    for n in (3, 9, 70):
+        ours.add(n)
+    for n in (3, 70):
+        theirs.add(n)
+    assert ours.first_not_in(theirs) == 9
+    theirs.add(9)
+    assert ours.first_not_in(theirs) is None
+    assert LineSet().first_not_in(theirs) is None
+
+
 def test_keep_finished_prunes_what_will_be_written_again(tmp_path: Path) -> None:
     invalid = tmp_path / "invalid.ndjson"
     invalid.write_bytes(
@@ -284,7 +405,9 @@ async def test_other_batches_pass_the_results_filter_untouched(tmp_path: Path) -
     earlier = Earlier(tmp_path)
     resume, outputs, journal = earlier.resume(resend=True)
     preparer = Preparer(config(tmp_path), capacity=lambda code: math.inf)
-    fresh = await resume.divert([recipient(7)], preparer, earlier.submit)
+    chunk: list[Recipient | Rejected] = [recipient(n) for n in range(1, 9)]
+    diverted = await resume.divert(chunk, preparer, earlier.submit)
+    fresh = [item for item in diverted if item.line == 7]
     batcher = Batcher(
         batch_size=10, linger=1, max_buffered=10, count_segments=False, clock=lambda: 0.0, job="j"
     )
@@ -296,7 +419,7 @@ async def test_other_batches_pass_the_results_filter_untouched(tmp_path: Path) -
     )
     outputs.close()
     journal.close()
-    assert [r["line"] for r in read(earlier.results)] == [1, 2, 3, 7]
+    assert [r["line"] for r in read(earlier.results)] == [1, 2, 3, 7]  # 5, 4: not answered
 
 
 async def test_without_anything_in_flight_only_finished_lines_are_dropped(tmp_path: Path) -> None:
@@ -312,3 +435,64 @@ async def test_without_anything_in_flight_only_finished_lines_are_dropped(tmp_pa
     fresh = await resume.divert([recipient(n) for n in (1, 2, 3)], preparer, submit)
     assert [item.line for item in fresh] == [1, 3]
     outputs.close()
+
+
+# --- an input that is not the job's ---------------------------------------------------
+
+
+async def test_an_in_flight_line_the_reader_passed_stops_the_run(tmp_path: Path) -> None:
+    earlier = Earlier(tmp_path)
+    resume, outputs, journal = earlier.resume(resend=True)
+    chunk: list[Recipient | Rejected] = [recipient(n) for n in (1, 2, 3, 5, 6)]  # 4 is blank
+    with pytest.raises(InputChanged, match=r"line 4 was in flight .* no such line"):
+        await resume.divert(
+            chunk, Preparer(config(tmp_path), capacity=lambda c: math.inf), earlier.submit
+        )
+    assert earlier.submitted == []
+    journal.close()
+    outputs.close()
+
+
+async def test_an_input_that_ends_before_an_in_flight_line_stops_the_run(tmp_path: Path) -> None:
+    earlier = Earlier(tmp_path)
+    resume, outputs, journal = earlier.resume(resend=True)
+    assert await earlier.divert(resume, range(1, 5)) == []
+    with pytest.raises(InputChanged, match="line 5 was in flight"):
+        resume.finish(4)
+    journal.close()
+    outputs.close()
+
+
+async def test_results_beyond_the_input_stop_the_run(tmp_path: Path) -> None:
+    earlier = Earlier(tmp_path)
+    earlier.state.in_flight.clear()
+    earlier.state.last_line = 9
+    resume, outputs, journal = earlier.resume(resend=True)
+    resume.finish(9)
+    with pytest.raises(InputChanged, match="results hold line 9, but this input ends at line 8"):
+        resume.finish(8)
+    journal.close()
+    outputs.close()
+
+
+@pytest.mark.parametrize(
+    ("item", "why"),
+    [
+        (Rejected(line=4, reason="not JSON", excerpt="x"), "now malformed"),
+        (Recipient(line=4, to="12ab", params=["n4"]), "now cannot be sent .*INVALID_NUMBER"),
+        (Recipient(line=4, to="+525500000004", params=[]), "now cannot be sent .*REJECTED"),
+        (Recipient(line=4, to="+525500000004", params=["n4"], text="other {0}"), "another"),
+    ],
+)
+async def test_an_in_flight_line_that_came_back_changed_stops_the_run_unanswered(
+    tmp_path: Path, item: Recipient | Rejected, why: str
+) -> None:
+    earlier = Earlier(tmp_path)
+    resume, outputs, journal = earlier.resume(resend=True)
+    preparer = Preparer(config(tmp_path), capacity=lambda c: math.inf)
+    chunk: list[Recipient | Rejected] = [recipient(n) for n in (1, 2, 3)] + [item, recipient(5)]
+    with pytest.raises(InputChanged, match=rf"line 4 was in flight.*{why}"):
+        await resume.divert(chunk, preparer, earlier.submit)
+    outputs.close()
+    journal.close()
+    assert [r["line"] for r in read(earlier.results)] == [1, 2, 3]  # nothing answered

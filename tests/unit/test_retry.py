@@ -1,6 +1,7 @@
 """The retry policy: what is retried, how long it waits, and the untouched fast path."""
 
 import asyncio
+import math
 
 import pytest
 
@@ -92,7 +93,9 @@ def test_full_jitter_bounds_and_retry_after() -> None:
         waits = [policy.delay(ConnectError("x"), failed) for _ in range(200)]
         assert all(0 <= w <= ceiling for w in waits)
         assert max(waits) > ceiling / 2  # jitter spreads over the whole range
-    assert policy.delay(RateLimited("429", retry_after=7.0), 1) >= 7.0
+    assert policy.delay(RateLimited("429", retry_after=3.0), 1) >= 3.0
+    # a Retry-After beyond the longest wait is clamped to it
+    assert policy.delay(RateLimited("429", retry_after=7.0), 1) == 4.0
 
 
 def test_testing_switch_zeroes_waits() -> None:
@@ -109,3 +112,49 @@ async def test_deadline_stops_retrying() -> None:
         await RetryPolicy(max_attempts=100, deadline=35.0).call(flaky)
     assert 3 <= len(flaky.attempts) <= 6
     assert loop.time() - start < 60
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "clamped"),
+    [
+        (None, None),
+        (math.nan, None),
+        (-5.0, 0.0),
+        (0.0, 0.0),
+        (2.5, 2.5),
+        (4.0, 4.0),
+        (999999999.0, 4.0),
+        (math.inf, 4.0),
+    ],
+)
+def test_retry_after_is_clamped_to_the_longest_wait(
+    retry_after: float | None, clamped: float | None
+) -> None:
+    policy = RetryPolicy(max_wait=4.0)
+    assert policy.clamp(retry_after) == clamped
+    retry.set_testing(False)
+    wait = policy.delay(RateLimited("429", retry_after=retry_after), 1)
+    assert 0 <= wait <= 4.0
+    if clamped:
+        assert wait >= clamped
+
+
+def test_the_backoff_of_a_late_attempt_does_not_overflow() -> None:
+    retry.set_testing(False)
+    policy = RetryPolicy(max_wait=7.0)
+    for failed in (60, 1100, 10**6):
+        assert 0 <= policy.delay(ConnectError("x"), failed) <= 7.0
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("retry_after", [999999999.0, math.inf, 1e300])
+async def test_a_huge_retry_after_delays_the_retry_by_the_longest_wait_at_most(
+    retry_after: float,
+) -> None:
+    retry.set_testing(False)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    flaky = Flaky(RateLimited("429", retry_after=retry_after))
+    assert await RetryPolicy(max_wait=3.0).call(flaky) == "ok"
+    assert flaky.attempts == [1, 2]
+    assert loop.time() - start == pytest.approx(3.0)
