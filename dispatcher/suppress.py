@@ -9,10 +9,10 @@ by their magic bytes as every input is):
 
 - it starts with ``{``: **NDJSON**, one object per line whose ``to`` string is the number
   (other keys are ignored, so a results file or a ``dispatcher gen`` file is a list);
-- it splits at ``,`` (else ``;``, else a tab) into fields one of which is ``to``,
-  ``number`` or ``phone`` (any case, spaces around ignored; ``to`` preferred, then
-  ``number``, then ``phone``): **CSV** with that header row and that column, fields
-  quoted or not (a quoted field may not span lines);
+- it is ``to``, ``number`` or ``phone`` alone, or it splits at ``,`` (else ``;``, else
+  a tab) into fields one of which is one of those (any case, spaces around ignored;
+  ``to`` preferred, then ``number``, then ``phone``): **CSV** with that header row and
+  that column, fields quoted or not (a quoted field may not span lines);
 - it has one of those separators but no such column, and is not a number either: the
   file is refused (a list that would silently suppress nothing is worse than no list);
 - otherwise: **one number per line**, the first line included.
@@ -91,7 +91,10 @@ def number_keys(numbers: Sequence[str | None]) -> _U64:
     """
     if not numbers:
         return np.empty(0, dtype=np.uint64)
-    text = " ".join([n or "0" for n in numbers])
+    try:
+        text = " ".join(numbers)  # type: ignore[arg-type]
+    except TypeError:  # a None among them
+        text = " ".join([n or "0" for n in numbers])
     with warnings.catch_warnings():
         # A string that is not a number ends the parse early, with a DeprecationWarning:
         # the length check below then sends the call to the careful path.
@@ -425,6 +428,8 @@ def _detect(path: str, text: str) -> tuple[_Extractor | None, int]:
     first = line.strip()
     if first.startswith("{"):
         return _Ndjson(), 0
+    if first.strip('"').lower() in COLUMNS:  # a header of one column
+        return _Csv(",", 0, first.strip('"').lower()), skipped
     for separator in _SEPARATORS:
         if separator not in first:
             continue
