@@ -155,9 +155,7 @@ def test_number_text_needs_texts() -> None:
         Dedupe().check_many("A", [MX], None, [1])
 
 
-def test_runs_merge_like_a_binary_counter(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Big arrays in maps of their own: make every merge output one, so that path runs.
-    monkeypatch.setattr(dedupe, "MAPPED_BYTES", 64)
+def test_runs_merge_like_a_binary_counter() -> None:
     d = Dedupe()
     line = 0
     for chunk in range(200):
