@@ -201,7 +201,7 @@ class SuppressionList:
             return np.zeros(len(keys), dtype=bool)
         # Sorted queries: each binary search starts where the path of the previous one
         # is still in the cache (62 ns against 370 ns a number in random order, at 10 M).
-        order = np.argsort(keys, kind="stable")  # radix sort: 12 ns a key, not 45
+        order = np.argsort(keys, kind="stable")  # 12 ns a key here, the default kind 45
         queries = keys[order]
         at = np.searchsorted(listed, queries)
         np.minimum(at, len(listed) - 1, out=at)
