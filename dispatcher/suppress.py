@@ -79,6 +79,7 @@ EXAMPLES: Final = 5
 BLOCK: Final = 1 << 20
 COLUMNS: Final = ("to", "number", "phone")
 _SEPARATORS: Final = (",", ";", "\t")
+_NO_KEYS: Final = np.empty(0, dtype=np.int64)
 _POW10: Final = np.array([10**i for i in range(MAX_DIGITS + 2)], dtype=np.uint64)
 
 
@@ -95,12 +96,17 @@ def number_keys(numbers: Sequence[str | None]) -> _U64:
         text = " ".join(numbers)  # type: ignore[arg-type]
     except TypeError:  # a None among them
         text = " ".join([n or "0" for n in numbers])
-    with warnings.catch_warnings():
-        # A string that is not a number ends the parse early, with a DeprecationWarning:
-        # the length check below then sends the call to the careful path.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        keys = np.fromstring(text, dtype=np.int64, sep=" ")
-    if len(keys) != len(numbers):
+    try:
+        with warnings.catch_warnings():
+            # A string that is not a number ends the parse: a ValueError in numpy 2, a
+            # DeprecationWarning and a short result in numpy 1. Either way, and for a
+            # string with a space or an empty one (a token too many or too few), the
+            # careful path below says which string it is.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            keys = np.fromstring(text, dtype=np.int64, sep=" ")
+    except ValueError:
+        keys = _NO_KEYS
+    if len(keys) != len(numbers) or text.count(" ") != len(numbers) - 1:
         keys = np.array([_one_key(n) for n in numbers], dtype=np.int64)
     return keys.view(np.uint64)
 
