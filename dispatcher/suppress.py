@@ -119,6 +119,62 @@ def _one_key(number: str | None) -> int:
     return int(number)
 
 
+class SortedKeys:
+    """Sorted uint64 keys, looked up a chunk at a time.
+
+    ``np.searchsorted`` walks each query's binary search alone: about 23 dependent reads
+    in 10 M keys, most of them cache misses when the numbers are real ones (they cluster
+    in a few prefixes, so no path stays cached): 660 ns a look-up measured. Here a
+    sample of every `STEP`-th key (1/64 of the keys: 1.2 MiB at 10 M, in the cache)
+    finds each query's block with ``searchsorted``, then all the queries descend their
+    blocks together, six levels of one vectorised gather each, whose cache misses
+    overlap: 140 ns a look-up on the same numbers and machine (20 at 10 M uniform keys).
+    ``table`` holds the keys and then `STEP` copies of the largest uint64, so that the
+    descent never reads past its end and no key ever matches the padding.
+    """
+
+    STEP: Final = 64
+    PAD: Final = np.iinfo(np.uint64).max
+
+    __slots__ = ("index", "size", "table")
+
+    def __init__(self, table: _U64, size: int) -> None:
+        """``table``: `size` sorted keys, then at least `STEP` times `PAD` (see `empty`)."""
+        self.table = table
+        self.size = size
+        self.index = table[: size : self.STEP].copy()
+
+    @classmethod
+    def empty(cls, size: int) -> _U64:
+        """A table to fill with ``size`` sorted keys (the padding is set)."""
+        table = np.empty(size + cls.STEP, dtype=np.uint64)
+        table[size:] = cls.PAD
+        return table
+
+    def first_at_least(self, queries: _U64) -> npt.NDArray[np.intp]:
+        """Per query, the position of the first key >= it (`size` or more when none)."""
+        step = self.STEP
+        # Block j holds the keys from j * STEP: the answer is after the last key < q,
+        # which is in the block before the first sampled key >= q (or before the start).
+        at = np.searchsorted(self.index, queries)
+        at -= 1
+        at *= step
+        np.maximum(at, -1, out=at)
+        table = self.table
+        step //= 2
+        while step:
+            at += step * (table[at + step] < queries)
+            step //= 2
+        at += 1
+        return at
+
+    def contains(self, queries: _U64) -> npt.NDArray[np.bool_]:
+        """Per query (below `PAD`, as every number key is): whether it is a key."""
+        if not self.size:
+            return np.zeros(len(queries), dtype=bool)
+        return self.table[self.first_at_least(queries)] == queries  # type: ignore[no-any-return]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Problem:
     """One entry of a list that was set aside, to show the user where and why."""
@@ -153,7 +209,10 @@ class SuppressionList:
 
     def __init__(self, keys: _U64, stats: Sequence[ListStats] = ()) -> None:
         """``keys``: sorted distinct `number_keys`; `load` and `from_numbers` build them."""
-        self._keys = keys
+        size = len(keys)
+        keys.resize(size + SortedKeys.STEP, refcheck=False)  # in place for a big array
+        keys[size:] = SortedKeys.PAD
+        self._keys = SortedKeys(keys, size)
         self.stats = tuple(stats)
 
     @classmethod
@@ -180,11 +239,12 @@ class SuppressionList:
 
     def __len__(self) -> int:
         """Distinct numbers over all the files."""
-        return len(self._keys)
+        return self._keys.size
 
     @property
     def nbytes(self) -> int:
-        return int(self._keys.nbytes)
+        """Bytes of the keys (8 a number) and of their index (1/8 byte a number)."""
+        return int(self._keys.table.nbytes + self._keys.index.nbytes)
 
     def __contains__(self, number: object) -> bool:
         """Whether ``number`` (any layout `normalize` accepts) is listed."""
@@ -202,17 +262,10 @@ class SuppressionList:
 
     def contains_keys(self, keys: _U64) -> npt.NDArray[np.bool_]:
         """Per key of `number_keys` (0 is never listed): whether it is listed."""
-        listed = self._keys
-        if not len(listed) or not len(keys):
-            return np.zeros(len(keys), dtype=bool)
-        # Sorted queries: each binary search starts where the path of the previous one
-        # is still in the cache (62 ns against 370 ns a number in random order, at 10 M).
+        # Sorted, the queries of one block read its keys one after another.
         order = np.argsort(keys, kind="stable")  # 12 ns a key here, the default kind 45
-        queries = keys[order]
-        at = np.searchsorted(listed, queries)
-        np.minimum(at, len(listed) - 1, out=at)
         found = np.empty(len(keys), dtype=bool)
-        found[order] = listed[at] == queries
+        found[order] = self._keys.contains(keys[order])
         return found
 
 

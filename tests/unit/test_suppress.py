@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from dispatcher import suppress
 from dispatcher.errors import ConfigError
-from dispatcher.suppress import ListStats, Problem, SuppressionList, number_keys
+from dispatcher.suppress import ListStats, Problem, SortedKeys, SuppressionList, number_keys
 
 # Valid E.164 numbers (after normalisation) of a few countries, with the right lengths.
 MX = "+525512345678"
@@ -206,7 +206,7 @@ def test_several_files_make_one_set_with_stats_per_file(tmp_path: Path) -> None:
     lists = load(a, b)
     assert [(s.path, s.numbers) for s in lists.stats] == [(str(a), 2), (str(b), 2)]
     assert len(lists) == 3
-    assert lists.nbytes == 3 * 8
+    assert lists.nbytes == 8 * (3 + SortedKeys.STEP + 1)  # keys, padding, index
 
 
 def test_lines_across_blocks_keep_their_numbers(
@@ -343,6 +343,21 @@ def test_contains_keys_matches_a_set(listed: set[int], asked: list[int]) -> None
     queries = asked + list(listed)[:20]
     got = lists.contains_many([f"+{n}" for n in queries])
     assert got == [n in listed for n in queries]
+
+
+@given(
+    st.lists(st.integers(0, 2**64 - 2), max_size=300).map(sorted),
+    st.lists(st.integers(0, 2**64 - 2), max_size=100),  # the largest is the padding
+)
+def test_sorted_keys_find_what_searchsorted_finds(keys: list[int], queries: list[int]) -> None:
+    # Repeated keys included: dedupe's runs hold one number once per text.
+    table = SortedKeys.empty(len(keys))
+    table[: len(keys)] = keys
+    sorted_keys = SortedKeys(table, len(keys))
+    asked = np.array(queries + keys[::7], dtype=np.uint64)
+    wanted = np.searchsorted(np.array(keys, dtype=np.uint64), asked)
+    assert sorted_keys.first_at_least(asked).tolist() == wanted.tolist()
+    assert sorted_keys.contains(asked).tolist() == [q in set(keys) for q in asked.tolist()]
 
 
 # --- fast paths against careful ones --------------------------------------------------
