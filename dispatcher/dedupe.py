@@ -83,7 +83,7 @@ import numpy.typing as npt
 import xxhash
 
 from dispatcher.errors import ConfigError
-from dispatcher.suppress import number_keys
+from dispatcher.suppress import SortedKeys, number_keys
 
 _U64 = npt.NDArray[np.uint64]
 _I64 = npt.NDArray[np.int64]
@@ -112,30 +112,38 @@ class _Run:
 
     __slots__ = ("hashes", "keys", "lines")
 
-    def __init__(self, keys: _U64, hashes: _U64 | None, lines: npt.NDArray[np.uint32]) -> None:
+    def __init__(
+        self, keys: SortedKeys, hashes: _U64 | None, lines: npt.NDArray[np.uint32]
+    ) -> None:
         self.keys = keys
         self.hashes = hashes
         self.lines = lines
 
+    @classmethod
+    def of(cls, keys: _U64, hashes: _U64 | None, lines: npt.NDArray[np.uint32]) -> _Run:
+        """A run of sorted ``keys`` (copied into a padded table)."""
+        table = SortedKeys.empty(len(keys))
+        table[: len(keys)] = keys
+        return cls(SortedKeys(table, len(keys)), hashes, lines)
+
     def __len__(self) -> int:
-        return len(self.keys)
+        return self.keys.size
 
     @property
     def nbytes(self) -> int:
         extra = 0 if self.hashes is None else self.hashes.nbytes
-        return self.keys.nbytes + self.lines.nbytes + extra
+        return self.keys.table.nbytes + self.keys.index.nbytes + self.lines.nbytes + extra
 
     def find(self, keys: _U64, hashes: _U64 | None, out: _I64) -> None:
         """Set ``out[i]`` to the first line of ``(keys[i], hashes[i])`` where it is here.
 
-        ``keys`` must be sorted. Equal keys of a run with different text hashes sit side
-        by side: the few queries that meet one step along until the key changes.
+        Equal keys of a run with different text hashes sit side by side: the few queries
+        that meet one step along until the key changes (the padding stops them).
         """
-        size = len(self.keys)
-        at = np.searchsorted(self.keys, keys)
-        np.minimum(at, size - 1, out=at)
+        table = self.keys.table
+        at = self.keys.first_at_least(keys)
         # Most queries are not here: read the hashes and lines only where the key is.
-        found = np.flatnonzero(self.keys[at] == keys)
+        found = np.flatnonzero(table[at] == keys)
         at = at[found]
         if hashes is None or self.hashes is None:
             out[found] = self.lines[at]
@@ -144,9 +152,7 @@ class _Run:
             hit = self.hashes[at] == hashes[found]
             out[found[hit]] = self.lines[at[hit]]
             found, at = found[~hit], at[~hit] + 1
-            inside = at < size
-            found, at = found[inside], at[inside]
-            same_key = self.keys[at] == keys[found]
+            same_key = table[at] == keys[found]
             found, at = found[same_key], at[same_key]
 
     @staticmethod
@@ -160,10 +166,13 @@ class _Run:
         as its merged copy exists, so the peak while the biggest run merges is about
         36 bytes an entry (the 20 of the runs, the 8-byte order and one column's copy).
         """
-        keys = np.concatenate((older.keys, newer.keys))
-        older.keys = newer.keys = _EMPTY_U64
+        size = len(older) + len(newer)
+        keys = np.concatenate((older.keys.table[: len(older)], newer.keys.table[: len(newer)]))
+        older.keys = newer.keys = _NO_KEYS
         order = np.argsort(keys, kind="stable")
-        keys = keys[order]
+        table = SortedKeys.empty(size)
+        np.take(keys, order, out=table[:size])
+        del keys
         hashes = None
         if older.hashes is not None and newer.hashes is not None:
             hashes = np.concatenate((older.hashes, newer.hashes))
@@ -171,10 +180,10 @@ class _Run:
             hashes = hashes[order]
         lines = np.concatenate((older.lines, newer.lines))
         older.lines = newer.lines = _EMPTY_U32
-        return _Run(keys, hashes, lines[order])
+        return _Run(SortedKeys(table, size), hashes, lines[order])
 
 
-_EMPTY_U64: Final[_U64] = np.empty(0, dtype=np.uint64)
+_NO_KEYS: Final = SortedKeys(SortedKeys.empty(0), 0)
 _EMPTY_U32: Final[npt.NDArray[np.uint32]] = np.empty(0, dtype=np.uint32)
 
 
@@ -300,7 +309,7 @@ class Dedupe:
         answer[order] = answer_sorted
         if new.any():
             self._add(
-                _Run(
+                _Run.of(
                     group_keys[new],
                     group_hashes[new] if group_hashes is not None else None,
                     own_lines[new].astype(np.uint32),
