@@ -45,17 +45,19 @@ the text hash (uint64; absent in ``number`` mode) and the first line (uint32, so
 of at most 2^32 - 1 lines). An open-addressing table of the same columns that doubles at
 a 90 % load factor would hold 22 to 44 bytes an entry depending on where the job's size
 falls. Each call sorts its lines by key (a stable argsort; the (key, hash) pair only
-when a key repeats in the call), looks the distinct ones up in every run with
-``searchsorted`` — sorted queries walk a run's search paths in order, 57 ns a look-up in
-10 M entries against 260 ns in random order — reads the hashes and lines only where the
-key is found, and adds the new ones as one small sorted run. After an append, the two
-newest runs merge while the older is at most twice the newer (a binary counter): at
-most about log2(N / chunk) runs (4 at 1 M distinct recipients in chunks of 3000, 7 at
-10 M), and each entry is copied about that many times over the job. A merge joins the
-columns and orders them by one stable argsort, which merges the two sorted halves in
-one pass. Resident memory measured by ``bench/bench_campaign.py``, over the same run
-with dedupe off: about 21 bytes per distinct recipient at 1 M and 10 M; the peak, while
-the biggest run merges, about 36 (see `_Run.merge` and `_release_freed_memory`).
+when a key repeats in the call), looks the distinct ones up in every run
+(`dispatcher.suppress.SortedKeys`: every look-up of the chunk descends together, so their
+cache misses overlap), reads the hashes and lines only where the key is found, and adds
+the new ones as one small sorted run. After an append, the two newest runs merge while
+the older is at most twice the newer (a binary counter): at most about log2(N / chunk)
+runs (4 at 1 M distinct recipients in chunks of 3000, 4 to 7 at 10 M), and each entry
+is copied about that many times over the job. A merge joins the columns and orders them
+by one stable argsort, which merges the two sorted halves in one pass. Each run's keys
+carry 64 entries of padding and an index of every 64th key (1/8 byte an entry).
+Resident memory measured by ``bench/bench_campaign.py``, over the same run with dedupe
+off: 21 bytes per distinct recipient at 1 M, 20 at 10 M (12 in ``number`` mode); the
+peak, while the biggest run merges, 27 and 30 (see `_Run.merge` and
+`_release_freed_memory`).
 
 Time: about 0.3 µs a line at 1 M on an idle core — XXH3 and the keys a third of it, the
 look-ups and the merges the rest (the bench script has the day's figures). Pass the
