@@ -123,6 +123,10 @@ def _one_key(number: str | None) -> int:
     return int(number)
 
 
+#: Up to this many keys (512 KiB), `SortedKeys` uses ``np.searchsorted`` as it is.
+CACHED_KEYS: Final = 1 << 16
+
+
 class SortedKeys:
     """Sorted uint64 keys, looked up a chunk at a time.
 
@@ -157,6 +161,8 @@ class SortedKeys:
 
     def first_at_least(self, queries: _U64) -> npt.NDArray[np.intp]:
         """Per query, the position of the first key >= it (`size` or more when none)."""
+        if self.size <= CACHED_KEYS:  # in the cache: a binary search is cheaper there
+            return np.searchsorted(self.table[: self.size], queries)
         step = self.STEP
         # Block j holds the keys from j * STEP: the answer is after the last key < q,
         # which is in the block before the first sampled key >= q (or before the start).

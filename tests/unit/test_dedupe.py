@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher import dedupe
+from dispatcher import dedupe, suppress
 from dispatcher.dedupe import Dedupe, Mode
 from dispatcher.errors import ConfigError
 from dispatcher.suppress import SortedKeys, number_keys
@@ -87,9 +87,11 @@ def test_the_first_line_is_whatever_the_caller_numbers_it() -> None:
     assert d.check_many("A", [US, MX], "t", [100, 200]) == [3, 7]
 
 
-def test_one_number_many_texts_across_runs() -> None:
+@pytest.mark.parametrize("cached", [0, suppress.CACHED_KEYS])
+def test_one_number_many_texts_across_runs(cached: int, monkeypatch: pytest.MonkeyPatch) -> None:
     # Equal keys with different text hashes sit side by side in a run: the look-up steps
-    # along them.
+    # along them (with CACHED_KEYS at 0, after the vectorised descent).
+    monkeypatch.setattr(suppress, "CACHED_KEYS", cached)
     d = Dedupe()
     line = 0
     for round_ in range(3):
@@ -156,7 +158,9 @@ def test_number_text_needs_texts() -> None:
         Dedupe().check_many("A", [MX], None, [1])
 
 
-def test_runs_merge_like_a_binary_counter() -> None:
+@pytest.mark.parametrize("cached", [0, suppress.CACHED_KEYS])
+def test_runs_merge_like_a_binary_counter(cached: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(suppress, "CACHED_KEYS", cached)
     d = Dedupe()
     line = 0
     for chunk in range(200):

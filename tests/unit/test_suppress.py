@@ -11,6 +11,7 @@ import gzip
 import io
 import re
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import orjson
@@ -350,14 +351,18 @@ def test_contains_keys_matches_a_set(listed: set[int], asked: list[int]) -> None
     st.lists(st.integers(0, 2**64 - 2), max_size=100),  # the largest is the padding
 )
 def test_sorted_keys_find_what_searchsorted_finds(keys: list[int], queries: list[int]) -> None:
-    # Repeated keys included: dedupe's runs hold one number once per text.
+    # Repeated keys included: dedupe's runs hold one number once per text. With
+    # CACHED_KEYS at 0 the descent runs on every size.
     table = SortedKeys.empty(len(keys))
     table[: len(keys)] = keys
     sorted_keys = SortedKeys(table, len(keys))
     asked = np.array(queries + keys[::7], dtype=np.uint64)
-    wanted = np.searchsorted(np.array(keys, dtype=np.uint64), asked)
-    assert sorted_keys.first_at_least(asked).tolist() == wanted.tolist()
-    assert sorted_keys.contains(asked).tolist() == [q in set(keys) for q in asked.tolist()]
+    wanted = np.searchsorted(np.array(keys, dtype=np.uint64), asked).tolist()
+    listed = [q in set(keys) for q in asked.tolist()]
+    for cached in (0, suppress.CACHED_KEYS):
+        with mock.patch.object(suppress, "CACHED_KEYS", cached):
+            assert sorted_keys.first_at_least(asked).tolist() == wanted
+            assert sorted_keys.contains(asked).tolist() == listed
 
 
 # --- fast paths against careful ones --------------------------------------------------
