@@ -56,7 +56,7 @@ by one stable argsort, which merges the two sorted halves in one pass. Each run'
 carry 64 entries of padding and an index of every 64th key (1/8 byte an entry).
 Resident memory measured by ``bench/bench_campaign.py``, over the same run with dedupe
 off: 21 bytes per distinct recipient at 1 M, 20 at 10 M (12 in ``number`` mode); the
-peak, while the biggest run merges, 27 and 30 (see `_Run.merge` and
+peak, while the biggest run merges, 34 and 35 (see `_Run.merge` and
 `_release_freed_memory`).
 
 Time, measured on this project's shared 2-core machine (load 2 to 5, so the figures are
