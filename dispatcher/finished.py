@@ -6,8 +6,9 @@ checked (`_disagreement` says what a result must be): one that is not a result, 
 second result for a line, stops the resume (`DamagedResults`, exit 2) naming the file
 and the line — except after a *resumable* result (NOT_SENT, OUTSIDE_WINDOW,
 CANCELLED): its line is not finished, a later run attempts it again and appends a
-newer result, which replaces it. A last line cut short by a crash is the one damage tolerated: `repair`
-cuts it off, with a warning, once the caller has checked everything else.
+newer result, which replaces it. A last line cut short by a crash is the one damage
+tolerated: `repair` cuts it off, with a warning, once the caller has checked
+everything else.
 """
 
 from __future__ import annotations
