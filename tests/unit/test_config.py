@@ -285,6 +285,10 @@ def test_toml_s_own_infinities_and_huge_numbers_are_refused(key: Key, tmp_path: 
             load(config_file=path, env={})
 
 
+#: What a key needs beside it to be valid at all (a cost cap needs a price).
+NEEDS = {"max_cost": {"price_per_segment": "0.01"}}
+
+
 @pytest.mark.parametrize("key", NUMBER_KEYS, ids=lambda key: key.name)
 def test_the_bounds_themselves_are_accepted(key: Key) -> None:
     parse = key.parse
@@ -292,7 +296,7 @@ def test_the_bounds_themselves_are_accepted(key: Key) -> None:
     low = parse.low if not parse.above else parse.low + (1 if parse.kind is int else 0.001)
     for value in (low, min(parse.high, 1e9)):
         text = str(int(value)) if parse.kind is int else repr(float(value))
-        config = load(flags={key.name: text}, env={})
+        config = load(flags={key.name: text, **NEEDS.get(key.name, {})}, env={})
         assert getattr(config, key.name) == pytest.approx(value)
 
 
@@ -300,11 +304,13 @@ def test_zero_only_where_it_means_none() -> None:
     zero = set()
     for key in NUMBER_KEYS:
         try:
-            load(flags={key.name: "0"}, env={})
+            load(flags={key.name: "0", **NEEDS.get(key.name, {})}, env={})
         except ConfigError:
             continue
         zero.add(key.name)
-    assert zero == {"linger_ms", "retry_max_wait", "grace_period", "price_per_segment"}
+    # a cap of 0 sends nothing: every line is NOT_SENT, resumable with a higher cap
+    caps = {"max_messages", "max_job_segments", "max_cost"}
+    assert zero == {"linger_ms", "retry_max_wait", "grace_period", "price_per_segment", *caps}
 
 
 @pytest.mark.parametrize(
@@ -436,7 +442,7 @@ def test_validate_checks_a_config_built_in_code() -> None:
         {"timeout": math.nan},
         {"concurrency": 0},
         {"base_url": "http://"},
-        {"max_segments": 256},
+        {"max_message_segments": 256},
         {"segment_model": "x"},
         {"rates": {"1": math.nan}},
     ):
