@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dispatcher.errors import ConfigError
+from dispatcher.pricing import Pricing, parse_prices, prices_from_flags
 
 DEFAULT_BASE_URL = "https://elastic.messangi.me/raven"
 ENV_PREFIX = "DISPATCHER_"
@@ -69,6 +70,8 @@ Parser = Callable[[str, Any], Any]
 #: Longest wait, timeout or pause a setting may ask for: a day. Beyond it a number is a
 #: typo, and the event loop's timers could not even hold an infinite one.
 MAX_SECONDS = 86_400.0
+#: Largest cap on a job's messages or segments: beyond it a number is a typo.
+MAX_CAP = 10**12
 #: Slowest rate a sender code may have: one message every 1000 s.
 MIN_RATE = 0.001
 
@@ -102,6 +105,19 @@ def _bool(key: str, value: Any) -> bool:
     ):
         return value.lower() in ("1", "true", "yes", "on")
     raise ConfigError(f"{key} must be true or false, got {_shown(value)}")
+
+
+def _paths(key: str, value: Any) -> tuple[str, ...]:
+    """A list of file paths (one path alone is taken as a list of one)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key} must be a list of file paths, got {_shown(value)}")
+    return tuple(value)
+
+
+def _paths_from_flags(items: list[str] | None) -> tuple[str, ...]:
+    return tuple(items or ())
 
 
 def _opt_bool(key: str, value: Any) -> bool | None:
@@ -201,6 +217,11 @@ def _plain(number: float) -> str:
 
 def _count(low: int, high: int) -> Number:
     return Number(kind=int, low=low, high=high)
+
+
+def _cap() -> Number:
+    """A job's cap on messages or segments: unset, or a count from 0."""
+    return Number(kind=int, low=0, high=MAX_CAP, optional=True)
 
 
 def _seconds(*, zero: bool = False, high: float = MAX_SECONDS, unit: str = "seconds") -> Number:
@@ -326,6 +347,8 @@ _KINDS: dict[Parser, type] = {
     _str: str,
     _opt_str: str,
     _rates: list,
+    _paths: list,
+    parse_prices: list,
 }
 
 
@@ -523,12 +546,29 @@ class Config:
         choices=("flat", "3gpp"),
         help="how segments are counted",
     )
-    max_segments: int = _key(
+    # The per-message limit; ``--max-segments`` is the job's cap (issue 13), but the
+    # file keeps ``max_segments`` in [message] for this one, so old files mean the same.
+    max_message_segments: int = _key(
         10,
         section="message",
         parse=_count(1, 255),  # a concatenated SMS numbers its parts in one byte
+        flag="--max-message-segments",
+        alias="max_segments",
         metavar="N",
-        help="refuse messages above this many segments",
+        help="a message above this many segments is SEGMENTS_EXCEEDED",
+    )
+    smart_encoding: bool = _key(
+        False,
+        section="message",
+        parse=_bool,
+        help="replace look-alike punctuation and spaces by GSM-7 where that makes the "
+        "whole message GSM-7",
+    )
+    transliterate: bool = _key(
+        False,
+        section="message",
+        parse=_bool,
+        help="smart encoding also changes letters to their nearest GSM-7 letter (á → a)",
     )
     max_line_bytes: int = _key(
         65536,
@@ -539,6 +579,45 @@ class Config:
     )
     strict_numbers: bool = _key(
         False, section="input", parse=_bool, help="validate numbers with libphonenumber"
+    )
+    suppress: tuple[str, ...] = _key(
+        (),
+        section="policy",
+        parse=_paths,
+        flag="--suppress",
+        metavar="FILE",
+        env=False,
+        from_flag=_paths_from_flags,
+        help="opt-out list (NDJSON, CSV or one number a line; .gz): its numbers are "
+        "SUPPRESSED, never sent; repeatable, adds to the file's list",
+    )
+    dedupe: str = _key(
+        "number+text",
+        section="policy",
+        parse=_str,
+        choices=("number+text", "number", "off"),
+        metavar="MODE",
+        help="a later line with the same code, number and text (number+text), or the same "
+        "number (number), is DUPLICATE, not sent",
+    )
+    max_messages: int | None = _key(
+        section="policy",
+        parse=_cap(),
+        metavar="N",
+        help="send at most N messages in the job; the lines beyond are NOT_SENT (resumable)",
+    )
+    max_job_segments: int | None = _key(
+        section="policy",
+        parse=_cap(),
+        flag="--max-segments",
+        metavar="N",
+        help="send at most N segments in the job; the lines beyond are NOT_SENT (resumable)",
+    )
+    max_cost: float | None = _key(
+        section="policy",
+        parse=Number(kind=float, low=0.0, high=math.inf, optional=True),
+        metavar="X",
+        help="spend at most X (needs --price-per-segment); the lines beyond are NOT_SENT",
     )
     batch_size: int = _key(
         1000,
@@ -650,6 +729,13 @@ class Config:
         file=False,
         help="validate, count and estimate; send nothing",
     )
+    explain: bool = _key(
+        False,
+        section="run",
+        parse=_bool,
+        file=False,
+        help="with --dry-run: the preview of the first 20 lines on stderr",
+    )
     progress: bool | None = _key(
         section="output",
         parse=_opt_bool,
@@ -664,6 +750,17 @@ class Config:
         parse=Number(kind=float, low=0.0, high=math.inf, optional=True),
         metavar="X",
         help="report the cost of the billable segments",
+    )
+    prices: Mapping[str, float] = _key(
+        factory=_frozen,
+        section="output",
+        parse=parse_prices,
+        flag="--price",
+        metavar="PREFIX=X",
+        env=False,
+        from_flag=prices_from_flags,
+        help="price per segment of the numbers starting with PREFIX (a country calling "
+        "code, or longer: 1787); repeatable; the others pay price_per_segment",
     )
     grace_period: float = _key(
         10.0,
@@ -899,9 +996,14 @@ def load(
         values.update(read_toml(config_file))
     values.update(read_env(env))
     for key, value in read_flags(flags or {}).items():
-        if key == "rates" and value:  # --rate CODE=N adds to the file's table
-            values["rates"] = _frozen({**values.get("rates", {}), **value})
-        elif key != "rates":
+        if key in ("rates", "prices"):  # --rate, --price add to the file's table
+            if value:
+                values[key] = _frozen({**values.get(key, {}), **value})
+        elif key == "suppress":  # --suppress adds to the file's lists
+            if value:
+                values[key] = (*values.get(key, ()), *value)
+        else:
+            values[key] = value
             values[key] = value
     file_key = values.pop("api_key_file", None)
     if (api_key := find_api_key(api_key_file or file_key, env)) is not None:
@@ -923,6 +1025,14 @@ def validate(config: Config) -> Config:
     for key in KEYS.values():
         if not key.secret:
             key.read(key.name, getattr(config, key.name))
+    pricing = Pricing.from_config(config.price_per_segment, config.prices)
+    if config.max_cost is not None and pricing is None:
+        raise ConfigError(
+            "max_cost needs a price: --price-per-segment X (and --price PREFIX=X, or a "
+            "table in [output.prices], for prices by country)"
+        )
+    if config.explain and not config.dry_run:
+        raise ConfigError("--explain goes with --dry-run")
     missing = set(CODE_KINDS) - set(config.kind_rates)
     unknown = set(config.kind_rates) - set(CODE_KINDS)
     if unknown:

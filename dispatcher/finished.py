@@ -4,8 +4,11 @@ finished, and nothing taken on trust.
 The results file is the truth about which lines are finished, so every line of it is
 checked (`_disagreement` says what a result must be): one that is not a result, or a
 second result for a line, stops the resume (`DamagedResults`, exit 2) naming the file
-and the line. A last line cut short by a crash is the one damage tolerated: `repair`
-cuts it off, with a warning, once the caller has checked everything else.
+and the line — except after a *resumable* result (NOT_SENT, OUTSIDE_WINDOW,
+CANCELLED): its line is not finished, a later run attempts it again and appends a
+newer result, which replaces it. A last line cut short by a crash is the one damage
+tolerated: `repair` cuts it off, with a warning, once the caller has checked
+everything else.
 """
 
 from __future__ import annotations
@@ -15,16 +18,25 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from dispatcher.errors import ConfigError, OutputError
-from dispatcher.models import Status
+from dispatcher.models import RESUMABLE, Status
+from dispatcher.summary import ACCEPTED
+
+if TYPE_CHECKING:
+    from dispatcher.pricing import Pricing
 
 log = logging.getLogger("dispatcher")
 
 #: Finished lines read before they are added to the set of done lines at once.
 _RUN = 65536
+
+_RESUMABLE = frozenset(map(str, RESUMABLE))
+#: Outcomes that the caps count as sent: the gateway took the message, or may have.
+_MAY_HAVE_SENT = frozenset({*map(str, ACCEPTED), str(Status.AMBIGUOUS)})
 
 
 class LineSet:
@@ -51,6 +63,13 @@ class LineSet:
 
     def __len__(self) -> int:
         return self.count
+
+    def discard(self, line: int) -> None:
+        byte = line >> 3
+        mask = 1 << (line & 7)
+        if byte < len(self._bits) and self._bits[byte] & mask:
+            self._bits[byte] &= ~mask & 0xFF
+            self.count -= 1
 
     def update(self, lines: Iterable[int]) -> int | None:
         """Add every line; the first that was already there (or None)."""
@@ -99,11 +118,19 @@ class Finished:
     id, the counts for the summary, and a last line cut short by a crash."""
 
     path: str
-    #: lines that have their result
+    #: prices what was sent, for `committed` (None: no price)
+    pricing: Pricing | None = None
+    #: lines that have their result (a resumable one does not count)
     done: LineSet = field(default_factory=LineSet)
+    #: lines whose newest result is resumable (NOT_SENT…): not finished
+    pending: LineSet = field(default_factory=LineSet)
+    #: resumable results a newer result of their line replaces
+    superseded: int = 0
+    #: what was sent, or may have been (accepted or AMBIGUOUS): messages, segments, cost
+    committed: tuple[int, int, float] = (0, 0, 0.0)
     #: of those, the lines with a gateway id: each was sent in a batch of the journal
     with_id: LineSet = field(default_factory=LineSet)
-    #: status → count of the result lines (for the summary)
+    #: status → count of the finished lines' results (for the summary)
     statuses: dict[str, int] = field(default_factory=dict)
     #: encoding → segments of the lines with a gateway id
     segments: dict[str, int] = field(default_factory=dict)
@@ -114,9 +141,9 @@ class Finished:
     torn: int = 0
 
     @classmethod
-    def read(cls, path: str) -> Finished:
+    def read(cls, path: str, *, pricing: Pricing | None = None) -> Finished:
         """Read and check a results file (a missing one has nothing finished)."""
-        finished = cls(path)
+        finished = cls(path, pricing=pricing)
         try:
             f = open(path, "rb")  # noqa: SIM115
         except FileNotFoundError:
@@ -156,6 +183,7 @@ class Finished:
 
     def _read(self, f: Iterable[bytes]) -> None:
         path, statuses, segments, dry_run = self.path, self.statuses, self.segments, Status.DRY_RUN
+        pending = self.pending
         lines: list[int] = []  # added to `done` in runs, with_id likewise
         with_id: list[int] = []
         size = last = 0
@@ -178,19 +206,49 @@ class Finished:
                 and (count is None or (type(count) is int and count >= 0))
             ):
                 raise damaged(path, number, _disagreement(raw))
-            lines.append(line)
             last = max(last, line)
+            size += len(raw)
+            if status in _RESUMABLE:  # not finished: a later run attempts it again
+                self._add(lines, with_id)  # so that `done` holds every earlier line
+                self._pend(line, number)
+                continue
+            if pending.count and line in pending:  # a newer result of a resumable line
+                pending.discard(line)
+                self.superseded += 1
+            lines.append(line)
             statuses[status] = statuses.get(status, 0) + 1
+            if status in _MAY_HAVE_SENT:
+                self._commit(result)
             if message_id is not None:
                 with_id.append(line)
                 if count is not None:
                     encoding = str(result.get("encoding"))
                     segments[encoding] = segments.get(encoding, 0) + count
-            size += len(raw)
             if len(lines) >= _RUN:
                 self._add(lines, with_id)
         self._add(lines, with_id)
         self.size, self.last_line = size, last
+
+    def _pend(self, line: int, number: int) -> None:
+        """A resumable result: its line is pending, unless it has a final result."""
+        if line in self.done:
+            raise damaged(
+                self.path,
+                number,
+                f"it is a second result for line {line}, which has a final result already",
+            )
+        if line in self.pending:
+            self.superseded += 1
+        else:
+            self.pending.add(line)
+
+    def _commit(self, result: dict[str, Any]) -> None:
+        """Count a result that the gateway took, or may have taken, for the caps."""
+        messages, segments, cost = self.committed
+        count = result.get("segments") or 1
+        if self.pricing is not None:
+            cost += self.pricing.cost(str(result.get("to")), count)
+        self.committed = (messages + 1, segments + count, cost)
 
     def _add(self, lines: list[int], with_id: list[int]) -> None:
         """Add a run of finished lines; a line with a result already is damage."""
@@ -210,7 +268,8 @@ def _disagreement(raw: bytes) -> str:
     """Why a results line is not a result that agrees with a job.
 
     A result agrees when it is a JSON object with a positive integer ``line`` (not
-    seen before: one result per line, checked by the caller), a text ``status`` other
+    seen before, unless with a resumable status: one result per line, checked by the
+    caller), a text ``status`` other
     than DRY_RUN (a dry run's results are no job's), and ``segments``, when there are
     any, a count. A line with a gateway ``id`` must also belong to a batch the journal
     recorded as sent, which is checked once the journal is read.

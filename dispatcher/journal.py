@@ -9,6 +9,8 @@ Records, one JSON object per line, each ending with its checksum:
   have seen;
 - ``{"done": KEY, …}`` — after the batch's results reached the OS;
 - ``{"unsent": KEY, …}`` — the gateway certainly did not act (an auth abort, a 413 split);
+- ``{"compaction": "start"|"done", …}`` — the results file rewritten to one line per
+  input line at the end of a resumed run (`dispatcher.resume.compact`);
 - ``{"complete": true, …}`` — the job finished.
 
 The checksum (``"crc"``, the CRC-32 in hex of the record's bytes without it) is the
@@ -142,6 +144,11 @@ class Journal:
             data = b"".join(self._done)
             self._done.clear()
             self._write(data)
+
+    def compaction(self, stage: str) -> None:
+        """Record a compaction of the results file: ``start``, then ``done``."""
+        if self._fd is not None:
+            self._write(seal(b'{"compaction":"%s"}' % stage.encode()))
 
     def complete(self) -> None:
         """Mark the job finished."""
@@ -343,6 +350,8 @@ def _problem(record: Any, number: int) -> str | None:
             return None if _text(value) else "its batch key is not text"
         if kind == "complete":
             return None if value is True else "its complete mark is not true"
+        if kind == "compaction":
+            return None if value in ("start", "done") else "its compaction stage is unknown"
     return "it is a record of an unknown kind"
 
 

@@ -56,6 +56,20 @@ class Status(StrEnum):
     FAILED = "FAILED"
     AMBIGUOUS = "AMBIGUOUS"
     DRY_RUN = "DRY_RUN"
+    # Campaign policies (SPEC §10): final, never sent...
+    SUPPRESSED = "SUPPRESSED"
+    DUPLICATE = "DUPLICATE"
+    EXPIRED_UNSENT = "EXPIRED_UNSENT"
+    # ...and resumable: a --resume attempts these lines again.
+    NOT_SENT = "NOT_SENT"
+    OUTSIDE_WINDOW = "OUTSIDE_WINDOW"
+    CANCELLED = "CANCELLED"
+
+
+#: Policy outcomes that leave a line unfinished: a ``--resume`` attempts it again.
+RESUMABLE = frozenset({Status.NOT_SENT, Status.OUTSIDE_WINDOW, Status.CANCELLED})
+#: Policy outcomes that are final: the line is never sent (exit 0 unless ``--strict``).
+POLICY_FINAL = frozenset({Status.SUPPRESSED, Status.DUPLICATE, Status.EXPIRED_UNSENT})
 
 
 class Encoding(StrEnum):
@@ -115,6 +129,8 @@ class Entry(NamedTuple):
     segments: int
     encoding: str
     text: str | None  # the rendered text, kept only when it is sent as such
+    #: characters smart encoding replaced (0: none, the usual case)
+    replaced: int = 0
 
 
 _line_of = itemgetter(0)  # Entry.line

@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TextIO
 
 from dispatcher.batcher import Batcher
 from dispatcher.config import Config, callback_secrets, read_toml
@@ -46,14 +48,20 @@ from dispatcher.lock import JobLock, lock_path
 from dispatcher.logs import register_secret
 from dispatcher.models import Batch, Status
 from dispatcher.paths import Place, check_distinct, check_writable
+from dispatcher.policy import Caps, Duplicates, Policy
 from dispatcher.prepare import Preparer
+from dispatcher.pricing import Pricing
 from dispatcher.progress import Progress
 from dispatcher.reader import Reader
-from dispatcher.resume import Resume, ResumeState, job_results, open_job
+from dispatcher.resume import Resume, ResumeState, compact, job_results, open_job
 from dispatcher.retry import RetryPolicy
 from dispatcher.sender import DryRun, Sender
 from dispatcher.summary import ACCEPTED, Summary
 from dispatcher.writers import NdjsonSink, Outputs
+
+if TYPE_CHECKING:
+    from dispatcher.preview import Explainer
+    from dispatcher.suppress import SuppressionList
 
 log = logging.getLogger("dispatcher")
 
@@ -147,9 +155,9 @@ def places(
     source: Source, config: Config, inputs: Iterable[Place] = ()
 ) -> tuple[list[Place], list[Place]]:
     """Every file a send reads and every file it writes (for `dispatcher.paths`): the
-    input, then ``inputs`` (what the CLI read the configuration from); the outputs
-    the configuration names, and the job's own journal and lock."""
-    read = [_input_place(source), *inputs]
+    input, then ``inputs`` (what the CLI read the configuration from) and the opt-out
+    lists; the outputs the configuration names, and the job's own journal and lock."""
+    read = [_input_place(source), *inputs, *(Place("--suppress", p) for p in config.suppress)]
     written = [Place("--results", config.results)]
     for option, path in (
         ("--invalid", config.invalid),
@@ -214,7 +222,7 @@ async def _run(source: Source, config: Config, shutdown: Shutdown) -> Summary:
     except FatalError as exc:
         summary.fatal = exc
     finally:
-        _close(outputs, journal, finished=finished)
+        _close(outputs, journal, finished=finished, compact_results=_superseded(resume))
     _finish(summary, limits, shutdown)
     return summary
 
@@ -243,11 +251,23 @@ def _save(outputs: Outputs, journal: Journal) -> None:
     journal.commit()
 
 
-def _close(outputs: Outputs, journal: Journal, *, finished: bool) -> None:
-    """Write everything; mark the journal complete when the job is."""
+def _superseded(resume: Resume | None) -> bool:
+    return resume is not None and resume.state.superseded > 0
+
+
+def _close(
+    outputs: Outputs, journal: Journal, *, finished: bool, compact_results: bool = False
+) -> None:
+    """Write everything; after a resumed run that gave lines newer outcomes, compact
+    the results to one line per input line; mark the journal complete when the job is."""
     try:
         _save(outputs, journal)
         outputs.close()
+        if finished and compact_results:
+            outputs.summary.superseded = compact(outputs.results.name, journal)
+            log.info(
+                "results compacted: %d superseded outcomes dropped", outputs.summary.superseded
+            )
     except FatalError as exc:
         outputs.summary.fatal = outputs.summary.fatal or exc
         finished = False
@@ -269,7 +289,7 @@ async def _run_stages(
     """Feed the stage and let it finish, the watchers beside; on a stop request or a
     fatal error, abandon it (in-flight requests get the grace period)."""
     reader = Reader(source, max_line_bytes=config.max_line_bytes)
-    preparer = Preparer(config, capacity=limits.capacity)
+    preparer = _preparer(config, limits, resume)
     batcher = Batcher(
         batch_size=config.request_size,
         linger=config.linger_ms / 1000,
@@ -279,6 +299,8 @@ async def _run_stages(
         job=journal.job,
     )
     show = config.progress if config.progress is not None else sys.stderr.isatty()
+    # --explain's preview waits for the end when the progress line would scribble over it
+    explained: TextIO = io.StringIO() if show else sys.stderr
     broken: InputError | None = None
     stopped = False
     error: BaseException | None = None
@@ -291,7 +313,10 @@ async def _run_stages(
             ]
             if show:
                 watchers.append(tasks.create_task(_progress(reader, outputs.summary)))
-            broken = await _feed(reader, preparer, batcher, stage, outputs, resume, config)
+            explainer = _explainer(config, explained)
+            broken = await _feed(
+                reader, preparer, batcher, stage, outputs, resume, config, explainer
+            )
             await stage.close()
             for task in watchers:
                 task.cancel()
@@ -299,6 +324,9 @@ async def _run_stages(
         stopped = True
     except* Exception as group:
         error = _first(group)
+    _account_policies(preparer, outputs.summary)
+    if isinstance(explained, io.StringIO):
+        sys.stderr.write(explained.getvalue())
     if stopped or error is not None:
         await _abandon(stage, config.grace_period)
     if error is not None:
@@ -332,6 +360,7 @@ async def _feed(
     outputs: Outputs,
     resume: Resume | None,
     config: Config,
+    explainer: Explainer | None = None,
 ) -> InputError | None:
     """Read, prepare, batch and submit until the input ends. An input that breaks ends
     it too, and is returned: everything read before the break is still sent."""
@@ -341,6 +370,8 @@ async def _feed(
         tasks.create_task(_linger(batcher, stage, config.linger_ms, read_all))
         try:
             async for chunk in reader:
+                if explainer is not None and not explainer.done:
+                    explainer.feed(chunk)
                 if resume is not None:
                     chunk = await resume.divert(chunk, preparer, stage.submit)
                 preparer.feed(chunk, batcher, outputs)
@@ -353,7 +384,75 @@ async def _feed(
         read_all.set()  # the linger task hands over any batch it closed, then ends
     batcher.drain()
     await _submit(stage, batcher.take())
+    if explainer is not None:
+        explainer.finish()
     return broken
+
+
+def _preparer(config: Config, limits: RateLimits, resume: Resume | None) -> Preparer:
+    """The preparer with the job's opt-out lists and policies (SPEC §10's order)."""
+    optout = None
+    if config.suppress:
+        from dispatcher.suppress import SuppressionList
+
+        optout = SuppressionList.load(config.suppress)
+        _log_lists(optout)
+    policies: list[Policy] = []
+    if config.dedupe != "off":
+        from dispatcher.dedupe import Dedupe
+
+        policies.append(Duplicates(Dedupe(config.dedupe), texts=config.dedupe == "number+text"))
+    # (issue 14: send windows and expiry go here, before the caps)
+    caps = Caps.wanted(
+        max_messages=config.max_messages,
+        max_segments=config.max_job_segments,
+        max_cost=config.max_cost,
+        pricing=Pricing.from_config(config.price_per_segment, config.prices),
+    )
+    if caps is not None:
+        if resume is not None:
+            caps.count(*resume.state.committed)
+        policies.append(caps)
+    return Preparer(config, capacity=limits.capacity, optout=optout, policies=policies)
+
+
+def _log_lists(optout: SuppressionList) -> None:
+    for stats in optout.stats:
+        log.info(
+            "opt-out list %s (%s): %d numbers, %d unparseable, %d not valid for any country",
+            stats.path,
+            stats.format,
+            stats.numbers,
+            stats.unparseable,
+            stats.not_valid,
+        )
+        if stats.not_valid and stats.not_valid * 10 >= stats.numbers:
+            log.warning(
+                "opt-out list %s: %d of %d numbers are not valid for any country: is it "
+                "kept in national format (no country code)? Such entries match nobody",
+                stats.path,
+                stats.not_valid,
+                stats.numbers,
+            )
+
+
+def _account_policies(preparer: Preparer, summary: Summary) -> None:
+    summary.segments_saved += preparer.segments_saved
+    summary.smart_encoded += preparer.smart_encoded
+    for policy in preparer.policies:
+        if isinstance(policy, Caps) and policy.reached is not None:
+            summary.cap_reached = policy.reached
+
+
+def _explainer(config: Config, out: TextIO) -> Explainer | None:
+    """``--dry-run --explain``: the preview of the first lines, written to ``out``."""
+    if not (config.dry_run and config.explain):
+        return None
+    from dispatcher.cli.preview import previewer_for
+    from dispatcher.preview import Explainer
+
+    width = shutil.get_terminal_size((120, 24)).columns
+    return Explainer(previewer_for(config), out, width=width)
 
 
 async def _submit(stage: Stage, batches: list[Batch]) -> None:

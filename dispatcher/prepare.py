@@ -8,16 +8,20 @@ line) becomes a local result at once and never reaches the network.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from operator import attrgetter
 from typing import Any, Protocol, cast
 
 from dispatcher.config import Config
 from dispatcher.errors import InvalidNumber, RenderError
-from dispatcher.models import Entry, Group, Recipient, Rejected, Status
+from dispatcher.models import Encoding, Entry, Group, Recipient, Rejected, Status
 from dispatcher.numbers import normalize, normalize_many
+from dispatcher.policy import Policy, Sink
 from dispatcher.renderer import Template, compile_template
 from dispatcher.segments import count
+from dispatcher.smart import encode
+
+UCS2 = Encoding.UCS2
 
 #: Distinct per-line templates kept compiled; beyond this the cache starts afresh.
 TEMPLATE_CACHE = 4096
@@ -32,55 +36,78 @@ class Batches(Protocol):
     def add_many(self, group: Group, entries: list[Entry]) -> None: ...
 
 
-class LocalSink(Protocol):
-    """Where results decided without the gateway go (see `dispatcher.writers`)."""
+class LocalSink(Sink, Protocol):
+    """Where results decided without the gateway go (see `dispatcher.writers`): the
+    policies' `local` results, and malformed lines."""
 
     def rejected(self, item: Rejected) -> None: ...
 
-    def local(
-        self,
-        line: int,
-        to: str | None,
-        status: Status,
-        error: str,
-        *,
-        ref: Any = None,
-        segments: int | None = None,
-        encoding: str | None = None,
-        invalid: bool = False,
-    ) -> None: ...
+
+class OptOut(Protocol):
+    """What the opt-out check needs of `dispatcher.suppress.SuppressionList`."""
+
+    def contains_many(self, numbers: Sequence[str | None]) -> list[bool]: ...
 
 
 class Preparer:
-    """Turns recipients into batch entries under the job's template and options."""
+    """Turns recipients into batch entries under the job's template and options.
 
-    def __init__(self, config: Config, *, capacity: Callable[[str], float]) -> None:
+    Per line (SPEC §10's order): number, opt-out (``optout``: one look-up per chunk),
+    render, smart encoding, segments. Then per run of one group, the chunk-level
+    ``policies`` (`dispatcher.policy`: duplicates, caps), then the batcher.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        capacity: Callable[[str], float],
+        optout: OptOut | None = None,
+        policies: Sequence[Policy] = (),
+    ) -> None:
         if config.sender is None or config.text is None:
             raise ValueError("the job needs a sender code and a text")  # checked by the CLI
         self._config = config
         self._capacity = capacity
         self._model = config.segment_model
-        self._max_segments = config.max_segments
+        self._max_segments = config.max_message_segments
         self._strict = config.strict_numbers
         self._keep_text = config.single
+        self._smart = config.smart_encoding
+        self._transliterate = config.transliterate
+        self._optout = optout
+        self.policies = list(policies)
+        #: the rendered texts go with a run to the policies (number+text duplicates)
+        self._texts = any(getattr(p, "texts", False) for p in self.policies)
+        #: segments smart encoding saved on the messages that went on to the batcher
+        self.segments_saved = 0
+        #: of those messages, how many smart encoding changed
+        self.smart_encoded = 0
         self._templates: dict[str, Template] = {}
         self._groups: dict[Hashable, Group] = {}
+        self._smart_groups: dict[Hashable, Group] = {}
+        self._kept: list[Entry] = []  # a chunk's messages past the policies (smart only)
         self._default = self._group(config.sender, config.text, None, None, None)
 
     def feed(self, chunk: list[Recipient | Rejected], batcher: Batches, sink: LocalSink) -> None:
         """Prepare every item of an input chunk, adding messages to ``batcher``."""
         model, max_segments, strict = self._model, self._max_segments, self._strict
-        keep_text, default = self._keep_text, self._default
+        keep_text, default, smart = self._keep_text, self._default, self._smart
         # All the numbers of the chunk at once; a rejected line has none (None below).
         try:
             raw_numbers = list(map(_to_of, chunk))
         except AttributeError:
             raw_numbers = [item.to if type(item) is Recipient else "" for item in chunk]
         numbers = normalize_many(raw_numbers, strict=strict)
+        if self._optout is not None:
+            chunk, numbers = self._opt_out(chunk, numbers, sink)
+        emit = self._checker(batcher, sink)
         # Entries go to the batcher in runs of one group (usually the whole chunk).
         run_group = default
         run: list[Entry] = []
         append = run.append
+        texts: list[str] | None = [] if self._texts else None
+        saved: dict[int, int] = {}  # line → segments smart encoding saved (rarely any)
         # A rejected line has no number: every one is handled where `to` is None.
         for item, to in zip(cast("list[Recipient]", chunk), numbers, strict=True):
             if to is None:
@@ -110,6 +137,15 @@ class Preparer:
                 continue
             # Unpacked: a NamedTuple's attributes are descriptor calls, ~40 ns each.
             encoding, _, segments = count(text, model)
+            params = item.params
+            replaced = 0
+            if smart and encoding is UCS2:
+                new, replaced = encode(text, transliterate=self._transliterate)
+                if replaced:
+                    encoding, _, fewer = count(new, model)
+                    saved[item.line] = segments - fewer
+                    text, segments, params = new, fewer, [new]
+                    group = self._smart_group(group)
             if segments > max_segments:
                 sink.local(
                     item.line,
@@ -120,12 +156,14 @@ class Preparer:
                     ref=item.ref,
                     segments=segments,
                     encoding=encoding,
+                    replaced=replaced,
                 )
                 continue
             if group is not run_group:
-                batcher.add_many(run_group, run)
+                emit(run_group, run, texts)
                 run_group, run = group, []
                 append = run.append
+                texts = [] if texts is not None else None
             # tuple.__new__ rather than Entry(...): no Python-level __new__ frame, 120 ns.
             append(
                 _new_entry(
@@ -133,15 +171,94 @@ class Preparer:
                     (
                         item.line,
                         to,
-                        item.params,
+                        params,
                         item.ref,
                         segments,
                         encoding,
                         text if keep_text else None,
+                        replaced,
                     ),
                 )
             )
-        batcher.add_many(run_group, run)
+            if texts is not None:
+                texts.append(text)
+        emit(run_group, run, texts)
+        if saved:
+            self._count_saved(saved)
+        self._kept.clear()
+
+    def _opt_out(
+        self, chunk: list[Recipient | Rejected], numbers: list[str | None], sink: LocalSink
+    ) -> tuple[list[Recipient | Rejected], list[str | None]]:
+        """The chunk without its opted-out lines, which are ``SUPPRESSED``."""
+        assert self._optout is not None
+        listed = self._optout.contains_many(numbers)
+        if True not in listed:
+            return chunk, numbers
+        kept_items: list[Recipient | Rejected] = []
+        kept_numbers: list[str | None] = []
+        for item, to, out in zip(chunk, numbers, listed, strict=True):
+            if out:
+                sink.local(
+                    item.line,
+                    to,
+                    Status.SUPPRESSED,
+                    "the number is on an opt-out list",
+                    ref=cast("Recipient", item).ref,
+                )
+            else:
+                kept_items.append(item)
+                kept_numbers.append(to)
+        return kept_items, kept_numbers
+
+    def _checker(self, batcher: Batches, sink: LocalSink) -> Callable[..., None]:
+        """``emit``: a run of one group passes each policy, then goes to the batcher
+        (called once per run, usually once per chunk)."""
+        policies, smart, kept = self.policies, self._smart, self._kept
+        if not policies:
+
+            def add(group: Group, entries: list[Entry], texts: list[str] | None) -> None:
+                batcher.add_many(group, entries)
+
+            return add
+
+        def emit(group: Group, entries: list[Entry], texts: list[str] | None) -> None:
+            for policy in policies:
+                if not entries:
+                    return
+                keep = policy.check(group, entries, texts, sink)
+                if keep is not None:
+                    entries = [entries[i] for i in keep]
+                    if texts is not None:
+                        texts = [texts[i] for i in keep]
+            if smart:
+                kept.extend(entries)
+            batcher.add_many(group, entries)
+
+        return emit
+
+    def _count_saved(self, saved: dict[int, int]) -> None:
+        """Count the segments saved on the lines that went on to the batcher."""
+        if not self.policies:
+            self.segments_saved += sum(saved.values())
+            self.smart_encoded += len(saved)
+            return
+        for entry in self._kept:
+            if entry.replaced:
+                self.segments_saved += saved[entry.line]
+                self.smart_encoded += 1
+
+    def _smart_group(self, group: Group) -> Group:
+        """The group of ``group``'s messages that smart encoding changed: each goes with
+        its new text as its one param of the template ``{0}``, so a batch body (the
+        template and the params, rendered by the gateway) carries exactly that text."""
+        smart = self._smart_groups.get(group.key)
+        if smart is None:
+            sender, _, external_id, client_id, email = cast("tuple[Any, ...]", group.key)
+            smart = self._smart_groups[group.key] = self._group(
+                sender, "{0}", external_id, client_id, email
+            )
+        return smart
 
     def _unsendable(self, item: Recipient | Rejected, sink: LocalSink) -> None:
         """A rejected line, or a number that `normalize` refuses (with the reason)."""

@@ -133,7 +133,7 @@ class Previewer:
         # above {999}) is a ConfigError, not a REJECTED line after line.
         compile_template(config.text)
         self.model = config.segment_model
-        self.max_segments = config.max_segments
+        self.max_segments = config.max_message_segments
         self.strict_numbers = config.strict_numbers
         self.pricing = pricing
         self.smart_encoding = smart_encoding

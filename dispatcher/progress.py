@@ -96,8 +96,43 @@ def summary_table(summary: dict[str, Any]) -> str:
                 + (f" (limit {limit:,.0f}/s)" if limit else ""),
             )
         )
+    rows.extend(_policy_rows(summary.get("policy") or {}, dry_run="estimate" in summary))
     if "estimate" in summary:
         rows.append(("estimated send time", f"{summary['estimate']['seconds']:,.1f} s"))
     rows.append(("exit", summary["exit_reason"]))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _policy_rows(policy: dict[str, Any], *, dry_run: bool) -> list[tuple[str, str]]:
+    """What the campaign policies did (or, in a dry run, would do)."""
+    rows = []
+    would = "would be " if dry_run else ""
+    if policy.get("suppressed") or policy.get("duplicates"):
+        rows.append(
+            (
+                f"{would}removed",
+                f"{policy['suppressed']:,} by opt-out lists, {policy['duplicates']:,} duplicates",
+            )
+        )
+    if cap := policy.get("cap_reached"):
+        rows.append(
+            (
+                f"cap {'would be ' if dry_run else ''}reached",
+                f"{cap['cap']} at line {cap['line']:,}: {policy['not_sent']:,} lines NOT_SENT"
+                " (resumable)",
+            )
+        )
+    elif dry_run and policy:
+        rows.append(("caps", "none reached"))
+    if policy.get("smart_encoded"):
+        rows.append(
+            (
+                "smart encoding",
+                f"{policy['smart_encoded']:,} messages, {policy['segments_saved']:,} "
+                "segments saved",
+            )
+        )
+    if policy.get("superseded"):
+        rows.append(("superseded", f"{policy['superseded']:,} earlier results replaced"))
+    return rows

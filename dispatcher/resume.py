@@ -29,16 +29,17 @@ outputs finishes the job, and this module is where a resume can be followed:
    stands in front of the outputs for the sender and is the one place that drops
    results written twice; the batcher and the writers know nothing of resuming.
 
-Where what comes next belongs: an outcome that leaves a line resumable (not sent
-because of a cap, a send window, a cancel) is a result that does not put its line in
-``done`` (and `_read_results`, which refuses a second result for a line, must then
-let a later result replace a resumable one); the compaction of the results file at
-the end of a resumed run is one more method here.
+An outcome that leaves a line resumable (NOT_SENT by a cap, OUTSIDE_WINDOW,
+CANCELLED) is a result that does not put its line in ``done``: the resumed run
+attempts the line again and appends its newer result (`dispatcher.finished` lets a
+later result replace a resumable one, and only that). At the end of a resumed run
+that replaced any, `compact` rewrites the results file to one line per input line.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import os
 import secrets
@@ -50,10 +51,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from dispatcher.config import Config
-from dispatcher.errors import ConfigError, FatalError
+from dispatcher.errors import ConfigError, FatalError, OutputError
 from dispatcher.finished import Finished, LineSet
 from dispatcher.journal import DamagedJournal, Journal, JournalFile, damaged, journal_path
 from dispatcher.models import Batch, Entry, Group, Recipient, Rejected, Status
+from dispatcher.pricing import Pricing
 from dispatcher.writers import Outputs, prune
 
 if TYPE_CHECKING:
@@ -85,7 +87,7 @@ def fingerprint(config: Config) -> str:
         config.client_id,
         config.endpoint,
         config.segment_model,
-        config.max_segments,
+        config.max_message_segments,
         config.strict_numbers,
     ]
     return hashlib.blake2b(orjson.dumps(parts), digest_size=8).hexdigest()
@@ -133,7 +135,14 @@ def open_job(config: Config, source: str) -> tuple[Journal, ResumeState | None]:
         return Journal(None, secrets.token_hex(6)), None
     path = journal_path(results)
     if config.resume:
-        state = ResumeState.read(path, results, fingerprint(config), input_size(source))
+        discard_compaction(results)
+        state = ResumeState.read(
+            path,
+            results,
+            fingerprint(config),
+            input_size(source),
+            pricing=Pricing.from_config(config.price_per_segment, config.prices),
+        )
         return Journal(path, state.job, fsync=config.fsync), state
     journal = Journal.create(
         path,
@@ -179,10 +188,22 @@ class ResumeState:
     complete: bool = False
     #: the highest line with a result (0: none)
     last_line: int = 0
+    #: what earlier runs may have sent (accepted or AMBIGUOUS): messages, segments, cost
+    committed: tuple[int, int, float] = (0, 0, 0.0)
+    #: lines whose newest result is resumable (NOT_SENT…): attempted again
+    pending: LineSet = field(default_factory=LineSet)
+    #: result lines a newer result of their line replaces (dropped by `compact`)
+    superseded: int = 0
 
     @classmethod
     def read(
-        cls, journal: str, results: str, expected_fingerprint: str, size: int | None = None
+        cls,
+        journal: str,
+        results: str,
+        expected_fingerprint: str,
+        size: int | None = None,
+        *,
+        pricing: Pricing | None = None,
     ) -> ResumeState:
         """Read a journal and its results file, trusting neither blindly.
 
@@ -196,7 +217,8 @@ class ResumeState:
         The results are read before the journal's records, so only unfinished batches
         are held in memory however long the journal is. A batch is in flight when some
         of its lines have no result — whatever its ``done`` record says — unless it is
-        recorded ``unsent``.
+        recorded ``unsent``. A line whose newest result is resumable is not finished
+        (`pending`); ``pricing`` prices what was sent, for the cost cap.
         """
         journal_file = JournalFile(journal)
         records = journal_file.records()
@@ -217,13 +239,17 @@ class ResumeState:
                 "--force"
             )
         _check_header(journal, header, expected_fingerprint, size)
-        finished = Finished.read(results)
+        finished = Finished.read(results, pricing=pricing)
         state = cls(
             job=header["job"],
             done=finished.done,
             statuses=finished.statuses,
             segments=finished.segments,
             last_line=finished.last_line,
+            committed=finished.committed,
+            pending=finished.pending,
+            # the resumable results left are replaced by this run's outcomes
+            superseded=finished.superseded + len(finished.pending),
         )
         sent = LineSet()
         done, in_flight = state.done, state.in_flight
@@ -232,6 +258,8 @@ class ResumeState:
         for number, record in records:
             if "complete" in record:
                 state.complete = True
+                continue
+            if "compaction" in record:
                 continue
             key = record.get("sent") or record.get("unsent") or record["done"]
             if not key.startswith(ours):
@@ -529,3 +557,72 @@ def _part(batch: Batch, positions: list[int]) -> Batch:
     part.units = sum(e.segments for e in part.entries) if part.count_segments else len(part)
     part.job, part.key = batch.job, batch.key
     return part
+
+
+# --- 6. the end of a resumed run: one result per line again --------------------------
+
+
+def compaction_path(results: str) -> str:
+    """Where `compact` writes the new results file before renaming it over the old."""
+    return results + ".compacting"
+
+
+def compact(results: str, journal: Journal) -> int:
+    """Rewrite ``results`` with exactly one line per input line, the newest outcome of
+    each winning; return how many older lines were dropped.
+
+    Two streaming passes and one byte per line: the first counts the results of each
+    line, the second writes a line's result only when it is that line's last. The new
+    file is written beside the old, fsynced and renamed over it; the journal records
+    the compaction before and after. A crash before the rename leaves the old file
+    whole (a resumed run deletes the half-written one, `discard_compaction`); after
+    it, the new one, which is as good.
+    """
+    counts = bytearray()
+    with open(results, "rb") as f:
+        for raw in f:
+            line = _line_of(raw)
+            if line >= len(counts):
+                counts.extend(bytes(line - len(counts) + 1 + len(counts) // 2))
+            counts[line] = min(counts[line] + 1, 255)
+    temporary = compaction_path(results)
+    journal.compaction("start")
+    dropped = 0
+    try:
+        with open(results, "rb") as f, open(temporary, "wb") as out:
+            for raw in f:
+                line = _line_of(raw)
+                counts[line] -= 1
+                if counts[line]:
+                    dropped += 1
+                else:
+                    out.write(raw)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, results)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise OutputError(f"cannot compact {results}: {exc.strerror}") from None
+    _fsync_directory(results)
+    journal.compaction("done")
+    return dropped
+
+
+def discard_compaction(results: str) -> None:
+    """A compaction a crash interrupted before its rename: the old file is whole."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(compaction_path(results))
+
+
+def _line_of(raw: bytes) -> int:
+    return int(orjson.loads(raw)["line"])
+
+
+def _fsync_directory(path: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.histogram import LatencyHistogram
-from dispatcher.models import Status
+from dispatcher.models import POLICY_FINAL, RESUMABLE, Status
 
 #: Statuses the gateway gives to a message it accepted: these segments are billed.
 ACCEPTED = frozenset(
@@ -36,6 +36,8 @@ ACCEPTED = frozenset(
 UNSUCCESSFUL = frozenset({Status.FAILED, Status.AMBIGUOUS, Status.CODE_NOT_ALLOWED, Status.ERROR})
 #: Statuses that are data, not errors, unless ``--strict``.
 INVALID_INPUT = frozenset({Status.INVALID_NUMBER, Status.REJECTED, Status.SEGMENTS_EXCEEDED})
+#: Lines a policy kept from being sent for good: data, not errors, unless ``--strict``.
+FINAL_POLICY = POLICY_FINAL
 
 
 @dataclass(slots=True)
@@ -74,6 +76,13 @@ class Summary:
         self.estimate: dict[str, Any] | None = None
         #: price of one segment, to report the cost
         self.price_per_segment: float | None = None
+        #: segments smart encoding saved, and on how many messages
+        self.segments_saved = 0
+        self.smart_encoded = 0
+        #: the cap reached and the first line it kept back (`dispatcher.policy.Caps`)
+        self.cap_reached: tuple[str, int] | None = None
+        #: result lines of earlier runs that a newer outcome of their line replaced
+        self.superseded = 0
 
     def absorb(self, statuses: dict[str, int], segments: dict[str, int]) -> None:
         """Count the results an earlier run of the same job already wrote."""
@@ -122,11 +131,20 @@ class Summary:
         end = self.finished if self.finished is not None else self._clock()
         return max(end - self.started, 1e-9)
 
+    @property
+    def resumable(self) -> int:
+        """Lines left unfinished by a policy (a cap, a window, a cancel): resumable."""
+        return sum(self.statuses[s] for s in RESUMABLE)
+
     def exit_code(self, *, strict: bool = False) -> int:
-        """0 all done, 1 some lines failed or are ambiguous (or invalid, with strict)."""
+        """4 resumable lines are left (the job is unfinished, whatever else happened);
+        1 some lines failed or are ambiguous (or invalid or kept back by a final
+        policy, with strict); 0 all done."""
+        if self.resumable:
+            return 4
         if any(self.statuses[s] for s in UNSUCCESSFUL):
             return 1
-        if strict and any(self.statuses[s] for s in INVALID_INPUT):
+        if strict and any(self.statuses[s] for s in INVALID_INPUT | FINAL_POLICY):
             return 1
         return 0
 
@@ -182,4 +200,18 @@ class Summary:
             extras["cost"] = round(billable * self.price_per_segment, 6)
         if self.estimate is not None:
             extras["estimate"] = self.estimate
+        extras["policy"] = {
+            "suppressed": self.statuses[Status.SUPPRESSED],
+            "duplicates": self.statuses[Status.DUPLICATE],
+            "not_sent": self.statuses[Status.NOT_SENT],
+            "resumable": self.resumable,
+            "cap_reached": (
+                {"cap": self.cap_reached[0], "line": self.cap_reached[1]}
+                if self.cap_reached is not None
+                else None
+            ),
+            "smart_encoded": self.smart_encoded,
+            "segments_saved": self.segments_saved,
+            "superseded": self.superseded,
+        }
         return extras

@@ -199,12 +199,18 @@ class Outputs:
         segments: int | None = None,
         encoding: str | None = None,
         invalid: bool = False,
+        first: int | None = None,
+        replaced: int = 0,
     ) -> None:
-        """A result decided without the gateway (invalid number, render error…)."""
+        """A result decided without the gateway (invalid number, render error, a policy)."""
         result: dict[str, Any] = {"line": line, "to": to, "status": status}
         if segments is not None:
             result["segments"] = segments
             result["encoding"] = encoding
+        if replaced:
+            result["replaced"] = replaced
+        if first is not None:
+            result["first"] = first
         result["error"] = error
         if ref is not None:
             result["ref"] = ref
@@ -249,6 +255,8 @@ class Outputs:
                 "attempts": attempts,
                 "transactionId": transaction_id,
             }
+            if entry.replaced:
+                result["replaced"] = entry.replaced
             if entry.ref is not None:
                 result["ref"] = entry.ref
             lines.append(_dumps(result, option=_NL))
@@ -287,7 +295,7 @@ class Outputs:
         last: str | None = None
         tail = ""
         run = 0
-        for (line, to, _, ref, segments, encoding, _), message_id in zip(
+        for (line, to, _, ref, segments, encoding, _, replaced), message_id in zip(
             batch.entries, ids, strict=True
         ):
             if encoding is not last:
@@ -298,7 +306,13 @@ class Outputs:
                 if not tail:
                     tail = tails[encoding] = f',"encoding":{_text(encoding)}{after}'
             run += segments
-            if ref is None:
+            if replaced:
+                append(
+                    f'{{"line":{line},"to":"{to}"{middle}{message_id}",'
+                    f'"segments":{segments}{tail},"replaced":{replaced}'
+                    + (f',"ref":{_dumps(ref).decode()}}}\n' if ref is not None else "}\n")
+                )
+            elif ref is None:
                 append(
                     f'{{"line":{line},"to":"{to}"{middle}{message_id}",'
                     f'"segments":{segments}{tail}}}\n'
@@ -354,6 +368,8 @@ class Outputs:
                 "attempts": attempts,
                 "error": error,
             }
+            if entry.replaced:
+                result["replaced"] = entry.replaced
             if entry.ref is not None:
                 result["ref"] = entry.ref
             lines.append(_dumps(result, option=_NL))
@@ -373,6 +389,8 @@ class Outputs:
                 "segments": entry.segments,
                 "encoding": entry.encoding,
             }
+            if entry.replaced:
+                result["replaced"] = entry.replaced
             if entry.ref is not None:
                 result["ref"] = entry.ref
             lines.append(_dumps(result, option=_NL))

@@ -11,28 +11,20 @@ import io
 import os
 import shutil
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dispatcher.cli._common import ExitCode, Parser, fail, usage_error
 from dispatcher.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from dispatcher.config import Config, Key
-    from dispatcher.preview import Explainer
+    from dispatcher.preview import Explainer, Previewer
 
 COMMAND = "dispatcher preview"
 #: The `Config` keys that decide what a line becomes, besides the [message] section...
 MESSAGE_KEYS = ("strict_numbers", "price_per_segment", "prices", "smart_encoding", "transliterate")
 #: ...whose keys all do, but these, which only go into the request.
 REQUEST_KEYS = ("request_dr", "callbacks", "connection", "email", "external_id", "client_id")
-#: Until `Config` has these keys, preview declares them itself (not from a file or env).
-_OWN_FLAGS = {
-    "smart_encoding": "replace look-alike punctuation and spaces by GSM-7 where that makes "
-    "the whole message GSM-7",
-    "transliterate": "smart encoding also changes letters to their nearest GSM-7 letter "
-    "(á → a, ç → Ç)",
-}
-
 HELP = "show what the first lines (or a sample) would be: text, encoding, segments, cost"
 DESCRIPTION = (
     "Preview the lines of an NDJSON file, a .gz file or stdin ('-') as send would "
@@ -71,19 +63,6 @@ def options(p: Parser) -> None:
                 group.add_argument(
                     "--text-file", metavar="FILE", help="read the template from a file"
                 )
-    for name, text in _OWN_FLAGS.items():
-        if name not in KEYS:
-            flag = "--" + name.replace("_", "-")
-            group.add_argument(flag, dest=name, action="store_true", default=None, help=text)
-    if "prices" not in KEYS:
-        group.add_argument(
-            "--price",
-            dest="prices",
-            action="append",
-            metavar="PREFIX=X",
-            help="price per segment of the numbers starting with PREFIX (a country calling "
-            "code, or longer: 1787); repeatable; the others pay --price-per-segment",
-        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,18 +105,9 @@ def _declared(key: Key) -> bool:
 def _config(args: argparse.Namespace) -> Config:
     """The message options from the flags, the environment and the file, as send reads them."""
     from dispatcher import config as cfg
-    from dispatcher.cli.send import _read_text
+    from dispatcher.cli.send import flags_from
 
-    flags: dict[str, Any] = {}
-    for key in cfg.KEYS.values():
-        if _declared(key):
-            value = getattr(args, key.name)
-            flags[key.name] = key.from_flag(value) if key.from_flag else value
-    if args.text_file is not None:
-        if args.text is not None:
-            raise ConfigError("give --text or --text-file, not both")
-        flags["text"] = _read_text(args.text_file)
-    config = cfg.load(flags=flags, config_file=args.config)
+    config = cfg.load(flags=flags_from(args, _declared), config_file=args.config)
     if config.sender is None:
         raise ConfigError("a sender code is needed: --from CODE (or from = … in [message])")
     if config.text is None:
@@ -147,9 +117,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _explainer(args: argparse.Namespace, config: Config) -> Explainer:
     """The `Explainer` the options describe, writing to stdout."""
-    from dispatcher.config import KEYS
-    from dispatcher.preview import DEFAULT_LIMIT, Explainer, Previewer
-    from dispatcher.pricing import Pricing, prices_from_flags
+    from dispatcher.preview import DEFAULT_LIMIT, Explainer
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
@@ -158,16 +126,7 @@ def _explainer(args: argparse.Namespace, config: Config) -> Explainer:
     if args.seed is not None and args.sample is None:
         raise ConfigError("--seed goes with --sample N")
 
-    def setting(name: str) -> Any:  # from Config once it has the key, else our own flag
-        return getattr(config if name in KEYS else args, name)
-
-    prices = setting("prices") if "prices" in KEYS else prices_from_flags(args.prices)
-    previewer = Previewer(
-        config,
-        pricing=Pricing.from_config(config.price_per_segment, prices),
-        smart_encoding=bool(setting("smart_encoding")),
-        transliterate=bool(setting("transliterate")),
-    )
+    previewer = previewer_for(config)
     # NDJSON is UTF-8 whatever the locale; a table in an ASCII terminal gets '?'s.
     if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.encoding.lower() != "utf-8":
         sys.stdout.reconfigure(encoding="utf-8", errors="strict" if args.json else "replace")
@@ -180,4 +139,17 @@ def _explainer(args: argparse.Namespace, config: Config) -> Explainer:
         json=args.json,
         width=shutil.get_terminal_size((120, 24)).columns,
         footer=sys.stderr if args.json else None,
+    )
+
+
+def previewer_for(config: Config) -> Previewer:
+    """The `Previewer` of a configuration: its prices, smart encoding, transliteration."""
+    from dispatcher.preview import Previewer
+    from dispatcher.pricing import Pricing
+
+    return Previewer(
+        config,
+        pricing=Pricing.from_config(config.price_per_segment, config.prices),
+        smart_encoding=config.smart_encoding,
+        transliterate=config.transliterate,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dispatcher.cli._common import ExitCode, Parser, Signals, fail, usage_error
@@ -88,7 +89,7 @@ def _help(key: Key) -> str:
     else:
         where += [f"default {shown}"] if shown else []
         where += [f"env {key.env_var}"] if key.env_var else []
-    if key.kind is list:  # a table of its own: [sending.rates]
+    if key.kind is list and isinstance(key.default, Mapping):  # a table: [sending.rates]
         where.append(f"file [{key.section}.{key.file_name}]")
     else:
         where.append(f"file [{key.section}] {key.file_name}")
@@ -119,15 +120,7 @@ def config_from(args: argparse.Namespace) -> Config:
     """The run's configuration from the parsed flags, the environment and the file."""
     from dispatcher import config as cfg
 
-    flags: dict[str, Any] = {}
-    for key in cfg.KEYS.values():
-        if key.flag is not None:
-            value = getattr(args, key.name)
-            flags[key.name] = key.from_flag(value) if key.from_flag else value
-    if args.text_file is not None:
-        if args.text is not None:
-            raise ConfigError("give --text or --text-file, not both")
-        flags["text"] = _read_text(args.text_file)
+    flags = flags_from(args, lambda key: key.flag is not None)
     config = cfg.load(flags=flags, config_file=args.config, api_key_file=args.api_key_file)
     if config.sender is None:
         raise ConfigError("send needs a sender code: --from CODE (or from = … in [message])")
@@ -136,6 +129,23 @@ def config_from(args: argparse.Namespace) -> Config:
     if config.api_key is None and not config.dry_run:
         raise ConfigError("no API key: set DISPATCHER_API_KEY or give --api-key-file FILE")
     return config
+
+
+def flags_from(args: argparse.Namespace, declared: Callable[[Key], bool]) -> dict[str, Any]:
+    """The values of the `Config` flags a command ``declared``, as `config.load` takes
+    them (repeatable ones collected), and ``--text-file`` read into ``text``."""
+    from dispatcher.config import KEYS
+
+    flags: dict[str, Any] = {}
+    for key in KEYS.values():
+        if declared(key):
+            value = getattr(args, key.name)
+            flags[key.name] = key.from_flag(value) if key.from_flag else value
+    if args.text_file is not None:
+        if args.text is not None:
+            raise ConfigError("give --text or --text-file, not both")
+        flags["text"] = _read_text(args.text_file)
+    return flags
 
 
 def _read_text(path: str) -> str:

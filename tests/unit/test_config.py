@@ -37,7 +37,7 @@ def test_defaults_follow_the_spec() -> None:
     assert config.batch_size == 1000
     assert config.linger_ms == 50
     assert config.concurrency == 16
-    assert config.max_segments == 10
+    assert config.max_message_segments == 10
     assert config.max_line_bytes == 64 * 1024
     assert dict(config.kind_rates) == {"longcode": 1, "shortcode": 100, "alphanumeric": 100}
     assert config.idempotency is False
@@ -167,11 +167,12 @@ def test_request_size_and_single() -> None:
 FILE_KEYS = {
     "gateway": "base_url endpoint max_batch idempotency idempotency_header timeout connect_timeout",
     "message": "from text request_dr callbacks connection email external_id client_id "
-    "segment_model max_segments",
+    "segment_model max_segments smart_encoding transliterate",
     "input": "max_line_bytes strict_numbers",
+    "policy": "suppress dedupe max_messages max_job_segments max_cost",
     "sending": "batch_size linger_ms max_buffered concurrency rates kind_rates rate_unit",
     "retry": "max_attempts retry_max_wait retry_deadline retry_ambiguous",
-    "output": "results invalid rejects summary fsync progress strict price_per_segment",
+    "output": "results invalid rejects summary fsync progress strict price_per_segment prices",
     "run": "grace_period log_level log_format",
 }
 
@@ -188,6 +189,7 @@ def test_every_field_has_a_key_and_the_file_keys_are_the_documented_ones() -> No
         "resume",
         "force",
         "dry_run",
+        "explain",
     }
     assert [k.name for k in KEYS.values() if k.secret] == ["api_key"]
     default = (Path(__file__).resolve().parents[2] / "configs" / "default.toml").read_text()
@@ -283,6 +285,10 @@ def test_toml_s_own_infinities_and_huge_numbers_are_refused(key: Key, tmp_path: 
             load(config_file=path, env={})
 
 
+#: What a key needs beside it to be valid at all (a cost cap needs a price).
+NEEDS = {"max_cost": {"price_per_segment": "0.01"}}
+
+
 @pytest.mark.parametrize("key", NUMBER_KEYS, ids=lambda key: key.name)
 def test_the_bounds_themselves_are_accepted(key: Key) -> None:
     parse = key.parse
@@ -290,7 +296,7 @@ def test_the_bounds_themselves_are_accepted(key: Key) -> None:
     low = parse.low if not parse.above else parse.low + (1 if parse.kind is int else 0.001)
     for value in (low, min(parse.high, 1e9)):
         text = str(int(value)) if parse.kind is int else repr(float(value))
-        config = load(flags={key.name: text}, env={})
+        config = load(flags={key.name: text, **NEEDS.get(key.name, {})}, env={})
         assert getattr(config, key.name) == pytest.approx(value)
 
 
@@ -298,11 +304,13 @@ def test_zero_only_where_it_means_none() -> None:
     zero = set()
     for key in NUMBER_KEYS:
         try:
-            load(flags={key.name: "0"}, env={})
+            load(flags={key.name: "0", **NEEDS.get(key.name, {})}, env={})
         except ConfigError:
             continue
         zero.add(key.name)
-    assert zero == {"linger_ms", "retry_max_wait", "grace_period", "price_per_segment"}
+    # a cap of 0 sends nothing: every line is NOT_SENT, resumable with a higher cap
+    caps = {"max_messages", "max_job_segments", "max_cost"}
+    assert zero == {"linger_ms", "retry_max_wait", "grace_period", "price_per_segment", *caps}
 
 
 @pytest.mark.parametrize(
@@ -434,7 +442,7 @@ def test_validate_checks_a_config_built_in_code() -> None:
         {"timeout": math.nan},
         {"concurrency": 0},
         {"base_url": "http://"},
-        {"max_segments": 256},
+        {"max_message_segments": 256},
         {"segment_model": "x"},
         {"rates": {"1": math.nan}},
     ):

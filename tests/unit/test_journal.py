@@ -73,6 +73,25 @@ def test_records_are_json_lines_sealed_with_their_checksum(tmp_path: Path) -> No
     assert orjson.loads(raw[1]) == {"sent": "k1", "lines": [1, 2], "crc": raw[1][-11:-3].decode()}
 
 
+def test_compaction_records_are_sealed_and_read_back(tmp_path: Path) -> None:
+    journal = create(tmp_path)
+    journal.compaction("start")
+    journal.compaction("done")
+    journal.complete()
+    journal.close()
+    path = tmp_path / "results.ndjson.journal"
+    raw = path.read_bytes().splitlines(keepends=True)
+    assert raw[1:3] == [oracle_seal({"compaction": "start"}), oracle_seal({"compaction": "done"})]
+    assert list(records(str(path)))[1:] == [
+        {"compaction": "start"},
+        {"compaction": "done"},
+        {"complete": True},
+    ]
+    path.write_bytes(raw[0] + oracle_seal({"compaction": "halfway"}))
+    with pytest.raises(DamagedJournal, match="line 2: its compaction stage is unknown"):
+        list(records(str(path)))
+
+
 def test_done_records_wait_for_commit(tmp_path: Path) -> None:
     journal = create(tmp_path)
     path = str(tmp_path / "results.ndjson.journal")

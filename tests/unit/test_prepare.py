@@ -38,6 +38,7 @@ class Sink:
     def __init__(self) -> None:
         self.rejected_items: list[Rejected] = []
         self.locals: list[Local] = []
+        self.details: list[dict[str, Any]] = []
 
     def rejected(self, item: Rejected) -> None:
         self.rejected_items.append(item)
@@ -53,8 +54,11 @@ class Sink:
         segments: int | None = None,
         encoding: str | None = None,
         invalid: bool = False,
+        first: int | None = None,
+        replaced: int = 0,
     ) -> None:
         self.locals.append(Local(line, to, status, error, ref, segments, encoding, invalid))
+        self.details.append({"first": first, "replaced": replaced})
 
 
 def make(
@@ -122,7 +126,7 @@ def test_a_valid_recipient_becomes_an_entry_with_its_cost() -> None:
 
 
 def test_local_outcomes_carry_line_number_ref_and_reason() -> None:
-    preparer, batcher, sink, _ = make(text="Hi {0} {1}", max_segments=2)
+    preparer, batcher, sink, _ = make(text="Hi {0} {1}", max_message_segments=2)
     bad_line = Rejected(line=2, reason="invalid JSON", excerpt="{oops")
     preparer.feed(
         [
@@ -285,7 +289,11 @@ ITEMS = st.lists(
 @given(ITEMS, st.integers(1, 7), st.sampled_from(["messages", "segments"]))
 def test_exactly_one_outcome_per_item(items: list[Any], batch_size: int, rate_unit: str) -> None:
     preparer, batcher, sink, _ = make(
-        text="Hi {0}", batch_size=batch_size, rate_unit=rate_unit, capacity=5, max_segments=3
+        text="Hi {0}",
+        batch_size=batch_size,
+        rate_unit=rate_unit,
+        capacity=5,
+        max_message_segments=3,
     )
     chunk: list[Recipient | Rejected] = []
     for line, item in enumerate(items, 1):

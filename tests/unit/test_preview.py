@@ -194,15 +194,15 @@ def test_the_segment_model(model: str, segments: list[int]) -> None:
 
 
 def test_too_many_segments() -> None:
-    row = previewer(text="{0}", max_segments=1).row(recipient(1, "+15005550006", "a" * 161))
+    row = previewer(text="{0}", max_message_segments=1).row(recipient(1, "+15005550006", "a" * 161))
     assert (row.status, row.segments, row.cost) == (Status.SEGMENTS_EXCEEDED, 2, 0.0)
     assert row.error == "text needs 2 segments (GSM7), more than max_segments 1"
     # Smart encoding comes before the segment count, as in send: one segment fits.
     text = "It’s " + "a" * 100
-    assert previewer(text="{0}", max_segments=1).row(recipient(1, "+15005550006", text)).status == (
-        Status.SEGMENTS_EXCEEDED
-    )
-    row = previewer(text="{0}", max_segments=1, smart_encoding=True).row(
+    assert previewer(text="{0}", max_message_segments=1).row(
+        recipient(1, "+15005550006", text)
+    ).status == (Status.SEGMENTS_EXCEEDED)
+    row = previewer(text="{0}", max_message_segments=1, smart_encoding=True).row(
         recipient(1, "+15005550006", text)
     )
     assert (row.status, row.sent[1:], row.cost) == (OK, (GSM7, 1), 0.0075)

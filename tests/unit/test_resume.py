@@ -208,6 +208,39 @@ def test_a_results_line_that_disagrees_is_refused_and_nothing_changed(
     assert path.read_bytes() == before  # not even the torn last line is cut
 
 
+def test_a_resumable_result_may_be_followed_by_a_newer_one(tmp_path: Path) -> None:
+    not_sent = b'{"line": 3, "to": "x", "status": "NOT_SENT", "error": "cap"}\n'
+    cancelled = b'{"line": 4, "to": "x", "status": "CANCELLED", "error": "c"}\n'
+    interrupted(tmp_path, result(1) + result(2) + not_sent + cancelled + not_sent + result(4))
+    _, state = open_job(config(tmp_path, resume=True), "in")
+    assert state is not None
+    assert (len(state.done), 3 in state.done, 4 in state.done) == (3, False, True)
+    assert 3 in state.pending
+    assert 4 not in state.pending
+    # 3's older NOT_SENT, 4's CANCELLED, and 3's newest NOT_SENT that this run replaces
+    assert state.superseded == 3
+    assert state.statuses == {"QUEUE": 3}
+
+
+@pytest.mark.parametrize("status", ["NOT_SENT", "OUTSIDE_WINDOW", "CANCELLED"])
+def test_a_resumable_result_after_a_final_one_is_refused(tmp_path: Path, status: str) -> None:
+    late = orjson.dumps({"line": 1, "to": "x", "status": status, "error": "e"}) + b"\n"
+    interrupted(tmp_path, result(1) + result(2) + late)
+    with pytest.raises(DamagedResults, match=r"line 3: it is a second result for line 1"):
+        open_job(config(tmp_path, resume=True), "in")
+
+
+def test_a_compacted_job_resumes(tmp_path: Path) -> None:
+    job, keys = interrupted(tmp_path, result(1) + result(2))
+    journal = Journal(str(tmp_path / "results.ndjson.journal"), job)
+    journal.compaction("start")
+    journal.compaction("done")
+    journal.close()
+    _, state = open_job(config(tmp_path, resume=True), "in")
+    assert state is not None
+    assert list(state.in_flight) == [keys[1]]
+
+
 def test_results_without_an_id_need_no_batch(tmp_path: Path) -> None:
     local = b'{"line": 9, "to": "x", "status": "INVALID_NUMBER", "error": "e"}\n'
     interrupted(tmp_path, result(1) + local)

@@ -263,6 +263,8 @@ def reference(
                 "attempts": attempts,
                 "transactionId": transaction_id,
             }
+            if entry.replaced:  # smart encoding's count, only when it replaced some
+                result["replaced"] = entry.replaced
         if entry.ref is not None:
             result["ref"] = entry.ref
         out.append(orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE))
@@ -311,6 +313,7 @@ entries = st.builds(
     segments=st.integers(0, 10),
     encoding=encodings,
     text=st.none(),
+    replaced=st.integers(0, 3),
 )
 
 

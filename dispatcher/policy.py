@@ -1,0 +1,229 @@
+"""Campaign policies over a chunk's prepared messages: duplicates, then caps (SPEC §10).
+
+`dispatcher.prepare` makes each line a candidate message (number, opt-out, render, smart
+encoding, segments: per line) and hands the candidates of a chunk, in runs of one group,
+to the policies here in SPEC §10's order — duplicate → (window/expiry, issue 14) →
+caps — before the batcher. Each policy is one class with one method over a run:
+``check(group, entries, texts, sink)`` answers the positions to keep (None: all of
+them) and writes the local result of every other line to ``sink``. A policy that is
+off is not in the list at all, so a job without policies pays nothing per line.
+
+Issue 14's send windows and expiry plug in the same way, between `Duplicates` and
+`Caps`: a line refused by a window must not spend a cap, and a line that is a
+duplicate must not be counted by either.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from dispatcher.models import Entry, Group, Status
+from dispatcher.pricing import Pricing
+
+
+class Sink(Protocol):
+    """Where policy outcomes go (see `dispatcher.writers.Outputs.local`)."""
+
+    def local(
+        self,
+        line: int,
+        to: str | None,
+        status: Status,
+        error: str,
+        *,
+        ref: Any = None,
+        segments: int | None = None,
+        encoding: str | None = None,
+        invalid: bool = False,
+        first: int | None = None,
+        replaced: int = 0,
+    ) -> None: ...
+
+
+class Policy(Protocol):
+    """One check over a run of candidates of one group (see the module docstring)."""
+
+    def check(
+        self, group: Group, entries: list[Entry], texts: list[str] | None, sink: Sink
+    ) -> list[int] | None: ...
+
+
+class DuplicateIndex(Protocol):
+    """What `Duplicates` needs of `dispatcher.dedupe.Dedupe`."""
+
+    def check_many(
+        self,
+        code: str,
+        numbers: Sequence[str],
+        texts: Sequence[str] | None,
+        lines: Sequence[int],
+    ) -> list[int]: ...
+
+
+class Duplicates:
+    """``--dedupe``: a later line of the same kind as an earlier one is ``DUPLICATE``
+    with ``first``, whatever became of the first (it is recorded when it gets here)."""
+
+    def __init__(self, index: DuplicateIndex, *, texts: bool) -> None:
+        self.index = index
+        #: whether the key includes the rendered text (``number+text``)
+        self.texts = texts
+
+    def check(
+        self, group: Group, entries: list[Entry], texts: list[str] | None, sink: Sink
+    ) -> list[int] | None:
+        """Record the run's new messages; answer the positions that are not duplicates."""
+        firsts = self.index.check_many(
+            group.sender,
+            [entry.to for entry in entries],
+            texts if self.texts else None,
+            [entry.line for entry in entries],
+        )
+        if max(firsts, default=-1) < 0:
+            return None
+        keep = []
+        for position, (entry, first) in enumerate(zip(entries, firsts, strict=True)):
+            if first < 0:
+                keep.append(position)
+                continue
+            sink.local(
+                entry.line,
+                entry.to,
+                Status.DUPLICATE,
+                f"the same message as line {first}",
+                ref=entry.ref,
+                segments=entry.segments,
+                encoding=entry.encoding,
+                first=first,
+                replaced=entry.replaced,
+            )
+        return keep
+
+    def register(self, group: Group, entries: list[Entry], texts: list[str] | None) -> None:
+        """Record lines an earlier run finished, as `check` did then (a resume's replay)."""
+        self.index.check_many(
+            group.sender,
+            [entry.to for entry in entries],
+            texts if self.texts else None,
+            [entry.line for entry in entries],
+        )
+
+
+#: Cost sums are floats: a cap is reached only beyond this relative slack.
+_COST_SLACK = 1e-9
+
+
+class Caps:
+    """``--max-messages``, ``--max-segments``, ``--max-cost``: never exceeded.
+
+    What the job has committed counts: the messages handed to the batcher (whether or
+    not the gateway then takes them), and what an earlier run of the job may have sent
+    (`count`: accepted and AMBIGUOUS results). The first line that would go beyond a
+    cap reaches it (`reached`: the cap and the line); it and every later line are
+    ``NOT_SENT``, resumable with a higher cap.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_messages: int | None = None,
+        max_segments: int | None = None,
+        max_cost: float | None = None,
+        pricing: Pricing | None = None,
+    ) -> None:
+        if max_cost is not None and pricing is None:
+            raise ValueError("a cost cap needs a pricing")
+        self.max_messages = max_messages if max_messages is not None else math.inf
+        self.max_segments = max_segments if max_segments is not None else math.inf
+        self.max_cost = max_cost * (1 + _COST_SLACK) if max_cost is not None else math.inf
+        self._limits = {
+            "max_messages": max_messages,
+            "max_segments": max_segments,
+            "max_cost": max_cost,
+        }
+        self.pricing = pricing if max_cost is not None else None
+        self.messages = 0
+        self.segments = 0
+        self.cost = 0.0
+        #: (the cap, the first line that would have gone beyond it), once reached
+        self.reached: tuple[str, int] | None = None
+
+    @classmethod
+    def wanted(
+        cls,
+        *,
+        max_messages: int | None,
+        max_segments: int | None,
+        max_cost: float | None,
+        pricing: Pricing | None,
+    ) -> Caps | None:
+        """The caps of a job, or None when it has none."""
+        if max_messages is None and max_segments is None and max_cost is None:
+            return None
+        return cls(
+            max_messages=max_messages,
+            max_segments=max_segments,
+            max_cost=max_cost,
+            pricing=pricing,
+        )
+
+    def count(self, messages: int, segments: int, cost: float) -> None:
+        """Count what an earlier run of the job may have sent."""
+        self.messages += messages
+        self.segments += segments
+        self.cost += cost
+
+    def check(
+        self, group: Group, entries: list[Entry], texts: list[str] | None, sink: Sink
+    ) -> list[int] | None:
+        """Commit the run's messages up to the caps; the rest are ``NOT_SENT``."""
+        stop = 0 if self.reached is not None else self._commit(entries)
+        if stop == len(entries):
+            return None
+        assert self.reached is not None
+        cap, line = self.reached
+        error = (
+            f"{cap} {self._limits[cap]:g} reached at line {line}: not sent; "
+            "--resume with a higher cap sends it"
+        )
+        for entry in entries[stop:]:
+            sink.local(
+                entry.line,
+                entry.to,
+                Status.NOT_SENT,
+                error,
+                ref=entry.ref,
+                segments=entry.segments,
+                encoding=entry.encoding,
+                replaced=entry.replaced,
+            )
+        return list(range(stop))
+
+    def _commit(self, entries: list[Entry]) -> int:
+        """Count entries while they fit; the position of the first that does not."""
+        messages, segments, cost = self.messages, self.segments, self.cost
+        pricing = self.pricing
+        position = 0
+        for position, entry in enumerate(entries):  # noqa: B007 (read after the loop)
+            cap = None
+            if messages + 1 > self.max_messages:
+                cap = "max_messages"
+            elif segments + entry.segments > self.max_segments:
+                cap = "max_segments"
+            elif pricing is not None:
+                price = pricing.cost(entry.to, entry.segments)
+                if cost + price > self.max_cost:
+                    cap = "max_cost"
+                else:
+                    cost += price
+            if cap is not None:
+                self.reached = (cap, entry.line)
+                break
+            messages += 1
+            segments += entry.segments
+        else:
+            position = len(entries)
+        self.messages, self.segments, self.cost = messages, segments, cost
+        return position

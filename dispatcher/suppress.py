@@ -1,0 +1,631 @@
+"""Opt-out (suppression) lists: numbers that must never be texted (issue 13).
+
+``--suppress FILE`` (repeatable) loads one or more lists into a `SuppressionList`; a line
+whose normalised number is in it gets ``SUPPRESSED`` and is never sent.
+
+**File formats**, told apart per file by its first non-blank line (after a UTF-8 BOM, or
+a UTF-16 one, which also sets the encoding; ``.gz`` files are unpacked first, recognised
+by their magic bytes as every input is):
+
+- it starts with ``{``: **NDJSON**, one object per line whose ``to`` string is the number
+  (other keys are ignored, so a results file or a ``dispatcher gen`` file is a list);
+- it is ``to``, ``number`` or ``phone`` alone, or it splits at ``,`` (else ``;``, else
+  a tab) into fields one of which is one of those (any case, spaces around ignored;
+  ``to`` preferred, then ``number``, then ``phone``): **CSV** with that header row and
+  that column, fields quoted or not (a quoted field may not span lines);
+- it has one of those separators but no such column, and is not a number either: the
+  file is refused (a list that would silently suppress nothing is worse than no list);
+- otherwise: **one number per line**, the first line included.
+
+Blank lines are skipped everywhere. Every entry is normalised by the same rule as ``to``
+(`dispatcher.numbers.normalize`); an entry that fails is **unparseable**: counted and
+reported with the first few examples (line, text, reason), never fatal. A list file that
+cannot be read is a `ConfigError` naming it (exit 2, before anything is sent).
+
+**Storage: a sorted numpy array of 64-bit integers**, the E.164 digits as a number (at
+most 15 digits, below 2^50): 8 bytes per distinct number (76 MiB for 10 M), plus an
+index of every 64th key (1/8 byte a number; see `SortedKeys`). A chunk of recipients is
+checked in one call: its numbers become integers in one C parse (`number_keys`), and
+all of them descend the array together, so that their cache misses overlap. A
+compressed bitmap (``pyroaring.BitMap64``) was measured too: it is 4 times smaller on
+these numbers (2 bytes each: 20 MB for 10 M, as numbers of one country share their high
+bits), but from Python a chunk costs 190 ns a number just to build the bitmap to
+intersect with, 440 ns with the answer per line, and 175 ns per ``in`` one by one. The
+load reads blocks of 1 MiB, with the garbage collector paused (a dict per NDJSON line
+otherwise costs more in collections than in parsing), appends the keys to an array that
+grows in place, and sorts and de-duplicates it in place at the end: the peak is the
+array and one block's Python objects, about 1.4 times the steady size at 10 M.
+
+**Not a valid number for any country.** A list kept in national format (``5512345678``
+for a Mexican mobile) normalises to numbers that match nobody. The load counts entries
+that cannot be international numbers: each is split into a country calling code (the
+codes are a prefix code: at most one of the 1 to 3 digit prefixes is one) and a national
+number whose length must be one the country's numbers can have. The table — country code
+→ possible national lengths, the union over the regions sharing the code, local-only
+lengths (numbers dialled without their area code) left out — is derived when a list is
+first loaded from the metadata of Google's libphonenumber (the ``phonenumbers`` package:
+its ``general_desc.possible_length``), in 0.1 s; checking is a few vectorised integer
+operations. It catches an unknown country code (``+28…``, ``+9000…``) and a wrong length
+(``+3312345678``: France has 9-digit national numbers; ``+2125551234``, an American
+number without its 1, is Morocco with 7 digits where it has 9). It misses what only the
+full number patterns catch — a national number whose digits happen to make a real code
+and length: ``5512345678`` reads as Brazil (+55) with 8 digits, which Brazil has — and
+it never says whether a number is assigned. Full validation (``is_valid_number``) would
+take 30 µs a number, five minutes for 10 M. A national list therefore shows up as a large
+share of such entries rather than all of them, which is what it is for.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gc
+import os
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from dispatcher.errors import ConfigError, InputError, InvalidNumber
+from dispatcher.numbers import MAX_DIGITS, normalize, normalize_many
+from dispatcher.sources import ByteSource, open_source
+
+_U64 = npt.NDArray[np.uint64]
+
+#: Examples kept per file and per kind of problem.
+EXAMPLES: Final = 5
+#: Bytes read (and decoded) at a time.
+BLOCK: Final = 1 << 20
+COLUMNS: Final = ("to", "number", "phone")
+_SEPARATORS: Final = (",", ";", "\t")
+_NO_KEYS: Final = np.empty(0, dtype=np.int64)
+_POW10: Final = np.array([10**i for i in range(MAX_DIGITS + 2)], dtype=np.uint64)
+
+
+def number_keys(numbers: Sequence[str | None]) -> _U64:
+    """The E.164 numbers as integers (their digits), 0 for None.
+
+    ``numbers`` are what `dispatcher.numbers.normalize_many` returns. All of them are
+    parsed by one C call over their join (42 ns a number, against 90 for ``int`` one by
+    one). The keys serve both the opt-out lists and `dispatcher.dedupe`.
+    """
+    if not numbers:
+        return np.empty(0, dtype=np.uint64)
+    try:
+        text = " ".join(numbers)  # type: ignore[arg-type]
+    except TypeError:  # a None among them
+        text = " ".join([n or "0" for n in numbers])
+    try:
+        with warnings.catch_warnings():
+            # A string that is not a number ends the parse: a ValueError in numpy 2, a
+            # DeprecationWarning and a short result in numpy 1. Either way, and for a
+            # string with a space or an empty one (a token too many or too few), the
+            # careful path below says which string it is.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            keys = np.fromstring(text, dtype=np.int64, sep=" ")
+    except ValueError:
+        keys = _NO_KEYS
+    if len(keys) != len(numbers) or text.count(" ") != len(numbers) - 1:
+        keys = np.array([_one_key(n) for n in numbers], dtype=np.int64)
+    return keys.view(np.uint64)
+
+
+def _one_key(number: str | None) -> int:
+    if number is None:
+        return 0
+    if not (number.startswith("+") and number[1:].isdigit() and number.isascii()):
+        raise ValueError(f"not a normalised number: {number!r}")
+    return int(number)
+
+
+#: Up to this many keys (512 KiB), `SortedKeys` uses ``np.searchsorted`` as it is.
+CACHED_KEYS: Final = 1 << 16
+
+
+class SortedKeys:
+    """Sorted uint64 keys, looked up a chunk at a time.
+
+    ``np.searchsorted`` walks each query's binary search alone: about 23 dependent reads
+    in 10 M keys, most of them cache misses when the numbers are real ones (they cluster
+    in a few prefixes, so no path stays cached): 660 ns a look-up measured. Here a
+    sample of every `STEP`-th key (1/64 of the keys: 1.2 MiB at 10 M, in the cache)
+    finds each query's block with ``searchsorted``, then all the queries descend their
+    blocks together, six levels of one vectorised gather each, whose cache misses
+    overlap: 140 ns a look-up on the same numbers and machine (20 at 10 M uniform keys).
+    ``table`` holds the keys and then `STEP` copies of the largest uint64, so that the
+    descent never reads past its end and no key ever matches the padding.
+    """
+
+    STEP: Final = 64
+    PAD: Final = np.iinfo(np.uint64).max
+
+    __slots__ = ("index", "size", "table")
+
+    def __init__(self, table: _U64, size: int) -> None:
+        """``table``: `size` sorted keys, then at least `STEP` times `PAD` (see `empty`)."""
+        self.table = table
+        self.size = size
+        self.index = table[: size : self.STEP].copy()
+
+    @classmethod
+    def empty(cls, size: int) -> _U64:
+        """A table to fill with ``size`` sorted keys (the padding is set)."""
+        table = np.empty(size + cls.STEP, dtype=np.uint64)
+        table[size:] = cls.PAD
+        return table
+
+    def first_at_least(self, queries: _U64) -> npt.NDArray[np.intp]:
+        """Per query, the position of the first key >= it (`size` or more when none)."""
+        if self.size <= CACHED_KEYS:  # in the cache: a binary search is cheaper there
+            return np.searchsorted(self.table[: self.size], queries)
+        step = self.STEP
+        # Block j holds the keys from j * STEP: the answer is after the last key < q,
+        # which is in the block before the first sampled key >= q (or before the start).
+        at = np.searchsorted(self.index, queries)
+        at -= 1
+        at *= step
+        np.maximum(at, -1, out=at)
+        table = self.table
+        step //= 2
+        while step:
+            at += step * (table[at + step] < queries)
+            step //= 2
+        at += 1
+        return at
+
+    def contains(self, queries: _U64) -> npt.NDArray[np.bool_]:
+        """Per query (below `PAD`, as every number key is): whether it is a key."""
+        if not self.size:
+            return np.zeros(len(queries), dtype=bool)
+        return self.table[self.first_at_least(queries)] == queries  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """One entry of a list that was set aside, to show the user where and why."""
+
+    line: int
+    text: str
+    reason: str
+
+
+@dataclass(slots=True, kw_only=True)
+class ListStats:
+    """What the load of one list file found."""
+
+    path: str
+    #: "ndjson", "csv" (with the column's name: "csv:to") or "numbers".
+    format: str = "numbers"
+    #: Non-blank lines, a CSV header row excluded.
+    entries: int = 0
+    #: Entries that normalised to a number (repeats included).
+    numbers: int = 0
+    unparseable: int = 0
+    #: Numbers that cannot be international numbers (see the module docstring).
+    not_valid: int = 0
+    unparseable_examples: list[Problem] = field(default_factory=list)
+    not_valid_examples: list[Problem] = field(default_factory=list)
+
+
+class SuppressionList:
+    """A set of E.164 numbers, checked a chunk at a time."""
+
+    __slots__ = ("_keys", "stats")
+
+    def __init__(self, keys: _U64, stats: Sequence[ListStats] = ()) -> None:
+        """``keys``: sorted distinct `number_keys`; `load` and `from_numbers` build them."""
+        size = len(keys)
+        keys.resize(size + SortedKeys.STEP, refcheck=False)  # in place for a big array
+        keys[size:] = SortedKeys.PAD
+        self._keys = SortedKeys(keys, size)
+        self.stats = tuple(stats)
+
+    @classmethod
+    def load(cls, paths: Sequence[str | os.PathLike[str]]) -> SuppressionList:
+        """Read every list file; raise `ConfigError` naming a file that cannot be read."""
+        keys = _Growing()
+        # Parsing NDJSON makes a dict per line, and the collector's passes over them cost
+        # more than the parse itself (1.8 s against 0.7 s per million `dispatcher gen`
+        # lines); nothing made here is part of a reference cycle.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            stats = [_load_file(os.fspath(path), keys) for path in paths]
+        finally:
+            if collecting:
+                gc.enable()
+        return cls(_sorted_distinct(keys.take()), stats)
+
+    @classmethod
+    def from_numbers(cls, numbers: Sequence[str]) -> SuppressionList:
+        """A list of the given raw numbers (normalised here; unparseable ones dropped)."""
+        keys = number_keys(normalize_many(numbers))
+        return cls(_sorted_distinct(keys[keys != 0].copy()))
+
+    def __len__(self) -> int:
+        """Distinct numbers over all the files."""
+        return self._keys.size
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the keys (8 a number) and of their index (1/8 byte a number)."""
+        return int(self._keys.table.nbytes + self._keys.index.nbytes)
+
+    def __contains__(self, number: object) -> bool:
+        """Whether ``number`` (any layout `normalize` accepts) is listed."""
+        if not isinstance(number, str):
+            return False
+        try:
+            e164 = normalize(number)
+        except InvalidNumber:
+            return False
+        return bool(self.contains_keys(number_keys([e164]))[0])
+
+    def contains_many(self, numbers: Sequence[str | None]) -> list[bool]:
+        """Per number (E.164 as `normalize_many` returns, or None): whether it is listed."""
+        return self.contains_keys(number_keys(numbers)).tolist()  # type: ignore[no-any-return]
+
+    def contains_keys(self, keys: _U64) -> npt.NDArray[np.bool_]:
+        """Per key of `number_keys` (0 is never listed): whether it is listed."""
+        # Sorted, the queries of one block read its keys one after another.
+        order = np.argsort(keys, kind="stable")  # 12 ns a key here, the default kind 45
+        found = np.empty(len(keys), dtype=bool)
+        found[order] = self._keys.contains(keys[order])
+        return found
+
+
+class _Growing:
+    """An append-only uint64 array that grows in place (realloc: no copy of big arrays)."""
+
+    def __init__(self) -> None:
+        self._data = np.empty(1 << 16, dtype=np.uint64)
+        self._size = 0
+
+    def extend(self, values: _U64) -> None:
+        end = self._size + len(values)
+        if end > len(self._data):
+            self._data.resize(max(end, len(self._data) * 3 // 2), refcheck=False)
+        self._data[self._size : end] = values
+        self._size = end
+
+    def take(self) -> _U64:
+        data, self._data = self._data, np.empty(0, dtype=np.uint64)
+        data.resize(self._size, refcheck=False)
+        return data
+
+
+def _sorted_distinct(keys: _U64) -> _U64:
+    """``keys`` sorted with repeats removed, in place (``np.unique`` sorts a copy, and in
+    numpy 2.4 took 25 s on 10 M sorted integers)."""
+    keys.sort()
+    size = len(keys)
+    if size < 2:
+        return keys
+    kept = 1
+    step = 1 << 20
+    for start in range(1, size, step):
+        block = keys[start : start + step]
+        new = block != keys[start - 1 : start - 1 + len(block)]
+        values = block[new]  # a copy, taken before anything is written over the block
+        keys[kept : kept + len(values)] = values
+        kept += len(values)
+    keys.resize(kept, refcheck=False)
+    return keys
+
+
+# --- reading a list file ---------------------------------------------------------------
+
+
+def _load_file(path: str, keys: _Growing) -> ListStats:
+    stats = ListStats(path=path)
+    try:
+        source = open_source(path, BLOCK)
+    except InputError as exc:
+        raise ConfigError(f"opt-out list: {exc}") from None
+    try:
+        extract: _Extractor | None = None
+        for first_line, text in _blocks(source):
+            lines_skipped = 0
+            if extract is None:
+                extract, lines_skipped = _detect(path, text)
+                if extract is None:
+                    continue  # only blank lines so far
+                stats.format = extract.name
+            _load_block(text, first_line, lines_skipped, extract, stats, keys)
+    except InputError as exc:
+        raise ConfigError(f"opt-out list: {exc}") from None
+    finally:
+        source.close()
+    return stats
+
+
+def _blocks(source: ByteSource) -> Iterator[tuple[int, str]]:
+    """(number of the first line, text of whole lines without the last newline)."""
+    decoder: codecs.IncrementalDecoder | None = None
+    pending = ""
+    line = 1
+    while True:
+        data = source.read()
+        if decoder is None:
+            if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                decoder = codecs.getincrementaldecoder("utf-16")("replace")
+            else:
+                decoder = codecs.getincrementaldecoder("utf-8-sig")("replace")
+        text = pending + decoder.decode(data, final=not data)
+        if "\r" in text:
+            text = text.replace("\r", "")
+        if data:
+            cut = text.rfind("\n")
+            if cut < 0:
+                pending = text
+                continue
+            text, pending = text[:cut], text[cut + 1 :]
+        elif not text:
+            return
+        yield line, text
+        line += text.count("\n") + 1
+        if not data:
+            return
+
+
+class _Extractor:
+    """How one format gives the raw number of each line."""
+
+    name = "numbers"
+
+    def raws(self, text: str) -> list[str]:
+        """One string per line of ``text`` ("" where the line has none)."""
+        return text.split("\n")
+
+    def reason(self, line: str) -> str:
+        """Why a non-blank line gave no number."""
+        return _number_reason(line)
+
+
+class _Ndjson(_Extractor):
+    name = "ndjson"
+
+    def raws(self, text: str) -> list[str]:
+        # The fast path reads the lines that start with their "to" (as `dispatcher gen`
+        # writes them; results files put "line" first) with one regex over the block, and
+        # skips the rest of each line: 0.36 against 1.1 µs a line for orjson and the look-up
+        # of "to". It is taken only when every line of the block starts so and holds
+        # '"to"' once (so no line has a second "to" that JSON would take instead).
+        tos: list[str] = _FIRST_TO(text)
+        if "" not in tos and text.count('"to"') == len(tos):
+            return tos
+        # One orjson call per line, not one over the lines joined into an array (20 %
+        # faster): there, a line holding two objects and two lines making one string
+        # would shift every later line's number onto its neighbour.
+        lines = text.split("\n")
+        try:
+            objects = list(map(_loads, lines))
+        except orjson.JSONDecodeError:
+            return [_to_of(line) for line in lines]
+        found = [o.get("to") if type(o) is dict else None for o in objects]
+        try:
+            "".join(found)  # type: ignore[arg-type]
+        except TypeError:  # some line has no "to" string
+            return [to if type(to) is str else "" for to in found]
+        return found  # type: ignore[return-value]
+
+    def reason(self, line: str) -> str:
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return "not JSON"
+        if type(obj) is not dict:
+            return "not a JSON object"
+        to = obj.get("to")
+        if type(to) is not str:
+            return "no 'to' string"
+        return _number_reason(to)
+
+
+_loads: Final = orjson.loads
+# Per line: the "to" string of a line that starts with it (or with "line" and then it),
+# "" for any other line. [^"\\\n]: a value with an escape takes the careful path.
+_FIRST_TO: Final = re.compile(
+    r'^(?:\{\s*(?:"line"\s*:\s*[0-9]+\s*,\s*)?"to"\s*:\s*"([^"\\\n]*)".*|.*)$', re.MULTILINE
+).findall
+
+
+def _to_of(line: str) -> str:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return ""
+    to = obj.get("to") if type(obj) is dict else None
+    return to if type(to) is str else ""
+
+
+class _Csv(_Extractor):
+    def __init__(self, separator: str, column: int, header: str) -> None:
+        self.name = f"csv:{header}"
+        self._separator = separator
+        self._column = column
+        self._header = header
+        sep = re.escape(separator)
+        value = rf'(?:"(?:[^"\n]|"")*"|[^{sep}"\n]*)'
+        # One match per line, the column's field in group 1 ("" for a line that is too
+        # short or not CSV): the same trick as `numbers.normalize_many`.
+        self._fields = re.compile(
+            rf"^(?:(?:{value}{sep}){{{column}}}({value})(?:{sep}[^\n]*)?|.*)$", re.MULTILINE
+        ).findall
+
+    def raws(self, text: str) -> list[str]:
+        fields: list[str] = self._fields(text)
+        if '"' in text:
+            fields = [f[1:-1].replace('""', '"') if f[:1] == '"' else f for f in fields]
+        return fields
+
+    def reason(self, line: str) -> str:
+        row = next(csv.reader([line], delimiter=self._separator), [])
+        if len(row) <= self._column:
+            return f"no '{self._header}' field"
+        value = row[self._column]
+        if not value.strip():
+            return f"the '{self._header}' field is empty"
+        if value != (self.raws(line) or [""])[0]:
+            return "quotes not at the edges of a field"
+        return _number_reason(value)
+
+
+def _number_reason(raw: str) -> str:
+    try:
+        normalize(raw)
+    except InvalidNumber as exc:
+        return str(exc)
+    return "not a number"  # pragma: no cover - only when normalize and normalize_many disagree
+
+
+def _detect(path: str, text: str) -> tuple[_Extractor | None, int]:
+    """The format of a file from its first non-blank line, and how many lines of ``text``
+    to skip (a CSV header and the blank lines before it)."""
+    skipped = 0
+    for line in text.split("\n"):
+        skipped += 1
+        if line.strip():
+            break
+    else:
+        return None, 0
+    first = line.strip()
+    if first.startswith("{"):
+        return _Ndjson(), 0
+    if first.strip('"').lower() in COLUMNS:  # a header of one column
+        return _Csv(",", 0, first.strip('"').lower()), skipped
+    for separator in _SEPARATORS:
+        if separator not in first:
+            continue
+        names = [name.strip().lower() for name in next(csv.reader([first], delimiter=separator))]
+        for wanted in COLUMNS:
+            if wanted in names:
+                return _Csv(separator, names.index(wanted), wanted), skipped
+    if any(separator in first for separator in _SEPARATORS) and normalize_many([first]) == [None]:
+        shown = first if len(first) <= 80 else first[:77] + "..."
+        raise ConfigError(
+            f"opt-out list {path}: its first line looks like a CSV header without a "
+            f"'to', 'number' or 'phone' column: {shown!r}"
+        )
+    return _Extractor(), 0
+
+
+def _load_block(
+    text: str, first_line: int, skip: int, extract: _Extractor, stats: ListStats, keys: _Growing
+) -> None:
+    raws = extract.raws(text)
+    lines: list[str] | None = None
+    if skip:
+        raws = raws[skip:]
+        first_line += skip
+    numbers = normalize_many(raws)
+    entries = len(numbers)
+    if None in numbers:
+        lines = text.split("\n")[skip:]
+        failed = [i for i, number in enumerate(numbers) if number is None]
+        for i in failed:
+            line = lines[i]
+            if not line.strip():
+                entries -= 1
+                continue
+            stats.unparseable += 1
+            if len(stats.unparseable_examples) < EXAMPLES:
+                stats.unparseable_examples.append(
+                    Problem(line=first_line + i, text=_excerpt(line), reason=extract.reason(line))
+                )
+    stats.entries += entries
+    block_keys = number_keys(numbers)
+    valid = block_keys != 0
+    if lines is not None:  # some failed: keep the positions for the examples below
+        positions = np.flatnonzero(valid)
+        block_keys = block_keys[positions]
+    else:
+        positions = None
+    stats.numbers += len(block_keys)
+    keys.extend(block_keys)
+    bad = np.flatnonzero(~_international(block_keys))
+    stats.not_valid += len(bad)
+    for i in bad[: EXAMPLES - len(stats.not_valid_examples)].tolist():
+        at = int(positions[i]) if positions is not None else i
+        stats.not_valid_examples.append(
+            Problem(
+                line=first_line + at, text=_excerpt(raws[at]), reason=_why_not_valid(numbers[at])
+            )
+        )
+
+
+def _excerpt(line: str) -> str:
+    line = line.strip()
+    return line if len(line) <= 60 else line[:57] + "..."
+
+
+# --- the country check -----------------------------------------------------------------
+
+#: Per length of country code (1, 2, 3 digits): an array indexed by the code whose bit L
+#: is set when the code's national numbers can have L digits; 0 for a non-code.
+_masks: tuple[npt.NDArray[np.uint32], ...] | None = None
+
+
+def country_lengths() -> dict[int, frozenset[int]]:
+    """Country calling code → the lengths its national numbers can have (libphonenumber)."""
+    try:
+        import phonenumbers
+        from phonenumbers import PhoneMetadata
+    except ImportError:
+        raise ConfigError(
+            "opt-out lists need the phonenumbers package: pip install phonenumbers"
+        ) from None
+    table: dict[int, frozenset[int]] = {}
+    for code, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items():
+        lengths: set[int] = set()
+        for region in regions:
+            if region == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY:
+                metadata = PhoneMetadata.metadata_for_nongeo_region(code)
+            else:
+                metadata = PhoneMetadata.metadata_for_region(region)
+            if metadata is not None and metadata.general_desc is not None:
+                lengths.update(metadata.general_desc.possible_length or ())
+        if lengths:
+            table[code] = frozenset(lengths)
+    return table
+
+
+def _country_masks() -> tuple[npt.NDArray[np.uint32], ...]:
+    global _masks
+    if _masks is None:
+        masks = tuple(np.zeros(10**size, dtype=np.uint32) for size in (1, 2, 3))
+        for code, lengths in country_lengths().items():
+            masks[len(str(code)) - 1][code] = sum(1 << n for n in lengths if n < 32)
+        _masks = masks
+    return _masks
+
+
+def _international(keys: _U64) -> npt.NDArray[np.bool_]:
+    """Per key: whether some country code starts it with a national length it allows."""
+    digits = np.searchsorted(_POW10, keys, side="right")
+    ok = np.zeros(len(keys), dtype=bool)
+    for size, mask in enumerate(_country_masks(), 1):
+        national = digits - size
+        code = keys // _POW10[national]
+        ok |= ((mask[code] >> national.astype(np.uint32)) & 1).astype(bool)
+    return ok
+
+
+def _why_not_valid(number: str | None) -> str:
+    digits = (number or "").lstrip("+")
+    masks = _country_masks()
+    for size in (1, 2, 3):
+        code = int(digits[:size])
+        if masks[size - 1][code]:
+            allowed = [n for n in range(32) if masks[size - 1][code] >> n & 1]
+            lengths = ", ".join(map(str, allowed))
+            return (
+                f"country code {code} has national numbers of {lengths} digits, "
+                f"not {len(digits) - size}"
+            )
+    return "no country has this country code"

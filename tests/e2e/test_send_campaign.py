@@ -1,0 +1,235 @@
+"""``dispatcher send`` with campaign policies (issue 13, SPEC §10): opt-out lists,
+duplicates, caps and smart encoding, the emulator's ledger proving what was sent."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.support.cli import CODE, KEY, by_line, dispatcher, send_args, write_lines
+from tests.support.emulators import EmulatorFactory
+
+NUMBERS = [f"+5255000000{n:02d}" for n in range(1, 11)]
+
+
+def recipients(numbers: list[str], **extra: Any) -> list[dict[str, Any]]:
+    return [{"to": n, "params": ["Ana", n[-2:]], **extra} for n in numbers]
+
+
+async def send(emulator_url: str, tmp_path: Path, lines: list[Any], *flags: str) -> Any:
+    source = write_lines(tmp_path / "in.ndjson", lines)
+    run = await dispatcher(
+        *send_args(emulator_url, source, "--results", "out.ndjson", *flags),
+        "--summary", "summary.json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    return run
+
+
+def results(tmp_path: Path) -> dict[int, Any]:
+    raw = (tmp_path / "out.ndjson").read_bytes()
+    return by_line([orjson.loads(line) for line in raw.splitlines()])
+
+
+def summary(tmp_path: Path) -> dict[str, Any]:
+    return orjson.loads((tmp_path / "summary.json").read_bytes())  # type: ignore[no-any-return]
+
+
+def ledger_numbers(messages: list[Any]) -> list[str]:
+    return sorted(m["to"] for m in messages)
+
+
+@pytest.mark.parametrize("kind", ["ndjson", "csv", "plain", "gz"])
+async def test_opt_out_lists_keep_their_numbers_from_the_gateway(
+    emulator_factory: EmulatorFactory, tmp_path: Path, kind: str
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    listed = [NUMBERS[1], NUMBERS[4]]
+    # Written as people keep them: spaces, no plus, another layout than the input.
+    entries = ["+52 55 0000 0002", "525500000005"]
+    if kind == "ndjson":
+        body = b"".join(orjson.dumps({"to": e}) + b"\n" for e in entries)
+    elif kind == "csv":
+        body = ("name,phone\n" + "".join(f"x,{e}\n" for e in entries)).encode()
+    else:
+        body = "".join(f"{e}\n" for e in entries).encode()
+    path = tmp_path / ("optout.txt.gz" if kind == "gz" else f"optout.{kind}")
+    path.write_bytes(gzip.compress(body) if kind == "gz" else body)
+    run = await send(emulator.base_url, tmp_path, recipients(NUMBERS), "--suppress", str(path))
+    assert run.code == 0, run.stderr
+    got = results(tmp_path)
+    assert len(got) == len(NUMBERS)
+    suppressed = {n for n, r in got.items() if r["status"] == "SUPPRESSED"}
+    assert suppressed == {2, 5}
+    assert ledger_numbers(emulator.messages()) == sorted(set(NUMBERS) - set(listed))
+    assert summary(tmp_path)["policy"]["suppressed"] == 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("number+text", {3: 1}),  # line 3 repeats line 1; line 4 has another text
+        ("number", {3: 1, 4: 1}),
+        ("off", {}),
+    ],
+)
+async def test_duplicates_by_mode(
+    emulator_factory: EmulatorFactory, tmp_path: Path, mode: str, expected: dict[int, int]
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    lines = [
+        {"to": NUMBERS[0], "params": ["Ana", 1]},
+        {"to": NUMBERS[1], "params": ["Bob", 2]},
+        {"to": "+52 5500000001", "params": ["Ana", 1]},  # line 1 again, written otherwise
+        {"to": NUMBERS[0], "params": ["Ana", 2]},  # the same number, another text
+    ]
+    flags = () if mode == "number+text" else ("--dedupe", mode)
+    run = await send(emulator.base_url, tmp_path, lines, *flags)
+    assert run.code == 0, run.stderr
+    got = results(tmp_path)
+    duplicates = {n: r["first"] for n, r in got.items() if r["status"] == "DUPLICATE"}
+    assert duplicates == expected
+    assert len(emulator.messages()) == len(lines) - len(expected)
+    assert summary(tmp_path)["policy"]["duplicates"] == len(expected)
+
+
+@pytest.mark.parametrize(
+    ("flags", "sent"),
+    [
+        (("--max-messages", "4"), 4),
+        (("--max-segments", "5"), 5),  # one segment each
+        (("--max-cost", "0.03", "--price-per-segment", "0.01"), 3),
+        (("--max-cost", "0.05", "--price-per-segment", "0.01", "--price", "52=0.02"), 2),
+    ],
+    ids=["messages", "segments", "cost", "cost-by-prefix"],
+)
+async def test_caps_are_never_exceeded_and_the_rest_is_resumable(
+    emulator_factory: EmulatorFactory, tmp_path: Path, flags: tuple[str, ...], sent: int
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    run = await send(emulator.base_url, tmp_path, recipients(NUMBERS), "--batch-size", "3", *flags)
+    assert run.code == 4, run.stderr
+    got = results(tmp_path)
+    assert len(got) == len(NUMBERS)
+    not_sent = sorted(n for n, r in got.items() if r["status"] == "NOT_SENT")
+    assert not_sent == list(range(sent + 1, len(NUMBERS) + 1))
+    assert "reached at line" in got[sent + 1]["error"]
+    assert len(emulator.messages()) == sent
+    document = summary(tmp_path)
+    assert document["policy"]["cap_reached"]["line"] == sent + 1
+    assert document["exit_code"] == 4
+
+
+async def test_a_cap_counts_ambiguous_messages_as_sent(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    from dispatcher.emulator.settings import FaultSettings
+
+    # Every request is recorded, then answered 500: without idempotency the client
+    # cannot know, so its lines are AMBIGUOUS — and they spend the cap all the same.
+    emulator = await emulator_factory(
+        api_key=KEY, rate_limit=False, faults=FaultSettings(fail_500_after=1.0)
+    )
+    run = await send(
+        emulator.base_url, tmp_path, recipients(NUMBERS), "--batch-size", "2",
+        "--max-messages", "5", "--max-attempts", "1",
+    )  # fmt: skip
+    assert run.code == 4, run.stderr
+    got = results(tmp_path)
+    statuses = sorted(r["status"] for r in got.values())
+    assert statuses == ["AMBIGUOUS"] * 5 + ["NOT_SENT"] * 5
+    assert len(emulator.messages()) == 5
+
+
+async def test_smart_encoding_sends_gsm7_and_counts_what_it_saved(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    lines = [
+        {"to": NUMBERS[0], "params": ["Ana’s “offer” — today…", 1]},  # 5 replaced
+        {"to": NUMBERS[1], "params": ["Zoë ✓", 2]},  # stays UCS-2: the check mark
+        {"to": NUMBERS[2], "params": ["plain", 3]},
+    ]
+    run = await send(emulator.base_url, tmp_path, lines, "--smart-encoding")
+    assert run.code == 0, run.stderr
+    got = results(tmp_path)
+    assert (got[1]["encoding"], got[1]["replaced"]) == ("GSM7", 5)
+    assert "replaced" not in got[2]
+    assert got[2]["encoding"] == "UCS2"
+    assert "replaced" not in got[3]
+    texts = {m["to"]: m["text"] for m in emulator.messages()}
+    assert texts[NUMBERS[0]] == 'Hi Ana\'s "offer" - today..., you owe 1'
+    ledger = {m["to"]: m for m in emulator.messages()}
+    assert ledger[NUMBERS[0]]["encoding"] == "GSM7"
+    policy = summary(tmp_path)["policy"]
+    assert (policy["smart_encoded"], policy["segments_saved"]) == (1, 0)
+
+
+async def test_dry_run_says_where_a_cap_is_reached_and_what_lists_remove(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "optout.txt").write_text(NUMBERS[0] + "\n")
+    lines = [*recipients(NUMBERS[:6]), recipients(NUMBERS[1:2])[0]]
+    source = write_lines(tmp_path / "in.ndjson", lines)
+    run = await dispatcher(
+        "send", source, "--from", CODE, "--text", "Hi {0}", "--dry-run", "--no-progress",
+        "--suppress", "optout.txt", "--max-messages", "3", "--summary", "summary.json",
+        "--explain",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.code == 4, run.stderr
+    policy = summary(tmp_path)["policy"]
+    assert (policy["suppressed"], policy["duplicates"]) == (1, 1)
+    assert policy["cap_reached"] == {"cap": "max_messages", "line": 5}
+    assert "would be removed" in run.stderr
+    assert "cap would be reached" in run.stderr
+    assert NUMBERS[5] in run.stderr  # the preview rows of --explain
+
+
+async def test_explain_needs_dry_run(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "in.ndjson", recipients(NUMBERS[:1]))
+    run = await dispatcher(*send_args("http://127.0.0.1:9", source, "--explain"), cwd=tmp_path)
+    assert run.code == 2
+    assert "--explain goes with --dry-run" in run.stderr
+
+
+async def test_resume_with_a_higher_cap_sends_the_rest_and_compacts_the_results(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    run = await send(
+        emulator.base_url, tmp_path, recipients(NUMBERS), "--batch-size", "3",
+        "--max-messages", "4",
+    )  # fmt: skip
+    assert run.code == 4, run.stderr
+    assert len(emulator.messages()) == 4
+    # A compaction a crash cut short before its rename leaves its file behind.
+    (tmp_path / "out.ndjson.compacting").write_bytes(b'{"line": 1, "status"')
+    # The opt-out list may change between a run and its resume, and the cap too.
+    (tmp_path / "optout.txt").write_text(NUMBERS[9] + "\n")
+    again = await send(
+        emulator.base_url, tmp_path, recipients(NUMBERS), "--batch-size", "3",
+        "--max-messages", "8", "--resume", "--suppress", "optout.txt",
+    )  # fmt: skip
+    assert again.code == 4, again.stderr
+    got = results(tmp_path)
+    lines = (tmp_path / "out.ndjson").read_bytes().splitlines()
+    assert len(lines) == len(NUMBERS)  # one line per input line
+    statuses = [got[n]["status"] for n in range(1, 11)]
+    assert statuses == ["QUEUE"] * 8 + ["NOT_SENT", "SUPPRESSED"]
+    assert not (tmp_path / "out.ndjson.compacting").exists()
+    document = summary(tmp_path)
+    assert document["policy"]["superseded"] == 6  # lines 5 to 10 had NOT_SENT
+    assert document["statuses"] == {"QUEUE": 8, "NOT_SENT": 1, "SUPPRESSED": 1}
+    last = await send(
+        emulator.base_url, tmp_path, recipients(NUMBERS), "--resume", "--suppress",
+        "optout.txt",
+    )  # fmt: skip
+    assert last.code == 0, last.stderr
+    assert ledger_numbers(emulator.messages()) == sorted(NUMBERS[:9])
+    assert len((tmp_path / "out.ndjson").read_bytes().splitlines()) == len(NUMBERS)
+    assert summary(tmp_path)["statuses"] == {"QUEUE": 9, "SUPPRESSED": 1}

@@ -1,0 +1,228 @@
+"""Duplicate detection: the modes, repeats within and across chunks against a plain dict,
+the runs as they grow and merge, the stable text hash, and the limits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dispatcher import dedupe, suppress
+from dispatcher.dedupe import Dedupe, Mode
+from dispatcher.errors import ConfigError
+from dispatcher.suppress import SortedKeys, number_keys
+
+MX = "+525512345678"
+US = "+12025550123"
+
+
+class Reference:
+    """The plain-dict implementation the engine must agree with."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.seen: dict[object, int] = {}
+
+    def check_many(
+        self, codes: Sequence[str], numbers: Sequence[str], texts: Sequence[str], lines: list[int]
+    ) -> list[int]:
+        out = []
+        for code, number, text, line in zip(codes, numbers, texts, lines, strict=True):
+            if self.mode == "off":
+                out.append(-1)
+                continue
+            key = (code, number, text) if self.mode == "number+text" else number
+            if key in self.seen:
+                out.append(self.seen[key])
+            else:
+                self.seen[key] = line
+                out.append(-1)
+        return out
+
+
+def test_number_text_mode() -> None:
+    d = Dedupe()
+    assert d.mode is Mode.NUMBER_TEXT
+    assert d.check_many("A", [MX, US, MX], ["hi", "hi", "hi"], [1, 2, 3]) == [-1, -1, 1]
+    # Another code, another text: not duplicates; the same again: duplicates of 1 and 4.
+    assert d.check_many(["B", "A", "A"], [MX, MX, MX], ["hi", "bye", "hi"], [4, 5, 6]) == [
+        -1,
+        -1,
+        1,
+    ]
+    assert d.check_many("B", [MX], "hi", [7]) == [4]
+    assert len(d) == 4
+
+
+def test_number_mode_ignores_code_and_text() -> None:
+    d = Dedupe("number")
+    assert d.check_many(["A", "B"], [MX, MX], ["hi", "bye"], [1, 2]) == [-1, 1]
+    assert d.check_many("C", [US, MX], None, [3, 4]) == [-1, 1]
+    assert len(d) == 2
+    (run,) = d._runs
+    assert run.hashes is None  # no text hash kept: 12 bytes an entry
+
+
+def test_off_keeps_nothing() -> None:
+    d = Dedupe("off")
+    assert d.check_many("A", [MX, MX], ["a", "a"], [1, 2]) == [-1, -1]
+    assert (len(d), d.nbytes, d.runs) == (0, 0, 0)
+
+
+def test_repeats_within_one_call_point_at_the_earliest() -> None:
+    d = Dedupe()
+    lines = [10, 11, 12, 13, 14]
+    got = d.check_many("A", [US, MX, US, MX, US], "same", lines)
+    assert got == [-1, -1, 10, 11, 10]
+
+
+def test_the_first_line_is_whatever_the_caller_numbers_it() -> None:
+    # Lines need not be consecutive (only lines that passed the other checks come here).
+    d = Dedupe()
+    assert d.check_many("A", [MX, US], "t", [7, 3]) == [-1, -1]
+    assert d.check_many("A", [US, MX], "t", [100, 200]) == [3, 7]
+
+
+@pytest.mark.parametrize("cached", [0, suppress.CACHED_KEYS])
+def test_one_number_many_texts_across_runs(cached: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Equal keys with different text hashes sit side by side in a run: the look-up steps
+    # along them (with CACHED_KEYS at 0, after the vectorised descent).
+    monkeypatch.setattr(suppress, "CACHED_KEYS", cached)
+    d = Dedupe()
+    line = 0
+    for round_ in range(3):
+        texts = [f"text {i}" for i in range(40)]
+        lines = list(range(line + 1, line + 41))
+        got = d.check_many("A", [MX] * 40, texts, lines)
+        assert got == ([-1] * 40 if round_ == 0 else list(range(1, 41)))
+        line += 40
+    assert len(d) == 40
+
+
+def test_numbers_may_come_as_keys() -> None:
+    d = Dedupe()
+    keys = number_keys([MX, US])
+    assert d.check_many("A", keys, "t", [1, 2]) == [-1, -1]
+    assert keys.tolist() == [525512345678, 12025550123]  # the caller's array is unchanged
+    assert d.check_many("A", [US], "t", [3]) == [2]
+
+
+def test_empty_call() -> None:
+    assert Dedupe().check_many("A", [], [], []) == []
+
+
+def test_text_hash_is_stable_across_processes() -> None:
+    # XXH3-64 is fixed by its specification: a state could be read by another process.
+    assert dedupe._text_hashes("Hola, tu código es 1234", 1).tolist() == [0x76A896C9DFDA1520]
+    assert dedupe._text_hashes(["a", "b"], 2).tolist() == [
+        dedupe._text_hashes("a", 1)[0],
+        dedupe._text_hashes("b", 1)[0],
+    ]
+
+
+def test_a_lone_surrogate_is_hashed_not_refused() -> None:
+    d = Dedupe()
+    assert d.check_many("A", [MX, MX], ["\ud800", "\ud800"], [1, 2]) == [-1, 1]
+
+
+def test_too_many_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dedupe, "MAX_CODES", 2)
+    d = Dedupe()
+    d.check_many(["A", "B"], [MX, MX], "t", [1, 2])
+    with pytest.raises(ConfigError, match="at most 2 sender codes"):
+        d.check_many("C", [MX], "t", [3])
+    # number mode does not keep codes at all
+    Dedupe("number").check_many(["A", "B", "C"], [MX, US, MX], None, [1, 2, 3])
+
+
+def test_lines_beyond_32_bits() -> None:
+    with pytest.raises(ConfigError, match="at most 4294967295 lines"):
+        Dedupe().check_many("A", [MX], "t", [2**32])
+
+
+@pytest.mark.parametrize(
+    ("numbers", "texts", "lines"),
+    [([MX, US], ["t"], [1, 2]), ([MX], ["t", "u"], [1, 2]), (np.zeros(3, np.uint64), "t", [1])],
+)
+def test_lengths_must_agree(numbers: object, texts: object, lines: list[int]) -> None:
+    with pytest.raises(ValueError, match="for"):
+        Dedupe().check_many("A", numbers, texts, lines)  # type: ignore[arg-type]
+
+
+def test_number_text_needs_texts() -> None:
+    with pytest.raises(ValueError, match="needs the texts"):
+        Dedupe().check_many("A", [MX], None, [1])
+
+
+@pytest.mark.parametrize("cached", [0, suppress.CACHED_KEYS])
+def test_runs_merge_like_a_binary_counter(cached: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(suppress, "CACHED_KEYS", cached)
+    d = Dedupe()
+    line = 0
+    for chunk in range(200):
+        numbers = [f"+5255{chunk:04d}{i:04d}" for i in range(50)]
+        got = d.check_many("A", numbers, "t", list(range(line + 1, line + 51)))
+        assert got == [-1] * 50
+        line += 50
+        sizes = [len(run) for run in d._runs]
+        # Each run is more than twice the next: at most log2(N / chunk) + 1 runs.
+        assert all(a > dedupe.RATIO * b for a, b in pairwise(sizes))
+        assert sum(sizes) == len(d)
+    assert len(d) == 10_000
+    assert d.runs <= 8
+    # 20 bytes an entry, and per run the padding and the index of the keys
+    padding = sum(8 * (SortedKeys.STEP + len(run.keys.index)) for run in d._runs)
+    assert d.nbytes == 20 * 10_000 + padding
+    for run in d._runs:
+        assert (np.diff(run.keys.table[: len(run)].astype(np.int64)) > 0).all()
+    # Everything recorded is still found, whichever run it went to.
+    every = [f"+5255{c:04d}{i:04d}" for c in range(200) for i in range(50)]
+    assert d.check_many("A", every, "t", list(range(20_001, 30_001))) == list(range(1, 10_001))
+
+
+_CODES = st.sampled_from(["A", "B", "12345"])
+_NUMBERS = st.sampled_from([f"+5255000000{i:02d}" for i in range(12)] + [US])
+_TEXTS = st.sampled_from(["hi", "ho", "hé ✓", ""])
+_CHUNK = st.lists(st.tuples(_CODES, _NUMBERS, _TEXTS), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["number+text", "number", "off"]), st.lists(_CHUNK, max_size=25))
+def test_same_answers_as_a_dict(mode: str, chunks: list[list[tuple[str, str, str]]]) -> None:
+    engine, reference = Dedupe(mode), Reference(mode)
+    line = 0
+    for chunk in chunks:
+        codes = [c for c, _, _ in chunk]
+        numbers = [n for _, n, _ in chunk]
+        texts = [t for _, _, t in chunk]
+        lines = list(range(line + 1, line + len(chunk) + 1))
+        line += len(chunk)
+        assert engine.check_many(codes, numbers, texts, lines) == reference.check_many(
+            codes, numbers, texts, lines
+        )
+    assert len(engine) == len(reference.seen)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4000), st.integers(50, 3000))
+def test_growth_under_load_against_a_dict(seed: int, count: int, chunk: int) -> None:
+    # Many distinct recipients, a share of repeats from anywhere earlier: runs grow and
+    # merge many times over.
+    rng = np.random.default_rng(seed)
+    pool = rng.integers(10**11, 10**12, size=count // 2 + 1)
+    numbers = [f"+{n}" for n in rng.choice(pool, size=count).tolist()]
+    texts = [f"t{n}" for n in rng.integers(0, 3, size=count).tolist()]
+    engine, reference = Dedupe(), Reference("number+text")
+    for start in range(0, count, chunk):
+        part = slice(start, start + chunk)
+        lines = list(range(start + 1, min(start + chunk, count) + 1))
+        assert engine.check_many("A", numbers[part], texts[part], lines) == (
+            reference.check_many(["A"] * len(lines), numbers[part], texts[part], lines)
+        )
+    assert len(engine) == len(reference.seen)
+    keys = sum(run.keys.table.nbytes + run.keys.index.nbytes for run in engine._runs)
+    assert engine.nbytes - keys == 12 * len(engine)  # text hash and line, 12 bytes an entry
