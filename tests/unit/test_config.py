@@ -171,6 +171,8 @@ FILE_KEYS = {
     "input": "max_line_bytes strict_numbers",
     "policy": "suppress dedupe max_messages max_job_segments max_cost",
     "sending": "batch_size linger_ms max_buffered concurrency rates kind_rates rate_unit",
+    "quota": "quota_url quota_namespace account_rate quota_fallback quota_peers "
+    "redis_password_file",
     "retry": "max_attempts retry_max_wait retry_deadline retry_ambiguous",
     "output": "results invalid rejects summary fsync progress strict price_per_segment prices",
     "run": "grace_period log_level log_format",
@@ -186,12 +188,13 @@ def test_every_field_has_a_key_and_the_file_keys_are_the_documented_ones() -> No
     assert in_file == FILE_KEYS
     assert {k.name for k in KEYS.values() if not k.file} == {
         "api_key",
+        "redis_password",
         "resume",
         "force",
         "dry_run",
         "explain",
     }
-    assert [k.name for k in KEYS.values() if k.secret] == ["api_key"]
+    assert [k.name for k in KEYS.values() if k.secret] == ["api_key", "redis_password"]
     default = (Path(__file__).resolve().parents[2] / "configs" / "default.toml").read_text()
     for section, names in FILE_KEYS.items():
         assert f"[{section}]" in default
