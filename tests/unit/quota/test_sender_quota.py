@@ -5,6 +5,8 @@ the run as its fatal error, with nothing sent."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,19 @@ async def test_an_error_from_redis_stops_the_run_with_nothing_sent(
         assert run.records() == []  # every line stays resumable
     assert run.results() == {}
     assert sum((await emu.stats())["requests"].values()) == 0
+
+
+def test_send_without_a_quota_url_never_imports_redis(tmp_path: Path) -> None:
+    # A dry run through the whole pipeline, in a fresh interpreter.
+    source = tmp_path / "in.ndjson"
+    source.write_text('{"to": "+525512345678"}\n')
+    code = (
+        "import asyncio, sys\n"
+        "from dispatcher import config, pipeline\n"
+        f"c = config.load(flags={{'sender': '12345', 'text': 'Hi', 'dry_run': True,"
+        f" 'results': {str(tmp_path / 'out.ndjson')!r}}}, env={{}})\n"
+        f"summary = asyncio.run(pipeline.run({str(source)!r}, c))\n"
+        "assert summary.fatal is None, summary.fatal\n"
+        "assert 'redis' not in sys.modules, 'redis imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
