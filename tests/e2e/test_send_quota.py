@@ -11,35 +11,21 @@ SLOW (about 6 s by construction): three jobs share one code at 50/s.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-import pytest
 
 from tests.support.cli import CODE, KEY, by_line, dispatcher, env, send_args, write_lines
 from tests.support.emulators import EmulatorFactory
-from tests.support.redis_server import RedisServer, free_port, server_binary, started
+from tests.support.redis_server import RedisServer, free_port
+from tests.unit.quota import conftest as quota_fixtures
+
+#: A real Redis (or Valkey) on loopback, as the quota's own tests start it.
+redis_server = quota_fixtures.redis_server
 
 RATE = 50
 JOBS = 3
 LINES = 100  # JOBS x LINES at RATE: about six seconds of sending
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A started server on 127.0.0.1 (fails, never skips, without a server binary)."""
-    try:
-        server_binary()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    server = started(workdir)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _job(tmp_path: Path, n: int) -> Path:
