@@ -17,7 +17,7 @@ import orjson
 
 from tests.support.cli import CODE, KEY, by_line, dispatcher, env, send_args, write_lines
 from tests.support.emulators import EmulatorFactory
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer, free_port, started
 from tests.unit.quota import conftest as quota_fixtures
 
 #: A real Redis (or Valkey) on loopback, as the quota's own tests start it.
@@ -118,3 +118,44 @@ async def test_a_quota_url_with_a_password_is_refused_without_echoing_it(
         assert secret not in run.stderr
         assert secret.encode() not in run.stdout
         assert "Traceback" not in run.stderr
+
+
+async def test_the_redis_password_comes_from_its_file_or_env_and_is_never_shown(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    password = "Redis-Pw-5e1d-Q93"
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = started(workdir, password=password)
+    try:
+        job = _job(tmp_path, 1)
+        (job / "redis.password").write_text(password + "\n")
+        args = [
+            *send_args(emulator.base_url, job / "in.ndjson", "--rate", f"{CODE}={RATE}"),
+            "--quota-url",
+            server.url,
+            "--log-level",
+            "debug",
+        ]
+        ok = await dispatcher(
+            *args, "--redis-password-file", "redis.password", "--results", "a.ndjson", cwd=job
+        )
+        assert ok.code == 0, ok.stderr
+        assert len((job / "a.ndjson").read_bytes().splitlines()) == LINES
+        wrong = f"{password}-wrong"
+        refused = await dispatcher(
+            *args,
+            "--results",
+            "b.ndjson",
+            cwd=job,
+            environ=env(DISPATCHER_REDIS_PASSWORD=wrong),
+        )
+        assert refused.code == 3, refused.stderr
+        assert "refused the credentials" in refused.stderr
+        assert not (job / "b.ndjson.journal").exists()
+        for run in (ok, refused):
+            assert password not in run.stderr
+            assert password.encode() not in run.stdout
+    finally:
+        server.stop()
