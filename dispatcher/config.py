@@ -32,6 +32,7 @@ from dispatcher.pricing import Pricing, parse_prices, prices_from_flags
 DEFAULT_BASE_URL = "https://elastic.messangi.me/raven"
 ENV_PREFIX = "DISPATCHER_"
 API_KEY_ENV = "DISPATCHER_API_KEY"
+REDIS_PASSWORD_ENV = "DISPATCHER_REDIS_PASSWORD"
 CODE_KINDS = ("longcode", "shortcode", "alphanumeric")
 
 
@@ -322,6 +323,27 @@ def parse_url(key: str, value: Any) -> str:
             f"{key} {problem}{shown} (it includes the API's path prefix, e.g. {DEFAULT_BASE_URL})"
         )
     return url
+
+
+def _quota_url(key: str, value: Any) -> str | None:
+    """A Redis URL for the shared quota, refused when it carries a password (which
+    belongs in DISPATCHER_REDIS_PASSWORD or --redis-password-file)."""
+    from dispatcher.quota import check_url  # the quota package imports this module
+
+    url = _opt_str(key, value)
+    if url is None:
+        return None
+    try:
+        return check_url(url.strip())
+    except ConfigError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def _namespace(key: str, value: Any) -> str | None:
+    name = _opt_str(key, value)
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", name):
+        raise ConfigError(f"{key} must be 1-64 letters, digits or _.:- , got {_shown(name)}")
+    return name
 
 
 def _callbacks(key: str, value: Any) -> str | None:
@@ -673,6 +695,56 @@ class Config:
         choices=("messages", "segments"),
         help="what the rate limits count",
     )
+    quota_url: str | None = _key(
+        section="quota",
+        parse=_quota_url,
+        metavar="URL",
+        help="share the rate limits with every process using this Redis "
+        "(redis://HOST:PORT/DB or rediss://…; the password from "
+        f"{REDIS_PASSWORD_ENV} or --redis-password-file, never in the URL)",
+    )
+    quota_namespace: str | None = _key(
+        section="quota",
+        parse=_namespace,
+        metavar="NAME",
+        shown_default="derived from base_url",
+        help="the shared quota's keys: processes share limits only within one namespace",
+    )
+    account_rate: float = _key(
+        math.inf,
+        section="quota",
+        parse=parse_rate,
+        metavar="N",
+        help="account-wide rate limit per second across all codes (needs --quota-url)",
+    )
+    quota_fallback: str = _key(
+        "pause",
+        section="quota",
+        parse=_str,
+        choices=("pause", "local"),
+        help="while Redis is down: pause sending, or send at rate / quota_peers locally",
+    )
+    quota_peers: int = _key(
+        1,
+        section="quota",
+        parse=_count(1, 10_000),
+        metavar="N",
+        help="processes sharing the quota (the local fallback's divisor)",
+    )
+    redis_password_file: str | None = _key(
+        section="quota",
+        parse=_opt_str,
+        metavar="FILE",
+        help=f"file holding the shared quota's Redis password (else {REDIS_PASSWORD_ENV})",
+    )
+    redis_password: Secret | None = _key(
+        section="quota",
+        parse=_str,
+        flag=None,
+        file=False,
+        secret=True,
+        help=f"from --redis-password-file or {REDIS_PASSWORD_ENV}; never a flag",
+    )
     max_attempts: int = _key(
         5,
         section="retry",
@@ -980,6 +1052,17 @@ def find_api_key(
     return _header_safe(Secret(value), API_KEY_ENV) if value else None
 
 
+def find_redis_password(
+    path: str | os.PathLike[str] | None, env: Mapping[str, str]
+) -> Secret | None:
+    """The shared quota's Redis password: from the file when one is named, else from
+    ``DISPATCHER_REDIS_PASSWORD`` (surrounding white space ignored), else None."""
+    if path is not None:
+        return read_secret_file(path, "the Redis password file (--redis-password-file)")
+    value = env.get(REDIS_PASSWORD_ENV, "").strip()
+    return Secret(value) if value else None
+
+
 def load(
     *,
     flags: Mapping[str, Any] | None = None,
@@ -1008,6 +1091,8 @@ def load(
     file_key = values.pop("api_key_file", None)
     if (api_key := find_api_key(api_key_file or file_key, env)) is not None:
         values["api_key"] = api_key
+    if (password := find_redis_password(values.get("redis_password_file"), env)) is not None:
+        values["redis_password"] = password
     unknown = set(values) - set(KEYS)
     if unknown:
         raise ConfigError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
@@ -1043,6 +1128,10 @@ def validate(config: Config) -> Config:
         config = replace(
             config,
             kind_rates=_frozen({**{k: KIND_RATES[k] for k in missing}, **config.kind_rates}),
+        )
+    if not math.isinf(config.account_rate) and config.quota_url is None:
+        raise ConfigError(
+            "account_rate is kept by the shared quota: give --quota-url redis://HOST:PORT/DB"
         )
     if config.resume and config.force:
         raise ConfigError("--resume and --force contradict each other: choose one")

@@ -60,6 +60,9 @@ from dispatcher.summary import ACCEPTED, Summary
 from dispatcher.writers import NdjsonSink, Outputs
 
 if TYPE_CHECKING:
+    from dispatcher.quota.shared import SharedQuota
+
+if TYPE_CHECKING:
     from dispatcher.preview import Explainer
     from dispatcher.suppress import SuppressionList
 
@@ -141,6 +144,8 @@ async def run(
     shutdown = shutdown or Shutdown()
     if config.api_key is not None:
         register_secret(config.api_key.reveal())
+    if config.redis_password is not None:
+        register_secret(config.redis_password.reveal())
     for secret in callback_secrets(config.callbacks):  # a receiver's, in --callbacks URLs
         register_secret(secret)
     read, written = places(source, config, inputs)
@@ -148,7 +153,43 @@ async def run(
     check_writable(written)
     results = job_results(config)
     with contextlib.nullcontext() if results is None else JobLock.acquire(results):
-        return await _run(source, config, shutdown)
+        limits = RateLimits(rates=config.rates, kind_rates=config.kind_rates)
+        # Before the journal and the outputs: a Redis that cannot be reached stops the
+        # run (QuotaUnavailable, exit 3) with nothing sent and no job to resume.
+        quota = await open_shared_quota(config, limits)
+        try:
+            return await _run(source, config, shutdown, limits, quota)
+        finally:
+            if quota is not None:
+                await _close_quota(quota)
+
+
+async def open_shared_quota(config: Config, limits: RateLimits) -> SharedQuota | None:
+    """The shared quota over ``limits`` when ``--quota-url`` is set (not in a dry run),
+    else None. Raises `QuotaUnavailable` when its Redis cannot be reached."""
+    if config.quota_url is None or config.dry_run:
+        return None
+    from dispatcher.quota import namespace_for, open_quota
+
+    namespace = config.quota_namespace or namespace_for(config.base_url)
+    quota = await open_quota(
+        config.quota_url,
+        limits=limits,
+        namespace=namespace,
+        password=config.redis_password,
+        account_rate=config.account_rate,
+        fallback=config.quota_fallback,
+        peers=config.quota_peers,
+    )
+    log.info("shared quota: Redis %s, namespace %s", config.quota_url, namespace)
+    return quota
+
+
+async def _close_quota(quota: SharedQuota) -> None:
+    try:
+        await quota.aclose()
+    except Exception as exc:  # the run is over: its summary matters more than this
+        log.warning("shared quota: closing the Redis connection failed: %s", exc)
 
 
 def places(
@@ -158,6 +199,8 @@ def places(
     input, then ``inputs`` (what the CLI read the configuration from) and the opt-out
     lists; the outputs the configuration names, and the job's own journal and lock."""
     read = [_input_place(source), *inputs, *(Place("--suppress", p) for p in config.suppress)]
+    if config.redis_password_file:
+        read.append(Place("--redis-password-file", config.redis_password_file))
     written = [Place("--results", config.results)]
     for option, path in (
         ("--invalid", config.invalid),
@@ -201,8 +244,15 @@ def _input_place(source: Source) -> Place:
         return Place("INPUT", "-")
 
 
-async def _run(source: Source, config: Config, shutdown: Shutdown) -> Summary:
-    """`run` once the places are checked and the job is locked."""
+async def _run(
+    source: Source,
+    config: Config,
+    shutdown: Shutdown,
+    limits: RateLimits,
+    quota: SharedQuota | None,
+) -> Summary:
+    """`run` once the places are checked and the job is locked; the lanes and the
+    batches' capacity follow the shared ``quota`` when there is one, else ``limits``."""
     journal, state = open_job(config, _describe(source))
     outputs = _open_outputs(config, journal, state)
     summary = outputs.summary
@@ -213,11 +263,11 @@ async def _run(source: Source, config: Config, shutdown: Shutdown) -> Summary:
         count_segments = config.rate_unit == "segments"
         resume = Resume(state, outputs, journal, resend=resend, count_segments=count_segments)
     shutdown.on_force(lambda: _save(outputs, journal))
-    limits = RateLimits(rates=config.rates, kind_rates=config.kind_rates)
+    sending = limits if quota is None else quota
     finished = False
     try:
-        async with _stage(config, limits, outputs, journal, resume) as stage:
-            await _run_stages(source, config, limits, stage, outputs, journal, resume, shutdown)
+        async with _stage(config, sending, outputs, journal, resume) as stage:
+            await _run_stages(source, config, sending, stage, outputs, journal, resume, shutdown)
         finished = shutdown.signal is None
     except FatalError as exc:
         summary.fatal = exc
@@ -279,7 +329,7 @@ def _close(
 async def _run_stages(
     source: Source,
     config: Config,
-    limits: RateLimits,
+    limits: RateLimits | SharedQuota,
     stage: Stage,
     outputs: Outputs,
     journal: Journal,
@@ -389,7 +439,7 @@ async def _feed(
     return broken
 
 
-def _preparer(config: Config, limits: RateLimits, resume: Resume | None) -> Preparer:
+def _preparer(config: Config, limits: RateLimits | SharedQuota, resume: Resume | None) -> Preparer:
     """The preparer with the job's opt-out lists and policies (SPEC §10's order)."""
     optout = None
     if config.suppress:
@@ -534,10 +584,15 @@ def _open_outputs(config: Config, journal: Journal, state: ResumeState | None) -
 
 @contextlib.asynccontextmanager
 async def _stage(
-    config: Config, limits: RateLimits, outputs: Outputs, journal: Journal, resume: Resume | None
+    config: Config,
+    limits: RateLimits | SharedQuota,
+    outputs: Outputs,
+    journal: Journal,
+    resume: Resume | None,
 ) -> AsyncIterator[Stage]:
     """The sending stage: a real `Sender` over one shared session, or the dry run."""
     if config.dry_run:
+        assert isinstance(limits, RateLimits)  # a dry run opens no shared quota
         yield DryRun(outputs, limits)
         return
     policy = RetryPolicy(

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dispatcher import api
 from dispatcher.errors import (
@@ -43,6 +43,9 @@ from dispatcher.models import Batch, Status
 from dispatcher.retry import RetryPolicy
 from dispatcher.summary import Summary
 from dispatcher.writers import Outputs
+
+if TYPE_CHECKING:
+    from dispatcher.quota.shared import SharedQuota
 
 log = logging.getLogger("dispatcher.sender")
 
@@ -96,7 +99,7 @@ class Sender:
         self,
         *,
         gateway: GatewayClient,
-        limits: RateLimits,
+        limits: RateLimits | SharedQuota,
         policy: RetryPolicy,
         outputs: Results,
         journal: Journal,
@@ -182,7 +185,12 @@ class Sender:
             if self._stopping or self._fatal is not None:
                 continue  # never journaled, so a resumed run sends these lines afresh
             await throttle.enter()
-            await self._limits.acquire(code, batch.units)
+            try:
+                await self._limits.acquire(code, batch.units)
+            except FatalError as exc:  # the shared quota's Redis answers an error
+                throttle.leave(ok=False)
+                self._abort(exc)
+                continue
             await self._slots.acquire()
             task = asyncio.create_task(self._send(batch, throttle))
             self._tasks.add(task)
@@ -264,6 +272,9 @@ class Sender:
         self._outputs.summary.retry(exc.cause)
         if isinstance(exc, RateLimited | Unavailable):
             throttle.slow_down(exc.retry_after, cause=exc.cause)
+            slow_down = getattr(self._limits, "slow_down", None)
+            if slow_down is not None:  # the shared quota: every process slows down too
+                slow_down(throttle.code, self._policy.clamp(exc.retry_after))
         log.debug("retrying after attempt %d: %s", failed, exc)
 
     async def _split(self, batch: Batch, throttle: Throttle) -> None:

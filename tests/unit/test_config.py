@@ -171,6 +171,8 @@ FILE_KEYS = {
     "input": "max_line_bytes strict_numbers",
     "policy": "suppress dedupe max_messages max_job_segments max_cost",
     "sending": "batch_size linger_ms max_buffered concurrency rates kind_rates rate_unit",
+    "quota": "quota_url quota_namespace account_rate quota_fallback quota_peers "
+    "redis_password_file",
     "retry": "max_attempts retry_max_wait retry_deadline retry_ambiguous",
     "output": "results invalid rejects summary fsync progress strict price_per_segment prices",
     "run": "grace_period log_level log_format",
@@ -186,12 +188,13 @@ def test_every_field_has_a_key_and_the_file_keys_are_the_documented_ones() -> No
     assert in_file == FILE_KEYS
     assert {k.name for k in KEYS.values() if not k.file} == {
         "api_key",
+        "redis_password",
         "resume",
         "force",
         "dry_run",
         "explain",
     }
-    assert [k.name for k in KEYS.values() if k.secret] == ["api_key"]
+    assert [k.name for k in KEYS.values() if k.secret] == ["api_key", "redis_password"]
     default = (Path(__file__).resolve().parents[2] / "configs" / "default.toml").read_text()
     for section, names in FILE_KEYS.items():
         assert f"[{section}]" in default
@@ -523,3 +526,60 @@ def test_the_idempotency_header_is_a_header_name(name: str, tmp_path: Path) -> N
     with pytest.raises(ConfigError, match=r"\[gateway\] idempotency_header must be an HTTP"):
         load(config_file=path, env={})
     assert load(env={"DISPATCHER_IDEMPOTENCY_HEADER": ""}).idempotency_header == ""
+
+
+# --- the shared quota ([quota]) ---------------------------------------------------------
+
+
+def test_quota_keys_from_the_file_the_environment_and_flags(tmp_path: Path) -> None:
+    text = '[quota]\nquota_url = "redis://127.0.0.1:6379/0"\nquota_peers = 3\n'
+    config = load(config_file=write(tmp_path, text), env={"DISPATCHER_ACCOUNT_RATE": "200"})
+    assert config.quota_url == "redis://127.0.0.1:6379/0"
+    assert config.quota_peers == 3
+    assert config.account_rate == 200
+    assert config.quota_fallback == "pause"
+    assert config.quota_namespace is None  # derived from base_url when the quota opens
+    config = load(
+        flags={"quota_url": "rediss://r.example:6380/2", "quota_fallback": "local"}, env={}
+    )
+    assert config.quota_url == "rediss://r.example:6380/2"
+    assert config.quota_fallback == "local"
+
+
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        ({"quota_url": "redis://:pw-Zq81@h:6379/0"}, "--quota-url: .*must not carry a password"),
+        ({"quota_url": "redis://u:pw-Zq81@h/0"}, "DISPATCHER_REDIS_PASSWORD"),
+        ({"quota_url": "http://h:6379/0"}, "must start with redis://"),
+        ({"quota_url": "redis://h/0", "quota_peers": "0"}, "--quota-peers must be"),
+        ({"quota_url": "redis://h/0", "quota_fallback": "fast"}, "--quota-fallback must be"),
+        ({"quota_url": "redis://h/0", "account_rate": "0"}, "--account-rate must be"),
+        ({"quota_url": "redis://h/0", "quota_namespace": "a b"}, "--quota-namespace must be"),
+        ({"account_rate": "100"}, "account_rate is kept by the shared quota"),
+    ],
+)
+def test_bad_quota_settings_are_refused(flags: dict[str, str], error: str) -> None:
+    with pytest.raises(ConfigError, match=error) as caught:
+        load(flags=flags, env={})
+    assert "pw-Zq81" not in str(caught.value)
+
+
+def test_the_redis_password_comes_from_a_file_or_the_environment(tmp_path: Path) -> None:
+    assert load(env={}).redis_password is None
+    config = load(env={"DISPATCHER_REDIS_PASSWORD": " env-pw \n"})
+    assert config.redis_password is not None
+    assert config.redis_password.reveal() == "env-pw"
+    assert "env-pw" not in repr(config)
+    key_file = tmp_path / "redis.password"
+    key_file.write_text("file-pw\n")
+    config = load(
+        flags={"redis_password_file": str(key_file)},
+        env={"DISPATCHER_REDIS_PASSWORD": "env-pw"},
+    )
+    assert config.redis_password is not None
+    assert config.redis_password.reveal() == "file-pw"  # the file wins
+    with pytest.raises(ConfigError, match=r"Redis password file .*does not exist"):
+        load(flags={"redis_password_file": str(tmp_path / "missing")}, env={})
+    with pytest.raises(ConfigError, match="unknown key 'redis_password'"):
+        load(config_file=write(tmp_path, "[quota]\nredis_password = 'x'\n"), env={})

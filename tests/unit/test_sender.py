@@ -26,6 +26,7 @@ from dispatcher.gateway import GatewayClient, open_session
 from dispatcher.journal import Journal, records
 from dispatcher.limiter import RateLimits
 from dispatcher.models import Batch, Entry, Group, batch_key
+from dispatcher.quota.shared import SharedQuota
 from dispatcher.renderer import compile_template
 from dispatcher.retry import RetryPolicy
 from dispatcher.sender import Sender
@@ -110,6 +111,7 @@ async def running_sender(
     retry_ambiguous: bool = False,
     single: bool = False,
     concurrency: int = 4,
+    limits: RateLimits | SharedQuota | None = None,
 ) -> AsyncIterator[Run]:
     outputs = Outputs(
         NdjsonSink.open(str(directory / "results.ndjson")),
@@ -120,7 +122,7 @@ async def running_sender(
     async with open_session(concurrency=concurrency, timeout=5, connect_timeout=2) as session:
         sender = Sender(
             gateway=GatewayClient(session, base_url, Secret(key)),
-            limits=RateLimits(rates={}, kind_rates=UNLIMITED),
+            limits=limits or RateLimits(rates={}, kind_rates=UNLIMITED),
             policy=RetryPolicy(max_attempts=max_attempts, retry_ambiguous=retry_ambiguous),
             outputs=outputs,
             journal=journal,
