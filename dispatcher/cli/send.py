@@ -85,7 +85,8 @@ def _help(key: Key) -> str:
     where = []
     now = os.environ.get(key.env_var) if key.env_var else None
     if now is not None and not key.secret:
-        where += [f"now {now!r} from {key.env_var}"] + ([f"built-in {shown}"] if shown else [])
+        where += [f"now {_displayable(now)!r} from {key.env_var}"]
+        where += [f"built-in {shown}"] if shown else []
     else:
         where += [f"default {shown}"] if shown else []
         where += [f"env {key.env_var}"] if key.env_var else []
@@ -94,6 +95,22 @@ def _help(key: Key) -> str:
     else:
         where.append(f"file [{key.section}] {key.file_name}")
     return f"{key.help} ({'; '.join(where)})".replace("%", "%%")
+
+
+def _displayable(value: str) -> str:
+    """An environment value as ``--help`` may show it: a URL's user name and password
+    (a Redis URL a user wrongly put one in) masked, and any registered secret too."""
+    from urllib.parse import urlsplit
+
+    from dispatcher.logs import MASK, redact
+
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return MASK
+    if "@" in parts.netloc:
+        value = parts._replace(netloc=MASK + "@" + parts.netloc.rpartition("@")[2]).geturl()
+    return redact(value)
 
 
 def _shown(default: Any) -> str | None:

@@ -366,3 +366,16 @@ def test_run_installs_the_handling_on_the_loop() -> None:
         assert signals.run(until_stopped()) == "stopped"
     assert signals.exit_code == 130
     assert exits == [143]
+
+
+def test_help_never_shows_a_password_put_in_an_env_url(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``send --help`` shows an option's value from the environment; a Redis URL that
+    (wrongly) carries a password shows with its user name and password masked."""
+    monkeypatch.setenv("DISPATCHER_QUOTA_URL", "redis://user:hunter2secret@127.0.0.1:6379/0")
+    code, out = run(["send", "--help"], capsys)
+    assert code == ExitCode.OK
+    assert "127.0.0.1:6379" in out
+    assert "hunter2" not in out
+    assert "user:" not in out
