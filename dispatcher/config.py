@@ -1087,7 +1087,6 @@ def load(
                 values[key] = (*values.get(key, ()), *value)
         else:
             values[key] = value
-            values[key] = value
     file_key = values.pop("api_key_file", None)
     if (api_key := find_api_key(api_key_file or file_key, env)) is not None:
         values["api_key"] = api_key
