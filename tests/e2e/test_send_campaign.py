@@ -233,3 +233,65 @@ async def test_resume_with_a_higher_cap_sends_the_rest_and_compacts_the_results(
     assert ledger_numbers(emulator.messages()) == sorted(NUMBERS[:9])
     assert len((tmp_path / "out.ndjson").read_bytes().splitlines()) == len(NUMBERS)
     assert summary(tmp_path)["statuses"] == {"QUEUE": 9, "SUPPRESSED": 1}
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (("--smart-encoding",), "--smart-encoding"),
+        (("--text", "Another text {0}"), "--text"),
+        (("--smart-encoding", "--transliterate"), "--smart-encoding, --transliterate"),
+    ],
+)
+async def test_resume_refuses_a_changed_body_option_naming_it(
+    emulator_factory: EmulatorFactory, tmp_path: Path, flags: tuple[str, ...], named: str
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    run = await send(emulator.base_url, tmp_path, recipients(NUMBERS), "--max-messages", "4")
+    assert run.code == 4, run.stderr
+    before = (tmp_path / "out.ndjson").read_bytes()
+    again = await send(
+        emulator.base_url, tmp_path, recipients(NUMBERS), "--resume", "--max-messages", "9",
+        *flags,
+    )  # fmt: skip
+    assert again.code == 2, again.stderr
+    assert f"the message options differ from the run that wrote out.ndjson.journal ({named});" in (
+        again.stderr
+    )
+    assert "Traceback" not in again.stderr
+    assert len(emulator.messages()) == 4  # nothing more was sent
+    assert (tmp_path / "out.ndjson").read_bytes() == before
+
+
+def _legacy_header(tmp_path: Path, fingerprint: str) -> None:
+    """Rewrite the journal's header as written before the options were recorded."""
+    from dispatcher.journal import seal
+
+    path = tmp_path / "out.ndjson.journal"
+    first, rest = path.read_bytes().split(b"\n", 1)
+    header = orjson.loads(first)
+    del header["crc"], header["options"]
+    header["fingerprint"] = fingerprint
+    path.write_bytes(seal(orjson.dumps(header)) + rest)
+
+
+async def test_resume_reads_a_journal_without_options(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    from dispatcher.config import Config
+    from dispatcher.resume import legacy_fingerprint
+
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    run = await send(emulator.base_url, tmp_path, recipients(NUMBERS), "--max-messages", "4")
+    assert run.code == 4, run.stderr
+    config = Config(sender=CODE, text="Hi {0}, you owe {1}", endpoint=Config().endpoint)
+    _legacy_header(tmp_path, legacy_fingerprint(config))
+    changed = await send(
+        emulator.base_url, tmp_path, recipients(NUMBERS), "--resume", "--text", "Other {0}"
+    )
+    assert changed.code == 2, changed.stderr
+    assert "(sender, text, request options, endpoint, segment model or encoding)" in changed.stderr
+    assert len(emulator.messages()) == 4
+    again = await send(emulator.base_url, tmp_path, recipients(NUMBERS), "--resume")
+    assert again.code == 0, again.stderr
+    assert ledger_numbers(emulator.messages()) == sorted(NUMBERS)
