@@ -128,6 +128,8 @@ class Finished:
     superseded: int = 0
     #: what was sent, or may have been (accepted or AMBIGUOUS): messages, segments, cost
     committed: tuple[int, int, float] = (0, 0, 0.0)
+    #: the cost of the billable segments (lines with an id), priced by ``pricing``
+    billed: float = 0.0
     #: of those, the lines with a gateway id: each was sent in a batch of the journal
     with_id: LineSet = field(default_factory=LineSet)
     #: status → count of the finished lines' results (for the summary)
@@ -224,6 +226,8 @@ class Finished:
                 if count is not None:
                     encoding = str(result.get("encoding"))
                     segments[encoding] = segments.get(encoding, 0) + count
+                    if self.pricing is not None:
+                        self.billed += self.pricing.cost(str(result.get("to")), count)
             if len(lines) >= _RUN:
                 self._add(lines, with_id)
         self._add(lines, with_id)

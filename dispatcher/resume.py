@@ -218,6 +218,8 @@ class ResumeState:
     last_line: int = 0
     #: what earlier runs may have sent (accepted or AMBIGUOUS): messages, segments, cost
     committed: tuple[int, int, float] = (0, 0, 0.0)
+    #: the cost of the billable segments already written, priced by the table
+    billed: float = 0.0
     #: lines whose newest result is resumable (NOT_SENT…): attempted again
     pending: LineSet = field(default_factory=LineSet)
     #: result lines a newer result of their line replaces (dropped by `compact`)
@@ -280,6 +282,7 @@ class ResumeState:
             segments=finished.segments,
             last_line=finished.last_line,
             committed=finished.committed,
+            billed=finished.billed,
             pending=finished.pending,
             # the resumable results left are replaced by this run's outcomes
             superseded=finished.superseded + len(finished.pending),
@@ -421,7 +424,7 @@ class Resume:
         written = {line for line in self._pins if line in state.done}
         #: the outputs for the sender, minus the results the earlier run wrote
         self.results = Unwritten(outputs, written)
-        outputs.summary.absorb(state.statuses, state.segments)
+        outputs.summary.absorb(state.statuses, state.segments, state.billed)
 
     async def divert(self, chunk: list[Item], preparer: Preparer, submit: Submit) -> list[Item]:
         """The items of ``chunk`` that still go the usual way.

@@ -295,3 +295,40 @@ async def test_resume_reads_a_journal_without_options(
     again = await send(emulator.base_url, tmp_path, recipients(NUMBERS), "--resume")
     assert again.code == 0, again.stderr
     assert ledger_numbers(emulator.messages()) == sorted(NUMBERS)
+
+
+PRICED = [
+    {"to": NUMBERS[0], "params": ["Ana", "1"]},  # 52: 0.5 a segment
+    {"to": "+12025550123", "params": ["Bo", "2"]},  # 1: 0.25
+    {"to": "+447700900123", "params": ["Cy", "3"]},  # no prefix: 1.0
+    {"to": NUMBERS[1], "text": "x" * 200},  # 52, two segments
+    {"to": "+12025550124", "text": "y" * 200},  # 1, two segments
+]
+PRICE_FLAGS = ("--price-per-segment", "1", "--price", "52=0.5", "--price", "1=0.25")
+PRICED_COST = 0.5 + 0.25 + 1.0 + 2 * 0.5 + 2 * 0.25
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+async def test_the_summary_cost_uses_the_price_table(
+    emulator_factory: EmulatorFactory, tmp_path: Path, dry_run: bool
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    flags = ("--dry-run",) if dry_run else ()
+    run = await send(emulator.base_url, tmp_path, PRICED, *PRICE_FLAGS, *flags)
+    assert run.code == 0, run.stderr
+    document = summary(tmp_path)
+    assert document["segments"]["billable"] == 7
+    assert document["cost"] == PRICED_COST
+
+
+async def test_a_resumed_summary_prices_the_earlier_runs_messages_by_the_table(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    run = await send(emulator.base_url, tmp_path, PRICED, *PRICE_FLAGS, "--max-messages", "2")
+    assert run.code == 4, run.stderr
+    assert summary(tmp_path)["cost"] == 0.5 + 0.25
+    again = await send(emulator.base_url, tmp_path, PRICED, *PRICE_FLAGS, "--resume")
+    assert again.code == 0, again.stderr
+    assert len(emulator.messages()) == len(PRICED)
+    assert summary(tmp_path)["cost"] == PRICED_COST
