@@ -220,6 +220,8 @@ class ResumeState:
     committed: tuple[int, int, float] = (0, 0, 0.0)
     #: the cost of the billable segments already written, priced by the table
     billed: float = 0.0
+    #: finished lines not replayed through the duplicate check (DUPLICATE, SUPPRESSED)
+    unregistered: LineSet = field(default_factory=LineSet)
     #: lines whose newest result is resumable (NOT_SENT…): attempted again
     pending: LineSet = field(default_factory=LineSet)
     #: result lines a newer result of their line replaces (dropped by `compact`)
@@ -283,6 +285,7 @@ class ResumeState:
             last_line=finished.last_line,
             committed=finished.committed,
             billed=finished.billed,
+            unregistered=finished.unregistered,
             pending=finished.pending,
             # the resumable results left are replaced by this run's outcomes
             superseded=finished.superseded + len(finished.pending),
@@ -429,11 +432,15 @@ class Resume:
     async def divert(self, chunk: list[Item], preparer: Preparer, submit: Submit) -> list[Item]:
         """The items of ``chunk`` that still go the usual way.
 
-        Finished lines are dropped. The lines of in-flight batches are prepared into
+        Finished lines are dropped, once replayed through the duplicate check
+        (`Preparer.replay`) so that a later line duplicating one an earlier run
+        finished is still a DUPLICATE. The lines of in-flight batches are prepared into
         their rebuilt batches; one that is whole is submitted again, or its lines are
         answered AMBIGUOUS when it must not be re-sent.
         """
         done, pins = self.state.done, self._pins
+        if done and preparer.replays:
+            self._replay(chunk, preparer)
         if not pins:
             return [item for item in chunk if item.line not in done] if done else chunk
         fresh: list[Item] = []
@@ -455,6 +462,16 @@ class Resume:
         if chunk:
             self._check_passed(chunk[-1].line)
         return fresh
+
+    def _replay(self, chunk: list[Item], preparer: Preparer) -> None:
+        """Record the chunk's finished lines with the duplicate check, in input order,
+        as the run that finished them did. A line that was a duplicate or suppressed
+        then was no first then (``unregistered``): left out, which also keeps a pending
+        line before it (NOT_SENT by a cap, say) the first of its kind."""
+        done, unregistered = self.state.done, self.state.unregistered
+        finished = [item for item in chunk if item.line in done and item.line not in unregistered]
+        if finished:
+            preparer.replay(finished)
 
     def add_many(self, group: Group, entries: list[Entry]) -> None:
         """Where `divert` has the preparer put the entries of in-flight lines."""

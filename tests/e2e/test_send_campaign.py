@@ -332,3 +332,53 @@ async def test_a_resumed_summary_prices_the_earlier_runs_messages_by_the_table(
     assert again.code == 0, again.stderr
     assert len(emulator.messages()) == len(PRICED)
     assert summary(tmp_path)["cost"] == PRICED_COST
+
+
+def _crash_after_the_sent_lines(tmp_path: Path) -> None:
+    """Leave the job as a crash just after its sent batches' results would: only the
+    results of the lines the gateway took, no end-of-job record in the journal."""
+    results = tmp_path / "out.ndjson"
+    kept = [raw for raw in results.read_bytes().splitlines(True) if b'"id"' in raw]
+    results.write_bytes(b"".join(kept))
+    journal = tmp_path / "out.ndjson.journal"
+    records = journal.read_bytes().splitlines(True)
+    journal.write_bytes(b"".join(r for r in records if b'"complete"' not in r))
+
+
+async def test_a_resume_rebuilds_the_duplicate_check_from_the_finished_lines(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    # line 4 repeats line 1; line 6 repeats line 4 (a duplicate's duplicate)
+    numbers = [NUMBERS[0], NUMBERS[1], NUMBERS[2], NUMBERS[0], NUMBERS[3], NUMBERS[0]]
+    lines = recipients(numbers)
+    run = await send(emulator.base_url, tmp_path, lines, "--max-messages", "2")
+    assert run.code == 4, run.stderr
+    _crash_after_the_sent_lines(tmp_path)
+    assert sorted(results(tmp_path)) == [1, 2]
+    again = await send(emulator.base_url, tmp_path, lines, "--resume")
+    assert again.code == 0, again.stderr
+    got = results(tmp_path)
+    assert [got[n]["status"] for n in (1, 2, 3, 5)] == ["QUEUE"] * 4
+    assert (got[4]["status"], got[4]["first"]) == ("DUPLICATE", 1)
+    assert (got[6]["status"], got[6]["first"]) == ("DUPLICATE", 1)
+    assert ledger_numbers(emulator.messages()) == sorted(NUMBERS[:4])  # line 1's once
+    assert summary(tmp_path)["policy"]["duplicates"] == 2
+
+
+async def test_a_resume_does_not_replay_a_duplicate_before_a_pending_first(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """Line 2 is sent, line 3 held back by the cap, line 4 (repeating line 3) is a
+    DUPLICATE: the resume sends line 3, and line 4 stays a duplicate of it."""
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    lines = recipients([NUMBERS[0], NUMBERS[1], NUMBERS[2], NUMBERS[2]])
+    run = await send(emulator.base_url, tmp_path, lines, "--max-messages", "2")
+    assert run.code == 4, run.stderr
+    assert results(tmp_path)[4]["first"] == 3
+    again = await send(emulator.base_url, tmp_path, lines, "--resume")
+    assert again.code == 0, again.stderr
+    got = results(tmp_path)
+    assert [got[n]["status"] for n in (1, 2, 3)] == ["QUEUE"] * 3
+    assert (got[4]["status"], got[4]["first"]) == ("DUPLICATE", 3)
+    assert ledger_numbers(emulator.messages()) == sorted(NUMBERS[:3])
