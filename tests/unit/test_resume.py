@@ -529,3 +529,32 @@ async def test_an_in_flight_line_that_came_back_changed_stops_the_run_unanswered
     outputs.close()
     journal.close()
     assert [r["line"] for r in read(earlier.results)] == [1, 2, 3]  # nothing answered
+
+
+def test_the_header_names_body_options_by_digest_never_by_value(tmp_path: Path) -> None:
+    secret = "cb-secret-0123456789abcdef"
+    open_job(config(tmp_path, callbacks=f"https://hooks.example/dr/{secret}"), "in")[0].close()
+    raw = Path(journal_path(str(tmp_path / "results.ndjson"))).read_bytes()
+    assert secret.encode() not in raw
+    header = next(records(journal_path(str(tmp_path / "results.ndjson"))))
+    assert {"--callbacks", "--text", "--smart-encoding", "--dedupe"} <= header["options"].keys()
+    assert "--max-messages" not in header["options"]  # caps may change on a resume
+    again = config(tmp_path, resume=True, callbacks="https://hooks.example/dr/other-secret-xyz")
+    with pytest.raises(ConfigError, match=r"\(--callbacks\)") as caught:
+        open_job(again, "in")
+    assert "other-secret-xyz" not in str(caught.value)
+    assert secret not in str(caught.value)
+
+
+def test_a_resume_may_change_caps_opt_out_lists_rates_and_prices(tmp_path: Path) -> None:
+    open_job(config(tmp_path, max_messages=1), "in")[0].close()
+    changed = config(
+        tmp_path,
+        resume=True,
+        max_messages=5,
+        max_job_segments=9,
+        suppress=("optout.txt",),
+        rates={"12345": 3.0},
+        price_per_segment=0.5,
+    )
+    open_job(changed, "in")[0].close()
