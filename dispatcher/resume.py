@@ -467,9 +467,15 @@ class Resume:
         """Record the chunk's finished lines with the duplicate check, in input order,
         as the run that finished them did. A line that was a duplicate or suppressed
         then was no first then (``unregistered``): left out, which also keeps a pending
-        line before it (NOT_SENT by a cap, say) the first of its kind."""
-        done, unregistered = self.state.done, self.state.unregistered
-        finished = [item for item in chunk if item.line in done and item.line not in unregistered]
+        line before it (NOT_SENT by a cap, say) the first of its kind. A line of an
+        in-flight batch is left out too: it goes through every policy again as its
+        batch is rebuilt (`add_many`), which records it."""
+        done, unregistered, pins = self.state.done, self.state.unregistered, self._pins
+        finished = [
+            item
+            for item in chunk
+            if item.line in done and item.line not in unregistered and item.line not in pins
+        ]
         if finished:
             preparer.replay(finished)
 
