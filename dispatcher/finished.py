@@ -37,6 +37,9 @@ _RUN = 65536
 _RESUMABLE = frozenset(map(str, RESUMABLE))
 #: Outcomes that the caps count as sent: the gateway took the message, or may have.
 _MAY_HAVE_SENT = frozenset({*map(str, ACCEPTED), str(Status.AMBIGUOUS)})
+#: Final outcomes of lines that never reached the duplicate check as a first (a
+#: duplicate, or a line an opt-out list kept back): a resume does not replay them.
+_UNREGISTERED = frozenset({str(Status.DUPLICATE), str(Status.SUPPRESSED)})
 
 
 class LineSet:
@@ -128,6 +131,10 @@ class Finished:
     superseded: int = 0
     #: what was sent, or may have been (accepted or AMBIGUOUS): messages, segments, cost
     committed: tuple[int, int, float] = (0, 0, 0.0)
+    #: the cost of the billable segments (lines with an id), priced by ``pricing``
+    billed: float = 0.0
+    #: finished lines a resume does not replay through the duplicate check
+    unregistered: LineSet = field(default_factory=LineSet)
     #: of those, the lines with a gateway id: each was sent in a batch of the journal
     with_id: LineSet = field(default_factory=LineSet)
     #: status → count of the finished lines' results (for the summary)
@@ -219,11 +226,15 @@ class Finished:
             statuses[status] = statuses.get(status, 0) + 1
             if status in _MAY_HAVE_SENT:
                 self._commit(result)
+            elif status in _UNREGISTERED:
+                self.unregistered.add(line)
             if message_id is not None:
                 with_id.append(line)
                 if count is not None:
                     encoding = str(result.get("encoding"))
                     segments[encoding] = segments.get(encoding, 0) + count
+                    if self.pricing is not None:
+                        self.billed += self.pricing.cost(str(result.get("to")), count)
             if len(lines) >= _RUN:
                 self._add(lines, with_id)
         self._add(lines, with_id)

@@ -2,8 +2,9 @@
 
 Records, one JSON object per line, each ending with its checksum:
 
-- ``{"journal": 2, "job": ID, "fingerprint": F, "input": PATH, "input_size": N, …}`` —
-  the header, the first line and only there;
+- ``{"journal": 2, "job": ID, "fingerprint": F, "options": {FLAG: DIGEST}, "input":
+  PATH, "input_size": N, …}`` — the header, the first line and only there (``options``,
+  the body options one by one, is absent from headers written before it was added);
 - ``{"sent": KEY, "lines": [...], …}`` — written (and handed to the OS) *before* a
   batch's first request leaves, so a crash can never hide a request the gateway may
   have seen;
@@ -87,6 +88,7 @@ class Journal:
         *,
         fingerprint: str,
         source: str,
+        options: dict[str, str] | None = None,
         input_size: int | None,
         fsync: bool = False,
         replace: bool = False,
@@ -113,6 +115,7 @@ class Journal:
             "journal": VERSION,
             "job": job,
             "fingerprint": fingerprint,
+            **({} if options is None else {"options": options}),
             "input": source,
             "input_size": input_size,
         }
@@ -325,8 +328,11 @@ def _problem(record: Any, number: int) -> str | None:
     if "journal" in keys:
         if number != 1:
             return "it is a second header"
-        if keys != _HEADER:
+        if keys != _HEADER and keys != _HEADER | {"options"}:
             return "it is not a sound journal header"
+        options = record.get("options", {})
+        if not (isinstance(options, dict) and all(_text(v) for v in options.values())):
+            return "its options are not a table of digests"
         if record["journal"] != VERSION:
             return "its format version is not a number"
         size = record["input_size"]

@@ -257,6 +257,8 @@ async def _run(
     outputs = _open_outputs(config, journal, state)
     summary = outputs.summary
     summary.price_per_segment = config.price_per_segment
+    if config.prices:
+        summary.table = Pricing.from_config(config.price_per_segment, config.prices)
     resume = None
     if state is not None:
         resend = config.idempotency or config.retry_ambiguous

@@ -187,6 +187,28 @@ class Preparer:
             self._count_saved(saved)
         self._kept.clear()
 
+    @property
+    def replays(self) -> bool:
+        """Whether a policy keeps a state that a resume rebuilds (`replay`): dedupe."""
+        return any(hasattr(policy, "register") for policy in self.policies)
+
+    def replay(self, chunk: list[Recipient | Rejected]) -> None:
+        """Prepare lines an earlier run of the job finished, and record them with the
+        policies that keep a state (`dispatcher.policy.Duplicates.register`) as that
+        run did — no outcome, no batch, no count. The opt-out lists are skipped: the
+        caller leaves out the lines that were SUPPRESSED (the lists may have changed
+        since)."""
+        policies, optout = self.policies, self._optout
+        counts = self.segments_saved, self.smart_encoded
+        self.policies = [_Registering(p) for p in policies if hasattr(p, "register")]
+        self._optout = None
+        try:
+            self.feed(chunk, _DROPPED, _DROPPED)
+        finally:
+            self.policies, self._optout = policies, optout
+            self.segments_saved, self.smart_encoded = counts
+            self._kept.clear()
+
     def _opt_out(
         self, chunk: list[Recipient | Rejected], numbers: list[str | None], sink: LocalSink
     ) -> tuple[list[Recipient | Rejected], list[str | None]]:
@@ -328,3 +350,34 @@ class Preparer:
             if value is not None:
                 options[name] = value
         return options
+
+
+class _Registering:
+    """A policy that keeps a state, recording a replayed run and keeping none of it."""
+
+    __slots__ = ("_policy",)
+
+    def __init__(self, policy: Any) -> None:
+        self._policy = policy
+
+    def check(
+        self, group: Group, entries: list[Entry], texts: list[str] | None, sink: Sink
+    ) -> list[int] | None:
+        self._policy.register(group, entries, texts)
+        return []
+
+
+class _Dropped:
+    """Where a replay's batches and outcomes go: nowhere."""
+
+    def add_many(self, group: Group, entries: list[Entry]) -> None:
+        pass
+
+    def rejected(self, item: Rejected) -> None:
+        pass
+
+    def local(self, *_: Any, **__: Any) -> None:
+        pass
+
+
+_DROPPED = _Dropped()

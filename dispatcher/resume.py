@@ -7,7 +7,7 @@ outputs finishes the job, and this module is where a resume can be followed:
 1. `open_job` opens the journal, holding the job's lock (`dispatcher.lock`): a new job
    (the journal created atomically; ``--force`` replaces it), or the job an earlier
    run left. Resuming refuses a journal written with other message options
-   (`fingerprint`) or for an input of another size.
+   (`fingerprint`, naming the options that changed: `body_options`) or for an input of another size.
 2. `ResumeState.read` reads what that run left, trusting nothing it cannot check: a
    journal record that is not sound (`dispatcher.journal.JournalFile`), a batch key
    of another job, a line in two batches in flight, a results line that is not a
@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from dispatcher.config import Config
+from dispatcher.config import KEYS, Config
 from dispatcher.errors import ConfigError, FatalError, OutputError
 from dispatcher.finished import Finished, LineSet
 from dispatcher.journal import DamagedJournal, Journal, JournalFile, damaged, journal_path
@@ -74,23 +74,48 @@ Submit = Callable[[Batch], Awaitable[None]]
 # --- 1. the job: new, or the one an earlier run left --------------------------------
 
 
+#: The options that change a message body (or which lines are sent): a resume must
+#: use the same. Caps, opt-out lists, windows, rates and prices may change.
+BODY_OPTIONS = (
+    "sender",
+    "text",
+    "request_dr",
+    "callbacks",
+    "connection",
+    "email",
+    "external_id",
+    "client_id",
+    "endpoint",
+    "segment_model",
+    "max_message_segments",
+    "strict_numbers",
+    "smart_encoding",
+    "transliterate",
+    # dedupe changes which lines are sent, not their bodies; kept to be safe
+    "dedupe",
+)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.blake2b(orjson.dumps(value), digest_size=8).hexdigest()
+
+
+def body_options(config: Config) -> dict[str, str]:
+    """Each body option's flag → a digest of its value (the value itself may hold a
+    secret: a callback URL), recorded in the journal header so that a resume can name
+    the options that changed."""
+    return {KEYS[name].option: _digest(getattr(config, name)) for name in BODY_OPTIONS}
+
+
 def fingerprint(config: Config) -> str:
     """What must not change between a run and its resume: everything in the bodies."""
-    parts = [
-        config.sender,
-        config.text,
-        config.request_dr,
-        config.callbacks,
-        config.connection,
-        config.email,
-        config.external_id,
-        config.client_id,
-        config.endpoint,
-        config.segment_model,
-        config.max_message_segments,
-        config.strict_numbers,
-    ]
-    return hashlib.blake2b(orjson.dumps(parts), digest_size=8).hexdigest()
+    return _digest(sorted(body_options(config).items()))
+
+
+def legacy_fingerprint(config: Config) -> str:
+    """The fingerprint of a journal header without ``options`` (written before they
+    were recorded): it covered fewer options, and cannot say which one changed."""
+    return _digest([getattr(config, name) for name in BODY_OPTIONS[:12]])
 
 
 def input_size(source: str) -> int | None:
@@ -142,12 +167,15 @@ def open_job(config: Config, source: str) -> tuple[Journal, ResumeState | None]:
             fingerprint(config),
             input_size(source),
             pricing=Pricing.from_config(config.price_per_segment, config.prices),
+            options=body_options(config),
+            legacy_fingerprint=legacy_fingerprint(config),
         )
         return Journal(path, state.job, fsync=config.fsync), state
     journal = Journal.create(
         path,
         secrets.token_hex(6),
         fingerprint=fingerprint(config),
+        options=body_options(config),
         source=source,
         input_size=input_size(source),
         fsync=config.fsync,
@@ -190,6 +218,10 @@ class ResumeState:
     last_line: int = 0
     #: what earlier runs may have sent (accepted or AMBIGUOUS): messages, segments, cost
     committed: tuple[int, int, float] = (0, 0, 0.0)
+    #: the cost of the billable segments already written, priced by the table
+    billed: float = 0.0
+    #: finished lines not replayed through the duplicate check (DUPLICATE, SUPPRESSED)
+    unregistered: LineSet = field(default_factory=LineSet)
     #: lines whose newest result is resumable (NOT_SENT…): attempted again
     pending: LineSet = field(default_factory=LineSet)
     #: result lines a newer result of their line replaces (dropped by `compact`)
@@ -204,6 +236,8 @@ class ResumeState:
         size: int | None = None,
         *,
         pricing: Pricing | None = None,
+        options: dict[str, str] | None = None,
+        legacy_fingerprint: str | None = None,
     ) -> ResumeState:
         """Read a journal and its results file, trusting neither blindly.
 
@@ -218,7 +252,9 @@ class ResumeState:
         are held in memory however long the journal is. A batch is in flight when some
         of its lines have no result — whatever its ``done`` record says — unless it is
         recorded ``unsent``. A line whose newest result is resumable is not finished
-        (`pending`); ``pricing`` prices what was sent, for the cost cap.
+        (`pending`); ``pricing`` prices what was sent, for the cost cap. ``options``
+        (`body_options`) names what changed when the fingerprints differ;
+        ``legacy_fingerprint`` is accepted from a header that has no options.
         """
         journal_file = JournalFile(journal)
         records = journal_file.records()
@@ -238,7 +274,8 @@ class ResumeState:
                 "not a dispatcher journal, and nothing was sent from it; start over with "
                 "--force"
             )
-        _check_header(journal, header, expected_fingerprint, size)
+        _check_options(journal, header, expected_fingerprint, options, legacy_fingerprint)
+        _check_size(journal, header, size)
         finished = Finished.read(results, pricing=pricing)
         state = cls(
             job=header["job"],
@@ -247,6 +284,8 @@ class ResumeState:
             segments=finished.segments,
             last_line=finished.last_line,
             committed=finished.committed,
+            billed=finished.billed,
+            unregistered=finished.unregistered,
             pending=finished.pending,
             # the resumable results left are replaced by this run's outcomes
             superseded=finished.superseded + len(finished.pending),
@@ -296,15 +335,37 @@ def _check_in_flight(journal: str, in_flight: dict[str, list[int]], where: dict[
         seen.update(lines)
 
 
-def _check_header(
-    journal: str, header: dict[str, Any], expected_fingerprint: str, size: int | None
+def _check_options(
+    journal: str,
+    header: dict[str, Any],
+    expected: str,
+    options: dict[str, str] | None,
+    legacy: str | None,
 ) -> None:
-    if header.get("fingerprint") != expected_fingerprint:
-        raise ConfigError(
-            f"--resume: the message options differ from the run that wrote {journal} "
-            "(sender, text, request options, endpoint or segment model); resume "
-            "with the same options, or use --force to start over"
-        )
+    """The body options are the run's that wrote the journal; else exit 2, naming the
+    options that changed when the header recorded them."""
+    was = header.get("options")
+    if was is None:  # a header from before options were recorded
+        if header.get("fingerprint") in (expected, legacy):
+            return
+        changed: list[str] = []
+    else:
+        now = was if options is None else options  # None: compare the fingerprints only
+        changed = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
+        if not changed and header.get("fingerprint") == expected:
+            return
+    what = (
+        ", ".join(changed)
+        if changed
+        else "sender, text, request options, endpoint, segment model or encoding"
+    )
+    raise ConfigError(
+        f"--resume: the message options differ from the run that wrote {journal} "
+        f"({what}); resume with the same options, or use --force to start over"
+    )
+
+
+def _check_size(journal: str, header: dict[str, Any], size: int | None) -> None:
     was = header.get("input_size")
     if size is not None and was is not None and was != size:
         raise ConfigError(
@@ -366,16 +427,20 @@ class Resume:
         written = {line for line in self._pins if line in state.done}
         #: the outputs for the sender, minus the results the earlier run wrote
         self.results = Unwritten(outputs, written)
-        outputs.summary.absorb(state.statuses, state.segments)
+        outputs.summary.absorb(state.statuses, state.segments, state.billed)
 
     async def divert(self, chunk: list[Item], preparer: Preparer, submit: Submit) -> list[Item]:
         """The items of ``chunk`` that still go the usual way.
 
-        Finished lines are dropped. The lines of in-flight batches are prepared into
+        Finished lines are dropped, once replayed through the duplicate check
+        (`Preparer.replay`) so that a later line duplicating one an earlier run
+        finished is still a DUPLICATE. The lines of in-flight batches are prepared into
         their rebuilt batches; one that is whole is submitted again, or its lines are
         answered AMBIGUOUS when it must not be re-sent.
         """
         done, pins = self.state.done, self._pins
+        if done and preparer.replays:
+            self._replay(chunk, preparer)
         if not pins:
             return [item for item in chunk if item.line not in done] if done else chunk
         fresh: list[Item] = []
@@ -397,6 +462,22 @@ class Resume:
         if chunk:
             self._check_passed(chunk[-1].line)
         return fresh
+
+    def _replay(self, chunk: list[Item], preparer: Preparer) -> None:
+        """Record the chunk's finished lines with the duplicate check, in input order,
+        as the run that finished them did. A line that was a duplicate or suppressed
+        then was no first then (``unregistered``): left out, which also keeps a pending
+        line before it (NOT_SENT by a cap, say) the first of its kind. A line of an
+        in-flight batch is left out too: it goes through every policy again as its
+        batch is rebuilt (`add_many`), which records it."""
+        done, unregistered, pins = self.state.done, self.state.unregistered, self._pins
+        finished = [
+            item
+            for item in chunk
+            if item.line in done and item.line not in unregistered and item.line not in pins
+        ]
+        if finished:
+            preparer.replay(finished)
 
     def add_many(self, group: Group, entries: list[Entry]) -> None:
         """Where `divert` has the preparer put the entries of in-flight lines."""

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dispatcher.histogram import LatencyHistogram
 from dispatcher.models import POLICY_FINAL, RESUMABLE, Status
+
+if TYPE_CHECKING:
+    from dispatcher.models import Entry
+    from dispatcher.pricing import Pricing
 
 #: Statuses the gateway gives to a message it accepted: these segments are billed.
 ACCEPTED = frozenset(
@@ -76,6 +80,10 @@ class Summary:
         self.estimate: dict[str, Any] | None = None
         #: price of one segment, to report the cost
         self.price_per_segment: float | None = None
+        #: the price table (``--price``, ``[output.prices]``), when there is one: the
+        #: cost is then summed per message (`charge`), not ``billable × price``
+        self.table: Pricing | None = None
+        self.cost = 0.0
         #: segments smart encoding saved, and on how many messages
         self.segments_saved = 0
         self.smart_encoded = 0
@@ -84,10 +92,12 @@ class Summary:
         #: result lines of earlier runs that a newer outcome of their line replaced
         self.superseded = 0
 
-    def absorb(self, statuses: dict[str, int], segments: dict[str, int]) -> None:
-        """Count the results an earlier run of the same job already wrote."""
+    def absorb(self, statuses: dict[str, int], segments: dict[str, int], cost: float = 0.0) -> None:
+        """Count the results an earlier run of the same job already wrote (``cost``:
+        of its billable segments, priced by the table)."""
         self.statuses.update(statuses)
         self.segments.update(segments)
+        self.cost += cost
         self.resumed_lines = sum(statuses.values())
 
     @property
@@ -103,6 +113,14 @@ class Summary:
     def retry(self, cause: str) -> None:
         """One retry, counted by its cause (429, 503, 5xx, timeout, disconnect…)."""
         self.retries[cause] += 1
+
+    def charge(self, entries: Iterable[Entry]) -> None:
+        """Add the cost of billable messages, when a price table prices them apart
+        (without one the cost is ``billable × price_per_segment``: nothing to add)."""
+        table = self.table
+        if table is not None:
+            price = table.price
+            self.cost += sum([price(entry.to) * entry.segments for entry in entries])
 
     def sent(self, code: str, messages: int, segments: int, started: float) -> None:
         """The gateway accepted ``messages`` of ``code`` from a request begun at ``started``."""
@@ -196,7 +214,9 @@ class Summary:
 
     def _extras(self, billable: int) -> dict[str, Any]:
         extras: dict[str, Any] = {}
-        if self.price_per_segment is not None:
+        if self.table is not None:
+            extras["cost"] = round(self.cost, 6)
+        elif self.price_per_segment is not None:
             extras["cost"] = round(billable * self.price_per_segment, 6)
         if self.estimate is not None:
             extras["estimate"] = self.estimate

@@ -19,7 +19,7 @@ import orjson
 
 from dispatcher.errors import OutputError
 from dispatcher.logs import redact, redact_document
-from dispatcher.models import Batch, Rejected, Status
+from dispatcher.models import Batch, Entry, Rejected, Status
 from dispatcher.summary import ACCEPTED, Summary
 
 _dumps = orjson.dumps
@@ -236,6 +236,7 @@ class Outputs:
             return
         lines: list[bytes] = []
         by_encoding: dict[str, int] = {}
+        billed: list[Entry] = []
         refused = 0
         accepted_segments = 0
         for entry, message_id in zip(batch.entries, ids, strict=True):
@@ -262,6 +263,7 @@ class Outputs:
             lines.append(_dumps(result, option=_NL))
             by_encoding[entry.encoding] = by_encoding.get(entry.encoding, 0) + entry.segments
             accepted_segments += entry.segments
+            billed.append(entry)
         self.results.write_many(lines)
         summary = self.summary
         summary.statuses[status] += len(lines) - refused
@@ -269,6 +271,7 @@ class Outputs:
             summary.statuses[Status.INVALID_NUMBER] += refused
         if status in ACCEPTED:
             summary.segments.update(by_encoding)
+            summary.charge(billed)
             summary.sent(batch.group.sender, len(lines) - refused, accepted_segments, started)
 
     def _accepted_plain(
@@ -329,6 +332,7 @@ class Outputs:
         summary.statuses[status] += len(parts)
         if status in ACCEPTED:
             summary.segments.update(segments_by)
+            summary.charge(batch.entries)
             summary.sent(batch.group.sender, len(parts), sum(segments_by.values()), started)
 
     def _gateway_invalid(
@@ -397,6 +401,7 @@ class Outputs:
             self.summary.segments[entry.encoding] += entry.segments
         self.results.write_many(lines)
         self.summary.statuses[Status.DRY_RUN] += len(batch.entries)
+        self.summary.charge(batch.entries)
 
     def flush(self) -> None:
         """Push every sink's buffer to the OS."""

@@ -233,3 +233,152 @@ async def test_resume_with_a_higher_cap_sends_the_rest_and_compacts_the_results(
     assert ledger_numbers(emulator.messages()) == sorted(NUMBERS[:9])
     assert len((tmp_path / "out.ndjson").read_bytes().splitlines()) == len(NUMBERS)
     assert summary(tmp_path)["statuses"] == {"QUEUE": 9, "SUPPRESSED": 1}
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (("--smart-encoding",), "--smart-encoding"),
+        (("--text", "Another text {0}"), "--text"),
+        (("--smart-encoding", "--transliterate"), "--smart-encoding, --transliterate"),
+    ],
+)
+async def test_resume_refuses_a_changed_body_option_naming_it(
+    emulator_factory: EmulatorFactory, tmp_path: Path, flags: tuple[str, ...], named: str
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    run = await send(emulator.base_url, tmp_path, recipients(NUMBERS), "--max-messages", "4")
+    assert run.code == 4, run.stderr
+    before = (tmp_path / "out.ndjson").read_bytes()
+    again = await send(
+        emulator.base_url, tmp_path, recipients(NUMBERS), "--resume", "--max-messages", "9",
+        *flags,
+    )  # fmt: skip
+    assert again.code == 2, again.stderr
+    assert f"the message options differ from the run that wrote out.ndjson.journal ({named});" in (
+        again.stderr
+    )
+    assert "Traceback" not in again.stderr
+    assert len(emulator.messages()) == 4  # nothing more was sent
+    assert (tmp_path / "out.ndjson").read_bytes() == before
+
+
+def _legacy_header(tmp_path: Path, fingerprint: str) -> None:
+    """Rewrite the journal's header as written before the options were recorded."""
+    from dispatcher.journal import seal
+
+    path = tmp_path / "out.ndjson.journal"
+    first, rest = path.read_bytes().split(b"\n", 1)
+    header = orjson.loads(first)
+    del header["crc"], header["options"]
+    header["fingerprint"] = fingerprint
+    path.write_bytes(seal(orjson.dumps(header)) + rest)
+
+
+async def test_resume_reads_a_journal_without_options(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    from dispatcher.config import Config
+    from dispatcher.resume import legacy_fingerprint
+
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    run = await send(emulator.base_url, tmp_path, recipients(NUMBERS), "--max-messages", "4")
+    assert run.code == 4, run.stderr
+    config = Config(sender=CODE, text="Hi {0}, you owe {1}", endpoint=Config().endpoint)
+    _legacy_header(tmp_path, legacy_fingerprint(config))
+    changed = await send(
+        emulator.base_url, tmp_path, recipients(NUMBERS), "--resume", "--text", "Other {0}"
+    )
+    assert changed.code == 2, changed.stderr
+    assert "(sender, text, request options, endpoint, segment model or encoding)" in changed.stderr
+    assert len(emulator.messages()) == 4
+    again = await send(emulator.base_url, tmp_path, recipients(NUMBERS), "--resume")
+    assert again.code == 0, again.stderr
+    assert ledger_numbers(emulator.messages()) == sorted(NUMBERS)
+
+
+PRICED = [
+    {"to": NUMBERS[0], "params": ["Ana", "1"]},  # 52: 0.5 a segment
+    {"to": "+12025550123", "params": ["Bo", "2"]},  # 1: 0.25
+    {"to": "+447700900123", "params": ["Cy", "3"]},  # no prefix: 1.0
+    {"to": NUMBERS[1], "text": "x" * 200},  # 52, two segments
+    {"to": "+12025550124", "text": "y" * 200},  # 1, two segments
+]
+PRICE_FLAGS = ("--price-per-segment", "1", "--price", "52=0.5", "--price", "1=0.25")
+PRICED_COST = 0.5 + 0.25 + 1.0 + 2 * 0.5 + 2 * 0.25
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+async def test_the_summary_cost_uses_the_price_table(
+    emulator_factory: EmulatorFactory, tmp_path: Path, dry_run: bool
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    flags = ("--dry-run",) if dry_run else ()
+    run = await send(emulator.base_url, tmp_path, PRICED, *PRICE_FLAGS, *flags)
+    assert run.code == 0, run.stderr
+    document = summary(tmp_path)
+    assert document["segments"]["billable"] == 7
+    assert document["cost"] == PRICED_COST
+
+
+async def test_a_resumed_summary_prices_the_earlier_runs_messages_by_the_table(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    run = await send(emulator.base_url, tmp_path, PRICED, *PRICE_FLAGS, "--max-messages", "2")
+    assert run.code == 4, run.stderr
+    assert summary(tmp_path)["cost"] == 0.5 + 0.25
+    again = await send(emulator.base_url, tmp_path, PRICED, *PRICE_FLAGS, "--resume")
+    assert again.code == 0, again.stderr
+    assert len(emulator.messages()) == len(PRICED)
+    assert summary(tmp_path)["cost"] == PRICED_COST
+
+
+def _crash_after_the_sent_lines(tmp_path: Path) -> None:
+    """Leave the job as a crash just after its sent batches' results would: only the
+    results of the lines the gateway took, no end-of-job record in the journal."""
+    results = tmp_path / "out.ndjson"
+    kept = [raw for raw in results.read_bytes().splitlines(True) if b'"id"' in raw]
+    results.write_bytes(b"".join(kept))
+    journal = tmp_path / "out.ndjson.journal"
+    records = journal.read_bytes().splitlines(True)
+    journal.write_bytes(b"".join(r for r in records if b'"complete"' not in r))
+
+
+async def test_a_resume_rebuilds_the_duplicate_check_from_the_finished_lines(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    # line 4 repeats line 1; line 6 repeats line 4 (a duplicate's duplicate)
+    numbers = [NUMBERS[0], NUMBERS[1], NUMBERS[2], NUMBERS[0], NUMBERS[3], NUMBERS[0]]
+    lines = recipients(numbers)
+    run = await send(emulator.base_url, tmp_path, lines, "--max-messages", "2")
+    assert run.code == 4, run.stderr
+    _crash_after_the_sent_lines(tmp_path)
+    assert sorted(results(tmp_path)) == [1, 2]
+    again = await send(emulator.base_url, tmp_path, lines, "--resume")
+    assert again.code == 0, again.stderr
+    got = results(tmp_path)
+    assert [got[n]["status"] for n in (1, 2, 3, 5)] == ["QUEUE"] * 4
+    assert (got[4]["status"], got[4]["first"]) == ("DUPLICATE", 1)
+    assert (got[6]["status"], got[6]["first"]) == ("DUPLICATE", 1)
+    assert ledger_numbers(emulator.messages()) == sorted(NUMBERS[:4])  # line 1's once
+    assert summary(tmp_path)["policy"]["duplicates"] == 2
+
+
+async def test_a_resume_does_not_replay_a_duplicate_before_a_pending_first(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """Line 2 is sent, line 3 held back by the cap, line 4 (repeating line 3) is a
+    DUPLICATE: the resume sends line 3, and line 4 stays a duplicate of it."""
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    lines = recipients([NUMBERS[0], NUMBERS[1], NUMBERS[2], NUMBERS[2]])
+    run = await send(emulator.base_url, tmp_path, lines, "--max-messages", "2")
+    assert run.code == 4, run.stderr
+    assert results(tmp_path)[4]["first"] == 3
+    again = await send(emulator.base_url, tmp_path, lines, "--resume")
+    assert again.code == 0, again.stderr
+    got = results(tmp_path)
+    assert [got[n]["status"] for n in (1, 2, 3)] == ["QUEUE"] * 3
+    assert (got[4]["status"], got[4]["first"]) == ("DUPLICATE", 3)
+    assert ledger_numbers(emulator.messages()) == sorted(NUMBERS[:3])

@@ -222,3 +222,25 @@ def test_an_unwritable_journal_is_an_output_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(OutputError, match="cannot write the journal"):
         Journal(str(blocker / "results.journal"), "job1")
+
+
+@pytest.mark.parametrize(
+    ("options", "sound"),
+    [
+        ({"--text": "0123abcd", "--smart-encoding": "ffee0011"}, True),
+        ({}, True),
+        ([], False),
+        ({"--text": 7}, False),
+        ({"--text": ""}, False),
+    ],
+)
+def test_a_header_may_record_the_body_options_as_digests(
+    tmp_path: Path, options: object, sound: bool
+) -> None:
+    path = tmp_path / "results.ndjson.journal"
+    path.write_bytes(oracle_seal({**HEADER, "options": options}))
+    if sound:
+        assert next(records(str(path)))["options"] == options
+    else:
+        with pytest.raises(DamagedJournal, match="its options are not a table of digests"):
+            list(records(str(path)))

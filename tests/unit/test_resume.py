@@ -529,3 +529,62 @@ async def test_an_in_flight_line_that_came_back_changed_stops_the_run_unanswered
     outputs.close()
     journal.close()
     assert [r["line"] for r in read(earlier.results)] == [1, 2, 3]  # nothing answered
+
+
+def test_the_header_names_body_options_by_digest_never_by_value(tmp_path: Path) -> None:
+    secret = "cb-secret-0123456789abcdef"
+    open_job(config(tmp_path, callbacks=f"https://hooks.example/dr/{secret}"), "in")[0].close()
+    raw = Path(journal_path(str(tmp_path / "results.ndjson"))).read_bytes()
+    assert secret.encode() not in raw
+    header = next(records(journal_path(str(tmp_path / "results.ndjson"))))
+    assert {"--callbacks", "--text", "--smart-encoding", "--dedupe"} <= header["options"].keys()
+    assert "--max-messages" not in header["options"]  # caps may change on a resume
+    again = config(tmp_path, resume=True, callbacks="https://hooks.example/dr/other-secret-xyz")
+    with pytest.raises(ConfigError, match=r"\(--callbacks\)") as caught:
+        open_job(again, "in")
+    assert "other-secret-xyz" not in str(caught.value)
+    assert secret not in str(caught.value)
+
+
+def test_a_resume_may_change_caps_opt_out_lists_rates_and_prices(tmp_path: Path) -> None:
+    open_job(config(tmp_path, max_messages=1), "in")[0].close()
+    changed = config(
+        tmp_path,
+        resume=True,
+        max_messages=5,
+        max_job_segments=9,
+        suppress=("optout.txt",),
+        rates={"12345": 3.0},
+        price_per_segment=0.5,
+    )
+    open_job(changed, "in")[0].close()
+
+
+async def test_with_dedupe_finished_lines_are_replayed_and_in_flight_ones_rebuilt(
+    tmp_path: Path,
+) -> None:
+    """Lines 1 and 2 are replayed through the duplicate check (line 9 repeats line 1:
+    DUPLICATE); line 3 is finished but in flight, so it is rebuilt, not replayed — a
+    replay would make it a duplicate of itself."""
+    from dispatcher.dedupe import Dedupe
+    from dispatcher.policy import Duplicates
+
+    earlier = Earlier(tmp_path)
+    resume, outputs, journal = earlier.resume(resend=True)
+    duplicates = Duplicates(Dedupe("number+text"), texts=True)
+    preparer = Preparer(config(tmp_path), capacity=lambda code: math.inf, policies=[duplicates])
+    chunk: list[Recipient | Rejected] = [recipient(n) for n in range(1, 9)]
+    chunk.append(Recipient(line=9, to=recipient(1).to, params=recipient(1).params))
+    fresh = await resume.divert(chunk, preparer, earlier.submit)
+    assert [item.line for item in fresh] == [6, 7, 8, 9]
+    [batch] = earlier.submitted
+    assert batch.lines == [5, 3, 4]
+    assert outputs.summary.statuses == {"QUEUE": 3}  # the replay wrote nothing
+    batcher = Batcher(
+        batch_size=10, linger=1, max_buffered=10, count_segments=False, clock=lambda: 0.0, job="j"
+    )
+    preparer.feed(fresh, batcher, outputs)
+    outputs.close()
+    journal.close()
+    [duplicate] = [r for r in read(earlier.results) if r["status"] == "DUPLICATE"]
+    assert (duplicate["line"], duplicate["first"]) == (9, 1)
