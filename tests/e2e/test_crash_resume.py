@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.support.cli import wait_while_running
 from tests.support.exactly_once import (
     check_exactly_once,
     ledger,
@@ -96,14 +97,10 @@ def test_kill_9_and_resume_cycles(tmp_path: Path, idempotent: bool) -> None:
     assert invalid == []
 
 
-def wait_for_journal(proc: subprocess.Popen[bytes], journal: Path, timeout: float = 30) -> None:
+def wait_for_journal(proc: subprocess.Popen[bytes], journal: Path) -> None:
     """Wait until the first run has created its journal (a loaded machine can take
     longer than the first random pause just to start Python)."""
-    deadline = time.monotonic() + timeout
-    while not journal.exists():
-        assert proc.poll() is None, "the send ended before it created its journal"
-        assert time.monotonic() < deadline, "the send created no journal in time"
-        time.sleep(0.01)
+    wait_while_running(proc, journal.exists, "it created its journal")
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

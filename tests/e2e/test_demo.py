@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.support.cli import by_line, dispatcher, env, ndjson
+from tests.support.cli import by_line, dispatcher, env, ndjson, wait_while_running
 
 COUNT = 5000
 DEMO = [sys.executable, "-m", "dispatcher", "demo"]
@@ -71,11 +71,8 @@ def start_demo(cwd: Path, *args: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 60
-    while not (cwd / "out" / "results.ndjson.journal").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the demo did not start sending"
-        time.sleep(0.02)
+    journal = cwd / "out" / "results.ndjson.journal"
+    wait_while_running(proc, journal.exists, "the demo started sending")
     time.sleep(0.5)  # the first sixteen batches leave within milliseconds of the journal
     return proc
 

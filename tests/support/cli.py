@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 #: A key distinctive enough to grep for in every output.
 KEY = "e2e-Kq7vX2pLw9ZtR4mN"
@@ -197,3 +200,14 @@ def check_against_ledger(
             message["segments"],
             message["encoding"],
         ), f"line {result['line']}: segments disagree with the gateway"
+
+
+def wait_while_running(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str) -> None:
+    """Poll until ``ready()`` while ``proc`` runs; fail if it ends first. No clock: the
+    test's own timeout (pytest-timeout) bounds the wait, so a slow machine is not a
+    failure and a stuck process still is."""
+    while not ready():
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            pytest.fail(f"the process ended (exit {proc.returncode}) before {what}: {err!r}")
+        time.sleep(0.02)

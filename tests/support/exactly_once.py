@@ -8,16 +8,15 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from dispatcher.config import Config, Secret, validate
 from dispatcher.emulator.audit import TEXT, Account, check_exactly_once, number, write_input
+from tests.support.cli import wait_while_running
 
 __all__ = [
     "TEST_KEY",
@@ -78,13 +77,9 @@ def ledger(base_url: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return messages, stats
 
 
-def wait_until_sending(proc: subprocess.Popen[bytes], results: Path, timeout: float = 30) -> None:
+def wait_until_sending(proc: subprocess.Popen[bytes], results: Path) -> None:
     """Wait until the send has results on disk, so a signal lands mid-run (not before
     the process has even installed its handlers, as happens on a loaded machine)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if results.exists() and results.stat().st_size > 0:
-            return
-        assert proc.poll() is None, "the send ended before it was interrupted"
-        time.sleep(0.05)
-    pytest.fail("the send produced no results in time")
+    wait_while_running(
+        proc, lambda: results.exists() and results.stat().st_size > 0, "it was interrupted"
+    )
