@@ -213,7 +213,8 @@ class Number:
 
 def _plain(number: float) -> str:
     """1000000 rather than 1e+06: the way a user types it."""
-    return str(int(number)) if number.is_integer() else f"{number:g}"
+    # bounds may be ints (10**12) as well as floats; int.is_integer is 3.12+
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
 def _count(low: int, high: int) -> Number:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Callable
 
@@ -12,7 +11,7 @@ from dispatcher.cli._common import (
     Parser,
     Signals,
     add_listen_options,
-    checked,
+    bounded,
     fail,
     usage_error,
 )
@@ -33,27 +32,13 @@ DESCRIPTION = (
 NO_SECRET = "no secret: listening on loopback only; anyone on this host can post reports"
 
 
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"expected a positive number of seconds, got {value!r}")
-    return seconds
+#: A number of seconds above 0 (at most a day) and a count from ``least`` on, checked as
+#: every other command's numbers are (`_common.bounded`: no nan, no inf, no -0).
+_seconds = bounded(float, 0, 86400, above=True, unit="seconds")
 
 
 def _at_least(least: int) -> Callable[[str], int]:
-    def count(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            number = least - 1
-        if number < least:
-            raise ValueError(f"expected a whole number of at least {least}, got {value!r}")
-        return number
-
-    return checked(count)
+    return bounded(int, least, 10**12)
 
 
 def options(p: Parser) -> None:
@@ -73,7 +58,7 @@ def options(p: Parser) -> None:
     p.add_argument(
         "--fsync", action="store_true", help="acknowledge a report only once synced to disk"
     )
-    seconds = checked(_seconds)
+    seconds = _seconds
     p.add_argument(
         "--flush-interval",
         type=seconds,
