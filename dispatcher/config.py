@@ -22,12 +22,22 @@ import string
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
 from dispatcher.errors import ConfigError
 from dispatcher.pricing import Pricing, parse_prices, prices_from_flags
+from dispatcher.timing import (
+    MAX_DURATION,
+    MOMENT_HELP,
+    WINDOW_HELP,
+    WeeklyWindow,
+    parse_duration,
+    parse_moment,
+    parse_window,
+)
 
 DEFAULT_BASE_URL = "https://elastic.messangi.me/raven"
 ENV_PREFIX = "DISPATCHER_"
@@ -375,6 +385,61 @@ _KINDS: dict[Parser, type] = {
 }
 
 
+def _window(key: str, value: Any) -> WeeklyWindow | None:
+    if value is None or isinstance(value, WeeklyWindow):
+        return value
+    if not isinstance(value, str | Mapping):
+        raise ConfigError(f"{key} must be {WINDOW_HELP}, or a table by weekday")
+    try:
+        return parse_window(value)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def _time_zone(key: str, value: Any) -> str:
+    name = _str(key, value)
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{key}: {name!r} is not a known time zone: give an IANA name such as "
+            "Europe/Madrid, America/New_York or UTC"
+        ) from None
+    return name
+
+
+def _moment(key: str, value: Any) -> str | None:
+    """A time as typed (kept as text: relative forms count from the run's start)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):  # a TOML date-time
+        if value.tzinfo is None:
+            raise ConfigError(f"{key}: {value} has no UTC offset: add one (Z, +01:00, …)")
+        return value.isoformat()
+    text = _str(key, value)
+    try:
+        parse_moment(text, now=datetime.now(UTC))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    return text
+
+
+def _duration(key: str, value: Any) -> float | None:
+    """``30m``, ``2h``, ``1d``; a number is seconds."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not 0 < value <= MAX_DURATION:
+            raise ConfigError(f"{key} must be more than 0 and at most a year, got {value}")
+        return float(value)
+    try:
+        return parse_duration(_str(key, value))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
 # --- one description per key: file, environment, flag --------------------------------
 
 
@@ -641,6 +706,58 @@ class Config:
         parse=Number(kind=float, low=0.0, high=math.inf, optional=True),
         metavar="X",
         help="spend at most X (needs --price-per-segment); the lines beyond are NOT_SENT",
+    )
+    window: WeeklyWindow | None = _key(
+        section="schedule",
+        parse=_window,
+        metavar="HH:MM-HH:MM",
+        env=True,
+        help="send only inside this window of the recipient's local time (from the "
+        "number's time zone; may cross midnight: 21:00-07:00); a table by weekday in the "
+        "file ([schedule.window] mon = …, default = …)",
+    )
+    outside_window: str = _key(
+        "wait",
+        section="schedule",
+        parse=_str,
+        choices=("wait", "skip"),
+        help="a line outside its window: wait until it opens, or skip it (OUTSIDE_WINDOW, "
+        "resumable)",
+    )
+    default_tz: str = _key(
+        "UTC",
+        section="schedule",
+        parse=_time_zone,
+        metavar="ZONE",
+        help="the time zone (IANA name: Europe/Madrid) of a number whose zone is unknown",
+    )
+    start_at: str | None = _key(
+        section="schedule",
+        parse=_moment,
+        metavar="TIME",
+        help=f"start sending at TIME: {MOMENT_HELP}; a resume keeps the schedule",
+    )
+    expire_at: str | None = _key(
+        section="schedule",
+        parse=_moment,
+        metavar="TIME",
+        help="a line not accepted by TIME is EXPIRED_UNSENT, never sent late "
+        "(not by a retry, not by a --resume)",
+    )
+    ttl: float | None = _key(
+        section="schedule",
+        parse=_duration,
+        metavar="DURATION",
+        help="expire DURATION (30m, 2h, 1d) after the job's first start",
+    )
+    now: str | None = _key(
+        section="schedule",
+        parse=_moment,
+        file=False,
+        env=False,
+        metavar="TIME",
+        help="rehearse as if the wall clock read TIME at start (windows, expiry, "
+        "--start-at); only with --dry-run, preview, or a gateway on loopback",
     )
     batch_size: int = _key(
         1000,
@@ -1135,7 +1252,33 @@ def validate(config: Config) -> Config:
         )
     if config.resume and config.force:
         raise ConfigError("--resume and --force contradict each other: choose one")
+    if config.expire_at is not None and config.ttl is not None:
+        raise ConfigError("give --expire-at or --ttl, not both: each sets the job's expiry")
     return config
+
+
+def check_rehearsal(config: Config) -> None:
+    """``--now`` only where no real recipient can be reached: a dry run, or a gateway
+    on loopback (the emulator). `preview` never sends and needs no check."""
+    if config.now is None or config.dry_run or is_loopback(config.base_url):
+        return
+    raise ConfigError(
+        "--now rehearses: it is accepted only with --dry-run or a gateway on loopback "
+        f"(127.0.0.1, ::1, localhost), not with {urlsplit(config.base_url).hostname}"
+    )
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url``'s host is this machine's loopback (no name lookup)."""
+    import ipaddress
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 #: Characters a URL path carries as they are (RFC 3986 "unreserved"): what a receiver

@@ -145,6 +145,7 @@ def config_from(args: argparse.Namespace) -> Config:
         raise ConfigError("send needs a text: --text T or --text-file F (or text = … in [message])")
     if config.api_key is None and not config.dry_run:
         raise ConfigError("no API key: set DISPATCHER_API_KEY or give --api-key-file FILE")
+    cfg.check_rehearsal(config)
     return config
 
 

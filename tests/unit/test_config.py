@@ -170,6 +170,7 @@ FILE_KEYS = {
     "segment_model max_segments smart_encoding transliterate",
     "input": "max_line_bytes strict_numbers",
     "policy": "suppress dedupe max_messages max_job_segments max_cost",
+    "schedule": "window outside_window default_tz start_at expire_at ttl",
     "sending": "batch_size linger_ms max_buffered concurrency rates kind_rates rate_unit",
     "quota": "quota_url quota_namespace account_rate quota_fallback quota_peers "
     "redis_password_file",
@@ -193,6 +194,7 @@ def test_every_field_has_a_key_and_the_file_keys_are_the_documented_ones() -> No
         "force",
         "dry_run",
         "explain",
+        "now",
     }
     assert [k.name for k in KEYS.values() if k.secret] == ["api_key", "redis_password"]
     default = (Path(__file__).resolve().parents[2] / "configs" / "default.toml").read_text()
