@@ -199,3 +199,10 @@ def parse_window(value: str | Mapping[str, Any]) -> WeeklyWindow:
     if all(span is None for span in days):
         raise ValueError("the window is closed every day: it would send nothing")
     return WeeklyWindow(days)
+
+
+def wall_clock(now: str | None) -> WallClock:
+    """The run's wall clock: the real one, or one reading ``now`` (``--now``) at start."""
+    if now is None:
+        return WallClock()
+    return WallClock(parse_moment(now, now=datetime.now(UTC)))
