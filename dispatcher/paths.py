@@ -15,7 +15,7 @@ Two rules every command that writes files follows (issue 12):
   because permission bits lie to root and to read-only mounts.
 
 `send` and `loadtest` say which places they read and write in one function each
-(`dispatcher.pipeline.places`, `dispatcher.loadtest.job.prepare`).
+(`dispatcher.job.places`, `dispatcher.loadtest.job.prepare`).
 """
 
 from __future__ import annotations

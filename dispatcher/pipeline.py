@@ -36,15 +36,16 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING, BinaryIO, Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from dispatcher.batcher import Batcher
-from dispatcher.config import Config, callback_secrets, read_toml
+from dispatcher.config import Config, callback_secrets
 from dispatcher.errors import FatalError, InputError
 from dispatcher.gateway import GatewayClient, open_session
-from dispatcher.journal import Journal, journal_path
+from dispatcher.job import Source, places
+from dispatcher.journal import Journal
 from dispatcher.limiter import RateLimits
-from dispatcher.lock import JobLock, lock_path
+from dispatcher.lock import JobLock
 from dispatcher.logs import register_secret
 from dispatcher.models import Batch, Status
 from dispatcher.paths import Place, check_distinct, check_writable
@@ -52,6 +53,7 @@ from dispatcher.policy import Caps, Duplicates, Policy
 from dispatcher.prepare import Preparer
 from dispatcher.pricing import Pricing
 from dispatcher.progress import Progress
+from dispatcher.quota import close_quietly, open_configured
 from dispatcher.reader import Reader
 from dispatcher.resume import Resume, ResumeState, compact, job_results, open_job
 from dispatcher.retry import RetryPolicy
@@ -70,9 +72,6 @@ log = logging.getLogger("dispatcher")
 
 #: Seconds between pushes of the results to the OS (and done records to the journal).
 FLUSH_INTERVAL = 0.1
-
-#: What can be read: a path, "-" for stdin, or an open binary file.
-Source = str | os.PathLike[str] | BinaryIO
 
 
 class Shutdown:
@@ -156,92 +155,12 @@ async def run(
         limits = RateLimits(rates=config.rates, kind_rates=config.kind_rates)
         # Before the journal and the outputs: a Redis that cannot be reached stops the
         # run (QuotaUnavailable, exit 3) with nothing sent and no job to resume.
-        quota = await open_shared_quota(config, limits)
+        quota = await open_configured(config, limits)
         try:
             return await _run(source, config, shutdown, limits, quota)
         finally:
             if quota is not None:
-                await _close_quota(quota)
-
-
-async def open_shared_quota(config: Config, limits: RateLimits) -> SharedQuota | None:
-    """The shared quota over ``limits`` when ``--quota-url`` is set (not in a dry run),
-    else None. Raises `QuotaUnavailable` when its Redis cannot be reached."""
-    if config.quota_url is None or config.dry_run:
-        return None
-    from dispatcher.quota import namespace_for, open_quota
-
-    namespace = config.quota_namespace or namespace_for(config.base_url)
-    quota = await open_quota(
-        config.quota_url,
-        limits=limits,
-        namespace=namespace,
-        password=config.redis_password,
-        account_rate=config.account_rate,
-        fallback=config.quota_fallback,
-        peers=config.quota_peers,
-    )
-    log.info("shared quota: Redis %s, namespace %s", config.quota_url, namespace)
-    return quota
-
-
-async def _close_quota(quota: SharedQuota) -> None:
-    try:
-        await quota.aclose()
-    except Exception as exc:  # the run is over: its summary matters more than this
-        log.warning("shared quota: closing the Redis connection failed: %s", exc)
-
-
-def places(
-    source: Source, config: Config, inputs: Iterable[Place] = ()
-) -> tuple[list[Place], list[Place]]:
-    """Every file a send reads and every file it writes (for `dispatcher.paths`): the
-    input, then ``inputs`` (what the CLI read the configuration from) and the opt-out
-    lists; the outputs the configuration names, and the job's own journal and lock."""
-    read = [_input_place(source), *inputs, *(Place("--suppress", p) for p in config.suppress)]
-    if config.redis_password_file:
-        read.append(Place("--redis-password-file", config.redis_password_file))
-    written = [Place("--results", config.results)]
-    for option, path in (
-        ("--invalid", config.invalid),
-        ("--rejects", config.rejects),
-        ("--summary", config.summary),
-    ):
-        if path:
-            written.append(Place(option, path))
-    results = job_results(config)
-    if results is not None:
-        written.append(Place("the journal", journal_path(results)))
-        written.append(Place("the lock file", lock_path(results)))
-    return read, written
-
-
-def settings_files(
-    *,
-    config_file: str | None = None,
-    text_file: str | None = None,
-    api_key_file: str | None = None,
-) -> list[Place]:
-    """The files a send's settings were read from, as `run` takes them (``inputs``):
-    the config file, the text file and the API key file — the one ``--api-key-file``
-    names, else the config file's ``api_key_file``."""
-    files = [Place("--config", config_file)] if config_file else []
-    if text_file:
-        files.append(Place("--text-file", text_file))
-    if api_key_file:
-        files.append(Place("--api-key-file", api_key_file))
-    elif config_file and isinstance(key_file := read_toml(config_file).get("api_key_file"), str):
-        files.append(Place(f"api_key_file of {config_file}", key_file))
-    return files
-
-
-def _input_place(source: Source) -> Place:
-    if isinstance(source, str | os.PathLike):
-        return Place("INPUT", os.fspath(source))
-    try:
-        return Place("INPUT", f"/dev/fd/{source.fileno()}")
-    except (AttributeError, OSError, ValueError):  # not backed by a file
-        return Place("INPUT", "-")
+                await close_quietly(quota)
 
 
 async def _run(

@@ -178,7 +178,7 @@ def _read_text(path: str) -> str:
 
 def _settings_files(args: argparse.Namespace) -> list[Place]:
     """The files the settings came from: no output may overwrite them."""
-    from dispatcher.pipeline import settings_files
+    from dispatcher.job import settings_files
 
     return settings_files(
         config_file=args.config, text_file=args.text_file, api_key_file=args.api_key_file

@@ -123,12 +123,13 @@ Redis never add up past that.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-from dispatcher.config import Secret
+from dispatcher.config import Config, Secret
 from dispatcher.errors import ConfigError, FatalError
 
 if TYPE_CHECKING:
@@ -139,9 +140,13 @@ __all__ = [
     "QuotaError",
     "QuotaUnavailable",
     "check_url",
+    "close_quietly",
     "namespace_for",
+    "open_configured",
     "open_quota",
 ]
+
+log = logging.getLogger("dispatcher")
 
 PASSWORD_HINT = (
     "put the password in DISPATCHER_REDIS_PASSWORD or a file named by --redis-password-file"
@@ -235,3 +240,29 @@ async def open_quota(
         fallback=fallback,
         peers=peers,
     )
+
+
+async def open_configured(config: Config, limits: RateLimits) -> SharedQuota | None:
+    """The shared quota over ``limits`` when ``--quota-url`` is set (not in a dry run),
+    else None. Raises `QuotaUnavailable` when its Redis cannot be reached."""
+    if config.quota_url is None or config.dry_run:
+        return None
+    namespace = config.quota_namespace or namespace_for(config.base_url)
+    quota = await open_quota(
+        config.quota_url,
+        limits=limits,
+        namespace=namespace,
+        password=config.redis_password,
+        account_rate=config.account_rate,
+        fallback=config.quota_fallback,
+        peers=config.quota_peers,
+    )
+    log.info("shared quota: Redis %s, namespace %s", config.quota_url, namespace)
+    return quota
+
+
+async def close_quietly(quota: SharedQuota) -> None:
+    try:
+        await quota.aclose()
+    except Exception as exc:  # the run is over: its summary matters more than this
+        log.warning("shared quota: closing the Redis connection failed: %s", exc)

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatcher import pipeline
+from dispatcher import job, pipeline
 from dispatcher.config import Config, Secret, validate
 from dispatcher.emulator import EmulatorSettings, running_emulator
 from dispatcher.errors import AuthError, ConfigError
@@ -315,16 +315,16 @@ def test_places_name_every_file_a_send_reads_and_writes(tmp_path: Path) -> None:
     key = tmp_path / "key.txt"
     toml = tmp_path / "c.toml"
     toml.write_text(f'api_key_file = "{key}"\n')
-    inputs = pipeline.settings_files(config_file=str(toml), text_file="t.txt")
+    inputs = job.settings_files(config_file=str(toml), text_file="t.txt")
     assert [(p.option, p.path) for p in inputs] == [
         ("--config", str(toml)),
         ("--text-file", "t.txt"),
         (f"api_key_file of {toml}", str(key)),
     ]
-    flag = pipeline.settings_files(config_file=str(toml), api_key_file="k")
+    flag = job.settings_files(config_file=str(toml), api_key_file="k")
     assert flag[-1] == Place("--api-key-file", "k")  # the flag wins, as in config.load
     config = send_config(tmp_path, "http://127.0.0.1:9/raven", invalid="i", summary="s")
-    read, written = pipeline.places("in.ndjson", config, inputs)
+    read, written = job.places("in.ndjson", config, inputs)
     assert read[0] == Place("INPUT", "in.ndjson")
     assert read[1:] == inputs
     results = str(tmp_path / "results.ndjson")
@@ -332,7 +332,7 @@ def test_places_name_every_file_a_send_reads_and_writes(tmp_path: Path) -> None:
         results, "i", "s", results + ".journal", os.path.realpath(results) + ".lock"
     ]  # fmt: skip
     stdout = send_config(tmp_path, "http://127.0.0.1:9/raven", results="-")
-    _, to_stdout = pipeline.places("in.ndjson", stdout)
+    _, to_stdout = job.places("in.ndjson", stdout)
     assert [p.path for p in to_stdout] == ["-"]  # no job: no journal, no lock
 
 
