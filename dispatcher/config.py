@@ -440,6 +440,15 @@ def _duration(key: str, value: Any) -> float | None:
         raise ConfigError(f"{key}: {exc}") from None
 
 
+def _shard(key: str, value: Any) -> str | None:
+    """``K/N``, kept in its plain spelling (``2/3``)."""
+    if value is None:
+        return None
+    from dispatcher.shares import Share
+
+    return str(Share.parse(_str(key, value), key))
+
+
 # --- one description per key: file, environment, flag --------------------------------
 
 
@@ -952,6 +961,14 @@ class Config:
         help="price per segment of the numbers starting with PREFIX (a country calling "
         "code, or longer: 1787); repeatable; the others pay price_per_segment",
     )
+    shard: str | None = _key(
+        section="run",
+        parse=_shard,
+        metavar="K/N",
+        help="send only share K of N of the input (by a hash of the number: every line to "
+        "one recipient in one share); run each share on its own host with the shared "
+        "quota, then join the results with dispatcher merge",
+    )
     grace_period: float = _key(
         10.0,
         section="run",
@@ -1252,6 +1269,13 @@ def validate(config: Config) -> Config:
         )
     if config.resume and config.force:
         raise ConfigError("--resume and --force contradict each other: choose one")
+    if config.shard is not None and any(
+        cap is not None for cap in (config.max_messages, config.max_job_segments, config.max_cost)
+    ):
+        raise ConfigError(
+            "caps are job-wide, and with --shard each host would count only its own share: "
+            "run the shards without max_messages, max_segments and max_cost"
+        )
     if config.expire_at is not None and config.ttl is not None:
         raise ConfigError("give --expire-at or --ttl, not both: each sets the job's expiry")
     return config

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,14 @@ class LineSet:
 
     def __len__(self) -> int:
         return self.count
+
+    def __iter__(self) -> Iterator[int]:
+        """The lines, in ascending order."""
+        for byte, bits in enumerate(self._bits):
+            while bits:
+                low = bits & -bits
+                yield byte * 8 + low.bit_length() - 1
+                bits ^= low
 
     def discard(self, line: int) -> None:
         byte = line >> 3

@@ -58,6 +58,7 @@ from dispatcher.reader import Reader
 from dispatcher.resume import Resume, ResumeState, compact, job_results, open_job
 from dispatcher.retry import RetryPolicy
 from dispatcher.sender import DryRun, Sender
+from dispatcher.shares import Share
 from dispatcher.summary import ACCEPTED, Summary
 from dispatcher.writers import NdjsonSink, Outputs
 
@@ -285,8 +286,9 @@ async def _run_stages(
             if show:
                 watchers.append(tasks.create_task(_progress(reader, outputs.summary)))
             explainer = _explainer(config, explained)
+            share = Share.parse(config.shard) if config.shard else None
             broken = await _feed(
-                reader, preparer, batcher, stage, outputs, resume, config, explainer
+                reader, preparer, batcher, stage, outputs, resume, config, explainer, share
             )
             await stage.close()
             for task in watchers:
@@ -332,6 +334,7 @@ async def _feed(
     resume: Resume | None,
     config: Config,
     explainer: Explainer | None = None,
+    share: Share | None = None,
 ) -> InputError | None:
     """Read, prepare, batch and submit until the input ends. An input that breaks ends
     it too, and is returned: everything read before the break is still sent."""
@@ -341,6 +344,8 @@ async def _feed(
         tasks.create_task(_linger(batcher, stage, config.linger_ms, read_all))
         try:
             async for chunk in reader:
+                if share is not None:
+                    chunk = share.keep(chunk)
                 if explainer is not None and not explainer.done:
                     explainer.feed(chunk)
                 if resume is not None:

@@ -104,7 +104,10 @@ def body_options(config: Config) -> dict[str, str]:
     """Each body option's flag → a digest of its value (the value itself may hold a
     secret: a callback URL), recorded in the journal header so that a resume can name
     the options that changed."""
-    return {KEYS[name].option: _digest(getattr(config, name)) for name in BODY_OPTIONS}
+    options = {KEYS[name].option: _digest(getattr(config, name)) for name in BODY_OPTIONS}
+    if config.shard is not None:  # only when set: older journals stay resumable
+        options[KEYS["shard"].option] = _digest(config.shard)
+    return options
 
 
 def fingerprint(config: Config) -> str:

@@ -28,7 +28,18 @@ from dispatcher.cli._common import (
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The commands of SPEC §7, in the order ``--help`` lists them; each is a module here.
-COMMANDS = ("send", "gateway", "demo", "loadtest", "receiver", "report", "status", "gen", "preview")
+COMMANDS = (
+    "send",
+    "gateway",
+    "demo",
+    "loadtest",
+    "receiver",
+    "report",
+    "status",
+    "gen",
+    "preview",
+    "merge",
+)
 
 
 def build_parser() -> Parser:

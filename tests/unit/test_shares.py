@@ -1,0 +1,60 @@
+"""The share rule of ``--shard K/N``: stable, by number, every line in exactly one share."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dispatcher.errors import ConfigError
+from dispatcher.models import Recipient, Rejected
+from dispatcher.shares import Share, share_of
+
+numbers = st.integers(10**7, 10**15 - 1).map(lambda n: f"+{n}")
+
+
+def test_parse() -> None:
+    assert Share.parse("2/3") == Share(1, 3)
+    assert str(Share.parse(" 1 / 4 ")) == "1/4"
+    for bad, message in (("0/3", "K must"), ("4/3", "K must"), ("1/0", "N must"), ("a", "K/N")):
+        with pytest.raises(ConfigError, match=message):
+            Share.parse(bad)
+
+
+def test_the_rule_is_pinned() -> None:
+    # Hosts running different versions must agree: a change here splits jobs wrongly.
+    assert [share_of("+525500000001", 1, 3), share_of("+14155550100", 1, 7)] == [0, 3]
+    assert share_of(None, 12, 5) == 0
+
+
+@given(st.lists(numbers, min_size=1, max_size=60), st.integers(1, 9))
+def test_every_line_is_in_exactly_one_share_and_a_number_in_one(raw: list[str], count: int) -> None:
+    chunk: list[Recipient | Rejected] = [Recipient(line=i + 1, to=n) for i, n in enumerate(raw)]
+    chunk.append(Rejected(line=len(raw) + 1, reason="not JSON"))
+    chunk.append(Recipient(line=len(raw) + 2, to="not a number"))
+    kept = [Share(k, count).keep(chunk) for k in range(count)]
+    lines = sorted(item.line for share in kept for item in share)
+    assert lines == [item.line for item in chunk]
+    owner = {}
+    for index, share in enumerate(kept):
+        for item in share:
+            if isinstance(item, Recipient) and item.to.startswith("+"):
+                assert owner.setdefault(item.to, index) == index
+
+
+def test_a_number_however_written_goes_to_one_share() -> None:
+    chunk: list[Recipient | Rejected] = [
+        Recipient(line=1, to="+52 55 0000 0001"),
+        Recipient(line=2, to="525500000001"),
+        Recipient(line=3, to="+52-55-0000-0001"),
+    ]
+    sizes = [len(Share(k, 4).keep(chunk)) for k in range(4)]
+    assert sorted(sizes) == [0, 0, 0, 3]
+
+
+def test_shares_are_even() -> None:
+    chunk: list[Recipient | Rejected] = [
+        Recipient(line=i, to=f"+5255{i:08d}") for i in range(1, 30_001)
+    ]
+    sizes = [len(Share(k, 3).keep(chunk)) for k in range(3)]
+    assert min(sizes) > 9_500  # consecutive numbers spread, not striped into one share
