@@ -11,6 +11,7 @@ SLOW (about 6 s by construction): three jobs share one code at 50/s.
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import orjson
@@ -159,3 +160,51 @@ async def test_the_redis_password_comes_from_its_file_or_env_and_is_never_shown(
             assert password.encode() not in run.stdout
     finally:
         server.stop()
+
+
+async def test_redis_stopped_mid_run_pauses_the_send_and_it_finishes_when_back(
+    emulator_factory: EmulatorFactory, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Issue 15: Redis going away mid-run pauses sending (never exceeds, never falls back
+    silently), and the same run finishes every line exactly once when it comes back."""
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    job = _job(tmp_path, 1)
+    rate = 40
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dispatcher",
+        *map(str, send_args(emulator.base_url, job / "in.ndjson", "--rate", f"{CODE}={rate}")),
+        "--quota-url", redis_server.url,
+        "--results", str(job / "results.ndjson"),
+        cwd=job, env=env(),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    communicate = asyncio.ensure_future(proc.communicate())
+    try:
+        async with asyncio.timeout(60):
+            while len(emulator.messages()) < 20:  # under way
+                assert not communicate.done(), "the run ended before Redis was stopped"
+                await asyncio.sleep(0.02)
+        await asyncio.to_thread(redis_server.stop)
+        # Bookings reach at most max_ahead (1 s) beyond now: after 2 s nothing is booked.
+        await asyncio.sleep(2.0)
+        paused_at = len(emulator.messages())
+        await asyncio.sleep(1.5)
+        still = len(emulator.messages())
+        assert still - paused_at <= 2, (paused_at, still)  # a booked batch late at most
+        assert still < LINES
+        await asyncio.to_thread(redis_server.start)
+        async with asyncio.timeout(60):
+            _, err = await communicate
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await communicate
+    assert proc.returncode == 0, err.decode()
+    assert "Redis is unreachable" in err.decode()
+    results = [orjson.loads(line) for line in (job / "results.ndjson").read_bytes().split()]
+    assert len(results) == LINES
+    assert {r["status"] for r in by_line(results).values()} == {"QUEUE"}
+    stats = await emulator.stats()
+    assert stats["codes"][CODE]["accepted"] == LINES  # none lost, none twice
+    assert stats["codes"][CODE]["max_window"] <= 1.1 * rate
