@@ -961,6 +961,14 @@ class Config:
         help="price per segment of the numbers starting with PREFIX (a country calling "
         "code, or longer: 1787); repeatable; the others pay price_per_segment",
     )
+    workers: int = _key(
+        1,
+        section="run",
+        parse=_count(1, 64),
+        metavar="N",
+        help="run N processes, each on its share of the input (by a hash of the number); "
+        "one results file; --resume needs the same N",
+    )
     shard: str | None = _key(
         section="run",
         parse=_shard,

@@ -59,6 +59,7 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return the process exit code."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: for --workers
     run: Callable[[argparse.Namespace], int] = args.run
     with signal_handlers_restored():
         try:

@@ -130,7 +130,27 @@ def run(args: argparse.Namespace) -> int:
         return usage_error(exc)
     if args.input != "-" and not os.path.exists(args.input):
         return usage_error(f"input {args.input} does not exist")
+    if config.workers > 1:  # the parent of a --workers job, or one of its workers
+        from dispatcher import workers
+
+        if (share := workers.worker_share()) is None:
+            return _run_workers(args, config)
+        config = workers.for_worker(config, *share)  # the parent prints the job's table
+        return run_send(args.input, config, tune_gc=True, inputs=_settings_files(args), table=False)
     return run_send(args.input, config, tune_gc=True, inputs=_settings_files(args))
+
+
+def _run_workers(args: argparse.Namespace, config: Config) -> int:
+    from dispatcher import logs
+    from dispatcher.workers import run_job
+
+    logs.configure(config.log_level, config.log_format)
+    try:
+        return run_job(args.argv, config, config.workers)
+    except ConfigError as exc:
+        return usage_error(exc)
+    except FatalError as exc:
+        return fail(exc, ExitCode.ABORTED)
 
 
 def config_from(args: argparse.Namespace) -> Config:
@@ -208,7 +228,12 @@ def signals_for(shutdown: Shutdown) -> Signals:
 
 
 def run_send(
-    source: str, config: Config, *, tune_gc: bool = False, inputs: Sequence[Place] = ()
+    source: str,
+    config: Config,
+    *,
+    tune_gc: bool = False,
+    inputs: Sequence[Place] = (),
+    table: bool = True,
 ) -> int:
     """Run the pipeline with signal handling; print and write the summary; exit code.
 
@@ -231,10 +256,12 @@ def run_send(
         return usage_error(exc)
     except FatalError as exc:  # outputs or journal cannot even be opened
         return fail(exc, ExitCode.ABORTED)
-    return report_summary(summary, strict=config.strict, summary_path=config.summary)
+    return report_summary(summary, strict=config.strict, summary_path=config.summary, table=table)
 
 
-def report_summary(summary: Summary, *, strict: bool, summary_path: str | None) -> int:
+def report_summary(
+    summary: Summary, *, strict: bool, summary_path: str | None, table: bool = True
+) -> int:
     """Write the summary JSON, print the table on stderr, return the exit code."""
     from dispatcher.logs import redact, redact_document
     from dispatcher.progress import summary_table
@@ -251,5 +278,6 @@ def report_summary(summary: Summary, *, strict: bool, summary_path: str | None) 
     document["exit_code"] = code
     if summary_path and (problem := write_json(summary_path, document)):
         code = fail(problem, ExitCode.ABORTED)
-    print(summary_table(document), file=sys.stderr)
+    if table:
+        print(summary_table(document), file=sys.stderr)
     return code

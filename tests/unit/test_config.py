@@ -176,7 +176,7 @@ FILE_KEYS = {
     "redis_password_file",
     "retry": "max_attempts retry_max_wait retry_deadline retry_ambiguous",
     "output": "results invalid rejects summary fsync progress strict price_per_segment prices",
-    "run": "shard grace_period log_level log_format",
+    "run": "workers shard grace_period log_level log_format",
 }
 
 

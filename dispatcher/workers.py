@@ -1,0 +1,517 @@
+"""``send --workers N``: N processes, each the whole pipeline on its share of the input.
+
+One core out-runs any real quota, but a CPU-heavy job (long templates, smart encoding,
+strict numbers) can use the machine's other cores. The parent splits nothing itself:
+each worker is ``dispatcher send`` with the user's own command line, run on share K of
+N by the rule of `dispatcher.shares` (a stable hash of the number, so every line to
+one recipient is in one worker and duplicates stay exact). A worker reads the whole
+input and keeps its share — a file or a ``.gz``; for stdin the parent copies the
+stream to every worker — so line numbers are the input's in every worker.
+
+The job is still named by its results path, ``OUT``:
+
+* the parent holds the job's lock (``OUT.lock``) for the whole run and records the
+  number of workers in ``OUT.workers``: a ``--resume`` with another N is refused;
+* worker K writes ``OUT.wKofN`` with its own journal and lock beside it (its
+  summary, invalid numbers and malformed lines likewise), so each worker is exactly
+  as crash-safe as a single run, and ``--resume`` resumes each one;
+* when every worker has finished its share, the parent joins their results into
+  ``OUT`` (one result per input line), and the other outputs likewise, then removes
+  the worker files; until then ``OUT`` does not exist and the job is resumable;
+* with results on stdout the workers' results stream through the parent as they
+  come (no journal: no resume, as for a single process).
+
+Without a shared quota (``--quota-url``) each worker gets 1/N of every rate, and of
+every cap (the remainder to the first workers): together they never exceed the job's
+limits. With a quota the rates are shared through Redis as between any processes;
+the caps are still split.
+
+Signals: the workers run in their own session, so a Ctrl-C at the terminal reaches
+only the parent, which passes each signal on once: the first stops every worker
+gracefully, the second at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import orjson
+
+from dispatcher.cli._common import Signals
+from dispatcher.config import Config
+from dispatcher.errors import ConfigError, OutputError
+from dispatcher.shares import Share
+
+log = logging.getLogger("dispatcher")
+
+#: Set by the parent in a worker's environment: "K/N", this worker's share.
+WORKER_ENV = "DISPATCHER_WORKER_OF"
+#: Most workers on one machine.
+MAX_WORKERS = 64
+
+
+def record_path(results: str) -> str:
+    """The parent's record of a workers job: how many workers it runs."""
+    return results + ".workers"
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """Worker ``k`` (1-based) of ``n`` and the files it writes."""
+
+    k: int
+    n: int
+    results: str | None  # None: its results stream through its stdout
+    summary: str
+    invalid: str | None
+    rejects: str | None
+
+    @classmethod
+    def of(cls, config: Config, k: int, n: int, scratch: str) -> Worker:
+        """Worker ``k``'s files beside the job's own (``scratch``: beside the job's
+        results, or a temporary directory when results go to stdout)."""
+        tag = f".w{k}of{n}"
+        results = None if config.results == "-" else config.results + tag
+        return cls(
+            k,
+            n,
+            results,
+            summary=(results or os.path.join(scratch, "results")) + ".summary.json",
+            invalid=config.invalid + tag if config.invalid else None,
+            rejects=config.rejects + tag if config.rejects else None,
+        )
+
+    def files(self) -> list[str]:
+        """What the worker leaves once the parent has joined its outputs."""
+        files = [self.summary]
+        if self.results is not None:
+            files += [self.results, self.results + ".journal", self.results + ".lock"]
+        files += [f for f in (self.invalid, self.rejects) if f]
+        return files
+
+
+# --- in the worker ----------------------------------------------------------------------
+
+
+def worker_share() -> tuple[int, int] | None:
+    """(K, N) when this process is a worker of a ``--workers`` job, else None."""
+    value = os.environ.get(WORKER_ENV)
+    if not value:
+        return None
+    share = Share.parse(value, WORKER_ENV)
+    return share.index + 1, share.count
+
+
+def for_worker(config: Config, k: int, n: int) -> Config:
+    """The worker's configuration: its share of the input (within the job's own
+    ``--shard``, when it has one), its share of the caps, and — without a shared quota
+    — its share of the rates."""
+    outer = Share.parse(config.shard) if config.shard else Share(0, 1)
+    # share_of(x, S*N) % S == share_of(x, S): worker k keeps only lines of the shard
+    share = Share(outer.index + outer.count * (k - 1), outer.count * n)
+    changes: dict[str, Any] = {"shard": str(share), "workers": 1}
+    if config.quota_url is None:
+        changes["rates"] = _split_rates(config.rates, n)
+        changes["kind_rates"] = _split_rates(config.kind_rates, n)
+    for name in ("max_messages", "max_job_segments"):
+        cap = getattr(config, name)
+        if cap is not None:
+            changes[name] = cap // n + (1 if k <= cap % n else 0)
+    if config.max_cost is not None:
+        changes["max_cost"] = config.max_cost / n
+    return dataclasses.replace(config, **changes)
+
+
+def _split_rates(rates: Mapping[str, float], n: int) -> Mapping[str, float]:
+    from types import MappingProxyType
+
+    return MappingProxyType({code: rate / n for code, rate in rates.items()})
+
+
+# --- in the parent ----------------------------------------------------------------------
+
+
+def worker_argv(argv: Sequence[str], worker: Worker, *, resume: bool) -> list[str]:
+    """The user's own command line for one worker: later options win in argparse, so
+    the worker's outputs go last; ``--resume`` only for a worker that has a journal."""
+    words = [w for w in argv if w not in ("--resume", "--force")]
+    if resume:
+        words.append("--resume")
+    elif "--force" in argv:
+        words.append("--force")
+    words += ["--results", worker.results or "-", "--summary", worker.summary]
+    if worker.invalid:
+        words += ["--invalid", worker.invalid]
+    if worker.rejects:
+        words += ["--rejects", worker.rejects]
+    return [*words, "--no-progress"]
+
+
+class Record:
+    """``OUT.workers``: the number of workers of the job, and whether it is complete."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            with open(self.path, "rb") as f:
+                value = orjson.loads(f.read())
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read {self.path}: {exc}: remove it, or --force") from None
+        if not isinstance(value, dict) or type(value.get("workers")) is not int:
+            raise ConfigError(f"{self.path} is not a workers record: remove it, or --force")
+        return value
+
+    def write(self, workers: int, *, complete: bool) -> None:
+        temporary = self.path + ".tmp"
+        try:
+            with open(temporary, "wb") as f:
+                f.write(orjson.dumps({"workers": workers, "complete": complete}) + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror}") from None
+
+
+def check_record(config: Config, n: int) -> bool:
+    """Whether the job is complete already (a ``--resume`` has nothing to do); raises
+    `ConfigError` when the job's record disagrees with this run (exit 2)."""
+    record = Record(record_path(config.results)).read()
+    if record is None:
+        if config.resume and not _any_worker_files(config, n):
+            raise ConfigError(
+                f"--resume: no job with --workers at {config.results} (no "
+                f"{record_path(config.results)}): start it without --resume"
+            )
+        if not config.force and os.path.lexists(config.results + ".journal"):
+            raise ConfigError(
+                f"a single-process job exists at {config.results}: finish it with --resume "
+                "without --workers, or --force to start over"
+            )
+        return False
+    if config.force:
+        return False
+    if not config.resume:
+        raise ConfigError(
+            f"a job with --workers {record['workers']} exists at {config.results}: finish it "
+            "with --resume, or add --force to start over"
+        )
+    if record["workers"] != n:
+        raise ConfigError(
+            f"--resume: the job ran with --workers {record['workers']}, not {n}: each "
+            "worker's journal covers its own share; resume with the same number"
+        )
+    return bool(record.get("complete"))
+
+
+def _any_worker_files(config: Config, n: int) -> bool:
+    return any(os.path.lexists(f"{config.results}.w{k}of{n}.journal") for k in range(1, n + 1))
+
+
+async def _tee(source: BinaryIO, sinks: list[asyncio.StreamWriter]) -> None:
+    """Copy stdin to every worker (each keeps its share); a worker that has gone
+    stops receiving, the others go on."""
+    loop = asyncio.get_running_loop()
+    live = list(sinks)
+    while live:
+        block = await loop.run_in_executor(None, source.read, 1 << 16)
+        if not block:
+            break
+        for sink in list(live):
+            try:
+                sink.write(block)
+                await sink.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                live.remove(sink)
+    for sink in live:
+        with contextlib.suppress(OSError):
+            sink.close()
+
+
+async def _relay(stream: asyncio.StreamReader, out: BinaryIO) -> None:
+    """A worker's results, whole lines at a time, to the parent's stdout."""
+    while line := await stream.readline():
+        out.write(line)
+        out.flush()
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How the workers ended: their exit codes and summaries."""
+
+    codes: list[int]
+    summaries: list[dict[str, Any] | None]
+    elapsed: float
+
+
+async def run_workers(
+    argv: Sequence[str],
+    n: int,
+    signals: Signals,
+    workers: Sequence[Worker],
+    resumes: Sequence[bool],
+) -> Outcome:
+    """Start the N workers, feed stdin when it is the input, relay results on stdout,
+    pass signals on, and wait for every one."""
+    started = time.perf_counter()
+    env = dict(os.environ)
+    stdin_input = argv_input(argv) == "-"
+    procs = []
+    for worker, resume in zip(workers, resumes, strict=True):
+        env[WORKER_ENV] = f"{worker.k}/{n}"
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "dispatcher",
+                *worker_argv(argv, worker, resume=resume),
+                env=env,
+                stdin=asyncio.subprocess.PIPE if stdin_input else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE if worker.results is None else None,
+                start_new_session=True,  # the terminal's Ctrl-C reaches the parent only
+            )
+        )
+    tasks = []
+    if stdin_input:
+        sinks = [p.stdin for p in procs if p.stdin is not None]
+        tasks.append(asyncio.create_task(_tee(sys.stdin.buffer, sinks)))
+    for proc in procs:
+        if proc.stdout is not None:
+            tasks.append(asyncio.create_task(_relay(proc.stdout, sys.stdout.buffer)))
+
+    def pass_on(signum: int) -> None:
+        for proc in procs:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signum)
+
+    signals.on_stop(pass_on)
+    signals.on_force(lambda: pass_on(signal.SIGTERM))  # the workers' second signal
+    try:
+        codes = [await proc.wait() for proc in procs]
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for proc in procs:  # the parent is going: no worker outlives it
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+    summaries = [_read_summary(w.summary) for w in workers]
+    return Outcome(codes, summaries, time.perf_counter() - started)
+
+
+def _read_summary(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as f:
+            value = orjson.loads(f.read())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# --- joining ----------------------------------------------------------------------------
+
+
+def join_files(parts: Sequence[str], target: str) -> None:
+    """Concatenate ``parts`` into ``target`` through a temporary file renamed into
+    place (the results of a finished job appear whole or not at all)."""
+    from dispatcher.merge import write_atomically
+
+    def fill(out: BinaryIO) -> None:
+        for part in parts:
+            try:
+                with open(part, "rb") as f:
+                    while block := f.read(1 << 20):
+                        out.write(block)
+            except FileNotFoundError:
+                continue
+
+    write_atomically(target, fill)
+
+
+def join_summaries(summaries: Sequence[dict[str, Any]], elapsed: float) -> dict[str, Any]:
+    """One summary JSON from the workers': counts add up; latency percentiles are the
+    slowest worker's (an upper bound, labelled so); rates are over the job's time."""
+    joined: dict[str, Any] = {}
+    for summary in summaries:
+        _add(joined, summary)
+    lines = joined.get("lines", 0)
+    joined["elapsed_s"] = round(elapsed, 3)
+    joined["recipients_per_s"] = round(
+        (lines - joined.get("resumed_lines", 0)) / max(elapsed, 1e-9), 1
+    )
+    latency = [s.get("latency_ms", {}) for s in summaries]
+    joined["latency_ms"] = {
+        key: max((lat.get(key) or 0.0 for lat in latency), default=0.0)
+        for key in ("p50", "p90", "p99", "max")
+    } | {"of": "the slowest worker"}
+    for code, stats in joined.get("codes", {}).items():
+        stats["achieved_rate"] = round(stats["messages"] / elapsed, 2) if elapsed else None
+        rates = [s["codes"][code].get("configured_rate") for s in summaries if code in s["codes"]]
+        stats["configured_rate"] = _sum_rates(rates)
+    reasons = {s.get("exit_reason") for s in summaries} - {"completed"}
+    joined["exit_reason"] = "completed" if not reasons else "; ".join(sorted(map(str, reasons)))
+    joined["workers"] = len(summaries)
+    cap = [s["policy"]["cap_reached"] for s in summaries if s.get("policy", {}).get("cap_reached")]
+    if "policy" in joined:
+        joined["policy"]["cap_reached"] = cap[0] if cap else None
+    joined.pop("exit_code", None)
+    return joined
+
+
+def _sum_rates(rates: list[Any]) -> float | None:
+    numbers = [r for r in rates if isinstance(r, int | float)]
+    if not numbers:
+        return None
+    total = sum(numbers)
+    return total if math.isfinite(total) else None
+
+
+def _add(into: dict[str, Any], part: Mapping[str, Any]) -> None:
+    """Add ``part``'s numbers into ``into``, recursively; other values: the first."""
+    for key, value in part.items():
+        if isinstance(value, bool) or value is None:
+            into.setdefault(key, value)
+        elif isinstance(value, int | float):
+            into[key] = into.get(key, 0) + value
+        elif isinstance(value, Mapping):
+            if not isinstance(into.get(key), dict):
+                into[key] = {}
+            _add(into[key], value)
+        else:
+            into.setdefault(key, value)
+
+
+# --- the job ----------------------------------------------------------------------------
+
+STOPPING = "stopping: the workers finish their in-flight requests (again to exit now)"
+
+
+def run_job(argv: Sequence[str], config: Config, n: int) -> int:
+    """``send --workers N`` from the parent's side: the whole job; the exit code."""
+    from dispatcher.cli._common import ExitCode, fail
+    from dispatcher.job import places
+    from dispatcher.lock import JobLock
+    from dispatcher.paths import check_distinct, check_writable
+
+    read, written = places(argv_input(argv), config)
+    check_distinct(read, written)
+    check_writable(written)
+    signals = Signals(STOPPING)
+    lock = contextlib.nullcontext() if config.results == "-" else JobLock.acquire(config.results)
+    with lock:
+        if config.results != "-" and check_record(config, n):
+            print(f"dispatcher: the job at {config.results} is complete", file=sys.stderr)
+            return ExitCode.OK
+        record = None if config.results == "-" else Record(record_path(config.results))
+        if record is not None:
+            record.write(n, complete=False)
+        scratch = _scratch(config)
+        with scratch as directory:
+            workers = [Worker.of(config, k, n, directory) for k in range(1, n + 1)]
+            # --resume resumes the workers that have a journal; the others start afresh
+            resumes = [
+                config.resume and w.results is not None and os.path.lexists(w.results + ".journal")
+                for w in workers
+            ]
+            outcome = signals.run(run_workers(argv, n, signals, workers, resumes))
+            code = _exit_code(outcome, signals.exit_code)
+            summaries = [s for s in outcome.summaries if s is not None]
+            if code in (ExitCode.OK, ExitCode.FAILED) and len(summaries) == n:
+                _join_outputs(config, workers)
+                if record is not None:
+                    record.write(n, complete=True)
+            elif code == ExitCode.ABORTED:
+                dead = [
+                    f"worker {w.k} of {n} ({_how(c)})"
+                    for w, c in zip(workers, outcome.codes, strict=True)
+                    if c not in (0, 1, 4)
+                ]
+                fail(
+                    f"{', '.join(dead)}: the job is unfinished"
+                    + (", --resume finishes it" if record is not None else ""),
+                    ExitCode.ABORTED,
+                )
+        if summaries:
+            code = _report(config, join_summaries(summaries, outcome.elapsed), code)
+    return code
+
+
+def argv_input(argv: Sequence[str]) -> str:
+    """The INPUT word of a ``send`` command line (``-`` when absent)."""
+    from dispatcher.cli import build_parser
+
+    args = build_parser().parse_args(list(argv))
+    return str(args.input)
+
+
+def _scratch(config: Config) -> contextlib.AbstractContextManager[str]:
+    """Where the workers' summaries go when the job has no results file."""
+    import tempfile
+
+    if config.results != "-":
+        return contextlib.nullcontext(os.path.dirname(os.path.abspath(config.results)))
+    return tempfile.TemporaryDirectory(prefix="dispatcher-workers-")
+
+
+def _how(code: int) -> str:
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit {code}"
+
+
+def _exit_code(outcome: Outcome, interrupted: int | None) -> int:
+    """The job's exit: a usage error first, then a signal, then an abort, then
+    resumable lines, then failures."""
+    codes = outcome.codes
+    if 2 in codes:
+        return 2
+    if interrupted is not None:
+        return interrupted
+    if any(c < 0 or c == 3 or c > 4 for c in codes):
+        return 3
+    if 4 in codes:
+        return 4
+    return 1 if 1 in codes else 0
+
+
+def _join_outputs(config: Config, workers: Sequence[Worker]) -> None:
+    """Every worker finished its share: their outputs become the job's, and go."""
+    if config.results != "-":
+        join_files([w.results for w in workers if w.results], config.results)
+    for target, parts in (
+        (config.invalid, [w.invalid for w in workers if w.invalid]),
+        (config.rejects, [w.rejects for w in workers if w.rejects]),
+    ):
+        if target:
+            join_files(parts, target)
+    for worker in workers:
+        for path in worker.files():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def _report(config: Config, summary: dict[str, Any], code: int) -> int:
+    from dispatcher.cli._common import ExitCode, fail
+    from dispatcher.progress import summary_table
+    from dispatcher.writers import write_json
+
+    summary["exit_code"] = code
+    if config.summary and (problem := write_json(config.summary, summary)):
+        code = fail(problem, ExitCode.ABORTED)
+    print(summary_table(summary), file=sys.stderr)
+    return code
