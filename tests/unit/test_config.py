@@ -173,6 +173,7 @@ FILE_KEYS = {
     "sending": "batch_size linger_ms max_buffered concurrency rates kind_rates rate_unit",
     "quota": "quota_url quota_namespace account_rate quota_fallback quota_peers "
     "redis_password_file",
+    "metrics": "metrics_port metrics_host",
     "retry": "max_attempts retry_max_wait retry_deadline retry_ambiguous",
     "output": "results invalid rejects summary fsync progress strict price_per_segment prices",
     "run": "grace_period log_level log_format",

@@ -1,0 +1,418 @@
+"""Prometheus metrics of a send (``--metrics-port``), served while the job runs.
+
+The numbers are the run's own account, read when Prometheus scrapes: the summary
+already counts every result by status, every request, retry and latency; the reader
+its lines and bytes; the sender its requests in flight. So the metrics cost the hot
+path almost nothing — a counter per batch for its sender code (`Summary.by_code`) and
+two clock readings per rate-limit acquisition (`Recorder.timed`) — and without
+``--metrics-port`` nothing at all: `serve_metrics` yields a recorder that records
+nothing, and ``prometheus_client`` is never imported.
+
+The endpoint is served on the event loop (aiohttp, which the gateway client already
+runs), not in prometheus_client's own thread: a scrape reads the account between two
+steps of the pipeline, never half-way through a batch's update, and the hot path
+takes no lock. prometheus_client builds the families and the exposition format.
+
+Several processes, one endpoint
+-------------------------------
+``--workers N`` (not built yet) runs the pipeline in N processes and must serve one
+endpoint for the job. A `Snapshot` is one process's numbers as plain data that add up:
+`merge` sums counters, in-flight requests and histogram buckets (and takes the least
+of the lines and bytes read, which every worker reads whole). The parent serves the
+endpoint with ``serve_metrics(config, source=...)``, the source merging the latest
+snapshot each worker sent (`Snapshot.as_dict` / `Snapshot.from_dict` on the wire, a
+few times a second). A worker's counters only grow, so keeping its last snapshot after
+it ends keeps the job's counters monotonic. This is preferred to prometheus_client's
+multiprocess mode, which needs an environment variable set before the library is
+imported in each process, a directory to clean per job, and cannot aggregate custom
+collectors — which are what lets the metrics read the account instead of counting it
+a second time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+
+from dispatcher.errors import ConfigError
+from dispatcher.limiter import RateLimits
+
+if TYPE_CHECKING:
+    from dispatcher.config import Config
+    from dispatcher.quota.shared import SharedQuota
+    from dispatcher.summary import Summary
+
+log = logging.getLogger("dispatcher.metrics")
+
+#: Upper bounds (seconds) of the request latency histogram's buckets: Prometheus's
+#: defaults, and the gateway's default timeout (30 s) and beyond.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LATENCY = "dispatcher_request_duration_seconds"
+LATENCY_HELP = "Duration of each request to the gateway, every attempt, whatever its outcome."
+
+Labels = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One counter or gauge of the endpoint: its name, help, labels, and how the
+    values of several processes combine (``sum``; ``min`` for what every worker
+    counts whole, such as the input it reads)."""
+
+    name: str
+    kind: str
+    help: str
+    labels: Labels = ()
+    merge: str = "sum"
+
+
+METRICS = (
+    Metric(
+        "dispatcher_recipients_total",
+        "counter",
+        "Result lines written, by status and sender code (code is empty for lines "
+        "decided before any request: rejected, invalid numbers, policies).",
+        ("status", "code"),
+    ),
+    Metric(
+        "dispatcher_segments_total",
+        "counter",
+        "Billable segments of the messages the gateway accepted, by encoding.",
+        ("encoding",),
+    ),
+    Metric(
+        "dispatcher_requests_total", "counter", "Requests made to the gateway, retries included."
+    ),
+    Metric(
+        "dispatcher_retries_total",
+        "counter",
+        "Requests retried, by cause (429, 503, 5xx, timeout, disconnect, 413-split…).",
+        ("cause",),
+    ),
+    Metric(
+        "dispatcher_requests_in_flight",
+        "gauge",
+        "Batches holding an in-flight slot (a request, or a retry waiting its turn).",
+    ),
+    Metric(
+        "dispatcher_quota_wait_seconds_total",
+        "counter",
+        "Seconds batches waited for their sender code's rate limit, by code and by "
+        "limiter (local: this process's; shared: the Redis quota).",
+        ("code", "quota"),
+    ),
+    Metric(
+        "dispatcher_lines_read_total",
+        "counter",
+        "Input lines read (blank ones included).",
+        merge="min",
+    ),
+    Metric(
+        "dispatcher_input_read_bytes_total",
+        "counter",
+        "Input bytes read (of the file as stored: compressed for .gz).",
+        merge="min",
+    ),
+    Metric(
+        "dispatcher_input_size_bytes",
+        "gauge",
+        "Size of the input file (absent for stdin and pipes).",
+        merge="max",
+    ),
+)
+_BY_NAME = {metric.name: metric for metric in METRICS}
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """One process's numbers at one moment, as plain data that adds up across
+    processes (`merge`) and travels as JSON (`as_dict`, `from_dict`)."""
+
+    #: metric name → label values → value
+    values: dict[str, dict[Labels, float]] = field(default_factory=dict)
+    #: cumulative request counts at each of `LATENCY_BUCKETS`, then all of them (+Inf)
+    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
+
+    def set(self, name: str, value: float, labels: Labels = ()) -> None:
+        """Set one value (``name`` must be one of `METRICS`)."""
+        assert len(labels) == len(_BY_NAME[name].labels), name
+        self.values.setdefault(name, {})[labels] = value
+
+    def get(self, name: str, labels: Labels = ()) -> float | None:
+        """One value, or None when the snapshot has none."""
+        return self.values.get(name, {}).get(labels)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: what a worker would send its parent."""
+        return {
+            "values": {
+                name: [[*labels, value] for labels, value in series.items()]
+                for name, series in self.values.items()
+            },
+            "latency": list(self.latency),
+            "latency_sum": self.latency_sum,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Snapshot:
+        """The inverse of `as_dict` (metrics this version does not know are dropped)."""
+        values: dict[str, dict[Labels, float]] = {}
+        for name, rows in data["values"].items():
+            if name in _BY_NAME:
+                values[name] = {tuple(row[:-1]): row[-1] for row in rows}
+        return cls(values, list(data["latency"]), float(data["latency_sum"]))
+
+
+def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
+    """The numbers of a job whose processes took these snapshots."""
+    merged = Snapshot()
+    for snapshot in snapshots:
+        for name, series in snapshot.values.items():
+            rule = _BY_NAME[name].merge
+            into = merged.values.setdefault(name, {})
+            for labels, value in series.items():
+                old = into.get(labels)
+                if old is None:
+                    into[labels] = value
+                elif rule == "sum":
+                    into[labels] = old + value
+                elif rule == "min":
+                    into[labels] = min(old, value)
+                else:
+                    into[labels] = max(old, value)
+        merged.latency = [a + b for a, b in zip(merged.latency, snapshot.latency, strict=True)]
+        merged.latency_sum += snapshot.latency_sum
+    return merged
+
+
+class _Reader(Protocol):
+    @property
+    def lines(self) -> int: ...
+
+    bytes_read: int
+    total_bytes: int | None
+
+
+Limits = TypeVar("Limits", bound="RateLimits | SharedQuota")
+
+
+class Recorder:
+    """The live account one process's endpoint reads (`snapshot`); disabled (no
+    ``--metrics-port``), it reads nothing and times nothing."""
+
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.enabled = enabled
+        self._dry_run = dry_run
+        #: where the metrics are served (set by `serve_metrics`)
+        self.url: str | None = None
+        self._clock = clock
+        #: seconds waited for the rate limits, by (code, "local" | "shared")
+        self.waits: dict[tuple[str, str], float] = {}
+        self._reader: _Reader | None = None
+        self._summary: Summary | None = None
+        self._stage: object = None
+        #: what the summary held before this run (a resumed job's earlier results)
+        self._baseline: tuple[Counter[str], Counter[str]] = (Counter(), Counter())
+
+    def timed(self, limits: Limits) -> Limits:
+        """``limits`` (the local limiter or the shared quota) with the time each
+        acquisition waits counted per code — itself when disabled, or in a dry run
+        (which waits for nothing)."""
+        if not self.enabled or self._dry_run:
+            return limits
+        kind = "local" if isinstance(limits, RateLimits) else "shared"
+        return cast("Limits", _Timed(limits, kind, self.waits, self._clock))
+
+    def watch(self, reader: _Reader, summary: Summary, stage: object) -> None:
+        """Read the run's numbers from these: the input's reader, the account, and the
+        sending stage (its ``in_flight``)."""
+        if not self.enabled:
+            return
+        self._reader, self._summary, self._stage = reader, summary, stage
+        self._baseline = (Counter(summary.statuses), Counter(summary.segments))
+
+    def snapshot(self) -> Snapshot:
+        """This process's numbers now (this run's: a resumed job's earlier results are
+        not counted again)."""
+        snapshot = Snapshot()
+        if self._summary is not None:
+            _account(snapshot, self._summary, *self._baseline)
+        reader = self._reader
+        if reader is not None:
+            snapshot.set("dispatcher_lines_read_total", reader.lines)
+            snapshot.set("dispatcher_input_read_bytes_total", reader.bytes_read)
+            if reader.total_bytes is not None:
+                snapshot.set("dispatcher_input_size_bytes", reader.total_bytes)
+        in_flight = getattr(self._stage, "in_flight", 0)
+        snapshot.set("dispatcher_requests_in_flight", in_flight)
+        for labels, seconds in self.waits.items():
+            snapshot.set("dispatcher_quota_wait_seconds_total", seconds, labels)
+        return snapshot
+
+
+def _account(
+    snapshot: Snapshot, summary: Summary, statuses: Counter[str], segments: Counter[str]
+) -> None:
+    """The summary's counts into ``snapshot``, less what it held before the run."""
+    local = summary.statuses - statuses  # keeps positive counts only
+    for (status, code), count in summary.by_code.items():
+        if count:
+            snapshot.set("dispatcher_recipients_total", count, (str(status), code))
+            local[status] -= count
+    for status, count in local.items():
+        if count > 0:
+            snapshot.set("dispatcher_recipients_total", count, (str(status), ""))
+    for encoding, count in (summary.segments - segments).items():
+        snapshot.set("dispatcher_segments_total", count, (str(encoding),))
+    snapshot.set("dispatcher_requests_total", summary.requests)
+    for cause, count in summary.retries.items():
+        snapshot.set("dispatcher_retries_total", count, (str(cause),))
+    latency = summary.latency
+    snapshot.latency = [*latency.counts_up_to(LATENCY_BUCKETS), latency.count]
+    snapshot.latency_sum = latency.total_seconds
+
+
+class _Timed:
+    """Rate limits whose `acquire` adds the time it waited to ``waits``; every other
+    attribute is the wrapped limiter's (so it answers like `RateLimits` and
+    `SharedQuota`, whatever they grow)."""
+
+    def __init__(
+        self,
+        limits: RateLimits | SharedQuota,
+        kind: str,
+        waits: dict[tuple[str, str], float],
+        clock: Callable[[], float],
+    ) -> None:
+        self._limits = limits
+        self._kind = kind
+        self._waits = waits
+        self._clock = clock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._limits, name)
+
+    async def acquire(self, code: str, amount: float) -> Any:
+        began = self._clock()
+        try:
+            return await self._limits.acquire(code, amount)
+        finally:
+            key = (code, self._kind)
+            self._waits[key] = self._waits.get(key, 0.0) + self._clock() - began
+
+
+def families(snapshot: Snapshot) -> Iterator[Any]:
+    """``snapshot`` as prometheus_client metric families, in `METRICS` order."""
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+
+    for metric in METRICS:
+        family: Any
+        if metric.kind == "counter":
+            name = metric.name.removesuffix("_total")
+            family = CounterMetricFamily(name, metric.help, labels=metric.labels)
+        else:
+            family = GaugeMetricFamily(metric.name, metric.help, labels=metric.labels)
+        for labels, value in sorted(snapshot.values.get(metric.name, {}).items()):
+            family.add_metric(list(labels), value)
+        yield family
+    bounds = [*(_le(bound) for bound in LATENCY_BUCKETS), "+Inf"]
+    yield HistogramMetricFamily(
+        LATENCY,
+        LATENCY_HELP,
+        buckets=list(zip(bounds, snapshot.latency, strict=True)),
+        sum_value=snapshot.latency_sum,
+    )
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+class _Collector:
+    """A prometheus_client collector over a snapshot source."""
+
+    def __init__(self, source: Callable[[], Snapshot]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Any]:
+        yield from families(self._source())
+
+
+def exposition(source: Callable[[], Snapshot]) -> tuple[bytes, str]:
+    """The text a scrape gets, and its content type."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(source))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+@contextlib.asynccontextmanager
+async def serve_metrics(
+    config: Config, *, source: Callable[[], Snapshot] | None = None
+) -> AsyncIterator[Recorder]:
+    """Serve ``GET /metrics`` on ``config.metrics_host:metrics_port`` for as long as the
+    block runs, and yield the `Recorder` it reads (``source``, when given, replaces the
+    recorder's own snapshot: a parent serving its workers' merged numbers).
+
+    Without a metrics port, serves nothing and yields a disabled recorder. A port that
+    cannot be served (busy, privileged, a host with no such address) raises
+    `ConfigError` (exit 2) before anything is sent.
+    """
+    recorder = Recorder(enabled=config.metrics_port is not None, dry_run=config.dry_run)
+    if config.metrics_port is None:
+        yield recorder
+        return
+    async with _serving(
+        config.metrics_host, config.metrics_port, source or recorder.snapshot
+    ) as url:
+        recorder.url = url
+        log.info("metrics on %s", url)
+        yield recorder
+
+
+@contextlib.asynccontextmanager
+async def _serving(host: str, port: int, source: Callable[[], Snapshot]) -> AsyncIterator[str]:
+    from aiohttp import web
+
+    exposition(source)  # loads prometheus_client now, not at the first scrape
+
+    async def metrics(request: web.Request) -> web.Response:
+        body, content_type = exposition(source)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/", metrics)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ConfigError(
+                f"--metrics-port {port} on --metrics-host {host}: cannot serve metrics "
+                f"there ({reason}); choose a free port, or 0 for any"
+            ) from None
+        address = runner.addresses[0]
+        shown = f"[{address[0]}]" if ":" in address[0] else address[0]
+        yield f"http://{shown}:{address[1]}/metrics"
+    finally:
+        await runner.cleanup()
