@@ -91,7 +91,7 @@ METRICS = (
     Metric(
         "dispatcher_retries_total",
         "counter",
-        "Requests retried, by cause (429, 503, 5xx, timeout, disconnect, 413-split…).",
+        "Requests retried, by cause (429, 503, 5xx, timeout, disconnect, connect, 413-split…).",
         ("cause",),
     ),
     Metric(

@@ -28,7 +28,7 @@ from dispatcher.errors import ConfigError
 from dispatcher.histogram import LatencyHistogram
 from dispatcher.journal import journal_path
 from dispatcher.limiter import RateLimits
-from dispatcher.metrics import LATENCY_BUCKETS, Recorder, Snapshot, merge
+from dispatcher.metrics import LATENCY, LATENCY_BUCKETS, METRICS, Recorder, Snapshot, merge
 from dispatcher.summary import Summary
 from tests.support.emulators import EmulatorFactory
 from tests.support.exactly_once import read_results, send_config
@@ -389,3 +389,21 @@ def test_histogram_buckets_agree_with_exact_counts_within_the_precision() -> Non
     assert got == sorted(got)
     assert histogram.total_seconds == pytest.approx(math.fsum(durations))
     assert LatencyHistogram().counts_up_to(LATENCY_BUCKETS) == [0] * len(LATENCY_BUCKETS)
+
+
+def test_the_sample_dashboard_asks_only_for_metrics_the_endpoint_serves() -> None:
+    path = Path(__file__).resolve().parents[2] / "configs" / "grafana-dashboard.json"
+    dashboard = orjson.loads(path.read_bytes())
+    served = {metric.name for metric in METRICS}
+    served |= {f"{LATENCY}_{part}" for part in ("bucket", "sum", "count")}
+    asked = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            asked |= set(re.findall(r"dispatcher_\w+", target["expr"]))
+    assert asked, "no expression found"
+    assert asked <= served
+    labels = {label for metric in METRICS for label in metric.labels} | {"le", "instance"}
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for by in re.findall(r"by \(([^)]*)\)", target["expr"]):
+                assert {name.strip() for name in by.split(",")} <= labels, target["expr"]
