@@ -379,16 +379,17 @@ async def serve_metrics(
     if config.metrics_port is None:
         yield recorder
         return
-    async with _serving(
-        config.metrics_host, config.metrics_port, source or recorder.snapshot
-    ) as url:
+    source = source or recorder.snapshot
+    async with serving(config.metrics_host, config.metrics_port, source) as url:
         recorder.url = url
         log.info("metrics on %s", url)
         yield recorder
 
 
 @contextlib.asynccontextmanager
-async def _serving(host: str, port: int, source: Callable[[], Snapshot]) -> AsyncIterator[str]:
+async def serving(host: str, port: int, source: Callable[[], Snapshot]) -> AsyncIterator[str]:
+    """Serve ``source``'s snapshot at ``/metrics`` on ``host:port`` (0: any free port)
+    for as long as the block runs; yields the URL. `ConfigError` when it cannot."""
     from aiohttp import web
 
     exposition(source)  # loads prometheus_client now, not at the first scrape

@@ -33,6 +33,7 @@ from dispatcher.summary import Summary
 from tests.support.emulators import EmulatorFactory
 from tests.support.exactly_once import read_results, send_config
 from tests.support.held import HeldInput, held_gateway
+from tests.support.redis_server import started
 
 GATEWAY_INVALID = "+525599000000"  # the emulator is told to list it as invalid
 
@@ -407,3 +408,42 @@ def test_the_sample_dashboard_asks_only_for_metrics_the_endpoint_serves() -> Non
         for target in panel["targets"]:
             for by in re.findall(r"by \(([^)]*)\)", target["expr"]):
                 assert {name.strip() for name in by.split(",")} <= labels, target["expr"]
+
+
+async def test_a_send_on_the_shared_quota_counts_its_waits_as_shared(
+    emulator_factory: EmulatorFactory,
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    emulator = await emulator_factory(rate_limit=False)
+    caplog.set_level(logging.INFO, "dispatcher.metrics")
+    server = started(tmp_path)
+    try:
+        source = HeldInput()
+        config = send_config(
+            tmp_path,
+            emulator.base_url,
+            metrics_port=0,
+            quota_url=server.url,
+            rates={"12345": 400.0},
+        )
+        run = asyncio.create_task(pipeline.run(source, config))
+        url = await metrics_url(caplog, run)
+        source.give(range(1, 41))
+        while recipients(samples := (await scrape(http, url))[0]).total() < 40:
+            await asyncio.sleep(0.02)
+        source.end()
+        summary = await run
+    finally:
+        server.stop()
+    assert summary.statuses["QUEUE"] == 40
+    waits = samples["dispatcher_quota_wait_seconds_total"]
+    assert set(waits) == {(("code", "12345"), ("quota", "shared"))}
+
+
+def test_the_timed_limits_answer_as_the_limits_they_wrap() -> None:
+    local = Recorder(enabled=True).timed(RateLimits(rates={"1": 40.0}, kind_rates={}))
+    assert local.capacity("1") == 2.0
+    # the sender asks for slow_down only of the shared quota
+    assert getattr(local, "slow_down", None) is None
