@@ -15,29 +15,36 @@ takes no lock. prometheus_client builds the families and the exposition format.
 
 Several processes, one endpoint
 -------------------------------
-``--workers N`` (not built yet) runs the pipeline in N processes and must serve one
-endpoint for the job. A `Snapshot` is one process's numbers as plain data that add up:
-`merge` sums counters, in-flight requests and histogram buckets (and takes the least
-of the lines and bytes read, which every worker reads whole). The parent serves the
-endpoint with ``serve_metrics(config, source=...)``, the source merging the latest
-snapshot each worker sent (`Snapshot.as_dict` / `Snapshot.from_dict` on the wire, a
-few times a second). A worker's counters only grow, so keeping its last snapshot after
-it ends keeps the job's counters monotonic. This is preferred to prometheus_client's
-multiprocess mode, which needs an environment variable set before the library is
-imported in each process, a directory to clean per job, and cannot aggregate custom
+``send --workers N`` runs the pipeline in N processes and serves one endpoint for
+the job. A `Snapshot` is one process's numbers as plain data that add up: `merge`
+sums counters, in-flight requests and histogram buckets, and takes the least of the
+lines and bytes read (every worker reads the whole input). A worker — a process whose
+environment names a pipe in ``DISPATCHER_METRICS_FD`` — serves nothing, whatever its
+``--metrics-port``: it writes its snapshot down the pipe as a JSON line every second
+and once more at its end (`pushing`). The parent opens one pipe per worker
+(`WorkerMetrics.pipe`) and serves the merge of the last snapshot each sent
+(`serving` with ``WorkerMetrics.snapshot`` as the source). A worker's counters only
+grow, so keeping its last snapshot after it ends keeps the job's counters monotonic.
+This is preferred to prometheus_client's multiprocess mode, which needs an
+environment variable set before the library is imported in each process, a
+directory of memory-mapped files to clean per job, and cannot aggregate custom
 collectors — which are what lets the metrics read the account instead of counting it
 a second time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+
+import orjson
 
 from dispatcher.errors import ConfigError
 from dispatcher.limiter import RateLimits
@@ -56,6 +63,14 @@ LATENCY = "dispatcher_request_duration_seconds"
 LATENCY_HELP = "Duration of each request to the gateway, every attempt, whatever its outcome."
 
 Labels = tuple[str, ...]
+
+#: Set by a ``--workers`` parent in each worker's environment: the file descriptor of
+#: the pipe the worker writes its snapshots to, instead of serving an endpoint.
+PUSH_FD_ENV = "DISPATCHER_METRICS_FD"
+#: Seconds between a worker's snapshots (and one more when it ends).
+PUSH_INTERVAL = 1.0
+#: What a worker holds unsent before it skips snapshots (a parent that stopped reading).
+_PUSH_BACKLOG = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,17 +380,29 @@ def exposition(source: Callable[[], Snapshot]) -> tuple[bytes, str]:
 
 @contextlib.asynccontextmanager
 async def serve_metrics(
-    config: Config, *, source: Callable[[], Snapshot] | None = None
+    config: Config,
+    *,
+    source: Callable[[], Snapshot] | None = None,
+    environ: Mapping[str, str] = os.environ,
 ) -> AsyncIterator[Recorder]:
     """Serve ``GET /metrics`` on ``config.metrics_host:metrics_port`` for as long as the
     block runs, and yield the `Recorder` it reads (``source``, when given, replaces the
-    recorder's own snapshot: a parent serving its workers' merged numbers).
+    recorder's own snapshot).
 
     Without a metrics port, serves nothing and yields a disabled recorder. A port that
     cannot be served (busy, privileged, a host with no such address) raises
-    `ConfigError` (exit 2) before anything is sent.
+    `ConfigError` (exit 2) before anything is sent. A worker of a ``--workers`` job
+    (``DISPATCHER_METRICS_FD`` in ``environ``) serves nothing either: it pushes its
+    numbers to its parent, which serves the job's.
     """
-    recorder = Recorder(enabled=config.metrics_port is not None, dry_run=config.dry_run)
+    push = environ.get(PUSH_FD_ENV)
+    recorder = Recorder(
+        enabled=config.metrics_port is not None or bool(push), dry_run=config.dry_run
+    )
+    if push:
+        async with pushing(_descriptor(push), recorder.snapshot):
+            yield recorder
+        return
     if config.metrics_port is None:
         yield recorder
         return
@@ -384,6 +411,100 @@ async def serve_metrics(
         recorder.url = url
         log.info("metrics on %s", url)
         yield recorder
+
+
+def _descriptor(value: str) -> int:
+    if not value.isdigit():
+        raise ConfigError(f"environment {PUSH_FD_ENV} must be a file descriptor, got {value!r}")
+    return int(value)
+
+
+class _Closed(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+@contextlib.asynccontextmanager
+async def pushing(
+    fd: int, source: Callable[[], Snapshot], *, interval: float = PUSH_INTERVAL
+) -> AsyncIterator[None]:
+    """Write ``source``'s snapshot down ``fd`` (a pipe to a ``--workers`` parent) as a
+    JSON line every ``interval`` seconds while the block runs, and once more at its end.
+    Never blocks the loop: a parent that stops reading only makes snapshots be skipped."""
+    loop = asyncio.get_running_loop()
+    pipe = None
+    try:
+        pipe = os.fdopen(fd, "wb", 0)
+        transport, protocol = await loop.connect_write_pipe(_Closed, pipe)
+    except (OSError, ValueError) as exc:
+        if pipe is not None:
+            pipe.close()
+        raise ConfigError(
+            f"environment {PUSH_FD_ENV}={fd}: not a pipe to write to ({exc})"
+        ) from None
+
+    def push() -> None:
+        if not transport.is_closing() and transport.get_write_buffer_size() < _PUSH_BACKLOG:
+            transport.write(orjson.dumps(source().as_dict(), option=orjson.OPT_APPEND_NEWLINE))
+
+    async def every() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            push()
+
+    task = loop.create_task(every(), name="metrics push")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        push()
+        transport.close()  # after what is buffered is written (or the parent is gone)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(protocol.closed), 5.0)
+
+
+class WorkerMetrics:
+    """A ``--workers`` parent's view of its workers' numbers: the last snapshot each
+    sent down its pipe, merged by `snapshot` (the source to `serving`)."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, Snapshot] = {}
+        self._readers: list[asyncio.Task[None]] = []
+
+    async def pipe(self, worker: int) -> int:
+        """A pipe for ``worker``, read from now on; returns its write end, which the
+        worker gets (``pass_fds`` and ``DISPATCHER_METRICS_FD``) and the parent then
+        closes."""
+        read, write = os.pipe()
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 24)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        await loop.connect_read_pipe(lambda: protocol, os.fdopen(read, "rb", 0))
+        self._readers.append(loop.create_task(self._follow(worker, reader)))
+        return write
+
+    async def _follow(self, worker: int, reader: asyncio.StreamReader) -> None:
+        while line := await reader.readline():
+            try:
+                self._last[worker] = Snapshot.from_dict(orjson.loads(line))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                log.warning(
+                    "metrics of worker %d: a snapshot that cannot be read (%s)", worker, exc
+                )
+
+    def snapshot(self) -> Snapshot:
+        """The job's numbers: every worker's last snapshot, merged."""
+        return merge(self._last.values())
+
+    async def wait(self) -> None:
+        """Return once every worker's pipe is closed (each sent its last snapshot)."""
+        await asyncio.gather(*self._readers)
 
 
 @contextlib.asynccontextmanager

@@ -5,6 +5,7 @@ results file; a port that cannot be served stops the job at the door (exit 2).""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import sys
@@ -16,6 +17,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dispatcher.metrics import PUSH_FD_ENV, WorkerMetrics, serving
 from tests.support.cli import CODE, KEY, dispatcher, env, ndjson, send_args
 from tests.support.emulators import EmulatorFactory
 
@@ -145,3 +147,61 @@ async def test_a_metrics_port_out_of_range_is_a_usage_error(tmp_path: Path, port
     )
     assert run.code == 2
     assert "--metrics-port must be a whole number from 0 to 65535" in run.stderr
+
+
+async def test_workers_push_their_numbers_and_the_parent_serves_the_job_s(
+    emulator_factory: EmulatorFactory, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    # Two CLI processes stand for the workers of one job; the test is their parent.
+    emulator = await emulator_factory(
+        api_key=KEY, rate_limit=False, invalid_prefixes=(GATEWAY_INVALID[1:],)
+    )
+    (tmp_path / "in.ndjson").write_bytes(recipients_input())
+    gathered = WorkerMetrics()
+    with socket.socket() as taken:  # the parent's port: a worker must never bind it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        async with serving("127.0.0.1", 0, gathered.snapshot) as url:
+            procs = []
+            for k in (1, 2):
+                pipe = await gathered.pipe(k)
+                args = send_args(
+                    emulator.base_url,
+                    "in.ndjson",
+                    *("--results", f"results{k}.ndjson", "--rate", f"{CODE}=inf"),
+                    *("--batch-size", "9", "--dedupe", "off", "--metrics-port", port),
+                )
+                procs.append(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "dispatcher",
+                        *map(str, args),
+                        cwd=tmp_path,
+                        env=env(**{PUSH_FD_ENV: str(pipe)}),
+                        pass_fds=(pipe,),
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stderr=asyncio.subprocess.PIPE,
+                    )
+                )
+                os.close(pipe)
+            runs = [await asyncio.wait_for(proc.communicate(), 60) for proc in procs]
+            assert [proc.returncode for proc in procs] == [0, 0], runs
+            await asyncio.wait_for(gathered.wait(), 60)  # each sent its last snapshot
+            counts, text = await scrape(http, url)
+    written = ndjson(tmp_path / "results1.ndjson") + ndjson(tmp_path / "results2.ndjson")
+    assert counts == Counter((r["status"], CODE if "attempts" in r else "") for r in written)
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels
+    }
+    assert samples["dispatcher_lines_read_total"] == recipients_input().count(b"\n")
+    assert samples["dispatcher_requests_total"] == sum(
+        (await emulator.stats())["requests"].values()
+    )
+    assert (
+        samples["dispatcher_request_duration_seconds_count"] == samples["dispatcher_requests_total"]
+    )

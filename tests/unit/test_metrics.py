@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import random
 import re
 import socket
@@ -28,7 +29,16 @@ from dispatcher.errors import ConfigError
 from dispatcher.histogram import LatencyHistogram
 from dispatcher.journal import journal_path
 from dispatcher.limiter import RateLimits
-from dispatcher.metrics import LATENCY, LATENCY_BUCKETS, METRICS, Recorder, Snapshot, merge
+from dispatcher.metrics import (
+    LATENCY,
+    LATENCY_BUCKETS,
+    METRICS,
+    PUSH_FD_ENV,
+    Recorder,
+    Snapshot,
+    merge,
+    serve_metrics,
+)
 from dispatcher.summary import Summary
 from tests.support.emulators import EmulatorFactory
 from tests.support.exactly_once import read_results, send_config
@@ -447,3 +457,14 @@ def test_the_timed_limits_answer_as_the_limits_they_wrap() -> None:
     assert local.capacity("1") == 2.0
     # the sender asks for slow_down only of the shared quota
     assert getattr(local, "slow_down", None) is None
+
+
+async def test_a_push_descriptor_that_is_not_one_is_a_usage_error(tmp_path: Path) -> None:
+    config = send_config(tmp_path, "http://127.0.0.1:9/raven")
+    with pytest.raises(ConfigError, match="DISPATCHER_METRICS_FD must be a file descriptor"):
+        async with serve_metrics(config, environ={PUSH_FD_ENV: "x"}):
+            pass
+    plain = os.open(tmp_path / "plain", os.O_WRONLY | os.O_CREAT)  # a file, not a pipe
+    with pytest.raises(ConfigError, match=r"DISPATCHER_METRICS_FD=\d+: not a pipe"):
+        async with serve_metrics(config, environ={PUSH_FD_ENV: str(plain)}):
+            pass
