@@ -51,6 +51,8 @@ from dispatcher.limiter import RateLimits
 
 if TYPE_CHECKING:
     from dispatcher.config import Config
+    from dispatcher.loadtest.schedule import Schedule
+    from dispatcher.loadtest.stats import Recorder as LoadRecorder
     from dispatcher.quota.shared import SharedQuota
     from dispatcher.summary import Summary
 
@@ -138,6 +140,17 @@ METRICS = (
         "gauge",
         "Size of the input file (absent for stdin and pipes).",
         merge="max",
+    ),
+    Metric(
+        "dispatcher_loadtest_requests_total",
+        "counter",
+        "Load test: measured requests by outcome (ok, 429, 5xx, timeout, dropped…).",
+        ("outcome",),
+    ),
+    Metric(
+        "dispatcher_loadtest_late_starts_total",
+        "counter",
+        "Load test: measured requests that started late, waiting for a free slot.",
     ),
 )
 _BY_NAME = {metric.name: metric for metric in METRICS}
@@ -328,6 +341,23 @@ class _Timed:
             self._waits[key] = self._waits.get(key, 0.0) + self._clock() - began
 
 
+def loadtest_snapshot(recorder: LoadRecorder | None, schedule: Schedule | None) -> Snapshot:
+    """A load test's numbers now: its measured requests by outcome, their latency (from
+    each request's due time, as the report counts it), in flight and late starts."""
+    snapshot = Snapshot()
+    if recorder is not None:
+        snapshot.set("dispatcher_requests_total", recorder.requests)
+        for outcome, count in recorder.outcomes.items():
+            snapshot.set("dispatcher_loadtest_requests_total", count, (str(outcome),))
+        latency = recorder.latency
+        snapshot.latency = [*latency.counts_up_to(LATENCY_BUCKETS), latency.count]
+        snapshot.latency_sum = latency.total_seconds
+    if schedule is not None:
+        snapshot.set("dispatcher_requests_in_flight", schedule.in_flight)
+        snapshot.set("dispatcher_loadtest_late_starts_total", schedule.late_starts)
+    return snapshot
+
+
 def families(snapshot: Snapshot) -> Iterator[Any]:
     """``snapshot`` as prometheus_client metric families, in `METRICS` order."""
     from prometheus_client.core import (
@@ -343,7 +373,10 @@ def families(snapshot: Snapshot) -> Iterator[Any]:
             family = CounterMetricFamily(name, metric.help, labels=metric.labels)
         else:
             family = GaugeMetricFamily(metric.name, metric.help, labels=metric.labels)
-        for labels, value in sorted(snapshot.values.get(metric.name, {}).items()):
+        series = snapshot.values.get(metric.name)
+        if not series:
+            continue  # not this command's (loadtest or send), or nothing yet
+        for labels, value in sorted(series.items()):
             family.add_metric(list(labels), value)
         yield family
     bounds = [*(_le(bound) for bound in LATENCY_BUCKETS), "+Inf"]

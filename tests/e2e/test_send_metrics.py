@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import socket
 import sys
 from collections import Counter
@@ -205,3 +206,55 @@ async def test_workers_push_their_numbers_and_the_parent_serves_the_job_s(
     assert (
         samples["dispatcher_request_duration_seconds_count"] == samples["dispatcher_requests_total"]
     )
+
+
+async def test_loadtest_serves_its_numbers_while_it_runs(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "dispatcher", "loadtest", "--rate", "40", "--duration", "60s"),
+        *("--metrics-port", "0", "--quiet"),
+        cwd=tmp_path,
+        env=env(api_key=None),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    first = (await proc.stderr.readline()).decode()
+    found = re.search(r"loadtest: metrics on (http://127\.0\.0\.1:\d+/metrics)", first)
+    assert found, first
+    while True:  # until some requests have been answered; then stop it (SIGINT)
+        async with http.get(found.group(1)) as response:
+            text = await response.text()
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+        if samples.get(("dispatcher_loadtest_requests_total", (("outcome", "ok"),)), 0) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 130, err
+    requests = samples[("dispatcher_requests_total", ())]
+    assert samples[("dispatcher_request_duration_seconds_count", ())] == requests
+    by_outcome = "dispatcher_loadtest_requests_total"
+    assert sum(v for (name, _), v in samples.items() if name == by_outcome) == requests
+    assert ("dispatcher_loadtest_late_starts_total", ()) in samples
+    assert "dispatcher_recipients_total" not in text  # send's metrics are not a load test's
+
+
+async def test_loadtest_on_a_busy_metrics_port_is_a_usage_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        run = await dispatcher(
+            *("loadtest", "--rate", "10", "--duration", "1s", "--metrics-port", port),
+            cwd=tmp_path,
+            environ=env(api_key=None),
+        )
+    assert run.code == 2, run.stderr
+    assert f"--metrics-port {port} on --metrics-host 127.0.0.1: cannot serve" in run.stderr
