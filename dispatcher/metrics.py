@@ -51,6 +51,7 @@ from dispatcher.limiter import RateLimits
 
 if TYPE_CHECKING:
     from dispatcher.config import Config
+    from dispatcher.histogram import LatencyHistogram
     from dispatcher.loadtest.schedule import Schedule
     from dispatcher.loadtest.stats import Recorder as LoadRecorder
     from dispatcher.quota.shared import SharedQuota
@@ -171,6 +172,11 @@ class Snapshot:
         """Set one value (``name`` must be one of `METRICS`)."""
         assert len(labels) == len(_BY_NAME[name].labels), name
         self.values.setdefault(name, {})[labels] = value
+
+    def set_latency(self, histogram: LatencyHistogram) -> None:
+        """The request latency histogram, read off ``histogram``."""
+        self.latency = [*histogram.counts_up_to(LATENCY_BUCKETS), histogram.count]
+        self.latency_sum = histogram.total_seconds
 
     def get(self, name: str, labels: Labels = ()) -> float | None:
         """One value, or None when the snapshot has none."""
@@ -307,9 +313,7 @@ def _account(
     snapshot.set("dispatcher_requests_total", summary.requests)
     for cause, count in summary.retries.items():
         snapshot.set("dispatcher_retries_total", count, (str(cause),))
-    latency = summary.latency
-    snapshot.latency = [*latency.counts_up_to(LATENCY_BUCKETS), latency.count]
-    snapshot.latency_sum = latency.total_seconds
+    snapshot.set_latency(summary.latency)
 
 
 class _Timed:
@@ -349,9 +353,7 @@ def loadtest_snapshot(recorder: LoadRecorder | None, schedule: Schedule | None) 
         snapshot.set("dispatcher_requests_total", recorder.requests)
         for outcome, count in recorder.outcomes.items():
             snapshot.set("dispatcher_loadtest_requests_total", count, (str(outcome),))
-        latency = recorder.latency
-        snapshot.latency = [*latency.counts_up_to(LATENCY_BUCKETS), latency.count]
-        snapshot.latency_sum = latency.total_seconds
+        snapshot.set_latency(recorder.latency)
     if schedule is not None:
         snapshot.set("dispatcher_requests_in_flight", schedule.in_flight)
         snapshot.set("dispatcher_loadtest_late_starts_total", schedule.late_starts)
