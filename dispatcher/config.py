@@ -357,6 +357,14 @@ def _namespace(key: str, value: Any) -> str | None:
     return name
 
 
+def _metrics_host(key: str, value: Any) -> str:
+    """A host name or address to bind the metrics endpoint to (resolved when bound)."""
+    host = _str(key, value).strip()
+    if not host or any(ord(c) <= 0x20 or ord(c) == 0x7F or c in "/@[]" for c in host):
+        raise ConfigError(f"{key} must be a host name or an IP address, got {_shown(value)}")
+    return host
+
+
 def _callbacks(key: str, value: Any) -> str | None:
     """Comma-separated webhook URLs; an error never quotes one (it may hold the
     receiver's secret)."""
@@ -871,6 +879,20 @@ class Config:
         file=False,
         secret=True,
         help=f"from --redis-password-file or {REDIS_PASSWORD_ENV}; never a flag",
+    )
+    metrics_port: int | None = _key(
+        section="metrics",
+        parse=Number(kind=int, low=0, high=65535, optional=True),
+        metavar="PORT",
+        help="serve Prometheus metrics on this port while the job runs (0: any free "
+        "port, logged); a port that cannot be served is a usage error",
+    )
+    metrics_host: str = _key(
+        "127.0.0.1",
+        section="metrics",
+        parse=_metrics_host,
+        metavar="HOST",
+        help="the address the metrics are served on (0.0.0.0: every interface)",
     )
     max_attempts: int = _key(
         5,

@@ -7,7 +7,7 @@ microseconds from 0 to an hour; they are read back in milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from hdrh.histogram import HdrHistogram
@@ -23,20 +23,42 @@ class LatencyHistogram:
     within 0.1 %. Every reading is None while nothing has been recorded.
     """
 
-    __slots__ = ("_histogram",)
+    __slots__ = ("_histogram", "total_seconds")
 
     def __init__(self, significant_digits: int = 3) -> None:
         self._histogram = HdrHistogram(1, HIGHEST_US, significant_digits)
+        #: the exact sum of the durations recorded (a Prometheus histogram's ``_sum``)
+        self.total_seconds = 0.0
 
     def record(self, seconds: float) -> None:
         """Record one duration, clamped into 0 µs … an hour."""
         self._histogram.record_value(min(HIGHEST_US, max(0, round(seconds * 1e6))))
+        self.total_seconds += seconds
 
     @property
     def count(self) -> int:
         """How many durations were recorded."""
         count: int = self._histogram.get_total_count()
         return count
+
+    def counts_up_to(self, bounds: Sequence[float]) -> list[int]:
+        """How many durations were at most each of ``bounds`` (seconds, ascending): a
+        Prometheus histogram's cumulative buckets, read off the HDR counts (a duration
+        within the precision of a bound counts as at most it). One pass over the
+        counts, on demand: recording stays one `record` per duration."""
+        histogram = self._histogram
+        counts = histogram.counts
+        size = histogram.counts_len
+        cumulative: list[int] = []
+        total = start = 0
+        for bound in bounds:
+            value = min(HIGHEST_US, max(0, round(bound * 1e6)))
+            end = min(size, histogram.get_counts_array_index(value) + 1)
+            if end > start:
+                total += sum(counts[start:end])
+                start = end
+            cumulative.append(total)
+        return cumulative
 
     def percentile_ms(self, percentile: float) -> float | None:
         """The duration at ``percentile`` (0–100) in milliseconds."""

@@ -47,6 +47,7 @@ from dispatcher.journal import Journal
 from dispatcher.limiter import RateLimits
 from dispatcher.lock import JobLock
 from dispatcher.logs import register_secret
+from dispatcher.metrics import Recorder, serve_metrics
 from dispatcher.models import Batch, Status
 from dispatcher.paths import Place, check_distinct, check_writable
 from dispatcher.policy import Caps, Duplicates, Policy
@@ -158,7 +159,8 @@ async def run(
         # run (QuotaUnavailable, exit 3) with nothing sent and no job to resume.
         quota = await open_configured(config, limits)
         try:
-            return await _run(source, config, shutdown, limits, quota)
+            async with serve_metrics(config) as metrics:  # a port that cannot serve: exit 2
+                return await _run(source, config, shutdown, limits, quota, metrics)
         finally:
             if quota is not None:
                 await close_quietly(quota)
@@ -170,6 +172,7 @@ async def _run(
     shutdown: Shutdown,
     limits: RateLimits,
     quota: SharedQuota | None,
+    metrics: Recorder,
 ) -> Summary:
     """`run` once the places are checked and the job is locked; the lanes and the
     batches' capacity follow the shared ``quota`` when there is one, else ``limits``."""
@@ -188,8 +191,10 @@ async def _run(
     sending = limits if quota is None else quota
     finished = False
     try:
-        async with _stage(config, sending, outputs, journal, resume) as stage:
-            await _run_stages(source, config, sending, stage, outputs, journal, resume, shutdown)
+        async with _stage(config, metrics.timed(sending), outputs, journal, resume) as stage:
+            await _run_stages(
+                source, config, sending, stage, outputs, journal, resume, shutdown, metrics
+            )
         finished = shutdown.signal is None
     except FatalError as exc:
         summary.fatal = exc
@@ -257,10 +262,12 @@ async def _run_stages(
     journal: Journal,
     resume: Resume | None,
     shutdown: Shutdown,
+    metrics: Recorder,
 ) -> None:
     """Feed the stage and let it finish, the watchers beside; on a stop request or a
     fatal error, abandon it (in-flight requests get the grace period)."""
     reader = Reader(source, max_line_bytes=config.max_line_bytes)
+    metrics.watch(reader, outputs.summary, stage)
     preparer = _preparer(config, limits, resume)
     batcher = Batcher(
         batch_size=config.request_size,

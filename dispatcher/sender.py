@@ -126,6 +126,11 @@ class Sender:
         self._failed = asyncio.Event()
         self._stopping = False
 
+    @property
+    def in_flight(self) -> int:
+        """Batches holding an in-flight slot: a request, or a retry waiting its turn."""
+        return len(self._tasks)
+
     async def submit(self, batch: Batch) -> None:
         """Queue a batch on its code's lane; waits while the lane is full."""
         code = batch.group.sender

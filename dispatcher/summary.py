@@ -64,6 +64,9 @@ class Summary:
         self.started = clock()
         self.finished: float | None = None
         self.statuses: Counter[str] = Counter()
+        #: the result lines of batches by (status, sender code), for the metrics; lines
+        #: decided before any batch (rejected, invalid, a policy) are in statuses only
+        self.by_code: Counter[tuple[str, str]] = Counter()
         self.segments: Counter[str] = Counter()
         self.ambiguous_segments = 0
         self.requests = 0

@@ -36,15 +36,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import io
 import logging
 import math
 import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
@@ -52,6 +53,9 @@ from dispatcher.cli._common import Signals
 from dispatcher.config import Config
 from dispatcher.errors import ConfigError, OutputError
 from dispatcher.shares import Share
+
+if TYPE_CHECKING:
+    from dispatcher.metrics import WorkerMetrics
 
 log = logging.getLogger("dispatcher")
 
@@ -223,13 +227,13 @@ def _any_worker_files(config: Config, n: int) -> bool:
     return any(os.path.lexists(f"{config.results}.w{k}of{n}.journal") for k in range(1, n + 1))
 
 
-async def _tee(source: BinaryIO, sinks: list[asyncio.StreamWriter]) -> None:
+async def _tee(source: io.BufferedReader, sinks: list[asyncio.StreamWriter]) -> None:
     """Copy stdin to every worker (each keeps its share); a worker that has gone
     stops receiving, the others go on."""
     loop = asyncio.get_running_loop()
     live = list(sinks)
     while live:
-        block = await loop.run_in_executor(None, source.read, 1 << 16)
+        block = await loop.run_in_executor(None, source.read1, 1 << 16)  # what has come
         if not block:
             break
         for sink in list(live):
@@ -261,35 +265,73 @@ class Outcome:
 
 async def run_workers(
     argv: Sequence[str],
-    n: int,
+    config: Config,
     signals: Signals,
     workers: Sequence[Worker],
     resumes: Sequence[bool],
+    begin: Callable[[], None],
 ) -> Outcome:
-    """Start the N workers, feed stdin when it is the input, relay results on stdout,
+    """Serve the job's metrics (when asked: one endpoint, fed by every worker), call
+    ``begin`` (nothing is started before a bad metrics port is refused), then run the
+    workers (`_run_workers`)."""
+    if config.metrics_port is None:
+        begin()
+        return await _run_workers(argv, signals, workers, resumes, None)
+    from dispatcher.metrics import WorkerMetrics, serving
+
+    gathered = WorkerMetrics()
+    async with serving(config.metrics_host, config.metrics_port, gathered.snapshot) as url:
+        log.info("metrics on %s (the job's: every worker's numbers)", url)
+        begin()
+        outcome = await _run_workers(argv, signals, workers, resumes, gathered)
+        await gathered.wait()
+    return outcome
+
+
+async def _run_workers(
+    argv: Sequence[str],
+    signals: Signals,
+    workers: Sequence[Worker],
+    resumes: Sequence[bool],
+    gathered: WorkerMetrics | None,
+) -> Outcome:
+    """Start the workers, feed stdin when it is the input, relay results on stdout,
     pass signals on, and wait for every one."""
     started = time.perf_counter()
     env = dict(os.environ)
     stdin_input = argv_input(argv) == "-"
     procs = []
     for worker, resume in zip(workers, resumes, strict=True):
-        env[WORKER_ENV] = f"{worker.k}/{n}"
-        procs.append(
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "dispatcher",
-                *worker_argv(argv, worker, resume=resume),
-                env=env,
-                stdin=asyncio.subprocess.PIPE if stdin_input else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE if worker.results is None else None,
-                start_new_session=True,  # the terminal's Ctrl-C reaches the parent only
+        env[WORKER_ENV] = f"{worker.k}/{worker.n}"
+        pipe = None
+        if gathered is not None:  # the worker pushes its numbers, binds no port
+            from dispatcher.metrics import PUSH_FD_ENV
+
+            pipe = await gathered.pipe(worker.k)
+            env[PUSH_FD_ENV] = str(pipe)
+        try:
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "dispatcher",
+                    *worker_argv(argv, worker, resume=resume),
+                    env=env,
+                    stdin=asyncio.subprocess.PIPE if stdin_input else asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE if worker.results is None else None,
+                    start_new_session=True,  # the terminal's Ctrl-C reaches the parent only
+                    pass_fds=() if pipe is None else (pipe,),
+                )
             )
-        )
+        finally:
+            if pipe is not None:
+                os.close(pipe)
     tasks = []
     if stdin_input:
         sinks = [p.stdin for p in procs if p.stdin is not None]
-        tasks.append(asyncio.create_task(_tee(sys.stdin.buffer, sinks)))
+        stdin = sys.stdin.buffer
+        assert isinstance(stdin, io.BufferedReader)  # read1: what has come, not 64 KiB
+        tasks.append(asyncio.create_task(_tee(stdin, sinks)))
     for proc in procs:
         if proc.stdout is not None:
             tasks.append(asyncio.create_task(_relay(proc.stdout, sys.stdout.buffer)))
@@ -418,8 +460,6 @@ def run_job(argv: Sequence[str], config: Config, n: int) -> int:
             print(f"dispatcher: the job at {config.results} is complete", file=sys.stderr)
             return ExitCode.OK
         record = None if config.results == "-" else Record(record_path(config.results))
-        if record is not None:
-            record.write(n, complete=False)
         scratch = _scratch(config)
         with scratch as directory:
             workers = [Worker.of(config, k, n, directory) for k in range(1, n + 1)]
@@ -428,7 +468,8 @@ def run_job(argv: Sequence[str], config: Config, n: int) -> int:
                 config.resume and w.results is not None and os.path.lexists(w.results + ".journal")
                 for w in workers
             ]
-            outcome = signals.run(run_workers(argv, n, signals, workers, resumes))
+            begin = (lambda: record.write(n, complete=False)) if record else (lambda: None)
+            outcome = signals.run(run_workers(argv, config, signals, workers, resumes, begin))
             code = _exit_code(outcome, signals.exit_code)
             summaries = [s for s in outcome.summaries if s is not None]
             if code in (ExitCode.OK, ExitCode.FAILED) and len(summaries) == n:

@@ -267,8 +267,10 @@ class Outputs:
         self.results.write_many(lines)
         summary = self.summary
         summary.statuses[status] += len(lines) - refused
+        summary.by_code[status, batch.group.sender] += len(lines) - refused
         if refused:
             summary.statuses[Status.INVALID_NUMBER] += refused
+            summary.by_code[Status.INVALID_NUMBER, batch.group.sender] += refused
         if status in ACCEPTED:
             summary.segments.update(by_encoding)
             summary.charge(billed)
@@ -330,6 +332,7 @@ class Outputs:
         self.results.write("".join(parts).encode())
         summary = self.summary
         summary.statuses[status] += len(parts)
+        summary.by_code[status, batch.group.sender] += len(parts)
         if status in ACCEPTED:
             summary.segments.update(segments_by)
             summary.charge(batch.entries)
@@ -379,6 +382,7 @@ class Outputs:
             lines.append(_dumps(result, option=_NL))
         self.results.write_many(lines)
         self.summary.statuses[status] += len(lines)
+        self.summary.by_code[status, batch.group.sender] += len(lines)
         if status == Status.AMBIGUOUS:
             self.summary.ambiguous_segments += sum(e.segments for e in batch.entries)
 
@@ -401,6 +405,7 @@ class Outputs:
             self.summary.segments[entry.encoding] += entry.segments
         self.results.write_many(lines)
         self.summary.statuses[Status.DRY_RUN] += len(batch.entries)
+        self.summary.by_code[Status.DRY_RUN, batch.group.sender] += len(batch.entries)
         self.summary.charge(batch.entries)
 
     def flush(self) -> None:

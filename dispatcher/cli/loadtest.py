@@ -26,7 +26,7 @@ from dispatcher.errors import ConfigError, FatalError
 #: Options that are `LoadTest` fields of the same name.
 SETTINGS = (
     *("rate", "rate_unit", "duration", "warmup", "batch_size", "concurrency", "timeout"),
-    *("drain", "sender", "text", "seed"),
+    *("drain", "sender", "text", "seed", "metrics_port", "metrics_host"),
 )
 STOPPING = "stopping: waiting for in-flight requests (send the signal again to exit now)"
 
@@ -99,6 +99,13 @@ def options(p: Parser) -> None:
     add("--json", action="store_true", help="print the JSON report on stdout")
     add("--plot", metavar="PNG", help="latency and rate over time (needs matplotlib)")
     add("--quiet", action="store_true", help="no live line each second")
+    add(
+        "--metrics-port",
+        type=bounded(int, 0, 65535),
+        metavar="PORT",
+        help="serve Prometheus metrics on this port while the test runs (0: any free port)",
+    )
+    add("--metrics-host", default="127.0.0.1", metavar="HOST", help="where --metrics-port listens")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher._version import __version__
 from dispatcher.config import Secret
@@ -24,6 +24,9 @@ from dispatcher.loadtest.report import build_loadtest_report, live_line
 from dispatcher.loadtest.schedule import Schedule
 from dispatcher.loadtest.settings import LoadTest
 from dispatcher.loadtest.stats import Recorder, RequestOutcome, classify
+
+if TYPE_CHECKING:
+    from dispatcher.metrics import Snapshot
 
 #: The first request is due this long after set-up, so it is not late by construction.
 LEAD = 0.05
@@ -43,8 +46,21 @@ async def run_loadtest(
     every latency: perf_counter by default, because uvloop's ``loop.time()`` only moves
     in whole milliseconds.
 
-    Raises `ConfigError` when the input has no usable recipient.
+    Raises `ConfigError` when the input has no usable recipient, or when the metrics
+    port (``test.metrics_port``) cannot be served — before anything is sent.
     """
+    drivers: list[_Driver] = []
+    async with _metrics(test, drivers):  # a port that cannot be served: ConfigError
+        return await _run(test, stop, live, clock, drivers)
+
+
+async def _run(
+    test: LoadTest,
+    stop: asyncio.Event | None,
+    live: TextIO | None,
+    clock: Callable[[], float],
+    drivers: list[_Driver],
+) -> dict[str, Any]:
     requests = test.request_rate * (test.warmup + test.duration)
     bodies = await workload.build(
         batch_size=test.batch_size,
@@ -72,7 +88,27 @@ async def run_loadtest(
         ) as session:
             client = GatewayClient(session, base_url, api_key, idempotency_header=None)
             driver = _Driver(test, client, bodies, clock, live)
+            drivers.append(driver)
             return await driver.run(stop, base_url)
+
+
+@contextlib.asynccontextmanager
+async def _metrics(test: LoadTest, drivers: list[_Driver]) -> AsyncIterator[None]:
+    """``--metrics-port``: the running driver's numbers on a Prometheus endpoint."""
+    if test.metrics_port is None:
+        yield
+        return
+    from dispatcher.metrics import loadtest_snapshot, serving
+
+    def source() -> Snapshot:
+        driver = drivers[-1] if drivers else None
+        return loadtest_snapshot(
+            driver.recorder if driver else None, driver.schedule if driver else None
+        )
+
+    async with serving(test.metrics_host, test.metrics_port, source) as url:
+        print(f"loadtest: metrics on {url}", file=sys.stderr, flush=True)
+        yield
 
 
 @contextlib.asynccontextmanager

@@ -29,6 +29,7 @@ _NUMBERS = {
     "timeout": _DURATION,
     "batch_size": Number(kind=int, low=1, high=1_000_000),
     "concurrency": Number(kind=int, low=1, high=100_000),
+    "metrics_port": Number(kind=int, low=0, high=65535, optional=True),
 }
 
 
@@ -59,6 +60,9 @@ class LoadTest:
     api_key: Secret | None = field(default=None, repr=False)
     faults: FaultSettings | None = None
     thresholds: tuple[Threshold, ...] = ()
+    #: Serve Prometheus metrics on this port while the test runs (0: any free port).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         for name, number in _NUMBERS.items():

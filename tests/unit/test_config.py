@@ -174,6 +174,7 @@ FILE_KEYS = {
     "sending": "batch_size linger_ms max_buffered concurrency rates kind_rates rate_unit",
     "quota": "quota_url quota_namespace account_rate quota_fallback quota_peers "
     "redis_password_file",
+    "metrics": "metrics_port metrics_host",
     "retry": "max_attempts retry_max_wait retry_deadline retry_ambiguous",
     "output": "results invalid rejects summary fsync progress strict price_per_segment prices",
     "run": "workers shard grace_period log_level log_format",
@@ -315,7 +316,11 @@ def test_zero_only_where_it_means_none() -> None:
         zero.add(key.name)
     # a cap of 0 sends nothing: every line is NOT_SENT, resumable with a higher cap
     caps = {"max_messages", "max_job_segments", "max_cost"}
-    assert zero == {"linger_ms", "retry_max_wait", "grace_period", "price_per_segment", *caps}
+    # a metrics port of 0 is any free port (logged), as for every server here
+    assert zero == {
+        *("linger_ms", "retry_max_wait", "grace_period", "price_per_segment", "metrics_port"),
+        *caps,
+    }
 
 
 @pytest.mark.parametrize(
