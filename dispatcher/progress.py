@@ -8,6 +8,7 @@ never written to stdout, which belongs to the results.
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from typing import Any, TextIO
 
 
@@ -38,14 +39,20 @@ class Progress:
         sent: int,
         failed: int,
         rate: float,
+        waiting: int = 0,
+        next_opening: datetime | None = None,
     ) -> None:
-        """Show the latest counters (the input's size may become known late)."""
+        """Show the latest counters (the input's size may become known late), and the
+        lines waiting for their send window with the next opening (UTC)."""
         if total_bytes is not None and self._bar.total != total_bytes:
             self._bar.total = total_bytes
         self._bar.n = bytes_read
-        self._bar.set_postfix_str(
-            f"lines={lines:,} sent={sent:,} failed={failed:,} {rate:,.0f}/s", refresh=False
-        )
+        postfix = f"lines={lines:,} sent={sent:,} failed={failed:,} {rate:,.0f}/s"
+        if waiting:
+            postfix += f" waiting={waiting:,}"
+            if next_opening is not None:
+                postfix += f" next window {next_opening:%Y-%m-%d %H:%M:%S}Z"
+        self._bar.set_postfix_str(postfix, refresh=False)
         self._bar.refresh()
 
     def close(self) -> None:
