@@ -104,6 +104,8 @@ def summary_table(summary: dict[str, Any]) -> str:
             )
         )
     rows.extend(_policy_rows(summary.get("policy") or {}, dry_run="estimate" in summary))
+    if "windows" in summary:
+        rows.extend(_window_rows(summary["windows"], dry_run="estimate" in summary))
     if "estimate" in summary:
         rows.append(("estimated send time", f"{summary['estimate']['seconds']:,.1f} s"))
     rows.append(("exit", summary["exit_reason"]))
@@ -142,4 +144,27 @@ def _policy_rows(policy: dict[str, Any], *, dry_run: bool) -> list[tuple[str, st
         )
     if policy.get("superseded"):
         rows.append(("superseded", f"{policy['superseded']:,} earlier results replaced"))
+    return rows
+
+
+#: Openings listed in the table (the summary JSON lists more).
+OPENINGS_SHOWN = 8
+
+
+def _window_rows(windows: dict[str, Any], *, dry_run: bool) -> list[tuple[str, str]]:
+    """What the send windows did (or, in a dry run, would do), and when each zone opens."""
+    waited = "would wait" if dry_run else "waited"
+    parts = [f"{windows['waited']:,} {waited}", f"{windows['skipped']:,} skipped"]
+    if windows["never_open"]:
+        parts.append(f"{windows['never_open']:,} never open in all their zones")
+    if windows["default_zone"]:
+        parts.append(f"{windows['default_zone']:,} in the default zone {windows['default_tz']}")
+    rows = [(f"window {windows['window']} ({windows['outside_window']})", ", ".join(parts))]
+    openings = windows["openings"]
+    for opening in openings[:OPENINGS_SHOWN]:
+        opens = opening["opens"].replace("T", " ").replace(":00Z", "Z")
+        rows.append((f"  opens {opens}", f"{opening['zones']}: {opening['lines']:,} lines"))
+    more = len(openings) - OPENINGS_SHOWN + windows["openings_not_listed"]
+    if more > 0:
+        rows.append(("  …", f"{more:,} more openings"))
     return rows

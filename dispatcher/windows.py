@@ -111,13 +111,13 @@ class ZoneSet:
             return
         self.is_open, self.opens, self.until = False, start, min(start, now + RECHECK)
         self.reason = (
-            f"outside the send window {window} in {self.label}: it opens "
-            f"{self.local(start, window)} ({_utc(start)}); --resume then sends it"
+            f"outside the send window {window} ({self.label}): it opens "
+            f"{self.local(start, window)}, {_utc(start)}; --resume then sends it"
         )
 
     def local(self, instant: float, window: WeeklyWindow) -> str:
-        """``instant`` in the local time of the zone whose window opens then (the most
-        restrictive one), with its name."""
+        """``instant`` in local time: of the zone whose window opens then (the most
+        restrictive one), named when there are several."""
         chosen = self.infos[0]
         for info in self.infos:
             moment = datetime.fromtimestamp(instant, info)
@@ -126,7 +126,8 @@ class ZoneSet:
                 chosen = info
                 break
         moment = datetime.fromtimestamp(instant, chosen)
-        return f"{moment:%Y-%m-%d %H:%M} {moment.tzname()} ({chosen.key})"
+        local = f"{moment:%Y-%m-%d %H:%M} {moment.tzname()}"
+        return local if len(self.infos) == 1 else f"{local} in {chosen.key}"
 
 
 def _label(zones: tuple[str, ...]) -> str:
@@ -283,7 +284,7 @@ class Windows:
         now = self.clock.timestamp()
         window, of = self.window, self.zones.of
         keep: list[int] = []
-        closed: list[tuple[Entry, ZoneSet]] = []
+        closed: list[tuple[int, Entry, ZoneSet]] = []
         defaults = 0
         for position, entry in enumerate(entries):
             zones = of(entry.to)
@@ -294,29 +295,25 @@ class Windows:
             if zones.is_open:
                 keep.append(position)
             else:
-                closed.append((entry, zones))
+                closed.append((position, entry, zones))
         self.default_zone += defaults
         if not closed:
             return None
-        if self._in_flight:
-            keep, closed = self._let_in_flight_pass(entries, keep, closed)
-        self._closed(group, closed, sink)
-        return keep
+        passing = self._closed(group, closed, sink)
+        return sorted(keep + passing) if passing else keep
 
-    def _let_in_flight_pass(
-        self, entries: list[Entry], keep: list[int], closed: list[tuple[Entry, ZoneSet]]
-    ) -> tuple[list[int], list[tuple[Entry, ZoneSet]]]:
-        in_flight = self._in_flight
-        if not any(entry.line in in_flight for entry, _ in closed):
-            return keep, closed
-        passing = {entry.line for entry, _ in closed if entry.line in in_flight}
-        kept = set(keep)
-        keep = [i for i, entry in enumerate(entries) if i in kept or entry.line in passing]
-        return keep, [(entry, zones) for entry, zones in closed if entry.line not in passing]
-
-    def _closed(self, group: Group, closed: list[tuple[Entry, ZoneSet]], sink: Sink) -> None:
+    def _closed(
+        self, group: Group, closed: list[tuple[int, Entry, ZoneSet]], sink: Sink
+    ) -> list[int]:
+        """Skip, hold or let pass the lines whose window is closed; the positions of
+        those that pass (in flight at a crash; in a dry run, those that would wait)."""
         waiting: dict[float, list[Entry]] = {}
-        for entry, zones in closed:
+        passing = []
+        in_flight, dry_run = self._in_flight, self.held is None
+        for position, entry, zones in closed:
+            if entry.line in in_flight:
+                passing.append(position)
+                continue
             if zones.opens is None or self.skip:
                 if zones.opens is None:
                     self.never_open += 1
@@ -334,11 +331,15 @@ class Windows:
                 )
                 continue
             self.openings[(zones.label, zones.opens)] += 1
-            waiting.setdefault(zones.opens, []).append(entry)
+            self.waited += 1
+            if dry_run:
+                passing.append(position)
+            else:
+                waiting.setdefault(zones.opens, []).append(entry)
         if waiting:
-            self.waited += sum(map(len, waiting.values()))
-            if self.held is not None:
-                self.held.add(group.key, waiting, sink)
+            assert self.held is not None
+            self.held.add(group.key, waiting, sink)
+        return passing
 
     def report(self) -> dict[str, Any]:
         """What the windows did (or, in a dry run, would do), for the summary."""
