@@ -66,6 +66,8 @@ OPENINGS_LISTED = 50
 MAX_SLEEP = 60.0
 
 UNKNOWN_ZONE = "Etc/Unknown"
+#: Digits of a number that pick the prefix lengths to try (`Zones.of`).
+HEAD = 3
 
 
 # --- which zones, and when their window is open ---------------------------------------
@@ -209,12 +211,24 @@ class Zones:
         }
         #: the distinct zone sets
         self.sets = len(by_zones)
+        # A number's first three digits → the lengths (3 and more, longest first) of the
+        # table's prefixes that start with them: most numbers then cost one or two
+        # look-ups instead of one per possible length.
+        lengths: dict[str, set[int]] = {}
+        for prefix in TIMEZONE_DATA:
+            if len(prefix) >= HEAD:
+                lengths.setdefault(prefix[:HEAD], set()).add(len(prefix))
+        self._lengths = {head: sorted(found, reverse=True) for head, found in lengths.items()}
 
     def of(self, number: str) -> ZoneSet:
         """The zones of ``number`` (normalised E.164: ``+`` and digits)."""
         get = self._by_prefix.get
-        for end in range(min(self.longest, len(number) - 1) + 1, 1, -1):
-            found = get(number[1:end])
+        for length in self._lengths.get(number[1 : HEAD + 1], ()):
+            found = get(number[1 : length + 1])
+            if found is not None:
+                return found
+        for length in range(HEAD - 1, 0, -1):
+            found = get(number[1 : length + 1])
             if found is not None:
                 return found
         return self.default
