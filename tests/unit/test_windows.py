@@ -511,3 +511,35 @@ def test_timedelta_sanity() -> None:
     found = state(("UTC",), at("2026-11-30T10:00:00+00:00"), window)  # a Monday
     assert found.opens == at("2026-12-06T09:00:00+00:00")
     assert (found.opens or 0) - at("2026-11-30T10:00:00+00:00") < timedelta(days=7).total_seconds()
+
+
+def _longest_prefix(number: str) -> tuple[str, ...] | None:
+    """The careful look-up: every length from the longest down."""
+    for end in range(min(9, len(number) - 1) + 1, 1, -1):
+        found = TIMEZONE_DATA.get(number[1:end])
+        if found is not None:
+            return tuple(found)
+    return None
+
+
+PREFIXES = sorted(TIMEZONE_DATA)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    prefix=st.sampled_from(PREFIXES),
+    rest=st.text("0123456789", min_size=0, max_size=12),
+    cut=st.integers(8, 15),
+)
+def test_the_fast_look_up_agrees_with_trying_every_length(
+    zones: Zones, prefix: str, rest: str, cut: int
+) -> None:
+    number = "+" + (prefix + rest)[:cut]
+    if len(number) < 9:
+        number += "0" * (9 - len(number))
+    expected = _longest_prefix(number)
+    found = zones.of(number)
+    if expected is None:
+        assert found.default
+    else:
+        assert found.zones == tuple(z for z in expected if z != "Etc/Unknown")
