@@ -82,10 +82,16 @@ async def _until_waiting(stderr: asyncio.StreamReader, seen: bytearray) -> None:
         seen += piece
 
 
-async def start(tmp_path: Path, emulator_url: str, now: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
+async def start_waiting(
+    emulator_factory: EmulatorFactory, tmp_path: Path, now: str
+) -> tuple[Any, asyncio.subprocess.Process, bytearray]:
+    """The emulator, and a send of London's and New York's lines started at ``now``,
+    once its progress line says lines wait (and what it wrote so far)."""
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    write_lines(tmp_path / "in.ndjson", recipients([LONDON, *NEW_YORK]))
+    proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "dispatcher",
-        *map(str, send_args(emulator_url, "in.ndjson", "--results", "out.ndjson", *WINDOW)),
+        *map(str, send_args(emulator.base_url, "in.ndjson", "--results", "out.ndjson", *WINDOW)),
         "--summary", "summary.json", "--progress", "--now", now,
         cwd=tmp_path,
         env=env(),
@@ -93,18 +99,20 @@ async def start(tmp_path: Path, emulator_url: str, now: str) -> asyncio.subproce
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    assert proc.stderr is not None
+    seen = bytearray()
+    await asyncio.wait_for(_until_waiting(proc.stderr, seen), RUN_TIMEOUT)
+    return emulator, proc, seen
 
 
 async def test_a_window_that_opens_during_the_run_sends_its_lines_then(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
-    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
-    write_lines(tmp_path / "in.ndjson", recipients([LONDON, *NEW_YORK]))
     # 08:59:54 in New York (held six seconds), 13:59:54 in London (open).
-    proc = await start(tmp_path, emulator.base_url, "2026-12-02T08:59:54-05:00")
+    emulator, proc, seen = await start_waiting(
+        emulator_factory, tmp_path, "2026-12-02T08:59:54-05:00"
+    )
     assert proc.stderr is not None
-    seen = bytearray()
-    await asyncio.wait_for(_until_waiting(proc.stderr, seen), RUN_TIMEOUT)
     # While New York's lines wait, none of them is at the gateway.
     assert set(ledger(emulator)).isdisjoint(NEW_YORK), seen.decode()
     seen += await asyncio.wait_for(proc.stderr.read(), RUN_TIMEOUT)
@@ -124,13 +132,8 @@ async def test_a_window_that_opens_during_the_run_sends_its_lines_then(
 async def test_a_crash_while_lines_wait_loses_none_and_doubles_none(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
-    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
-    write_lines(tmp_path / "in.ndjson", recipients([LONDON, *NEW_YORK]))
     # 12:00 UTC: London is open, New York (07:00) waits two hours.
-    proc = await start(tmp_path, emulator.base_url, "2026-12-02T12:00:00Z")
-    assert proc.stderr is not None
-    seen = bytearray()
-    await asyncio.wait_for(_until_waiting(proc.stderr, seen), RUN_TIMEOUT)
+    emulator, proc, _ = await start_waiting(emulator_factory, tmp_path, "2026-12-02T12:00:00Z")
     while LONDON not in ledger(emulator):  # bounded by the test's timeout
         await asyncio.sleep(0.05)
     assert list(tmp_path.glob(".out.ndjson.held-*")), "the held lines are not spilled"
