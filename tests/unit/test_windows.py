@@ -543,3 +543,16 @@ def test_the_fast_look_up_agrees_with_trying_every_length(
         assert found.default
     else:
         assert found.zones == tuple(z for z in expected if z != "Etc/Unknown")
+
+
+def test_a_send_without_windows_loads_neither_them_nor_the_zone_table() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dispatcher.pipeline, dispatcher.cli.send; "
+        "print(sorted(m for m in ('dispatcher.windows', 'phonenumbers.tzdata') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
