@@ -13,7 +13,7 @@ Issue 14's send windows (`dispatcher.windows.Windows`) and the halt (cancel, exp
 refused by a window must not spend a cap, and a line that is a duplicate must not be
 counted by either. A policy may also hold lines back and hand them on later: the
 windows hold a line until its window opens, then `Preparer.readmit` passes it through
-the policies after the windows (the caps) to the batcher.
+the windows again and the policies after them (the caps) to the batcher.
 """
 
 from __future__ import annotations

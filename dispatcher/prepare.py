@@ -210,12 +210,12 @@ class Preparer:
             self._kept.clear()
 
     def readmit(
-        self, after: Policy, key: Hashable, entries: list[Entry], batcher: Batches, sink: Sink
+        self, start: Policy, key: Hashable, entries: list[Entry], batcher: Batches, sink: Sink
     ) -> None:
-        """Entries of group ``key`` that policy ``after`` held back (`dispatcher.windows`)
-        go on through the policies after it, then to ``batcher``."""
+        """Entries of group ``key`` that policy ``start`` held back (`dispatcher.windows`)
+        go through it again and the policies after it, then to ``batcher``."""
         group = self._group(*cast("tuple[Any, ...]", key))
-        for policy in self.policies[self.policies.index(after) + 1 :]:
+        for policy in self.policies[self.policies.index(start) :]:
             keep = policy.check(group, entries, None, sink)
             if keep is not None:
                 entries = [entries[i] for i in keep]

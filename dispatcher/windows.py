@@ -23,9 +23,11 @@ skip`` a closed one is ``OUTSIDE_WINDOW`` (resumable). With ``wait`` it goes to 
 spilled to an owner-only directory beside the journal, one file per opening instant,
 so memory stays O(distinct instants) however many lines wait. When an instant arrives
 (`Held.release`: the wall clock says when, the event loop's clock does the waiting) its
-lines re-enter the pipeline after this policy (`Preparer.readmit`: the caps, then the
-batcher). A held line has no result and no journal record until it is released, so a
-crash loses nothing: ``--resume`` reads it from the input again.
+lines re-enter the pipeline at this policy (`Preparer.readmit`): their window is
+checked again — a line released after it closed again (a saturated sender kept it back
+that long) waits for the next opening — then come the caps and the batcher. A held line
+has no result and no journal record until it is released, so a crash loses nothing:
+``--resume`` reads it from the input again.
 """
 
 from __future__ import annotations
@@ -290,6 +292,8 @@ class Windows:
         self.default_zone = 0
         #: (zone set label, opening instant) → lines that waited for it
         self.openings: Counter[tuple[str, float]] = Counter()
+        #: checking released lines again (counted once already)
+        self._again = False
 
     def check(
         self, group: Group, entries: list[Entry], texts: list[str] | None, sink: Sink
@@ -310,7 +314,8 @@ class Windows:
                 keep.append(position)
             else:
                 closed.append((position, entry, zones))
-        self.default_zone += defaults
+        if not self._again:
+            self.default_zone += defaults
         if not closed:
             return None
         passing = self._closed(group, closed, sink)
@@ -345,7 +350,8 @@ class Windows:
                 )
                 continue
             self.openings[(zones.label, zones.opens)] += 1
-            self.waited += 1
+            if not self._again:
+                self.waited += 1
             if dry_run:
                 passing.append(position)
             else:
@@ -386,13 +392,19 @@ class Windows:
         sink: Sink,
         read_all: asyncio.Event,
     ) -> None:
-        """Release the waiting lines as their windows open, through the policies after
-        this one (`Held.release`); returns once the input is read and none wait."""
+        """Release the waiting lines as their windows open (`Held.release`): through
+        this policy again — a line released after its window closed again (the sender
+        was saturated for that long) waits for the next opening — then the policies
+        after it. Returns once the input is read and none wait."""
         if self.held is None:
             return
 
         def readmit(key: Hashable, entries: list[Entry]) -> None:
-            preparer.readmit(self, key, entries, batcher, sink)
+            self._again = True
+            try:
+                preparer.readmit(self, key, entries, batcher, sink)
+            finally:
+                self._again = False
 
         await self.held.release(readmit, batcher, submit, sink, read_all)
 
@@ -420,7 +432,7 @@ class Readmitting(Protocol):
     """What `Windows.release` needs of `dispatcher.prepare.Preparer`."""
 
     def readmit(
-        self, after: Any, key: Hashable, entries: list[Entry], batcher: Batches, sink: Sink
+        self, start: Any, key: Hashable, entries: list[Entry], batcher: Batches, sink: Sink
     ) -> None: ...
 
 

@@ -475,7 +475,7 @@ def test_a_new_run_removes_the_spill_a_crash_left(tmp_path: Path) -> None:
     assert other.exists()
 
 
-def test_released_lines_go_through_the_policies_after_the_windows() -> None:
+def test_released_lines_go_through_the_windows_again_and_the_policies_after() -> None:
     config = Config(sender="12345", text="Hi {0}")
     windows = policy(0.0)
     caps = Caps(max_messages=1)
@@ -556,3 +556,36 @@ def test_a_send_without_windows_loads_neither_them_nor_the_zone_table() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_a_line_released_after_its_window_closed_again_waits_for_the_next(
+    tmp_path: Path,
+) -> None:
+    config = Config(sender="12345", text="Hi {0}")
+    halt = Halt()
+    clock = Clock(at("2026-12-02T12:00:00+00:00"))  # 07:00 in New York
+    held = Held(str(tmp_path / "out.ndjson"), halt, clock)
+    windows = Windows(NINE_TO_EIGHT, Zones("UTC"), clock, held=held)
+    preparer = Preparer(config, capacity=lambda code: 100.0, policies=[windows])
+    sink = Sink()
+    assert windows.check(group(), [entry(1, NEW_YORK + "1")], None, sink) == []
+    # The release comes late: 21:00 in New York, closed again until tomorrow 09:00.
+    clock.now_ = at("2026-12-03T02:00:00+00:00")
+    read_all = asyncio.Event()
+    read_all.set()
+    releasing = asyncio.create_task(
+        windows.release(preparer, _NoBatches(), _no_submit, sink, read_all)
+    )
+    while held.next_opening != datetime(2026, 12, 3, 14, tzinfo=UTC):
+        await asyncio.sleep(0)
+    assert held.waiting == 1
+    halt.set(Status.CANCELLED, "cancelled")
+    await releasing
+    assert [(line, status) for line, status, _ in sink.locals] == [(1, Status.CANCELLED)]
+    report = windows.report()
+    assert report["waited"] == 1  # one line, held twice
+    assert [o["opens"] for o in report["openings"]] == [
+        "2026-12-02T14:00:00Z",
+        "2026-12-03T14:00:00Z",
+    ]
+    held.close()
