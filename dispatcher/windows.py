@@ -328,6 +328,7 @@ class Windows:
         those that pass (in flight at a crash; in a dry run, those that would wait)."""
         waiting: dict[float, list[Entry]] = {}
         passing = []
+        counts: dict[ZoneSet, int] = {}  # lines that wait, by zone set (one opening each)
         in_flight, dry_run = self._in_flight, self.held is None
         for position, entry, zones in closed:
             if entry.line in in_flight:
@@ -349,13 +350,15 @@ class Windows:
                     replaced=entry.replaced,
                 )
                 continue
-            self.openings[(zones.label, zones.opens)] += 1
-            if not self._again:
-                self.waited += 1
+            counts[zones] = counts.get(zones, 0) + 1
             if dry_run:
                 passing.append(position)
             else:
                 waiting.setdefault(zones.opens, []).append(entry)
+        for zones, lines in counts.items():
+            self.openings[(zones.label, zones.opens or 0.0)] += lines
+            if not self._again:
+                self.waited += lines
         if waiting:
             assert self.held is not None
             self.held.add(group.key, waiting, sink)
