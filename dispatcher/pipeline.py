@@ -42,6 +42,7 @@ from dispatcher.batcher import Batcher
 from dispatcher.config import Config, callback_secrets
 from dispatcher.errors import FatalError, InputError
 from dispatcher.gateway import GatewayClient, open_session
+from dispatcher.halt import Halt
 from dispatcher.job import Source, places
 from dispatcher.journal import Journal
 from dispatcher.limiter import RateLimits
@@ -61,6 +62,7 @@ from dispatcher.retry import RetryPolicy
 from dispatcher.sender import DryRun, Sender
 from dispatcher.shares import Share
 from dispatcher.summary import ACCEPTED, Summary
+from dispatcher.timing import WallClock, wall_clock
 from dispatcher.writers import NdjsonSink, Outputs
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
 if TYPE_CHECKING:
     from dispatcher.preview import Explainer
     from dispatcher.suppress import SuppressionList
+    from dispatcher.windows import Held, Windows
 
 log = logging.getLogger("dispatcher")
 
@@ -190,15 +193,28 @@ async def _run(
     shutdown.on_force(lambda: _save(outputs, journal))
     sending = limits if quota is None else quota
     finished = False
+    halt = Halt()  # cancel and expiry set it (issue 14)
+    windows = _windows(config, wall_clock(config.now), halt, resume)
     try:
         async with _stage(config, metrics.timed(sending), outputs, journal, resume) as stage:
             await _run_stages(
-                source, config, sending, stage, outputs, journal, resume, shutdown, metrics
+                source,
+                config,
+                sending,
+                stage,
+                outputs,
+                journal,
+                resume,
+                shutdown,
+                metrics,
+                windows,
             )
         finished = shutdown.signal is None
     except FatalError as exc:
         summary.fatal = exc
     finally:
+        if windows is not None:
+            windows.close()
         _close(outputs, journal, finished=finished, compact_results=_superseded(resume))
     _finish(summary, limits, shutdown)
     return summary
@@ -263,12 +279,13 @@ async def _run_stages(
     resume: Resume | None,
     shutdown: Shutdown,
     metrics: Recorder,
+    windows: Windows | None = None,
 ) -> None:
     """Feed the stage and let it finish, the watchers beside; on a stop request or a
     fatal error, abandon it (in-flight requests get the grace period)."""
     reader = Reader(source, max_line_bytes=config.max_line_bytes)
     metrics.watch(reader, outputs.summary, stage)
-    preparer = _preparer(config, limits, resume)
+    preparer = _preparer(config, limits, resume, windows)
     batcher = Batcher(
         batch_size=config.request_size,
         linger=config.linger_ms / 1000,
@@ -291,11 +308,12 @@ async def _run_stages(
                 tasks.create_task(_flush_every(FLUSH_INTERVAL, outputs, journal)),
             ]
             if show:
-                watchers.append(tasks.create_task(_progress(reader, outputs.summary)))
+                held = windows.held if windows is not None else None
+                watchers.append(tasks.create_task(_progress(reader, outputs.summary, held)))
             explainer = _explainer(config, explained)
             share = Share.parse(config.shard) if config.shard else None
             broken = await _feed(
-                reader, preparer, batcher, stage, outputs, resume, config, explainer, share
+                reader, preparer, batcher, stage, outputs, resume, config, explainer, share, windows
             )
             await stage.close()
             for task in watchers:
@@ -342,13 +360,17 @@ async def _feed(
     config: Config,
     explainer: Explainer | None = None,
     share: Share | None = None,
+    windows: Windows | None = None,
 ) -> InputError | None:
-    """Read, prepare, batch and submit until the input ends. An input that breaks ends
-    it too, and is returned: everything read before the break is still sent."""
+    """Read, prepare, batch and submit until the input ends — and, with send windows,
+    until no line waits for its window. An input that breaks ends it too, and is
+    returned: everything read before the break is still sent."""
     broken: InputError | None = None
     read_all = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(_linger(batcher, stage, config.linger_ms, read_all))
+        if windows is not None:  # releases the lines that wait, as their windows open
+            tasks.create_task(windows.release(preparer, batcher, stage.submit, outputs, read_all))
         try:
             async for chunk in reader:
                 if share is not None:
@@ -372,7 +394,12 @@ async def _feed(
     return broken
 
 
-def _preparer(config: Config, limits: RateLimits | SharedQuota, resume: Resume | None) -> Preparer:
+def _preparer(
+    config: Config,
+    limits: RateLimits | SharedQuota,
+    resume: Resume | None,
+    windows: Windows | None = None,
+) -> Preparer:
     """The preparer with the job's opt-out lists and policies (SPEC §10's order)."""
     optout = None
     if config.suppress:
@@ -385,7 +412,9 @@ def _preparer(config: Config, limits: RateLimits | SharedQuota, resume: Resume |
         from dispatcher.dedupe import Dedupe
 
         policies.append(Duplicates(Dedupe(config.dedupe), texts=config.dedupe == "number+text"))
-    # (issue 14: send windows and expiry go here, before the caps)
+    # (issue 14: the halt — `Halted` — goes here, before the windows)
+    if windows is not None:
+        policies.append(windows)
     caps = Caps.wanted(
         max_messages=config.max_messages,
         max_segments=config.max_job_segments,
@@ -397,6 +426,15 @@ def _preparer(config: Config, limits: RateLimits | SharedQuota, resume: Resume |
             caps.count(*resume.state.committed)
         policies.append(caps)
     return Preparer(config, capacity=limits.capacity, optout=optout, policies=policies)
+
+
+def _windows(config: Config, clock: WallClock, halt: Halt, resume: Resume | None) -> Windows | None:
+    """The send windows of the job (``--window``), or None."""
+    if config.window is None:
+        return None
+    from dispatcher.windows import windows_for
+
+    return windows_for(config, clock, halt, resume)
 
 
 def _log_lists(optout: SuppressionList) -> None:
@@ -425,6 +463,8 @@ def _account_policies(preparer: Preparer, summary: Summary) -> None:
     for policy in preparer.policies:
         if isinstance(policy, Caps) and policy.reached is not None:
             summary.cap_reached = policy.reached
+        elif report := getattr(policy, "report", None):  # `Windows`
+            summary.windows = report()
 
 
 def _explainer(config: Config, out: TextIO) -> Explainer | None:
@@ -467,19 +507,19 @@ async def _flush_every(interval: float, outputs: Outputs, journal: Journal) -> N
         _save(outputs, journal)
 
 
-async def _progress(reader: Reader, summary: Summary) -> None:
+async def _progress(reader: Reader, summary: Summary, held: Held | None = None) -> None:
     """Refresh the progress line four times a second until cancelled (run's end)."""
     progress = Progress(reader.total_bytes)
     try:
         while True:
-            _show(progress, reader, summary)
+            _show(progress, reader, summary, held)
             await asyncio.sleep(0.25)
     finally:
-        _show(progress, reader, summary)
+        _show(progress, reader, summary, held)
         progress.close()
 
 
-def _show(progress: Progress, reader: Reader, summary: Summary) -> None:
+def _show(progress: Progress, reader: Reader, summary: Summary, held: Held | None) -> None:
     statuses = summary.statuses
     progress.update(
         bytes_read=reader.bytes_read,
@@ -488,6 +528,8 @@ def _show(progress: Progress, reader: Reader, summary: Summary) -> None:
         sent=sum(statuses[s] for s in ACCEPTED),
         failed=statuses[Status.FAILED] + statuses[Status.AMBIGUOUS],
         rate=(summary.lines - summary.resumed_lines) / summary.elapsed,
+        waiting=held.waiting if held is not None else 0,
+        next_opening=held.next_opening if held is not None else None,
     )
 
 

@@ -8,9 +8,12 @@ caps — before the batcher. Each policy is one class with one method over a run
 them) and writes the local result of every other line to ``sink``. A policy that is
 off is not in the list at all, so a job without policies pays nothing per line.
 
-Issue 14's send windows and expiry plug in the same way, between `Duplicates` and
-`Caps`: a line refused by a window must not spend a cap, and a line that is a
-duplicate must not be counted by either.
+Issue 14's send windows (`dispatcher.windows.Windows`) and the halt (cancel, expiry:
+`dispatcher.halt.Halted`) plug in the same way, between `Duplicates` and `Caps`: a line
+refused by a window must not spend a cap, and a line that is a duplicate must not be
+counted by either. A policy may also hold lines back and hand them on later: the
+windows hold a line until its window opens, then `Preparer.readmit` passes it through
+the windows again and the policies after them (the caps) to the batcher.
 """
 
 from __future__ import annotations

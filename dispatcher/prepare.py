@@ -209,6 +209,20 @@ class Preparer:
             self.segments_saved, self.smart_encoded = counts
             self._kept.clear()
 
+    def readmit(
+        self, start: Policy, key: Hashable, entries: list[Entry], batcher: Batches, sink: Sink
+    ) -> None:
+        """Entries of group ``key`` that policy ``start`` held back (`dispatcher.windows`)
+        go through it again and the policies after it, then to ``batcher``."""
+        group = self._group(*cast("tuple[Any, ...]", key))
+        for policy in self.policies[self.policies.index(start) :]:
+            keep = policy.check(group, entries, None, sink)
+            if keep is not None:
+                entries = [entries[i] for i in keep]
+            if not entries:
+                return
+        batcher.add_many(group, entries)
+
     def _opt_out(
         self, chunk: list[Recipient | Rejected], numbers: list[str | None], sink: LocalSink
     ) -> tuple[list[Recipient | Rejected], list[str | None]]:

@@ -8,6 +8,7 @@ never written to stdout, which belongs to the results.
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from typing import Any, TextIO
 
 
@@ -38,14 +39,20 @@ class Progress:
         sent: int,
         failed: int,
         rate: float,
+        waiting: int = 0,
+        next_opening: datetime | None = None,
     ) -> None:
-        """Show the latest counters (the input's size may become known late)."""
+        """Show the latest counters (the input's size may become known late), and the
+        lines waiting for their send window with the next opening (UTC)."""
         if total_bytes is not None and self._bar.total != total_bytes:
             self._bar.total = total_bytes
         self._bar.n = bytes_read
-        self._bar.set_postfix_str(
-            f"lines={lines:,} sent={sent:,} failed={failed:,} {rate:,.0f}/s", refresh=False
-        )
+        postfix = f"lines={lines:,} sent={sent:,} failed={failed:,} {rate:,.0f}/s"
+        if waiting:
+            postfix += f" waiting={waiting:,}"
+            if next_opening is not None:
+                postfix += f" next window {next_opening:%Y-%m-%d %H:%M:%S}Z"
+        self._bar.set_postfix_str(postfix, refresh=False)
         self._bar.refresh()
 
     def close(self) -> None:
@@ -97,6 +104,8 @@ def summary_table(summary: dict[str, Any]) -> str:
             )
         )
     rows.extend(_policy_rows(summary.get("policy") or {}, dry_run="estimate" in summary))
+    if "windows" in summary:
+        rows.extend(_window_rows(summary["windows"], dry_run="estimate" in summary))
     if "estimate" in summary:
         rows.append(("estimated send time", f"{summary['estimate']['seconds']:,.1f} s"))
     rows.append(("exit", summary["exit_reason"]))
@@ -135,4 +144,27 @@ def _policy_rows(policy: dict[str, Any], *, dry_run: bool) -> list[tuple[str, st
         )
     if policy.get("superseded"):
         rows.append(("superseded", f"{policy['superseded']:,} earlier results replaced"))
+    return rows
+
+
+#: Openings listed in the table (the summary JSON lists more).
+OPENINGS_SHOWN = 8
+
+
+def _window_rows(windows: dict[str, Any], *, dry_run: bool) -> list[tuple[str, str]]:
+    """What the send windows did (or, in a dry run, would do), and when each zone opens."""
+    waited = "would wait" if dry_run else "waited"
+    parts = [f"{windows['waited']:,} {waited}", f"{windows['skipped']:,} skipped"]
+    if windows["never_open"]:
+        parts.append(f"{windows['never_open']:,} never open in all their zones")
+    if windows["default_zone"]:
+        parts.append(f"{windows['default_zone']:,} in the default zone {windows['default_tz']}")
+    rows = [(f"window {windows['window']} ({windows['outside_window']})", ", ".join(parts))]
+    openings = windows["openings"]
+    for opening in openings[:OPENINGS_SHOWN]:
+        opens = opening["opens"].replace("T", " ").replace(":00Z", "Z")
+        rows.append((f"  opens {opens}", f"{opening['zones']}: {opening['lines']:,} lines"))
+    more = len(openings) - OPENINGS_SHOWN + windows["openings_not_listed"]
+    if more > 0:
+        rows.append(("  …", f"{more:,} more openings"))
     return rows

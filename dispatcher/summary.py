@@ -94,6 +94,8 @@ class Summary:
         self.cap_reached: tuple[str, int] | None = None
         #: result lines of earlier runs that a newer outcome of their line replaced
         self.superseded = 0
+        #: what the send windows did (`dispatcher.windows.Windows.report`), with --window
+        self.windows: dict[str, Any] | None = None
 
     def absorb(self, statuses: dict[str, int], segments: dict[str, int], cost: float = 0.0) -> None:
         """Count the results an earlier run of the same job already wrote (``cost``:
@@ -223,6 +225,8 @@ class Summary:
             extras["cost"] = round(billable * self.price_per_segment, 6)
         if self.estimate is not None:
             extras["estimate"] = self.estimate
+        if self.windows is not None:
+            extras["windows"] = self.windows
         extras["policy"] = {
             "suppressed": self.statuses[Status.SUPPRESSED],
             "duplicates": self.statuses[Status.DUPLICATE],
