@@ -7,7 +7,7 @@ microseconds from 0 to an hour; they are read back in milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from hdrh.histogram import HdrHistogram
@@ -31,6 +31,23 @@ class LatencyHistogram:
     def record(self, seconds: float) -> None:
         """Record one duration, clamped into 0 µs … an hour."""
         self._histogram.record_value(min(HIGHEST_US, max(0, round(seconds * 1e6))))
+
+    def record_counts(self, counts: Mapping[int, int]) -> None:
+        """Record durations in whole microseconds, each as often as ``counts`` says (a
+        `collections.Counter` of them): many at the cost of the distinct ones, and of
+        at most a few thousand per power of two, since values the histogram cannot
+        tell apart are recorded together."""
+        histogram = self._histogram
+        exact = histogram.sub_bucket_count  # below it every value has its own count
+        if len(counts) > exact:
+            counts = _alike(counts, exact.bit_length() - 1)
+        record = histogram.record_value
+        for microseconds, times in counts.items():
+            record(min(HIGHEST_US, max(0, microseconds)), times)
+
+    def merge(self, other: LatencyHistogram) -> None:
+        """Add every duration ``other`` recorded (of the same precision: one C loop)."""
+        self._histogram.add(other._histogram)
 
     @property
     def count(self) -> int:
@@ -63,6 +80,18 @@ class LatencyHistogram:
     def mean_ms(self) -> float | None:
         """The mean duration, in milliseconds."""
         return _ms(self._histogram.get_mean_value()) if self.count else None
+
+
+def _alike(counts: Mapping[int, int], bits: int) -> dict[int, int]:
+    """``counts`` with each value cut to its top ``bits`` bits: the lowest value of its
+    bucket in an HDR histogram whose buckets hold ``2 ** bits`` values."""
+    merged: dict[int, int] = {}
+    for value, times in counts.items():
+        shift = value.bit_length() - bits
+        if shift > 0:
+            value = value >> shift << shift
+        merged[value] = merged.get(value, 0) + times
+    return merged
 
 
 def _ms(microseconds: float) -> float:
