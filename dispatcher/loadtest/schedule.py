@@ -69,6 +69,11 @@ class Schedule:
         self._halted_at: float | None = None
         self._waker: asyncio.Future[None] | None = None
         self._waiting_for_slot = False
+        #: The run: what starts a request, the window, how many are due in it, the next.
+        self._launch: Start = _no_launch
+        self._start = self._end = 0.0
+        self._total = self._next = 0
+        self._running = False
 
     @property
     def in_flight(self) -> int:
@@ -108,40 +113,58 @@ class Schedule:
         await self._run(begin, start, end)
 
     def finished(self) -> None:
-        """A request started by `run_calls` has ended: its slot is free."""
+        """A request has ended: its slot is free. When requests are waiting for one,
+        the next starts now, from here, rather than a turn of the loop later."""
         self._free += 1
+        if self._running and self._waiting_for_slot and self._halted_at is None:
+            now = self.clock()
+            due = self.due(self._next, self._start)
+            if self._next < self._total and due <= now + TOLERANCE and now < self._end:
+                self._take(self._next, due, late=True)
+                return
         self._wake(for_slot=True)
 
     async def _run(self, launch: Start, start: float, end: float) -> None:
         clock = self.clock
-        total = self.count(start, end)
-        k = 0
+        self._launch, self._start, self._end = launch, start, end
+        total = self._total = self.count(start, end)
+        self._running = True
+        try:
+            await self._loop(clock, start, end, total)
+        finally:
+            self._running = False
+        if self._halted_at is not None:
+            total = min(total, self.count(start, self._halted_at))
+        self.dropped = range(self._next, total)
+
+    async def _loop(self, clock: Callable[[], float], start: float, end: float, total: int) -> None:
         waited = False
-        while k < total and self._halted_at is None:
+        while self._next < total and self._halted_at is None:
             now = clock()
-            due = self.due(k, start)
+            due = self.due(self._next, start)
             if due > now + TOLERANCE:
                 # Never early, or a fast answer would look faster than it was. uvloop's
                 # timers have whole milliseconds and may wake a little before ``due``:
                 # then this naps again for the rest.
+                waited = False
                 await self._nap(due - now, for_slot=False)
                 continue
             if self._free == 0:
                 if now >= end:
                     break
                 waited = True
-                await self._nap(end - now, for_slot=True)
+                await self._nap(end - now, for_slot=True)  # or `finished` starts it
                 continue
-            # The slot is taken before the request starts, so requests never exceed the cap.
-            self._free -= 1
-            self.started += 1
-            launch(k, due)
-            self.late_starts += waited and due >= self.count_from
+            self._take(self._next, due, late=waited)
             waited = False
-            k += 1
-        if self._halted_at is not None:
-            total = min(total, self.count(start, self._halted_at))
-        self.dropped = range(k, total)
+
+    def _take(self, k: int, due: float, *, late: bool) -> None:
+        """Start request ``k``. The slot is taken first, so requests never exceed the cap."""
+        self._free -= 1
+        self.started += 1
+        self._next = k + 1
+        self.late_starts += late and due >= self.count_from
+        self._launch(k, due)
 
     def halt(self) -> None:
         """Stop the schedule now: nothing more starts, and requests that were due but
@@ -183,10 +206,15 @@ class Schedule:
         finally:
             timer.cancel()
             self._waker = None
+            self._waiting_for_slot = False
 
     def _wake(self, *, for_slot: bool) -> None:
         if self._waker is not None and (self._waiting_for_slot or not for_slot):
             _resolve(self._waker)
+
+
+def _no_launch(k: int, due: float) -> None:
+    raise RuntimeError("the schedule is not running")
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
