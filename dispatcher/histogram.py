@@ -45,10 +45,6 @@ class LatencyHistogram:
         for microseconds, times in counts.items():
             record(min(HIGHEST_US, max(0, microseconds)), times)
 
-    def merge(self, other: LatencyHistogram) -> None:
-        """Add every duration ``other`` recorded (of the same precision: one C loop)."""
-        self._histogram.add(other._histogram)
-
     @property
     def count(self) -> int:
         """How many durations were recorded."""

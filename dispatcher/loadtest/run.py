@@ -14,6 +14,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TextIO
 
+import orjson
+
 from dispatcher import api
 from dispatcher._version import __version__
 from dispatcher.config import Secret
@@ -127,6 +129,7 @@ class _Driver:
         self.live = live
         #: Each body as the whole request, built once: request k sends requests[k % n].
         self.requests = [pool.request(body) for body in bodies.bodies]
+        self.single = bodies.single
         self.parse = api.parse_single if bodies.single else api.parse_batch
         self.aborted: AuthError | None = None
         self.began = clock()
@@ -195,6 +198,8 @@ class _Driver:
             if isinstance(outcome, GatewayError):
                 raise outcome
             status, headers, payload = outcome
+            if self.single and 200 <= status < 300 and accepted_single(payload):
+                return RequestOutcome.OK
             if not 200 <= status < 300:  # the answers whose words the error tree carries
                 payload = scrub_answer(payload)
             self.parse(api.check_answer(status, headers, payload))
@@ -220,6 +225,22 @@ class _Driver:
             return
         in_flight = self.schedule.in_flight
         print(live_line(row, self.test.request_rate, in_flight), file=self.live, flush=True)
+
+
+def accepted_single(payload: bytes) -> bool:
+    """Whether a 2xx answer of the single endpoint accepts its message: a JSON object
+    whose ``data`` is an object with an ``id``. True only when `api.check_answer` and
+    `api.parse_single` would accept it too (a test holds them to it), in a third of
+    their time: the usual answer skips the error tree and the `api.Answer`; any other
+    goes their way."""
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(document, dict):
+        return False
+    data = document.get("data")
+    return isinstance(data, dict) and data.get("id") is not None
 
 
 async def _halt_on(stop: asyncio.Event, schedule: Schedule) -> None:
