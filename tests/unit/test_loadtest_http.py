@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import shutil
 import socket
+import ssl
+import subprocess
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import orjson
 import pytest
@@ -316,3 +320,45 @@ async def test_answers_as_aiohttps_server_writes_them() -> None:
                 client.close()
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (the openssl command, when there is one)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make a certificate")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", key, "-out", cert],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_https_verifies_the_server_with_the_systems_authorities(
+    certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    state = RawServer(lambda _: [answer(DOC)])
+    server = await asyncio.start_server(state.handle, "127.0.0.1", 0, ssl=context)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/raven/v2/messages"
+    try:
+        untrusted = pool(url)
+        with pytest.raises(ConnectError, match="certificate"):
+            await untrusted.post(untrusted.request(BODY))
+        monkeypatch.setenv("SSL_CERT_FILE", cert)  # now it is one of "the system's"
+        trusted = pool(url)
+        try:
+            assert await trusted.post(trusted.request(BODY)) == (200, {}, DOC)
+        finally:
+            trusted.close()
+    finally:
+        server.close()
+        for writer in state.writers:
+            writer.close()
+        await asyncio.gather(*state.handlers, return_exceptions=True)
