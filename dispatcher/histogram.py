@@ -7,7 +7,7 @@ microseconds from 0 to an hour; they are read back in milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 from hdrh.histogram import HdrHistogram
@@ -34,6 +34,28 @@ class LatencyHistogram:
         """Record one duration, clamped into 0 µs … an hour."""
         self._histogram.record_value(min(HIGHEST_US, max(0, round(seconds * 1e6))))
         self.total_seconds += seconds
+
+    def record_counts(self, counts: Mapping[int, int]) -> None:
+        """Record durations in whole microseconds, each as often as ``counts`` says (a
+        `collections.Counter` of them): many at the cost of the distinct ones, and of
+        at most a few thousand per power of two, since values the histogram cannot
+        tell apart are recorded together."""
+        histogram = self._histogram
+        self.total_seconds += sum(us * times for us, times in counts.items()) / 1e6
+        exact = histogram.sub_bucket_count  # below it every value has its own count
+        if len(counts) > exact:
+            counts = _alike(counts, exact.bit_length() - 1)
+        record = histogram.record_value
+        for microseconds, times in counts.items():
+            record(min(HIGHEST_US, max(0, microseconds)), times)
+
+    def copy(self) -> LatencyHistogram:
+        """An independent histogram with the same counts and sum (its minimum may read
+        lower: hdrh's add into an empty histogram does not keep it exactly)."""
+        twin = LatencyHistogram(self._histogram.significant_figures)
+        twin._histogram.add(self._histogram)
+        twin.total_seconds = self.total_seconds
+        return twin
 
     @property
     def count(self) -> int:
@@ -85,6 +107,18 @@ class LatencyHistogram:
     def mean_ms(self) -> float | None:
         """The mean duration, in milliseconds."""
         return _ms(self._histogram.get_mean_value()) if self.count else None
+
+
+def _alike(counts: Mapping[int, int], bits: int) -> dict[int, int]:
+    """``counts`` with each value cut to its top ``bits`` bits: the lowest value of its
+    bucket in an HDR histogram whose buckets hold ``2 ** bits`` values."""
+    merged: dict[int, int] = {}
+    for value, times in counts.items():
+        shift = value.bit_length() - bits
+        if shift > 0:
+            value = value >> shift << shift
+        merged[value] = merged.get(value, 0) + times
+    return merged
 
 
 def _ms(microseconds: float) -> float:

@@ -353,7 +353,7 @@ def loadtest_snapshot(recorder: LoadRecorder | None, schedule: Schedule | None) 
         snapshot.set("dispatcher_requests_total", recorder.requests)
         for outcome, count in recorder.outcomes.items():
             snapshot.set("dispatcher_loadtest_requests_total", count, (str(outcome),))
-        snapshot.set_latency(recorder.latency)
+        snapshot.set_latency(recorder.latency_now())
     if schedule is not None:
         snapshot.set("dispatcher_requests_in_flight", schedule.in_flight)
         snapshot.set("dispatcher_loadtest_late_starts_total", schedule.late_starts)

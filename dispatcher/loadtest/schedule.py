@@ -12,6 +12,11 @@ does not drift; when the loop wakes late, every request that became due meanwhil
 starts at once. Time comes from an injected clock (the tests run it on a fake loop
 clock); sleeping uses the running loop's timers, and a request never starts before its
 due time on that clock.
+
+A request is either a coroutine run as a task (`Schedule.run`), or — what the load
+tester does, since a task and its coroutines are most of what a request costs in
+Python — a call that starts it and returns (`Schedule.run_calls`), whose end the
+caller reports with `Schedule.finished`.
 """
 
 from __future__ import annotations
@@ -26,15 +31,18 @@ from typing import Any
 TOLERANCE = 1e-6
 
 Send = Callable[[int, float], Coroutine[Any, Any, None]]
+#: Starts request k (due at the float) and returns at once; its end is reported with
+#: `Schedule.finished`.
+Start = Callable[[int, float], None]
 
 
 class Schedule:
     """Starts requests on time within a cap of ``slots`` in flight.
 
-    ``run`` starts ``send(k, due)`` as a task for every k due in ``[start, end)``;
-    ``drain`` then waits for the tasks still running. Counters: ``started``,
-    ``late_starts`` (started requests that had to wait for a slot) and ``dropped``
-    (the requests that never got one, as a range of k).
+    ``run`` starts ``send(k, due)`` as a task for every k due in ``[start, end)``, or
+    ``run_calls`` calls ``begin(k, due)``; ``drain`` then waits for the requests still
+    running. Counters: ``started``, ``late_starts`` (started requests that had to wait
+    for a slot) and ``dropped`` (the requests that never got one, as a range of k).
     """
 
     def __init__(
@@ -61,6 +69,11 @@ class Schedule:
         self._halted_at: float | None = None
         self._waker: asyncio.Future[None] | None = None
         self._waiting_for_slot = False
+        #: The run: what starts a request, the window, how many are due in it, the next.
+        self._launch: Start = _no_launch
+        self._start = self._end = 0.0
+        self._total = self._next = 0
+        self._running = False
 
     @property
     def in_flight(self) -> int:
@@ -84,33 +97,74 @@ class Schedule:
         return n
 
     async def run(self, send: Send, *, start: float, end: float) -> None:
-        """Start every request due in ``[start, end)``; return early after `halt`."""
+        """Start every request due in ``[start, end)`` as a task running ``send(k,
+        due)``; return early after `halt`."""
+
+        def launch(k: int, due: float) -> None:
+            task = asyncio.create_task(send(k, due))
+            self._tasks.add(task)
+            task.add_done_callback(self._release)
+
+        await self._run(launch, start, end)
+
+    async def run_calls(self, begin: Start, *, start: float, end: float) -> None:
+        """Call ``begin(k, due)`` for every request due in ``[start, end)``; each one
+        holds its slot until `finished` is called for it. Return early after `halt`."""
+        await self._run(begin, start, end)
+
+    def finished(self) -> None:
+        """A request has ended: its slot is free. When requests are waiting for one,
+        the next starts now, from here, rather than a turn of the loop later."""
+        self._free += 1
+        if self._running and self._waiting_for_slot and self._halted_at is None:
+            now = self.clock()
+            due = self.due(self._next, self._start)
+            if self._next < self._total and due <= now + TOLERANCE and now < self._end:
+                self._take(self._next, due, late=True)
+                return
+        self._wake(for_slot=True)
+
+    async def _run(self, launch: Start, start: float, end: float) -> None:
         clock = self.clock
-        total = self.count(start, end)
-        k = 0
+        self._launch, self._start, self._end = launch, start, end
+        total = self._total = self.count(start, end)
+        self._running = True
+        try:
+            await self._loop(clock, start, end, total)
+        finally:
+            self._running = False
+        if self._halted_at is not None:
+            total = min(total, self.count(start, self._halted_at))
+        self.dropped = range(self._next, total)
+
+    async def _loop(self, clock: Callable[[], float], start: float, end: float, total: int) -> None:
         waited = False
-        while k < total and self._halted_at is None:
+        while self._next < total and self._halted_at is None:
             now = clock()
-            due = self.due(k, start)
+            due = self.due(self._next, start)
             if due > now + TOLERANCE:
                 # Never early, or a fast answer would look faster than it was. uvloop's
                 # timers have whole milliseconds and may wake a little before ``due``:
                 # then this naps again for the rest.
+                waited = False
                 await self._nap(due - now, for_slot=False)
                 continue
             if self._free == 0:
                 if now >= end:
                     break
                 waited = True
-                await self._nap(end - now, for_slot=True)
+                await self._nap(end - now, for_slot=True)  # or `finished` starts it
                 continue
-            self._launch(send, k, due)
-            self.late_starts += waited and due >= self.count_from
+            self._take(self._next, due, late=waited)
             waited = False
-            k += 1
-        if self._halted_at is not None:
-            total = min(total, self.count(start, self._halted_at))
-        self.dropped = range(k, total)
+
+    def _take(self, k: int, due: float, *, late: bool) -> None:
+        """Start request ``k``. The slot is taken first, so requests never exceed the cap."""
+        self._free -= 1
+        self.started += 1
+        self._next = k + 1
+        self.late_starts += late and due >= self.count_from
+        self._launch(k, due)
 
     def halt(self) -> None:
         """Stop the schedule now: nothing more starts, and requests that were due but
@@ -120,9 +174,14 @@ class Schedule:
         self._wake(for_slot=False)
 
     async def drain(self, grace: float) -> list[asyncio.Task[None]]:
-        """Wait up to ``grace`` seconds for the requests in flight; cancel the rest and
-        return them (each request records its own cancellation)."""
+        """Wait up to ``grace`` seconds for the requests in flight. Tasks still running
+        then are cancelled and returned (each request records its own cancellation);
+        requests of `run_calls` still running are the caller's to end (`in_flight`)."""
         if not self._tasks:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace
+            while self.in_flight and loop.time() < deadline:
+                await self._nap(deadline - loop.time(), for_slot=True)
             return []
         _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
         for task in pending:
@@ -131,18 +190,9 @@ class Schedule:
             await asyncio.gather(*pending, return_exceptions=True)
         return list(pending)
 
-    def _launch(self, send: Send, k: int, due: float) -> None:
-        # The slot is taken before the task exists, so tasks never exceed the cap.
-        self._free -= 1
-        self.started += 1
-        task = asyncio.create_task(send(k, due))
-        self._tasks.add(task)
-        task.add_done_callback(self._release)
-
     def _release(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._free += 1
-        self._wake(for_slot=True)
+        self.finished()
 
     async def _nap(self, seconds: float, *, for_slot: bool) -> None:
         """Sleep up to ``seconds``; a halt ends it early, and so does a freed slot when
@@ -156,10 +206,15 @@ class Schedule:
         finally:
             timer.cancel()
             self._waker = None
+            self._waiting_for_slot = False
 
     def _wake(self, *, for_slot: bool) -> None:
         if self._waker is not None and (self._waiting_for_slot or not for_slot):
             _resolve(self._waker)
+
+
+def _no_launch(k: int, due: float) -> None:
+    raise RuntimeError("the schedule is not running")
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

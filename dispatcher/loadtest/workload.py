@@ -28,16 +28,13 @@ POOL_BODIES: Final = 1_000
 
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """Pre-built JSON bodies, used in turn; ``single`` picks the endpoint."""
+    """Pre-built JSON bodies, used in turn (request k sends ``bodies[k % len(bodies)]``);
+    ``single`` picks the endpoint."""
 
     bodies: tuple[bytes, ...]
     single: bool
     batch_size: int
     recipients: int
-
-    def body(self, k: int) -> bytes:
-        """The body of request ``k``."""
-        return self.bodies[k % len(self.bodies)]
 
 
 async def build(

@@ -10,8 +10,12 @@ import asyncio
 import socket
 from pathlib import Path
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from dispatcher import api
 from dispatcher.config import Secret
 from dispatcher.emulator import FaultSettings
 from dispatcher.errors import (
@@ -29,6 +33,7 @@ from dispatcher.errors import (
     Unavailable,
 )
 from dispatcher.loadtest import LoadTest, parse_threshold, run_loadtest
+from dispatcher.loadtest.run import accepted_single
 from dispatcher.loadtest.stats import RequestOutcome, classify
 from tests.support.emulators import TEST_KEY, EmulatorFactory
 
@@ -250,3 +255,42 @@ async def test_timeouts_unfinished_and_refused_connections_are_counted(
 )
 def test_each_gateway_error_has_its_outcome(error: GatewayError, outcome: RequestOutcome) -> None:
     assert classify(error) is outcome
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)  # what orjson writes
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_SINGLE_ANSWERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "meta": _JSON,
+        "data": _JSON
+        | st.fixed_dictionaries({}, optional=dict.fromkeys(("id", "to", "status"), _JSON)),
+        "messageId": _JSON,
+        "status": _JSON,
+        "description": _JSON,
+    },
+)
+
+
+@given(payload=_SINGLE_ANSWERS.map(orjson.dumps) | _JSON.map(orjson.dumps) | st.binary(max_size=20))
+def test_the_fast_check_of_a_single_answer_agrees_with_the_careful_one(payload: bytes) -> None:
+    """`accepted_single` says ok only when `api.check_answer` and `api.parse_single`
+    would, and misses only the flat shape (``messageId``), which then goes their way."""
+    try:
+        answer = api.parse_single(api.check_answer(200, {}, payload))
+    except GatewayError:
+        answer = None
+    fast = accepted_single(payload)
+    if fast:
+        assert answer is not None
+    elif answer is not None:
+        assert orjson.loads(payload).get("messageId") is not None
