@@ -148,6 +148,9 @@ async def run(
         register_secret(config.redis_password.reveal())
     for secret in callback_secrets(config.callbacks):  # a receiver's, in --callbacks URLs
         register_secret(secret)
+    inputs = list(inputs)
+    # A resume refused for a changed text names the option the text came from.
+    text_option = "--text-file" if any(p.option == "--text-file" for p in inputs) else "--text"
     read, written = places(source, config, inputs)
     check_distinct(read, written)
     check_writable(written)
@@ -158,7 +161,7 @@ async def run(
         # run (QuotaUnavailable, exit 3) with nothing sent and no job to resume.
         quota = await open_shared_quota(config, limits)
         try:
-            return await _run(source, config, shutdown, limits, quota)
+            return await _run(source, config, shutdown, limits, quota, text_option)
         finally:
             if quota is not None:
                 await _close_quota(quota)
@@ -250,10 +253,11 @@ async def _run(
     shutdown: Shutdown,
     limits: RateLimits,
     quota: SharedQuota | None,
+    text_option: str = "--text",
 ) -> Summary:
     """`run` once the places are checked and the job is locked; the lanes and the
     batches' capacity follow the shared ``quota`` when there is one, else ``limits``."""
-    journal, state = open_job(config, _describe(source))
+    journal, state = open_job(config, _describe(source), text_option=text_option)
     outputs = _open_outputs(config, journal, state)
     summary = outputs.summary
     summary.price_per_segment = config.price_per_segment
