@@ -97,9 +97,8 @@ _I64 = npt.NDArray[np.int64]
 #: The E.164 digits take the low 50 bits of a key (10^15 < 2^50), the code id the rest.
 NUMBER_BITS: Final = 50
 MAX_CODES: Final = (1 << (64 - NUMBER_BITS)) - 1
-#: ``merge while older <= RATIO * newer``: 2 keeps few runs and cheap merges (measured
-#: against 1 and 4 in bench/bench_campaign.py).
-RATIO: Final = 2
+#: Runs of one level are merged this many at a time (see `Dedupe._add`).
+FANOUT: Final = 4
 
 _xxh3: Final = xxhash.xxh3_64_intdigest
 _NO_LINE: Final = -1
@@ -162,30 +161,34 @@ class _Run:
             found, at = found[same_key], at[same_key]
 
     @staticmethod
-    def merge(older: _Run, newer: _Run) -> _Run:
-        """One run of both (they share no entry).
+    def merge(runs: list[_Run]) -> _Run:
+        """One run of all of ``runs`` (they share no entry).
 
-        Both columns are joined and put in key order by a stable argsort, which finds the
-        two sorted halves and merges them in one pass (timsort): 90 ns an entry over a
-        job of 900 k entries, against 230 ns for placing the newer entries by
-        ``searchsorted`` and the older ones through a mask. A column is released as soon
-        as its merged copy exists, so the peak while the biggest run merges is about
-        36 bytes an entry (the 20 of the runs, the 8-byte order and one column's copy).
+        The columns are joined and put in key order by a stable argsort, which finds the
+        sorted runs and merges them (timsort): 90 ns an entry for two runs over a job of
+        900 k entries, against 230 ns for placing the newer entries by ``searchsorted``
+        and the older ones through a mask. A column is released as soon as its merged
+        copy exists, so the peak while the biggest run merges is about 36 bytes an
+        entry of it (the 20 of the runs, the 8-byte order and one column's copy).
         """
-        size = len(older) + len(newer)
-        keys = np.concatenate((older.keys.table[: len(older)], newer.keys.table[: len(newer)]))
-        older.keys = newer.keys = _NO_KEYS
+        size = sum(len(run) for run in runs)
+        keys = np.concatenate([run.keys.table[: len(run)] for run in runs])
+        for run in runs:
+            run.keys = _NO_KEYS
         order = np.argsort(keys, kind="stable")
         table = SortedKeys.empty(size)
-        np.take(keys, order, out=table[:size])
+        # mode="clip": with "raise", take buffers its output.
+        np.take(keys, order, out=table[:size], mode="clip")
         del keys
         hashes = None
-        if older.hashes is not None and newer.hashes is not None:
-            hashes = np.concatenate((older.hashes, newer.hashes))
-            older.hashes = newer.hashes = None
+        if runs[0].hashes is not None:
+            hashes = np.concatenate([run.hashes for run in runs])
+            for run in runs:
+                run.hashes = None
             hashes = hashes[order]
-        lines = np.concatenate((older.lines, newer.lines))
-        older.lines = newer.lines = _EMPTY_U32
+        lines = np.concatenate([run.lines for run in runs])
+        for run in runs:
+            run.lines = _EMPTY_U32
         return _Run(SortedKeys(table, size), hashes, lines[order])
 
 
@@ -193,6 +196,8 @@ _NO_KEYS: Final = SortedKeys(SortedKeys.empty(0), 0)
 _EMPTY_U32: Final[npt.NDArray[np.uint32]] = np.empty(0, dtype=np.uint32)
 
 
+#: Entries of a run added to a rebuilt filter at a time (bounds the temporary arrays).
+_FILTER_BLOCK: Final = 1 << 16
 #: A merge whose result has this many entries hands freed memory back (see below).
 TRIM_FROM: Final = 1 << 16
 
@@ -226,6 +231,62 @@ def _find_malloc_trim() -> Callable[[int], object]:
 _malloc_trim: Callable[[int], object] | None = None
 
 
+class _Filter:
+    """A blocked Bloom filter over the recorded (key, text hash) pairs: most lines of a
+    job are new, and a line the filter has never seen needs no look-up in any run.
+
+    Each pair sets 4 bits of one 64-bit word (a "split block" filter: one cache miss a
+    query). Sized for `capacity` pairs at 8 bits each, rebuilt from the runs for twice
+    as many pairs as it holds when the job outgrows it: 8 to 16 bits a recorded pair,
+    1 to 2 bytes. False positives, by the arithmetic of 4 bits among 64 in a word that
+    holds 8 to 4 pairs: 3 to 0.3 % (a false positive only costs the look-ups the line
+    would have had anyway); never a false negative.
+    """
+
+    __slots__ = ("capacity", "size", "words")
+
+    def __init__(self, capacity: int) -> None:
+        size = max(64, -(-capacity // 8))  # 8 bits a pair
+        self.capacity = size * 8
+        self.size = np.uint64(size)
+        self.words = np.zeros(size, dtype=np.uint64)
+
+    @property
+    def nbytes(self) -> int:
+        return self.words.nbytes
+
+    def spots(self, keys: _U64, hashes: _U64 | None) -> tuple[_U64, _U64]:
+        """(word, bits) of each pair: a 64-bit mix of both, the word from its top 32 bits
+        (scaled to the size by a multiply), 4 bit positions from its low 24."""
+        mixed = keys * _MIX1
+        if hashes is not None:
+            mixed ^= hashes
+        mixed ^= mixed >> _S32
+        mixed *= _MIX2
+        mixed ^= mixed >> _S29
+        bits = _ONE << (mixed & _LOW6)
+        for shift in _BIT_SHIFTS:
+            bits |= _ONE << ((mixed >> shift) & _LOW6)
+        return ((mixed >> _S32) * self.size) >> _S32, bits
+
+    def might_hold(self, word: _U64, bits: _U64) -> npt.NDArray[np.bool_]:
+        """Per pair of `spots`: whether it may have been added (False: certainly not)."""
+        return (self.words[word] & bits) == bits  # type: ignore[no-any-return]
+
+    def add(self, word: _U64, bits: _U64) -> None:
+        """Add the pairs of `spots`."""
+        np.bitwise_or.at(self.words, word, bits)
+
+
+_MIX1: Final = np.uint64(0x9E3779B97F4A7C15)
+_MIX2: Final = np.uint64(0xBF58476D1CE4E5B9)
+_S32: Final = np.uint64(32)
+_S29: Final = np.uint64(29)
+_LOW6: Final = np.uint64(63)
+_ONE: Final = np.uint64(1)
+_BIT_SHIFTS: Final = (np.uint64(6), np.uint64(12), np.uint64(18))
+
+
 class Dedupe:
     """The job's record of who was sent what, and the check of a chunk of lines against it.
 
@@ -236,8 +297,10 @@ class Dedupe:
     def __init__(self, mode: Mode | str = Mode.NUMBER_TEXT) -> None:
         self.mode = Mode(mode)
         self._runs: list[_Run] = []
+        self._levels: list[int] = []  # per run: how many merges of FANOUT made it
         self._codes: dict[str, int] = {}
         self._size = 0
+        self._filter: _Filter | None = None
 
     def __len__(self) -> int:
         """Distinct recipients recorded so far."""
@@ -245,8 +308,9 @@ class Dedupe:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the packed runs (what the job's memory grows by)."""
-        return sum(run.nbytes for run in self._runs)
+        """Bytes held by the packed runs and their filter (what the job's memory grows by)."""
+        held = sum(run.nbytes for run in self._runs)
+        return held + (self._filter.nbytes if self._filter is not None else 0)
 
     @property
     def runs(self) -> int:
@@ -267,19 +331,46 @@ class Dedupe:
         ``number`` mode (None is fine there). Lines repeated within the call are
         answered in order: the earliest is the first.
         """
+        return self._firsts(code, numbers, texts, lines).tolist()  # type: ignore[no-any-return]
+
+    def duplicates(
+        self,
+        code: str | Sequence[str],
+        numbers: Sequence[str] | _U64,
+        texts: str | Sequence[str] | None,
+        lines: Sequence[int] | npt.NDArray[np.integer[Any]],
+    ) -> tuple[list[int], list[int]]:
+        """`check_many`, answered as the positions of the duplicates and their first
+        lines (two empty lists, the usual answer, when there is none)."""
+        firsts = self._firsts(code, numbers, texts, lines)
+        positions = np.flatnonzero(firsts >= 0)
+        if not len(positions):
+            return [], []
+        return positions.tolist(), firsts[positions].tolist()
+
+    def _firsts(
+        self,
+        code: str | Sequence[str],
+        numbers: Sequence[str] | _U64,
+        texts: str | Sequence[str] | None,
+        lines: Sequence[int] | npt.NDArray[np.integer[Any]],
+    ) -> _I64:
         count = len(lines)
         if self.mode is Mode.OFF or count == 0:
-            return [_NO_LINE] * count
+            return np.full(count, _NO_LINE, dtype=np.int64)
         keys = _keys(numbers, count)
         if self.mode is Mode.NUMBER_TEXT:
             keys |= self._code_bits(code, count)
             hashes: _U64 | None = _text_hashes(texts, count)
         else:
             hashes = None
-        line_numbers = np.asarray(lines, dtype=np.int64)
-        if count and int(line_numbers.max()) > 0xFFFFFFFF:
+        if isinstance(lines, np.ndarray):
+            line_numbers = lines.astype(np.int64, copy=False)
+        else:
+            line_numbers = np.fromiter(lines, dtype=np.int64, count=count)
+        if int(line_numbers.max()) > 0xFFFFFFFF:
             raise ConfigError("--dedupe handles inputs of at most 4294967295 lines")
-        return self._check(keys, hashes, line_numbers).tolist()  # type: ignore[no-any-return]
+        return self._check(keys, hashes, line_numbers)
 
     def _check(self, keys: _U64, hashes: _U64 | None, lines: _I64) -> _I64:
         count = len(keys)
@@ -299,38 +390,73 @@ class Dedupe:
         if hashes is not None:
             hashes = hashes[order]
             starts[1:] |= hashes[1:] != hashes[:-1]
-        leaders = np.flatnonzero(starts)
-        group_keys = keys[leaders]
-        group_hashes = hashes[leaders] if hashes is not None else None
-        own_lines = lines[order[leaders]]
-        found = np.full(len(leaders), _NO_LINE, dtype=np.int64)
-        for run in self._runs:
-            run.find(group_keys, group_hashes, found)
+        if starts.all():  # no repeat within the call (the usual case): no group to map
+            leaders = None
+            group_keys, group_hashes, own_lines = keys, hashes, lines[order]
+        else:
+            leaders = np.flatnonzero(starts)
+            group_keys = keys[leaders]
+            group_hashes = hashes[leaders] if hashes is not None else None
+            own_lines = lines[order[leaders]]
+        found = np.full(len(group_keys), _NO_LINE, dtype=np.int64)
+        table = self._filter
+        if table is not None:
+            # Only the groups the filter may have seen are looked up in the runs.
+            word, bits = table.spots(group_keys, group_hashes)
+            asked = np.flatnonzero(table.might_hold(word, bits))
+            if len(asked):
+                answers = np.full(len(asked), _NO_LINE, dtype=np.int64)
+                asked_hashes = group_hashes[asked] if group_hashes is not None else None
+                asked_keys = group_keys[asked]
+                for run in self._runs:
+                    run.find(asked_keys, asked_hashes, answers)
+                found[asked] = answers
         new = found < 0
         # The first line of each group: recorded earlier, or the group's own first line.
         first = np.where(new, own_lines, found)
-        answer_sorted = first[np.cumsum(starts) - 1]
-        answer_sorted[leaders[new]] = _NO_LINE
+        if leaders is None:
+            first[new] = _NO_LINE
+            answer_sorted = first
+        else:
+            answer_sorted = first[np.cumsum(starts) - 1]
+            answer_sorted[leaders[new]] = _NO_LINE
         answer = np.empty(count, dtype=np.int64)
         answer[order] = answer_sorted
         if new.any():
-            self._add(
-                _Run.of(
-                    group_keys[new],
-                    group_hashes[new] if group_hashes is not None else None,
-                    own_lines[new].astype(np.uint32),
-                )
-            )
+            added_keys = group_keys[new]
+            added_hashes = group_hashes[new] if group_hashes is not None else None
+            self._add(_Run.of(added_keys, added_hashes, own_lines[new].astype(np.uint32)))
+            if table is not None and self._size <= table.capacity:
+                table.add(word[new], bits[new])
+            else:
+                self._rebuild_filter()
         return answer
 
+    def _rebuild_filter(self) -> None:
+        """A filter of every recorded pair, with room for as many again."""
+        self._filter = None  # released before its successor is made
+        table = _Filter(2 * self._size)
+        for run in self._runs:
+            for start in range(0, len(run), _FILTER_BLOCK):
+                end = min(start + _FILTER_BLOCK, len(run))
+                run_hashes = run.hashes[start:end] if run.hashes is not None else None
+                table.add(*table.spots(run.keys.table[start:end], run_hashes))
+        self._filter = table
+
     def _add(self, run: _Run) -> None:
-        runs = self._runs
+        """Append a new run at level 0; `FANOUT` runs of one level merge into one of the
+        next (a counter in base `FANOUT`)."""
+        runs, levels = self._runs, self._levels
         runs.append(run)
+        levels.append(0)
         self._size += len(run)
-        while len(runs) > 1 and len(runs[-2]) <= RATIO * len(runs[-1]):
-            newer = runs.pop()
-            runs[-1] = _Run.merge(runs[-1], newer)
-            if len(runs[-1]) >= TRIM_FROM:
+        while len(levels) >= FANOUT and levels[-FANOUT] == levels[-1]:
+            merged = _Run.merge(runs[-FANOUT:])
+            level = levels[-1] + 1
+            del runs[-FANOUT:], levels[-FANOUT:]
+            runs.append(merged)
+            levels.append(level)
+            if len(merged) >= TRIM_FROM:
                 _release_freed_memory()
 
     def _code_bits(self, code: str | Sequence[str], count: int) -> _U64:

@@ -4,7 +4,6 @@ the runs as they grow and merge, the stable text hash, and the limits."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -63,8 +62,8 @@ def test_number_mode_ignores_code_and_text() -> None:
     assert d.check_many(["A", "B"], [MX, MX], ["hi", "bye"], [1, 2]) == [-1, 1]
     assert d.check_many("C", [US, MX], None, [3, 4]) == [-1, 1]
     assert len(d) == 2
-    (run,) = d._runs
-    assert run.hashes is None  # no text hash kept: 12 bytes an entry
+    assert d._runs
+    assert all(run.hashes is None for run in d._runs)  # no text hash kept: 12 bytes an entry
 
 
 def test_off_keeps_nothing() -> None:
@@ -159,7 +158,7 @@ def test_number_text_needs_texts() -> None:
 
 
 @pytest.mark.parametrize("cached", [0, suppress.CACHED_KEYS])
-def test_runs_merge_like_a_binary_counter(cached: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runs_merge_like_a_counter(cached: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(suppress, "CACHED_KEYS", cached)
     d = Dedupe()
     line = 0
@@ -169,14 +168,21 @@ def test_runs_merge_like_a_binary_counter(cached: int, monkeypatch: pytest.Monke
         assert got == [-1] * 50
         line += 50
         sizes = [len(run) for run in d._runs]
-        # Each run is more than twice the next: at most log2(N / chunk) + 1 runs.
-        assert all(a > dedupe.RATIO * b for a, b in pairwise(sizes))
+        # A counter in base FANOUT: fewer than FANOUT runs of each level, the older ones
+        # of the higher levels, each level FANOUT times the entries of the one below.
+        levels = d._levels
+        assert levels == sorted(levels, reverse=True)
+        assert all(levels.count(level) < dedupe.FANOUT for level in levels)
+        assert sizes == [50 * dedupe.FANOUT**level for level in levels]
         assert sum(sizes) == len(d)
     assert len(d) == 10_000
     assert d.runs <= 8
-    # 20 bytes an entry, and per run the padding and the index of the keys
+    # 20 bytes an entry, and per run the padding and the index of the keys; the filter
+    # in front of the runs, 1 to 2 bytes an entry
     padding = sum(8 * (SortedKeys.STEP + len(run.keys.index)) for run in d._runs)
-    assert d.nbytes == 20 * 10_000 + padding
+    assert d._filter is not None
+    assert 10_000 <= d._filter.nbytes <= 2 * 10_000
+    assert d.nbytes == 20 * 10_000 + padding + d._filter.nbytes
     for run in d._runs:
         assert (np.diff(run.keys.table[: len(run)].astype(np.int64)) > 0).all()
     # Everything recorded is still found, whichever run it went to.
@@ -225,4 +231,52 @@ def test_growth_under_load_against_a_dict(seed: int, count: int, chunk: int) -> 
         )
     assert len(engine) == len(reference.seen)
     keys = sum(run.keys.table.nbytes + run.keys.index.nbytes for run in engine._runs)
-    assert engine.nbytes - keys == 12 * len(engine)  # text hash and line, 12 bytes an entry
+    assert engine._filter is not None
+    # text hash and line, 12 bytes an entry
+    assert engine.nbytes - keys - engine._filter.nbytes == 12 * len(engine)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from(["number+text", "number"]),
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 3000),
+    st.integers(20, 700),
+)
+def test_a_crowded_filter_changes_no_answer(mode: str, seed: int, count: int, chunk: int) -> None:
+    # A filter that says "maybe" to every line (all false positives: every line is looked
+    # up in every run, as without a filter), and a filter of the usual size that says it
+    # to almost none: the answers are the dict's either way.
+    rng = np.random.default_rng(seed)
+    pool = rng.integers(10**11, 10**12, size=count // 3 + 1)
+    numbers = [f"+{n}" for n in rng.choice(pool, size=count).tolist()]
+    texts = [f"t{n}" for n in rng.integers(0, 2, size=count).tolist()]
+    crowded, roomy, reference = Dedupe(mode), Dedupe(mode), Reference(mode)
+    for start in range(0, count, chunk):
+        part = slice(start, start + chunk)
+        lines = list(range(start + 1, min(start + chunk, count) + 1))
+        expected = reference.check_many(["A"] * len(lines), numbers[part], texts[part], lines)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(dedupe._Filter, "might_hold", _always)
+            assert crowded.check_many("A", numbers[part], texts[part], lines) == expected
+        assert roomy.check_many("A", numbers[part], texts[part], lines) == expected
+
+
+def _always(self: object, word: np.ndarray, bits: object) -> np.ndarray:  # type: ignore[type-arg]
+    return np.ones(len(word), dtype=bool)
+
+
+def test_the_filter_never_forgets() -> None:
+    rng = np.random.default_rng(1)
+    keys = rng.integers(1, 2**63, size=5000, dtype=np.int64).view(np.uint64)
+    hashes = rng.integers(0, 2**63, size=5000, dtype=np.int64).view(np.uint64)
+    table = dedupe._Filter(1000)  # five times over its capacity: crowded, yet exact
+    table.add(*table.spots(keys, hashes))
+    assert table.might_hold(*table.spots(keys, hashes)).all()
+    assert table.might_hold(*table.spots(keys, None)).mean() < 1  # other pairs
+    roomy = dedupe._Filter(5000)
+    roomy.add(*roomy.spots(keys, hashes))
+    assert roomy.might_hold(*roomy.spots(keys, hashes)).all()
+    others = rng.integers(1, 2**63, size=100_000, dtype=np.int64).view(np.uint64)
+    # At 8 bits a pair, about 3 % false positives
+    assert roomy.might_hold(*roomy.spots(others, hashes[:1].repeat(100_000))).mean() < 0.05

@@ -81,6 +81,7 @@ def test_one_number_per_line_in_any_layout_normalize_accepts(tmp_path: Path) -> 
     stats = only_stats(lists)
     assert counts(stats) == ("numbers", 3, 3, 0)
     assert lists.contains_many([MX, US, FR, GB]) == [True, True, True, False]
+    assert lists.listed([GB, MX, None, US, FR, GB]) == [1, 3, 4]  # the positions listed
     assert len(lists) == 3
 
 
