@@ -72,7 +72,13 @@ import numpy.typing as npt
 import orjson
 
 from dispatcher.errors import ConfigError, InputError, InvalidNumber
-from dispatcher.numbers import MAX_DIGITS, normalize, normalize_many
+from dispatcher.numbers import (
+    ASCII_SEPARATORS,
+    MAX_DIGITS,
+    MIN_DIGITS,
+    normalize,
+    normalize_many,
+)
 from dispatcher.sources import ByteSource, open_source
 
 _U64 = npt.NDArray[np.uint64]
@@ -535,11 +541,24 @@ def _detect(path: str, text: str) -> tuple[_Extractor | None, int]:
 def _load_block(
     text: str, first_line: int, skip: int, extract: _Extractor, stats: ListStats, keys: _Growing
 ) -> None:
-    raws = extract.raws(text)
-    lines: list[str] | None = None
     if skip:
-        raws = raws[skip:]
         first_line += skip
+    # One number a line: the text is its own list of raw numbers (no split, no join).
+    plain = type(extract) is _Extractor
+    raws = None if plain else extract.raws(text)[skip:]
+    block_keys = _plain_keys(text if raws is None else "\n".join(raws))
+    if block_keys is not None:  # every entry a number: no line to look at one by one
+        stats.entries += len(block_keys)
+        stats.numbers += len(block_keys)
+        keys.extend(block_keys)
+        bad = np.flatnonzero(~_international(block_keys))
+        if len(bad):
+            raws = text.split("\n") if raws is None else raws
+            _not_valid(bad, block_keys, raws, None, first_line, stats)
+        return
+    if raws is None:
+        raws = text.split("\n")
+    lines: list[str] | None = None
     numbers = normalize_many(raws)
     entries = len(numbers)
     if None in numbers:
@@ -566,14 +585,68 @@ def _load_block(
     stats.numbers += len(block_keys)
     keys.extend(block_keys)
     bad = np.flatnonzero(~_international(block_keys))
+    _not_valid(bad, block_keys, raws, positions, first_line, stats)
+
+
+def _not_valid(
+    bad: npt.NDArray[np.intp],
+    block_keys: _U64,
+    raws: list[str],
+    positions: npt.NDArray[np.intp] | None,
+    first_line: int,
+    stats: ListStats,
+) -> None:
+    """Count the keys at ``bad`` as not valid, with examples (``positions``: of each key
+    among ``raws``, when not the same)."""
     stats.not_valid += len(bad)
     for i in bad[: EXAMPLES - len(stats.not_valid_examples)].tolist():
         at = int(positions[i]) if positions is not None else i
+        number = f"+{int(block_keys[i])}"
         stats.not_valid_examples.append(
-            Problem(
-                line=first_line + at, text=_excerpt(raws[at]), reason=_why_not_valid(numbers[at])
-            )
+            Problem(line=first_line + at, text=_excerpt(raws[at]), reason=_why_not_valid(number))
         )
+
+
+#: The bytes of a block of plain numbers: digits, + and newline.
+_PLAIN_BYTES: Final = b"0123456789+\n"
+
+
+def _plain_keys(text: str) -> _U64 | None:
+    """The keys of ``text``'s lines when every line is a number as `normalize` takes it
+    (ASCII; its separators removed, an optional ``+`` and 8 to 15 digits, the first not
+    0) — the usual block of a list; else None, and the careful path decides line by line.
+
+    The checks are a few vectorised passes over the bytes and the line starts, and the
+    numbers are parsed by one C call: 25 ns a number, against 300 for `normalize_many`
+    and `number_keys` on the lines (bench/bench_campaign.py's lists)."""
+    if not text or not text.isascii():
+        return None
+    data = text.encode().translate(None, ASCII_SEPARATORS)
+    if not data or data.translate(None, _PLAIN_BYTES):  # empty, or another byte
+        return None
+    octets = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(octets == _NEWLINE)
+    starts = np.empty(len(ends) + 1, dtype=np.intp)
+    starts[0] = 0
+    starts[1:] = ends + 1
+    ends = np.append(ends, len(octets))
+    # A + only at the start of a line; the digits after it.
+    pluses = np.flatnonzero(octets == _PLUS) if b"+" in data else None
+    if pluses is not None and not (octets[np.maximum(pluses - 1, 0)] == _NEWLINE)[pluses > 0].all():
+        return None
+    first = starts + (octets[np.minimum(starts, len(octets) - 1)] == _PLUS)
+    digits = ends - first
+    if digits.min() < MIN_DIGITS or digits.max() > MAX_DIGITS or (octets[first] == _ZERO).any():
+        return None
+    keys = _parse_ints(data.decode())
+    if len(keys) != len(starts):  # pragma: no cover - the checks above rule it out
+        return None
+    return keys.view(np.uint64)
+
+
+_NEWLINE: Final = ord("\n")
+_PLUS: Final = ord("+")
+_ZERO: Final = ord("0")
 
 
 def _excerpt(line: str) -> str:
