@@ -83,6 +83,16 @@ def normalize_many(raws: Sequence[str], *, strict: bool = False) -> list[str | N
     return out
 
 
+def number_key(number: str | None) -> int:
+    """A normalised number as an integer (its digits), 0 for None; a ValueError for a
+    string `normalize` would not have returned."""
+    if number is None:
+        return 0
+    if not (number.startswith("+") and number[1:].isdigit() and number.isascii()):
+        raise ValueError(f"not a normalised number: {number!r}")
+    return int(number)
+
+
 def _normalize_formatted(raw: str) -> str:
     cleaned = raw.translate(_STRIP)
     digits = cleaned[1:] if cleaned.startswith("+") else cleaned

@@ -78,6 +78,7 @@ from dispatcher.numbers import (
     MIN_DIGITS,
     normalize,
     normalize_many,
+    number_key,
 )
 from dispatcher.sources import ByteSource, open_source
 
@@ -108,7 +109,7 @@ def number_keys(numbers: Sequence[str | None]) -> _U64:
         text = " ".join([n or "0" for n in numbers])
     keys = _parse_ints(text)
     if len(keys) != len(numbers) or text.count(" ") != len(numbers) - 1:
-        keys = np.array([_one_key(n) for n in numbers], dtype=np.int64)
+        keys = np.array([number_key(n) for n in numbers], dtype=np.int64)
     return keys.view(np.uint64)
 
 
@@ -132,14 +133,6 @@ def _parse_ints(text: str) -> npt.NDArray[np.int64]:
 
 
 _NUMPY_WARNS: Final = int(np.__version__.split(".")[0]) < 2
-
-
-def _one_key(number: str | None) -> int:
-    if number is None:
-        return 0
-    if not (number.startswith("+") and number[1:].isdigit() and number.isascii()):
-        raise ValueError(f"not a normalised number: {number!r}")
-    return int(number)
 
 
 #: Up to this many keys (512 KiB), `SortedKeys` uses ``np.searchsorted`` as it is.

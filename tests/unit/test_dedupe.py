@@ -3,20 +3,31 @@ the runs as they grow and merge, the stable text hash, and the limits."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher import dedupe, suppress
+from dispatcher import dedupe, dedupe_runs, suppress
 from dispatcher.dedupe import Dedupe, Mode
 from dispatcher.errors import ConfigError
 from dispatcher.suppress import SortedKeys, number_keys
 
 MX = "+525512345678"
 US = "+12025550123"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def packed() -> Iterator[None]:
+    """The packed engine from a job's first line (the dict of a small job has tests of
+    its own below: `test_a_small_job_keeps_a_dict_and_answers_the_same`)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dedupe, "SMALL", 0)
+        yield
 
 
 class Reference:
@@ -62,8 +73,10 @@ def test_number_mode_ignores_code_and_text() -> None:
     assert d.check_many(["A", "B"], [MX, MX], ["hi", "bye"], [1, 2]) == [-1, 1]
     assert d.check_many("C", [US, MX], None, [3, 4]) == [-1, 1]
     assert len(d) == 2
-    assert d._runs
-    assert all(run.hashes is None for run in d._runs)  # no text hash kept: 12 bytes an entry
+    assert d._packed is not None
+    assert all(
+        run.hashes is None for run in d._packed._runs
+    )  # no text hash kept: 12 bytes an entry
 
 
 def test_off_keeps_nothing() -> None:
@@ -116,11 +129,10 @@ def test_empty_call() -> None:
 
 def test_text_hash_is_stable_across_processes() -> None:
     # XXH3-64 is fixed by its specification: a state could be read by another process.
-    assert dedupe._text_hashes("Hola, tu código es 1234", 1).tolist() == [0x76A896C9DFDA1520]
-    assert dedupe._text_hashes(["a", "b"], 2).tolist() == [
-        dedupe._text_hashes("a", 1)[0],
-        dedupe._text_hashes("b", 1)[0],
-    ]
+    hashes = dedupe_runs._text_hashes
+    assert hashes("Hola, tu código es 1234", 1).tolist() == [0x76A896C9DFDA1520]
+    assert hashes(["a", "b"], 2).tolist() == [hashes("a", 1)[0], hashes("b", 1)[0]]
+    assert dedupe._text_hash("Hola, tu código es 1234") == 0x76A896C9DFDA1520  # a small job's
 
 
 def test_a_lone_surrogate_is_hashed_not_refused() -> None:
@@ -167,23 +179,26 @@ def test_runs_merge_like_a_counter(cached: int, monkeypatch: pytest.MonkeyPatch)
         got = d.check_many("A", numbers, "t", list(range(line + 1, line + 51)))
         assert got == [-1] * 50
         line += 50
-        sizes = [len(run) for run in d._runs]
+        assert d._packed is not None
+        sizes = [len(run) for run in d._packed._runs]
         # A counter in base FANOUT: fewer than FANOUT runs of each level, the older ones
         # of the higher levels, each level FANOUT times the entries of the one below.
-        levels = d._levels
+        levels = d._packed._levels
         assert levels == sorted(levels, reverse=True)
-        assert all(levels.count(level) < dedupe.FANOUT for level in levels)
-        assert sizes == [50 * dedupe.FANOUT**level for level in levels]
+        assert all(levels.count(level) < dedupe_runs.FANOUT for level in levels)
+        assert sizes == [50 * dedupe_runs.FANOUT**level for level in levels]
         assert sum(sizes) == len(d)
     assert len(d) == 10_000
     assert d.runs <= 8
     # 20 bytes an entry, and per run the padding and the index of the keys; the filter
     # in front of the runs, 1 to 2 bytes an entry
-    padding = sum(8 * (SortedKeys.STEP + len(run.keys.index)) for run in d._runs)
-    assert d._filter is not None
-    assert 10_000 <= d._filter.nbytes <= 2 * 10_000
-    assert d.nbytes == 20 * 10_000 + padding + d._filter.nbytes
-    for run in d._runs:
+    runs = d._packed._runs
+    padding = sum(8 * (SortedKeys.STEP + len(run.keys.index)) for run in runs)
+    table = d._packed._filter
+    assert table is not None
+    assert 10_000 <= table.nbytes <= 2 * 10_000
+    assert d.nbytes == 20 * 10_000 + padding + table.nbytes
+    for run in runs:
         assert (np.diff(run.keys.table[: len(run)].astype(np.int64)) > 0).all()
     # Everything recorded is still found, whichever run it went to.
     every = [f"+5255{c:04d}{i:04d}" for c in range(200) for i in range(50)]
@@ -230,10 +245,11 @@ def test_growth_under_load_against_a_dict(seed: int, count: int, chunk: int) -> 
             reference.check_many(["A"] * len(lines), numbers[part], texts[part], lines)
         )
     assert len(engine) == len(reference.seen)
-    keys = sum(run.keys.table.nbytes + run.keys.index.nbytes for run in engine._runs)
-    assert engine._filter is not None
+    assert engine._packed is not None
+    keys = sum(run.keys.table.nbytes + run.keys.index.nbytes for run in engine._packed._runs)
+    assert engine._packed._filter is not None
     # text hash and line, 12 bytes an entry
-    assert engine.nbytes - keys - engine._filter.nbytes == 12 * len(engine)
+    assert engine.nbytes - keys - engine._packed._filter.nbytes == 12 * len(engine)
 
 
 @settings(max_examples=30, deadline=None)
@@ -257,7 +273,7 @@ def test_a_crowded_filter_changes_no_answer(mode: str, seed: int, count: int, ch
         lines = list(range(start + 1, min(start + chunk, count) + 1))
         expected = reference.check_many(["A"] * len(lines), numbers[part], texts[part], lines)
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(dedupe._Filter, "might_hold", _always)
+            patch.setattr(dedupe_runs._Filter, "might_hold", _always)
             assert crowded.check_many("A", numbers[part], texts[part], lines) == expected
         assert roomy.check_many("A", numbers[part], texts[part], lines) == expected
 
@@ -270,13 +286,58 @@ def test_the_filter_never_forgets() -> None:
     rng = np.random.default_rng(1)
     keys = rng.integers(1, 2**63, size=5000, dtype=np.int64).view(np.uint64)
     hashes = rng.integers(0, 2**63, size=5000, dtype=np.int64).view(np.uint64)
-    table = dedupe._Filter(1000)  # five times over its capacity: crowded, yet exact
+    table = dedupe_runs._Filter(1000)  # five times over its capacity: crowded, yet exact
     table.add(*table.spots(keys, hashes))
     assert table.might_hold(*table.spots(keys, hashes)).all()
     assert table.might_hold(*table.spots(keys, None)).mean() < 1  # other pairs
-    roomy = dedupe._Filter(5000)
+    roomy = dedupe_runs._Filter(5000)
     roomy.add(*roomy.spots(keys, hashes))
     assert roomy.might_hold(*roomy.spots(keys, hashes)).all()
     others = rng.integers(1, 2**63, size=100_000, dtype=np.int64).view(np.uint64)
     # At 8 bits a pair, about 3 % false positives
     assert roomy.might_hold(*roomy.spots(others, hashes[:1].repeat(100_000))).mean() < 0.05
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from(["number+text", "number"]),
+    st.lists(_CHUNK, max_size=12),
+    st.integers(0, 60),
+)
+def test_a_small_job_keeps_a_dict_and_answers_the_same(
+    mode: str, chunks: list[list[tuple[str, str, str]]], small: int
+) -> None:
+    # The dict of a small job, its move to the packed runs once it holds more than
+    # SMALL recipients (anywhere in the job, or never), and the runs after it: the
+    # answers are the plain dict's throughout, and numbers as keys are taken too.
+    engine, reference = Dedupe(mode), Reference(mode)
+    line = 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dedupe, "SMALL", small)
+        for chunk in chunks:
+            codes = [c for c, _, _ in chunk]
+            numbers = [n for _, n, _ in chunk]
+            texts = [t for _, _, t in chunk]
+            lines = list(range(line + 1, line + len(chunk) + 1))
+            line += len(chunk)
+            expected = reference.check_many(codes, numbers, texts, lines)
+            given_numbers = number_keys(numbers) if line % 2 else numbers
+            assert engine.check_many(codes, given_numbers, texts, lines) == expected
+            # the dict holds at most SMALL recipients; once moved, the runs hold them all
+            assert len(engine._small) <= small
+            assert engine._packed is None or not engine._small
+    assert len(engine) == len(reference.seen)
+
+
+def test_a_small_job_does_not_import_numpy() -> None:
+    code = (
+        "import sys\n"
+        "from dispatcher.dedupe import Dedupe\n"
+        "from dispatcher.policy import Duplicates\n"
+        "d = Dedupe()\n"
+        "assert d.check_many('A', ['+525512345678'] * 2, ['t', 't'], [1, 2]) == [-1, 1]\n"
+        "assert d.duplicates('A', ['+525512345678'], 't', [3]) == ([0], [1])\n"
+        "assert 'numpy' not in sys.modules, 'numpy was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
