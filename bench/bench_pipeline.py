@@ -274,10 +274,7 @@ CAMPAIGN_MODES = {
 def campaign(args: argparse.Namespace) -> dict[str, Any]:
     """Issue 13's target: opt-out list and dedupe on against both off, runs alternated."""
     machine = h.machine()
-    workdir = args.workdir or tempfile.mkdtemp(prefix="bench-campaign-send-")
-    os.makedirs(workdir, exist_ok=True)
-    source = os.path.join(workdir, f"recipients-{args.count}.ndjson")
-    h.gen_file(source, args.count)
+    workdir, source = _inputs(args, "bench-campaign-send-")
     optout = os.path.join(workdir, f"optout-{args.suppress_count}.txt")
     campaign_list(optout, source, args.suppress_count)
     server = h.start_sink()
@@ -293,10 +290,7 @@ def campaign(args: argparse.Namespace) -> dict[str, Any]:
                 runs[mode].append(phase)
     finally:
         server.stop()
-        if not args.workdir:
-            for name in os.listdir(workdir):
-                os.unlink(os.path.join(workdir, name))
-            os.rmdir(workdir)
+        _clean(args, workdir)
     document: dict[str, Any] = {
         "bench": "pipeline-campaign",
         **machine,
@@ -342,12 +336,26 @@ def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return chosen
 
 
-def harness(args: argparse.Namespace) -> dict[str, Any]:
-    machine = h.machine()
-    workdir = args.workdir or tempfile.mkdtemp(prefix="bench-pipeline-")
+def _inputs(args: argparse.Namespace, prefix: str) -> tuple[str, str]:
+    """The work directory and the ``--count`` recipients of ``dispatcher gen`` in it."""
+    workdir = args.workdir or tempfile.mkdtemp(prefix=prefix)
     os.makedirs(workdir, exist_ok=True)
     source = os.path.join(workdir, f"recipients-{args.count}.ndjson")
     h.gen_file(source, args.count)
+    return workdir, source
+
+
+def _clean(args: argparse.Namespace, workdir: str) -> None:
+    """Remove the work directory unless it is the user's (``--workdir``)."""
+    if not args.workdir:
+        for name in os.listdir(workdir):
+            os.unlink(os.path.join(workdir, name))
+        os.rmdir(workdir)
+
+
+def harness(args: argparse.Namespace) -> dict[str, Any]:
+    machine = h.machine()
+    workdir, source = _inputs(args, "bench-pipeline-")
     single_source = os.path.join(workdir, f"recipients-{args.single_count}.ndjson")
     with open(source, "rb") as f, open(single_source, "wb") as out:
         for _ in range(args.single_count):
@@ -413,10 +421,7 @@ def harness(args: argparse.Namespace) -> dict[str, Any]:
         emulator.stop()
         if single_server is not emulator:
             single_server.stop()
-        if not args.workdir:
-            for name in os.listdir(workdir):
-                os.unlink(os.path.join(workdir, name))
-            os.rmdir(workdir)
+        _clean(args, workdir)
 
     d, c, s, so = best(dispatcher), best(ceiling), script[0], script_orjson[0]
     rate = d["recipients_per_s"]

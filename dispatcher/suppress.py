@@ -34,7 +34,13 @@ intersect with, 440 ns with the answer per line, and 175 ns per ``in`` one by on
 load reads blocks of 1 MiB, with the garbage collector paused (a dict per NDJSON line
 otherwise costs more in collections than in parsing), appends the keys to an array that
 grows in place, and sorts and de-duplicates it in place at the end: the peak is the
-array and one block's Python objects, about 1.4 times the steady size at 10 M.
+array and one block's Python objects, about 1.4 times the steady size at 10 M. A block
+whose every entry is a plain number (`_plain_keys`: ASCII, an optional ``+`` and 8 to 15
+digits once separators are removed — what lists mostly are) skips the line-by-line
+normalisation: a few vectorised checks over its bytes and one C parse, 60 ns a number
+against 300; NDJSON and CSV blocks take it for the numbers their extractor found. Any
+other block is read line by line as before. Load times: see the README's
+campaign-safety figures.
 
 **Not a valid number for any country.** A list kept in national format (``5512345678``
 for a Mexican mobile) normalises to numbers that match nobody. The load counts entries

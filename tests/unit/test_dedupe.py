@@ -211,16 +211,23 @@ _TEXTS = st.sampled_from(["hi", "ho", "hé ✓", ""])
 _CHUNK = st.lists(st.tuples(_CODES, _NUMBERS, _TEXTS), max_size=40)
 
 
+def columns(
+    chunk: list[tuple[str, str, str]], line: int
+) -> tuple[list[str], list[str], list[str], list[int]]:
+    """The codes, numbers, texts and line numbers (after ``line``) of a chunk."""
+    codes = [c for c, _, _ in chunk]
+    numbers = [n for _, n, _ in chunk]
+    texts = [t for _, _, t in chunk]
+    return codes, numbers, texts, list(range(line + 1, line + len(chunk) + 1))
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from(["number+text", "number", "off"]), st.lists(_CHUNK, max_size=25))
 def test_same_answers_as_a_dict(mode: str, chunks: list[list[tuple[str, str, str]]]) -> None:
     engine, reference = Dedupe(mode), Reference(mode)
     line = 0
     for chunk in chunks:
-        codes = [c for c, _, _ in chunk]
-        numbers = [n for _, n, _ in chunk]
-        texts = [t for _, _, t in chunk]
-        lines = list(range(line + 1, line + len(chunk) + 1))
+        codes, numbers, texts, lines = columns(chunk, line)
         line += len(chunk)
         assert engine.check_many(codes, numbers, texts, lines) == reference.check_many(
             codes, numbers, texts, lines
@@ -315,10 +322,7 @@ def test_a_small_job_keeps_a_dict_and_answers_the_same(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(dedupe, "SMALL", small)
         for chunk in chunks:
-            codes = [c for c, _, _ in chunk]
-            numbers = [n for _, n, _ in chunk]
-            texts = [t for _, _, t in chunk]
-            lines = list(range(line + 1, line + len(chunk) + 1))
+            codes, numbers, texts, lines = columns(chunk, line)
             line += len(chunk)
             expected = reference.check_many(codes, numbers, texts, lines)
             given_numbers = number_keys(numbers) if line % 2 else numbers

@@ -285,6 +285,20 @@ ITEMS = st.lists(
 )
 
 
+def chunk_of(items: list[Any]) -> list[Recipient | Rejected]:
+    """The recipients (and malformed lines) of the `ITEMS` strategy's items."""
+    chunk: list[Recipient | Rejected] = []
+    for line, item in enumerate(items, 1):
+        if item == "rejected":
+            chunk.append(Rejected(line=line, reason="bad", excerpt=""))
+        else:
+            to, params, ref, sender, text = item
+            chunk.append(
+                Recipient(line=line, to=to, params=params, ref=ref, sender=sender, text=text)
+            )
+    return chunk
+
+
 @settings(max_examples=150, deadline=None)
 @given(ITEMS, st.integers(1, 7), st.sampled_from(["messages", "segments"]))
 def test_exactly_one_outcome_per_item(items: list[Any], batch_size: int, rate_unit: str) -> None:
@@ -295,15 +309,7 @@ def test_exactly_one_outcome_per_item(items: list[Any], batch_size: int, rate_un
         capacity=5,
         max_message_segments=3,
     )
-    chunk: list[Recipient | Rejected] = []
-    for line, item in enumerate(items, 1):
-        if item == "rejected":
-            chunk.append(Rejected(line=line, reason="bad", excerpt=""))
-        else:
-            to, params, ref, sender, text = item
-            chunk.append(
-                Recipient(line=line, to=to, params=params, ref=ref, sender=sender, text=text)
-            )
+    chunk = chunk_of(items)
     # Feed in two chunks, as the reader would.
     half = len(chunk) // 2
     preparer.feed(chunk[:half], batcher, sink)
@@ -335,15 +341,7 @@ def test_opt_out_and_duplicates_as_a_line_by_line_reference(
     from dispatcher.suppress import SuppressionList
 
     preparer, batcher, sink, _ = make(text="Hi {0}", batch_size=3, max_message_segments=3)
-    chunk: list[Recipient | Rejected] = []
-    for line, item in enumerate(items, 1):
-        if item == "rejected":
-            chunk.append(Rejected(line=line, reason="bad", excerpt=""))
-        else:
-            to, params, ref, sender, text = item
-            chunk.append(
-                Recipient(line=line, to=to, params=params, ref=ref, sender=sender, text=text)
-            )
+    chunk = chunk_of(items)
     tos = [item.to for item in chunk if isinstance(item, Recipient)]
     listed = {tos[i] for i in listed_at if i < len(tos)}
     preparer._optout = SuppressionList.from_numbers(sorted(listed))
