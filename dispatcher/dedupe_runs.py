@@ -6,7 +6,7 @@ job outgrows it. Here the recipients are kept as sorted runs of three packed num
 columns: the key (uint64: the code id and the number, see `dispatcher.dedupe`), the text
 hash (uint64; absent in ``number`` mode) and the first line (uint32, so a job of at most
 2^32 - 1 lines): **20 bytes per distinct recipient** (12 in ``number`` mode), no Python
-object per entry, and 1 to 2 bytes of filter (`_Filter`). An open-addressing table of
+object per entry, and 1 to 2 bytes of filter (`KeyFilter`). An open-addressing table of
 the same columns that doubles at a 90 % load factor would hold 22 to 44 bytes an entry
 depending on where the job's size falls.
 
@@ -35,7 +35,7 @@ import xxhash
 
 from dispatcher.dedupe import NUMBER_BITS
 from dispatcher.errors import ConfigError
-from dispatcher.suppress import SortedKeys, number_keys
+from dispatcher.suppress import FILTER_BLOCK, KeyFilter, SortedKeys, number_keys
 
 _U64 = npt.NDArray[np.uint64]
 _I64 = npt.NDArray[np.int64]
@@ -134,8 +134,6 @@ _NO_KEYS: Final = SortedKeys(SortedKeys.empty(0), 0)
 _EMPTY_U32: Final[npt.NDArray[np.uint32]] = np.empty(0, dtype=np.uint32)
 
 
-#: Entries of a run added to a rebuilt filter at a time (bounds the temporary arrays).
-_FILTER_BLOCK: Final = 1 << 16
 #: A merge whose result has this many entries hands freed memory back (see below).
 TRIM_FROM: Final = 1 << 16
 
@@ -169,62 +167,6 @@ def _find_malloc_trim() -> Callable[[int], object]:
 _malloc_trim: Callable[[int], object] | None = None
 
 
-class _Filter:
-    """A blocked Bloom filter over the recorded (key, text hash) pairs: most lines of a
-    job are new, and a line the filter has never seen needs no look-up in any run.
-
-    Each pair sets 4 bits of one 64-bit word (a "split block" filter: one cache miss a
-    query). Sized for `capacity` pairs at 8 bits each, rebuilt from the runs for twice
-    as many pairs as it holds when the job outgrows it: 8 to 16 bits a recorded pair,
-    1 to 2 bytes. False positives, by the arithmetic of 4 bits among 64 in a word that
-    holds 8 to 4 pairs: 3 to 0.3 % (a false positive only costs the look-ups the line
-    would have had anyway); never a false negative.
-    """
-
-    __slots__ = ("capacity", "size", "words")
-
-    def __init__(self, capacity: int) -> None:
-        size = max(64, -(-capacity // 8))  # 8 bits a pair
-        self.capacity = size * 8
-        self.size = np.uint64(size)
-        self.words = np.zeros(size, dtype=np.uint64)
-
-    @property
-    def nbytes(self) -> int:
-        return self.words.nbytes
-
-    def spots(self, keys: _U64, hashes: _U64 | None) -> tuple[_U64, _U64]:
-        """(word, bits) of each pair: a 64-bit mix of both, the word from its top 32 bits
-        (scaled to the size by a multiply), 4 bit positions from its low 24."""
-        mixed = keys * _MIX1
-        if hashes is not None:
-            mixed ^= hashes
-        mixed ^= mixed >> _S32
-        mixed *= _MIX2
-        mixed ^= mixed >> _S29
-        bits = _ONE << (mixed & _LOW6)
-        for shift in _BIT_SHIFTS:
-            bits |= _ONE << ((mixed >> shift) & _LOW6)
-        return ((mixed >> _S32) * self.size) >> _S32, bits
-
-    def might_hold(self, word: _U64, bits: _U64) -> npt.NDArray[np.bool_]:
-        """Per pair of `spots`: whether it may have been added (False: certainly not)."""
-        return (self.words[word] & bits) == bits  # type: ignore[no-any-return]
-
-    def add(self, word: _U64, bits: _U64) -> None:
-        """Add the pairs of `spots`."""
-        np.bitwise_or.at(self.words, word, bits)
-
-
-_MIX1: Final = np.uint64(0x9E3779B97F4A7C15)
-_MIX2: Final = np.uint64(0xBF58476D1CE4E5B9)
-_S32: Final = np.uint64(32)
-_S29: Final = np.uint64(29)
-_LOW6: Final = np.uint64(63)
-_ONE: Final = np.uint64(1)
-_BIT_SHIFTS: Final = (np.uint64(6), np.uint64(12), np.uint64(18))
-
-
 class Runs:
     """The packed record: sorted runs behind a filter (see the module docstring)."""
 
@@ -232,7 +174,7 @@ class Runs:
         self._runs: list[_Run] = []
         self._levels: list[int] = []  # per run: how many merges of FANOUT made it
         self._size = 0
-        self._filter: _Filter | None = None
+        self._filter: KeyFilter | None = None
 
     def __len__(self) -> int:
         return self._size
@@ -362,10 +304,10 @@ class Runs:
     def _rebuild_filter(self) -> None:
         """A filter of every recorded pair, with room for as many again."""
         self._filter = None  # released before its successor is made
-        table = _Filter(2 * self._size)
+        table = KeyFilter(2 * self._size)
         for run in self._runs:
-            for start in range(0, len(run), _FILTER_BLOCK):
-                end = min(start + _FILTER_BLOCK, len(run))
+            for start in range(0, len(run), FILTER_BLOCK):
+                end = min(start + FILTER_BLOCK, len(run))
                 run_hashes = run.hashes[start:end] if run.hashes is not None else None
                 table.add(*table.spots(run.keys.table[start:end], run_hashes))
         self._filter = table

@@ -280,7 +280,7 @@ def test_a_crowded_filter_changes_no_answer(mode: str, seed: int, count: int, ch
         lines = list(range(start + 1, min(start + chunk, count) + 1))
         expected = reference.check_many(["A"] * len(lines), numbers[part], texts[part], lines)
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(dedupe_runs._Filter, "might_hold", _always)
+            patch.setattr(suppress.KeyFilter, "might_hold", _always)
             assert crowded.check_many("A", numbers[part], texts[part], lines) == expected
         assert roomy.check_many("A", numbers[part], texts[part], lines) == expected
 
@@ -293,11 +293,11 @@ def test_the_filter_never_forgets() -> None:
     rng = np.random.default_rng(1)
     keys = rng.integers(1, 2**63, size=5000, dtype=np.int64).view(np.uint64)
     hashes = rng.integers(0, 2**63, size=5000, dtype=np.int64).view(np.uint64)
-    table = dedupe_runs._Filter(1000)  # five times over its capacity: crowded, yet exact
+    table = suppress.KeyFilter(1000)  # five times over its capacity: crowded, yet exact
     table.add(*table.spots(keys, hashes))
     assert table.might_hold(*table.spots(keys, hashes)).all()
     assert table.might_hold(*table.spots(keys, None)).mean() < 1  # other pairs
-    roomy = dedupe_runs._Filter(5000)
+    roomy = suppress.KeyFilter(5000)
     roomy.add(*roomy.spots(keys, hashes))
     assert roomy.might_hold(*roomy.spots(keys, hashes)).all()
     others = rng.integers(1, 2**63, size=100_000, dtype=np.int64).view(np.uint64)

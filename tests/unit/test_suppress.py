@@ -208,7 +208,8 @@ def test_several_files_make_one_set_with_stats_per_file(tmp_path: Path) -> None:
     lists = load(a, b)
     assert [(s.path, s.numbers) for s in lists.stats] == [(str(a), 2), (str(b), 2)]
     assert len(lists) == 3
-    assert lists.nbytes == 8 * (3 + SortedKeys.STEP + 1)  # keys, padding, index
+    # keys, padding, index, and the filter (2 bytes a number, 512 at least)
+    assert lists.nbytes == 8 * (3 + SortedKeys.STEP + 1) + 512
 
 
 def test_lines_across_blocks_keep_their_numbers(
@@ -496,3 +497,29 @@ def test_a_list_loads_the_same_without_the_fast_path(
         careful = load(path)
     assert fast._keys.table.tolist() == careful._keys.table.tolist()
     assert fast.stats == careful.stats
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(10**10, 10**10 + 2000), max_size=300),
+    st.lists(st.integers(10**10 - 5, 10**10 + 2005), max_size=300),
+    st.booleans(),
+    st.booleans(),
+)
+def test_listed_numbers_as_a_set_says(
+    listed: list[int], asked: list[int], descend: bool, crowded: bool
+) -> None:
+    # The filter in front of the sorted keys (or one that says "maybe" to every number),
+    # and the descent of SortedKeys (CACHED_KEYS at 0) or a plain binary search: the
+    # answers are those of a set.
+    lists = SuppressionList.from_numbers([f"+{n}" for n in listed])
+    with mock.patch.object(suppress, "CACHED_KEYS", 0 if descend else suppress.CACHED_KEYS):
+        if crowded:
+            with mock.patch.object(
+                suppress.KeyFilter, "might_hold", lambda self, word, bits: np.ones(len(word), bool)
+            ):
+                got = lists.contains_many([f"+{n}" for n in asked])
+        else:
+            got = lists.contains_many([f"+{n}" for n in asked])
+    assert got == [n in set(listed) for n in asked]
+    assert len(lists) == len(set(listed))
