@@ -211,8 +211,8 @@ class Dedupe:
             code_bits = [i << NUMBER_BITS for i in code_ids]
         if texts is None:
             hashes = [0] * count
-        elif isinstance(texts, str):
-            hashes = [_text_hash(texts)] * count
+        elif isinstance(texts, str) or one_text(texts):
+            hashes = [_text_hash(texts if isinstance(texts, str) else texts[0])] * count
         else:
             hashes = [_text_hash(text) for text in texts]
         seen, out = self._small, []
@@ -244,6 +244,13 @@ class Dedupe:
         # Ids start at 1, so that `ids.get(c) or ...` above never mistakes one for missing.
         new = self._codes[code] = len(self._codes) + 1
         return new
+
+
+def one_text(texts: Sequence[str]) -> bool:
+    """Whether every text is one and the same str (a template without placeholders
+    renders the same object for every line): hashed once, not once a line. Free when
+    the texts differ: the first and the last are seldom one object then."""
+    return bool(texts) and texts[0] is texts[-1] and texts.count(texts[0]) == len(texts)
 
 
 def _text_hash(text: str) -> int:

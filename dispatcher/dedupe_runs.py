@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from dispatcher.dedupe import NUMBER_BITS
+from dispatcher.dedupe import NUMBER_BITS, one_text
 from dispatcher.errors import ConfigError
 from dispatcher.suppress import FILTER_BLOCK, KeyFilter, SortedKeys, number_keys
 
@@ -343,10 +343,11 @@ def _keys(numbers: Sequence[str] | _U64, count: int) -> _U64:
 def _text_hashes(texts: str | Sequence[str] | None, count: int) -> _U64:
     if texts is None:
         raise ValueError("number+text dedupe needs the texts")
-    if isinstance(texts, str):
-        return np.full(count, _xxh3(texts.encode("utf-8", "surrogatepass")), dtype=np.uint64)
     if len(texts) != count:
         raise ValueError(f"{len(texts)} texts for {count} lines")
+    if isinstance(texts, str) or one_text(texts):  # a template without placeholders
+        text = texts if isinstance(texts, str) else texts[0]
+        return np.full(count, _xxh3(text.encode("utf-8", "surrogatepass")), dtype=np.uint64)
     try:
         return np.fromiter(map(_xxh3, map(str.encode, texts)), dtype=np.uint64, count=count)
     except UnicodeEncodeError:  # a lone surrogate (35 % slower for every text if asked)

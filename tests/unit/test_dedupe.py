@@ -345,3 +345,19 @@ def test_a_small_job_does_not_import_numpy() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_one_text_for_every_line_is_hashed_once_and_the_same() -> None:
+    static = "Your code is ready"
+    copy = "".join(["Your code ", "is ready"])  # equal, another object
+    assert dedupe.one_text([static, static, static])
+    assert dedupe.one_text([static, copy, static])
+    assert not dedupe.one_text([static, copy])  # the ends are other objects: not asked
+    assert not dedupe.one_text([static, "other", static])
+    assert not dedupe.one_text([])
+    for small in (0, 100):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(dedupe, "SMALL", small)
+            d = Dedupe()
+            assert d.check_many("A", [MX, US, MX], [static] * 3, [1, 2, 3]) == [-1, -1, 1]
+            assert d.check_many("A", [US, MX], [copy, "other"], [4, 5]) == [2, -1]
