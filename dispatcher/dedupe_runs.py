@@ -343,7 +343,7 @@ def _keys(numbers: Sequence[str] | _U64, count: int) -> _U64:
 def _text_hashes(texts: str | Sequence[str] | None, count: int) -> _U64:
     if texts is None:
         raise ValueError("number+text dedupe needs the texts")
-    if len(texts) != count:
+    if not isinstance(texts, str) and len(texts) != count:
         raise ValueError(f"{len(texts)} texts for {count} lines")
     if isinstance(texts, str) or one_text(texts):  # a template without placeholders
         text = texts if isinstance(texts, str) else texts[0]
