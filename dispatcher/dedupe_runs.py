@@ -21,6 +21,14 @@ log4(N / chunk) times over the job (3 at 1 M recipients in chunks of 5000, 5 at 
 and there are at most 3 runs a level. A merge joins the columns and orders them by one
 stable argsort, which merges the sorted runs. Each run's keys carry 64 entries of
 padding and an index of every 64th key (1/8 byte an entry).
+
+Time (CPU, this project's shared machine at load 3 to 4, 1 M distinct recipients):
+0.70 to 0.80 µs a line in ``bench/bench_campaign.py``'s loop (chunks of 3000, 2 %
+repeats from anywhere earlier), of which XXH3 of the texts (with accents: the UTF-8
+encoding is most of it) is about a third, the merges an eighth, the look-ups of the
+repeats and the filter's false positives a tenth; 0.45 to 0.6 µs a line for the whole
+`dispatcher.policy.Duplicates` check in ``dispatcher send``'s chunks. The version
+without the filter, merging two runs at a time: 0.85 and 0.7 µs.
 """
 
 from __future__ import annotations
