@@ -24,6 +24,18 @@ near 1 means the server, not the client, set the pace.
 
     .venv/bin/python bench/bench_pipeline.py [--count 1000000] [--single-count 50000]
         [--single-server sink|emulator] [--repeat 1] [--workdir DIR]
+
+``--campaign`` measures issue 13's target instead: ``dispatcher send`` at batch 1000
+against bench/_sink.py with an opt-out list of ``--suppress-count`` numbers (2 % of the
+input's numbers among them) and ``--dedupe number+text``, against the same run with
+both off; the runs alternate (off, on, off, on, …) ``--repeat`` times, so that a load
+that comes and goes touches both, and the ratio of each pair is reported with the
+median of them. ``--modes`` adds the one-at-a-time runs (``suppress``, ``dedupe``).
+The code measured is whatever ``python -m dispatcher`` imports: set ``PYTHONPATH`` to
+another checkout to measure that one with the same script.
+
+    .venv/bin/python bench/bench_pipeline.py --campaign [--count 1000000]
+        [--suppress-count 1000000] [--repeat 3] [--modes off on suppress dedupe]
 """
 
 from __future__ import annotations
@@ -195,7 +207,13 @@ def run_phase(
 
 
 def dispatcher_phase(
-    server: h.Server, source: str, workdir: str, name: str, batch_size: int, lines: int
+    server: h.Server,
+    source: str,
+    workdir: str,
+    name: str,
+    batch_size: int,
+    lines: int,
+    extra: list[str] | None = None,
 ) -> dict[str, Any]:
     results = os.path.join(workdir, f"{name}.results.ndjson")
     summary = os.path.join(workdir, f"{name}.summary.json")
@@ -205,18 +223,104 @@ def dispatcher_phase(
     cmd = [
         h.PYTHON, "-m", "dispatcher", "send", source, "--from", SENDER, "--text", TEMPLATE,
         "--base-url", server.base_url, "--rate", f"{SENDER}=inf", "--results", results,
-        "--summary", summary, "--batch-size", str(batch_size), "--no-progress",
+        "--summary", summary, "--batch-size", str(batch_size), "--no-progress", *(extra or []),
     ]  # fmt: skip
     phase = run_phase(server, name, cmd)
     with open(summary, "rb") as f:
         document = orjson.loads(f.read())
     accepted = document["statuses"].get("QUEUE", 0)
+    phase["statuses"] = document["statuses"]
     phase["lines"] = document["lines"]
     phase["accepted"] = accepted
     phase["accepted_matches"] = accepted == phase["server_accepted"] and document["lines"] == lines
     phase["internal_elapsed_s"] = document["elapsed_s"]
     phase["recipients_per_s"] = round(lines / phase["wall_s"])
     return phase
+
+
+def campaign_list(path: str, source: str, count: int) -> None:
+    """An opt-out list of ``count`` distinct numbers, one per line: 2 % of the input's
+    valid numbers and made-up ones (kept when it already exists)."""
+    import random
+
+    from dispatcher.numbers import normalize_many
+
+    stamp = f"{count} {os.path.getsize(source)}"
+    if os.path.exists(path + ".count"):
+        with open(path + ".count") as f:
+            if f.read().strip() == stamp:
+                return
+    rng = random.Random(3)
+    with open(source, "rb") as f:
+        valid = [n for n in normalize_many([orjson.loads(raw)["to"] for raw in f]) if n]
+    listed = set(rng.sample(valid, min(len(valid) // 50, count)))
+    while len(listed) < count:
+        listed.add(f"+52{rng.randrange(10**10):010d}")
+    with open(path, "w") as out:
+        out.writelines(number + "\n" for number in listed)
+    with open(path + ".count", "w") as f:
+        f.write(stamp)
+
+
+#: The campaign runs: the options each adds to the plain send.
+CAMPAIGN_MODES = {
+    "off": ["--dedupe", "off"],
+    "on": ["--suppress", "{list}", "--dedupe", "number+text"],
+    "suppress": ["--suppress", "{list}", "--dedupe", "off"],
+    "dedupe": ["--dedupe", "number+text"],
+}
+
+
+def campaign(args: argparse.Namespace) -> dict[str, Any]:
+    """Issue 13's target: opt-out list and dedupe on against both off, runs alternated."""
+    machine = h.machine()
+    workdir, source = _inputs(args, "bench-campaign-send-")
+    optout = os.path.join(workdir, f"optout-{args.suppress_count}.txt")
+    campaign_list(optout, source, args.suppress_count)
+    server = h.start_sink()
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in args.modes}
+    try:
+        for _ in range(args.repeat):
+            for mode in args.modes:
+                extra = [a.replace("{list}", optout) for a in CAMPAIGN_MODES[mode]]
+                phase = dispatcher_phase(
+                    server, source, workdir, f"campaign-{mode}", 1000, args.count, extra
+                )
+                phase["load"] = round(os.getloadavg()[0], 2)
+                runs[mode].append(phase)
+    finally:
+        server.stop()
+        _clean(args, workdir)
+    document: dict[str, Any] = {
+        "bench": "pipeline-campaign",
+        **machine,
+        "loop": _loop_name(),
+        "count": args.count,
+        "suppress_count": args.suppress_count,
+        "pythonpath": os.environ.get("PYTHONPATH", ""),
+    }
+    for mode, phases in runs.items():
+        document[mode] = {
+            "recipients_per_s": [p["recipients_per_s"] for p in phases],
+            "cpu_s": [p["cpu_s"] for p in phases],
+            "max_rss_mib": [p["max_rss_mib"] for p in phases],
+            "load": [p["load"] for p in phases],
+            "sanity_ok": all(p["accepted_matches"] for p in phases),
+        }
+    if "off" in runs:
+        base = runs["off"]
+        for mode in runs:
+            if mode == "off":
+                continue
+            ratios = [
+                round(p["recipients_per_s"] / b["recipients_per_s"], 3)
+                for p, b in zip(runs[mode], base, strict=True)
+            ]
+            document[mode]["over_off"] = ratios
+            document[mode]["median_over_off"] = statistics.median(ratios)
+        if "on" in runs:
+            document["target_0.9"] = document["on"]["median_over_off"] >= 0.9
+    return document
 
 
 def me(role: str, *extra: str) -> list[str]:
@@ -232,12 +336,26 @@ def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return chosen
 
 
-def harness(args: argparse.Namespace) -> dict[str, Any]:
-    machine = h.machine()
-    workdir = args.workdir or tempfile.mkdtemp(prefix="bench-pipeline-")
+def _inputs(args: argparse.Namespace, prefix: str) -> tuple[str, str]:
+    """The work directory and the ``--count`` recipients of ``dispatcher gen`` in it."""
+    workdir = args.workdir or tempfile.mkdtemp(prefix=prefix)
     os.makedirs(workdir, exist_ok=True)
     source = os.path.join(workdir, f"recipients-{args.count}.ndjson")
     h.gen_file(source, args.count)
+    return workdir, source
+
+
+def _clean(args: argparse.Namespace, workdir: str) -> None:
+    """Remove the work directory unless it is the user's (``--workdir``)."""
+    if not args.workdir:
+        for name in os.listdir(workdir):
+            os.unlink(os.path.join(workdir, name))
+        os.rmdir(workdir)
+
+
+def harness(args: argparse.Namespace) -> dict[str, Any]:
+    machine = h.machine()
+    workdir, source = _inputs(args, "bench-pipeline-")
     single_source = os.path.join(workdir, f"recipients-{args.single_count}.ndjson")
     with open(source, "rb") as f, open(single_source, "wb") as out:
         for _ in range(args.single_count):
@@ -303,10 +421,7 @@ def harness(args: argparse.Namespace) -> dict[str, Any]:
         emulator.stop()
         if single_server is not emulator:
             single_server.stop()
-        if not args.workdir:
-            for name in os.listdir(workdir):
-                os.unlink(os.path.join(workdir, name))
-            os.rmdir(workdir)
+        _clean(args, workdir)
 
     d, c, s, so = best(dispatcher), best(ceiling), script[0], script_orjson[0]
     rate = d["recipients_per_s"]
@@ -372,6 +487,11 @@ def main() -> None:
     parser.add_argument("--naive-seconds", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=1, help="dispatcher/ceiling runs (best)")
     parser.add_argument("--workdir", help="keep inputs and outputs here (default: a temp dir)")
+    parser.add_argument(
+        "--campaign", action="store_true", help="opt-out list and dedupe on against both off"
+    )
+    parser.add_argument("--suppress-count", type=int, default=1_000_000)
+    parser.add_argument("--modes", nargs="+", choices=list(CAMPAIGN_MODES), default=["off", "on"])
     # internal: the client roles
     parser.add_argument("--role", choices=["ceiling", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("input", nargs="?", help=argparse.SUPPRESS)
@@ -382,7 +502,7 @@ def main() -> None:
     parser.add_argument("--results", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role is None:
-        h.emit(harness(args))
+        h.emit(campaign(args) if args.campaign else harness(args))
         return
     role = {"ceiling": role_ceiling, "naive": role_naive}[args.role]
     h.emit(role(args))

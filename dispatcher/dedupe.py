@@ -39,67 +39,48 @@ fixed by its specification; measured on rendered texts of 50 and 170 characters 
 A text given as one str for the whole call (a template without placeholders) is hashed
 once.
 
-**Memory: 20 bytes per distinct recipient** (12 in ``number`` mode), no Python object per
-entry. Entries are kept in sorted runs of three packed numpy columns: the key (uint64),
-the text hash (uint64; absent in ``number`` mode) and the first line (uint32, so a job
-of at most 2^32 - 1 lines). An open-addressing table of the same columns that doubles at
-a 90 % load factor would hold 22 to 44 bytes an entry depending on where the job's size
-falls. Each call sorts its lines by key (a stable argsort; the (key, hash) pair only
-when a key repeats in the call), looks the distinct ones up in every run
-(`dispatcher.suppress.SortedKeys`: every look-up of the chunk descends together, so their
-cache misses overlap), reads the hashes and lines only where the key is found, and adds
-the new ones as one small sorted run. After an append, the two newest runs merge while
-the older is at most twice the newer (a binary counter): at most about log2(N / chunk)
-runs (4 at 1 M distinct recipients in chunks of 3000, 4 to 7 at 10 M), and each entry
-is copied about that many times over the job. A merge joins the columns and orders them
-by one stable argsort, which merges the two sorted halves in one pass. Each run's keys
-carry 64 entries of padding and an index of every 64th key (1/8 byte an entry).
-Resident memory measured by ``bench/bench_campaign.py``, over the same run with dedupe
-off: 21 bytes per distinct recipient at 1 M, 20 at 10 M (12 in ``number`` mode); the
-peak, while the biggest run merges, 34 and 35 (see `_Run.merge` and
-`_release_freed_memory`).
-
-Time, measured on this project's shared 2-core machine (load 2 to 5, so the figures are
-high and noisy; ``bench/bench_campaign.py`` has the day's): 0.55 µs a line in a tight
-loop at 1 M distinct recipients, 0.75 to 1.0 µs in the bench's loop, which builds each
-chunk between the calls as a pipeline would; of that, XXH3 of the text 0.09 to 0.2 µs,
-the keys 0.07, the look-ups 0.15 and the merges 0.15. ``number`` mode skips the hash:
-0.5 µs. Pass the keys that `dispatcher.suppress.number_keys` made for the opt-out check
-instead of the numbers, and a template without placeholders as one str, to skip those
-shares.
+**Memory.** A job's first `SMALL` distinct recipients are kept in a dict (about 115
+bytes each, 3.6 MiB at most), so that a small job never imports numpy: its import is
+0.15 to 0.3 s of every send's start-up, and 15 MiB. Beyond that the record moves to
+`dispatcher.dedupe_runs`: packed sorted runs, **20 bytes per distinct recipient** (12 in
+``number`` mode) and 1 to 2 bytes of filter. Resident memory measured by
+``bench/bench_campaign.py``, over the same run with dedupe off (which imports numpy
+too): see the README's campaign-safety figures.
 
 **The caller's side.** One call per chunk (or per run of one sender code):
 ``firsts = dedupe.check_many(code, numbers, texts, lines)``, then the lines whose entry
-is not -1 are ``DUPLICATE`` with ``first`` set to it. A resume rebuilds the state by
-feeding the finished lines again, in order, through the same calls.
+is not -1 are ``DUPLICATE`` with ``first`` set to it; ``dedupe.duplicates(...)`` answers
+the same as the positions of the duplicates and their first lines. A resume rebuilds the
+state by feeding the finished lines again, in order, through the same calls.
 
-Within one call, repeats are found by the stable sort: the earliest line of each group
-is its first, so the earlier line wins.
+Within one call, repeats are answered in order: the earliest line of each group is its
+first, so the earlier line wins.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
-from itertools import repeat as _repeat
-from typing import Any, Final
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
-import numpy.typing as npt
 import xxhash
 
 from dispatcher.errors import ConfigError
-from dispatcher.suppress import SortedKeys, number_keys
+from dispatcher.numbers import number_key
 
-_U64 = npt.NDArray[np.uint64]
-_I64 = npt.NDArray[np.int64]
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from dispatcher.dedupe_runs import Runs
 
 #: The E.164 digits take the low 50 bits of a key (10^15 < 2^50), the code id the rest.
 NUMBER_BITS: Final = 50
 MAX_CODES: Final = (1 << (64 - NUMBER_BITS)) - 1
-#: ``merge while older <= RATIO * newer``: 2 keeps few runs and cheap merges (measured
-#: against 1 and 4 in bench/bench_campaign.py).
-RATIO: Final = 2
+#: Distinct recipients kept in a dict before the packed runs (and numpy) take over.
+SMALL = 1 << 15
+MAX_LINE: Final = 0xFFFFFFFF
 
 _xxh3: Final = xxhash.xxh3_64_intdigest
 _NO_LINE: Final = -1
@@ -113,149 +94,40 @@ class Mode(enum.StrEnum):
     OFF = "off"
 
 
-class _Run:
-    """One sorted run: keys ascending (equal keys adjacent), their text hashes and lines."""
-
-    __slots__ = ("hashes", "keys", "lines")
-
-    def __init__(
-        self, keys: SortedKeys, hashes: _U64 | None, lines: npt.NDArray[np.uint32]
-    ) -> None:
-        self.keys = keys
-        self.hashes = hashes
-        self.lines = lines
-
-    @classmethod
-    def of(cls, keys: _U64, hashes: _U64 | None, lines: npt.NDArray[np.uint32]) -> _Run:
-        """A run of sorted ``keys`` (copied into a padded table)."""
-        table = SortedKeys.empty(len(keys))
-        table[: len(keys)] = keys
-        return cls(SortedKeys(table, len(keys)), hashes, lines)
-
-    def __len__(self) -> int:
-        return self.keys.size
-
-    @property
-    def nbytes(self) -> int:
-        extra = 0 if self.hashes is None else self.hashes.nbytes
-        return self.keys.table.nbytes + self.keys.index.nbytes + self.lines.nbytes + extra
-
-    def find(self, keys: _U64, hashes: _U64 | None, out: _I64) -> None:
-        """Set ``out[i]`` to the first line of ``(keys[i], hashes[i])`` where it is here.
-
-        Equal keys of a run with different text hashes sit side by side: the few queries
-        that meet one step along until the key changes (the padding stops them).
-        """
-        table = self.keys.table
-        at = self.keys.first_at_least(keys)
-        # Most queries are not here: read the hashes and lines only where the key is.
-        found = np.flatnonzero(table[at] == keys)
-        at = at[found]
-        if hashes is None or self.hashes is None:
-            out[found] = self.lines[at]
-            return
-        while len(found):
-            hit = self.hashes[at] == hashes[found]
-            out[found[hit]] = self.lines[at[hit]]
-            found, at = found[~hit], at[~hit] + 1
-            same_key = table[at] == keys[found]
-            found, at = found[same_key], at[same_key]
-
-    @staticmethod
-    def merge(older: _Run, newer: _Run) -> _Run:
-        """One run of both (they share no entry).
-
-        Both columns are joined and put in key order by a stable argsort, which finds the
-        two sorted halves and merges them in one pass (timsort): 90 ns an entry over a
-        job of 900 k entries, against 230 ns for placing the newer entries by
-        ``searchsorted`` and the older ones through a mask. A column is released as soon
-        as its merged copy exists, so the peak while the biggest run merges is about
-        36 bytes an entry (the 20 of the runs, the 8-byte order and one column's copy).
-        """
-        size = len(older) + len(newer)
-        keys = np.concatenate((older.keys.table[: len(older)], newer.keys.table[: len(newer)]))
-        older.keys = newer.keys = _NO_KEYS
-        order = np.argsort(keys, kind="stable")
-        table = SortedKeys.empty(size)
-        np.take(keys, order, out=table[:size])
-        del keys
-        hashes = None
-        if older.hashes is not None and newer.hashes is not None:
-            hashes = np.concatenate((older.hashes, newer.hashes))
-            older.hashes = newer.hashes = None
-            hashes = hashes[order]
-        lines = np.concatenate((older.lines, newer.lines))
-        older.lines = newer.lines = _EMPTY_U32
-        return _Run(SortedKeys(table, size), hashes, lines[order])
-
-
-_NO_KEYS: Final = SortedKeys(SortedKeys.empty(0), 0)
-_EMPTY_U32: Final[npt.NDArray[np.uint32]] = np.empty(0, dtype=np.uint32)
-
-
-#: A merge whose result has this many entries hands freed memory back (see below).
-TRIM_FROM: Final = 1 << 16
-
-
-def _release_freed_memory() -> None:
-    """Hand the heap's free pages back to the system (glibc's ``malloc_trim``).
-
-    Merges allocate and free arrays of a few MiB; glibc serves those from its heap
-    (above 32 MiB, from maps of their own) and keeps them once freed, ready for the next
-    merge: at 1 M entries the process held 34 bytes per entry for 20 of runs. Trimming
-    after each merge whose result has `TRIM_FROM` entries or more (about 50 times per 1 M
-    entries, no cost that the figures show) brings that back to 21. Anonymous maps of
-    their own for every array were measured too: the page faults of fresh memory made
-    the merges twice as slow. Where there is no ``malloc_trim`` (not glibc): nothing.
-    """
-    global _malloc_trim
-    if _malloc_trim is None:
-        _malloc_trim = _find_malloc_trim()
-    _malloc_trim(0)
-
-
-def _find_malloc_trim() -> Callable[[int], object]:
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError, ImportError):
-        return lambda pad: None
-
-
-_malloc_trim: Callable[[int], object] | None = None
-
-
 class Dedupe:
     """The job's record of who was sent what, and the check of a chunk of lines against it.
 
-    ``check_many`` is the only hot call: one per chunk (or per run of one sender code),
-    never one per line.
+    ``check_many`` (or ``duplicates``) is the only hot call: one per chunk (or per run of
+    one sender code), never one per line.
     """
 
     def __init__(self, mode: Mode | str = Mode.NUMBER_TEXT) -> None:
         self.mode = Mode(mode)
-        self._runs: list[_Run] = []
         self._codes: dict[str, int] = {}
-        self._size = 0
+        #: ``key << 64 | text hash`` → first line, until the job has `SMALL` of them
+        self._small: dict[int, int] = {}
+        self._packed: Runs | None = None
 
     def __len__(self) -> int:
         """Distinct recipients recorded so far."""
-        return self._size
+        return len(self._small) if self._packed is None else len(self._packed)
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the packed runs (what the job's memory grows by)."""
-        return sum(run.nbytes for run in self._runs)
+        """Bytes held by the record (what the job's memory grows by; the dict's own
+        table while the job is small, not its int objects)."""
+        if self._packed is not None:
+            return self._packed.nbytes
+        return sys.getsizeof(self._small) if self._small else 0
 
     @property
     def runs(self) -> int:
-        return len(self._runs)
+        return 0 if self._packed is None else self._packed.runs
 
     def check_many(
         self,
         code: str | Sequence[str],
-        numbers: Sequence[str] | _U64,
+        numbers: Sequence[str] | npt.NDArray[np.uint64],
         texts: str | Sequence[str] | None,
         lines: Sequence[int] | npt.NDArray[np.integer[Any]],
     ) -> list[int]:
@@ -267,80 +139,98 @@ class Dedupe:
         ``number`` mode (None is fine there). Lines repeated within the call are
         answered in order: the earliest is the first.
         """
+        firsts = self._firsts(code, numbers, texts, lines)
+        return firsts if isinstance(firsts, list) else firsts.tolist()
+
+    def duplicates(
+        self,
+        code: str | Sequence[str],
+        numbers: Sequence[str] | npt.NDArray[np.uint64],
+        texts: str | Sequence[str] | None,
+        lines: Sequence[int] | npt.NDArray[np.integer[Any]],
+    ) -> tuple[list[int], list[int]]:
+        """`check_many`, answered as the positions of the duplicates and their first
+        lines (two empty lists, the usual answer, when there is none)."""
+        firsts = self._firsts(code, numbers, texts, lines)
+        if not isinstance(firsts, list):
+            from dispatcher.dedupe_runs import Runs
+
+            return Runs.duplicates(firsts)
+        positions = [i for i, first in enumerate(firsts) if first >= 0]
+        return positions, [firsts[i] for i in positions]
+
+    def _firsts(
+        self,
+        code: str | Sequence[str],
+        numbers: Sequence[str] | npt.NDArray[np.uint64],
+        texts: str | Sequence[str] | None,
+        lines: Sequence[int] | npt.NDArray[np.integer[Any]],
+    ) -> list[int] | npt.NDArray[np.int64]:
         count = len(lines)
         if self.mode is Mode.OFF or count == 0:
             return [_NO_LINE] * count
-        keys = _keys(numbers, count)
-        if self.mode is Mode.NUMBER_TEXT:
-            keys |= self._code_bits(code, count)
-            hashes: _U64 | None = _text_hashes(texts, count)
+        if len(numbers) != count:
+            raise ValueError(f"{len(numbers)} numbers for {count} lines")
+        with_texts = self.mode is Mode.NUMBER_TEXT
+        code_ids: int | list[int] = 0
+        if with_texts:
+            if texts is None:
+                raise ValueError("number+text dedupe needs the texts")
+            if not isinstance(texts, str) and len(texts) != count:
+                raise ValueError(f"{len(texts)} texts for {count} lines")
+            code_ids = self._code_ids(code)
+        if self._packed is None and len(self._small) + count > SMALL:
+            from dispatcher.dedupe_runs import Runs
+
+            self._packed = Runs()
+            self._packed.load(self._small, texts=with_texts)
+            self._small = {}
+        if self._packed is not None:
+            return self._packed.firsts(code_ids, numbers, texts if with_texts else None, lines)
+        return self._small_firsts(code_ids, numbers, texts if with_texts else None, lines)
+
+    def _small_firsts(
+        self,
+        code_ids: int | list[int],
+        numbers: Sequence[str] | npt.NDArray[np.uint64],
+        texts: str | Sequence[str] | None,
+        lines: Sequence[int] | npt.NDArray[np.integer[Any]],
+    ) -> list[int]:
+        """`_firsts` one line at a time, in the dict (a small job: no numpy)."""
+        count = len(lines)
+        line_numbers = lines.tolist() if hasattr(lines, "tolist") else list(lines)
+        if max(line_numbers) > MAX_LINE:
+            raise ConfigError(f"--dedupe handles inputs of at most {MAX_LINE} lines")
+        if hasattr(numbers, "tolist"):  # keys already (numpy is loaded, then)
+            keys = numbers.tolist()
         else:
-            hashes = None
-        line_numbers = np.asarray(lines, dtype=np.int64)
-        if count and int(line_numbers.max()) > 0xFFFFFFFF:
-            raise ConfigError("--dedupe handles inputs of at most 4294967295 lines")
-        return self._check(keys, hashes, line_numbers).tolist()  # type: ignore[no-any-return]
+            keys = [number_key(n) for n in numbers]
+        if isinstance(code_ids, int):
+            code_bits = [code_ids << NUMBER_BITS] * count
+        else:
+            code_bits = [i << NUMBER_BITS for i in code_ids]
+        if texts is None:
+            hashes = [0] * count
+        elif isinstance(texts, str) or one_text(texts):
+            hashes = [_text_hash(texts if isinstance(texts, str) else texts[0])] * count
+        else:
+            hashes = [_text_hash(text) for text in texts]
+        seen, out = self._small, []
+        for key, bits, digest, line in zip(keys, code_bits, hashes, line_numbers, strict=True):
+            pair = (key | bits) << 64 | digest
+            first = seen.get(pair)
+            if first is None:
+                seen[pair] = line
+                out.append(_NO_LINE)
+            else:
+                out.append(first)
+        return out
 
-    def _check(self, keys: _U64, hashes: _U64 | None, lines: _I64) -> _I64:
-        count = len(keys)
-        # Group equal (key, hash) pairs; the sorts are stable, so a group starts with its
-        # earliest line. Sorting on the key alone is half the cost of both (12 against
-        # 23 ns a line): the pair is sorted only when the chunk has a key twice.
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        starts = np.empty(count, dtype=bool)
-        starts[0] = True
-        np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
-        if hashes is not None and not starts.all():
-            order = np.lexsort((hashes, keys))
-            sorted_keys = keys[order]
-            np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
-        keys = sorted_keys
-        if hashes is not None:
-            hashes = hashes[order]
-            starts[1:] |= hashes[1:] != hashes[:-1]
-        leaders = np.flatnonzero(starts)
-        group_keys = keys[leaders]
-        group_hashes = hashes[leaders] if hashes is not None else None
-        own_lines = lines[order[leaders]]
-        found = np.full(len(leaders), _NO_LINE, dtype=np.int64)
-        for run in self._runs:
-            run.find(group_keys, group_hashes, found)
-        new = found < 0
-        # The first line of each group: recorded earlier, or the group's own first line.
-        first = np.where(new, own_lines, found)
-        answer_sorted = first[np.cumsum(starts) - 1]
-        answer_sorted[leaders[new]] = _NO_LINE
-        answer = np.empty(count, dtype=np.int64)
-        answer[order] = answer_sorted
-        if new.any():
-            self._add(
-                _Run.of(
-                    group_keys[new],
-                    group_hashes[new] if group_hashes is not None else None,
-                    own_lines[new].astype(np.uint32),
-                )
-            )
-        return answer
-
-    def _add(self, run: _Run) -> None:
-        runs = self._runs
-        runs.append(run)
-        self._size += len(run)
-        while len(runs) > 1 and len(runs[-2]) <= RATIO * len(runs[-1]):
-            newer = runs.pop()
-            runs[-1] = _Run.merge(runs[-1], newer)
-            if len(runs[-1]) >= TRIM_FROM:
-                _release_freed_memory()
-
-    def _code_bits(self, code: str | Sequence[str], count: int) -> _U64:
+    def _code_ids(self, code: str | Sequence[str]) -> int | list[int]:
         if isinstance(code, str):
-            return np.full(count, self._code_id(code) << NUMBER_BITS, dtype=np.uint64)
+            return self._code_id(code)
         ids = self._codes
-        bits = np.fromiter(
-            (ids.get(c) or self._code_id(c) for c in code), dtype=np.uint64, count=count
-        )
-        return bits << np.uint64(NUMBER_BITS)
+        return [ids.get(c) or self._code_id(c) for c in code]
 
     def _code_id(self, code: str) -> int:
         known = self._codes.get(code)
@@ -356,26 +246,15 @@ class Dedupe:
         return new
 
 
-def _keys(numbers: Sequence[str] | _U64, count: int) -> _U64:
-    if isinstance(numbers, np.ndarray):
-        if len(numbers) != count:
-            raise ValueError(f"{len(numbers)} numbers for {count} lines")
-        return numbers.astype(np.uint64)  # a copy: the caller's array is not changed
-    keys = number_keys(numbers)
-    if len(keys) != count:
-        raise ValueError(f"{len(keys)} numbers for {count} lines")
-    return keys
+def one_text(texts: Sequence[str]) -> bool:
+    """Whether every text is one and the same str (a template without placeholders
+    renders the same object for every line): hashed once, not once a line. Free when
+    the texts differ: the first and the last are seldom one object then."""
+    return bool(texts) and texts[0] is texts[-1] and texts.count(texts[0]) == len(texts)
 
 
-def _text_hashes(texts: str | Sequence[str] | None, count: int) -> _U64:
-    if texts is None:
-        raise ValueError("number+text dedupe needs the texts")
-    if isinstance(texts, str):
-        return np.full(count, _xxh3(texts.encode("utf-8", "surrogatepass")), dtype=np.uint64)
-    if len(texts) != count:
-        raise ValueError(f"{len(texts)} texts for {count} lines")
+def _text_hash(text: str) -> int:
     try:
-        return np.fromiter(map(_xxh3, map(str.encode, texts)), dtype=np.uint64, count=count)
-    except UnicodeEncodeError:  # a lone surrogate (35 % slower for every text if asked)
-        encoded = map(str.encode, texts, _repeat("utf-8"), _repeat("surrogatepass"))
-        return np.fromiter(map(_xxh3, encoded), dtype=np.uint64, count=count)
+        return _xxh3(text.encode())
+    except UnicodeEncodeError:  # a lone surrogate
+        return _xxh3(text.encode("utf-8", "surrogatepass"))

@@ -24,7 +24,7 @@ MAX_DIGITS: Final = 15
 
 _SEPARATORS: Final = " -.()\t\u00a0\u2007\u2009\u202f\u2010\u2011\u2012\u2013\u2014\u2212"
 _STRIP: Final = str.maketrans("", "", _SEPARATORS)
-_ASCII_SEPARATORS: Final = bytes(ord(c) for c in _SEPARATORS if c.isascii())
+ASCII_SEPARATORS: Final = bytes(ord(c) for c in _SEPARATORS if c.isascii())
 # Per line of a text: the digits of a valid number after an optional +, else "".
 # [0-9], not \d: str patterns match every Unicode digit with \d.
 _E164_LINES: Final = re.compile(r"^(?:\+?([1-9][0-9]{7,14})|.*)$", re.MULTILINE).findall
@@ -48,7 +48,7 @@ def normalize(raw: str, *, strict: bool = False) -> str:
         plus = data.startswith(b"+")
         digits = data[1:] if plus else data
         if not digits.isdigit():
-            digits = digits.translate(None, _ASCII_SEPARATORS)
+            digits = digits.translate(None, ASCII_SEPARATORS)
             plus = False  # rebuilt below, without the separators
         if digits.isdigit() and MIN_DIGITS <= len(digits) <= MAX_DIGITS and digits[0] != 48:
             number = raw if plus else "+" + digits.decode()
@@ -70,7 +70,7 @@ def normalize_many(raws: Sequence[str], *, strict: bool = False) -> list[str | N
     if not strict and raws:
         blob = "\n".join(raws)
         if blob.isascii() and blob.count("\n") == len(raws) - 1:
-            cleaned = blob.encode().translate(None, _ASCII_SEPARATORS).decode()
+            cleaned = blob.encode().translate(None, ASCII_SEPARATORS).decode()
             digits = _E164_LINES(cleaned)
             if len(digits) == len(raws):  # one match per line: always, but cheap to check
                 return ["+" + d if d else None for d in digits]
@@ -81,6 +81,16 @@ def normalize_many(raws: Sequence[str], *, strict: bool = False) -> list[str | N
         except InvalidNumber:
             out.append(None)
     return out
+
+
+def number_key(number: str | None) -> int:
+    """A normalised number as an integer (its digits), 0 for None; a ValueError for a
+    string `normalize` would not have returned."""
+    if number is None:
+        return 0
+    if not (number.startswith("+") and number[1:].isdigit() and number.isascii()):
+        raise ValueError(f"not a normalised number: {number!r}")
+    return int(number)
 
 
 def _normalize_formatted(raw: str) -> str:

@@ -152,6 +152,9 @@ async def run(
         register_secret(config.redis_password.reveal())
     for secret in callback_secrets(config.callbacks):  # a receiver's, in --callbacks URLs
         register_secret(secret)
+    inputs = list(inputs)
+    # A resume refused for a changed text names the option the text came from.
+    text_option = "--text-file" if any(p.option == "--text-file" for p in inputs) else "--text"
     read, written = places(source, config, inputs)
     check_distinct(read, written)
     check_writable(written)
@@ -163,7 +166,7 @@ async def run(
         quota = await open_configured(config, limits)
         try:
             async with serve_metrics(config) as metrics:  # a port that cannot serve: exit 2
-                return await _run(source, config, shutdown, limits, quota, metrics)
+                return await _run(source, config, shutdown, limits, quota, metrics, text_option)
         finally:
             if quota is not None:
                 await close_quietly(quota)
@@ -176,10 +179,11 @@ async def _run(
     limits: RateLimits,
     quota: SharedQuota | None,
     metrics: Recorder,
+    text_option: str = "--text",
 ) -> Summary:
     """`run` once the places are checked and the job is locked; the lanes and the
     batches' capacity follow the shared ``quota`` when there is one, else ``limits``."""
-    journal, state = open_job(config, _describe(source))
+    journal, state = open_job(config, _describe(source), text_option=text_option)
     outputs = _open_outputs(config, journal, state)
     summary = outputs.summary
     summary.price_per_segment = config.price_per_segment

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any, Protocol
 
 from dispatcher.models import Entry, Group, Status
@@ -56,13 +57,18 @@ class Policy(Protocol):
 class DuplicateIndex(Protocol):
     """What `Duplicates` needs of `dispatcher.dedupe.Dedupe`."""
 
-    def check_many(
+    def duplicates(
         self,
         code: str,
         numbers: Sequence[str],
         texts: Sequence[str] | None,
         lines: Sequence[int],
-    ) -> list[int]: ...
+    ) -> tuple[list[int], list[int]]: ...
+
+
+# An Entry's fields by position: C-level getters for whole runs (`map`).
+_line_of = itemgetter(0)
+_to_of = itemgetter(1)
 
 
 class Duplicates:
@@ -78,19 +84,16 @@ class Duplicates:
         self, group: Group, entries: list[Entry], texts: list[str] | None, sink: Sink
     ) -> list[int] | None:
         """Record the run's new messages; answer the positions that are not duplicates."""
-        firsts = self.index.check_many(
+        positions, firsts = self.index.duplicates(
             group.sender,
-            [entry.to for entry in entries],
+            list(map(_to_of, entries)),
             texts if self.texts else None,
-            [entry.line for entry in entries],
+            list(map(_line_of, entries)),
         )
-        if max(firsts, default=-1) < 0:
+        if not positions:
             return None
-        keep = []
-        for position, (entry, first) in enumerate(zip(entries, firsts, strict=True)):
-            if first < 0:
-                keep.append(position)
-                continue
+        for position, first in zip(positions, firsts, strict=True):
+            entry = entries[position]
             sink.local(
                 entry.line,
                 entry.to,
@@ -102,16 +105,28 @@ class Duplicates:
                 first=first,
                 replaced=entry.replaced,
             )
-        return keep
+        return others(positions, len(entries))
 
     def register(self, group: Group, entries: list[Entry], texts: list[str] | None) -> None:
         """Record lines an earlier run finished, as `check` did then (a resume's replay)."""
-        self.index.check_many(
+        self.index.duplicates(
             group.sender,
-            [entry.to for entry in entries],
+            list(map(_to_of, entries)),
             texts if self.texts else None,
-            [entry.line for entry in entries],
+            list(map(_line_of, entries)),
         )
+
+
+def others(positions: list[int], count: int) -> list[int]:
+    """The positions below ``count`` that are not in ``positions`` (ascending), in order:
+    a slice of ranges between them, not a test per position."""
+    kept: list[int] = []
+    start = 0
+    for position in positions:
+        kept += range(start, position)
+        start = position + 1
+    kept += range(start, count)
+    return kept
 
 
 #: Cost sums are floats: a cap is reached only beyond this relative slack.

@@ -46,7 +46,7 @@ class LocalSink(Sink, Protocol):
 class OptOut(Protocol):
     """What the opt-out check needs of `dispatcher.suppress.SuppressionList`."""
 
-    def contains_many(self, numbers: Sequence[str | None]) -> list[bool]: ...
+    def listed(self, numbers: Sequence[str | None]) -> list[int]: ...
 
 
 class Preparer:
@@ -228,23 +228,27 @@ class Preparer:
     ) -> tuple[list[Recipient | Rejected], list[str | None]]:
         """The chunk without its opted-out lines, which are ``SUPPRESSED``."""
         assert self._optout is not None
-        listed = self._optout.contains_many(numbers)
-        if True not in listed:
+        listed = self._optout.listed(numbers)
+        if not listed:
             return chunk, numbers
+        # The rest is copied a slice at a time, between the (few) listed lines.
         kept_items: list[Recipient | Rejected] = []
         kept_numbers: list[str | None] = []
-        for item, to, out in zip(chunk, numbers, listed, strict=True):
-            if out:
-                sink.local(
-                    item.line,
-                    to,
-                    Status.SUPPRESSED,
-                    "the number is on an opt-out list",
-                    ref=cast("Recipient", item).ref,
-                )
-            else:
-                kept_items.append(item)
-                kept_numbers.append(to)
+        start = 0
+        for position in listed:
+            item = cast("Recipient", chunk[position])
+            sink.local(
+                item.line,
+                numbers[position],
+                Status.SUPPRESSED,
+                "the number is on an opt-out list",
+                ref=item.ref,
+            )
+            kept_items += chunk[start:position]
+            kept_numbers += numbers[start:position]
+            start = position + 1
+        kept_items += chunk[start:]
+        kept_numbers += numbers[start:]
         return kept_items, kept_numbers
 
     def _checker(self, batcher: Batches, sink: LocalSink) -> Callable[..., None]:
@@ -258,15 +262,21 @@ class Preparer:
 
             return add
 
+        # The texts go as far as the last policy that reads them (number+text duplicates).
+        wants_texts = [getattr(p, "texts", False) for p in policies]
+        last_reader = max((i for i, wants in enumerate(wants_texts) if wants), default=-1)
+
         def emit(group: Group, entries: list[Entry], texts: list[str] | None) -> None:
-            for policy in policies:
+            for i, policy in enumerate(policies):
                 if not entries:
                     return
                 keep = policy.check(group, entries, texts, sink)
+                if i >= last_reader:
+                    texts = None
                 if keep is not None:
-                    entries = [entries[i] for i in keep]
+                    entries = list(map(entries.__getitem__, keep))
                     if texts is not None:
-                        texts = [texts[i] for i in keep]
+                        texts = list(map(texts.__getitem__, keep))
             if smart:
                 kept.extend(entries)
             batcher.add_many(group, entries)

@@ -44,7 +44,7 @@ import hashlib
 import os
 import secrets
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -147,10 +147,15 @@ def job_results(config: Config) -> str | None:
     return None if any(is_stream(mode) for is_stream in streams) else config.results
 
 
-def open_job(config: Config, source: str) -> tuple[Journal, ResumeState | None]:
+def open_job(
+    config: Config, source: str, *, text_option: str = "--text"
+) -> tuple[Journal, ResumeState | None]:
     """The journal of this run — a new job, or with ``--resume`` the job an earlier run
     left, together with what that run left. Called holding the job's lock
-    (`dispatcher.lock`): nothing of the job is read, created or removed without it."""
+    (`dispatcher.lock`): nothing of the job is read, created or removed without it.
+
+    ``text_option`` is the option this run's text came from (``--text-file``), which a
+    refused resume names when the text changed."""
     results = job_results(config)
     if results is None or config.dry_run:
         if config.resume:
@@ -172,6 +177,7 @@ def open_job(config: Config, source: str) -> tuple[Journal, ResumeState | None]:
             pricing=Pricing.from_config(config.price_per_segment, config.prices),
             options=body_options(config),
             legacy_fingerprint=legacy_fingerprint(config),
+            named={"--text": text_option},
         )
         return Journal(path, state.job, fsync=config.fsync), state
     journal = Journal.create(
@@ -241,6 +247,7 @@ class ResumeState:
         pricing: Pricing | None = None,
         options: dict[str, str] | None = None,
         legacy_fingerprint: str | None = None,
+        named: Mapping[str, str] | None = None,
     ) -> ResumeState:
         """Read a journal and its results file, trusting neither blindly.
 
@@ -256,7 +263,8 @@ class ResumeState:
         of its lines have no result — whatever its ``done`` record says — unless it is
         recorded ``unsent``. A line whose newest result is resumable is not finished
         (`pending`); ``pricing`` prices what was sent, for the cost cap. ``options``
-        (`body_options`) names what changed when the fingerprints differ;
+        (`body_options`) names what changed when the fingerprints differ, as ``named``
+        spells them where this run set them otherwise (``{"--text": "--text-file"}``);
         ``legacy_fingerprint`` is accepted from a header that has no options.
         """
         journal_file = JournalFile(journal)
@@ -277,7 +285,9 @@ class ResumeState:
                 "not a dispatcher journal, and nothing was sent from it; start over with "
                 "--force"
             )
-        _check_options(journal, header, expected_fingerprint, options, legacy_fingerprint)
+        _check_options(
+            journal, header, expected_fingerprint, options, legacy_fingerprint, named or {}
+        )
         _check_size(journal, header, size)
         finished = Finished.read(results, pricing=pricing)
         state = cls(
@@ -344,9 +354,10 @@ def _check_options(
     expected: str,
     options: dict[str, str] | None,
     legacy: str | None,
+    named: Mapping[str, str],
 ) -> None:
     """The body options are the run's that wrote the journal; else exit 2, naming the
-    options that changed when the header recorded them."""
+    options that changed when the header recorded them (as ``named`` spells them)."""
     was = header.get("options")
     if was is None:  # a header from before options were recorded
         if header.get("fingerprint") in (expected, legacy):
@@ -354,7 +365,9 @@ def _check_options(
         changed: list[str] = []
     else:
         now = was if options is None else options  # None: compare the fingerprints only
-        changed = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
+        changed = sorted(
+            named.get(k, k) for k in was.keys() | now.keys() if was.get(k) != now.get(k)
+        )
         if not changed and header.get("fingerprint") == expected:
             return
     what = (

@@ -263,6 +263,29 @@ async def test_resume_refuses_a_changed_body_option_naming_it(
     assert (tmp_path / "out.ndjson").read_bytes() == before
 
 
+async def test_resume_names_text_file_when_the_text_came_from_it(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    source = write_lines(tmp_path / "in.ndjson", recipients(NUMBERS))
+    (tmp_path / "text.txt").write_text("Hi {0}, you owe {1}\n", encoding="utf-8")
+    common = [
+        "send", source, "--from", CODE, "--base-url", emulator.base_url, "--no-progress",
+        "--results", "out.ndjson",
+    ]  # fmt: skip
+    run = await dispatcher(*common, "--text-file", "text.txt", "--max-messages", "4", cwd=tmp_path)
+    assert run.code == 4, run.stderr
+    (tmp_path / "text.txt").write_text("Hello {0}, you owe {1}\n", encoding="utf-8")
+    again = await dispatcher(*common, "--text-file", "text.txt", "--resume", cwd=tmp_path)
+    assert again.code == 2, again.stderr
+    assert "differ from the run that wrote out.ndjson.journal (--text-file);" in again.stderr
+    # The same text given by the other option is the same job.
+    (tmp_path / "text.txt").write_text("Hi {0}, you owe {1}\n", encoding="utf-8")
+    last = await dispatcher(*common, "--text", "Hi {0}, you owe {1}", "--resume", cwd=tmp_path)
+    assert last.code == 0, last.stderr
+    assert len(emulator.messages()) == len(NUMBERS)
+
+
 def _legacy_header(tmp_path: Path, fingerprint: str) -> None:
     """Rewrite the journal's header as written before the options were recorded."""
     from dispatcher.journal import seal

@@ -3,21 +3,31 @@ the runs as they grow and merge, the stable text hash, and the limits."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from itertools import pairwise
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher import dedupe, suppress
+from dispatcher import dedupe, dedupe_runs, suppress
 from dispatcher.dedupe import Dedupe, Mode
 from dispatcher.errors import ConfigError
 from dispatcher.suppress import SortedKeys, number_keys
 
 MX = "+525512345678"
 US = "+12025550123"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def packed() -> Iterator[None]:
+    """The packed engine from a job's first line (the dict of a small job has tests of
+    its own below: `test_a_small_job_keeps_a_dict_and_answers_the_same`)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dedupe, "SMALL", 0)
+        yield
 
 
 class Reference:
@@ -63,8 +73,10 @@ def test_number_mode_ignores_code_and_text() -> None:
     assert d.check_many(["A", "B"], [MX, MX], ["hi", "bye"], [1, 2]) == [-1, 1]
     assert d.check_many("C", [US, MX], None, [3, 4]) == [-1, 1]
     assert len(d) == 2
-    (run,) = d._runs
-    assert run.hashes is None  # no text hash kept: 12 bytes an entry
+    assert d._packed is not None
+    assert all(
+        run.hashes is None for run in d._packed._runs
+    )  # no text hash kept: 12 bytes an entry
 
 
 def test_off_keeps_nothing() -> None:
@@ -117,11 +129,10 @@ def test_empty_call() -> None:
 
 def test_text_hash_is_stable_across_processes() -> None:
     # XXH3-64 is fixed by its specification: a state could be read by another process.
-    assert dedupe._text_hashes("Hola, tu código es 1234", 1).tolist() == [0x76A896C9DFDA1520]
-    assert dedupe._text_hashes(["a", "b"], 2).tolist() == [
-        dedupe._text_hashes("a", 1)[0],
-        dedupe._text_hashes("b", 1)[0],
-    ]
+    hashes = dedupe_runs._text_hashes
+    assert hashes("Hola, tu código es 1234", 1).tolist() == [0x76A896C9DFDA1520]
+    assert hashes(["a", "b"], 2).tolist() == [hashes("a", 1)[0], hashes("b", 1)[0]]
+    assert dedupe._text_hash("Hola, tu código es 1234") == 0x76A896C9DFDA1520  # a small job's
 
 
 def test_a_lone_surrogate_is_hashed_not_refused() -> None:
@@ -159,7 +170,7 @@ def test_number_text_needs_texts() -> None:
 
 
 @pytest.mark.parametrize("cached", [0, suppress.CACHED_KEYS])
-def test_runs_merge_like_a_binary_counter(cached: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runs_merge_like_a_counter(cached: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(suppress, "CACHED_KEYS", cached)
     d = Dedupe()
     line = 0
@@ -168,16 +179,26 @@ def test_runs_merge_like_a_binary_counter(cached: int, monkeypatch: pytest.Monke
         got = d.check_many("A", numbers, "t", list(range(line + 1, line + 51)))
         assert got == [-1] * 50
         line += 50
-        sizes = [len(run) for run in d._runs]
-        # Each run is more than twice the next: at most log2(N / chunk) + 1 runs.
-        assert all(a > dedupe.RATIO * b for a, b in pairwise(sizes))
+        assert d._packed is not None
+        sizes = [len(run) for run in d._packed._runs]
+        # A counter in base FANOUT: fewer than FANOUT runs of each level, the older ones
+        # of the higher levels, each level FANOUT times the entries of the one below.
+        levels = d._packed._levels
+        assert levels == sorted(levels, reverse=True)
+        assert all(levels.count(level) < dedupe_runs.FANOUT for level in levels)
+        assert sizes == [50 * dedupe_runs.FANOUT**level for level in levels]
         assert sum(sizes) == len(d)
     assert len(d) == 10_000
     assert d.runs <= 8
-    # 20 bytes an entry, and per run the padding and the index of the keys
-    padding = sum(8 * (SortedKeys.STEP + len(run.keys.index)) for run in d._runs)
-    assert d.nbytes == 20 * 10_000 + padding
-    for run in d._runs:
+    # 20 bytes an entry, and per run the padding and the index of the keys; the filter
+    # in front of the runs, 1 to 2 bytes an entry
+    runs = d._packed._runs
+    padding = sum(8 * (SortedKeys.STEP + len(run.keys.index)) for run in runs)
+    table = d._packed._filter
+    assert table is not None
+    assert 10_000 <= table.nbytes <= 2 * 10_000
+    assert d.nbytes == 20 * 10_000 + padding + table.nbytes
+    for run in runs:
         assert (np.diff(run.keys.table[: len(run)].astype(np.int64)) > 0).all()
     # Everything recorded is still found, whichever run it went to.
     every = [f"+5255{c:04d}{i:04d}" for c in range(200) for i in range(50)]
@@ -190,16 +211,23 @@ _TEXTS = st.sampled_from(["hi", "ho", "hé ✓", ""])
 _CHUNK = st.lists(st.tuples(_CODES, _NUMBERS, _TEXTS), max_size=40)
 
 
+def columns(
+    chunk: list[tuple[str, str, str]], line: int
+) -> tuple[list[str], list[str], list[str], list[int]]:
+    """The codes, numbers, texts and line numbers (after ``line``) of a chunk."""
+    codes = [c for c, _, _ in chunk]
+    numbers = [n for _, n, _ in chunk]
+    texts = [t for _, _, t in chunk]
+    return codes, numbers, texts, list(range(line + 1, line + len(chunk) + 1))
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from(["number+text", "number", "off"]), st.lists(_CHUNK, max_size=25))
 def test_same_answers_as_a_dict(mode: str, chunks: list[list[tuple[str, str, str]]]) -> None:
     engine, reference = Dedupe(mode), Reference(mode)
     line = 0
     for chunk in chunks:
-        codes = [c for c, _, _ in chunk]
-        numbers = [n for _, n, _ in chunk]
-        texts = [t for _, _, t in chunk]
-        lines = list(range(line + 1, line + len(chunk) + 1))
+        codes, numbers, texts, lines = columns(chunk, line)
         line += len(chunk)
         assert engine.check_many(codes, numbers, texts, lines) == reference.check_many(
             codes, numbers, texts, lines
@@ -224,5 +252,112 @@ def test_growth_under_load_against_a_dict(seed: int, count: int, chunk: int) -> 
             reference.check_many(["A"] * len(lines), numbers[part], texts[part], lines)
         )
     assert len(engine) == len(reference.seen)
-    keys = sum(run.keys.table.nbytes + run.keys.index.nbytes for run in engine._runs)
-    assert engine.nbytes - keys == 12 * len(engine)  # text hash and line, 12 bytes an entry
+    assert engine._packed is not None
+    keys = sum(run.keys.table.nbytes + run.keys.index.nbytes for run in engine._packed._runs)
+    assert engine._packed._filter is not None
+    # text hash and line, 12 bytes an entry
+    assert engine.nbytes - keys - engine._packed._filter.nbytes == 12 * len(engine)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from(["number+text", "number"]),
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 3000),
+    st.integers(20, 700),
+)
+def test_a_crowded_filter_changes_no_answer(mode: str, seed: int, count: int, chunk: int) -> None:
+    # A filter that says "maybe" to every line (all false positives: every line is looked
+    # up in every run, as without a filter), and a filter of the usual size that says it
+    # to almost none: the answers are the dict's either way.
+    rng = np.random.default_rng(seed)
+    pool = rng.integers(10**11, 10**12, size=count // 3 + 1)
+    numbers = [f"+{n}" for n in rng.choice(pool, size=count).tolist()]
+    texts = [f"t{n}" for n in rng.integers(0, 2, size=count).tolist()]
+    crowded, roomy, reference = Dedupe(mode), Dedupe(mode), Reference(mode)
+    for start in range(0, count, chunk):
+        part = slice(start, start + chunk)
+        lines = list(range(start + 1, min(start + chunk, count) + 1))
+        expected = reference.check_many(["A"] * len(lines), numbers[part], texts[part], lines)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(suppress.KeyFilter, "might_hold", _always)
+            assert crowded.check_many("A", numbers[part], texts[part], lines) == expected
+        assert roomy.check_many("A", numbers[part], texts[part], lines) == expected
+
+
+def _always(self: object, word: np.ndarray, bits: object) -> np.ndarray:  # type: ignore[type-arg]
+    return np.ones(len(word), dtype=bool)
+
+
+def test_the_filter_never_forgets() -> None:
+    rng = np.random.default_rng(1)
+    keys = rng.integers(1, 2**63, size=5000, dtype=np.int64).view(np.uint64)
+    hashes = rng.integers(0, 2**63, size=5000, dtype=np.int64).view(np.uint64)
+    table = suppress.KeyFilter(1000)  # five times over its capacity: crowded, yet exact
+    table.add(*table.spots(keys, hashes))
+    assert table.might_hold(*table.spots(keys, hashes)).all()
+    assert table.might_hold(*table.spots(keys, None)).mean() < 1  # other pairs
+    roomy = suppress.KeyFilter(5000)
+    roomy.add(*roomy.spots(keys, hashes))
+    assert roomy.might_hold(*roomy.spots(keys, hashes)).all()
+    others = rng.integers(1, 2**63, size=100_000, dtype=np.int64).view(np.uint64)
+    # At 8 bits a pair, about 3 % false positives
+    assert roomy.might_hold(*roomy.spots(others, hashes[:1].repeat(100_000))).mean() < 0.05
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from(["number+text", "number"]),
+    st.lists(_CHUNK, max_size=12),
+    st.integers(0, 60),
+)
+def test_a_small_job_keeps_a_dict_and_answers_the_same(
+    mode: str, chunks: list[list[tuple[str, str, str]]], small: int
+) -> None:
+    # The dict of a small job, its move to the packed runs once it holds more than
+    # SMALL recipients (anywhere in the job, or never), and the runs after it: the
+    # answers are the plain dict's throughout, and numbers as keys are taken too.
+    engine, reference = Dedupe(mode), Reference(mode)
+    line = 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dedupe, "SMALL", small)
+        for chunk in chunks:
+            codes, numbers, texts, lines = columns(chunk, line)
+            line += len(chunk)
+            expected = reference.check_many(codes, numbers, texts, lines)
+            given_numbers = number_keys(numbers) if line % 2 else numbers
+            assert engine.check_many(codes, given_numbers, texts, lines) == expected
+            # the dict holds at most SMALL recipients; once moved, the runs hold them all
+            assert len(engine._small) <= small
+            assert engine._packed is None or not engine._small
+    assert len(engine) == len(reference.seen)
+
+
+def test_a_small_job_does_not_import_numpy() -> None:
+    code = (
+        "import sys\n"
+        "from dispatcher.dedupe import Dedupe\n"
+        "from dispatcher.policy import Duplicates\n"
+        "d = Dedupe()\n"
+        "assert d.check_many('A', ['+525512345678'] * 2, ['t', 't'], [1, 2]) == [-1, 1]\n"
+        "assert d.duplicates('A', ['+525512345678'], 't', [3]) == ([0], [1])\n"
+        "assert 'numpy' not in sys.modules, 'numpy was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_one_text_for_every_line_is_hashed_once_and_the_same() -> None:
+    static = "Your code is ready"
+    copy = "".join(["Your code ", "is ready"])  # equal, another object
+    assert dedupe.one_text([static, static, static])
+    assert dedupe.one_text([static, copy, static])
+    assert not dedupe.one_text([static, copy])  # the ends are other objects: not asked
+    assert not dedupe.one_text([static, "other", static])
+    assert not dedupe.one_text([])
+    for small in (0, 100):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(dedupe, "SMALL", small)
+            d = Dedupe()
+            assert d.check_many("A", [MX, US, MX], [static] * 3, [1, 2, 3]) == [-1, -1, 1]
+            assert d.check_many("A", [US, MX], [copy, "other"], [4, 5]) == [2, -1]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dispatcher.dedupe import Dedupe
 from dispatcher.models import Entry, Group, Status
-from dispatcher.policy import Caps, Duplicates
+from dispatcher.policy import Caps, Duplicates, others
 from dispatcher.pricing import Pricing
 from dispatcher.renderer import compile_template
 
@@ -68,3 +71,15 @@ def test_duplicates_name_their_first_line() -> None:
         (7, Status.DUPLICATE, {"ref": None, "segments": 1, "encoding": "GSM7", "first": 1,
                                "replaced": 0}),
     ]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 60).flatmap(
+        lambda n: st.tuples(st.just(n), st.sets(st.integers(0, max(n - 1, 0))))
+    )
+)
+def test_others_is_the_complement_in_order(case: tuple[int, set[int]]) -> None:
+    count, positions = case
+    positions = {p for p in positions if p < count}
+    assert others(sorted(positions), count) == [p for p in range(count) if p not in positions]

@@ -285,6 +285,20 @@ ITEMS = st.lists(
 )
 
 
+def chunk_of(items: list[Any]) -> list[Recipient | Rejected]:
+    """The recipients (and malformed lines) of the `ITEMS` strategy's items."""
+    chunk: list[Recipient | Rejected] = []
+    for line, item in enumerate(items, 1):
+        if item == "rejected":
+            chunk.append(Rejected(line=line, reason="bad", excerpt=""))
+        else:
+            to, params, ref, sender, text = item
+            chunk.append(
+                Recipient(line=line, to=to, params=params, ref=ref, sender=sender, text=text)
+            )
+    return chunk
+
+
 @settings(max_examples=150, deadline=None)
 @given(ITEMS, st.integers(1, 7), st.sampled_from(["messages", "segments"]))
 def test_exactly_one_outcome_per_item(items: list[Any], batch_size: int, rate_unit: str) -> None:
@@ -295,15 +309,7 @@ def test_exactly_one_outcome_per_item(items: list[Any], batch_size: int, rate_un
         capacity=5,
         max_message_segments=3,
     )
-    chunk: list[Recipient | Rejected] = []
-    for line, item in enumerate(items, 1):
-        if item == "rejected":
-            chunk.append(Rejected(line=line, reason="bad", excerpt=""))
-        else:
-            to, params, ref, sender, text = item
-            chunk.append(
-                Recipient(line=line, to=to, params=params, ref=ref, sender=sender, text=text)
-            )
+    chunk = chunk_of(items)
     # Feed in two chunks, as the reader would.
     half = len(chunk) // 2
     preparer.feed(chunk[:half], batcher, sink)
@@ -318,3 +324,64 @@ def test_exactly_one_outcome_per_item(items: list[Any], batch_size: int, rate_un
         assert batch.units <= 5  # the code's capacity, in messages or segments
         senders = {chunk[e.line - 1].sender or "12345" for e in batch.entries}  # type: ignore[union-attr]
         assert senders == {batch.group.sender}
+
+
+@settings(max_examples=150, deadline=None)
+@given(ITEMS, st.sets(st.integers(0, 39), max_size=10), st.integers(1, 4))
+def test_opt_out_and_duplicates_as_a_line_by_line_reference(
+    items: list[Any], listed_at: set[int], chunks: int
+) -> None:
+    # The preparer's chunk-level opt-out look-up and duplicate check (slices between the
+    # listed lines, runs of one group, positions of the duplicates) against the rule
+    # applied one line at a time: a listed number is SUPPRESSED, then a line with the
+    # code, number and text of an earlier message is DUPLICATE of it, else it is sent.
+    from dispatcher.dedupe import Dedupe
+    from dispatcher.numbers import normalize_many
+    from dispatcher.policy import Duplicates
+    from dispatcher.suppress import SuppressionList
+
+    preparer, batcher, sink, _ = make(text="Hi {0}", batch_size=3, max_message_segments=3)
+    chunk = chunk_of(items)
+    tos = [item.to for item in chunk if isinstance(item, Recipient)]
+    listed = {tos[i] for i in listed_at if i < len(tos)}
+    preparer._optout = SuppressionList.from_numbers(sorted(listed))
+    preparer.policies = [Duplicates(Dedupe("number+text"), texts=True)]
+    preparer._texts = True
+    size = -(-len(chunk) // chunks) or 1
+    for start in range(0, len(chunk), size):
+        preparer.feed(chunk[start : start + size], batcher, sink)
+    sent = {e.line: e for b in drained(batcher) for e in b.entries}
+    outcomes = {x.line: x for x in sink.locals}
+    assert not sent.keys() & outcomes.keys()  # one outcome a line
+    assert len(outcomes) == len(sink.locals)
+    listed_numbers = set(normalize_many(sorted(listed))) - {None}
+    seen: dict[tuple[str, str, str], int] = {}
+    for item in chunk:
+        if isinstance(item, Rejected):
+            continue
+        policy_outcome = item.line in outcomes and outcomes[item.line].status in (
+            Status.SUPPRESSED,
+            Status.DUPLICATE,
+        )
+        if item.line not in sent and not policy_outcome:
+            continue  # not a candidate message: the reference has nothing to say
+        to = normalize_many([item.to])[0]
+        if to in listed_numbers:
+            assert outcomes[item.line].status is Status.SUPPRESSED
+            continue
+        entry = sent.get(item.line)
+        if entry is None:
+            local = outcomes[item.line]
+            assert local.status is Status.DUPLICATE
+            key = (item.sender or "12345", local.to, text_of(preparer, item))
+            assert key in seen
+            assert local.error == f"the same message as line {seen[key]}"
+            continue
+        key = (item.sender or "12345", entry.to, text_of(preparer, item))
+        assert key not in seen
+        seen[key] = item.line
+
+
+def text_of(preparer: Preparer, item: Recipient) -> str:
+    group = preparer._override(item) if item.sender or item.text else preparer._default
+    return group.template.render(item.params)

@@ -81,6 +81,7 @@ def test_one_number_per_line_in_any_layout_normalize_accepts(tmp_path: Path) -> 
     stats = only_stats(lists)
     assert counts(stats) == ("numbers", 3, 3, 0)
     assert lists.contains_many([MX, US, FR, GB]) == [True, True, True, False]
+    assert lists.listed([GB, MX, None, US, FR, GB]) == [1, 3, 4]  # the positions listed
     assert len(lists) == 3
 
 
@@ -207,7 +208,8 @@ def test_several_files_make_one_set_with_stats_per_file(tmp_path: Path) -> None:
     lists = load(a, b)
     assert [(s.path, s.numbers) for s in lists.stats] == [(str(a), 2), (str(b), 2)]
     assert len(lists) == 3
-    assert lists.nbytes == 8 * (3 + SortedKeys.STEP + 1)  # keys, padding, index
+    # keys, padding, index, and the filter (2 bytes a number, 512 at least)
+    assert lists.nbytes == 8 * (3 + SortedKeys.STEP + 1) + 512
 
 
 def test_lines_across_blocks_keep_their_numbers(
@@ -438,3 +440,86 @@ def test_csv_regex_reads_the_field_csv_reads(
         row = next(csv.reader([line], delimiter=separator), [])
         wanted = row[column] if len(row) > column else ""
         assert field == wanted, line
+
+
+# --- the fast path of a block of plain numbers -----------------------------------------
+
+# Mostly numbers near the edges of what normalize takes (7 to 16 digits, a leading 0, a
+# + or two, separators), so that whole blocks often are numbers; now and then garbage.
+_NEAR_NUMBER = st.builds(
+    lambda plus, digits, gap: plus + (gap.join([digits[:3], digits[3:]]) if gap else digits),
+    st.sampled_from(["", "", "+", "++", " +"]),
+    st.from_regex(r"[0-9]{7,16}", fullmatch=True),
+    st.sampled_from(["", "", " ", "-", "\u00a0", "+"]),
+)
+_PLAIN_LINES = st.lists(
+    st.one_of(
+        _NEAR_NUMBER,
+        _NEAR_NUMBER,
+        st.sampled_from([MX, US, FR, GB, "525512345678", "+52 55 1234 5678", "(202) 555-0123"]),
+        st.text(alphabet="0123456789+ -.()\u00a0x", max_size=18),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_PLAIN_LINES)
+def test_plain_keys_agree_with_normalize_line_by_line(lines: list[str]) -> None:
+    from dispatcher.numbers import normalize_many
+
+    numbers = normalize_many(lines)
+    got = suppress._plain_keys("\n".join(lines))
+    if got is None:  # the careful path decides: some line is not a number, or not ASCII
+        assert None in numbers or not "".join(lines).isascii()
+    else:
+        assert None not in numbers
+        assert got.tolist() == number_keys(numbers).tolist()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(_PLAIN_LINES, st.sampled_from(["numbers", "ndjson", "csv"]))
+def test_a_list_loads_the_same_without_the_fast_path(
+    tmp_path: Path, lines: list[str], kind: str
+) -> None:
+    if kind == "ndjson":
+        text = "".join(orjson.dumps({"to": line, "n": 1}).decode() + "\n" for line in lines)
+    elif kind == "csv":
+        text = "name,to\n" + "".join(f'x,"{line}"\n' for line in lines)
+    else:
+        text = "\n".join(lines) + "\n"
+    path = write(tmp_path, f"list.{kind}", text)
+    fast = load(path)
+    with mock.patch.object(suppress, "_plain_keys", return_value=None):
+        careful = load(path)
+    assert fast._keys.table.tolist() == careful._keys.table.tolist()
+    assert fast.stats == careful.stats
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(10**10, 10**10 + 2000), max_size=300),
+    st.lists(st.integers(10**10 - 5, 10**10 + 2005), max_size=300),
+    st.booleans(),
+    st.booleans(),
+)
+def test_listed_numbers_as_a_set_says(
+    listed: list[int], asked: list[int], descend: bool, crowded: bool
+) -> None:
+    # The filter in front of the sorted keys (or one that says "maybe" to every number),
+    # and the descent of SortedKeys (CACHED_KEYS at 0) or a plain binary search: the
+    # answers are those of a set.
+    lists = SuppressionList.from_numbers([f"+{n}" for n in listed])
+    with mock.patch.object(suppress, "CACHED_KEYS", 0 if descend else suppress.CACHED_KEYS):
+        if crowded:
+            with mock.patch.object(
+                suppress.KeyFilter, "might_hold", lambda self, word, bits: np.ones(len(word), bool)
+            ):
+                got = lists.contains_many([f"+{n}" for n in asked])
+        else:
+            got = lists.contains_many([f"+{n}" for n in asked])
+    assert got == [n in set(listed) for n in asked]
+    assert len(lists) == len(set(listed))

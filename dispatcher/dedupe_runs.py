@@ -1,0 +1,363 @@
+"""The packed record of `dispatcher.dedupe` for jobs of many recipients (numpy).
+
+`dispatcher.dedupe.Dedupe` keeps its first `dispatcher.dedupe.SMALL` distinct recipients
+in a dict, and imports this module (and numpy, 0.15 to 0.3 s of start-up) only when a
+job outgrows it. Here the recipients are kept as sorted runs of three packed numpy
+columns: the key (uint64: the code id and the number, see `dispatcher.dedupe`), the text
+hash (uint64; absent in ``number`` mode) and the first line (uint32, so a job of at most
+2^32 - 1 lines): **20 bytes per distinct recipient** (12 in ``number`` mode), no Python
+object per entry, and 1 to 2 bytes of filter (`KeyFilter`). An open-addressing table of
+the same columns that doubles at a 90 % load factor would hold 22 to 44 bytes an entry
+depending on where the job's size falls.
+
+Each call sorts its lines by key (a stable argsort; the (key, hash) pair only when a key
+repeats in the call) and asks the filter which of the distinct ones it may have seen:
+usually none but the true duplicates and 0.5 to 3.5 % of the others. Only those are
+looked up in every run (`dispatcher.suppress.SortedKeys`: the look-ups descend together,
+so their cache misses overlap), reading the hashes and lines only where the key is
+found; the new ones are added as one small sorted run. Runs of one level merge four at
+a time into one of the next (a counter in base `FANOUT`): each entry is copied about
+log4(N / chunk) times over the job (3 at 1 M recipients in chunks of 5000, 5 at 10 M),
+and there are at most 3 runs a level. A merge joins the columns and orders them by one
+stable argsort, which merges the sorted runs. Each run's keys carry 64 entries of
+padding and an index of every 64th key (1/8 byte an entry).
+
+Time (CPU, this project's shared machine at load 3 to 4, 1 M distinct recipients):
+0.70 to 0.80 µs a line in ``bench/bench_campaign.py``'s loop (chunks of 3000, 2 %
+repeats from anywhere earlier), of which XXH3 of the texts (with accents: the UTF-8
+encoding is most of it) is about a third, the merges an eighth, the look-ups of the
+repeats and the filter's false positives a tenth; 0.45 to 0.6 µs a line for the whole
+`dispatcher.policy.Duplicates` check in ``dispatcher send``'s chunks. The version
+without the filter, merging two runs at a time: 0.85 and 0.7 µs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from itertools import repeat as _repeat
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import xxhash
+
+from dispatcher.dedupe import NUMBER_BITS, one_text
+from dispatcher.errors import ConfigError
+from dispatcher.suppress import FILTER_BLOCK, KeyFilter, SortedKeys, number_keys
+
+_U64 = npt.NDArray[np.uint64]
+_I64 = npt.NDArray[np.int64]
+
+#: Runs of one level are merged this many at a time (see `Runs._add`).
+FANOUT: Final = 4
+#: The largest line number a run holds (uint32).
+MAX_LINE: Final = 0xFFFFFFFF
+
+_xxh3: Final = xxhash.xxh3_64_intdigest
+_NO_LINE: Final = -1
+_LOW64: Final = (1 << 64) - 1
+
+
+class _Run:
+    """One sorted run: keys ascending (equal keys adjacent), their text hashes and lines."""
+
+    __slots__ = ("hashes", "keys", "lines")
+
+    def __init__(
+        self, keys: SortedKeys, hashes: _U64 | None, lines: npt.NDArray[np.uint32]
+    ) -> None:
+        self.keys = keys
+        self.hashes = hashes
+        self.lines = lines
+
+    @classmethod
+    def of(cls, keys: _U64, hashes: _U64 | None, lines: npt.NDArray[np.uint32]) -> _Run:
+        """A run of sorted ``keys`` (copied into a padded table)."""
+        table = SortedKeys.empty(len(keys))
+        table[: len(keys)] = keys
+        return cls(SortedKeys(table, len(keys)), hashes, lines)
+
+    def __len__(self) -> int:
+        return self.keys.size
+
+    @property
+    def nbytes(self) -> int:
+        extra = 0 if self.hashes is None else self.hashes.nbytes
+        return self.keys.table.nbytes + self.keys.index.nbytes + self.lines.nbytes + extra
+
+    def find(self, keys: _U64, hashes: _U64 | None, out: _I64) -> None:
+        """Set ``out[i]`` to the first line of ``(keys[i], hashes[i])`` where it is here.
+
+        Equal keys of a run with different text hashes sit side by side: the few queries
+        that meet one step along until the key changes (the padding stops them).
+        """
+        table = self.keys.table
+        at = self.keys.first_at_least(keys)
+        # Most queries are not here: read the hashes and lines only where the key is.
+        found = np.flatnonzero(table[at] == keys)
+        at = at[found]
+        if hashes is None or self.hashes is None:
+            out[found] = self.lines[at]
+            return
+        while len(found):
+            hit = self.hashes[at] == hashes[found]
+            out[found[hit]] = self.lines[at[hit]]
+            found, at = found[~hit], at[~hit] + 1
+            same_key = table[at] == keys[found]
+            found, at = found[same_key], at[same_key]
+
+    @staticmethod
+    def merge(runs: list[_Run]) -> _Run:
+        """One run of all of ``runs`` (they share no entry).
+
+        The columns are joined and put in key order by a stable argsort, which finds the
+        sorted runs and merges them (timsort): 90 ns an entry for two runs over a job of
+        900 k entries, against 230 ns for placing the newer entries by ``searchsorted``
+        and the older ones through a mask. A column is released as soon as its merged
+        copy exists, so the peak while the biggest run merges is about 36 bytes an
+        entry of it (the 20 of the runs, the 8-byte order and one column's copy).
+        """
+        size = sum(len(run) for run in runs)
+        keys = np.concatenate([run.keys.table[: len(run)] for run in runs])
+        for run in runs:
+            run.keys = _NO_KEYS
+        order = np.argsort(keys, kind="stable")
+        table = SortedKeys.empty(size)
+        # mode="clip": with "raise", take buffers its output.
+        np.take(keys, order, out=table[:size], mode="clip")
+        del keys
+        hashes = None
+        if runs[0].hashes is not None:
+            hashes = np.concatenate([run.hashes for run in runs])
+            for run in runs:
+                run.hashes = None
+            hashes = hashes[order]
+        lines = np.concatenate([run.lines for run in runs])
+        for run in runs:
+            run.lines = _EMPTY_U32
+        return _Run(SortedKeys(table, size), hashes, lines[order])
+
+
+_NO_KEYS: Final = SortedKeys(SortedKeys.empty(0), 0)
+_EMPTY_U32: Final[npt.NDArray[np.uint32]] = np.empty(0, dtype=np.uint32)
+
+
+#: A merge whose result has this many entries hands freed memory back (see below).
+TRIM_FROM: Final = 1 << 16
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's ``malloc_trim``).
+
+    Merges allocate and free arrays of a few MiB; glibc serves those from its heap
+    (above 32 MiB, from maps of their own) and keeps them once freed, ready for the next
+    merge: at 1 M entries the process held 34 bytes per entry for 20 of runs. Trimming
+    after each merge whose result has `TRIM_FROM` entries or more (about 50 times per 1 M
+    entries, no cost that the figures show) brings that back to 21. Anonymous maps of
+    their own for every array were measured too: the page faults of fresh memory made
+    the merges twice as slow. Where there is no ``malloc_trim`` (not glibc): nothing.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        _malloc_trim = _find_malloc_trim()
+    _malloc_trim(0)
+
+
+def _find_malloc_trim() -> Callable[[int], object]:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError, ImportError):
+        return lambda pad: None
+
+
+_malloc_trim: Callable[[int], object] | None = None
+
+
+class Runs:
+    """The packed record: sorted runs behind a filter (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._runs: list[_Run] = []
+        self._levels: list[int] = []  # per run: how many merges of FANOUT made it
+        self._size = 0
+        self._filter: KeyFilter | None = None
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def nbytes(self) -> int:
+        held = sum(run.nbytes for run in self._runs)
+        return held + (self._filter.nbytes if self._filter is not None else 0)
+
+    @property
+    def runs(self) -> int:
+        return len(self._runs)
+
+    def load(self, firsts: dict[int, int], *, texts: bool) -> None:
+        """Take the record of a `dispatcher.dedupe.Dedupe` that outgrew its dict: pairs
+        ``key << 64 | text hash`` → first line."""
+        if not firsts:
+            return
+        count = len(firsts)
+        keys = np.fromiter((pair >> 64 for pair in firsts), dtype=np.uint64, count=count)
+        hashes = None
+        if texts:
+            hashes = np.fromiter((pair & _LOW64 for pair in firsts), dtype=np.uint64, count=count)
+            order = np.lexsort((hashes, keys))
+            hashes = hashes[order]
+        else:
+            order = np.argsort(keys, kind="stable")
+        lines = np.fromiter(firsts.values(), dtype=np.uint32, count=count)[order]
+        self._add(_Run.of(keys[order], hashes, lines))
+        self._rebuild_filter()
+
+    def firsts(
+        self,
+        code_ids: int | list[int],
+        numbers: Sequence[str] | _U64,
+        texts: str | Sequence[str] | None,
+        lines: Sequence[int] | npt.NDArray[np.integer[Any]],
+    ) -> _I64:
+        """Per line, -1 or the first line of its kind (`dispatcher.dedupe.Dedupe`): in
+        ``number+text`` mode ``texts`` is not None and ``code_ids`` are the codes' ids
+        (one, or one per line); in ``number`` mode ``texts`` is None."""
+        count = len(lines)
+        keys = _keys(numbers, count)
+        hashes = None
+        if texts is not None:
+            if isinstance(code_ids, int):
+                keys |= np.uint64(code_ids << NUMBER_BITS)
+            else:
+                keys |= np.array(code_ids, dtype=np.uint64) << np.uint64(NUMBER_BITS)
+            hashes = _text_hashes(texts, count)
+        if isinstance(lines, np.ndarray):
+            line_numbers = lines.astype(np.int64, copy=False)
+        else:
+            line_numbers = np.fromiter(lines, dtype=np.int64, count=count)
+        if int(line_numbers.max()) > MAX_LINE:
+            raise ConfigError(f"--dedupe handles inputs of at most {MAX_LINE} lines")
+        return self._check(keys, hashes, line_numbers)
+
+    @staticmethod
+    def duplicates(firsts: _I64) -> tuple[list[int], list[int]]:
+        """The positions of `firsts` that are duplicates, and their first lines."""
+        positions = np.flatnonzero(firsts >= 0)
+        if not len(positions):
+            return [], []
+        return positions.tolist(), firsts[positions].tolist()
+
+    def _check(self, keys: _U64, hashes: _U64 | None, lines: _I64) -> _I64:
+        count = len(keys)
+        # Group equal (key, hash) pairs; the sorts are stable, so a group starts with its
+        # earliest line. Sorting on the key alone is half the cost of both (12 against
+        # 23 ns a line): the pair is sorted only when the chunk has a key twice.
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        starts = np.empty(count, dtype=bool)
+        starts[0] = True
+        np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
+        if hashes is not None and not starts.all():
+            order = np.lexsort((hashes, keys))
+            sorted_keys = keys[order]
+            np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
+        keys = sorted_keys
+        if hashes is not None:
+            hashes = hashes[order]
+            starts[1:] |= hashes[1:] != hashes[:-1]
+        if starts.all():  # no repeat within the call (the usual case): no group to map
+            leaders = None
+            group_keys, group_hashes, own_lines = keys, hashes, lines[order]
+        else:
+            leaders = np.flatnonzero(starts)
+            group_keys = keys[leaders]
+            group_hashes = hashes[leaders] if hashes is not None else None
+            own_lines = lines[order[leaders]]
+        found = np.full(len(group_keys), _NO_LINE, dtype=np.int64)
+        table = self._filter
+        if table is not None:
+            # Only the groups the filter may have seen are looked up in the runs.
+            word, bits = table.spots(group_keys, group_hashes)
+            asked = np.flatnonzero(table.might_hold(word, bits))
+            if len(asked):
+                answers = np.full(len(asked), _NO_LINE, dtype=np.int64)
+                asked_hashes = group_hashes[asked] if group_hashes is not None else None
+                asked_keys = group_keys[asked]
+                for run in self._runs:
+                    run.find(asked_keys, asked_hashes, answers)
+                found[asked] = answers
+        new = found < 0
+        # The first line of each group: recorded earlier, or the group's own first line.
+        first = np.where(new, own_lines, found)
+        if leaders is None:
+            first[new] = _NO_LINE
+            answer_sorted = first
+        else:
+            answer_sorted = first[np.cumsum(starts) - 1]
+            answer_sorted[leaders[new]] = _NO_LINE
+        answer = np.empty(count, dtype=np.int64)
+        answer[order] = answer_sorted
+        if new.any():
+            added_keys = group_keys[new]
+            added_hashes = group_hashes[new] if group_hashes is not None else None
+            self._add(_Run.of(added_keys, added_hashes, own_lines[new].astype(np.uint32)))
+            if table is not None and self._size <= table.capacity:
+                table.add(word[new], bits[new])
+            else:
+                self._rebuild_filter()
+        return answer
+
+    def _rebuild_filter(self) -> None:
+        """A filter of every recorded pair, with room for as many again."""
+        self._filter = None  # released before its successor is made
+        table = KeyFilter(2 * self._size)
+        for run in self._runs:
+            for start in range(0, len(run), FILTER_BLOCK):
+                end = min(start + FILTER_BLOCK, len(run))
+                run_hashes = run.hashes[start:end] if run.hashes is not None else None
+                table.add(*table.spots(run.keys.table[start:end], run_hashes))
+        self._filter = table
+
+    def _add(self, run: _Run) -> None:
+        """Append a new run at level 0; `FANOUT` runs of one level merge into one of the
+        next (a counter in base `FANOUT`)."""
+        runs, levels = self._runs, self._levels
+        runs.append(run)
+        levels.append(0)
+        self._size += len(run)
+        while len(levels) >= FANOUT and levels[-FANOUT] == levels[-1]:
+            merged = _Run.merge(runs[-FANOUT:])
+            level = levels[-1] + 1
+            del runs[-FANOUT:], levels[-FANOUT:]
+            runs.append(merged)
+            levels.append(level)
+            if len(merged) >= TRIM_FROM:
+                _release_freed_memory()
+
+
+def _keys(numbers: Sequence[str] | _U64, count: int) -> _U64:
+    if isinstance(numbers, np.ndarray):
+        if len(numbers) != count:
+            raise ValueError(f"{len(numbers)} numbers for {count} lines")
+        return numbers.astype(np.uint64)  # a copy: the caller's array is not changed
+    keys = number_keys(numbers)
+    if len(keys) != count:
+        raise ValueError(f"{len(keys)} numbers for {count} lines")
+    return keys
+
+
+def _text_hashes(texts: str | Sequence[str] | None, count: int) -> _U64:
+    if texts is None:
+        raise ValueError("number+text dedupe needs the texts")
+    if not isinstance(texts, str) and len(texts) != count:
+        raise ValueError(f"{len(texts)} texts for {count} lines")
+    if isinstance(texts, str) or one_text(texts):  # a template without placeholders
+        text = texts if isinstance(texts, str) else texts[0]
+        return np.full(count, _xxh3(text.encode("utf-8", "surrogatepass")), dtype=np.uint64)
+    try:
+        return np.fromiter(map(_xxh3, map(str.encode, texts)), dtype=np.uint64, count=count)
+    except UnicodeEncodeError:  # a lone surrogate (35 % slower for every text if asked)
+        encoded = map(str.encode, texts, _repeat("utf-8"), _repeat("surrogatepass"))
+        return np.fromiter(map(_xxh3, encoded), dtype=np.uint64, count=count)
