@@ -1,8 +1,18 @@
 """Driving the gateway: schedule, send, record, drain, report.
 
 The target is the URL given, or an emulator started in this process on 127.0.0.1 on a
-free port; nothing else is ever contacted. The run ends by itself: nothing starts after
-warm-up + duration, and requests still in flight get at most the drain time.
+free port; nothing else is ever contacted (but the shared quota's Redis, when given).
+The run ends by itself: nothing starts after warm-up + duration, and requests still in
+flight get at most the drain time.
+
+With a shared quota (``--quota-url``) a request the schedule starts first waits at the
+*gate*: in order, one booking at a time carries as many waiting requests as one of the
+code's capacities holds (`SharedQuota.acquire` of their recipients), and the request
+goes when its booking is granted. It holds its in-flight slot while it waits, and its
+latency still counts from its due time; one that the quota held more than
+`QUOTA_LATE` past its due time is a late start, and one still waiting when the
+window ends is dropped, as a request waiting for a slot is. Without a quota the
+schedule starts requests directly: the gate costs nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -20,7 +31,7 @@ from dispatcher import api
 from dispatcher._version import __version__
 from dispatcher.config import Secret
 from dispatcher.emulator import EmulatorSettings, FaultSettings, running_emulator
-from dispatcher.errors import AuthError, GatewayError
+from dispatcher.errors import AuthError, FatalError, GatewayError, RateLimited, Unavailable
 from dispatcher.loadtest import workload
 from dispatcher.loadtest.http import Pool, Reply
 from dispatcher.loadtest.report import build_loadtest_report, live_line
@@ -31,9 +42,15 @@ from dispatcher.logs import register_secret, scrub_answer
 
 if TYPE_CHECKING:
     from dispatcher.metrics import Snapshot
+    from dispatcher.quota.shared import SharedQuota
 
 #: The first request is due this long after set-up, so it is not late by construction.
 LEAD = 0.05
+#: A request the shared quota held longer than this past its due time started late
+#: (a booking's round trip to a Redis nearby is a fraction of it).
+QUOTA_LATE = 0.005
+#: The gateway's push-backs (429/503) reach the shared quota at most once per this.
+SLOW_DOWN_EVERY = 1.0
 
 
 async def run_loadtest(
@@ -93,9 +110,10 @@ async def _run(
             connect_timeout=min(test.timeout, 10.0),
         )
         try:
-            driver = _Driver(test, pool, bodies, clock, live)
-            drivers.append(driver)
-            return await driver.run(stop, base_url)
+            async with _quota(test, base_url) as quota:  # unreachable: nothing is sent
+                driver = _Driver(test, pool, bodies, clock, live, quota)
+                drivers.append(driver)
+                return await driver.run(stop, base_url)
         finally:
             pool.close()  # after an error: the run itself leaves nothing open
 
@@ -133,6 +151,30 @@ async def _metrics(test: LoadTest, drivers: list[_Driver]) -> AsyncIterator[None
 
 
 @contextlib.asynccontextmanager
+async def _quota(test: LoadTest, base_url: str) -> AsyncIterator[SharedQuota | None]:
+    """The shared quota over the sender code's limit, when ``--quota-url`` is given; its
+    namespace by default the target's (`namespace_for`), so a test against an emulator
+    never spends a production account's quota. `QuotaUnavailable` when Redis cannot be
+    reached: before anything is sent."""
+    if test.quota_url is None:
+        yield None
+        return
+    from dispatcher.limiter import RateLimits
+    from dispatcher.quota import close_quietly, namespace_for, open_quota
+
+    quota = await open_quota(
+        test.quota_url,
+        limits=RateLimits(rates={test.sender: test.code_rate}, kind_rates={}),
+        namespace=test.quota_namespace or namespace_for(base_url),
+        password=test.redis_password,
+    )
+    try:
+        yield quota
+    finally:
+        await close_quietly(quota)
+
+
+@contextlib.asynccontextmanager
 async def _target(test: LoadTest) -> AsyncIterator[tuple[str, Secret | None]]:
     if test.base_url is not None:
         yield test.base_url, test.api_key
@@ -159,6 +201,7 @@ class _Driver:
         bodies: workload.Workload,
         clock: Callable[[], float],
         live: TextIO | None,
+        quota: SharedQuota | None = None,
     ) -> None:
         self.test = test
         self.pool = pool
@@ -177,6 +220,19 @@ class _Driver:
             test.request_rate, slots=test.concurrency, clock=clock, count_from=self.measured
         )
         self.recorder = Recorder(start=self.measured, on_second=self._show)
+        self.quota = quota
+        #: What ended the run other than the API key (the shared quota's Redis refusing).
+        self.failure: str | None = None
+        #: With a quota: the requests started by the schedule, waiting at the gate (k,
+        #: due, late already), and those of the booking being made.
+        self.held: deque[tuple[int, float, bool]] = deque()
+        self.booking: list[tuple[int, float, bool]] = []
+        self.quota_late = 0
+        self.quota_wait = 0.0
+        self._gate_wake = asyncio.Event()
+        self._gate_idle = asyncio.Event()
+        self._gate_idle.set()
+        self._slowed_at = -SLOW_DOWN_EVERY
 
     async def run(self, stop: asyncio.Event | None, base_url: str) -> dict[str, Any]:
         test, clock, schedule, recorder = self.test, self.clock, self.schedule, self.recorder
@@ -184,8 +240,14 @@ class _Driver:
         watchers = [asyncio.create_task(self._tick(recorder, measured))]
         if stop is not None:
             watchers.append(asyncio.create_task(_halt_on(stop, schedule)))
+        begin = self._start
+        if self.quota is not None:
+            begin = self._hold
+            watchers.append(asyncio.create_task(self._gate(self.quota)))
         try:
-            await schedule.run_calls(self._start, start=first, end=end)
+            await schedule.run_calls(begin, start=first, end=end)
+            if self.quota is not None:
+                await self._close_gate(watchers[-1], end)
             halted = clock()
             for k in schedule.dropped:
                 recorder.add(schedule.due(k, first), halted, RequestOutcome.DROPPED)
@@ -211,10 +273,74 @@ class _Driver:
             window=window,
             elapsed=clock() - self.began,
             late_starts=schedule.late_starts,
-            aborted=None if self.aborted is None else str(self.aborted),
+            aborted=self.failure if self.aborted is None else str(self.aborted),
             interrupted=stop is not None and stop.is_set(),
             version=__version__,
+            quota=self.quota_account(),
         )
+
+    def quota_account(self) -> dict[str, Any] | None:
+        """The shared quota's part of the report (None without one)."""
+        if self.quota is None:
+            return None
+        return {
+            "namespace": self.quota.namespace,
+            "code_rate": self.test.code_rate,
+            "late_starts": self.quota_late,
+            "wait_s": round(self.quota_wait, 3),
+        }
+
+    def _hold(self, k: int, due: float) -> None:
+        """With a shared quota: request ``k`` waits at the gate (its slot taken)."""
+        self.held.append((k, due, self.schedule.last_late))
+        self._gate_idle.clear()
+        self._gate_wake.set()
+
+    async def _gate(self, quota: SharedQuota) -> None:
+        """Books the held requests in order, as many at a time as one capacity of the
+        code holds, and starts each booking's requests when it is granted."""
+        held, clock, code = self.held, self.clock, self.test.sender
+        units = self.test.batch_size
+        per_booking = max(1, int(quota.capacity(code) // units))
+        wake, idle = self._gate_wake, self._gate_idle
+        while True:
+            if not held:
+                idle.set()
+                wake.clear()
+                await wake.wait()
+            idle.clear()
+            group = self.booking = [held.popleft() for _ in range(min(per_booking, len(held)))]
+            asked = clock()
+            try:
+                await quota.acquire(code, len(group) * units)
+            except FatalError as exc:  # Redis answers an error waiting cannot cure
+                self.failure = str(exc)
+                self.schedule.halt()
+                return
+            now = clock()
+            self.quota_wait += now - asked
+            self.booking = []
+            for k, due, late in group:
+                if not late and now - due > QUOTA_LATE and self.schedule.late(due):
+                    self.quota_late += 1
+                self._start(k, due)
+
+    async def _close_gate(self, gate: asyncio.Task[None], end: float) -> None:
+        """The schedule is done: the gate may still start what it holds until ``end``
+        (as a request waiting for a slot may); what it holds then is dropped."""
+        if self.schedule.halted_at is None and not gate.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, end - self.clock())):
+                    await self._gate_idle.wait()
+        gate.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gate
+        now = self.clock()
+        for _, due, _late in (*self.booking, *self.held):
+            self.recorder.add(due, now, RequestOutcome.DROPPED)
+            self.schedule.finished()
+        self.booking = []
+        self.held.clear()
 
     def _start(self, k: int, due: float) -> None:
         """Send request ``k`` once; `_ended` hears how it ended."""
@@ -246,8 +372,18 @@ class _Driver:
                 self.schedule.halt()
             return RequestOutcome.CLIENT_ERROR
         except GatewayError as exc:
+            if self.quota is not None and isinstance(exc, RateLimited | Unavailable):
+                self._slow_down(self.quota, exc.retry_after)
             return classify(exc)
         return RequestOutcome.OK
+
+    def _slow_down(self, quota: SharedQuota, retry_after: float | None) -> None:
+        """The gateway pushed back: every process sharing the quota slows the code down
+        (at most once per `SLOW_DOWN_EVERY`; the quota halves at most once a second)."""
+        now = self.clock()
+        if now - self._slowed_at >= SLOW_DOWN_EVERY:
+            self._slowed_at = now
+            quota.slow_down(self.test.sender, min(retry_after or 0.0, 60.0))
 
     async def _tick(self, recorder: Recorder, measured: float) -> None:
         """Close each second on time, so the live line comes even when nothing ends."""
