@@ -170,16 +170,21 @@ def run(args: argparse.Namespace) -> int:
     except FatalError as exc:  # an output that cannot be written
         return fail(exc, ExitCode.ABORTED)
     logs.configure("warning")
-    _tune_gc()
+    tune_gc()
     if test.api_key is not None:
         logs.register_secret(test.api_key.reveal())
     signals = Signals(STOPPING)
     live = None if args.quiet else sys.stderr
     try:
-        report = signals.run(run_loadtest(test, stop=signals.stop, live=live))
+        if test.workers > 1:
+            from dispatcher.loadtest.workers import run_workers
+
+            report = signals.run(run_workers(test, signals=signals, live=live))
+        else:
+            report = signals.run(run_loadtest(test, stop=signals.stop, live=live))
     except ConfigError as exc:
         return usage_error(exc)
-    except FatalError as exc:  # the shared quota's Redis cannot be reached: nothing sent
+    except FatalError as exc:  # the quota's Redis unreachable (nothing sent), a worker lost
         return fail(exc, ExitCode.ABORTED)
     if report["aborted"]:
         code: int = ExitCode.ABORTED
@@ -195,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     # As `send` does (its _tune_gc): what is loaded by now lives for the whole run, so it
     # leaves the collector's sight, and young collections become rare — a request frees
     # what it allocates by reference counting. With the default thresholds a full

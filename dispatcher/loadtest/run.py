@@ -22,7 +22,8 @@ import contextlib
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
@@ -37,7 +38,7 @@ from dispatcher.loadtest.http import Pool, Reply
 from dispatcher.loadtest.report import build_loadtest_report, live_line
 from dispatcher.loadtest.schedule import Schedule
 from dispatcher.loadtest.settings import LoadTest
-from dispatcher.loadtest.stats import Recorder, RequestOutcome, classify
+from dispatcher.loadtest.stats import Recorder, RequestOutcome, classify, export
 from dispatcher.logs import register_secret, scrub_answer
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ async def run_loadtest(
     stop: asyncio.Event | None = None,
     live: TextIO | None = sys.stderr,
     clock: Callable[[], float] = time.perf_counter,
+    share: Share | None = None,
 ) -> dict[str, Any]:
     """Run the test and return its report (see the README for the schema).
 
@@ -67,12 +69,32 @@ async def run_loadtest(
     every latency: perf_counter by default, because uvloop's ``loop.time()`` only moves
     in whole milliseconds.
 
+    ``share`` makes this process one worker of ``loadtest --workers``
+    (`dispatcher.loadtest.workers`): it drives its share of the schedule from the time
+    the parent gives, pushes its metrics to the parent, and its report carries its
+    numbers in a form that adds up (``part``).
+
     Raises `ConfigError` when the input has no usable recipient, or when the metrics
     port (``test.metrics_port``) cannot be served — before anything is sent.
     """
     drivers: list[_Driver] = []
-    async with _metrics(test, drivers):  # a port that cannot be served: ConfigError
-        return await _run(test, stop, live, clock, drivers)
+    async with _metrics(test, drivers, share):  # a port that cannot be served: ConfigError
+        return await _run(test, stop, live, clock, drivers, share)
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """Worker ``index`` (0-based) of ``count``: it drives requests ``index``,
+    ``index + count``, ``index + 2 count``… of the test's schedule — rate / count,
+    offset by index / rate — so the workers together drive exactly the whole schedule.
+    ``ready`` is awaited once everything is set up; it answers when request 0 is due,
+    on the clock every worker shares (``perf_counter``: the system's monotonic clock).
+    ``metrics_fd`` is the pipe the worker pushes its metrics down (None: none)."""
+
+    index: int
+    count: int
+    ready: Callable[[], Awaitable[float]]
+    metrics_fd: int | None = None
 
 
 async def _run(
@@ -81,6 +103,7 @@ async def _run(
     live: TextIO | None,
     clock: Callable[[], float],
     drivers: list[_Driver],
+    share: Share | None,
 ) -> dict[str, Any]:
     requests = test.request_rate * (test.warmup + test.duration)
     bodies = await workload.build(
@@ -91,17 +114,9 @@ async def _run(
         source=test.input,
         seed=test.seed,
     )
-    async with _target(test) as (base_url, api_key):
+    async with target(test) as (base_url, api_key):
         if live is not None:
-            where = "the embedded emulator at " if test.embedded else ""
-            print(
-                f"loadtest: {test.request_rate:g} requests/s for {test.duration:g}s"
-                f"{f' after {test.warmup:g}s warm-up' if test.warmup else ''} against "
-                f"{where}{base_url}, {'single' if bodies.single else 'batch'} endpoint, "
-                f"batch {test.batch_size}, concurrency {test.concurrency}",
-                file=live,
-                flush=True,
-            )
+            announce(test, base_url, bodies.single, live)
         endpoint = "/v2/messages" if bodies.single else "/v3/messages/batch"
         pool = Pool(
             base_url.rstrip("/") + endpoint,
@@ -111,11 +126,26 @@ async def _run(
         )
         try:
             async with _quota(test, base_url) as quota:  # unreachable: nothing is sent
-                driver = _Driver(test, pool, bodies, clock, live, quota)
+                first = None if share is None else await share.ready()
+                driver = _Driver(test, pool, bodies, clock, live, quota, first, share)
                 drivers.append(driver)
                 return await driver.run(stop, base_url)
         finally:
             pool.close()  # after an error: the run itself leaves nothing open
+
+
+def announce(test: LoadTest, base_url: str, single: bool, live: TextIO) -> None:
+    """The line that says what the test is about to do."""
+    where = "the embedded emulator at " if test.embedded else ""
+    workers = f" in {test.workers} processes" if test.workers > 1 else ""
+    print(
+        f"loadtest: {test.request_rate:g} requests/s{workers} for {test.duration:g}s"
+        f"{f' after {test.warmup:g}s warm-up' if test.warmup else ''} against "
+        f"{where}{base_url}, {'single' if single else 'batch'} endpoint, "
+        f"batch {test.batch_size}, concurrency {test.concurrency}",
+        file=live,
+        flush=True,
+    )
 
 
 def _headers(api_key: Secret | None) -> dict[str, str]:
@@ -132,12 +162,16 @@ def _headers(api_key: Secret | None) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def _metrics(test: LoadTest, drivers: list[_Driver]) -> AsyncIterator[None]:
-    """``--metrics-port``: the running driver's numbers on a Prometheus endpoint."""
-    if test.metrics_port is None:
+async def _metrics(
+    test: LoadTest, drivers: list[_Driver], share: Share | None
+) -> AsyncIterator[None]:
+    """``--metrics-port``: the running driver's numbers on a Prometheus endpoint; for a
+    worker, down its pipe to the parent, which serves the test's."""
+    fd = None if share is None else share.metrics_fd
+    if test.metrics_port is None and fd is None:
         yield
         return
-    from dispatcher.metrics import loadtest_snapshot, serving
+    from dispatcher.metrics import loadtest_snapshot, pushing, serving
 
     def source() -> Snapshot:
         driver = drivers[-1] if drivers else None
@@ -145,6 +179,11 @@ async def _metrics(test: LoadTest, drivers: list[_Driver]) -> AsyncIterator[None
             driver.recorder if driver else None, driver.schedule if driver else None
         )
 
+    if fd is not None:
+        async with pushing(fd, source):
+            yield
+        return
+    assert test.metrics_port is not None
     async with serving(test.metrics_host, test.metrics_port, source) as url:
         print(f"loadtest: metrics on {url}", file=sys.stderr, flush=True)
         yield
@@ -175,7 +214,9 @@ async def _quota(test: LoadTest, base_url: str) -> AsyncIterator[SharedQuota | N
 
 
 @contextlib.asynccontextmanager
-async def _target(test: LoadTest) -> AsyncIterator[tuple[str, Secret | None]]:
+async def target(test: LoadTest) -> AsyncIterator[tuple[str, Secret | None]]:
+    """The base URL and key to drive: ``test.base_url``'s, or those of an emulator
+    started here for as long as the block runs."""
     if test.base_url is not None:
         yield test.base_url, test.api_key
         return
@@ -202,24 +243,38 @@ class _Driver:
         clock: Callable[[], float],
         live: TextIO | None,
         quota: SharedQuota | None = None,
+        first: float | None = None,
+        share: Share | None = None,
     ) -> None:
         self.test = test
         self.pool = pool
         self.clock = clock
         self.live = live
-        #: Each body as the whole request, built once: request k sends requests[k % n].
-        self.requests = [pool.request(body) for body in bodies.bodies]
+        index, count = (0, 1) if share is None else (share.index, share.count)
+        self.share = share
+        #: Each body as the whole request, built once: request k sends requests[k % n]
+        #: (a worker's k-th request is the test's ``index + count * k``-th).
+        requests = [pool.request(body) for body in bodies.bodies]
+        n = len(requests)
+        self.requests = [requests[(index + count * m) % n] for m in range(n)]
         self.single = bodies.single
         self.parse = api.parse_single if bodies.single else api.parse_batch
         self.aborted: AuthError | None = None
         self.began = clock()
-        self.first = self.began + LEAD
+        self.first = self.began + LEAD if first is None else first
         self.measured = self.first + test.warmup
         self.end = self.measured + test.duration
+        #: When this process's first request is due.
+        self.start = self.first + index / test.request_rate
         self.schedule = Schedule(
-            test.request_rate, slots=test.concurrency, clock=clock, count_from=self.measured
+            test.request_rate / count,
+            slots=test.concurrency,
+            clock=clock,
+            count_from=self.measured,
         )
-        self.recorder = Recorder(start=self.measured, on_second=self._show)
+        self.recorder = Recorder(
+            start=self.measured, on_second=self._show, keep_seconds=share is not None
+        )
         self.quota = quota
         #: What ended the run other than the API key (the shared quota's Redis refusing).
         self.failure: str | None = None
@@ -236,7 +291,7 @@ class _Driver:
 
     async def run(self, stop: asyncio.Event | None, base_url: str) -> dict[str, Any]:
         test, clock, schedule, recorder = self.test, self.clock, self.schedule, self.recorder
-        first, measured, end = self.first, self.measured, self.end
+        first, measured, end = self.start, self.measured, self.end
         watchers = [asyncio.create_task(self._tick(recorder, measured))]
         if stop is not None:
             watchers.append(asyncio.create_task(_halt_on(stop, schedule)))
@@ -266,7 +321,7 @@ class _Driver:
         window = test.duration
         if schedule.halted_at is not None:
             window = min(window, max(0.0, schedule.halted_at - measured))
-        return build_loadtest_report(
+        report = build_loadtest_report(
             test,
             recorder,
             target_url=base_url,
@@ -278,6 +333,9 @@ class _Driver:
             version=__version__,
             quota=self.quota_account(),
         )
+        if self.share is not None:
+            report["part"] = export(recorder)
+        return report
 
     def quota_account(self) -> dict[str, Any] | None:
         """The shared quota's part of the report (None without one)."""

@@ -85,6 +85,8 @@ class LoadTest:
             raise ConfigError("--rate-unit must be requests or recipients")
         if self.request_rate > MAX_REQUEST_RATE:
             raise ConfigError(f"--rate is above {MAX_REQUEST_RATE:,.0f} requests/s")
+        if self.workers > self.concurrency:
+            raise ConfigError("--workers is above --concurrency: each worker needs a slot")
         if self.quota_url is not None:
             from dispatcher.quota import check_url
 
