@@ -8,9 +8,14 @@ the senders keep the rate) and the report's counts, never the test's clock.
 from __future__ import annotations
 
 import asyncio
+import re
+import signal
+import sys
 from pathlib import Path
 
+import aiohttp
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cli import CODE, KEY, by_line, dispatcher, env, send_args, write_lines
 from tests.support.emulators import EmulatorFactory
@@ -115,3 +120,109 @@ async def test_the_redis_password_is_refused_in_the_url_and_never_shown(tmp_path
         assert secret not in run.stderr
         assert secret.encode() not in run.stdout
         assert "Traceback" not in run.stderr
+
+
+# --- --workers ----------------------------------------------------------------------------
+
+
+async def test_two_workers_make_one_report_of_the_whole_schedule(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    run = await dispatcher(
+        "loadtest",
+        "--base-url",
+        emulator.base_url,
+        "--synthetic",
+        "--workers",
+        "2",
+        "--rate",
+        "101",  # odd: the workers' shares differ by one request a second
+        "--duration",
+        "2s",
+        "--threshold",
+        "p99<30s",
+        "--threshold",
+        "error_rate<=0",
+        "--json",
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert run.code == 0, run.stderr
+    report = orjson.loads(run.stdout)
+    assert report["workers"] == 2
+    assert report["requests"] == 202  # the schedule's total, exactly
+    assert report["sent"] + report["dropped"] == report["requests"]
+    assert report["outcomes"]["ok"] == report["answered"]
+    assert sum(row["requests"] for row in report["series"]) == report["requests"]
+    assert sum(row["sent"] for row in report["series"]) == report["sent"]
+    assert [row["t"] for row in report["series"]] == list(range(len(report["series"])))
+    assert [v["passed"] for v in report["thresholds"]] == [True, True]
+    stats = await emulator.stats()
+    assert sum(stats["requests"].values()) == report["sent"]  # nothing sent twice
+
+
+async def test_a_threshold_fails_on_the_merged_numbers(tmp_path: Path) -> None:
+    run = await dispatcher(
+        "loadtest",
+        "--workers",
+        "2",
+        "--rate",
+        "50",
+        "--duration",
+        "1s",
+        "--latency-ms",
+        "20",  # the embedded emulator, started once by the parent, answers no sooner
+        "--threshold",
+        "min<15ms",
+        "--json",
+        "--quiet",
+        cwd=tmp_path,
+        environ=env(None),
+    )
+    assert run.code == 99, run.stderr
+    report = orjson.loads(run.stdout)
+    assert report["target"]["embedded_emulator"] is True
+    assert report["requests"] == 50
+    assert report["latency_ms"]["min"] >= 20
+    assert report["thresholds"][0]["passed"] is False
+
+
+async def test_workers_serve_one_endpoint_and_stop_together_on_sigint(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "dispatcher", "loadtest", "--rate", "40", "--duration", "60s"),
+        *("--workers", "2", "--metrics-port", "0", "--quiet", "--json"),
+        cwd=tmp_path,
+        env=env(api_key=None),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    first = (await proc.stderr.readline()).decode()
+    found = re.search(r"loadtest: metrics on (http://127\.0\.0\.1:\d+/metrics)", first)
+    assert found, first
+    while True:  # until both workers' answers show on the one endpoint
+        async with http.get(found.group(1)) as response:
+            text = await response.text()
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+        if samples.get(("dispatcher_loadtest_requests_total", (("outcome", "ok"),)), 0) >= 6:
+            break
+        await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 130, err
+    requests = samples[("dispatcher_requests_total", ())]
+    assert samples[("dispatcher_request_duration_seconds_count", ())] == requests
+    report = orjson.loads(out)
+    assert report["interrupted"] is True
+    assert report["workers"] == 2
+    assert 6 <= report["requests"] < 40 * 60
+    assert sum(row["requests"] for row in report["series"]) == report["requests"]
+    assert "Traceback" not in err.decode()
