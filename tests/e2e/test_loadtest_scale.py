@@ -28,6 +28,11 @@ RATE = 50
 LINES = 100
 
 
+def against(base_url: str, *extra: str) -> list[str]:
+    """``loadtest`` against the emulator at ``base_url``, generated numbers."""
+    return ["loadtest", "--base-url", base_url, "--synthetic", *extra]
+
+
 async def test_a_loadtest_and_a_send_share_one_code_within_its_rate(
     emulator_factory: EmulatorFactory, redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -45,10 +50,7 @@ async def test_a_loadtest_and_a_send_share_one_code_within_its_rate(
     # Alone, 40 requests/s would fit in the code's 50/s; with the send beside it they
     # do not: both default to the namespace of the same base URL.
     loadtest = dispatcher(
-        "loadtest",
-        "--base-url",
-        emulator.base_url,
-        "--synthetic",
+        *against(emulator.base_url),
         "--from",
         CODE,
         "--rate",
@@ -87,16 +89,9 @@ async def test_a_redis_that_cannot_be_reached_exits_3_before_any_request(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
     emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    closed = f"redis://127.0.0.1:{free_port()}/0"
     run = await dispatcher(
-        "loadtest",
-        "--base-url",
-        emulator.base_url,
-        "--synthetic",
-        "--duration",
-        "1s",
-        "--quota-url",
-        f"redis://127.0.0.1:{free_port()}/0",
-        cwd=tmp_path,
+        *against(emulator.base_url, "--duration", "1s", "--quota-url", closed), cwd=tmp_path
     )
     assert run.code == 3, run.stderr
     assert "cannot reach the shared quota's Redis" in run.stderr
@@ -107,18 +102,14 @@ async def test_a_redis_that_cannot_be_reached_exits_3_before_any_request(
 
 async def test_the_redis_password_is_refused_in_the_url_and_never_shown(tmp_path: Path) -> None:
     secret = "Loadtest-Redis-Pw-4471"
-    for where in ("flag", "file"):
-        args = ["loadtest", "--duration", "1s"]
-        if where == "flag":
-            args += ["--quota-url", f"redis://:{secret}@127.0.0.1:6379/0"]
-        else:
-            (tmp_path / "pw").write_text(secret + "\n")
-            closed = f"redis://127.0.0.1:{free_port()}/0"
-            args += ["--quota-url", closed, "--redis-password-file", "pw"]
-        run = await dispatcher(*args, cwd=tmp_path, environ=env(None))
-        assert run.code == (2 if where == "flag" else 3), run.stderr
-        assert secret not in run.stderr
-        assert secret.encode() not in run.stdout
+    (tmp_path / "pw").write_text(secret + "\n")
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    in_url = ["--quota-url", f"redis://:{secret}@127.0.0.1:6379/0"]  # refused: exit 2
+    in_file = ["--quota-url", closed, "--redis-password-file", "pw"]  # unreachable: 3
+    for flags, code in ((in_url, 2), (in_file, 3)):
+        run = await dispatcher("loadtest", *flags, cwd=tmp_path, environ=env(None))
+        assert run.code == code, run.stderr
+        assert secret not in run.stderr + run.stdout.decode()
         assert "Traceback" not in run.stderr
 
 
@@ -130,10 +121,7 @@ async def test_two_workers_make_one_report_of_the_whole_schedule(
 ) -> None:
     emulator = await emulator_factory(api_key=KEY, rate_limit=False)
     run = await dispatcher(
-        "loadtest",
-        "--base-url",
-        emulator.base_url,
-        "--synthetic",
+        *against(emulator.base_url),
         "--workers",
         "2",
         "--rate",
@@ -191,30 +179,21 @@ async def test_a_threshold_fails_on_the_merged_numbers(tmp_path: Path) -> None:
 async def test_workers_serve_one_endpoint_and_stop_together_on_sigint(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
+    flags = ["--rate", "40", "--duration", "60s", "--workers", "2", "--metrics-port", "0"]
+    pipe = asyncio.subprocess.PIPE
+    command = [sys.executable, "-m", "dispatcher", "loadtest", *flags, "--quiet", "--json"]
     proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "dispatcher", "loadtest", "--rate", "40", "--duration", "60s"),
-        *("--workers", "2", "--metrics-port", "0", "--quiet", "--json"),
-        cwd=tmp_path,
-        env=env(api_key=None),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+        *command, cwd=tmp_path, env=env(None), stdin=asyncio.subprocess.DEVNULL, stdout=pipe,
+        stderr=pipe,
+    )  # fmt: skip
     assert proc.stderr is not None
-    first = (await proc.stderr.readline()).decode()
-    found = re.search(r"loadtest: metrics on (http://127\.0\.0\.1:\d+/metrics)", first)
-    assert found, first
-    while True:  # until both workers' answers show on the one endpoint
-        async with http.get(found.group(1)) as response:
-            text = await response.text()
-        samples = {
-            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
-        if samples.get(("dispatcher_loadtest_requests_total", (("outcome", "ok"),)), 0) >= 6:
-            break
+    url = re.search(r"metrics on (http://\S+/metrics)", (await proc.stderr.readline()).decode())
+    assert url, "no metrics URL"
+    ok = ("dispatcher_loadtest_requests_total", (("outcome", "ok"),))
+    samples = await _scrape(http, url[1])
+    while samples.get(ok, 0) < 6:  # until both workers' answers show on the one endpoint
         await asyncio.sleep(0.05)
+        samples = await _scrape(http, url[1])
     proc.send_signal(signal.SIGINT)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 130, err
@@ -226,3 +205,16 @@ async def test_workers_serve_one_endpoint_and_stop_together_on_sigint(
     assert 6 <= report["requests"] < 40 * 60
     assert sum(row["requests"] for row in report["series"]) == report["requests"]
     assert "Traceback" not in err.decode()
+
+
+async def _scrape(
+    http: aiohttp.ClientSession, url: str
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the endpoint, by name and labels."""
+    async with http.get(url) as response:
+        text = await response.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
