@@ -87,6 +87,8 @@ class LoadTest:
             raise ConfigError(f"--rate is above {MAX_REQUEST_RATE:,.0f} requests/s")
         if self.workers > self.concurrency:
             raise ConfigError("--workers is above --concurrency: each worker needs a slot")
+        if self.workers > 1 and self.input == "-":
+            raise ConfigError("--workers each read the recipients: give --input a file, not -")
         if self.quota_url is not None:
             from dispatcher.quota import check_url
 

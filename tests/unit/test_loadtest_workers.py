@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dispatcher.errors import ConfigError
 from dispatcher.histogram import LatencyHistogram
+from dispatcher.loadtest import LoadTest
 from dispatcher.loadtest.schedule import Schedule
 from dispatcher.loadtest.stats import Recorder, RequestOutcome, export, merged
 
@@ -96,3 +98,11 @@ def test_the_workers_shares_of_the_schedule_add_up_to_the_whole(
     counts = [share.count(start + i / rate, start + duration) for i in range(workers)]
     assert sum(counts) == whole
     assert max(counts) - min(counts) <= 1  # an equal split
+
+
+def test_workers_need_a_slot_each_and_an_input_file_they_can_each_read() -> None:
+    with pytest.raises(ConfigError, match="--concurrency"):
+        LoadTest(workers=4, concurrency=3)
+    with pytest.raises(ConfigError, match="not -"):
+        LoadTest(workers=2, input="-")
+    assert LoadTest(workers=2, concurrency=2).workers == 2
