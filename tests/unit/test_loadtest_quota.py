@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from dispatcher.config import Secret
+from dispatcher.emulator import FaultSettings
 from dispatcher.errors import ConfigError
 from dispatcher.loadtest import LoadTest, run_loadtest
 from dispatcher.quota import QuotaUnavailable, namespace_for
@@ -62,6 +63,33 @@ async def test_requests_wait_for_the_quota_and_count_as_late_starts(
     finally:
         await client.aclose()
     assert f"dispatcher:{{{quota['namespace']}}}:code:{CODE}".encode() in keys
+
+
+async def test_a_429_slows_the_code_down_for_everyone_sharing_the_quota(
+    emulator_factory: EmulatorFactory, redis_server: RedisServer
+) -> None:
+    emulator = await emulator_factory(
+        rate_limit=False, faults=FaultSettings(fail_429=1.0, retry_after_s=0)
+    )
+    test = LoadTest(
+        rate=20,
+        duration=0.5,
+        sender=CODE,
+        base_url=emulator.base_url,
+        api_key=Secret(TEST_KEY),
+        quota_url=redis_server.url,
+        quota_namespace="shared",
+        quota_rate=100,
+    )
+    report = await run_loadtest(test, live=None)
+    assert report["outcomes"]["429"] == report["requests"] > 0
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:  # the run closed the quota, which awaits the slow-downs it started
+        factor = await client.hget(f"dispatcher:{{shared}}:code:{CODE}", "f")
+    finally:
+        await client.aclose()
+    assert factor is not None  # without the slow-down the bucket has no factor
+    assert float(factor) == 0.5  # halved (at most once a second)
 
 
 async def test_without_a_quota_the_report_has_none(emulator_factory: EmulatorFactory) -> None:
