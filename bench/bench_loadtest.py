@@ -15,12 +15,17 @@ core 1, one after the other in this run:
   millisecond timers, which spins.
 - ``dispatcher send --batch-size 1`` on ``--send-count`` recipients and on a fifth of
   them: messages/s (launch to exit) and marginal CPU per message.
+- ``loadtest --workers 1`` and ``--workers 2`` at ``--workers-rate`` (unpinned: the
+  workers may use both cores, the sink's too): achieved rate, wall and CPU seconds of
+  the whole process tree (wait4 counts the workers the parent reaped), CPU per million
+  requests with and without a 0.1 s run's start-up, and the ratios 2 : 1.
 - Start-up: time from launching ``send`` (batch 1000) on a ``--startup-lines`` file
   to its first request (a server in this process notes it), and that run's whole
   time against the sink: the share of a run that start-up is.
 
     .venv/bin/python bench/bench_loadtest.py [--seconds 5] [--shares 0.5,0.75,1.0]
-        [--send-count 50000] [--startup-lines 1000000] [--skip send,startup]
+        [--send-count 50000] [--startup-lines 1000000] [--workers-rate 3000]
+        [--skip send,startup,workers]
 """
 
 from __future__ import annotations
@@ -84,13 +89,18 @@ def _lua_string(data: bytes) -> str:
     return f'"{text}"'
 
 
-def loadtest_phase(server: h.Server, rate: float, seconds: float) -> dict[str, Any]:
+def loadtest_phase(
+    server: h.Server, rate: float, seconds: float, *, workers: int | None = None
+) -> dict[str, Any]:
     cmd = [
         h.PYTHON, "-m", "dispatcher", "loadtest", "--base-url", server.base_url,
         "--synthetic", "--rate", f"{rate:.1f}", "--duration", f"{seconds:g}s",
         "--concurrency", str(CONCURRENCY), "--quiet", "--json",
     ]  # fmt: skip
-    phase = _run(server, f"loadtest at {rate:.0f}/s", cmd)
+    if workers is not None:  # unpinned: the workers may spread over the cores
+        cmd += ["--workers", str(workers)]
+    core = h.CLIENT_CORE if workers is None else None
+    phase = _run(server, f"loadtest at {rate:.0f}/s", cmd, core=core)
     report = orjson.loads(phase.pop("stdout").splitlines()[-1])
     phase.update(
         target_rate=report["target_rate"],
@@ -175,11 +185,34 @@ def startup_phase(server: h.Server, source: str, workdir: str, lines: int) -> di
     }
 
 
-def _run(server: h.Server, name: str, cmd: list[str]) -> dict[str, Any]:
+def workers_phase(server: h.Server, rate: float, seconds: float) -> dict[str, Any]:
+    """The same test in one process and in two: what the second process costs and buys."""
+    phases: dict[str, Any] = {}
+    for n in (1, 2):
+        idle = loadtest_phase(server, 10.0, 0.1, workers=n)
+        run = loadtest_phase(server, rate, seconds, workers=n)
+        answered = max(1, run["answered"])
+        run["startup_cpu_s"] = idle["cpu_s"]
+        run["cpu_s_per_million"] = round(1e6 * run["cpu_s"] / answered, 1)
+        run["cpu_s_per_million_after_startup"] = round(
+            1e6 * (run["cpu_s"] - idle["cpu_s"]) / answered, 1
+        )
+        phases[f"workers_{n}"] = run
+    one, two = phases["workers_1"], phases["workers_2"]
+    phases["ratio_2_to_1"] = {
+        key: round(two[key] / one[key], 3) if one[key] else None
+        for key in ("achieved_rate", "wall_s", "cpu_s", "cpu_s_per_million_after_startup")
+    }
+    return phases
+
+
+def _run(
+    server: h.Server, name: str, cmd: list[str], *, core: int | None = h.CLIENT_CORE
+) -> dict[str, Any]:
     server.reset()
     load = round(os.getloadavg()[0], 2)
     cpu_before = server.cpu()
-    done = h.run_child(cmd, env=h.env_with_key(), timeout=600)
+    done = h.run_child(cmd, core=core, env=h.env_with_key(), timeout=600)
     server_cpu = server.cpu() - cpu_before
     if done.returncode != 0:
         raise SystemExit(f"{name} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
@@ -206,7 +239,10 @@ def main() -> None:
     parser.add_argument("--rates", default="5000,10000", help="loadtest rates without wrk")
     parser.add_argument("--send-count", type=int, default=50_000)
     parser.add_argument("--startup-lines", type=int, default=1_000_000)
-    parser.add_argument("--skip", default="", help="phases to leave out: send, startup")
+    parser.add_argument("--workers-rate", type=float, default=3000.0, help="of --workers 1 and 2")
+    parser.add_argument(
+        "--skip", default="", help="phases to leave out: loadtest, send, startup, workers"
+    )
     parser.add_argument("--workdir", help="keep inputs and outputs here (default: a temp dir)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -218,34 +254,37 @@ def main() -> None:
     sink = h.start_sink()
     document: dict[str, Any] = {"bench": "loadtest", **machine, "concurrency": CONCURRENCY}
     try:
-        wrk = wrk_phase(sink, workdir, args.seconds)
-        if wrk is not None:
-            rates = [float(s) * wrk["requests_per_s"] for s in args.shares.split(",")]
-        else:
-            rates = [float(r) for r in args.rates.split(",")]
-        idle = loadtest_phase(sink, 10.0, 0.1)  # start-up and report: CPU not per request
-        runs = [loadtest_phase(sink, rate, args.seconds) for rate in rates]
-        for run in runs:
-            run["cpu_us_per_request"] = round(
-                1e6 * (run["cpu_s"] - idle["cpu_s"]) / max(1, run["answered"]), 1
+        if "workers" not in skip:
+            document["workers"] = workers_phase(sink, args.workers_rate, args.seconds)
+        if "loadtest" not in skip:
+            wrk = wrk_phase(sink, workdir, args.seconds)
+            if wrk is not None:
+                rates = [float(s) * wrk["requests_per_s"] for s in args.shares.split(",")]
+            else:
+                rates = [float(r) for r in args.rates.split(",")]
+            idle = loadtest_phase(sink, 10.0, 0.1)  # start-up and report: CPU not per request
+            runs = [loadtest_phase(sink, rate, args.seconds) for rate in rates]
+            for run in runs:
+                run["cpu_us_per_request"] = round(
+                    1e6 * (run["cpu_s"] - idle["cpu_s"]) / max(1, run["answered"]), 1
+                )
+            kept_up = [r for r in runs if r["nothing_dropped"]]
+            document["wrk"] = wrk
+            document["loadtest"] = runs
+            document["loadtest_best_rate_nothing_dropped"] = max(
+                (r["achieved_rate"] for r in kept_up), default=None
             )
-        kept_up = [r for r in runs if r["nothing_dropped"]]
-        document["wrk"] = wrk
-        document["loadtest"] = runs
-        document["loadtest_best_rate_nothing_dropped"] = max(
-            (r["achieved_rate"] for r in kept_up), default=None
-        )
-        document["loadtest_most_answered_per_s"] = max(r["achieved_rate"] for r in runs)
-        document["loadtest_startup_cpu_s"] = idle["cpu_s"]
-        if wrk is not None:
-            half = runs[0]
-            document["loadtest_over_wrk_at_half"] = round(
-                half["achieved_rate"] / wrk["requests_per_s"], 3
-            )
-            document["targets"] = {
-                "half_of_wrk_nothing_dropped": half["nothing_dropped"]
-                and half["achieved_rate"] >= 0.5 * wrk["requests_per_s"] * 0.995
-            }
+            document["loadtest_most_answered_per_s"] = max(r["achieved_rate"] for r in runs)
+            document["loadtest_startup_cpu_s"] = idle["cpu_s"]
+            if wrk is not None:
+                half = runs[0]
+                document["loadtest_over_wrk_at_half"] = round(
+                    half["achieved_rate"] / wrk["requests_per_s"], 3
+                )
+                document["targets"] = {
+                    "half_of_wrk_nothing_dropped": half["nothing_dropped"]
+                    and half["achieved_rate"] >= 0.5 * wrk["requests_per_s"] * 0.995
+                }
         if "send" not in skip:
             source = os.path.join(workdir, "recipients-send.ndjson")
             h.gen_file(source, args.send_count)

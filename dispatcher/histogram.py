@@ -57,6 +57,36 @@ class LatencyHistogram:
         twin.total_seconds = self.total_seconds
         return twin
 
+    def add(self, other: LatencyHistogram) -> None:
+        """Add ``other``'s durations to these: HDR histograms of one layout add exactly
+        (counts, sum, minimum and maximum), so the processes of one test merge into the
+        histogram one process would have recorded."""
+        if not other.count:
+            self.total_seconds += other.total_seconds
+            return
+        empty = not self.count
+        self._histogram.add(other._histogram)
+        if empty:  # hdrh's add takes an empty histogram's minimum as 0
+            self._histogram.min_value = other._histogram.min_value
+        self.total_seconds += other.total_seconds
+
+    def encode(self) -> str:
+        """The counts as hdrh's compressed base64 text (the sum apart: `decode`)."""
+        text: bytes = self._histogram.encode()
+        return text.decode("ascii")
+
+    @classmethod
+    def decode(cls, text: str, total_seconds: float = 0.0) -> LatencyHistogram:
+        """The histogram `encode` wrote, with its sum; `ValueError` for other text."""
+        try:
+            decoded = HdrHistogram.decode(text.encode("ascii"))
+        except Exception as exc:  # hdrh raises its own classes, zlib's and TypeError
+            raise ValueError(f"not an encoded histogram: {exc}") from None
+        histogram = cls(decoded.significant_figures)
+        histogram._histogram = decoded
+        histogram.total_seconds = total_seconds
+        return histogram
+
     @property
     def count(self) -> int:
         """How many durations were recorded."""

@@ -303,29 +303,16 @@ async def _run_workers(
     procs = []
     for worker, resume in zip(workers, resumes, strict=True):
         env[WORKER_ENV] = f"{worker.k}/{worker.n}"
-        pipe = None
-        if gathered is not None:  # the worker pushes its numbers, binds no port
-            from dispatcher.metrics import PUSH_FD_ENV
-
-            pipe = await gathered.pipe(worker.k)
-            env[PUSH_FD_ENV] = str(pipe)
-        try:
-            procs.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "dispatcher",
-                    *worker_argv(argv, worker, resume=resume),
-                    env=env,
-                    stdin=asyncio.subprocess.PIPE if stdin_input else asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE if worker.results is None else None,
-                    start_new_session=True,  # the terminal's Ctrl-C reaches the parent only
-                    pass_fds=() if pipe is None else (pipe,),
-                )
+        procs.append(
+            await spawn(
+                ["-m", "dispatcher", *worker_argv(argv, worker, resume=resume)],
+                env=env,
+                metrics=gathered,
+                k=worker.k,
+                stdin=asyncio.subprocess.PIPE if stdin_input else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE if worker.results is None else None,
             )
-        finally:
-            if pipe is not None:
-                os.close(pipe)
+        )
     tasks = []
     if stdin_input:
         sinks = [p.stdin for p in procs if p.stdin is not None]
@@ -336,6 +323,52 @@ async def _run_workers(
         if proc.stdout is not None:
             tasks.append(asyncio.create_task(_relay(proc.stdout, sys.stdout.buffer)))
 
+    pass_signals(signals, procs)
+    try:
+        codes = [await proc.wait() for proc in procs]
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        kill_all(procs)  # the parent is going: no worker outlives it
+    summaries = [_read_summary(w.summary) for w in workers]
+    return Outcome(codes, summaries, time.perf_counter() - started)
+
+
+async def spawn(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    metrics: WorkerMetrics | None,
+    k: int,
+    **options: Any,
+) -> asyncio.subprocess.Process:
+    """Start ``python ARGS`` as worker ``k`` in its own session, so that a Ctrl-C at the
+    terminal reaches only the parent (`pass_signals`). With ``metrics``, the worker
+    pushes its numbers down a pipe of its own (``DISPATCHER_METRICS_FD``) and binds no
+    port. ``options`` go to `asyncio.create_subprocess_exec` (stdin, stdout…)."""
+    pipe = None
+    if metrics is not None:
+        from dispatcher.metrics import PUSH_FD_ENV
+
+        pipe = await metrics.pipe(k)
+        env = {**env, PUSH_FD_ENV: str(pipe)}
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            *args,
+            env=dict(env),
+            start_new_session=True,
+            pass_fds=() if pipe is None else (pipe,),
+            **options,
+        )
+    finally:
+        if pipe is not None:
+            os.close(pipe)
+
+
+def pass_signals(signals: Signals, procs: Sequence[asyncio.subprocess.Process]) -> None:
+    """Pass the parent's first signal on to every worker still running (a graceful
+    stop), and a SIGTERM on the second (each worker's own second signal: exit now)."""
+
     def pass_on(signum: int) -> None:
         for proc in procs:
             if proc.returncode is None:
@@ -343,17 +376,15 @@ async def _run_workers(
                     proc.send_signal(signum)
 
     signals.on_stop(pass_on)
-    signals.on_force(lambda: pass_on(signal.SIGTERM))  # the workers' second signal
-    try:
-        codes = [await proc.wait() for proc in procs]
-        await asyncio.gather(*tasks, return_exceptions=True)
-    finally:
-        for proc in procs:  # the parent is going: no worker outlives it
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-    summaries = [_read_summary(w.summary) for w in workers]
-    return Outcome(codes, summaries, time.perf_counter() - started)
+    signals.on_force(lambda: pass_on(signal.SIGTERM))
+
+
+def kill_all(procs: Sequence[asyncio.subprocess.Process]) -> None:
+    """Kill the workers still running (the parent is going: no worker outlives it)."""
+    for proc in procs:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
 
 
 def _read_summary(path: str) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from dispatcher.errors import ConfigError, FatalError
 SETTINGS = (
     *("rate", "rate_unit", "duration", "warmup", "batch_size", "concurrency", "timeout"),
     *("drain", "sender", "text", "seed", "metrics_port", "metrics_host"),
+    *("quota_url", "quota_namespace", "quota_rate", "workers"),
 )
 STOPPING = "stopping: waiting for in-flight requests (send the signal again to exit now)"
 
@@ -36,14 +37,15 @@ DESCRIPTION = (
     "the gateway does, and its latency counts from that due time, so a slow "
     "gateway shows as latency, not as a quietly lower rate. Drives an emulator "
     "started in this process on 127.0.0.1 unless --base-url is given. Exit codes: "
-    "0 passed, 99 a threshold failed, 2 usage error, 3 aborted (API key refused), "
-    "130/143 interrupted."
+    "0 passed, 99 a threshold failed, 2 usage error, 3 aborted (API key refused, the "
+    "shared quota's Redis unreachable), 130/143 interrupted."
 )
 
 
 def options(p: Parser) -> None:
     from dispatcher.cli._emulator import add_fault_flags
-    from dispatcher.loadtest.settings import DEFAULT_SENDER, DEFAULT_TEXT
+    from dispatcher.config import REDIS_PASSWORD_ENV
+    from dispatcher.loadtest.settings import DEFAULT_SENDER, DEFAULT_TEXT, MAX_WORKERS
     from dispatcher.loadtest.thresholds import parse_duration, parse_threshold
 
     duration = checked(parse_duration)
@@ -74,6 +76,13 @@ def options(p: Parser) -> None:
         "counting from their due time; make it at least rate × expected latency",
     )
     add("--timeout", type=duration, default="5s", metavar="D", help="per request")
+    add(
+        "--workers",
+        type=bounded(int, 1, MAX_WORKERS),
+        default=1,
+        metavar="N",
+        help="processes, each driving an equal share of the schedule (one report)",
+    )
     add("--drain", type=duration, default="5s", metavar="D", help="wait for in-flight at the end")
     add = p.add_argument_group("recipients").add_argument
     add("--input", metavar="FILE", help="NDJSON recipients (default: generated)")
@@ -85,6 +94,32 @@ def options(p: Parser) -> None:
     add("--base-url", metavar="URL", help="gateway API base URL (default: the embedded emulator)")
     add("--api-key-file", metavar="FILE", help="API key for --base-url (else DISPATCHER_API_KEY)")
     add_fault_flags(p)
+    add = p.add_argument_group("shared quota").add_argument
+    add(
+        "--quota-url",
+        metavar="URL",
+        help="book every request in the sender code's bucket of the shared quota in this "
+        "Redis first, as send does (redis://HOST:PORT/DB; the password from "
+        f"{REDIS_PASSWORD_ENV} or --redis-password-file, never in the URL); a wait for "
+        "it counts as a late start",
+    )
+    add(
+        "--quota-namespace",
+        metavar="NAME",
+        help="the shared quota's keys (default: derived from the target's base URL)",
+    )
+    add(
+        "--quota-rate",
+        type=bounded(float, 0.0, math.inf, above=True),
+        metavar="N",
+        help="the --from code's limit in messages/s (default: its kind's, as send has it); "
+        "every process sharing the namespace must agree on it",
+    )
+    add(
+        "--redis-password-file",
+        metavar="FILE",
+        help=f"file holding the quota's Redis password (else {REDIS_PASSWORD_ENV})",
+    )
     add = p.add_argument_group("verdict and outputs").add_argument
     add(
         "--threshold",
@@ -126,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
             faults=faults_from(args),
             plot=args.plot,
             report=args.report,
+            redis_password_file=args.redis_password_file,
             thresholds=tuple(args.threshold),
             **{name: getattr(args, name) for name in SETTINGS},
         )
@@ -134,15 +170,22 @@ def run(args: argparse.Namespace) -> int:
     except FatalError as exc:  # an output that cannot be written
         return fail(exc, ExitCode.ABORTED)
     logs.configure("warning")
-    _tune_gc()
+    tune_gc()
     if test.api_key is not None:
         logs.register_secret(test.api_key.reveal())
     signals = Signals(STOPPING)
     live = None if args.quiet else sys.stderr
     try:
-        report = signals.run(run_loadtest(test, stop=signals.stop, live=live))
+        if test.workers > 1:
+            from dispatcher.loadtest.workers import run_workers
+
+            report = signals.run(run_workers(test, signals=signals, live=live))
+        else:
+            report = signals.run(run_loadtest(test, stop=signals.stop, live=live))
     except ConfigError as exc:
         return usage_error(exc)
+    except FatalError as exc:  # the quota's Redis unreachable (nothing sent), a worker lost
+        return fail(exc, ExitCode.ABORTED)
     if report["aborted"]:
         code: int = ExitCode.ABORTED
     else:
@@ -157,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     # As `send` does (its _tune_gc): what is loaded by now lives for the whole run, so it
     # leaves the collector's sight, and young collections become rare — a request frees
     # what it allocates by reference counting. With the default thresholds a full

@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from dispatcher.config import find_api_key
+from dispatcher.config import find_api_key, find_redis_password
 from dispatcher.errors import ConfigError
 from dispatcher.loadtest.settings import LoadTest
 from dispatcher.paths import Place, check_distinct, check_writable
@@ -29,6 +30,8 @@ def prepare(
     faults: FaultSettings | None = None,
     plot: str | None = None,
     report: str | None = None,
+    redis_password_file: str | None = None,
+    environ: Mapping[str, str] = os.environ,
     **settings: Any,
 ) -> LoadTest:
     """The test to run, every rule checked; `ConfigError` names what to fix.
@@ -40,7 +43,9 @@ def prepare(
     Against ``base_url`` the key comes from ``api_key_file``, else
     ``DISPATCHER_API_KEY``, and the recipients from ``input`` unless ``synthetic``
     (a live gateway would text generated numbers). ``faults`` at their defaults mean
-    a healthy embedded emulator. ``settings`` are the rest of `LoadTest`'s fields.
+    a healthy embedded emulator. With ``quota_url`` the Redis password comes from
+    ``redis_password_file``, else ``DISPATCHER_REDIS_PASSWORD`` (as `send` has it).
+    ``settings`` are the rest of `LoadTest`'s fields.
     """
     api_key = None
     if base_url is None:
@@ -57,9 +62,18 @@ def prepare(
         faults = None
     if input is not None and input != "-" and not os.path.exists(input):
         raise ConfigError(f"--input {input} does not exist")
+    redis_password = None
+    if settings.get("quota_url") is not None:
+        redis_password = find_redis_password(redis_password_file, environ)
+    elif redis_password_file is not None:
+        raise ConfigError("--redis-password-file only goes with --quota-url")
     read = [
         Place(option, path)
-        for option, path in (("--input", input), ("--api-key-file", api_key_file))
+        for option, path in (
+            ("--input", input),
+            ("--api-key-file", api_key_file),
+            ("--redis-password-file", redis_password_file),
+        )
         if path
     ]
     written = [
@@ -71,7 +85,14 @@ def prepare(
         from dispatcher.loadtest.plot import check_available
 
         check_available(plot)
-    return LoadTest(base_url=base_url, api_key=api_key, input=input, faults=faults, **settings)
+    return LoadTest(
+        base_url=base_url,
+        api_key=api_key,
+        input=input,
+        faults=faults,
+        redis_password=redis_password,
+        **settings,
+    )
 
 
 def write_outputs(

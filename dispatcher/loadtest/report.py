@@ -22,8 +22,12 @@ def build_loadtest_report(
     aborted: str | None,
     interrupted: bool,
     version: str,
+    quota: dict[str, Any] | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Everything the run measured, with the thresholds' verdicts."""
+    """Everything the run measured, with the thresholds' verdicts. ``quota`` is the
+    shared quota's account (`late_starts` already counts its late starts); ``workers``
+    the processes whose numbers ``recorder`` holds together."""
     requests = recorder.requests
     outcomes = recorder.outcomes
     answered = requests - outcomes[RequestOutcome.DROPPED] - outcomes[RequestOutcome.UNFINISHED]
@@ -51,6 +55,8 @@ def build_loadtest_report(
         "answered": answered,
         "warmup_requests": recorder.warmup,
         "late_starts": late_starts,
+        "quota": quota,
+        "workers": workers,
         "dropped": recorder.outcomes[RequestOutcome.DROPPED],
         "unfinished": recorder.outcomes[RequestOutcome.UNFINISHED],
         "outcomes": {str(kind): n for kind, n in recorder.outcomes.items()},
@@ -96,13 +102,26 @@ def _notes(report: dict[str, Any], concurrency: int) -> list[str]:
     """What a reader of the figures should know to interpret them."""
     notes = []
     lag = report["start_lag_ms"]["p99"]
-    if report["late_starts"] or report["dropped"]:
+    quota = report["quota"]
+    held = quota["late_starts"] if quota else 0
+    if held:
         notes.append(
-            f"all {concurrency} slots were busy at times ({report['late_starts']:,} late "
-            f"starts, {report['dropped']:,} dropped): the gateway did not keep up with the "
-            "rate, or --concurrency is below rate × latency"
+            f"the shared quota (namespace {quota['namespace']}, {quota['code_rate']:g} "
+            f"messages/s) held {held:,} requests past their due time: together with "
+            "whoever else sends through it, the test asked more than the code's limit"
         )
-    elif lag is not None and lag > SLOW_CLIENT_MS:
+    if report["late_starts"] > held or (report["dropped"] and not held):
+        notes.append(
+            f"all {concurrency} slots were busy at times ({report['late_starts'] - held:,} late "
+            f"starts, {report['dropped']:,} dropped): "
+            + (
+                "requests waiting for the shared quota hold their slot"
+                if held
+                else "the gateway did not keep up with the rate, or --concurrency is below "
+                "rate × latency"
+            )
+        )
+    elif not held and lag is not None and lag > SLOW_CLIENT_MS:
         notes.append(
             f"requests started up to {lag:,.1f} ms (p99) after their due time with slots "
             "free: this process was saturated, and its own delay is part of the latencies"
@@ -128,6 +147,8 @@ def table(report: dict[str, Any]) -> str:
     lag = report["start_lag_ms"]
     outcomes = ", ".join(f"{kind} {n:,}" for kind, n in report["outcomes"].items() if n)
     error_rate = report["error_rate"]
+    quota = report["quota"]
+    held = quota["late_starts"] if quota else 0
     lines = [
         f"target             {where}{target['url']} ({target['endpoint']} endpoint, "
         f"batch {settings['batch_size']}, concurrency {settings['concurrency']})",
@@ -142,8 +163,9 @@ def table(report: dict[str, Any]) -> str:
         f"{report['answered']:,} answered",
         f"outcomes           {outcomes or 'none'}",
         f"error rate         {'n/a' if error_rate is None else f'{100 * error_rate:.3f} %'}",
-        f"late starts        {report['late_starts']:,} waited for a free slot, "
-        f"{report['dropped']:,} dropped, {report['unfinished']:,} unfinished",
+        f"late starts        {report['late_starts'] - held:,} waited for a free slot, "
+        + (f"{held:,} for the shared quota, " if quota else "")
+        + f"{report['dropped']:,} dropped, {report['unfinished']:,} unfinished",
         "latency (ms)       "
         + "  ".join(f"{name} {_num(latency[name])}" for name in _LATENCY_ORDER),
         f"start lag (ms)     p50 {_num(lag['p50'])}  p99 {_num(lag['p99'])}  "

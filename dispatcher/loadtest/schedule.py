@@ -62,6 +62,8 @@ class Schedule:
         self.clock = clock
         self.started = 0
         self.late_starts = 0
+        #: Whether the request started last had to wait for a slot.
+        self.last_late = False
         #: The numbers (k) of the requests that never started.
         self.dropped = range(0)
         self._free = slots
@@ -164,7 +166,15 @@ class Schedule:
         self.started += 1
         self._next = k + 1
         self.late_starts += late and due >= self.count_from
+        self.last_late = late
         self._launch(k, due)
+
+    def late(self, due: float) -> bool:
+        """Count a request due at ``due`` as started late for a reason of the caller's
+        (the shared quota held it): whether it counts (it is not warm-up)."""
+        counted = due >= self.count_from
+        self.late_starts += counted
+        return counted
 
     def halt(self) -> None:
         """Stop the schedule now: nothing more starts, and requests that were due but

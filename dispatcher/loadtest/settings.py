@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -17,7 +18,10 @@ DEFAULT_SENDER = "12345"
 DEFAULT_TEXT = "Hi {0}, your balance is ${1}. Reply STOP to opt out."
 #: Above this many requests per second the scheduler itself is the limit.
 MAX_REQUEST_RATE = 1_000_000.0
+#: Most processes of one test (as `send --workers`).
+MAX_WORKERS = 64
 
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _DURATION = Number(kind=float, low=0.0, above=True, high=MAX_SECONDS, unit="seconds")
 _NONE_OR_DURATION = Number(kind=float, low=0.0, high=MAX_SECONDS, unit="seconds")
 #: The bounds of the numbers, by field; an error names the flag (``--rate``).
@@ -30,6 +34,7 @@ _NUMBERS = {
     "batch_size": Number(kind=int, low=1, high=1_000_000),
     "concurrency": Number(kind=int, low=1, high=100_000),
     "metrics_port": Number(kind=int, low=0, high=65535, optional=True),
+    "workers": Number(kind=int, low=1, high=MAX_WORKERS),
 }
 
 
@@ -63,6 +68,15 @@ class LoadTest:
     #: Serve Prometheus metrics on this port while the test runs (0: any free port).
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    #: The shared quota (``--quota-url``): every request books its recipients in the
+    #: ``sender`` code's bucket first. The namespace defaults to one derived from the
+    #: target's base URL; the code's limit to its kind's rate, as `send` has it.
+    quota_url: str | None = None
+    quota_namespace: str | None = None
+    quota_rate: float | None = None
+    redis_password: Secret | None = field(default=None, repr=False)
+    #: Processes driving the schedule, each an equal share of it (`--workers`).
+    workers: int = 1
 
     def __post_init__(self) -> None:
         for name, number in _NUMBERS.items():
@@ -71,6 +85,23 @@ class LoadTest:
             raise ConfigError("--rate-unit must be requests or recipients")
         if self.request_rate > MAX_REQUEST_RATE:
             raise ConfigError(f"--rate is above {MAX_REQUEST_RATE:,.0f} requests/s")
+        if self.workers > self.concurrency:
+            raise ConfigError("--workers is above --concurrency: each worker needs a slot")
+        if self.workers > 1 and self.input == "-":
+            raise ConfigError("--workers each read the recipients: give --input a file, not -")
+        if self.quota_url is not None:
+            from dispatcher.quota import check_url
+
+            check_url(self.quota_url)
+            if self.quota_namespace is not None and not _NAMESPACE.fullmatch(self.quota_namespace):
+                raise ConfigError(
+                    "--quota-namespace must be 1-64 letters, digits or _.:- , "
+                    f"got {self.quota_namespace!r}"
+                )
+        elif self.quota_namespace is not None or self.quota_rate is not None:
+            raise ConfigError("--quota-namespace and --quota-rate need --quota-url")
+        if self.quota_rate is not None and not self.quota_rate > 0:
+            raise ConfigError("--quota-rate must be a positive number of messages per second")
         for threshold in self.thresholds:
             if not math.isfinite(threshold.limit):
                 raise ConfigError(f"threshold {threshold.text!r}: the limit is not a finite number")
@@ -92,6 +123,16 @@ class LoadTest:
     def request_rate(self) -> float:
         """Requests per second."""
         return self.rate / self.batch_size if self.rate_unit == "recipients" else self.rate
+
+    @property
+    def code_rate(self) -> float:
+        """The sender code's limit in the shared quota, messages per second."""
+        if self.quota_rate is not None:
+            return self.quota_rate
+        from dispatcher.config import KIND_RATES
+        from dispatcher.limiter import code_kind
+
+        return KIND_RATES[code_kind(self.sender)]
 
     @property
     def embedded(self) -> bool:

@@ -110,7 +110,11 @@ class Recorder:
     """
 
     def __init__(
-        self, *, start: float, on_second: Callable[[dict[str, Any]], None] | None = None
+        self,
+        *,
+        start: float,
+        on_second: Callable[[dict[str, Any]], None] | None = None,
+        keep_seconds: bool = False,
     ) -> None:
         self.start = start
         self.latency = LatencyHistogram()
@@ -127,6 +131,9 @@ class Recorder:
         self._closes = start + 1.0
         #: Microseconds from due to start, of the requests started since the last close.
         self._lags: array[int] = array("q")
+        #: With ``keep_seconds`` (a worker of ``--workers``): each closed second's latency
+        #: histogram (encoded) and answers, so that the seconds of workers merge exactly.
+        self.seconds: list[tuple[str, int]] | None = [] if keep_seconds else None
 
     @property
     def requests(self) -> int:
@@ -214,9 +221,73 @@ class Recorder:
             "p99_ms": histogram.percentile_ms(99),
         }
         self.series.append(row)
+        if self.seconds is not None:
+            self.seconds.append((histogram.encode(), bucket.answered))
         self._flush_lags()
         self._index += 1
         self._closes = self.start + self._index + 1.0
         self._bucket = _Bucket()
         if self._on_second is not None:
             self._on_second(row)
+
+
+def export(recorder: Recorder) -> dict[str, Any]:
+    """A finished recorder's numbers as JSON-ready data that `merged` adds up exactly
+    (its ``seconds`` must have been kept)."""
+    assert recorder.seconds is not None, "a worker's recorder keeps its seconds"
+    return {
+        "outcomes": {str(kind): n for kind, n in recorder.outcomes.items()},
+        "sent": recorder.sent,
+        "warmup": recorder.warmup,
+        "latency": recorder.latency.encode(),
+        "latency_sum": recorder.latency.total_seconds,
+        "lag": recorder.lag.encode(),
+        "series": [
+            {**row, "latency": latency, "answered": answered}
+            for row, (latency, answered) in zip(recorder.series, recorder.seconds, strict=True)
+        ],
+    }
+
+
+def merged(parts: list[dict[str, Any]]) -> Recorder:
+    """One recorder holding the numbers of the `export` of each process of a test:
+    counts add, histograms add (exactly: HDR), and the seconds add by their index (the
+    processes share one measured start), their percentiles read off the merged
+    second. `ValueError` for data that is not an export."""
+    recorder = Recorder(start=0.0)
+    seconds: dict[int, dict[str, Any]] = {}
+    try:
+        for part in parts:
+            for kind, n in part["outcomes"].items():
+                recorder.outcomes[RequestOutcome(kind)] += int(n)
+            recorder.sent += int(part["sent"])
+            recorder.warmup += int(part["warmup"])
+            recorder.latency.add(LatencyHistogram.decode(part["latency"], part["latency_sum"]))
+            recorder.lag.add(LatencyHistogram.decode(part["lag"]))
+            for row in part["series"]:
+                second = seconds.setdefault(
+                    int(row["t"]), {"latency": LatencyHistogram(), "seconds": 0.0}
+                )
+                second["latency"].add(LatencyHistogram.decode(row["latency"]))
+                second["seconds"] = max(second["seconds"], float(row["seconds"]))
+                for name in ("sent", "requests", "ok", "answered"):
+                    second[name] = second.get(name, 0) + int(row[name])
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a load test's numbers: {exc!r}") from None
+    for t in sorted(seconds):
+        second = seconds[t]
+        histogram = second["latency"]
+        recorder.series.append(
+            {
+                "t": t,
+                "seconds": second["seconds"],
+                "sent": second["sent"],
+                "requests": second["requests"],
+                "ok": second["ok"],
+                "errors": second["requests"] - second["ok"],
+                "rate": round(second["answered"] / second["seconds"], 3),
+                "p50_ms": histogram.percentile_ms(50),
+                "p99_ms": histogram.percentile_ms(99),
+            }
+        )
+    return recorder

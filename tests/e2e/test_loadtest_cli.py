@@ -52,6 +52,8 @@ REPORT_SCHEMA: dict[str, Any] = {
     "answered": int,
     "warmup_requests": int,
     "late_starts": int,
+    "quota": type(None),
+    "workers": int,
     "dropped": int,
     "unfinished": int,
     "outcomes": dict.fromkeys([str(outcome) for outcome in RequestOutcome], int),
