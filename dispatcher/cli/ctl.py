@@ -26,7 +26,7 @@ ACTIONS = ("pause", "resume", "cancel", "rate", "status")
 
 def options(p: Parser) -> None:
     p.add_argument("job", metavar="JOB", help="the job's results path (as given to send --results)")
-    p.add_argument("action", choices=ACTIONS, help="what to do")
+    p.add_argument("action", metavar="ACTION", help=f"what to do: {', '.join(ACTIONS)}")
     p.add_argument("setting", nargs="?", metavar="CODE=N", help="for rate: the code and its rate")
 
 
@@ -58,16 +58,21 @@ def run(args: argparse.Namespace) -> int:
 
 def _request(action: str, setting: str | None) -> dict[str, object]:
     """The request for ``action``; ValueError for a missing or stray ``CODE=N``."""
+    # Neither is echoed: a value typed in the wrong place may be a secret.
     from dispatcher.config import parse_rate
 
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action (choose from {', '.join(ACTIONS)})")
     if action != "rate":
         if setting is not None:
-            raise ValueError(f"{action} takes no argument (got {setting!r})")
+            raise ValueError(f"{action} takes no argument")
         return {"action": action}
-    if setting is None:
-        raise ValueError("rate takes CODE=N (messages per second, or inf)")
-    code, sep, value = setting.partition("=")
+    usage = "rate takes CODE=N (N messages per second, at least 0.001, or inf)"
+    code, sep, value = (setting or "").partition("=")
     if not sep or not code:
-        raise ValueError(f"rate takes CODE=N (messages per second, or inf), got {setting!r}")
-    rate = parse_rate(f"rate {code}", value)
+        raise ValueError(usage)
+    try:
+        rate = parse_rate("rate", value)
+    except ValueError:
+        raise ValueError(usage) from None
     return {"action": "rate", "code": code, "rate": None if math.isinf(rate) else rate}
