@@ -300,7 +300,9 @@ class Controls:
                 at = timeline.schedule.describe().partition(", ")[0]
                 log.warning("waiting: the job %s, in %s (Ctrl-C stops it)", at, countdown(left))
                 wake = min(left, _next_minute(left))
-                await asyncio.wait({halted, stopped}, timeout=wake)
+                await asyncio.wait(
+                    {halted, stopped}, timeout=wake, return_when=asyncio.FIRST_COMPLETED
+                )
                 if stopped.done():
                     return False
         finally:
@@ -338,7 +340,7 @@ def _schedule(schedule: Schedule | None, timeline: Timeline | None) -> dict[str,
 
 def _rated(limits: RateLimits | SharedQuota) -> list[str]:
     base = getattr(limits, "limits", limits)  # a shared quota over RateLimits
-    return list(getattr(base, "changed", ()))
+    return list(getattr(base, "codes", ()))
 
 
 def _refused(error: str) -> dict[str, Any]:
