@@ -132,9 +132,12 @@ class Controls:
         job: str = "",
         timeline: Timeline | None = None,
         halt: Halt | None = None,
+        dry_run: bool = False,
     ) -> None:
         #: the run's one halt (the send windows' held lines wait on it too)
         self.halt = halt or Halt()
+        #: a dry run says what the schedule would do instead of waiting for it
+        self.dry_run = dry_run
         self.pause = Pause(self.halt)
         self.limits = limits
         self.summary = summary
@@ -211,7 +214,8 @@ class Controls:
         assert self.timeline is not None
         moment = self.timeline.schedule.record()["expire_at"]
         if self.halt.set(Status.EXPIRED_UNSENT, EXPIRED.format(moment)):
-            log.warning("the job expired at %s: lines not accepted are EXPIRED_UNSENT", moment)
+            would = "would expire" if self.dry_run else "expired"
+            log.warning("the job %s at %s: lines not accepted are EXPIRED_UNSENT", would, moment)
             self.summary.exit_reason = f"expired at {moment}"
 
     def set_rate(self, code: str, rate: float, *, source: str) -> str:
@@ -292,6 +296,10 @@ class Controls:
         False when ``stop()`` (awaitable: the run's stop request) came first."""
         timeline = self.timeline
         if timeline is None or timeline.until_start() <= 0:
+            return True
+        if self.dry_run:
+            at = timeline.schedule.describe().partition(", ")[0]
+            log.info("dry run: the job %s, in %s", at, countdown(timeline.until_start()))
             return True
         halted = asyncio.ensure_future(self.halt.wait())
         stopped = asyncio.ensure_future(stop())
@@ -491,22 +499,26 @@ async def job_controls(
     results: str | None,
     halt: Halt | None = None,
     held: Held | None = None,
+    dry_run: bool = False,
 ) -> AsyncIterator[Controls]:
     """The run's `Controls` over its ``halt``: its expiry timer running (already halted
     when the expiry has passed: nothing is sent), SIGUSR1 toggling pause, and — when
     ``results`` names the job's file — its control socket. ``held``: the lines waiting
-    for their send window, for ``status``."""
+    for their send window, for ``status``. A ``dry_run`` does not wait for the start."""
     timeline = Timeline(schedule, clock)
-    controls = Controls(limits=limits, summary=summary, job=job, timeline=timeline, halt=halt)
+    controls = Controls(
+        limits=limits, summary=summary, job=job, timeline=timeline, halt=halt, dry_run=dry_run
+    )
     if held is not None:
         controls.waiting = lambda: held.waiting
         controls.next_opening = lambda: _opening(held.next_opening)
     if described := schedule.describe():
         log.info("schedule: the job %s", described)
     start, end = schedule.start_at, schedule.expire_at
-    if start is not None and end is not None and end <= start:
+    expires_first = start is not None and end is not None and end <= start
+    if expires_first:
         log.warning("the job expires before its scheduled start: nothing will be sent")
-    if timeline.expired():
+    if timeline.expired() or (dry_run and expires_first):
         controls.expire()
     timer = asyncio.create_task(controls.expiry(), name="expiry")
     server = None

@@ -216,6 +216,7 @@ async def _run(
                 results=None if journal.path is None else job_results(config),
                 halt=halt,
                 held=None if windows is None else windows.held,
+                dry_run=config.dry_run,
             ) as controls,
             _stage(config, metrics.timed(sending), outputs, journal, resume, controls) as stage,
         ):

@@ -242,4 +242,5 @@ async def test_ctl_exits_1_when_no_job_answers(
 async def test_ctl_bad_arguments_exit_2(tmp_path: Path, args: list[str]) -> None:
     run = await ctl(tmp_path, *args)
     assert run.code == 2
+    assert "dispatcher ctl" in run.stderr  # ctl's own usage error, not an unknown command
     assert "Traceback" not in run.stderr

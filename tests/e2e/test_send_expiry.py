@@ -140,9 +140,7 @@ async def test_a_resume_after_the_expiry_sends_nothing(
     assert later.code == 0, later.stderr
     results = ndjson(tmp_path / "results.ndjson")
     assert sorted(r["status"] for r in results) == ["EXPIRED_UNSENT"] * 15 + ["QUEUE"] * 5
-    check_exactly_once(
-        results, valid, emulator.messages(), await emulator.stats(), idempotent=True
-    )
+    check_exactly_once(results, valid, emulator.messages(), await emulator.stats(), idempotent=True)
     # A resume that names another expiry is refused, as a changed message option is.
     moved = await dispatcher(
         *send_args(emulator.base_url, "--resume", "--expire-at", "2026-12-03T00:00:00Z"),
@@ -198,12 +196,32 @@ async def test_start_at_sends_nothing_before_its_time_and_a_resume_keeps_it(
     assert done.code == 0, done.stderr
     results = ndjson(tmp_path / "results.ndjson")
     assert {r["status"] for r in results} == {"QUEUE"}
-    check_exactly_once(
-        results, valid, emulator.messages(), await emulator.stats(), idempotent=True
-    )
+    check_exactly_once(results, valid, emulator.messages(), await emulator.stats(), idempotent=True)
 
 
 def _python() -> list[str]:
     import sys
 
     return [sys.executable, "-m", "dispatcher"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "status"),
+    [
+        (("--start-at", "now+1h"), "DRY_RUN"),
+        (("--start-at", "now+1h", "--ttl", "30m"), "EXPIRED_UNSENT"),
+    ],
+    ids=["starts-later", "expires-before-it-starts"],
+)
+async def test_a_dry_run_says_what_the_schedule_would_do_without_waiting(
+    tmp_path: Path, flags: tuple[str, ...], status: str
+) -> None:
+    write_input(tmp_path / "in.ndjson", 10)
+    run = await dispatcher(
+        "send", "in.ndjson", "--from", "12345", "--text", TEXT, "--dry-run", "--no-progress",
+        *flags, cwd=tmp_path, environ=env(None), timeout=30.0,
+    )  # fmt: skip
+    assert run.code == 0, run.stderr
+    assert {r["status"] for r in run.results()} == {status}
+    assert "dry run: the job starts at" in run.stderr
+    assert "in 1h00m00s" in run.stderr or "in 59m59s" in run.stderr
