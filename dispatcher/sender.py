@@ -266,6 +266,9 @@ class Sender:
             self._abort(exc if isinstance(exc, FatalError) else _Unexpected(exc))
 
     async def _send(self, batch: Batch, throttle: Throttle) -> None:
+        if self._halt.status is not None:  # halted while it waited for a slot
+            self._halted(batch)
+            return
         key = batch.key
         self._journal.sent(key, batch.lines)
         body = api.body(batch, single=self._single)

@@ -468,3 +468,26 @@ async def test_a_rate_lowered_live_splits_batches_built_for_the_old_one(
     assert len(emu.messages()) == 5
     assert len(keys) == 3  # 5 → 2 + 3 → 2 + 1 + 2: three requests of at most 2
     assert run.summary.requests == 3
+
+
+async def test_a_batch_waiting_for_a_slot_when_the_job_is_halted_is_not_sent(
+    tmp_path: Path,
+) -> None:
+    control = controls()
+    async with (
+        held_gateway() as gateway,
+        running_sender(tmp_path, gateway.base_url, concurrency=1, controls=control) as run,
+    ):
+        first, second = make_batch(range(1, 3)), make_batch(range(3, 5))
+        await run.sender.submit(first)
+        await gateway.arrived.wait()  # in flight, holding the only slot
+        await run.sender.submit(second)
+        for _ in range(5):
+            await asyncio.sleep(0)  # the second one is now waiting for the slot
+        control.halt.set(Status.EXPIRED_UNSENT, "expired")
+        gateway.release.set()
+        await run.send()
+    results = run.results()
+    assert {results[n]["status"] for n in (1, 2)} == {"QUEUE"}  # in flight: it finishes
+    assert {results[n]["status"] for n in (3, 4)} == {"EXPIRED_UNSENT"}
+    assert gateway.keys == [first.key]
