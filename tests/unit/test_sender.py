@@ -478,7 +478,8 @@ async def test_a_batch_waiting_for_a_slot_when_the_job_is_halted_is_not_sent(
         held_gateway() as gateway,
         running_sender(tmp_path, gateway.base_url, concurrency=1, controls=control) as run,
     ):
-        first, second = make_batch(range(1, 3)), make_batch(range(3, 5))
+        # another code: its own lane passes its throttle and waits for the global slot
+        first, second = make_batch(range(1, 3)), make_batch(range(3, 5), sender="54321")
         await run.sender.submit(first)
         await gateway.arrived.wait()  # in flight, holding the only slot
         await run.sender.submit(second)
