@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -156,35 +157,19 @@ async def test_start_at_sends_nothing_before_its_time_and_a_resume_keeps_it(
     emulator = await emulator_factory(api_key=KEY, rate_limit=False)
     valid = write_input(tmp_path / "in.ndjson", 30)
     flags = ("--now", T0, "--start-at", "2026-12-01T11:00:00Z")
-    with (tmp_path / "stderr.txt").open("wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            *_python(), *send_args(emulator.base_url, *flags),
-            cwd=tmp_path, env=env(), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
-        )  # fmt: skip
-    log = tmp_path / "stderr.txt"
-    while "waiting: the job starts at" not in log.read_text():
-        assert proc.returncode is None, log.read_text()
-        await asyncio.sleep(0.02)
+    proc, log = await waiting(tmp_path, send_args(emulator.base_url, *flags))
     status = await dispatcher("ctl", "results.ndjson", "status", cwd=tmp_path)
     assert orjson.loads(status.stdout)["state"] == "waiting to start"
-    assert "in 1h00m00s" in log.read_text() or "in 59m59s" in log.read_text()
+    assert "in 1h00m00s" in log or "in 59m59s" in log
     proc.send_signal(signal.SIGINT)  # interruptible, like any run: exit 130, resumable
     assert await proc.wait() == 130
     assert emulator.messages() == []
     assert header(tmp_path)["schedule"]["start_at"] == "2026-12-01T11:00:00.000Z"
 
     # Resumed half an hour later, without --start-at: the job still waits for 11:00.
-    with (tmp_path / "stderr.txt").open("wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            *_python(), *send_args(emulator.base_url, "--resume", "--now", "2026-12-01T10:30:00Z"),
-            cwd=tmp_path, env=env(), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
-        )  # fmt: skip
-    while "waiting: the job starts at 2026-12-01T11:00" not in log.read_text():
-        assert proc.returncode is None, log.read_text()
-        await asyncio.sleep(0.02)
-    assert "in 30m00s" in log.read_text() or "in 29m59s" in log.read_text()
+    flags = ("--resume", "--now", "2026-12-01T10:30:00Z")
+    proc, log = await waiting(tmp_path, send_args(emulator.base_url, *flags))
+    assert "starts at 2026-12-01T11:00:00.000Z, in 30m00s" in log or "in 29m59s" in log
     proc.send_signal(signal.SIGINT)
     assert await proc.wait() == 130
     assert emulator.messages() == []
@@ -199,10 +184,20 @@ async def test_start_at_sends_nothing_before_its_time_and_a_resume_keeps_it(
     check_exactly_once(results, valid, emulator.messages(), await emulator.stats(), idempotent=True)
 
 
-def _python() -> list[str]:
-    import sys
-
-    return [sys.executable, "-m", "dispatcher"]
+async def waiting(tmp_path: Path, args: list[str]) -> tuple[asyncio.subprocess.Process, str]:
+    """Start ``dispatcher ARGS``; once it logs that it waits for its start, the process
+    and its log so far (the test's timeout bounds the wait)."""
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dispatcher", *args,
+            cwd=tmp_path, env=env(), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+    while "waiting: the job starts at" not in log.read_text():
+        assert proc.returncode is None, log.read_text()
+        await asyncio.sleep(0.02)
+    return proc, log.read_text()
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,18 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Controls, str]]:
         yield controls, results
 
 
+def unserved(schedule: Schedule, clock: WallClock) -> Any:
+    """The controls of a run with ``schedule`` and no control socket."""
+    return job_controls(
+        limits=RateLimits(rates={}, kind_rates=KINDS),
+        summary=Summary(),
+        job="j",
+        schedule=schedule,
+        clock=clock,
+        results=None,
+    )
+
+
 async def ask(results: str, **message: Any) -> dict[str, Any]:
     """The client as ``ctl`` runs it (blocking), off the loop that serves."""
     return await asyncio.to_thread(request, results, message)
@@ -229,14 +241,7 @@ async def test_sigusr1_toggles_the_pause_of_the_running_job(served: tuple[Contro
 async def test_an_expiry_already_past_halts_before_anything_runs(tmp_path: Path) -> None:
     now = datetime.now(UTC)
     schedule = Schedule(now, expire_at=now - timedelta(minutes=1))
-    async with job_controls(
-        limits=RateLimits(rates={}, kind_rates=KINDS),
-        summary=Summary(),
-        job="j",
-        schedule=schedule,
-        clock=WallClock(),
-        results=None,
-    ) as controls:
+    async with unserved(schedule, WallClock()) as controls:
         assert controls.halt.status is Status.EXPIRED_UNSENT
     assert not os.path.exists(control_path(str(tmp_path / "results.ndjson")))
 
@@ -247,14 +252,7 @@ async def test_the_expiry_halts_the_job_at_its_moment_on_the_loop_clock() -> Non
     clock = WallClock(datetime(2026, 12, 1, 10, 0, tzinfo=UTC), monotonic=loop.time)
     schedule = Schedule(clock.now(), expire_at=clock.now() + timedelta(seconds=90))
     start = loop.time()
-    async with job_controls(
-        limits=RateLimits(rates={}, kind_rates=KINDS),
-        summary=Summary(),
-        job="j",
-        schedule=schedule,
-        clock=clock,
-        results=None,
-    ) as controls:
+    async with unserved(schedule, clock) as controls:
         assert not controls.halt.halted
         await controls.halt.wait()
         assert loop.time() - start == pytest.approx(90.0, abs=0.1)
@@ -267,14 +265,7 @@ async def test_the_scheduled_start_waits_and_a_stop_ends_the_wait() -> None:
     loop = asyncio.get_running_loop()
     clock = WallClock(datetime(2026, 12, 1, 10, 0, tzinfo=UTC))
     schedule = Schedule(clock.now(), start_at=clock.now() + timedelta(minutes=5))
-    async with job_controls(
-        limits=RateLimits(rates={}, kind_rates=KINDS),
-        summary=Summary(),
-        job="j",
-        schedule=schedule,
-        clock=clock,
-        results=None,
-    ) as controls:
+    async with unserved(schedule, clock) as controls:
         start = loop.time()
         stop = asyncio.Event()
         loop.call_later(30.0, stop.set)

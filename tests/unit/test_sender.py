@@ -368,8 +368,11 @@ async def test_a_halted_job_sends_nothing_and_gives_the_halts_status(
     assert run.records() == []  # never journaled: nothing was sent
 
 
-async def test_a_paused_job_starts_no_request_until_resumed(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+@pytest.mark.parametrize(
+    ("then", "status", "sent"), [("resume", "QUEUE", 3), ("cancel", "CANCELLED", 0)]
+)
+async def test_a_paused_job_starts_no_request_until_resumed_or_cancelled(
+    emulator_factory: EmulatorFactory, tmp_path: Path, then: str, status: str, sent: int
 ) -> None:
     emu = await emulator_factory(rate_limit=False)
     control = controls()
@@ -379,25 +382,10 @@ async def test_a_paused_job_starts_no_request_until_resumed(
         for _ in range(20):
             await asyncio.sleep(0.005)  # the lane has every chance to send
         assert emu.messages() == []
-        control.do_resume(source="test")
+        getattr(control, "do_resume" if then == "resume" else "cancel")(source="test")
         await run.send()
-    assert {r["status"] for r in run.results().values()} == {"QUEUE"}
-    assert len(emu.messages()) == 3
-
-
-async def test_a_cancel_while_paused_accounts_the_waiting_batch(
-    emulator_factory: EmulatorFactory, tmp_path: Path
-) -> None:
-    emu = await emulator_factory(rate_limit=False)
-    control = controls()
-    control.do_pause(source="test")
-    async with running_sender(tmp_path, emu.base_url, controls=control) as run:
-        await run.sender.submit(make_batch(range(1, 4)))
-        await asyncio.sleep(0.01)
-        control.cancel(source="test")
-        await run.send()
-    assert {r["status"] for r in run.results().values()} == {"CANCELLED"}
-    assert emu.messages() == []
+    assert {r["status"] for r in run.results().values()} == {status}
+    assert len(emu.messages()) == sent
 
 
 async def test_a_safe_failure_whose_retry_would_end_after_the_expiry_is_expired_unsent(
