@@ -112,6 +112,7 @@ async def test_pause_stops_the_ledger_until_resume(
     assert summary(tmp_path)["controls"] == {"pause": 1, "resume": 1}
     logged = (tmp_path / "stderr.txt").read_text()
     assert "control (ctl): pause" in logged
+    assert "pause 1, resume 1" in logged  # the summary table on stderr
     assert KEY not in logged
 
 
