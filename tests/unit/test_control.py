@@ -274,3 +274,33 @@ async def test_the_scheduled_start_waits_and_a_stop_ends_the_wait() -> None:
         assert controls.status()["state"] == "waiting to start"
         assert await controls.started(asyncio.Event().wait) is True
         assert loop.time() - start == pytest.approx(300.0, abs=0.5)
+
+
+@pytest.mark.looptime
+async def test_a_cancel_during_the_start_wait_ends_it_and_the_lines_are_accounted() -> None:
+    loop = asyncio.get_running_loop()
+    clock = WallClock(datetime(2026, 12, 1, 10, 0, tzinfo=UTC))
+    schedule = Schedule(clock.now(), start_at=clock.now() + timedelta(hours=2))
+    async with unserved(schedule, clock) as controls:
+        start = loop.time()
+        loop.call_later(90.0, lambda: controls.cancel(source="test"))
+        assert await controls.started(asyncio.Event().wait) is True  # go on: to account
+        assert loop.time() - start == pytest.approx(90.0, abs=0.1)
+        assert controls.halt.status is Status.CANCELLED
+
+
+async def test_a_dry_run_does_not_wait_for_the_start(caplog: pytest.LogCaptureFixture) -> None:
+    now = datetime.now(UTC)
+    schedule = Schedule(now, start_at=now + timedelta(hours=1))
+    async with job_controls(
+        limits=RateLimits(rates={}, kind_rates=KINDS),
+        summary=Summary(),
+        job="j",
+        schedule=schedule,
+        clock=WallClock(),
+        results=None,
+        dry_run=True,
+    ) as controls:
+        with caplog.at_level("INFO", logger="dispatcher.control"):
+            assert await controls.started(asyncio.Event().wait) is True
+    assert "dry run: the job starts at" in caplog.text
