@@ -25,11 +25,16 @@ capacity: the sender splits them (`capacity`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from aiolimiter import AsyncLimiter
+
+if TYPE_CHECKING:
+    from dispatcher.halt import Halt
 
 log = logging.getLogger("dispatcher.limiter")
 
@@ -167,12 +172,18 @@ class Throttle:
     Batches that must wait queue on an `asyncio.Condition`, first come first served: a
     newcomer never overtakes them. `leave` runs in a task's done-callback, where the
     condition's lock cannot be taken, so it hands the wake-up to a small task.
+
+    A ``halt`` (`dispatcher.halt.Halt`: the job cancelled or expired) ends a pause at
+    once: the batch is let in, and its lane accounts for it instead of sending it.
     """
 
-    def __init__(self, ceiling: int, *, code: str = "", max_pause: float = 30.0) -> None:
+    def __init__(
+        self, ceiling: int, *, code: str = "", max_pause: float = 30.0, halt: Halt | None = None
+    ) -> None:
         self.ceiling = ceiling
         self.code = code
         self.max_pause = max_pause
+        self._halt = halt
         self.limit = float(ceiling)
         self.in_flight = 0
         self.paused_until = 0.0
@@ -198,9 +209,9 @@ class Throttle:
                         await self._room.wait()  # others came first: line up behind them
                     while True:
                         pause = self.paused_until - loop.time()
-                        if pause > 0:
+                        if pause > 0 and not self._halted():
                             # Holding the lock: the batches behind keep their places.
-                            await asyncio.sleep(pause)
+                            await self._sleep(pause)
                         elif self.in_flight < self.limit:
                             self.in_flight += 1
                             if self.in_flight < self.limit:
@@ -213,6 +224,16 @@ class Throttle:
                     raise
         finally:
             self._queued -= 1
+
+    def _halted(self) -> bool:
+        return self._halt is not None and self._halt.halted
+
+    async def _sleep(self, seconds: float) -> None:
+        if self._halt is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._halt.wait(), seconds)
 
     def leave(self, *, ok: bool) -> None:
         """A request of this code finished; ``ok`` when the gateway accepted it."""

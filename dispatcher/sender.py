@@ -161,7 +161,7 @@ class Sender:
         if lane is None:
             queue: asyncio.Queue[Batch | None] = asyncio.Queue(self._lane_queue)
             throttle = self._throttles[code] = Throttle(
-                self._concurrency, code=code, max_pause=self._policy.max_wait
+                self._concurrency, code=code, max_pause=self._policy.max_wait, halt=self._halt
             )
             task = asyncio.create_task(self._lane(code, queue, throttle), name=f"lane {code}")
             lane = self._lanes[code] = (queue, task)

@@ -336,3 +336,19 @@ async def test_a_code_set_to_no_limit_stops_waiting_and_back() -> None:
     assert "C" in limits.codes
     with pytest.raises(ValueError, match="positive"):
         limits.set_rate("C", 0)
+
+
+@pytest.mark.looptime
+async def test_a_halt_ends_a_throttle_pause_at_once() -> None:
+    from dispatcher.halt import Halt
+    from dispatcher.models import Status
+
+    halt = Halt()
+    throttle = Throttle(4, max_pause=30.0, halt=halt)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert throttle.slow_down(30.0) == 30.0
+    loop.call_later(2.0, halt.set, Status.CANCELLED, "cancelled")
+    await throttle.enter()  # let in at the halt, for its lane to account, not send
+    assert loop.time() - start == pytest.approx(2.0, abs=0.01)
+    throttle.leave(ok=False)
