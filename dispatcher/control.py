@@ -430,6 +430,13 @@ class ControlServer:
             self.controls.sample()
             await asyncio.sleep(1.0)
 
+    def _handle(self, request: Any) -> dict[str, Any]:
+        try:
+            return self.controls.handle(request)
+        except Exception as exc:  # a bug: say so to the caller, keep the run going
+            log.error("control: the request failed: %r", exc)
+            return _refused(f"the job could not do it: {type(exc).__name__}")
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             if not _same_user(writer):
@@ -441,7 +448,7 @@ class ControlServer:
                 except orjson.JSONDecodeError:
                     answer = _refused("a request is one JSON object on one line")
                 else:
-                    answer = self.controls.handle(request)
+                    answer = self._handle(request)
             writer.write(orjson.dumps(answer, default=str) + b"\n")
             await writer.drain()
         except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:

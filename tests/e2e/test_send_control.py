@@ -22,6 +22,11 @@ from dispatcher.emulator import FaultSettings
 from tests.support.cli import KEY, dispatcher, env, ndjson
 from tests.support.emulators import EmulatorFactory
 from tests.support.exactly_once import TEXT, check_exactly_once, write_input
+from tests.support.redis_server import RedisServer
+from tests.unit.quota import conftest as quota_fixtures
+
+#: A real Redis (or Valkey) on loopback, as the quota's own tests start it.
+redis_server = quota_fixtures.redis_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -245,3 +250,32 @@ async def test_ctl_bad_arguments_exit_2(tmp_path: Path, args: list[str]) -> None
     assert run.code == 2
     assert "dispatcher ctl" in run.stderr  # ctl's own usage error, not an unknown command
     assert "Traceback" not in run.stderr
+
+
+async def test_rate_on_a_shared_quota_changes_it_for_every_job(
+    emulator_factory: EmulatorFactory, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    jobs = [tmp_path / "job1", tmp_path / "job2"]
+    procs = []
+    for job in jobs:
+        job.mkdir()
+        quota = ("--quota-url", redis_server.url, "--rate", "12345=20")
+        procs.append((await start_send(job, emulator.base_url, 400, *quota))[0])
+    for job, proc in zip(jobs, procs, strict=True):
+        await wait_for(proc, lambda job=job: (job / "results.ndjson.ctl").exists(), "it listened")
+    changed = await ctl(jobs[0], "rate", "12345=100")
+    assert changed.code == 0, changed.stderr
+    assert "for every job sharing the quota" in changed.stdout.decode()
+
+    while (await _limit(jobs[1])) != 100.0:  # within half a second; the timeout bounds it
+        assert procs[1].returncode is None
+        await asyncio.sleep(0.05)
+    for job, proc in zip(jobs, procs, strict=True):
+        assert (await ctl(job, "cancel")).code == 0
+        assert await proc.wait() == 4
+
+
+async def _limit(job: Path) -> float | None:
+    status = orjson.loads((await ctl(job, "status")).stdout)
+    return status["codes"].get("12345", {}).get("limit")  # type: ignore[no-any-return]
