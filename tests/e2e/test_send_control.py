@@ -138,6 +138,25 @@ async def test_sigusr1_toggles_pause(emulator_factory: EmulatorFactory, tmp_path
     assert summary(tmp_path)["controls"] == {"pause": 1, "resume": 1}
 
 
+async def test_sigusr1_to_a_workers_job_pauses_every_worker(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    flags = ("--rate", "12345=40", "--workers", "2")
+    proc, _ = await start_send(tmp_path, emulator.base_url, 200, *flags)
+    pointers = [tmp_path / f"results.ndjson.w{k}of2.ctl" for k in (1, 2)]
+    await wait_for(proc, lambda: all(p.exists() for p in pointers), "the workers listened")
+    await wait_for(proc, lambda: len(emulator.messages()) > 0, "it sent")
+    proc.send_signal(signal.SIGUSR1)
+    log = tmp_path / "stderr.txt"
+    await wait_for(
+        proc, lambda: log.read_text().count("control (SIGUSR1): pause") == 2, "both paused"
+    )
+    proc.send_signal(signal.SIGUSR1)
+    assert await proc.wait() == 0, log.read_text()[-2000:]
+    assert summary(tmp_path)["controls"] == {"pause": 2, "resume": 2}
+
+
 async def test_rate_changes_the_rate_measured_at_the_emulator(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
