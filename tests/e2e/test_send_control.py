@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from dispatcher.emulator import FaultSettings
-from tests.support.cli import KEY, dispatcher, env, ndjson
+from tests.support.cli import KEY, dispatcher, env, ndjson, write_lines
 from tests.support.emulators import EmulatorFactory
 from tests.support.exactly_once import TEXT, check_exactly_once, write_input
 from tests.support.redis_server import RedisServer
@@ -32,10 +32,16 @@ pytestmark = pytest.mark.timeout(120)
 
 
 async def start_send(
-    tmp_path: Path, base_url: str, lines: int, *flags: str
+    tmp_path: Path, base_url: str, lines: int | list[str], *flags: str
 ) -> tuple[asyncio.subprocess.Process, set[int]]:
-    """``dispatcher send`` of ``lines`` recipients, results in tmp_path/results.ndjson."""
-    valid = write_input(tmp_path / "in.ndjson", lines)
+    """``dispatcher send`` of ``lines`` recipients (or of these numbers), results in
+    tmp_path/results.ndjson."""
+    if isinstance(lines, int):
+        valid = write_input(tmp_path / "in.ndjson", lines)
+    else:
+        recipients = [{"to": n, "params": ["Ana", k]} for k, n in enumerate(lines)]
+        write_lines(tmp_path / "in.ndjson", recipients)
+        valid = set(range(1, len(lines) + 1))
     with (tmp_path / "stderr.txt").open("wb") as stderr:  # the child keeps its own copy
         proc = await asyncio.create_subprocess_exec(
             *send_command(tmp_path, base_url, *flags),
@@ -298,3 +304,25 @@ async def test_rate_on_a_shared_quota_changes_it_for_every_job(
 async def _limit(job: Path) -> float | None:
     status = orjson.loads((await ctl(job, "status")).stdout)
     return status["codes"].get("12345", {}).get("limit")  # type: ignore[no-any-return]
+
+
+async def test_status_counts_lines_waiting_for_a_window_and_cancel_ends_their_wait(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    new_york = [f"+1212555{n:04d}" for n in range(1, 4)]
+    # 03:00 in New York: the window opens at 09:00 EST, 14:00 UTC — the lines wait.
+    flags = ("--window", "09:00-20:00", "--now", "2026-12-02T03:00:00-05:00")
+    proc, _ = await start_send(tmp_path, emulator.base_url, new_york, *flags)
+    await wait_for(proc, lambda: (tmp_path / "results.ndjson.ctl").exists(), "it listened")
+    while (status := orjson.loads((await ctl(tmp_path, "status")).stdout))[
+        "waiting_for_window"
+    ] < 3:
+        assert proc.returncode is None
+        await asyncio.sleep(0.05)
+    assert status["next_window_opens"] == "2026-12-02T14:00:00Z"
+    assert (await ctl(tmp_path, "cancel")).code == 0
+    assert await proc.wait() == 4
+    results = ndjson(tmp_path / "results.ndjson")
+    assert sorted(r["status"] for r in results) == ["CANCELLED"] * 3
+    assert emulator.messages() == []
