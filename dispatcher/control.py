@@ -50,14 +50,17 @@ import orjson
 from dispatcher.errors import FatalError
 from dispatcher.halt import Halt
 from dispatcher.models import Status
+from dispatcher.resume import job_results
 from dispatcher.schedule import Schedule, Timeline, countdown
 
 if TYPE_CHECKING:
+    from dispatcher.config import Config
+    from dispatcher.journal import Journal
     from dispatcher.limiter import RateLimits
     from dispatcher.quota.shared import SharedQuota
     from dispatcher.summary import Summary
     from dispatcher.timing import WallClock
-    from dispatcher.windows import Held
+    from dispatcher.windows import Held, Windows
 
 log = logging.getLogger("dispatcher.control")
 
@@ -495,8 +498,33 @@ def _write_private(path: str, data: bytes) -> None:
     os.replace(temporary, path)
 
 
+def job_controls(
+    config: Config,
+    journal: Journal,
+    limits: RateLimits | SharedQuota,
+    summary: Summary,
+    schedule: Schedule,
+    clock: WallClock,
+    halt: Halt,
+    windows: Windows | None,
+) -> contextlib.AbstractAsyncContextManager[Controls]:
+    """`controlled`, for a send job: its control socket when it has a journal (results
+    in a file), the lines its send ``windows`` hold for ``status``."""
+    return controlled(
+        limits=limits,
+        summary=summary,
+        job=journal.job,
+        schedule=schedule,
+        clock=clock,
+        results=None if journal.path is None else job_results(config),
+        halt=halt,
+        held=None if windows is None else windows.held,
+        dry_run=config.dry_run,
+    )
+
+
 @contextlib.asynccontextmanager
-async def job_controls(
+async def controlled(
     *,
     limits: RateLimits | SharedQuota,
     summary: Summary,

@@ -188,8 +188,7 @@ async def _run(
     clock = wall_clock(config.now)
     schedule = Schedule.resolve(config, clock)
     journal, state = open_job(config, _describe(source), schedule, text_option=text_option)
-    if state is not None and state.schedule is not None:
-        schedule = state.schedule  # the job's, recorded at its first run
+    schedule = state.schedule if state is not None and state.schedule else schedule  # the job's
     outputs = _open_outputs(config, journal, state)
     summary = outputs.summary
     summary.price_per_segment = config.price_per_segment
@@ -208,15 +207,7 @@ async def _run(
     try:
         async with (
             job_controls(
-                limits=sending,
-                summary=summary,
-                job=journal.job,
-                schedule=schedule,
-                clock=clock,
-                results=None if journal.path is None else job_results(config),
-                halt=halt,
-                held=None if windows is None else windows.held,
-                dry_run=config.dry_run,
+                config, journal, sending, summary, schedule, clock, halt, windows
             ) as controls,
             _stage(config, metrics.timed(sending), outputs, journal, resume, controls) as stage,
         ):

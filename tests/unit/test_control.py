@@ -21,7 +21,7 @@ from dispatcher.control import (
     Controls,
     ControlServer,
     control_path,
-    job_controls,
+    controlled,
     request,
     socket_directory,
     toggle_pause,
@@ -49,7 +49,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Controls, str]]:
     summary = Summary()
     limits = RateLimits(rates={"12345": 50.0}, kind_rates=KINDS)
     schedule = Schedule(datetime.now(UTC))
-    async with job_controls(
+    async with controlled(
         limits=limits,
         summary=summary,
         job="abc123",
@@ -62,7 +62,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Controls, str]]:
 
 def unserved(schedule: Schedule, clock: WallClock) -> Any:
     """The controls of a run with ``schedule`` and no control socket."""
-    return job_controls(
+    return controlled(
         limits=RateLimits(rates={}, kind_rates=KINDS),
         summary=Summary(),
         job="j",
@@ -292,7 +292,7 @@ async def test_a_cancel_during_the_start_wait_ends_it_and_the_lines_are_accounte
 async def test_a_dry_run_does_not_wait_for_the_start(caplog: pytest.LogCaptureFixture) -> None:
     now = datetime.now(UTC)
     schedule = Schedule(now, start_at=now + timedelta(hours=1))
-    async with job_controls(
+    async with controlled(
         limits=RateLimits(rates={}, kind_rates=KINDS),
         summary=Summary(),
         job="j",
