@@ -1,7 +1,8 @@
 """A send job on disk: every file it reads and writes.
 
-The job is named by its results path: its journal and lock file sit beside it
-(`dispatcher.journal.journal_path`, `dispatcher.lock.lock_path`). `places` lists what
+The job is named by its results path: its journal, lock file and control pointer sit
+beside it (`dispatcher.journal.journal_path`, `dispatcher.lock.lock_path`,
+`dispatcher.control.control_path`). `places` lists what
 a send reads and writes so that `dispatcher.paths` can refuse clashes (an output that
 is an input, two outputs that are one file) and unwritable outputs before anything is
 opened; `settings_files` lists the files its settings came from.
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 from typing import BinaryIO
 
 from dispatcher.config import Config, read_toml
+from dispatcher.control import control_path
 from dispatcher.journal import journal_path
 from dispatcher.lock import lock_path
 from dispatcher.paths import Place
@@ -44,6 +46,7 @@ def places(
     if results is not None:
         written.append(Place("the journal", journal_path(results)))
         written.append(Place("the lock file", lock_path(results)))
+        written.append(Place("the control pointer", control_path(results)))
     return read, written
 
 

@@ -3,8 +3,10 @@
 Records, one JSON object per line, each ending with its checksum:
 
 - ``{"journal": 2, "job": ID, "fingerprint": F, "options": {FLAG: DIGEST}, "input":
-  PATH, "input_size": N, …}`` — the header, the first line and only there (``options``,
-  the body options one by one, is absent from headers written before it was added);
+  PATH, "input_size": N, "schedule": {…}}`` — the header, the first line and only
+  there (``options``, the body options one by one, and ``schedule``, the job's first
+  start, scheduled start and expiry (`dispatcher.schedule`), are absent from headers
+  written before they were added);
 - ``{"sent": KEY, "lines": [...], …}`` — written (and handed to the OS) *before* a
   batch's first request leaves, so a crash can never hide a request the gateway may
   have seen;
@@ -34,6 +36,7 @@ import logging
 import os
 import zlib
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -47,6 +50,10 @@ VERSION = 2
 #: Every record ends ``,"crc":"xxxxxxxx"}`` (then its newline).
 _SEAL_START, _SEAL_END, _SEAL_SIZE = b',"crc":"', b'"}', 18
 _HEADER = {"journal", "job", "fingerprint", "input", "input_size"}
+#: The times a header's ``schedule`` may hold (`dispatcher.schedule.Schedule.record`).
+_SCHEDULE = {"started", "start_at", "expire_at"}
+#: Header fields added later: absent from older headers.
+_HEADER_OPTIONAL = {"options", "schedule"}
 
 
 def journal_path(results: str) -> str:
@@ -90,6 +97,7 @@ class Journal:
         source: str,
         options: dict[str, str] | None = None,
         input_size: int | None,
+        schedule: dict[str, str] | None = None,
         fsync: bool = False,
         replace: bool = False,
     ) -> Journal:
@@ -118,6 +126,7 @@ class Journal:
             **({} if options is None else {"options": options}),
             "input": source,
             "input_size": input_size,
+            **({} if schedule is None else {"schedule": schedule}),
         }
         try:
             journal._write(seal(orjson.dumps(header)))
@@ -328,11 +337,18 @@ def _problem(record: Any, number: int) -> str | None:
     if "journal" in keys:
         if number != 1:
             return "it is a second header"
-        if keys != _HEADER and keys != _HEADER | {"options"}:
+        if not (_HEADER <= keys <= _HEADER | _HEADER_OPTIONAL):
             return "it is not a sound journal header"
         options = record.get("options", {})
         if not (isinstance(options, dict) and all(_text(v) for v in options.values())):
             return "its options are not a table of digests"
+        schedule = record.get("schedule", {"started": "-"})
+        if not (isinstance(schedule, dict) and all(_text(v) for v in schedule.values())):
+            return "its schedule is not a table of times"
+        if "started" not in schedule or not schedule.keys() <= _SCHEDULE:
+            return "its schedule is not a table of times"
+        if "schedule" in keys and not all(map(_moment, schedule.values())):
+            return "its schedule holds a time that is not ISO 8601 with an offset"
         if record["journal"] != VERSION:
             return "its format version is not a number"
         size = record["input_size"]
@@ -359,6 +375,13 @@ def _problem(record: Any, number: int) -> str | None:
         if kind == "compaction":
             return None if value in ("start", "done") else "its compaction stage is unknown"
     return "it is a record of an unknown kind"
+
+
+def _moment(value: str) -> bool:
+    try:
+        return datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False
 
 
 def _text(value: Any) -> bool:

@@ -11,16 +11,30 @@ with an empty (fully available) bucket is thus harmless by construction.
 
 Rates are read from the event loop's clock (``loop.time()``), so tests fast-forward
 time with ``looptime`` instead of sleeping.
+
+A rate can change while the job runs (`RateLimits.set_rate`, from ``dispatcher ctl JOB
+rate CODE=N``). The code gets a new bucket that starts *full*: its first units pass one
+batch interval after the change, then the new rate holds. A full bucket is what rules
+out a burst — the old bucket's debt is not carried over (it is at most one interval),
+and nothing is let through early. A lane waiting in the old bucket is woken and waits
+again in the new one, so the new rate holds within one batch interval (1/20 s; 1/rate
+below 20/s) of the change. Batches built before a lower rate may be larger than its
+capacity: the sender splits them (`capacity`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from aiolimiter import AsyncLimiter
+
+if TYPE_CHECKING:
+    from dispatcher.halt import Halt
 
 log = logging.getLogger("dispatcher.limiter")
 
@@ -55,6 +69,31 @@ class RateLimits:
         self._rates = dict(rates)
         self._kind_rates = dict(kind_rates)
         self._limiters: dict[str, AsyncLimiter | None] = {}
+
+    @property
+    def codes(self) -> list[str]:
+        """The codes with a rate of their own and those that have sent."""
+        return sorted(self._rates.keys() | self._limiters.keys())
+
+    def set_rate(self, code: str, rate: float) -> None:
+        """Change ``code``'s rate now (``inf``: no limit), without a burst (see the
+        module docstring)."""
+        if not rate > 0:
+            raise ValueError(f"a rate must be positive, got {rate!r}")
+        old = self._limiters.pop(code, None)
+        self._rates[code] = rate
+        if not math.isinf(rate):
+            limiter = self._limiter(code)
+            assert limiter is not None
+            # Private state of aiolimiter (>=1.1): a full bucket, checked from now.
+            limiter._level = limiter.max_rate
+            limiter._last_check = asyncio.get_running_loop().time()
+        if old is not None:
+            # Wake the lane waiting in the old bucket: `acquire` sees the bucket has
+            # changed and waits in the new one.
+            old.max_rate = math.inf
+            old._rate_per_sec = math.inf
+            old._wake_next()
 
     def rate(self, code: str) -> float:
         """Units per second this code may send (``inf`` when unlimited)."""
@@ -95,16 +134,22 @@ class RateLimits:
         slow code's batch may hold) is taken in capacity-sized pieces, so it waits as
         long as its size demands instead of failing.
         """
-        limiter = self._limiter(code)
-        if limiter is None:
-            return
-        capacity = limiter.max_rate
-        slack = capacity * _ROUNDING
-        while amount > capacity:
-            await limiter.acquire(capacity - slack)
-            amount -= capacity
-        if amount > 0:
-            await limiter.acquire(max(0.0, amount - slack))
+        while True:
+            limiter = self._limiter(code)
+            if limiter is None:
+                return
+            capacity = limiter.max_rate
+            slack = capacity * _ROUNDING
+            while amount > capacity:
+                await limiter.acquire(capacity - slack)
+                if self._limiters.get(code) is not limiter:
+                    break  # the rate changed meanwhile: the rest waits in the new bucket
+                amount -= capacity
+            else:
+                if amount > 0:
+                    await limiter.acquire(max(0.0, amount - slack))
+                if self._limiters.get(code) is limiter:
+                    return
 
     def seconds_for(self, code: str, units: float) -> float:
         """How long sending ``units`` takes at this code's rate (for --dry-run)."""
@@ -127,12 +172,18 @@ class Throttle:
     Batches that must wait queue on an `asyncio.Condition`, first come first served: a
     newcomer never overtakes them. `leave` runs in a task's done-callback, where the
     condition's lock cannot be taken, so it hands the wake-up to a small task.
+
+    A ``halt`` (`dispatcher.halt.Halt`: the job cancelled or expired) ends a pause at
+    once: the batch is let in, and its lane accounts for it instead of sending it.
     """
 
-    def __init__(self, ceiling: int, *, code: str = "", max_pause: float = 30.0) -> None:
+    def __init__(
+        self, ceiling: int, *, code: str = "", max_pause: float = 30.0, halt: Halt | None = None
+    ) -> None:
         self.ceiling = ceiling
         self.code = code
         self.max_pause = max_pause
+        self._halt = halt
         self.limit = float(ceiling)
         self.in_flight = 0
         self.paused_until = 0.0
@@ -158,9 +209,9 @@ class Throttle:
                         await self._room.wait()  # others came first: line up behind them
                     while True:
                         pause = self.paused_until - loop.time()
-                        if pause > 0:
+                        if pause > 0 and not self._halted():
                             # Holding the lock: the batches behind keep their places.
-                            await asyncio.sleep(pause)
+                            await self._sleep(pause)
                         elif self.in_flight < self.limit:
                             self.in_flight += 1
                             if self.in_flight < self.limit:
@@ -173,6 +224,16 @@ class Throttle:
                     raise
         finally:
             self._queued -= 1
+
+    def _halted(self) -> bool:
+        return self._halt is not None and self._halt.halted
+
+    async def _sleep(self, seconds: float) -> None:
+        if self._halt is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._halt.wait(), seconds)
 
     def leave(self, *, ok: bool) -> None:
         """A request of this code finished; ``ok`` when the gateway accepted it."""

@@ -40,9 +40,10 @@ from typing import TYPE_CHECKING, Protocol, TextIO
 
 from dispatcher.batcher import Batcher
 from dispatcher.config import Config, callback_secrets
+from dispatcher.control import Controls, job_controls
 from dispatcher.errors import FatalError, InputError
 from dispatcher.gateway import GatewayClient, open_session
-from dispatcher.halt import Halt
+from dispatcher.halt import Halt, Halted
 from dispatcher.job import Source, places
 from dispatcher.journal import Journal
 from dispatcher.limiter import RateLimits
@@ -59,6 +60,7 @@ from dispatcher.quota import close_quietly, open_configured
 from dispatcher.reader import Reader
 from dispatcher.resume import Resume, ResumeState, compact, job_results, open_job
 from dispatcher.retry import RetryPolicy
+from dispatcher.schedule import Schedule
 from dispatcher.sender import DryRun, Sender
 from dispatcher.shares import Share
 from dispatcher.summary import ACCEPTED, Summary
@@ -183,7 +185,10 @@ async def _run(
 ) -> Summary:
     """`run` once the places are checked and the job is locked; the lanes and the
     batches' capacity follow the shared ``quota`` when there is one, else ``limits``."""
-    journal, state = open_job(config, _describe(source), text_option=text_option)
+    clock = wall_clock(config.now)
+    schedule = Schedule.resolve(config, clock)
+    journal, state = open_job(config, _describe(source), schedule, text_option=text_option)
+    schedule = state.schedule if state is not None and state.schedule else schedule  # the job's
     outputs = _open_outputs(config, journal, state)
     summary = outputs.summary
     summary.price_per_segment = config.price_per_segment
@@ -197,22 +202,20 @@ async def _run(
     shutdown.on_force(lambda: _save(outputs, journal))
     sending = limits if quota is None else quota
     finished = False
-    halt = Halt()  # cancel and expiry set it (issue 14)
-    windows = _windows(config, wall_clock(config.now), halt, resume)
+    halt = Halt()  # cancel and expiry set it (`dispatcher.control`)
+    windows = _windows(config, clock, halt, resume)
     try:
-        async with _stage(config, metrics.timed(sending), outputs, journal, resume) as stage:
-            await _run_stages(
-                source,
-                config,
-                sending,
-                stage,
-                outputs,
-                journal,
-                resume,
-                shutdown,
-                metrics,
-                windows,
-            )
+        async with (
+            job_controls(
+                config, journal, sending, summary, schedule, clock, halt, windows
+            ) as controls,
+            _stage(config, metrics.timed(sending), outputs, journal, resume, controls) as stage,
+        ):
+            if await controls.started(shutdown.wait):  # --start-at
+                await _run_stages(
+                    source, config, sending, stage, outputs, journal, resume, shutdown,
+                    metrics, windows, halt,
+                )  # fmt: skip
         finished = shutdown.signal is None
     except FatalError as exc:
         summary.fatal = exc
@@ -284,12 +287,13 @@ async def _run_stages(
     shutdown: Shutdown,
     metrics: Recorder,
     windows: Windows | None = None,
+    halt: Halt | None = None,
 ) -> None:
     """Feed the stage and let it finish, the watchers beside; on a stop request or a
     fatal error, abandon it (in-flight requests get the grace period)."""
     reader = Reader(source, max_line_bytes=config.max_line_bytes)
     metrics.watch(reader, outputs.summary, stage)
-    preparer = _preparer(config, limits, resume, windows)
+    preparer = _preparer(config, limits, resume, windows, halt)
     batcher = Batcher(
         batch_size=config.request_size,
         linger=config.linger_ms / 1000,
@@ -403,6 +407,7 @@ def _preparer(
     limits: RateLimits | SharedQuota,
     resume: Resume | None,
     windows: Windows | None = None,
+    halt: Halt | None = None,
 ) -> Preparer:
     """The preparer with the job's opt-out lists and policies (SPEC §10's order)."""
     optout = None
@@ -416,7 +421,8 @@ def _preparer(
         from dispatcher.dedupe import Dedupe
 
         policies.append(Duplicates(Dedupe(config.dedupe), texts=config.dedupe == "number+text"))
-    # (issue 14: the halt — `Halted` — goes here, before the windows)
+    if halt is not None:  # cancelled or expired: nothing more is sent
+        policies.append(Halted(halt))
     if windows is not None:
         policies.append(windows)
     caps = Caps.wanted(
@@ -568,6 +574,7 @@ async def _stage(
     outputs: Outputs,
     journal: Journal,
     resume: Resume | None,
+    controls: Controls | None = None,
 ) -> AsyncIterator[Stage]:
     """The sending stage: a real `Sender` over one shared session, or the dry run."""
     if config.dry_run:
@@ -603,4 +610,6 @@ async def _stage(
             # loop.time() is libuv's cached millisecond, so a 0.4 ms request read 0.
             clock=time.perf_counter,
             batch_size=config.request_size,
+            controls=controls,
+            rebuilt=() if resume is None else set(resume.state.in_flight),
         )

@@ -108,6 +108,8 @@ def summary_table(summary: dict[str, Any]) -> str:
         rows.extend(_window_rows(summary["windows"], dry_run="estimate" in summary))
     if "estimate" in summary:
         rows.append(("estimated send time", f"{summary['estimate']['seconds']:,.1f} s"))
+    if controls := summary.get("controls"):  # dispatcher ctl, SIGUSR1
+        rows.append(("controls", ", ".join(f"{k} {n}" for k, n in controls.items())))
     rows.append(("exit", summary["exit_reason"]))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

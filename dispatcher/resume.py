@@ -56,6 +56,7 @@ from dispatcher.finished import Finished, LineSet
 from dispatcher.journal import DamagedJournal, Journal, JournalFile, damaged, journal_path
 from dispatcher.models import Batch, Entry, Group, Recipient, Rejected, Status
 from dispatcher.pricing import Pricing
+from dispatcher.schedule import Schedule
 from dispatcher.writers import Outputs, prune
 
 if TYPE_CHECKING:
@@ -148,14 +149,22 @@ def job_results(config: Config) -> str | None:
 
 
 def open_job(
-    config: Config, source: str, *, text_option: str = "--text"
+    config: Config,
+    source: str,
+    schedule: Schedule | None = None,
+    *,
+    text_option: str = "--text",
 ) -> tuple[Journal, ResumeState | None]:
     """The journal of this run — a new job, or with ``--resume`` the job an earlier run
     left, together with what that run left. Called holding the job's lock
     (`dispatcher.lock`): nothing of the job is read, created or removed without it.
 
     ``text_option`` is the option this run's text came from (``--text-file``), which a
-    refused resume names when the text changed."""
+    refused resume names when the text changed.
+
+    A new job records ``schedule`` (this run's, resolved) in its journal; a resumed one
+    keeps the schedule its first run recorded (``state.schedule``), refusing one given
+    again otherwise (`Schedule.resumed`)."""
     results = job_results(config)
     if results is None or config.dry_run:
         if config.resume:
@@ -179,6 +188,8 @@ def open_job(
             legacy_fingerprint=legacy_fingerprint(config),
             named={"--text": text_option},
         )
+        if schedule is not None:
+            state.schedule = schedule.resumed(state.schedule, config, path)
         return Journal(path, state.job, fsync=config.fsync), state
     journal = Journal.create(
         path,
@@ -187,6 +198,7 @@ def open_job(
         options=body_options(config),
         source=source,
         input_size=input_size(source),
+        schedule=None if schedule is None else schedule.record(),
         fsync=config.fsync,
         replace=config.force,
     )
@@ -235,6 +247,8 @@ class ResumeState:
     pending: LineSet = field(default_factory=LineSet)
     #: result lines a newer result of their line replaces (dropped by `compact`)
     superseded: int = 0
+    #: the schedule the job's first run recorded (None: a journal from before schedules)
+    schedule: Schedule | None = None
 
     @classmethod
     def read(
@@ -303,6 +317,8 @@ class ResumeState:
             # the resumable results left are replaced by this run's outcomes
             superseded=finished.superseded + len(finished.pending),
         )
+        if "schedule" in header:
+            state.schedule = Schedule.from_record(header["schedule"])
         sent = LineSet()
         done, in_flight = state.done, state.in_flight
         where: dict[str, int] = {}  # key of a batch in flight → its journal line

@@ -6,6 +6,11 @@ retryable failure. Which failures are retryable is decided by the error tree
 (`RetryableError.safe`) and the policy's ``retry_ambiguous`` switch, never by
 message text.
 
+A job that is halted (`dispatcher.halt.Halt`: cancelled, or expired) or that expires
+before a wait would end stops its retries at once: the wait raises `Interrupted`
+instead of sleeping, and the caller decides what the lines become (the halt's status
+when the gateway cannot have acted, AMBIGUOUS when it may have).
+
 `set_testing(True)` turns every wait to zero (as stamina's ``set_testing`` does);
 the test suite switches it on and off with an autouse fixture.
 """
@@ -13,11 +18,12 @@ the test suite switches it on and off with an autouse fixture.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -29,8 +35,28 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from dispatcher.errors import RetryableError
+from dispatcher.models import Status
+
+if TYPE_CHECKING:
+    from dispatcher.halt import Halt
 
 T = TypeVar("T")
+
+#: Why a retry stopped before a wait that would have ended after the job's expiry.
+EXPIRES_FIRST = "not retried: the job expires before the retry's wait would end"
+
+
+class Interrupted(Exception):
+    """A retry stopped instead of waiting: the job was halted (``status``, ``reason``
+    are the halt's) or expires before the wait would end (EXPIRED_UNSENT). ``error``
+    is the last attempt's."""
+
+    def __init__(self, error: RetryableError, status: Status, reason: str) -> None:
+        super().__init__(reason)
+        self.error = error
+        self.status = status
+        self.reason = reason
+
 
 _testing = False
 
@@ -92,12 +118,16 @@ class RetryPolicy:
         attempt: Callable[[int], Awaitable[T]],
         *,
         on_retry: Callable[[RetryableError, int], None] | None = None,
+        halt: Halt | None = None,
+        expires: float | None = None,
     ) -> T:
         """Run ``attempt(n)`` (n = 1, 2, …) until it succeeds or the policy gives up.
 
         ``on_retry(error, failed_attempts)`` is called before each wait, so the caller
         can count retries by cause and slow down other senders. The last error is
-        raised unchanged when the policy gives up.
+        raised unchanged when the policy gives up. A wait raises `Interrupted` when
+        ``halt`` is set (before or during it) or when it would end at or after
+        ``expires`` (the job's expiry on the event loop's clock).
         """
         try:
             return await attempt(1)
@@ -111,8 +141,9 @@ class RetryPolicy:
         deadline = loop.time() + self.deadline
         if on_retry is not None:
             on_retry(first, 1)
-        await _sleep(min(self.delay(first, 1), max(0.0, deadline - loop.time())))
-        return await self._retry(attempt, on_retry, loop, deadline)
+        wait = _Wait(loop, halt, expires, first)
+        await wait(min(self.delay(first, 1), max(0.0, deadline - loop.time())))
+        return await self._retry(attempt, on_retry, loop, deadline, wait)
 
     async def _retry(
         self,
@@ -120,6 +151,7 @@ class RetryPolicy:
         on_retry: Callable[[RetryableError, int], None] | None,
         loop: asyncio.AbstractEventLoop,
         deadline: float,
+        sleep: _Wait,
     ) -> T:
         def wait(state: RetryCallState) -> float:
             # never sleep past the deadline: the last attempt happens at it, not after
@@ -128,15 +160,17 @@ class RetryPolicy:
 
         def before_sleep(state: RetryCallState) -> None:
             error = _error(state)
-            if on_retry is not None and isinstance(error, RetryableError):
-                on_retry(error, state.attempt_number + 1)
+            if isinstance(error, RetryableError):
+                sleep.last = error
+                if on_retry is not None:
+                    on_retry(error, state.attempt_number + 1)
 
         retrying = AsyncRetrying(
             stop=stop_any(stop_after_attempt(self.max_attempts - 1), _StopAt(loop, deadline)),
             wait=wait,
             retry=retry_if_exception(self.retryable),
             before_sleep=before_sleep,
-            sleep=_sleep,
+            sleep=sleep,
             reraise=True,
         )
         async for trial in retrying:
@@ -163,6 +197,40 @@ def _error(state: RetryCallState) -> BaseException:
     error = outcome.exception()
     assert error is not None
     return error
+
+
+class _Wait:
+    """The wait between attempts: `_sleep`, unless the job is halted or expires first."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        halt: Halt | None,
+        expires: float | None,
+        last: RetryableError,
+    ) -> None:
+        self._loop = loop
+        self._halt = halt
+        self._expires = expires
+        #: the last attempt's error (what `Interrupted` carries)
+        self.last = last
+
+    async def __call__(self, seconds: float) -> None:
+        halt = self._halt
+        self._check()
+        if self._expires is not None and self._loop.time() + seconds >= self._expires:
+            raise Interrupted(self.last, Status.EXPIRED_UNSENT, EXPIRES_FIRST)
+        if halt is None:
+            await _sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(halt.wait(), seconds)
+        self._check()
+
+    def _check(self) -> None:
+        halt = self._halt
+        if halt is not None and halt.status is not None:
+            raise Interrupted(self.last, halt.status, halt.reason)
 
 
 async def _sleep(seconds: float) -> None:

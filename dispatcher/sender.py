@@ -12,6 +12,13 @@ certainly did not act, or AMBIGUOUS when it may have. What stops the whole run (
 key refused, a gateway that cannot be reached, a bug) starts no further request and is
 raised by `Sender.watch` at once, and by `Sender.close`.
 
+The run's `Controls` (`dispatcher.control`) reach every lane: a paused job starts no
+request (those in flight finish); a halted one (cancelled, or expired) sends nothing
+more — a batch not sent yet gets the halt's status, a batch waiting to retry too when
+the gateway cannot have acted on it, else AMBIGUOUS — and no retry waits past the job's
+expiry. A batch an earlier run left in flight (``rebuilt``) may have been sent then: it
+is never called EXPIRED_UNSENT, but AMBIGUOUS.
+
 `DryRun` stands in for the sender under ``--dry-run``: same face, no network.
 """
 
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
@@ -40,11 +47,12 @@ from dispatcher.gateway import GatewayClient
 from dispatcher.journal import Journal
 from dispatcher.limiter import RateLimits, Throttle
 from dispatcher.models import Batch, Status
-from dispatcher.retry import RetryPolicy
+from dispatcher.retry import Interrupted, RetryPolicy
 from dispatcher.summary import Summary
 from dispatcher.writers import Outputs
 
 if TYPE_CHECKING:
+    from dispatcher.control import Controls
     from dispatcher.quota.shared import SharedQuota
 
 log = logging.getLogger("dispatcher.sender")
@@ -57,6 +65,10 @@ NOT_RETRIED = (
     "not retried because the gateway is not known to honour idempotency keys "
     "(set idempotency = true for a gateway that does, or --retry-ambiguous to accept "
     "the risk of a duplicate)"
+)
+EXPIRED_IN_FLIGHT = (
+    "in flight when an earlier run stopped, and the job expired before it could be sent "
+    "again: the gateway may have sent it"
 )
 
 
@@ -107,6 +119,8 @@ class Sender:
         single: bool,
         clock: Callable[[], float],
         batch_size: int = 1000,
+        controls: Controls | None = None,
+        rebuilt: Collection[str] = (),
     ) -> None:
         self._gateway = gateway
         self._limits = limits
@@ -125,6 +139,15 @@ class Sender:
         self._fatal: FatalError | None = None
         self._failed = asyncio.Event()
         self._stopping = False
+        if controls is None:
+            from dispatcher.control import Controls
+
+            controls = Controls(limits=limits, summary=outputs.summary)
+        self._halt = controls.halt
+        self._pause = controls.pause
+        self._expires = controls.expires
+        #: keys of batches an earlier run left in flight (`dispatcher.resume`)
+        self._rebuilt = rebuilt
 
     @property
     def in_flight(self) -> int:
@@ -138,7 +161,7 @@ class Sender:
         if lane is None:
             queue: asyncio.Queue[Batch | None] = asyncio.Queue(self._lane_queue)
             throttle = self._throttles[code] = Throttle(
-                self._concurrency, code=code, max_pause=self._policy.max_wait
+                self._concurrency, code=code, max_pause=self._policy.max_wait, halt=self._halt
             )
             task = asyncio.create_task(self._lane(code, queue, throttle), name=f"lane {code}")
             lane = self._lanes[code] = (queue, task)
@@ -187,19 +210,51 @@ class Sender:
             batch = await queue.get()
             if batch is None:
                 return
-            if self._stopping or self._fatal is not None:
-                continue  # never journaled, so a resumed run sends these lines afresh
-            await throttle.enter()
-            try:
-                await self._limits.acquire(code, batch.units)
-            except FatalError as exc:  # the shared quota's Redis answers an error
-                throttle.leave(ok=False)
-                self._abort(exc)
-                continue
-            await self._slots.acquire()
-            task = asyncio.create_task(self._send(batch, throttle))
-            self._tasks.add(task)
-            task.add_done_callback(partial(self._finished, throttle))
+            for piece in self._pieces(code, batch):
+                await self._start(code, piece, throttle)
+
+    def _pieces(self, code: str, batch: Batch) -> list[Batch]:
+        """The batch, or its halves when it outgrew a rate lowered live (`set_rate`)."""
+        if batch.units <= self._limits.capacity(code) or len(batch) == 1:
+            return [batch]
+        if batch.key in self._rebuilt:  # sent before under its key: sent as it was
+            return [batch]
+        return [piece for half in batch.split() for piece in self._pieces(code, half)]
+
+    async def _start(self, code: str, batch: Batch, throttle: Throttle) -> None:
+        """Wait for the code's turn, its rate and the pause gate; start the request."""
+        if self._stopping or self._fatal is not None:
+            return  # never journaled, so a resumed run sends these lines afresh
+        if self._halt.halted:
+            self._halted(batch)
+            return
+        await throttle.enter()
+        try:
+            await self._limits.acquire(code, batch.units)
+        except FatalError as exc:  # the shared quota's Redis answers an error
+            throttle.leave(ok=False)
+            self._abort(exc)
+            return
+        if self._pause.paused:
+            await self._pause.wait()
+        if self._halt.status is not None or self._stopping:  # halted while waiting
+            throttle.leave(ok=False)
+            if self._halt.status is not None:
+                self._halted(batch)
+            return
+        await self._slots.acquire()
+        task = asyncio.create_task(self._send(batch, throttle))
+        self._tasks.add(task)
+        task.add_done_callback(partial(self._finished, throttle))
+
+    def _halted(self, batch: Batch) -> None:
+        """A batch the halted job will not send: the halt's status (never journaled)."""
+        status, reason = self._halt.status, self._halt.reason
+        assert status is not None
+        if batch.key in self._rebuilt and status is Status.EXPIRED_UNSENT:
+            status, reason = Status.AMBIGUOUS, EXPIRED_IN_FLIGHT
+        # CANCELLED stays resumable: a rebuilt batch goes again under its key later
+        self._outputs.unsent(batch, status, reason, attempts=0)
 
     def _finished(self, throttle: Throttle, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -211,6 +266,9 @@ class Sender:
             self._abort(exc if isinstance(exc, FatalError) else _Unexpected(exc))
 
     async def _send(self, batch: Batch, throttle: Throttle) -> None:
+        if self._halt.status is not None:  # halted while it waited for a slot
+            self._halted(batch)
+            return
         key = batch.key
         self._journal.sent(key, batch.lines)
         body = api.body(batch, single=self._single)
@@ -220,6 +278,8 @@ class Sender:
             answer, ids = await self._policy.call(
                 partial(self._attempt, batch, body, key, attempts),
                 on_retry=partial(self._on_retry, throttle),
+                halt=self._halt,
+                expires=self._expires,
             )
         except BatchTooLarge:
             self._journal.unsent(key)
@@ -235,6 +295,9 @@ class Sender:
             self._journal.unsent(key)
             self._abort(GatewayUnreachable(f"{exc} (after {attempts.count} attempts)"))
             return
+        except Interrupted as exc:
+            if self._interrupted(batch, exc, attempts):
+                return
         except RequestRejected as exc:
             self._rejected(batch, exc, attempts)
         except RetryableError as exc:
@@ -296,6 +359,20 @@ class Sender:
         self._outputs.summary.retry("413-split")
         for half in batch.split():
             await self._send(half, throttle)
+
+    def _interrupted(self, batch: Batch, exc: Interrupted, attempts: _Attempts) -> bool:
+        """A retry the halt or the expiry stopped. The halt's status when the gateway
+        cannot have acted (the batch recorded unsent, so a resume sends a CANCELLED line
+        afresh; True: no done record); else AMBIGUOUS."""
+        count = attempts.count
+        if attempts.ambiguous or batch.key in self._rebuilt:
+            error = f"{exc.reason}; an earlier attempt may have been accepted: {exc.error}"
+            self._outputs.unsent(batch, Status.AMBIGUOUS, error, attempts=count)
+            return False
+        error = f"{exc.reason} (after {count} attempt{'s' * (count > 1)}: {exc.error})"
+        self._outputs.unsent(batch, exc.status, error, attempts=count)
+        self._journal.unsent(batch.key)
+        return True
 
     def _rejected(self, batch: Batch, exc: RequestRejected, attempts: _Attempts) -> None:
         if attempts.ambiguous:

@@ -96,6 +96,8 @@ class Summary:
         self.superseded = 0
         #: what the send windows did (`dispatcher.windows.Windows.report`), with --window
         self.windows: dict[str, Any] | None = None
+        #: control actions (``dispatcher ctl``, SIGUSR1) by action: pause, cancel, rate…
+        self.controls: Counter[str] = Counter()
 
     def absorb(self, statuses: dict[str, int], segments: dict[str, int], cost: float = 0.0) -> None:
         """Count the results an earlier run of the same job already wrote (``cost``:
@@ -241,4 +243,6 @@ class Summary:
             "segments_saved": self.segments_saved,
             "superseded": self.superseded,
         }
+        if self.controls:
+            extras["controls"] = dict(sorted(self.controls.items()))
         return extras

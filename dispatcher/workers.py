@@ -324,10 +324,13 @@ async def _run_workers(
             tasks.append(asyncio.create_task(_relay(proc.stdout, sys.stdout.buffer)))
 
     pass_signals(signals, procs)
+    loop = asyncio.get_running_loop()  # SIGUSR1: each worker toggles its pause (ctl)
+    loop.add_signal_handler(signal.SIGUSR1, signal_all, procs, signal.SIGUSR1)
     try:
         codes = [await proc.wait() for proc in procs]
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
+        loop.remove_signal_handler(signal.SIGUSR1)
         kill_all(procs)  # the parent is going: no worker outlives it
     summaries = [_read_summary(w.summary) for w in workers]
     return Outcome(codes, summaries, time.perf_counter() - started)
@@ -369,14 +372,16 @@ def pass_signals(signals: Signals, procs: Sequence[asyncio.subprocess.Process]) 
     """Pass the parent's first signal on to every worker still running (a graceful
     stop), and a SIGTERM on the second (each worker's own second signal: exit now)."""
 
-    def pass_on(signum: int) -> None:
-        for proc in procs:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signum)
+    signals.on_stop(lambda signum: signal_all(procs, signum))
+    signals.on_force(lambda: signal_all(procs, signal.SIGTERM))
 
-    signals.on_stop(pass_on)
-    signals.on_force(lambda: pass_on(signal.SIGTERM))
+
+def signal_all(procs: Sequence[asyncio.subprocess.Process], signum: int) -> None:
+    """Send ``signum`` to every worker still running."""
+    for proc in procs:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signum)
 
 
 def kill_all(procs: Sequence[asyncio.subprocess.Process]) -> None:

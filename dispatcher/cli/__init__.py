@@ -39,6 +39,7 @@ COMMANDS = (
     "gen",
     "preview",
     "merge",
+    "ctl",
 )
 
 

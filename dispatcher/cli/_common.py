@@ -263,7 +263,8 @@ class Signals:
     The first signal prints ``message``, sets `stop` and calls the ``on_stop`` hooks:
     a graceful stop. The second runs the ``on_force`` hooks (quick, synchronous last
     words) and exits at once with 128 + the signal. `handle` is the handler, so a
-    test can drive it; ``exit`` is injectable for the same reason.
+    test can drive it; ``exit`` is injectable for the same reason. Other signals may
+    get a handler of their own for the run (`on_signal`: SIGUSR1 toggles a send's pause).
     """
 
     def __init__(
@@ -278,6 +279,7 @@ class Signals:
         self.stop: asyncio.Event = asyncio.Event()
         self._on_stop: list[Callable[[int], object]] = []
         self._on_force: list[Callable[[], object]] = []
+        self._others: dict[int, Callable[[], object]] = {}
         self._exit = exit
 
     def on_stop(self, hook: Callable[[int], object]) -> None:
@@ -287,6 +289,10 @@ class Signals:
     def on_force(self, hook: Callable[[], object]) -> None:
         """Call ``hook()`` before exiting on the second signal."""
         self._on_force.append(hook)
+
+    def on_signal(self, signum: int, hook: Callable[[], object]) -> None:
+        """Call ``hook()`` whenever ``signum`` (not a stop signal) comes during the run."""
+        self._others[signum] = hook
 
     @property
     def exit_code(self) -> int | None:
@@ -330,11 +336,13 @@ class Signals:
         loop = asyncio.get_running_loop()
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self.handle, signum)
+        for other, hook in self._others.items():
+            loop.add_signal_handler(other, hook)
         try:
             return await coro
         finally:
-            for signum in STOP_SIGNALS:
-                loop.remove_signal_handler(signum)
+            for number in (*STOP_SIGNALS, *self._others):
+                loop.remove_signal_handler(number)
 
     def _after_loop(self, signum: int, frame: object) -> None:
         self.force(signum)

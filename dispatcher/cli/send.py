@@ -220,10 +220,16 @@ def _tune_gc() -> None:
 
 def signals_for(shutdown: Shutdown) -> Signals:
     """Signal handling for a pipeline run: the first signal stops reading and lets
-    in-flight requests finish; the second saves what it can and exits at once."""
+    in-flight requests finish; the second saves what it can and exits at once. SIGUSR1
+    pauses the job, or resumes it when paused (`dispatcher.control`)."""
+    import signal
+
+    from dispatcher.control import toggle_pause
+
     signals = Signals(STOPPING)
     signals.on_stop(shutdown.request)
     signals.on_force(shutdown.force)
+    signals.on_signal(signal.SIGUSR1, toggle_pause)
     return signals
 
 

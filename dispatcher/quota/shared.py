@@ -50,6 +50,10 @@ PROBE_FIRST = 0.05
 PROBE_MAX = 1.0
 #: Warn again while Redis stays down, every this many seconds.
 WARN_EVERY = 30.0
+#: A rate set live (`SharedQuota.share_rate`, ``ctl JOB rate``) holds in Redis this long
+#: after it was last set; every process looks for one this often (seconds).
+RATE_KEEP = 86_400
+RATE_POLL = 0.5
 #: Errors that mean "Redis is not there right now" (as opposed to "Redis says no").
 OUTAGE: tuple[type[BaseException], ...] = (
     RedisConnectionError,  # refused, reset, auth refused after a restart, LOADING
@@ -212,6 +216,7 @@ class SharedQuota:
         self._probe: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._probe_key = f"dispatcher:{{{namespace}}}:probe"
+        self._rates_watch: asyncio.Task[None] | None = None
 
     # --- what RateLimits answers -------------------------------------------------------
 
@@ -232,6 +237,10 @@ class SharedQuota:
     def key(self, code: str) -> str:
         """The Redis key of a code's bucket."""
         return f"dispatcher:{{{self.namespace}}}:code:{code}"
+
+    def rate_key(self, code: str) -> str:
+        """The Redis key of a code's rate set live (`share_rate`), when there is one."""
+        return f"dispatcher:{{{self.namespace}}}:rate:{code}"
 
     @property
     def account_key(self) -> str:
@@ -400,6 +409,61 @@ class SharedQuota:
             )
         return factor / 1e6
 
+    # --- a rate changed live, for every process ------------------------------------------
+
+    def share_rate(self, code: str, rate: float) -> None:
+        """Change ``code``'s limit for every job sharing the quota: here at once, and in
+        Redis (a task the quota owns) where the other processes pick it up within
+        ``RATE_POLL``. Bookings already made stand; the next ones use the new rate (a
+        bucket holds times, not rates, so there is no burst)."""
+        self._apply_rate(code, rate)
+        task = asyncio.get_running_loop().create_task(self._publish_rate(code, rate))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish_rate(self, code: str, rate: float) -> None:
+        try:
+            await self._redis.set(self.rate_key(code), fmt(rate), ex=RATE_KEEP)
+        except FAILURE as exc:
+            log.warning("shared quota: could not share the rate of %s: %s", code, _describe(exc))
+
+    def _apply_rate(self, code: str, rate: float) -> None:
+        if self.limits.rate(code) == rate:
+            return
+        self.limits.set_rate(code, rate)
+        state = self._codes.pop(code, None)
+        fresh = self._code(code)
+        if state is None:
+            return
+        # Keep the waiting batches and their booker: only the arguments change.
+        if fresh is None:  # no limit at all now: bookings carry only Retry-After
+            state.keys, state.args = [self.key(code)], ["0", "0"]
+            state.capacity, state.local, state.local_code = math.inf, [], None
+        else:
+            state.keys, state.args, state.capacity = fresh.keys, fresh.args, fresh.capacity
+            state.local, state.local_code = fresh.local, fresh.local_code
+        self._codes[code] = state
+
+    async def _watch_rates(self) -> None:
+        """Apply the rates other processes set live (`share_rate`) to the codes in use."""
+        while True:
+            await asyncio.sleep(RATE_POLL)
+            codes = list(self._codes)
+            if not codes or not self._up.is_set():
+                continue
+            try:
+                values = await self._redis.mget([self.rate_key(code) for code in codes])
+            except FAILURE:
+                continue  # a booking notices an outage and handles it
+            for code, value in zip(codes, values, strict=True):
+                try:
+                    rate = float(value) if value is not None else None
+                except ValueError:
+                    rate = None
+                if rate is not None and rate > 0 and rate != self.limits.rate(code):
+                    self._apply_rate(code, rate)
+                    log.info("shared quota: code %s now sends at %g/s (set live)", code, rate)
+
     # --- outages -----------------------------------------------------------------------
 
     @property
@@ -454,6 +518,9 @@ class SharedQuota:
             return self._codes[code]
         except KeyError:
             pass
+        if self._rates_watch is None:
+            loop = asyncio.get_running_loop()
+            self._rates_watch = loop.create_task(self._watch_rates(), name="quota rates")
         rate = self.limits.rate(code)
         state = None
         if not (math.isinf(rate) and math.isinf(self.account_rate)):
@@ -490,10 +557,11 @@ class SharedQuota:
                     await state.booker
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=2.0)
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+        for task in (self._probe, self._rates_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._redis.aclose()
 
     async def __aenter__(self) -> SharedQuota:

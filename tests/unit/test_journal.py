@@ -244,3 +244,35 @@ def test_a_header_may_record_the_body_options_as_digests(
     else:
         with pytest.raises(DamagedJournal, match="its options are not a table of digests"):
             list(records(str(path)))
+
+
+@pytest.mark.parametrize(
+    ("schedule", "sound"),
+    [
+        ({"started": "2026-12-01T10:00:00.000Z"}, True),
+        (
+            {
+                "started": "2026-12-01T10:00:00.000Z",
+                "start_at": "2026-12-01T10:05:00+01:00",
+                "expire_at": "2026-12-01T16:00:00.000Z",
+            },
+            True,
+        ),
+        ({}, False),  # no first start
+        ({"started": "yesterday"}, False),
+        ({"started": "2026-12-01T10:00:00"}, False),  # no offset: not one moment
+        ({"started": "2026-12-01T10:00:00Z", "ttl": "6h"}, False),
+        ({"started": 1764583200}, False),
+        ("2026-12-01T10:00:00Z", False),
+    ],
+)
+def test_a_header_may_record_the_jobs_schedule(
+    tmp_path: Path, schedule: object, sound: bool
+) -> None:
+    path = tmp_path / "results.ndjson.journal"
+    path.write_bytes(oracle_seal({**HEADER, "schedule": schedule}))
+    if sound:
+        assert next(records(str(path)))["schedule"] == schedule
+    else:
+        with pytest.raises(DamagedJournal, match="its schedule"):
+            list(records(str(path)))

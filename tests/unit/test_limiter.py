@@ -250,3 +250,105 @@ async def test_each_pause_is_logged_once_not_each_extension(
         "code COMPANY paused 2 s after 503",
         "code COMPANY paused 2 s after 429",
     ]
+
+
+# --- a rate changed while the job runs (dispatcher ctl JOB rate CODE=N) ----------------
+
+
+async def send_until(
+    limits: RateLimits, code: str, until: float, times: list[float], amounts: list[float]
+) -> None:
+    """Acquire one capacity at a time until the loop clock reads ``until``."""
+    loop = asyncio.get_running_loop()
+    while loop.time() < until:
+        batch = limits.capacity(code)
+        await limits.acquire(code, batch)
+        times.append(loop.time())
+        amounts.append(batch)
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize(("before", "after"), [(100.0, 20.0), (20.0, 200.0), (5.0, 50.0)])
+async def test_a_live_rate_change_holds_within_a_second_without_a_burst(
+    before: float, after: float
+) -> None:
+    limits = RateLimits(rates={"C": before}, kind_rates=KINDS)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    times: list[float] = []
+    amounts: list[float] = []
+    await send_until(limits, "C", start + 10.0, times, amounts)
+    changed, split = loop.time(), len(times)
+    limits.set_rate("C", after)
+    await send_until(limits, "C", changed + 20.0, times, amounts)
+    assert limits.rate("C") == after
+    # No 1-second window after the change carries more than the new bound, nor any
+    # window across it more than the larger rate's.
+    later = list(zip(times[split:], amounts[split:], strict=True))
+    bound = after + 1 if after < 10 else 1.1 * after
+    assert max_window([t for t, _ in later], [n for _, n in later]) <= bound
+    assert max_window(times, amounts) <= max(before, after) * 1.1 + 1
+    # From one second after the change on, the new rate holds.
+    settled = sum(n for t, n in later if t >= changed + 1.0) / 19.0
+    assert settled == pytest.approx(after, rel=0.05)
+
+
+@pytest.mark.looptime
+async def test_a_lane_waiting_on_a_slow_rate_follows_a_faster_one_at_once() -> None:
+    limits = RateLimits(rates={"C": 0.1}, kind_rates=KINDS)  # one message per 10 s
+    loop = asyncio.get_running_loop()
+    await limits.acquire("C", 1)  # the free one
+    start = loop.time()
+    waiting = asyncio.create_task(limits.acquire("C", 1))
+    await asyncio.sleep(1.0)
+    assert not waiting.done()
+    limits.set_rate("C", 100.0)
+    await waiting
+    assert loop.time() - start <= 1.0 + 1 / BATCHES_PER_SECOND + 1e-6
+
+
+@pytest.mark.looptime
+async def test_a_rate_lowered_live_does_not_let_a_waiting_piece_through_early() -> None:
+    limits = RateLimits(rates={"C": 1000.0}, kind_rates=KINDS)
+    loop = asyncio.get_running_loop()
+    await limits.acquire("C", 50)  # the bucket is full now
+    limits.set_rate("C", 1.0)
+    start = loop.time()
+    await limits.acquire("C", 3)  # a batch built for the old capacity: 3 s at 1/s
+    assert loop.time() - start >= 3.0 - 1e-6
+
+
+@pytest.mark.looptime
+async def test_a_code_set_to_no_limit_stops_waiting_and_back() -> None:
+    limits = RateLimits(rates={"C": 0.1}, kind_rates=KINDS)
+    loop = asyncio.get_running_loop()
+    await limits.acquire("C", 1)
+    waiting = asyncio.create_task(limits.acquire("C", 1))
+    await asyncio.sleep(0.5)
+    limits.set_rate("C", math.inf)
+    await waiting
+    start = loop.time()
+    for _ in range(100):
+        await limits.acquire("C", 100)
+    assert loop.time() == start
+    limits.set_rate("C", 10.0)
+    assert limits.capacity("C") == 1
+    assert "C" in limits.codes
+    with pytest.raises(ValueError, match="positive"):
+        limits.set_rate("C", 0)
+
+
+@pytest.mark.looptime
+async def test_a_halt_ends_a_throttle_pause_at_once() -> None:
+    from dispatcher.halt import Halt
+    from dispatcher.models import Status
+
+    halt = Halt()
+    throttle = Throttle(4, max_pause=30.0, halt=halt)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert throttle.slow_down(30.0) == 30.0
+    loop.call_later(2.0, halt.set, Status.CANCELLED, "cancelled")
+    await throttle.enter()  # let in at the halt, for its lane to account, not send
+    assert loop.time() - start == pytest.approx(2.0, abs=0.01)
+    throttle.leave(ok=False)

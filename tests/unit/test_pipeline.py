@@ -329,7 +329,8 @@ def test_places_name_every_file_a_send_reads_and_writes(tmp_path: Path) -> None:
     assert read[1:] == inputs
     results = str(tmp_path / "results.ndjson")
     assert [p.path for p in written] == [
-        results, "i", "s", results + ".journal", os.path.realpath(results) + ".lock"
+        results, "i", "s", results + ".journal", os.path.realpath(results) + ".lock",
+        results + ".ctl",
     ]  # fmt: skip
     stdout = send_config(tmp_path, "http://127.0.0.1:9/raven", results="-")
     _, to_stdout = job.places("in.ndjson", stdout)

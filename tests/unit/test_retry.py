@@ -12,6 +12,7 @@ from dispatcher.errors import (
     RateLimited,
     RequestRejected,
     ServerError,
+    Unavailable,
 )
 from dispatcher.retry import RetryPolicy
 
@@ -158,3 +159,81 @@ async def test_a_huge_retry_after_delays_the_retry_by_the_longest_wait_at_most(
     assert await RetryPolicy(max_wait=3.0).call(flaky) == "ok"
     assert flaky.attempts == [1, 2]
     assert loop.time() - start == pytest.approx(3.0)
+
+
+# --- a halted or expiring job stops its retries (issue 14) ---------------------------
+
+
+@pytest.mark.looptime
+async def test_a_retry_whose_wait_would_end_after_the_expiry_stops_at_once() -> None:
+    from dispatcher.models import Status
+    from dispatcher.retry import Interrupted
+
+    retry.set_testing(False)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    flaky = Flaky(RateLimited("429", retry_after=10.0))
+    with pytest.raises(Interrupted) as caught:
+        await RetryPolicy(max_wait=30.0).call(flaky, expires=start + 5.0)
+    assert caught.value.status == Status.EXPIRED_UNSENT
+    assert isinstance(caught.value.error, RateLimited)
+    assert flaky.attempts == [1]
+    assert loop.time() == start  # stopped at once, not at the expiry
+
+
+@pytest.mark.looptime
+async def test_a_retry_that_ends_before_the_expiry_goes_ahead() -> None:
+    retry.set_testing(False)
+    start = asyncio.get_running_loop().time()
+    flaky = Flaky(RateLimited("429", retry_after=2.0), RateLimited("429", retry_after=2.0))
+    assert await RetryPolicy(max_wait=30.0).call(flaky, expires=start + 100.0) == "ok"
+    assert flaky.attempts == [1, 2, 3]
+
+
+@pytest.mark.looptime
+async def test_a_later_retry_whose_wait_passes_the_expiry_stops_too() -> None:
+    from dispatcher.retry import Interrupted
+
+    retry.set_testing(False)
+    start = asyncio.get_running_loop().time()
+    errors = [RateLimited("429", retry_after=3.0) for _ in range(5)]
+    flaky = Flaky(*errors)
+    with pytest.raises(Interrupted):  # waits of 3 s: the third would end after 7 s
+        await RetryPolicy(max_attempts=10, max_wait=30.0).call(flaky, expires=start + 7.0)
+    assert flaky.attempts == [1, 2, 3]
+    assert asyncio.get_running_loop().time() - start == pytest.approx(6.0)
+
+
+@pytest.mark.looptime
+async def test_a_halt_during_the_wait_stops_the_retry_at_once() -> None:
+    from dispatcher.halt import Halt
+    from dispatcher.models import Status
+    from dispatcher.retry import Interrupted
+
+    retry.set_testing(False)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    halt = Halt()
+    loop.call_later(1.0, halt.set, Status.CANCELLED, "cancelled by dispatcher ctl")
+    flaky = Flaky(Unavailable("503", retry_after=20.0))
+    with pytest.raises(Interrupted) as caught:
+        await RetryPolicy(max_wait=30.0).call(flaky, halt=halt)
+    assert (caught.value.status, caught.value.reason) == (
+        Status.CANCELLED,
+        "cancelled by dispatcher ctl",
+    )
+    assert flaky.attempts == [1]
+    assert loop.time() - start == pytest.approx(1.0)
+
+
+async def test_a_halted_job_makes_no_further_attempt() -> None:
+    from dispatcher.halt import Halt
+    from dispatcher.models import Status
+    from dispatcher.retry import Interrupted
+
+    halt = Halt()
+    halt.set(Status.EXPIRED_UNSENT, "expired")
+    flaky = Flaky(ConnectError("refused"))
+    with pytest.raises(Interrupted):
+        await RetryPolicy().call(flaky, halt=halt)
+    assert flaky.attempts == [1]

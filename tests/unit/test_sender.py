@@ -20,12 +20,13 @@ import pytest
 from aiohttp import web
 
 from dispatcher.config import Secret
+from dispatcher.control import Controls
 from dispatcher.emulator import FaultSettings
 from dispatcher.errors import AuthError, GatewayUnreachable
 from dispatcher.gateway import GatewayClient, open_session
 from dispatcher.journal import Journal, records
 from dispatcher.limiter import RateLimits
-from dispatcher.models import Batch, Entry, Group, batch_key
+from dispatcher.models import Batch, Entry, Group, Status, batch_key
 from dispatcher.quota.shared import SharedQuota
 from dispatcher.renderer import compile_template
 from dispatcher.retry import RetryPolicy
@@ -112,6 +113,8 @@ async def running_sender(
     single: bool = False,
     concurrency: int = 4,
     limits: RateLimits | SharedQuota | None = None,
+    controls: Controls | None = None,
+    rebuilt: frozenset[str] = frozenset(),
 ) -> AsyncIterator[Run]:
     outputs = Outputs(
         NdjsonSink.open(str(directory / "results.ndjson")),
@@ -130,6 +133,8 @@ async def running_sender(
             single=single,
             clock=asyncio.get_running_loop().time,
             batch_size=1 if single else 1000,
+            controls=controls,
+            rebuilt=rebuilt,
         )
         try:
             yield Run(sender, outputs, journal, directory)
@@ -326,3 +331,152 @@ async def test_abandon_after_the_grace_period_leaves_the_batch_resumable(tmp_pat
         # sent and never done: a resumed run rebuilds it under the same key
         assert run.records() == [{"sent": batch.key, "lines": [1, 2, 3]}]
     assert run.results() == {}
+
+
+# --- a job that is paused, cancelled or expired (issue 14) ---------------------------
+
+
+def controls(expires_in: float | None = None) -> Controls:
+    """The run's controls; an expiry ``expires_in`` seconds from now (on the loop clock)."""
+    from datetime import UTC, datetime, timedelta
+
+    from dispatcher.schedule import Schedule, Timeline
+    from dispatcher.timing import WallClock
+
+    now = datetime.now(UTC)
+    expiry = None if expires_in is None else now + timedelta(seconds=expires_in)
+    timeline = Timeline(Schedule(now, expire_at=expiry), WallClock())
+    limits = RateLimits(rates={}, kind_rates=UNLIMITED)
+    return Controls(limits=limits, summary=Summary(), timeline=timeline)
+
+
+@pytest.mark.parametrize("status", [Status.CANCELLED, Status.EXPIRED_UNSENT])
+async def test_a_halted_job_sends_nothing_and_gives_the_halts_status(
+    emulator_factory: EmulatorFactory, tmp_path: Path, status: Status
+) -> None:
+    emu = await emulator_factory(rate_limit=False)
+    control = controls()
+    control.halt.set(status, "why")
+    async with running_sender(tmp_path, emu.base_url, controls=control) as run:
+        await run.send(make_batch(range(1, 4)), make_batch(range(4, 6)))
+    results = run.results()
+    assert sorted(results) == [1, 2, 3, 4, 5]
+    assert {(r["status"], r["error"], r["attempts"]) for r in results.values()} == {
+        (status, "why", 0)
+    }
+    assert emu.messages() == []
+    assert run.records() == []  # never journaled: nothing was sent
+
+
+@pytest.mark.parametrize(
+    ("then", "status", "sent"), [("resume", "QUEUE", 3), ("cancel", "CANCELLED", 0)]
+)
+async def test_a_paused_job_starts_no_request_until_resumed_or_cancelled(
+    emulator_factory: EmulatorFactory, tmp_path: Path, then: str, status: str, sent: int
+) -> None:
+    emu = await emulator_factory(rate_limit=False)
+    control = controls()
+    control.do_pause(source="test")
+    async with running_sender(tmp_path, emu.base_url, controls=control) as run:
+        await run.sender.submit(make_batch(range(1, 4)))
+        for _ in range(20):
+            await asyncio.sleep(0.005)  # the lane has every chance to send
+        assert emu.messages() == []
+        getattr(control, "do_resume" if then == "resume" else "cancel")(source="test")
+        await run.send()
+    assert {r["status"] for r in run.results().values()} == {status}
+    assert len(emu.messages()) == sent
+
+
+async def test_a_safe_failure_whose_retry_would_end_after_the_expiry_is_expired_unsent(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    from dispatcher import retry
+
+    retry.set_testing(False)  # the 429's Retry-After (5 s) is the wait
+    emu = await emulator_factory(
+        rate_limit=False, faults=FaultSettings(fail_429=1.0, retry_after_s=5)
+    )
+    batch = make_batch(range(1, 4))
+    async with running_sender(tmp_path, emu.base_url, controls=controls(2.0)) as run:
+        await run.send(batch)
+    results = run.results()
+    assert {r["status"] for r in results.values()} == {"EXPIRED_UNSENT"}
+    assert all(r["attempts"] == 1 for r in results.values())
+    assert "expires before the retry" in results[1]["error"]
+    assert emu.messages() == []
+    # recorded unsent: a resume knows the gateway never had it
+    assert run.records() == [{"sent": batch.key, "lines": [1, 2, 3]}, {"unsent": batch.key}]
+
+
+async def test_an_ambiguous_failure_stopped_by_the_expiry_is_ambiguous(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory(rate_limit=False, faults=FaultSettings(fail_500_after=1.0))
+    control = controls(0.0)  # expires now: no retry may follow
+    async with running_sender(
+        tmp_path, emu.base_url, retry_ambiguous=True, controls=control
+    ) as run:
+        await run.send(make_batch(range(1, 4)))
+    results = run.results()
+    assert {r["status"] for r in results.values()} == {"AMBIGUOUS"}
+    assert "may have been accepted" in results[1]["error"]
+    assert len(emu.messages()) == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(Status.EXPIRED_UNSENT, "AMBIGUOUS"), (Status.CANCELLED, "CANCELLED")],
+)
+async def test_a_batch_left_in_flight_by_an_earlier_run_is_never_called_unsent(
+    emulator_factory: EmulatorFactory, tmp_path: Path, status: Status, expected: str
+) -> None:
+    emu = await emulator_factory(rate_limit=False)
+    control = controls()
+    control.halt.set(status, "why")
+    batch = make_batch(range(1, 4))
+    async with running_sender(
+        tmp_path, emu.base_url, controls=control, rebuilt=frozenset({batch.key})
+    ) as run:
+        await run.send(batch)
+    assert {r["status"] for r in run.results().values()} == {expected}
+    assert emu.messages() == []
+
+
+async def test_a_rate_lowered_live_splits_batches_built_for_the_old_one(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory(rate_limit=False)
+    limits = RateLimits(rates={"12345": 1000.0}, kind_rates=UNLIMITED)
+    limits.set_rate("12345", 40.0)  # capacity 2 from now on
+    async with running_sender(tmp_path, emu.base_url, limits=limits) as run:
+        await run.send(make_batch(range(1, 6)))
+    assert {r["status"] for r in run.results().values()} == {"QUEUE"}
+    keys = {m["idempotencyKey"] for m in emu.messages()}
+    assert len(emu.messages()) == 5
+    assert len(keys) == 3  # 5 → 2 + 3 → 2 + 1 + 2: three requests of at most 2
+    assert run.summary.requests == 3
+
+
+async def test_a_batch_waiting_for_a_slot_when_the_job_is_halted_is_not_sent(
+    tmp_path: Path,
+) -> None:
+    control = controls()
+    async with (
+        held_gateway() as gateway,
+        running_sender(tmp_path, gateway.base_url, concurrency=1, controls=control) as run,
+    ):
+        # another code: its own lane passes its throttle and waits for the global slot
+        first, second = make_batch(range(1, 3)), make_batch(range(3, 5), sender="54321")
+        await run.sender.submit(first)
+        await gateway.arrived.wait()  # in flight, holding the only slot
+        await run.sender.submit(second)
+        for _ in range(5):
+            await asyncio.sleep(0)  # the second one is now waiting for the slot
+        control.halt.set(Status.EXPIRED_UNSENT, "expired")
+        gateway.release.set()
+        await run.send()
+    results = run.results()
+    assert {results[n]["status"] for n in (1, 2)} == {"QUEUE"}  # in flight: it finishes
+    assert {results[n]["status"] for n in (3, 4)} == {"EXPIRED_UNSENT"}
+    assert gateway.keys == [first.key]
