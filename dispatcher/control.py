@@ -43,7 +43,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -393,10 +393,20 @@ def socket_directory() -> str:
     return base
 
 
+class Answering(Protocol):
+    """What a control socket serves: the run's `Controls`, or the parent of a
+    ``--workers`` job relaying to its workers (`dispatcher.workers.Relay`)."""
+
+    job: str
+
+    def handle(self, request: Any) -> dict[str, Any]: ...
+    def sample(self) -> None: ...
+
+
 class ControlServer:
     """The job's control socket and the pointer beside its journal (`control_path`)."""
 
-    def __init__(self, controls: Controls, results: str) -> None:
+    def __init__(self, controls: Answering, results: str) -> None:
         self.controls = controls
         self.pointer = control_path(results)
         self.socket = ""

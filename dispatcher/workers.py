@@ -272,20 +272,119 @@ async def run_workers(
     begin: Callable[[], None],
 ) -> Outcome:
     """Serve the job's metrics (when asked: one endpoint, fed by every worker), call
-    ``begin`` (nothing is started before a bad metrics port is refused), then run the
-    workers (`_run_workers`)."""
-    if config.metrics_port is None:
-        begin()
-        return await _run_workers(argv, signals, workers, resumes, None)
-    from dispatcher.metrics import WorkerMetrics, serving
+    ``begin`` (nothing is started before a bad metrics port is refused), answer ``ctl``
+    for the whole job (`Relay`), then run the workers (`_run_workers`)."""
+    async with contextlib.AsyncExitStack() as stack:
+        gathered = None
+        if config.metrics_port is not None:
+            from dispatcher.metrics import WorkerMetrics, serving
 
-    gathered = WorkerMetrics()
-    async with serving(config.metrics_host, config.metrics_port, gathered.snapshot) as url:
-        log.info("metrics on %s (the job's: every worker's numbers)", url)
+            gathered = WorkerMetrics()
+            url = await stack.enter_async_context(
+                serving(config.metrics_host, config.metrics_port, gathered.snapshot)
+            )
+            log.info("metrics on %s (the job's: every worker's numbers)", url)
         begin()
+        if config.results != "-":
+            await _serve_controls(
+                stack, Relay(workers, config.results, shared=config.quota_url is not None)
+            )
         outcome = await _run_workers(argv, signals, workers, resumes, gathered)
-        await gathered.wait()
+        if gathered is not None:
+            await gathered.wait()
     return outcome
+
+
+async def _serve_controls(stack: contextlib.AsyncExitStack, relay: Relay) -> None:
+    """``ctl OUT`` for the job as a whole, while the workers run; a socket that cannot
+    be made costs the control, not the job."""
+    from dispatcher.control import ControlServer
+
+    server = ControlServer(relay, relay.results)
+    try:
+        await server.start()
+    except OSError as exc:
+        log.warning("control: no ctl for this job (%s); each worker answers on its own", exc)
+        return
+    stack.push_async_callback(server.close)
+
+
+class Relay:
+    """The parent's side of ``ctl OUT``: each request passed on to every worker still
+    running (its own control socket, ``OUT.wKofN``), the answers joined. Without a
+    shared quota a new rate is split like the job's rates: each worker gets 1/N."""
+
+    def __init__(self, workers: Sequence[Worker], results: str, *, shared: bool) -> None:
+        self.workers = [w for w in workers if w.results is not None]
+        self.results = results
+        self.job = "workers"
+        self.shared = shared
+
+    def sample(self) -> None:
+        """Nothing to sample: each worker measures its own rates."""
+
+    def handle(self, request: Any) -> dict[str, Any]:
+        """Every worker's answer to ``request``, joined; never raises."""
+        from dispatcher.control import ControlError
+        from dispatcher.control import request as ask
+
+        if not isinstance(request, dict):
+            return {"ok": False, "error": "a request is one JSON object"}
+        n = len(self.workers)
+        answers: dict[int, dict[str, Any]] = {}
+        for worker in self.workers:
+            message = dict(request)
+            rate = request.get("rate")
+            split = request.get("action") == "rate" and not self.shared
+            if split and isinstance(rate, int | float) and not isinstance(rate, bool):
+                message["rate"] = rate / n
+            try:
+                answers[worker.k] = ask(worker.results or "", message, timeout=2.0)
+            except ControlError:
+                answers[worker.k] = {"ok": True, "message": "finished", "finished": True}
+        if request.get("action") == "status":
+            return {"ok": True, "status": _joined_status(answers, n)}
+        failed = {k: a for k, a in answers.items() if not a.get("ok")}
+        if failed:
+            return {
+                "ok": False,
+                "error": "; ".join(f"worker {k}: {a.get('error')}" for k, a in failed.items()),
+            }
+        said = {str(a.get("message")) for a in answers.values() if not a.get("finished")}
+        return {"ok": True, "message": "; ".join(sorted(said)) or "every worker has finished"}
+
+
+def _joined_status(answers: Mapping[int, dict[str, Any]], n: int) -> dict[str, Any]:
+    """One ``ctl status`` for the job: counts and rates added up, each worker's state."""
+    statuses = [a["status"] for a in answers.values() if isinstance(a.get("status"), dict)]
+    joined: dict[str, Any] = {"workers": n}
+    for key in ("lines", "waiting_for_window"):
+        joined[key] = sum(s.get(key) or 0 for s in statuses)
+    counts: dict[str, int] = {}
+    codes: dict[str, dict[str, Any]] = {}
+    for status in statuses:
+        for name, count in status.get("statuses", {}).items():
+            counts[name] = counts.get(name, 0) + count
+        for code, numbers in status.get("codes", {}).items():
+            into = codes.setdefault(code, {"limit": 0.0, "rate": 0.0, "sent": 0})
+            for key in ("limit", "rate", "sent"):
+                if into[key] is not None and numbers.get(key) is not None:
+                    into[key] += numbers[key]
+                else:
+                    into[key] = None  # one worker without a limit: the job has none
+    joined["statuses"] = dict(sorted(counts.items()))
+    joined["codes"] = codes
+    states = {
+        k: a["status"].get("state") if "status" in a else "finished" for k, a in answers.items()
+    }
+    joined["state"] = (
+        next(iter(set(states.values()))) if len(set(states.values())) == 1 else "mixed"
+    )
+    joined["by_worker"] = {f"{k}/{n}": state for k, state in sorted(states.items())}
+    joined["paused"] = all(s.get("paused") for s in statuses) if statuses else False
+    openings = [s["next_window_opens"] for s in statuses if s.get("next_window_opens")]
+    joined["next_window_opens"] = min(openings) if openings else None
+    return joined
 
 
 async def _run_workers(

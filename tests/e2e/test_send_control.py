@@ -326,3 +326,40 @@ async def test_status_counts_lines_waiting_for_a_window_and_cancel_ends_their_wa
     results = ndjson(tmp_path / "results.ndjson")
     assert sorted(r["status"] for r in results) == ["CANCELLED"] * 3
     assert emulator.messages() == []
+
+
+async def test_ctl_on_a_workers_job_speaks_to_every_worker(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """Issue 15: the parent of ``--workers`` holds the job's control channel and relays
+    it: pause holds every worker, status adds them up, cancel then --resume finishes
+    the job exactly once."""
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    proc, valid = await start_send(
+        tmp_path, emulator.base_url, 400, "--rate", "12345=60", "--workers", "2"
+    )
+    await wait_for(proc, lambda: (tmp_path / "results.ndjson.ctl").exists(), "it listened")
+    await wait_for(proc, lambda: len(emulator.messages()) >= 20, "it sent 20 messages")
+    paused = await ctl(tmp_path, "pause")
+    assert paused.code == 0, paused.stderr
+    before = await settled_count(emulator)
+    for _ in range(50):  # a full second: no worker sends
+        await asyncio.sleep(0.02)
+        assert len(emulator.messages()) == before
+    status = orjson.loads((await ctl(tmp_path, "status")).stdout)
+    assert status["workers"] == 2
+    assert status["paused"] is True
+    assert set(status["by_worker"]) == {"1/2", "2/2"}
+    assert status["codes"]["12345"]["limit"] == 60  # 30/s each, the job's rate
+    assert sum(status["statuses"].values()) == status["lines"]
+    cancelled = await ctl(tmp_path, "cancel")
+    assert cancelled.code == 0, cancelled.stderr
+    assert await proc.wait() == 4  # resumable lines remain
+    assert not (tmp_path / "results.ndjson.ctl").exists()
+    done = await dispatcher(
+        *send_command(tmp_path, emulator.base_url, "--rate", "12345=inf")[3:],
+        "--workers", "2", "--resume", cwd=tmp_path, environ=env(),
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+    results = ndjson(tmp_path / "results.ndjson")
+    check_exactly_once(results, valid, emulator.messages(), await emulator.stats(), idempotent=True)
