@@ -1,10 +1,18 @@
 """The map of the system: recipients in, one result per line out.
 
-    Reader ─chunks─▶ Resume ─▶ Preparer ─entries─▶ Batcher ─batches─▶ Sender ─▶ GatewayClient
-       │               │          │                                     │
-       └─ REJECTED     │          └─ INVALID_NUMBER, SEGMENTS_EXCEEDED  └─ ids / FAILED / AMBIGUOUS
-                       └─ (--resume only) finished lines dropped, in-flight batches rebuilt
+    Reader ─chunks─▶ Share ─▶ Resume ─▶ Preparer ─▶ policies ─▶ Batcher ─▶ Sender ─▶ GatewayClient
+       │        (--shard,      │           │          │                      │
+       │        --workers)     │           │          │                      └─ ids / FAILED /
+       └─ REJECTED             │           │          │                         AMBIGUOUS
+                               │           │          └─ DUPLICATE, CANCELLED/EXPIRED_UNSENT
+                               │           │             (Halt), OUTSIDE_WINDOW or held until
+                               │           │             the window opens, NOT_SENT (caps)
+                               │           └─ INVALID_NUMBER, SUPPRESSED, SEGMENTS_EXCEEDED
+                               └─ (--resume only) finished lines dropped, in-flight batches rebuilt
                                    all results ─▶ Outputs (+ Summary) ─▶ Journal "done"
+
+    beside: Controls (ctl socket, SIGUSR1: pause, rate, cancel; --start-at, expiry),
+            the shared quota (Redis) or the local limits, the metrics endpoint
 
 The reader yields whole chunks; preparing and batching a chunk is plain code; only
 handing a batch to the sender awaits, and it waits while the sender is saturated, so
@@ -36,6 +44,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 from dispatcher.batcher import Batcher
@@ -43,7 +52,7 @@ from dispatcher.config import Config, callback_secrets
 from dispatcher.control import Controls, job_controls
 from dispatcher.errors import FatalError, InputError
 from dispatcher.gateway import GatewayClient, open_session
-from dispatcher.halt import Halt, Halted
+from dispatcher.halt import Halt
 from dispatcher.job import Source, places
 from dispatcher.journal import Journal
 from dispatcher.limiter import RateLimits
@@ -52,7 +61,7 @@ from dispatcher.logs import register_secret
 from dispatcher.metrics import Recorder, serve_metrics
 from dispatcher.models import Batch, Status
 from dispatcher.paths import Place, check_distinct, check_writable
-from dispatcher.policy import Caps, Duplicates, Policy
+from dispatcher.policy import Caps, opt_out_lists, policies_for
 from dispatcher.prepare import Preparer
 from dispatcher.pricing import Pricing
 from dispatcher.progress import Progress
@@ -72,7 +81,6 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from dispatcher.preview import Explainer
-    from dispatcher.suppress import SuppressionList
     from dispatcher.windows import Held, Windows
 
 log = logging.getLogger("dispatcher")
@@ -127,6 +135,25 @@ class Stage(Protocol):
 
 class _Stopped(Exception):
     """A stop was requested (raised inside the task group, never out of `run`)."""
+
+
+@dataclass(slots=True, frozen=True)
+class _Job:
+    """One run's parts, once the job is open: what the stages share."""
+
+    source: Source
+    config: Config
+    shutdown: Shutdown
+    outputs: Outputs
+    journal: Journal
+    #: what an earlier run of the job left (``--resume``), else None
+    resume: Resume | None
+    #: the rate limits the lanes and the batches' capacity follow: local, or shared
+    sending: RateLimits | SharedQuota
+    metrics: Recorder
+    #: set by a cancel or the expiry: nothing more is sent
+    halt: Halt
+    windows: Windows | None
 
 
 async def run(
@@ -212,10 +239,11 @@ async def _run(
             _stage(config, metrics.timed(sending), outputs, journal, resume, controls) as stage,
         ):
             if await controls.started(shutdown.wait):  # --start-at
-                await _run_stages(
-                    source, config, sending, stage, outputs, journal, resume, shutdown,
-                    metrics, windows, halt,
+                job = _Job(
+                    source, config, shutdown, outputs, journal, resume, sending, metrics,
+                    halt, windows,
                 )  # fmt: skip
+                await _run_stages(job, stage)
         finished = shutdown.signal is None
     except FatalError as exc:
         summary.fatal = exc
@@ -276,24 +304,18 @@ def _close(
     journal.close()
 
 
-async def _run_stages(
-    source: Source,
-    config: Config,
-    limits: RateLimits | SharedQuota,
-    stage: Stage,
-    outputs: Outputs,
-    journal: Journal,
-    resume: Resume | None,
-    shutdown: Shutdown,
-    metrics: Recorder,
-    windows: Windows | None = None,
-    halt: Halt | None = None,
-) -> None:
+async def _run_stages(job: _Job, stage: Stage) -> None:
     """Feed the stage and let it finish, the watchers beside; on a stop request or a
     fatal error, abandon it (in-flight requests get the grace period)."""
-    reader = Reader(source, max_line_bytes=config.max_line_bytes)
-    metrics.watch(reader, outputs.summary, stage)
-    preparer = _preparer(config, limits, resume, windows, halt)
+    config, outputs, journal, windows = job.config, job.outputs, job.journal, job.windows
+    reader = Reader(job.source, max_line_bytes=config.max_line_bytes)
+    job.metrics.watch(reader, outputs.summary, stage)
+    preparer = Preparer(
+        config,
+        capacity=job.sending.capacity,
+        optout=opt_out_lists(config.suppress),
+        policies=policies_for(config, job.resume, job.halt, windows),
+    )
     batcher = Batcher(
         batch_size=config.request_size,
         linger=config.linger_ms / 1000,
@@ -311,7 +333,7 @@ async def _run_stages(
     try:
         async with asyncio.TaskGroup() as tasks:
             watchers = [
-                tasks.create_task(_raise_on_stop(shutdown)),
+                tasks.create_task(_raise_on_stop(job.shutdown)),
                 tasks.create_task(stage.watch()),
                 tasks.create_task(_flush_every(FLUSH_INTERVAL, outputs, journal)),
             ]
@@ -319,10 +341,7 @@ async def _run_stages(
                 held = windows.held if windows is not None else None
                 watchers.append(tasks.create_task(_progress(reader, outputs.summary, held)))
             explainer = _explainer(config, explained)
-            share = Share.parse(config.shard) if config.shard else None
-            broken = await _feed(
-                reader, preparer, batcher, stage, outputs, resume, config, explainer, share, windows
-            )
+            broken = await _feed(job, reader, preparer, batcher, stage, explainer)
             await stage.close()
             for task in watchers:
                 task.cancel()
@@ -359,20 +378,18 @@ async def _raise_on_stop(shutdown: Shutdown) -> None:
 
 
 async def _feed(
+    job: _Job,
     reader: Reader,
     preparer: Preparer,
     batcher: Batcher,
     stage: Stage,
-    outputs: Outputs,
-    resume: Resume | None,
-    config: Config,
     explainer: Explainer | None = None,
-    share: Share | None = None,
-    windows: Windows | None = None,
 ) -> InputError | None:
     """Read, prepare, batch and submit until the input ends — and, with send windows,
     until no line waits for its window. An input that breaks ends it too, and is
     returned: everything read before the break is still sent."""
+    config, outputs, resume, windows = job.config, job.outputs, job.resume, job.windows
+    share = Share.parse(config.shard) if config.shard else None  # --shard, --workers
     broken: InputError | None = None
     read_all = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
@@ -402,42 +419,6 @@ async def _feed(
     return broken
 
 
-def _preparer(
-    config: Config,
-    limits: RateLimits | SharedQuota,
-    resume: Resume | None,
-    windows: Windows | None = None,
-    halt: Halt | None = None,
-) -> Preparer:
-    """The preparer with the job's opt-out lists and policies (SPEC §10's order)."""
-    optout = None
-    if config.suppress:
-        from dispatcher.suppress import SuppressionList
-
-        optout = SuppressionList.load(config.suppress)
-        _log_lists(optout)
-    policies: list[Policy] = []
-    if config.dedupe != "off":
-        from dispatcher.dedupe import Dedupe
-
-        policies.append(Duplicates(Dedupe(config.dedupe), texts=config.dedupe == "number+text"))
-    if halt is not None:  # cancelled or expired: nothing more is sent
-        policies.append(Halted(halt))
-    if windows is not None:
-        policies.append(windows)
-    caps = Caps.wanted(
-        max_messages=config.max_messages,
-        max_segments=config.max_job_segments,
-        max_cost=config.max_cost,
-        pricing=Pricing.from_config(config.price_per_segment, config.prices),
-    )
-    if caps is not None:
-        if resume is not None:
-            caps.count(*resume.state.committed)
-        policies.append(caps)
-    return Preparer(config, capacity=limits.capacity, optout=optout, policies=policies)
-
-
 def _windows(config: Config, clock: WallClock, halt: Halt, resume: Resume | None) -> Windows | None:
     """The send windows of the job (``--window``), or None."""
     if config.window is None:
@@ -445,26 +426,6 @@ def _windows(config: Config, clock: WallClock, halt: Halt, resume: Resume | None
     from dispatcher.windows import windows_for
 
     return windows_for(config, clock, halt, resume)
-
-
-def _log_lists(optout: SuppressionList) -> None:
-    for stats in optout.stats:
-        log.info(
-            "opt-out list %s (%s): %d numbers, %d unparseable, %d not valid for any country",
-            stats.path,
-            stats.format,
-            stats.numbers,
-            stats.unparseable,
-            stats.not_valid,
-        )
-        if stats.not_valid and stats.not_valid * 10 >= stats.numbers:
-            log.warning(
-                "opt-out list %s: %d of %d numbers are not valid for any country: is it "
-                "kept in national format (no country code)? Such entries match nobody",
-                stats.path,
-                stats.not_valid,
-                stats.numbers,
-            )
 
 
 def _account_policies(preparer: Preparer, summary: Summary) -> None:

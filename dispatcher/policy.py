@@ -1,4 +1,5 @@
-"""Campaign policies over a chunk's prepared messages: duplicates, then caps (SPEC §10).
+"""Campaign policies over a chunk's prepared messages: duplicates, the halt, send
+windows, then caps (SPEC §10); `policies_for` builds a job's from its configuration.
 
 `dispatcher.prepare` makes each line a candidate message (number, opt-out, render, smart
 encoding, segments: per line) and hands the candidates of a chunk, in runs of one group,
@@ -18,13 +19,23 @@ the windows again and the policies after them (the caps) to the batcher.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dispatcher.models import Entry, Group, Status
 from dispatcher.pricing import Pricing
+
+if TYPE_CHECKING:
+    from dispatcher.config import Config
+    from dispatcher.halt import Halt
+    from dispatcher.resume import Resume
+    from dispatcher.suppress import SuppressionList
+    from dispatcher.windows import Windows
+
+log = logging.getLogger("dispatcher")
 
 
 class Sink(Protocol):
@@ -245,3 +256,63 @@ class Caps:
             position = len(entries)
         self.messages, self.segments, self.cost = messages, segments, cost
         return position
+
+
+# --- a job's policies -----------------------------------------------------------------
+
+
+def policies_for(
+    config: Config, resume: Resume | None, halt: Halt, windows: Windows | None
+) -> list[Policy]:
+    """The job's policies in SPEC §10's order: duplicates, the halt (cancel, expiry),
+    the send windows, the caps — each only when the job has it. The caps count what an
+    earlier run of a resumed job may have sent."""
+    from dispatcher.halt import Halted
+
+    policies: list[Policy] = []
+    if config.dedupe != "off":
+        from dispatcher.dedupe import Dedupe
+
+        policies.append(Duplicates(Dedupe(config.dedupe), texts=config.dedupe == "number+text"))
+    policies.append(Halted(halt))
+    if windows is not None:
+        policies.append(windows)
+    caps = Caps.wanted(
+        max_messages=config.max_messages,
+        max_segments=config.max_job_segments,
+        max_cost=config.max_cost,
+        pricing=Pricing.from_config(config.price_per_segment, config.prices),
+    )
+    if caps is not None:
+        if resume is not None:
+            caps.count(*resume.state.committed)
+        policies.append(caps)
+    return policies
+
+
+def opt_out_lists(paths: Sequence[str]) -> SuppressionList | None:
+    """The job's opt-out lists (``--suppress``) loaded into one set, or None; logs what
+    each holds, and warns when a list looks kept in national format."""
+    if not paths:
+        return None
+    from dispatcher.suppress import SuppressionList
+
+    optout = SuppressionList.load(paths)
+    for stats in optout.stats:
+        log.info(
+            "opt-out list %s (%s): %d numbers, %d unparseable, %d not valid for any country",
+            stats.path,
+            stats.format,
+            stats.numbers,
+            stats.unparseable,
+            stats.not_valid,
+        )
+        if stats.not_valid and stats.not_valid * 10 >= stats.numbers:
+            log.warning(
+                "opt-out list %s: %d of %d numbers are not valid for any country: is it "
+                "kept in national format (no country code)? Such entries match nobody",
+                stats.path,
+                stats.not_valid,
+                stats.numbers,
+            )
+    return optout
