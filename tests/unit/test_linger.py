@@ -20,8 +20,10 @@ from typing import Any
 
 from dispatcher import pipeline
 from dispatcher.batcher import Batcher
+from dispatcher.halt import Halt
 from dispatcher.journal import Journal
 from dispatcher.limiter import RateLimits
+from dispatcher.metrics import Recorder
 from dispatcher.models import Batch, Recipient, Rejected
 from dispatcher.prepare import Preparer
 from dispatcher.reader import Reader
@@ -102,8 +104,20 @@ async def test_a_batch_the_linger_task_is_handing_over_at_the_end_of_input_is_se
         async with pipeline._stage(config, limits, outputs, journal, None) as sender:
             stage = Watched(sender)
             chunks = Chunks(Reader(source))  # type: ignore[arg-type]
+            job = pipeline._Job(
+                source=None,  # type: ignore[arg-type]  # the reader below is given
+                config=config,
+                shutdown=pipeline.Shutdown(),
+                outputs=outputs,
+                journal=journal,
+                resume=None,
+                sending=limits,
+                metrics=Recorder(enabled=False),
+                halt=Halt(),
+                windows=None,
+            )
             feeding = asyncio.create_task(
-                pipeline._feed(chunks, preparer, batcher, stage, outputs, None, config)  # type: ignore[arg-type]
+                pipeline._feed(job, chunks, preparer, batcher, stage)  # type: ignore[arg-type]
             )
             stage.feeder = feeding
             try:
