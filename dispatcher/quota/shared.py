@@ -217,6 +217,8 @@ class SharedQuota:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._probe_key = f"dispatcher:{{{namespace}}}:probe"
         self._rates_watch: asyncio.Task[None] | None = None
+        #: set by `aclose`: the background tasks end even if a cancellation is lost
+        self._closing = False
 
     # --- what RateLimits answers -------------------------------------------------------
 
@@ -446,7 +448,7 @@ class SharedQuota:
 
     async def _watch_rates(self) -> None:
         """Apply the rates other processes set live (`share_rate`) to the codes in use."""
-        while True:
+        while not self._closing:
             await asyncio.sleep(RATE_POLL)
             codes = list(self._codes)
             if not codes or not self._up.is_set():
@@ -487,7 +489,7 @@ class SharedQuota:
     async def _wait_for_redis(self, loop: asyncio.AbstractEventLoop) -> None:
         delay = PROBE_FIRST
         warned = loop.time()
-        while True:
+        while not self._closing:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             self.stats.calls += 1
             try:
@@ -503,6 +505,8 @@ class SharedQuota:
                         warned - self._down_at,
                         _describe(exc),
                     )
+        if self._closing:
+            return
         # Bookings made before the outage may still be pending (a Redis that lost them
         # would hand their slots out again): book nothing before they have all passed.
         await asyncio.sleep(max(0.0, self._down_at + self.max_ahead - loop.time()))
@@ -557,11 +561,15 @@ class SharedQuota:
                     await state.booker
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=2.0)
-        for task in (self._probe, self._rates_watch):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        self._closing = True
+        # A cancellation delivered while the Redis client awaits an answer can come back
+        # as a connection error, which the loops absorb: they also stop on _closing, and
+        # the wait for them is bounded, so closing never hangs.
+        tasks = {t for t in (self._probe, self._rates_watch) if t is not None}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
         await self._redis.aclose()
 
     async def __aenter__(self) -> SharedQuota:
