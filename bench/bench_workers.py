@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--workdir")
     args = parser.parse_args()
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench-workers-")
+    os.makedirs(workdir, exist_ok=True)
     source = os.path.join(workdir, "in.ndjson")
     h.gen_file(source, args.count)
     document: dict[str, Any] = {"bench": "workers", **h.machine(), "count": args.count}
@@ -82,7 +83,7 @@ def main() -> None:
         for n in (1, args.workers)
     }
     one, many = best[1], best[args.workers]
-    document["best"] = best
+    document["best"] = {str(n): run for n, run in best.items()}
     document["cpu_ratio"] = round(many["cpu_s"] / one["cpu_s"], 3)
     document["wall_ratio"] = round(many["wall_s"] / one["wall_s"], 3)
     document["load_after"] = round(os.getloadavg()[0], 2)
