@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 
 from dispatcher.models import Entry, Group, Status
-from dispatcher.policy import Sink
+from dispatcher.policy import Sink, refuse
 
 #: The statuses a halt gives.
 HALT_STATUSES = frozenset({Status.CANCELLED, Status.EXPIRED_UNSENT})
@@ -53,16 +53,7 @@ class Halt:
         assert self.status is not None
         status, reason = self.status, self.reason
         for entry in entries:
-            sink.local(
-                entry.line,
-                entry.to,
-                status,
-                reason,
-                ref=entry.ref,
-                segments=entry.segments,
-                encoding=entry.encoding,
-                replaced=entry.replaced,
-            )
+            refuse(sink, entry, status, reason)
 
 
 class Halted:

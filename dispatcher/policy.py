@@ -57,6 +57,21 @@ class Sink(Protocol):
     ) -> None: ...
 
 
+def refuse(sink: Sink, entry: Entry, status: Status, error: str) -> None:
+    """The local result of a candidate a policy keeps from the gateway: its line,
+    number, ref, segments and encoding, with ``status`` and ``error``."""
+    sink.local(
+        entry.line,
+        entry.to,
+        status,
+        error,
+        ref=entry.ref,
+        segments=entry.segments,
+        encoding=entry.encoding,
+        replaced=entry.replaced,
+    )
+
+
 class Policy(Protocol):
     """One check over a run of candidates of one group (see the module docstring)."""
 
@@ -218,16 +233,7 @@ class Caps:
             "--resume with a higher cap sends it"
         )
         for entry in entries[stop:]:
-            sink.local(
-                entry.line,
-                entry.to,
-                Status.NOT_SENT,
-                error,
-                ref=entry.ref,
-                segments=entry.segments,
-                encoding=entry.encoding,
-                replaced=entry.replaced,
-            )
+            refuse(sink, entry, Status.NOT_SENT, error)
         return list(range(stop))
 
     def _commit(self, entries: list[Entry]) -> int:

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from dispatcher.models import Batch, Entry, Group, Status
+from dispatcher.policy import refuse
 from dispatcher.timing import WallClock, WeeklyWindow
 
 if TYPE_CHECKING:
@@ -339,16 +340,7 @@ class Windows:
                     self.never_open += 1
                 else:
                     self.skipped += 1
-                sink.local(
-                    entry.line,
-                    entry.to,
-                    Status.OUTSIDE_WINDOW,
-                    zones.reason,
-                    ref=entry.ref,
-                    segments=entry.segments,
-                    encoding=entry.encoding,
-                    replaced=entry.replaced,
-                )
+                refuse(sink, entry, Status.OUTSIDE_WINDOW, zones.reason)
                 continue
             counts[zones] = counts.get(zones, 0) + 1
             if dry_run:

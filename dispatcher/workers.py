@@ -51,7 +51,7 @@ import orjson
 
 from dispatcher.cli._common import Signals
 from dispatcher.config import Config
-from dispatcher.errors import ConfigError, OutputError
+from dispatcher.errors import ConfigError
 from dispatcher.shares import Share
 
 if TYPE_CHECKING:
@@ -181,15 +181,11 @@ class Record:
         return value
 
     def write(self, workers: int, *, complete: bool) -> None:
-        temporary = self.path + ".tmp"
-        try:
-            with open(temporary, "wb") as f:
-                f.write(orjson.dumps({"workers": workers, "complete": complete}) + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, self.path)
-        except OSError as exc:
-            raise OutputError(f"cannot write {self.path}: {exc.strerror}") from None
+        """Replace the record (synced, renamed into place); `OutputError` when it cannot."""
+        from dispatcher.merge import write_atomically
+
+        record = orjson.dumps({"workers": workers, "complete": complete}) + b"\n"
+        write_atomically(self.path, lambda out: out.write(record))
 
 
 def check_record(config: Config, n: int) -> bool:
