@@ -77,11 +77,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         out.write(dumps(fields, ensure_ascii=False) + "\n")
         counts["lines"] += 1
 
-    async def send(batch: list[tuple[int, str, list[Any], str, int, Any]]) -> None:
+    async def send(text: str, batch: list[tuple[int, str, list[Any], str, int, Any]]) -> None:
         try:
             body = {
                 "from": args.sender,
-                "text": args.text,
+                "text": text,
                 "type": "MT",
                 "to": [{"to": to, "params": params} for _, to, params, _, _, _ in batch],
             }
@@ -120,23 +120,27 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
     tasks: set[asyncio.Task[None]] = set()
 
-    async def flush(batch: list[Any]) -> None:
+    async def flush(text: str, batch: list[Any]) -> None:
         await slots.acquire()
-        task = asyncio.create_task(send(batch))
+        task = asyncio.create_task(send(text, batch))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
-        batch: list[tuple[int, str, list[Any], str, int, Any]] = []
-        with open(args.input, encoding="utf-8") as f:
+        # One batch per text: a line may carry its own text instead of the template.
+        batches: dict[str, list[tuple[int, str, list[Any], str, int, Any]]] = {}
+        with open(args.input, encoding="utf-8-sig") as f:
             for number, raw in enumerate(f, 1):
                 if not raw.strip():
                     continue
                 try:
                     record = loads(raw)
                     to_raw, params, ref = record["to"], record.get("params", []), record.get("ref")
-                except (ValueError, KeyError, TypeError) as exc:
+                    template = record.get("text", args.text)
+                    if not isinstance(to_raw, str) or not isinstance(params, list):
+                        raise TypeError("to must be a string and params a list")
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     result(line=number, status="REJECTED", error=str(exc))
                     continue
                 to = normalize(to_raw)
@@ -144,7 +148,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     result(line=number, to=to_raw, status="INVALID_NUMBER", error="bad number")
                     continue
                 try:
-                    text = render(args.text, params)
+                    text = render(template, params)
                 except (IndexError, TypeError):
                     result(line=number, to=to, status="REJECTED", error="missing param")
                     continue
@@ -152,12 +156,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 if segs > 10:
                     result(line=number, to=to, status="SEGMENTS_EXCEEDED", ref=ref)
                     continue
+                batch = batches.setdefault(template, [])
                 batch.append((number, to, params, encoding, segs, ref))
                 if len(batch) == args.batch_size:
-                    await flush(batch)
-                    batch = []
-        if batch:
-            await flush(batch)
+                    await flush(template, batch)
+                    batches[template] = []
+        for template, batch in batches.items():
+            if batch:
+                await flush(template, batch)
         while tasks:
             await asyncio.gather(*tasks)
     out.close()

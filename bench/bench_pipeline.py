@@ -44,6 +44,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -62,8 +63,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # --- the clients, each run as `bench_pipeline.py --role NAME` in its own process -------
 
 
-def _numbered(path: str, limit: int | None = None) -> list[tuple[str, list[Any]]]:
-    """Valid (number, params) pairs of the input, normalised as the dispatcher does."""
+def _numbered(path: str, limit: int | None = None) -> list[tuple[str, list[Any], str]]:
+    """Valid (number, params, text) of the input, normalised as the dispatcher does;
+    lines it would reject are left out."""
     from dispatcher.errors import InvalidNumber
     from dispatcher.numbers import normalize
 
@@ -72,10 +74,13 @@ def _numbered(path: str, limit: int | None = None) -> list[tuple[str, list[Any]]
         for i, raw in enumerate(f):
             if limit is not None and i >= limit:
                 break
-            record = orjson.loads(raw)
             try:
-                out.append((normalize(record["to"]), record.get("params", [])))
-            except InvalidNumber:
+                record = orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))
+                params = record.get("params", [])
+                if not isinstance(params, list):
+                    continue
+                out.append((normalize(record["to"]), params, record.get("text", TEMPLATE)))
+            except (orjson.JSONDecodeError, InvalidNumber, AttributeError, KeyError, TypeError):
                 continue
     return out
 
@@ -112,21 +117,27 @@ async def _post_all(url: str, bodies: list[tuple[bytes, int]]) -> dict[str, Any]
 
 def role_ceiling(args: argparse.Namespace) -> dict[str, Any]:
     """Pre-built bodies, posted as fast as the transport allows."""
-    pairs = _numbered(args.input, args.limit)
+    sys.path.insert(0, HERE)
+    from _afternoon import render
+
+    triples = _numbered(args.input, args.limit)
     bodies = []
     if args.batch_size == 1:
         url = args.base_url + "/v2/messages"
-        for to, params in pairs:
-            text = TEMPLATE.replace("{0}", str(params[0])).replace("{1}", str(params[1]))
-            body = {"from": SENDER, "text": text, "to": to, "type": "MT"}
+        for to, params, text in triples:
+            body = {"from": SENDER, "text": render(text, params), "to": to, "type": "MT"}
             bodies.append((orjson.dumps(body), 1))
     else:
         url = args.base_url + "/v3/messages/batch"
-        for i in range(0, len(pairs), args.batch_size):
-            part = pairs[i : i + args.batch_size]
-            to = [{"to": number, "params": params} for number, params in part]
-            body = {"from": SENDER, "type": "MT", "text": TEMPLATE, "to": to}
-            bodies.append((orjson.dumps(body), len(part)))
+        by_text: dict[str, list[tuple[str, list[Any]]]] = {}
+        for to, params, text in triples:
+            by_text.setdefault(text, []).append((to, params))
+        for text, pairs in by_text.items():
+            for i in range(0, len(pairs), args.batch_size):
+                part = pairs[i : i + args.batch_size]
+                to = [{"to": number, "params": params} for number, params in part]
+                body = {"from": SENDER, "type": "MT", "text": text, "to": to}
+                bodies.append((orjson.dumps(body), len(part)))
     return _run_loop(_post_all(url, bodies))
 
 
@@ -471,6 +482,149 @@ def harness(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def mixed(args: argparse.Namespace) -> dict[str, Any]:
+    """Issue 16's measure: the realistic mixed file of bench/_mixed.py, whole process,
+    against the minimal sink, with the transport ceiling and the hand-written script
+    (stdlib json and orjson, on the plain asyncio loop) in the same run."""
+    sys.path.insert(0, HERE)
+    import _mixed
+
+    machine = h.machine()
+    workdir = args.workdir or tempfile.mkdtemp(prefix="bench-mixed-")
+    os.makedirs(workdir, exist_ok=True)
+    source = os.path.join(workdir, f"mixed-{args.count}.ndjson")
+    _mixed.write(source, args.count, seed=1)
+    with open(source, "rb") as f:
+        records = sum(1 for raw in f if raw.strip())
+    extra = shlex.split(args.send_args)
+    server = h.start_sink()
+    dispatcher, ceiling, script, script_orjson = [], [], [], []
+    try:
+        for _ in range(args.repeat):
+            run = dispatcher_phase(server, source, workdir, "mixed", 1000, records, extra)
+            run["cpu_us_per_recipient"] = round(run["cpu_s"] / records * 1e6, 2)
+            run["load"] = round(os.getloadavg()[0], 2)
+            dispatcher.append(run)
+            run = run_phase(server, "ceiling", me("ceiling", source, "--base-url", server.base_url))
+            run["recipients_per_s"] = round(run["own"]["recipients"] / run["own"]["elapsed_s"])
+            run["accepted_matches"] = run["own"]["recipients"] == run["server_accepted"]
+            ceiling.append(run)
+            for variant, runs in (("stdlib", script), ("orjson", script_orjson)):
+                results = os.path.join(workdir, f"script-{variant}.results.ndjson")
+                cmd = [
+                    h.PYTHON, os.path.join(HERE, "_afternoon.py"), source, "--base-url",
+                    server.base_url, "--from", SENDER, "--text", TEMPLATE, "--results",
+                    results, "--json", variant,
+                ]  # fmt: skip
+                run = run_phase(server, f"script ({variant})", cmd)
+                run["recipients_per_s"] = round(records / run["wall_s"])
+                run["cpu_us_per_recipient"] = round(run["cpu_s"] / records * 1e6, 2)
+                run["accepted_matches"] = run["own"]["accepted"] == run["server_accepted"]
+                runs.append(run)
+    finally:
+        server.stop()
+        _clean(args, workdir)
+    d, c, s, so = best(dispatcher), best(ceiling), best(script), best(script_orjson)
+    rate = d["recipients_per_s"]
+    pairs = [
+        {
+            "over_ceiling": round(x["recipients_per_s"] / y["recipients_per_s"], 3),
+            "over_script_orjson": round(x["recipients_per_s"] / z["recipients_per_s"], 2),
+            "load": x["load"],
+        }
+        for x, y, z in zip(dispatcher, ceiling, script_orjson, strict=True)
+    ]
+    return {
+        "bench": "pipeline-mixed",
+        **machine,
+        "loop": _loop_name(),
+        "count": args.count,
+        "records": records,
+        "send_args": args.send_args,
+        "pythonpath": os.environ.get("PYTHONPATH", ""),
+        "recipients_per_s": {
+            "dispatcher": rate,
+            "ceiling": c["recipients_per_s"],
+            "script": s["recipients_per_s"],
+            "script_orjson": so["recipients_per_s"],
+        },
+        "cpu_us_per_recipient": {
+            "dispatcher": [r["cpu_us_per_recipient"] for r in dispatcher],
+            "script": s["cpu_us_per_recipient"],
+            "script_orjson": so["cpu_us_per_recipient"],
+        },
+        "ratios": {
+            "dispatcher_over_ceiling": round(rate / c["recipients_per_s"], 3),
+            "dispatcher_over_script": round(rate / s["recipients_per_s"], 2),
+            "dispatcher_over_script_orjson": round(rate / so["recipients_per_s"], 2),
+            "per_round": pairs,
+        },
+        "dispatcher_peak_rss_mib": d["max_rss_mib"],
+        "statuses": d["statuses"],
+        "targets": {
+            "ceiling_0.35": rate >= 0.35 * c["recipients_per_s"],
+            "script_orjson_3x": rate >= 3 * so["recipients_per_s"],
+        },
+        "sanity_ok": all(p["accepted_matches"] for p in [*dispatcher, *ceiling, s, so]),
+        "phases": {"dispatcher": d, "ceiling": c, "script": s, "script_orjson": so},
+    }
+
+
+def in_process(args: argparse.Namespace) -> dict[str, Any]:
+    """``dispatcher send`` on the mixed file inside this process (for a profiler: with
+    ``--profile OUT.html`` under pyinstrument), against the sink; CPU from this process."""
+    sys.path.insert(0, HERE)
+    import _mixed
+
+    from dispatcher.cli import main as cli_main
+
+    workdir = args.workdir or tempfile.mkdtemp(prefix="bench-mixed-")
+    os.makedirs(workdir, exist_ok=True)
+    source = os.path.join(workdir, f"mixed-{args.count}.ndjson")
+    _mixed.write(source, args.count, seed=1)
+    results = os.path.join(workdir, "in-process.results.ndjson")
+    for leftover in (results, results + ".journal"):
+        if os.path.exists(leftover):
+            os.unlink(leftover)
+    server = h.start_sink()
+    h.pin_to(h.CLIENT_CORE)()
+    os.environ["DISPATCHER_API_KEY"] = h.KEY
+    argv = [
+        "send", source, "--from", SENDER, "--text", TEMPLATE, "--base-url", server.base_url,
+        "--rate", f"{SENDER}=inf", "--results", results, "--no-progress",
+        *shlex.split(args.send_args),
+    ]  # fmt: skip
+    profiler = None
+    if args.profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0005)
+        profiler.start()
+    try:
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        code = cli_main(argv)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    finally:
+        server.stop()
+    if profiler is not None:
+        profiler.stop()
+        with open(args.profile, "w") as out:
+            if args.profile.endswith(".html"):
+                out.write(profiler.output_html())
+            else:
+                out.write(profiler.output_text(unicode=True, show_all=False))
+    _clean(args, workdir)
+    return {
+        "bench": "pipeline-mixed-in-process",
+        "count": args.count,
+        "exit": code,
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "cpu_us_per_line": round(cpu / args.count * 1e6, 2),
+        "profile": args.profile,
+    }
+
+
 def _loop_name() -> str:
     try:
         import uvloop  # noqa: F401
@@ -490,6 +644,14 @@ def main() -> None:
     parser.add_argument(
         "--campaign", action="store_true", help="opt-out list and dedupe on against both off"
     )
+    parser.add_argument(
+        "--mixed", action="store_true", help="issue 16: the realistic mixed file, whole process"
+    )
+    parser.add_argument(
+        "--in-process", action="store_true", help="--mixed's send inside this process"
+    )
+    parser.add_argument("--profile", help="with --in-process: pyinstrument output (.html/.txt)")
+    parser.add_argument("--send-args", default="", help="extra send options, e.g. '--dedupe off'")
     parser.add_argument("--suppress-count", type=int, default=1_000_000)
     parser.add_argument("--modes", nargs="+", choices=list(CAMPAIGN_MODES), default=["off", "on"])
     # internal: the client roles
@@ -502,7 +664,12 @@ def main() -> None:
     parser.add_argument("--results", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role is None:
-        h.emit(campaign(args) if args.campaign else harness(args))
+        if args.in_process:
+            h.emit(in_process(args))
+        elif args.mixed:
+            h.emit(mixed(args))
+        else:
+            h.emit(campaign(args) if args.campaign else harness(args))
         return
     role = {"ceiling": role_ceiling, "naive": role_naive}[args.role]
     h.emit(role(args))

@@ -85,7 +85,7 @@ class DuplicateIndex(Protocol):
 
     def duplicates(
         self,
-        code: str,
+        code: str | Sequence[str],
         numbers: Sequence[str],
         texts: Sequence[str] | None,
         lines: Sequence[int],
@@ -119,19 +119,55 @@ class Duplicates:
         if not positions:
             return None
         for position, first in zip(positions, firsts, strict=True):
-            entry = entries[position]
-            sink.local(
-                entry.line,
-                entry.to,
-                Status.DUPLICATE,
-                f"the same message as line {first}",
-                ref=entry.ref,
-                segments=entry.segments,
-                encoding=entry.encoding,
-                first=first,
-                replaced=entry.replaced,
-            )
+            self._report(entries[position], first, sink)
         return others(positions, len(entries))
+
+    def check_runs(
+        self, runs: Sequence[tuple[Group, list[Entry], list[str] | None]], sink: Sink
+    ) -> list[list[int] | None]:
+        """`check` over a chunk's runs (of several groups) in one index call, each line
+        with its run's code: the runs are in input order, as the lines reach `check` one
+        run at a time, so every line gets the same answer and the same ``first``."""
+        if len(runs) == 1:
+            group, entries, texts = runs[0]
+            return [self.check(group, entries, texts, sink)]
+        entries = [entry for _, run, _ in runs for entry in run]
+        codes = [group.sender for group, run, _ in runs for _ in run]
+        texts = [text for _, _, run_texts in runs for text in run_texts or ()]
+        positions, firsts = self.index.duplicates(
+            codes,
+            list(map(_to_of, entries)),
+            texts if self.texts else None,
+            list(map(_line_of, entries)),
+        )
+        keeps: list[list[int] | None] = [None] * len(runs)
+        if not positions:
+            return keeps
+        dropped: list[list[int]] = [[] for _ in runs]
+        run, start = 0, 0  # positions ascend: walk the runs along with them
+        for position, first in zip(positions, firsts, strict=True):
+            while position >= start + len(runs[run][1]):
+                start += len(runs[run][1])
+                run += 1
+            self._report(entries[position], first, sink)
+            dropped[run].append(position - start)
+        for run, gone in enumerate(dropped):
+            if gone:
+                keeps[run] = others(gone, len(runs[run][1]))
+        return keeps
+
+    def _report(self, entry: Entry, first: int, sink: Sink) -> None:
+        sink.local(
+            entry.line,
+            entry.to,
+            Status.DUPLICATE,
+            f"the same message as line {first}",
+            ref=entry.ref,
+            segments=entry.segments,
+            encoding=entry.encoding,
+            first=first,
+            replaced=entry.replaced,
+        )
 
     def register(self, group: Group, entries: list[Entry], texts: list[str] | None) -> None:
         """Record lines an earlier run finished, as `check` did then (a resume's replay)."""

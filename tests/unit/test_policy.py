@@ -83,3 +83,38 @@ def test_others_is_the_complement_in_order(case: tuple[int, set[int]]) -> None:
     count, positions = case
     positions = {p for p in positions if p < count}
     assert others(sorted(positions), count) == [p for p in range(count) if p not in positions]
+
+
+_RUN_GROUPS = [
+    Group(key, sender=code, template=compile_template("Hi"), options={}, capacity=1)
+    for key, code in (("a", "12345"), ("b", "12345"), ("c", "777"))
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 3), st.sampled_from(["x", "y"])),
+        min_size=1,
+        max_size=30,
+    ),
+    st.sampled_from(["number+text", "number"]),
+)
+def test_a_chunks_runs_at_once_decide_as_one_run_at_a_time(
+    lines: list[tuple[int, int, str]], mode: str
+) -> None:
+    """`check_runs` (a chunk's runs of several groups, one index call per code) gives
+    every line the outcome, and the same `first`, as `check` run after run."""
+    runs: list[tuple[Group, list[Entry], list[str] | None]] = []
+    for line, (group, number, text) in enumerate(lines, 1):
+        entry = Entry(line, f"+5255000000{number}", [], None, 1, "GSM7", None)
+        if not runs or runs[-1][0] is not _RUN_GROUPS[group]:
+            runs.append((_RUN_GROUPS[group], [], []))
+        runs[-1][1].append(entry)
+        runs[-1][2].append(text)  # type: ignore[union-attr]
+    one_by_one, at_once = Sink(), Sink()
+    policy = Duplicates(Dedupe(mode), texts=mode == "number+text")
+    expected = [policy.check(group, list(e), t, one_by_one) for group, e, t in runs]
+    policy = Duplicates(Dedupe(mode), texts=mode == "number+text")
+    assert policy.check_runs(runs, at_once) == expected
+    assert sorted(at_once.got, key=lambda got: got[0]) == one_by_one.got
