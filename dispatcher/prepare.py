@@ -8,8 +8,11 @@ line) becomes a local result at once and never reaches the network.
 
 from __future__ import annotations
 
+import itertools
+from bisect import bisect_left
 from collections.abc import Callable, Hashable, Sequence
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import attrgetter, itemgetter, ne, not_
 from typing import Any, Protocol, cast
 
 from dispatcher.config import Config
@@ -27,10 +30,35 @@ UCS2 = Encoding.UCS2
 TEMPLATE_CACHE = 4096
 
 _new_entry = tuple.__new__
+_COUNT = itertools.count
+_overrides_of = attrgetter("sender", "text", "external_id", "client_id", "email")
+_params_of = attrgetter("params")
+_ref_of = attrgetter("ref")
+_line_of = attrgetter("line")
+_encoding_of = itemgetter(0)  # of a SegmentCount
+_segments_of = itemgetter(2)
+_NO_OVERRIDES = (None, None, None, None, None)
+#: What the column path looks at in place of a line without a number (set aside).
+_NO_RECIPIENT = Recipient(line=0, to="")
+
 
 #: A run of a chunk's messages of one group: the group, the entries and (when a policy
 #: reads them) their rendered texts.
 Run = tuple[Group, list[Entry], "list[str] | None"]
+
+
+def _extend(runs: list[Run], group: Group, entries: list[Entry], texts: list[str] | None) -> None:
+    """Add messages of ``group`` to the chunk's ``runs``: to the last run when it is of
+    the same group, else as a new run."""
+    if runs and runs[-1][0] is group:
+        runs[-1][1].extend(entries)
+        last = runs[-1][2]
+        if last is not None and texts is not None:
+            last.extend(texts)
+    else:
+        runs.append((group, entries, texts))
+
+
 _to_of = attrgetter("to")
 
 
@@ -99,102 +127,187 @@ class Preparer:
 
     def feed(self, chunk: list[Recipient | Rejected], batcher: Batches, sink: LocalSink) -> None:
         """Prepare every item of an input chunk, adding messages to ``batcher``."""
-        model, max_segments, strict = self._model, self._max_segments, self._strict
-        keep_text, default, smart = self._keep_text, self._default, self._smart
         # All the numbers of the chunk at once; a rejected line has none (None below).
         try:
             raw_numbers = list(map(_to_of, chunk))
         except AttributeError:
             raw_numbers = [item.to if type(item) is Recipient else "" for item in chunk]
-        numbers = normalize_many(raw_numbers, strict=strict)
+        numbers = normalize_many(raw_numbers, strict=self._strict)
         if self._optout is not None:
             chunk, numbers = self._opt_out(chunk, numbers, sink)
-        # Entries are collected in runs of one group (usually one run: the whole chunk);
-        # the policies then see all the chunk's runs at once (`_pass`).
-        run_group = default
-        run: list[Entry] = []
-        append = run.append
-        texts: list[str] | None = [] if self._texts else None
-        runs: list[Run] = [(run_group, run, texts)]
         saved: dict[int, int] = {}  # line → segments smart encoding saved (rarely any)
-        # A rejected line has no number: every one is handled where `to` is None.
-        for item, to in zip(cast("list[Recipient]", chunk), numbers, strict=True):
-            if to is None:
-                self._unsendable(item, sink)
-                continue
-            group = default
-            if item.sender == "":
-                sink.local(item.line, to, Status.REJECTED, "field 'from' is empty", ref=item.ref)
-                continue
-            try:
-                if (
-                    item.sender is not None
-                    or item.text is not None
-                    or item.external_id is not None
-                    or item.client_id is not None
-                    or item.email is not None
-                ):
-                    group = self._override(item)  # a line's own text may not compile
-                text = group.template.render(item.params)
-            except RenderError as exc:
-                sink.local(item.line, to, Status.REJECTED, str(exc), ref=item.ref)
-                continue
-            if not text:
-                sink.local(
-                    item.line, to, Status.REJECTED, "the rendered text is empty", ref=item.ref
-                )
-                continue
-            # Unpacked: a NamedTuple's attributes are descriptor calls, ~40 ns each.
-            encoding, _, segments = count(text, model)
-            params = item.params
-            replaced = 0
-            if smart and encoding is UCS2:
-                new, replaced = encode(text, transliterate=self._transliterate)
-                if replaced:
-                    encoding, _, fewer = count(new, model)
-                    saved[item.line] = segments - fewer
-                    text, segments, params = new, fewer, [new]
-                    group = self._smart_group(group)
-            if segments > max_segments:
-                sink.local(
-                    item.line,
-                    to,
-                    Status.SEGMENTS_EXCEEDED,
-                    f"text needs {segments} segments ({encoding}), "
-                    f"more than max_segments {max_segments}",
-                    ref=item.ref,
-                    segments=segments,
-                    encoding=encoding,
-                    replaced=replaced,
-                )
-                continue
-            if group is not run_group:
-                run_group, run = group, []
-                append = run.append
-                texts = [] if texts is not None else None
-                runs.append((run_group, run, texts))
-            # tuple.__new__ rather than Entry(...): no Python-level __new__ frame, 120 ns.
-            append(
-                _new_entry(
-                    Entry,
-                    (
-                        item.line,
-                        to,
-                        params,
-                        item.ref,
-                        segments,
-                        encoding,
-                        text if keep_text else None,
-                        replaced,
-                    ),
-                )
-            )
-            if texts is not None:
-                texts.append(text)
+        runs = None if self._smart else self._columns(chunk, numbers, sink)
+        if runs is None:
+            runs = self._line_by_line(chunk, numbers, sink, saved)
         self._pass(runs, batcher, sink)
         if saved:
             self._count_saved(saved)
         self._kept.clear()
+
+    def _columns(
+        self, chunk: list[Recipient | Rejected], numbers: list[str | None], sink: LocalSink
+    ) -> list[Run] | None:
+        """The chunk's runs, its plain lines prepared a column at a time; None when the
+        chunk needs the line-by-line path (`_line_by_line`).
+
+        A plain line is a recipient with a valid number and none of its own overrides
+        (sender, text, externalId, clientId, email): its message goes with the job's
+        template in the default group, so each step — params, render, count, entry — is
+        one C-level ``map`` over the chunk's plain lines, with no Python code per line.
+        The other lines (a few in a hundred: their own text, an invalid number, a
+        malformed line) take `_one`, as on the line-by-line path, and their messages are
+        put back in input order between the plain ones. A chunk where a plain line does
+        not render, renders empty or needs too many segments goes line by line instead
+        (so that each of those lines gets its own result): rare, and only that chunk.
+        """
+        default = self._default
+        # Plain: a number, and no overrides. Only the lines without a number (a
+        # rejected line among them) are looked at one by one here.
+        missing = list(compress(_COUNT(), map(not_, numbers)))
+        items = cast("list[Recipient]", chunk)
+        if missing:
+            items = list(items)
+            for position in missing:
+                items[position] = _NO_RECIPIENT
+        special = list(map(ne, map(_overrides_of, items), repeat(_NO_OVERRIDES)))
+        for position in missing:
+            special[position] = True
+        specials = list(compress(_COUNT(), special))
+        if specials:
+            keep = list(map(not_, special))
+            items = list(compress(items, keep))
+            plain_numbers = list(compress(numbers, keep))
+        else:
+            plain_numbers = numbers
+        params = list(map(_params_of, items))
+        try:
+            texts = list(map(default.template.render, params))
+        except RenderError:
+            return None
+        if not all(texts):
+            return None
+        counts = list(map(count, texts, repeat(self._model)))
+        segments = list(map(_segments_of, counts))
+        if segments and max(segments) > self._max_segments:
+            return None
+        lines = list(map(_line_of, items))
+        entries: list[Entry] = list(
+            map(
+                _new_entry,
+                repeat(Entry),
+                zip(
+                    lines,
+                    plain_numbers,
+                    params,
+                    map(_ref_of, items),
+                    segments,
+                    map(_encoding_of, counts),
+                    texts if self._keep_text else repeat(None),
+                    repeat(0),
+                ),
+            )
+        )
+        kept_texts = texts if self._texts else None
+        if not specials:
+            return [(default, entries, kept_texts)]
+        # The other lines, and their messages put back in input order.
+        runs: list[Run] = []
+        start = 0
+        for position in specials:
+            prepared = self._one(cast("Recipient", chunk[position]), numbers[position], sink, {})
+            if prepared is None:
+                continue
+            group, entry, text = prepared
+            end = bisect_left(lines, entry.line, start)
+            if end > start:
+                _extend(runs, default, entries[start:end], kept_texts and kept_texts[start:end])
+                start = end
+            _extend(runs, group, [entry], [text] if kept_texts is not None else None)
+        _extend(runs, default, entries[start:], kept_texts and kept_texts[start:])
+        return runs
+
+    def _line_by_line(
+        self,
+        chunk: list[Recipient | Rejected],
+        numbers: list[str | None],
+        sink: LocalSink,
+        saved: dict[int, int],
+    ) -> list[Run]:
+        """The chunk's runs, one line at a time (`_one`)."""
+        runs: list[Run] = []
+        texts = self._texts
+        one = self._one
+        for item, to in zip(cast("list[Recipient]", chunk), numbers, strict=True):
+            prepared = one(item, to, sink, saved)
+            if prepared is not None:
+                group, entry, text = prepared
+                _extend(runs, group, [entry], [text] if texts else None)
+        return runs
+
+    def _one(
+        self, item: Recipient, to: str | None, sink: LocalSink, saved: dict[int, int]
+    ) -> tuple[Group, Entry, str] | None:
+        """One line's group, message and rendered text; None when its result is local
+        (written to ``sink``). ``saved``: line → segments smart encoding saved."""
+        # A rejected line has no number: every one is handled where `to` is None.
+        if to is None:
+            self._unsendable(item, sink)
+            return None
+        group = self._default
+        if item.sender == "":
+            sink.local(item.line, to, Status.REJECTED, "field 'from' is empty", ref=item.ref)
+            return None
+        try:
+            if (
+                item.sender is not None
+                or item.text is not None
+                or item.external_id is not None
+                or item.client_id is not None
+                or item.email is not None
+            ):
+                group = self._override(item)  # a line's own text may not compile
+            text = group.template.render(item.params)
+        except RenderError as exc:
+            sink.local(item.line, to, Status.REJECTED, str(exc), ref=item.ref)
+            return None
+        if not text:
+            sink.local(item.line, to, Status.REJECTED, "the rendered text is empty", ref=item.ref)
+            return None
+        model = self._model
+        encoding, _, segments = count(text, model)
+        params = item.params
+        replaced = 0
+        if self._smart and encoding is UCS2:
+            new, replaced = encode(text, transliterate=self._transliterate)
+            if replaced:
+                encoding, _, fewer = count(new, model)
+                saved[item.line] = segments - fewer
+                text, segments, params = new, fewer, [new]
+                group = self._smart_group(group)
+        if segments > self._max_segments:
+            sink.local(
+                item.line,
+                to,
+                Status.SEGMENTS_EXCEEDED,
+                f"text needs {segments} segments ({encoding}), "
+                f"more than max_segments {self._max_segments}",
+                ref=item.ref,
+                segments=segments,
+                encoding=encoding,
+                replaced=replaced,
+            )
+            return None
+        entry = Entry(
+            item.line,
+            to,
+            params,
+            item.ref,
+            segments,
+            encoding,
+            text if self._keep_text else None,
+            replaced,
+        )
+        return group, entry, text
 
     @property
     def replays(self) -> bool:

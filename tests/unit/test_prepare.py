@@ -385,3 +385,56 @@ def test_opt_out_and_duplicates_as_a_line_by_line_reference(
 def text_of(preparer: Preparer, item: Recipient) -> str:
     group = preparer._override(item) if item.sender or item.text else preparer._default
     return group.template.render(item.params)
+
+
+class _LineByLine(Preparer):
+    """The careful path only: every chunk one line at a time."""
+
+    def _columns(self, *args: Any) -> None:
+        return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ITEMS,
+    st.integers(1, 4),
+    st.sampled_from(["Hi {0}", "{1} owes {0}", "static", "{0}"]),
+    st.sampled_from(["off", "number+text", "number"]),
+    st.booleans(),
+)
+def test_the_column_path_decides_as_the_line_by_line_path(
+    items: list[Any], chunks: int, text: str, dedupe: str, single: bool
+) -> None:
+    """`Preparer._columns` (plain lines a column at a time, the others put back in
+    order) against `_line_by_line`: the same batches in the same order, with the same
+    entries, and the same local results, whatever the mix of lines."""
+    from dispatcher.dedupe import Dedupe
+    from dispatcher.policy import Duplicates
+
+    outcomes = []
+    for kind in (Preparer, _LineByLine):
+        config = Config(
+            sender="12345",
+            text=text,
+            batch_size=3,
+            max_message_segments=3,
+            endpoint="single" if single else "batch",
+        )
+        batcher = Batcher(
+            batch_size=3,
+            linger=1.0,
+            max_buffered=10_000,
+            count_segments=False,
+            clock=lambda: 0.0,
+            job="job",
+        )
+        policies = [] if dedupe == "off" else [Duplicates(Dedupe(dedupe), texts=True)]
+        preparer = kind(config, capacity=lambda code: 5, policies=policies)
+        sink = Sink()
+        chunk = chunk_of(items)
+        size = -(-len(chunk) // chunks) or 1
+        for start in range(0, len(chunk), size):
+            preparer.feed(chunk[start : start + size], batcher, sink)
+        batches = [(b.group.key, b.key, list(b.entries)) for b in drained(batcher)]
+        outcomes.append((batches, sink.locals, sink.details, sink.rejected_items))
+    assert outcomes[0] == outcomes[1]
