@@ -15,7 +15,7 @@ the seeded draw, not exact counts):
   leading 0); ~1 % malformed lines (cut short, not an object, wrong types, no ``to``);
 - a blank or whitespace-only line about every 2 000 lines.
 
-    python bench/_mixed.py OUT --count 1000000 [--seed 1]
+    python bench/_mixed.py OUT --count 1000000 [--seed 1]     # OUT "-": stdout
 
 The template it is meant for is `TEMPLATE` (two params).
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import sys
 from collections.abc import Iterator
 
 import orjson
@@ -140,6 +141,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    if args.out == "-":
+        out = sys.stdout.buffer
+        for line in lines(args.count, args.seed):
+            out.write(line)
+        out.flush()
+        return
     write(args.out, args.count, args.seed)
 
 
