@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress
+from operator import attrgetter
 
 from dispatcher.errors import ConfigError
 from dispatcher.models import Recipient, Rejected
@@ -28,6 +30,8 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _MASK = (1 << 64) - 1
 #: Most shares a job may be split into.
 MAX_SHARES = 1024
+
+_line_of = attrgetter("line")
 
 _SPEC = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
@@ -68,14 +72,19 @@ class Share:
         return f"{self.index + 1}/{self.count}"
 
     def keep(self, chunk: Sequence[Recipient | Rejected]) -> list[Recipient | Rejected]:
-        """The items of an input chunk that belong to this share, in order."""
+        """The items of an input chunk that belong to this share, in order: `share_of`
+        of every item, computed for the whole chunk at once in 64-bit numpy arithmetic
+        (which wraps as the ``& _MASK`` of `_mix` does)."""
         if self.count == 1:
             return list(chunk)
+        import numpy as np
+
+        from dispatcher.suppress import number_keys
+
         raws = [item.to if type(item) is Recipient else "" for item in chunk]
         numbers = normalize_many(raws)  # never strict: a share must not depend on it
-        index, count = self.index, self.count
-        return [
-            item
-            for item, number in zip(chunk, numbers, strict=True)
-            if share_of(number, item.line, count) == index
-        ]
+        keys = number_keys(numbers)  # 0 where there is no number
+        lines = np.fromiter(map(_line_of, chunk), dtype=np.uint64, count=len(chunk))
+        values = np.where(keys == 0, lines + np.uint64(1), keys)
+        shares = ((values * np.uint64(_GOLDEN)) >> np.uint64(32)) % np.uint64(self.count)
+        return list(compress(chunk, (shares == self.index).tolist()))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispatcher.errors import ConfigError
@@ -27,6 +27,7 @@ def test_the_rule_is_pinned() -> None:
     assert share_of(None, 12, 5) == 0
 
 
+@settings(deadline=None)  # the first example imports numpy
 @given(st.lists(numbers, min_size=1, max_size=60), st.integers(1, 9))
 def test_every_line_is_in_exactly_one_share_and_a_number_in_one(raw: list[str], count: int) -> None:
     chunk: list[Recipient | Rejected] = [Recipient(line=i + 1, to=n) for i, n in enumerate(raw)]
@@ -58,3 +59,29 @@ def test_shares_are_even() -> None:
     ]
     sizes = [len(Share(k, 3).keep(chunk)) for k in range(3)]
     assert min(sizes) > 9_500  # consecutive numbers spread, not striped into one share
+
+
+@settings(deadline=None)
+@given(
+    st.lists(
+        st.one_of(numbers, st.sampled_from(["", "12ab", "+1 415 555 0100", "14155550100"])),
+        min_size=1,
+        max_size=60,
+    ),
+    st.integers(2, 9),
+    st.integers(1, 10**9),
+)
+def test_keep_is_share_of_item_by_item(raw: list[str], count: int, first: int) -> None:
+    """`Share.keep` (the chunk at once, in numpy) against `share_of` line by line."""
+    from dispatcher.numbers import normalize_many
+
+    chunk: list[Recipient | Rejected] = [Recipient(line=first + i, to=n) for i, n in enumerate(raw)]
+    chunk.insert(len(chunk) // 2, Rejected(line=first + len(raw), reason="not JSON"))
+    numbers = normalize_many([getattr(item, "to", "") for item in chunk])
+    for index in range(count):
+        expected = [
+            item
+            for item, number in zip(chunk, numbers, strict=True)
+            if share_of(number, item.line, count) == index
+        ]
+        assert Share(index, count).keep(chunk) == expected
