@@ -213,3 +213,45 @@ def test_the_key_appears_in_no_output_of_a_failing_run(tmp_path: Path) -> None:
     ]
     for output in outputs:
         assert KEY.encode() not in output
+
+
+def test_kill_9_during_the_compaction_then_resume(tmp_path: Path) -> None:
+    """A resumed run is killed while it rewrites the results (after the journal's
+    ``compaction start``, with the new file half written): the next ``--resume``
+    throws the half-written file away, sends nothing again and compacts, and every
+    line has exactly one result that the ledger agrees with."""
+    source = tmp_path / "in.ndjson"
+    lines = write_input(source, 60_000)
+    results = tmp_path / "results.ndjson"
+    compacting = tmp_path / "results.ndjson.compacting"
+    with gateway_process("--no-rate-limit", api_key=KEY) as url:
+        command = [*send_command(source, tmp_path, url), "--batch-size", "1000"]
+        # The cap leaves 30 000 NOT_SENT lines that the resume supersedes.
+        first = run([*command, "--max-messages", "30000"], timeout=120)
+        assert first.returncode == 4, first.stderr.decode()
+        proc = subprocess.Popen(
+            [*command, "--resume"], env=env(), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        while not compacting.exists():  # 90 000 result lines: ~0.1 s to rewrite
+            if proc.poll() is not None:
+                _, err = proc.communicate()
+                pytest.fail(f"the resume ended (exit {proc.returncode}) before compacting: {err!r}")
+            time.sleep(0.0005)
+        proc.kill()
+        proc.communicate(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
+        journal = (tmp_path / "results.ndjson.journal").read_bytes()
+        assert b'"compaction":"start"' in journal
+        # Killed before the rename (the usual case: the old file is whole), or — on a
+        # loaded machine — just after it (the new one is in place): both must resume.
+        assert len(results.read_bytes().splitlines()) in (90_000, 60_000)
+        again = run([*command, "--resume"], timeout=120)
+        assert again.returncode == 0, again.stderr.decode()
+        assert not compacting.exists()
+        assert len(results.read_bytes().splitlines()) == 60_000
+        messages, stats = ledger(url)
+        account = check_exactly_once(
+            read_results(results), lines, messages, stats, idempotent=False
+        )
+        assert account.by_status == {"QUEUE": 60_000}
