@@ -528,6 +528,14 @@ def _open_outputs(config: Config, journal: Journal, state: ResumeState | None) -
     return Outputs(sinks["results"], Summary(), invalid=invalid, rejects=rejects)
 
 
+def _until_expiry(controls: Controls | None) -> float | None:
+    """Seconds the job would have to send, from its (scheduled) start to its expiry."""
+    timeline = controls.timeline if controls is not None else None
+    if timeline is None or timeline.expires is None:
+        return None
+    return timeline.expires - max(timeline.start or 0.0, asyncio.get_running_loop().time())
+
+
 @contextlib.asynccontextmanager
 async def _stage(
     config: Config,
@@ -540,7 +548,7 @@ async def _stage(
     """The sending stage: a real `Sender` over one shared session, or the dry run."""
     if config.dry_run:
         assert isinstance(limits, RateLimits)  # a dry run opens no shared quota
-        yield DryRun(outputs, limits)
+        yield DryRun(outputs, limits, until_expiry=_until_expiry(controls), unit=config.rate_unit)
         return
     policy = RetryPolicy(
         max_attempts=config.max_attempts,

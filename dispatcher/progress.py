@@ -107,7 +107,11 @@ def summary_table(summary: dict[str, Any]) -> str:
     if "windows" in summary:
         rows.extend(_window_rows(summary["windows"], dry_run="estimate" in summary))
     if "estimate" in summary:
-        rows.append(("estimated send time", f"{summary['estimate']['seconds']:,.1f} s"))
+        estimate = summary["estimate"]
+        rows.append(("estimated send time", f"{estimate['seconds']:,.1f} s"))
+        if estimate.get("expires_first"):
+            short = ", ".join(f"{n:,} (code {c})" for c, n in estimate["unsent_at_expiry"].items())
+            rows.append(("unsent at expiry", f"about {short}"))
     if controls := summary.get("controls"):  # dispatcher ctl, SIGUSR1
         rows.append(("controls", ", ".join(f"{k} {n}" for k, n in controls.items())))
     rows.append(("exit", summary["exit_reason"]))

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dispatcher import api
 from dispatcher.errors import (
@@ -410,10 +410,20 @@ class Sender:
 class DryRun:
     """Stands in for the sender: results say DRY_RUN, the summary says what it would cost."""
 
-    def __init__(self, outputs: Outputs, limits: RateLimits) -> None:
+    def __init__(
+        self,
+        outputs: Outputs,
+        limits: RateLimits,
+        *,
+        until_expiry: float | None = None,
+        unit: str = "messages",
+    ) -> None:
         self._outputs = outputs
+        self._unit = unit
         self._limits = limits
         self._units: dict[str, float] = {}
+        #: seconds from the (scheduled) start to the expiry: the time the send would have
+        self._until_expiry = until_expiry
 
     async def submit(self, batch: Batch) -> None:
         """Account for the batch as if it had been sent."""
@@ -437,6 +447,32 @@ class DryRun:
                 }
                 for code, units in sorted(self._units.items())
             },
+        }
+        if self._until_expiry is not None:
+            self._outputs.summary.estimate.update(self._expiry(seconds))
+
+    def _expiry(self, seconds: dict[str, float]) -> dict[str, Any]:
+        """Whether the send would end before the job expires, and if not, about how many
+        units of each code (messages, or segments) would be EXPIRED_UNSENT: what a code
+        sends at its rate in the time there is, and not the rest."""
+        available = max(0.0, self._until_expiry or 0.0)
+        short = {
+            code: round(self._units[code] * (1 - available / needed))
+            for code, needed in seconds.items()
+            if needed > available
+        }
+        if short:
+            log.warning(
+                "at the rates given the send needs %.0f s but the job expires %.0f s after "
+                "it starts: about %s unsent at the expiry (raise the rates or the expiry)",
+                max(seconds.values()),
+                available,
+                ", ".join(f"{n:,} {self._unit} of code {code}" for code, n in short.items()),
+            )
+        return {
+            "until_expiry": round(available, 3),
+            "expires_first": bool(short),
+            "unsent_at_expiry": short,
         }
 
     async def abandon(self, grace: float) -> bool:

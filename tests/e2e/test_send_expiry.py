@@ -220,3 +220,30 @@ async def test_a_dry_run_says_what_the_schedule_would_do_without_waiting(
     assert {r["status"] for r in run.results()} == {status}
     assert "dry run: the job starts at" in run.stderr
     assert "in 1h00m00s" in run.stderr or "in 59m59s" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "unsent"),
+    [
+        (("--ttl", "10s"), {"12345": 20}),  # 30 messages at 1/s: 10 go, 20 would expire
+        (("--start-at", "now+1h", "--expire-at", "now+1h10s"), {"12345": 20}),
+        (("--ttl", "1h"), {}),
+    ],
+    ids=["ttl", "scheduled-start", "in-time"],
+)
+async def test_a_dry_run_says_what_the_expiry_would_leave_unsent(
+    tmp_path: Path, flags: tuple[str, ...], unsent: dict[str, int]
+) -> None:
+    write_input(tmp_path / "in.ndjson", 30)
+    run = await dispatcher(
+        "send", "in.ndjson", "--from", "12345", "--text", TEXT, "--dry-run", "--no-progress",
+        "--rate", "12345=1", "--summary", "summary.json", *flags,
+        cwd=tmp_path, environ=env(None), timeout=30.0,
+    )  # fmt: skip
+    assert run.code == 0, run.stderr
+    estimate = summary(tmp_path)["estimate"]
+    assert estimate["unsent_at_expiry"] == unsent
+    assert estimate["expires_first"] is bool(unsent)
+    assert 9 <= estimate["until_expiry"] <= 3600
+    warned = "about 20 messages of code 12345 unsent at the expiry" in run.stderr
+    assert warned is bool(unsent), run.stderr
