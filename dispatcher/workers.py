@@ -23,8 +23,10 @@ The job is still named by its results path, ``OUT``:
 
 Without a shared quota (``--quota-url``) each worker gets 1/N of every rate, and of
 every cap (the remainder to the first workers): together they never exceed the job's
-limits. With a quota the rates are shared through Redis as between any processes;
-the caps are still split.
+limits. With a quota the rates are shared through Redis as between any processes,
+and so are the caps: every worker counts in the job's one count in Redis
+(`dispatcher.quota.caps`), so a cap is neither split nor stranded in a worker whose
+share ran out.
 
 Signals: the workers run in their own session, so a Ctrl-C at the terminal reaches
 only the parent, which passes each signal on once: the first stops every worker
@@ -119,15 +121,16 @@ def worker_share() -> tuple[int, int] | None:
 
 def for_worker(config: Config, k: int, n: int) -> Config:
     """The worker's configuration: its share of the input (within the job's own
-    ``--shard``, when it has one), its share of the caps, and — without a shared quota
-    — its share of the rates."""
+    ``--shard``, when it has one) and — without a shared quota, which counts them for
+    the whole job — its share of the caps and of the rates."""
     outer = Share.parse(config.shard) if config.shard else Share(0, 1)
     # share_of(x, S*N) % S == share_of(x, S): worker k keeps only lines of the shard
     share = Share(outer.index + outer.count * (k - 1), outer.count * n)
     changes: dict[str, Any] = {"shard": str(share), "workers": 1}
-    if config.quota_url is None:
-        changes["rates"] = _split_rates(config.rates, n)
-        changes["kind_rates"] = _split_rates(config.kind_rates, n)
+    if config.quota_url is not None:
+        return dataclasses.replace(config, **changes)
+    changes["rates"] = _split_rates(config.rates, n)
+    changes["kind_rates"] = _split_rates(config.kind_rates, n)
     for name in ("max_messages", "max_job_segments"):
         cap = getattr(config, name)
         if cap is not None:
