@@ -168,6 +168,9 @@ class Caps:
     (`count`: accepted and AMBIGUOUS results). The first line that would go beyond a
     cap reaches it (`reached`: the cap and the line); it and every later line are
     ``NOT_SENT``, resumable with a higher cap.
+
+    This counts in the process; with a shared quota (``--quota-url``) the job's
+    processes count together in Redis instead (`dispatcher.quota.caps.SharedCaps`).
     """
 
     def __init__(

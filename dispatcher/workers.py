@@ -563,7 +563,8 @@ def _add(into: dict[str, Any], part: Mapping[str, Any]) -> None:
         if isinstance(value, bool) or value is None:
             into.setdefault(key, value)
         elif isinstance(value, int | float):
-            into[key] = into.get(key, 0) + value
+            # a worker that had none of something says None (a code's rate, say)
+            into[key] = value if into.get(key) is None else into[key] + value
         elif isinstance(value, Mapping):
             if not isinstance(into.get(key), dict):
                 into[key] = {}
