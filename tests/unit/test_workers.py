@@ -78,3 +78,27 @@ def test_summaries_add_up() -> None:
     assert joined["codes"]["A"]["achieved_rate"] == 2.0
     assert joined["policy"]["cap_reached"] == {"cap": "max_messages", "line": 9}
     assert joined["workers"] == 2
+
+
+def test_the_job_s_progress_line_sums_the_workers_numbers() -> None:
+    import io
+
+    from dispatcher.metrics import Snapshot, merge
+    from dispatcher.progress import Progress, show_job
+
+    def worker(queued: int, failed: int, invalid: int, read: int) -> Snapshot:
+        snapshot = Snapshot()
+        snapshot.set("dispatcher_recipients_total", queued, ("QUEUE", "12345"))
+        snapshot.set("dispatcher_recipients_total", failed, ("FAILED", "12345"))
+        snapshot.set("dispatcher_recipients_total", invalid, ("INVALID_NUMBER", ""))
+        snapshot.set("dispatcher_input_read_bytes_total", read)
+        snapshot.set("dispatcher_input_size_bytes", 1000)
+        return snapshot
+
+    out = io.StringIO()
+    progress = Progress(None, stream=out)
+    show_job(progress, merge([worker(40, 1, 2, 600), worker(50, 0, 3, 900)]), elapsed=2.0)
+    progress.close()
+    shown = out.getvalue().replace("\r", "\n").splitlines()[-1]
+    assert "lines=96 sent=90 failed=1 48/s" in shown
+    assert shown.startswith(" 60%")  # the input as far as the slowest worker has read it
