@@ -32,6 +32,19 @@ def test_with_a_shared_quota_the_rates_stay_whole() -> None:
     assert for_worker(config, 1, 2).rates["A"] == 100.0
 
 
+def test_with_a_shared_quota_the_caps_stay_whole_for_the_job_wide_count() -> None:
+    config = cfg.load(
+        flags={"max_messages": 7, "max_job_segments": 9, "max_cost": 1.5,
+               "price_per_segment": 0.1, "quota_url": "redis://127.0.0.1:6379/0",
+               "workers": 2},
+        env={},
+    )  # fmt: skip
+    for k in (1, 2):
+        part = for_worker(config, k, 2)
+        assert (part.max_messages, part.max_job_segments, part.max_cost) == (7, 9, 1.5)
+        assert part.shard == f"{k}/2"  # each counts its own part of the job's count
+
+
 def test_workers_within_a_shard_keep_only_the_shards_lines() -> None:
     config = cfg.load(flags={"shard": "2/3", "workers": 2}, env={})
     shares = [Share.parse(for_worker(config, k, 2).shard or "") for k in (1, 2)]
