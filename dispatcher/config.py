@@ -1305,6 +1305,11 @@ def validate(config: Config) -> Config:
         raise ConfigError(
             "account_rate is kept by the shared quota: give --quota-url redis://HOST:PORT/DB"
         )
+    if config.caps_key is not None and config.quota_url is None:
+        raise ConfigError(
+            "caps_key names the job's caps in the shared quota's Redis: give --quota-url "
+            "redis://HOST:PORT/DB too"
+        )
     if config.resume and config.force:
         raise ConfigError("--resume and --force contradict each other: choose one")
     caps = (config.max_messages, config.max_job_segments, config.max_cost)

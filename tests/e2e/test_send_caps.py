@@ -159,14 +159,18 @@ async def test_caps_with_an_unreachable_redis_send_nothing(
     assert (await emulator.stats())["accepted"] == 0
 
 
-@pytest.mark.parametrize("name", ["a b", "x" * 65])
-async def test_a_bad_caps_key_is_a_usage_error(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("a b", "--caps-key"), ("x" * 65, "--caps-key"), ("fine", "give --quota-url")],
+)
+async def test_a_bad_caps_key_is_a_usage_error(tmp_path: Path, name: str, message: str) -> None:
     source = write_lines(tmp_path / "in.ndjson", recipients(1))
+    quota = [] if message == "give --quota-url" else ["--quota-url", "redis://127.0.0.1:9/0"]
     run = await dispatcher(
-        *send_args("http://127.0.0.1:9", source, "--caps-key", name), cwd=tmp_path
+        *send_args("http://127.0.0.1:9", source, "--caps-key", name, *quota), cwd=tmp_path
     )
     assert run.code == 2
-    assert "--caps-key" in run.stderr
+    assert message in run.stderr
     assert "Traceback" not in run.stderr
 
 
