@@ -279,3 +279,12 @@ def test_the_default_name_is_the_same_for_every_copy_of_the_input(tmp_path: Any)
     assert input_identity("-") == b""
     assert input_identity(None) == b""
     assert len(job_name("C", None, "-")) == 16
+
+
+async def test_an_answer_waiting_cannot_cure_is_a_quota_error(
+    quota_factory: QuotaFactory, raw: aioredis.Redis
+) -> None:
+    share = caps(await quota_factory({}), max_messages=10)
+    await raw.set(share.key, b"not a hash")  # WRONGTYPE: no outage, no waiting
+    with pytest.raises(QuotaError, match="refused a script"):
+        await share.reserve([batch(1)], Sink())
