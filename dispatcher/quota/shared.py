@@ -95,13 +95,7 @@ class Script:
     async def __call__(
         self, client: aioredis.Redis, stats: QuotaStats, keys: list[str], args: list[str]
     ) -> list[int]:
-        stats.calls += 1
-        try:
-            reply = await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:  # a restarted Redis, or SCRIPT FLUSH
-            stats.calls += 1
-            reply = await client.eval(self.source, len(keys), *keys, *args)
-        return [int(x) for x in reply]
+        return [int(x) for x in await self.raw(client, stats, keys, args)]
 
     async def raw(
         self, client: aioredis.Redis, stats: QuotaStats, keys: list[str], args: list[str]
@@ -110,7 +104,7 @@ class Script:
         stats.calls += 1
         try:
             reply = await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
+        except NoScriptError:  # a restarted Redis, or SCRIPT FLUSH
             stats.calls += 1
             reply = await client.eval(self.source, len(keys), *keys, *args)
         return list(reply)
