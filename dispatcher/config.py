@@ -845,6 +845,14 @@ class Config:
         shown_default="derived from base_url",
         help="the shared quota's keys: processes share limits only within one namespace",
     )
+    caps_key: str | None = _key(
+        section="quota",
+        parse=_namespace,
+        metavar="NAME",
+        shown_default="derived from the input, --from and the text",
+        help="with --quota-url, the name the job's caps are counted under in Redis: the "
+        "same on every host and worker of the job (see README: job-wide caps)",
+    )
     account_rate: float = _key(
         math.inf,
         section="quota",
@@ -1297,14 +1305,20 @@ def validate(config: Config) -> Config:
         raise ConfigError(
             "account_rate is kept by the shared quota: give --quota-url redis://HOST:PORT/DB"
         )
+    if config.caps_key is not None and config.quota_url is None:
+        raise ConfigError(
+            "caps_key names the job's caps in the shared quota's Redis: give --quota-url "
+            "redis://HOST:PORT/DB too"
+        )
     if config.resume and config.force:
         raise ConfigError("--resume and --force contradict each other: choose one")
-    if config.shard is not None and any(
-        cap is not None for cap in (config.max_messages, config.max_job_segments, config.max_cost)
-    ):
+    caps = (config.max_messages, config.max_job_segments, config.max_cost)
+    if config.shard is not None and config.quota_url is None and any(c is not None for c in caps):
         raise ConfigError(
-            "caps are job-wide, and with --shard each host would count only its own share: "
-            "run the shards without max_messages, max_segments and max_cost"
+            "caps are job-wide, and with --shard but no --quota-url each host would count "
+            "only its own share: give every shard the same --quota-url (the caps are then "
+            "counted in Redis), or run the shards without max_messages, max_segments and "
+            "max_cost"
         )
     if config.expire_at is not None and config.ttl is not None:
         raise ConfigError("give --expire-at or --ttl, not both: each sets the job's expiry")

@@ -66,6 +66,7 @@ from dispatcher.prepare import Preparer
 from dispatcher.pricing import Pricing
 from dispatcher.progress import Progress
 from dispatcher.quota import close_quietly, open_configured
+from dispatcher.quota.caps import capped
 from dispatcher.reader import Reader
 from dispatcher.resume import Resume, ResumeState, compact, job_results, open_job
 from dispatcher.retry import RetryPolicy
@@ -314,8 +315,12 @@ async def _run_stages(job: _Job, stage: Stage) -> None:
         config,
         capacity=job.sending.capacity,
         optout=opt_out_lists(config.suppress),
-        policies=policies_for(config, job.resume, job.halt, windows),
+        policies=policies_for(
+            config, job.resume, job.halt, windows, quota=_shared(job.sending), source=job.source
+        ),
     )
+    rebuilt = job.resume.state.in_flight if job.resume is not None else ()
+    stage = capped(preparer.policies, stage, outputs, rebuilt)  # job-wide caps (Redis)
     batcher = Batcher(
         batch_size=config.request_size,
         linger=config.linger_ms / 1000,
@@ -358,6 +363,10 @@ async def _run_stages(job: _Job, stage: Stage) -> None:
         raise error
     if broken is not None:
         raise broken
+
+
+def _shared(sending: RateLimits | SharedQuota) -> SharedQuota | None:
+    return None if isinstance(sending, RateLimits) else sending
 
 
 def _first(error: BaseException) -> BaseException:

@@ -31,6 +31,7 @@ from dispatcher.pricing import Pricing
 if TYPE_CHECKING:
     from dispatcher.config import Config
     from dispatcher.halt import Halt
+    from dispatcher.quota.shared import SharedQuota
     from dispatcher.resume import Resume
     from dispatcher.suppress import SuppressionList
     from dispatcher.windows import Windows
@@ -203,6 +204,9 @@ class Caps:
     (`count`: accepted and AMBIGUOUS results). The first line that would go beyond a
     cap reaches it (`reached`: the cap and the line); it and every later line are
     ``NOT_SENT``, resumable with a higher cap.
+
+    This counts in the process; with a shared quota (``--quota-url``) the job's
+    processes count together in Redis instead (`dispatcher.quota.caps.SharedCaps`).
     """
 
     def __init__(
@@ -262,15 +266,19 @@ class Caps:
         stop = 0 if self.reached is not None else self._commit(entries)
         if stop == len(entries):
             return None
-        assert self.reached is not None
-        cap, line = self.reached
-        error = (
-            f"{cap} {self._limits[cap]:g} reached at line {line}: not sent; "
-            "--resume with a higher cap sends it"
-        )
+        error = self.error()
         for entry in entries[stop:]:
             refuse(sink, entry, Status.NOT_SENT, error)
         return list(range(stop))
+
+    def error(self) -> str:
+        """The reason every line from the one that reached a cap gets (``NOT_SENT``)."""
+        assert self.reached is not None
+        cap, line = self.reached
+        return (
+            f"{cap} {self._limits[cap]:g} reached at line {line}: not sent; "
+            "--resume with a higher cap sends it"
+        )
 
     def _commit(self, entries: list[Entry]) -> int:
         """Count entries while they fit; the position of the first that does not."""
@@ -304,11 +312,19 @@ class Caps:
 
 
 def policies_for(
-    config: Config, resume: Resume | None, halt: Halt, windows: Windows | None
+    config: Config,
+    resume: Resume | None,
+    halt: Halt,
+    windows: Windows | None,
+    *,
+    quota: SharedQuota | None = None,
+    source: object = None,
 ) -> list[Policy]:
     """The job's policies in SPEC §10's order: duplicates, the halt (cancel, expiry),
     the send windows, the caps — each only when the job has it. The caps count what an
-    earlier run of a resumed job may have sent."""
+    earlier run of a resumed job may have sent; with a shared ``quota`` they are counted
+    job-wide in its Redis (`dispatcher.quota.caps`: the job named by ``--caps-key``, or
+    after ``source``, the input)."""
     from dispatcher.halt import Halted
 
     policies: list[Policy] = []
@@ -319,17 +335,55 @@ def policies_for(
     policies.append(Halted(halt))
     if windows is not None:
         policies.append(windows)
+    pricing = Pricing.from_config(config.price_per_segment, config.prices)
     caps = Caps.wanted(
         max_messages=config.max_messages,
         max_segments=config.max_job_segments,
         max_cost=config.max_cost,
-        pricing=Pricing.from_config(config.price_per_segment, config.prices),
+        pricing=pricing,
     )
-    if caps is not None:
+    if caps is not None and quota is not None:
+        policies.append(_shared_caps(config, resume, quota, source, pricing))
+    elif caps is not None:
         if resume is not None:
             caps.count(*resume.state.committed)
         policies.append(caps)
     return policies
+
+
+def _shared_caps(
+    config: Config,
+    resume: Resume | None,
+    quota: SharedQuota,
+    source: object,
+    pricing: Pricing | None,
+) -> Caps:
+    """The caps counted job-wide in Redis, this process's part started from what its
+    earlier runs may have sent (`dispatcher.quota.caps.SharedCaps`)."""
+    from dispatcher.quota.caps import SharedCaps, job_name
+
+    name = config.caps_key or job_name(config.sender, config.text, source)
+    share = config.shard or "1/1"
+    committed: tuple[int, int, float] = (0, 0, 0.0)
+    pinned: set[int] = set()
+    if resume is not None:
+        committed = resume.state.committed
+        done = resume.state.done
+        pinned = {n for lines in resume.state.in_flight.values() for n in lines if n not in done}
+    caps = SharedCaps(
+        quota,
+        name=name,
+        share=share,
+        max_messages=config.max_messages,
+        max_segments=config.max_job_segments,
+        max_cost=config.max_cost,
+        pricing=pricing,
+        committed=committed,
+        pinned=pinned,
+        max_message_segments=config.max_message_segments,
+    )
+    log.info("caps counted job-wide in Redis: %s, share %s", caps.key, share)
+    return caps
 
 
 def opt_out_lists(paths: Sequence[str]) -> SuppressionList | None:

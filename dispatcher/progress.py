@@ -2,14 +2,18 @@
 
 Progress is a tqdm bar over the input's bytes (so the ETA follows the file size),
 refreshed by the pipeline's ticker a few times a second — never per recipient — and
-never written to stdout, which belongs to the results.
+never written to stdout, which belongs to the results. A ``send --workers`` parent shows
+one line for the whole job (`show_job`), from the numbers its workers push it.
 """
 
 from __future__ import annotations
 
 import sys
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from dispatcher.metrics import Snapshot
 
 
 class Progress:
@@ -58,6 +62,32 @@ class Progress:
     def close(self) -> None:
         """Leave the final state on screen."""
         self._bar.close()
+
+
+def show_job(progress: Progress, snapshot: Snapshot, elapsed: float) -> None:
+    """The line of a ``send --workers`` job, from its workers' numbers merged
+    (`dispatcher.metrics.WorkerMetrics`): this run's results, the input as far as the
+    slowest worker has read it (each reads the whole input), the job's rate."""
+    from dispatcher.models import Status
+    from dispatcher.summary import ACCEPTED
+
+    results = snapshot.values.get("dispatcher_recipients_total", {})
+    lines = sent = failed = 0
+    for (status, _code), count in results.items():
+        lines += int(count)
+        if status in ACCEPTED:
+            sent += int(count)
+        elif status in (Status.FAILED, Status.AMBIGUOUS):
+            failed += int(count)
+    size = snapshot.get("dispatcher_input_size_bytes")
+    progress.update(
+        bytes_read=int(snapshot.get("dispatcher_input_read_bytes_total") or 0),
+        total_bytes=int(size) if size is not None else None,
+        lines=lines,
+        sent=sent,
+        failed=failed,
+        rate=lines / elapsed if elapsed > 0 else 0.0,
+    )
 
 
 def summary_table(summary: dict[str, Any]) -> str:

@@ -23,8 +23,14 @@ The job is still named by its results path, ``OUT``:
 
 Without a shared quota (``--quota-url``) each worker gets 1/N of every rate, and of
 every cap (the remainder to the first workers): together they never exceed the job's
-limits. With a quota the rates are shared through Redis as between any processes;
-the caps are still split.
+limits. With a quota the rates are shared through Redis as between any processes,
+and so are the caps: every worker counts in the job's one count in Redis
+(`dispatcher.quota.caps`), so a cap is neither split nor stranded in a worker whose
+share ran out.
+
+Progress and metrics: each worker pushes its numbers to the parent down a pipe of its
+own (`dispatcher.metrics.WorkerMetrics`) about once a second; the parent serves them
+merged on ``--metrics-port`` and shows one progress line for the job (`_progress`).
 
 Signals: the workers run in their own session, so a Ctrl-C at the terminal reaches
 only the parent, which passes each signal on once: the first stops every worker
@@ -119,15 +125,16 @@ def worker_share() -> tuple[int, int] | None:
 
 def for_worker(config: Config, k: int, n: int) -> Config:
     """The worker's configuration: its share of the input (within the job's own
-    ``--shard``, when it has one), its share of the caps, and — without a shared quota
-    — its share of the rates."""
+    ``--shard``, when it has one) and — without a shared quota, which counts them for
+    the whole job — its share of the caps and of the rates."""
     outer = Share.parse(config.shard) if config.shard else Share(0, 1)
     # share_of(x, S*N) % S == share_of(x, S): worker k keeps only lines of the shard
     share = Share(outer.index + outer.count * (k - 1), outer.count * n)
     changes: dict[str, Any] = {"shard": str(share), "workers": 1}
-    if config.quota_url is None:
-        changes["rates"] = _split_rates(config.rates, n)
-        changes["kind_rates"] = _split_rates(config.kind_rates, n)
+    if config.quota_url is not None:
+        return dataclasses.replace(config, **changes)
+    changes["rates"] = _split_rates(config.rates, n)
+    changes["kind_rates"] = _split_rates(config.kind_rates, n)
     for name in ("max_messages", "max_job_segments"):
         cap = getattr(config, name)
         if cap is not None:
@@ -269,13 +276,20 @@ async def run_workers(
 ) -> Outcome:
     """Serve the job's metrics (when asked: one endpoint, fed by every worker), call
     ``begin`` (nothing is started before a bad metrics port is refused), answer ``ctl``
-    for the whole job (`Relay`), then run the workers (`_run_workers`)."""
+    for the whole job (`Relay`), show the job's progress line (on a terminal, or
+    ``--progress``: from the same numbers the workers push for the metrics), then run
+    the workers (`_run_workers`)."""
+    show = config.progress if config.progress is not None else sys.stderr.isatty()
     async with contextlib.AsyncExitStack() as stack:
         gathered = None
-        if config.metrics_port is not None:
-            from dispatcher.metrics import WorkerMetrics, serving
+        if config.metrics_port is not None or show:
+            from dispatcher.metrics import WorkerMetrics
 
             gathered = WorkerMetrics()
+        if config.metrics_port is not None:
+            from dispatcher.metrics import serving
+
+            assert gathered is not None
             url = await stack.enter_async_context(
                 serving(config.metrics_host, config.metrics_port, gathered.snapshot)
             )
@@ -285,10 +299,35 @@ async def run_workers(
             await _serve_controls(
                 stack, Relay(workers, config.results, shared=config.quota_url is not None)
             )
-        outcome = await _run_workers(argv, signals, workers, resumes, gathered)
-        if gathered is not None:
-            await gathered.wait()
+        progress = None
+        if show and gathered is not None:
+            progress = asyncio.create_task(_progress(gathered))
+        try:
+            outcome = await _run_workers(argv, signals, workers, resumes, gathered)
+            if gathered is not None:
+                await gathered.wait()  # every worker's last numbers
+        finally:
+            if progress is not None:
+                progress.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await progress
     return outcome
+
+
+async def _progress(gathered: WorkerMetrics, interval: float = 0.25) -> None:
+    """The job's progress line, refreshed until cancelled (then shown once more): the
+    workers' numbers merged, which they push about once a second."""
+    from dispatcher.progress import Progress, show_job
+
+    began = time.perf_counter()
+    progress = Progress(None)
+    try:
+        while True:
+            show_job(progress, gathered.snapshot(), time.perf_counter() - began)
+            await asyncio.sleep(interval)
+    finally:
+        show_job(progress, gathered.snapshot(), time.perf_counter() - began)
+        progress.close()
 
 
 async def _serve_controls(stack: contextlib.AsyncExitStack, relay: Relay) -> None:
@@ -560,7 +599,8 @@ def _add(into: dict[str, Any], part: Mapping[str, Any]) -> None:
         if isinstance(value, bool) or value is None:
             into.setdefault(key, value)
         elif isinstance(value, int | float):
-            into[key] = into.get(key, 0) + value
+            # a worker that had none of something says None (a code's rate, say)
+            into[key] = value if into.get(key) is None else into[key] + value
         elif isinstance(value, Mapping):
             if not isinstance(into.get(key), dict):
                 into[key] = {}

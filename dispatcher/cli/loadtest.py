@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from dispatcher.cli._common import (
     ExitCode,
@@ -28,6 +30,7 @@ SETTINGS = (
     *("rate", "rate_unit", "duration", "warmup", "batch_size", "concurrency", "timeout"),
     *("drain", "sender", "text", "seed", "metrics_port", "metrics_host"),
     *("quota_url", "quota_namespace", "quota_rate", "workers"),
+    *("account_rate", "quota_fallback", "quota_peers", "quota_unit"),
 )
 STOPPING = "stopping: waiting for in-flight requests (send the signal again to exit now)"
 
@@ -112,9 +115,11 @@ def options(p: Parser) -> None:
         "--quota-rate",
         type=bounded(float, 0.0, math.inf, above=True),
         metavar="N",
-        help="the --from code's limit in messages/s (default: its kind's, as send has it); "
+        help="the --from code's limit per second, in messages (or segments: --quota-unit) "
+        "(default: its kind's, as send has it); "
         "every process sharing the namespace must agree on it",
     )
+    add_quota_keys(add)
     add(
         "--redis-password-file",
         metavar="FILE",
@@ -141,6 +146,30 @@ def options(p: Parser) -> None:
         help="serve Prometheus metrics on this port while the test runs (0: any free port)",
     )
     add("--metrics-host", default="127.0.0.1", metavar="HOST", help="where --metrics-port listens")
+
+
+#: What ``--quota-unit`` says where send's ``rate_unit`` help speaks of its rates.
+QUOTA_UNIT_HELP = "what a request costs in the shared quota: its recipients or their segments"
+
+
+def add_quota_keys(add: Callable[..., Any]) -> None:
+    """send's quota options, from send's own configuration keys (flag, choices, metavar,
+    help; `dispatcher.loadtest.job` parses the values with their parsers). send's
+    ``--rate-unit`` is ``--quota-unit`` here: loadtest's ``--rate-unit`` is its arrivals'."""
+    from dispatcher.config import KEYS
+    from dispatcher.loadtest.settings import QUOTA_KEYS
+
+    for name, key_name in QUOTA_KEYS.items():
+        key = KEYS[key_name]
+        shown = key.shown_default or (f"{key.default:g}" if name == "account_rate" else key.default)
+        add(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,  # not given: the test's default (send's)
+            metavar=key.metavar,
+            choices=key.choices or None,
+            help=f"{QUOTA_UNIT_HELP if name == 'quota_unit' else key.help} (default {shown})",
+        )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dispatcher.config import find_api_key, find_redis_password
 from dispatcher.errors import ConfigError
-from dispatcher.loadtest.settings import LoadTest
+from dispatcher.loadtest.settings import QUOTA_KEYS, LoadTest
 from dispatcher.paths import Place, check_distinct, check_writable
 from dispatcher.writers import write_json
 
@@ -58,6 +59,7 @@ def prepare(
                 "against a real gateway, give --input FILE with your test numbers, or "
                 "--synthetic to send to generated numbers (a live gateway would text them)"
             )
+    _parse_quota_settings(settings)
     if faults is not None and faults == type(faults)():
         faults = None
     if input is not None and input != "-" and not os.path.exists(input):
@@ -93,6 +95,24 @@ def prepare(
         redis_password=redis_password,
         **settings,
     )
+
+
+def _parse_quota_settings(settings: dict[str, Any]) -> None:
+    """send's quota settings as the command line gave them (text, or None: not given),
+    read by send's own configuration keys (`QUOTA_KEYS`), so that they take the same
+    values and refuse the same ones with the same words."""
+    from dispatcher.config import KEYS
+
+    for name, key_name in QUOTA_KEYS.items():
+        if name not in settings:
+            continue
+        value = settings.pop(name)
+        if value is None:
+            continue
+        value = KEYS[key_name].read("--" + name.replace("_", "-"), value)
+        if name == "account_rate" and value == math.inf:
+            continue  # no account limit: the default
+        settings[name] = value
 
 
 def write_outputs(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sys
 import time
 from collections import deque
@@ -206,6 +207,9 @@ async def _quota(test: LoadTest, base_url: str) -> AsyncIterator[SharedQuota | N
         limits=RateLimits(rates={test.sender: test.code_rate}, kind_rates={}),
         namespace=test.quota_namespace or namespace_for(base_url),
         password=test.redis_password,
+        account_rate=math.inf if test.account_rate is None else test.account_rate,
+        fallback=test.quota_fallback,
+        peers=test.quota_peers,
     )
     try:
         yield quota
@@ -257,6 +261,12 @@ class _Driver:
         requests = [pool.request(body) for body in bodies.bodies]
         n = len(requests)
         self.requests = [requests[(index + count * m) % n] for m in range(n)]
+        #: what request k costs in the shared quota: its recipients, or its segments
+        self.units = (
+            [bodies.segments[(index + count * m) % n] for m in range(n)]
+            if test.quota_unit == "segments"
+            else [test.batch_size] * n
+        )
         self.single = bodies.single
         self.parse = api.parse_single if bodies.single else api.parse_batch
         self.aborted: AuthError | None = None
@@ -344,6 +354,10 @@ class _Driver:
         return {
             "namespace": self.quota.namespace,
             "code_rate": self.test.code_rate,
+            "unit": self.test.quota_unit,
+            "account_rate": self.test.account_rate,
+            "fallback": self.quota.fallback,
+            "peers": self.quota.peers,
             "late_starts": self.quota_late,
             "wait_s": round(self.quota_wait, 3),
         }
@@ -358,8 +372,8 @@ class _Driver:
         """Books the held requests in order, as many at a time as one capacity of the
         code holds, and starts each booking's requests when it is granted."""
         held, clock, code = self.held, self.clock, self.test.sender
-        units = self.test.batch_size
-        per_booking = max(1, int(quota.capacity(code) // units))
+        units, n = self.units, len(self.units)
+        capacity = quota.capacity(code)
         wake, idle = self._gate_wake, self._gate_idle
         while True:
             if not held:
@@ -367,10 +381,14 @@ class _Driver:
                 wake.clear()
                 await wake.wait()
             idle.clear()
-            group = self.booking = [held.popleft() for _ in range(min(per_booking, len(held)))]
+            group = self.booking = [held.popleft()]
+            amount = units[group[0][0] % n]
+            while held and amount + units[held[0][0] % n] <= capacity:
+                amount += units[held[0][0] % n]
+                group.append(held.popleft())
             asked = clock()
             try:
-                await quota.acquire(code, len(group) * units)
+                await quota.acquire(code, amount)
             except FatalError as exc:  # Redis answers an error waiting cannot cure
                 self.failure = str(exc)
                 self.schedule.halt()

@@ -74,6 +74,14 @@ class LoadTest:
     quota_url: str | None = None
     quota_namespace: str | None = None
     quota_rate: float | None = None
+    #: send's quota settings (`dispatcher.config` keys of the same names, parsed by
+    #: them): an account-wide limit (None: none), what to do while Redis is down, the
+    #: processes sharing the quota (the local fallback's divisor), and what a request
+    #: costs in the buckets — its recipients, or their segments (send's ``rate_unit``).
+    account_rate: float | None = None
+    quota_fallback: str = "pause"
+    quota_peers: int = 1
+    quota_unit: str = "messages"
     redis_password: Secret | None = field(default=None, repr=False)
     #: Processes driving the schedule, each an equal share of it (`--workers`).
     workers: int = 1
@@ -100,6 +108,7 @@ class LoadTest:
                 )
         elif self.quota_namespace is not None or self.quota_rate is not None:
             raise ConfigError("--quota-namespace and --quota-rate need --quota-url")
+        _check_quota_keys(self)
         if self.quota_rate is not None and not self.quota_rate > 0:
             raise ConfigError("--quota-rate must be a positive number of messages per second")
         for threshold in self.thresholds:
@@ -155,3 +164,27 @@ class LoadTest:
             "seed": self.seed,
             "emulator_faults": self.faults.as_dict() if self.faults is not None else None,
         }
+
+
+#: `LoadTest` fields checked by send's configuration key of the same meaning.
+QUOTA_KEYS = {
+    "account_rate": "account_rate",
+    "quota_fallback": "quota_fallback",
+    "quota_peers": "quota_peers",
+    "quota_unit": "rate_unit",
+}
+
+
+def _check_quota_keys(test: LoadTest) -> None:
+    """The quota settings as send checks them (its `Key` parsers); each needs
+    ``--quota-url`` when it differs from its default."""
+    from dispatcher.config import KEYS
+
+    for name, key_name in QUOTA_KEYS.items():
+        value = getattr(test, name)
+        flag = "--" + name.replace("_", "-")
+        if value is None or (name == "account_rate" and value == math.inf):
+            continue
+        KEYS[key_name].read(flag, value)
+        if test.quota_url is None and value != LoadTest.__dataclass_fields__[name].default:
+            raise ConfigError(f"{flag} needs --quota-url (the shared quota)")

@@ -19,6 +19,7 @@ from dispatcher.models import Recipient
 from dispatcher.numbers import normalize
 from dispatcher.reader import Reader, parse_lines
 from dispatcher.renderer import compile_template
+from dispatcher.segments import count as count_segments
 
 #: Recipients held at most, whatever the batch size; bodies repeat beyond it.
 POOL_RECIPIENTS: Final = 100_000
@@ -35,6 +36,8 @@ class Workload:
     single: bool
     batch_size: int
     recipients: int
+    #: each body's segments (the flat model), for a quota that counts segments
+    segments: tuple[int, ...] = ()
 
 
 async def build(
@@ -55,6 +58,7 @@ async def build(
         recipients = await _from_file(source, wanted)
     template = compile_template(text)
     usable: list[tuple[str, list[Any], str]] = []
+    parts: list[int] = []
     for recipient in recipients:
         try:
             usable.append(
@@ -62,13 +66,16 @@ async def build(
             )
         except (InvalidNumber, RenderError):
             continue
+        parts.append(count_segments(usable[-1][2], "flat")[2])
     if not usable:
         where = source or "the generator"
         raise ConfigError(f"no usable recipient in {where}: every number or params was refused")
     options = {"from": sender, "type": "MT"}
     bodies = []
+    segments = []
     position = 0
     for _ in range(count):
+        segments.append(sum(parts[(position + j) % len(usable)] for j in range(batch_size)))
         if batch_size == 1:
             to, _, rendered = usable[position % len(usable)]
             bodies.append(single_body(options, rendered, to))
@@ -80,7 +87,7 @@ async def build(
                 )
             )
         position += batch_size
-    return Workload(tuple(bodies), batch_size == 1, batch_size, len(usable))
+    return Workload(tuple(bodies), batch_size == 1, batch_size, len(usable), tuple(segments))
 
 
 def _generated(count: int, seed: int) -> list[Recipient]:

@@ -9,6 +9,9 @@ when called) and use the `SharedQuota` it returns where `RateLimits` is used tod
     quota.slow_down(code, exc.retry_after)          # beside Throttle.slow_down on 429/503
     await quota.aclose()
 
+The same Redis also counts a job's caps across its processes when it has any
+(`dispatcher.quota.caps`).
+
 Design
 ------
 *One bucket per code, one atomic script per batch.* Each code's limit is a GCRA bucket

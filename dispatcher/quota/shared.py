@@ -85,7 +85,7 @@ class QuotaStats:
     waited: float = 0.0
 
 
-class _Script:
+class Script:
     """A Lua script called by SHA, sent whole only when Redis does not know it."""
 
     def __init__(self, source: str) -> None:
@@ -95,17 +95,23 @@ class _Script:
     async def __call__(
         self, client: aioredis.Redis, stats: QuotaStats, keys: list[str], args: list[str]
     ) -> list[int]:
+        return [int(x) for x in await self.raw(client, stats, keys, args)]
+
+    async def raw(
+        self, client: aioredis.Redis, stats: QuotaStats, keys: list[str], args: list[str]
+    ) -> list[Any]:
+        """The script's reply as Redis sent it (strings stay bytes)."""
         stats.calls += 1
         try:
             reply = await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:  # a restarted Redis, or SCRIPT FLUSH
             stats.calls += 1
             reply = await client.eval(self.source, len(keys), *keys, *args)
-        return [int(x) for x in reply]
+        return list(reply)
 
 
-_TAKE = _Script(TAKE)
-_SLOW = _Script(SLOW)
+_TAKE = Script(TAKE)
+_SLOW = Script(SLOW)
 
 
 @dataclass(slots=True)
@@ -361,6 +367,27 @@ class SharedQuota:
         """Seconds until the local fallback's slot for ``amount`` units (booked now)."""
         now = loop.time() * 1e6
         return take(state.local, amount, now, ahead=math.inf, recover=RECOVERY / 1e6).wait / 1e6
+
+    async def evaluate(self, script: Script, keys: list[str], args: list[str]) -> list[Any]:
+        """Run ``script`` (another feature's, e.g. the job-wide caps) on the quota's Redis,
+        waiting through outages as bookings do but never on the local fallback: what
+        such a script counts cannot be counted by one process alone. Its reply as Redis
+        sent it; `QuotaError` when Redis answers with an error waiting cannot cure.
+
+        The script may run twice when an answer is lost (a timeout after Redis acted):
+        callers pass absolute values, so that running it again changes nothing more.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._up.is_set():
+                try:
+                    return await script.raw(self._redis, self.stats, keys, args)
+                except OUTAGE as exc:
+                    self._went_down(exc, loop)
+                    continue
+                except ResponseError as exc:
+                    raise QuotaError(f"the shared quota's Redis refused a script: {exc}") from exc
+            await self._up.wait()
 
     # --- the shared slow-down ---------------------------------------------------------
 

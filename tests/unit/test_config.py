@@ -172,7 +172,7 @@ FILE_KEYS = {
     "policy": "suppress dedupe max_messages max_job_segments max_cost",
     "schedule": "window outside_window default_tz start_at expire_at ttl",
     "sending": "batch_size linger_ms max_buffered concurrency rates kind_rates rate_unit",
-    "quota": "quota_url quota_namespace account_rate quota_fallback quota_peers "
+    "quota": "quota_url quota_namespace caps_key account_rate quota_fallback quota_peers "
     "redis_password_file",
     "metrics": "metrics_port metrics_host",
     "retry": "max_attempts retry_max_wait retry_deadline retry_ambiguous",

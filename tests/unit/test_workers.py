@@ -32,6 +32,19 @@ def test_with_a_shared_quota_the_rates_stay_whole() -> None:
     assert for_worker(config, 1, 2).rates["A"] == 100.0
 
 
+def test_with_a_shared_quota_the_caps_stay_whole_for_the_job_wide_count() -> None:
+    config = cfg.load(
+        flags={"max_messages": 7, "max_job_segments": 9, "max_cost": 1.5,
+               "price_per_segment": 0.1, "quota_url": "redis://127.0.0.1:6379/0",
+               "workers": 2},
+        env={},
+    )  # fmt: skip
+    for k in (1, 2):
+        part = for_worker(config, k, 2)
+        assert (part.max_messages, part.max_job_segments, part.max_cost) == (7, 9, 1.5)
+        assert part.shard == f"{k}/2"  # each counts its own part of the job's count
+
+
 def test_workers_within_a_shard_keep_only_the_shards_lines() -> None:
     config = cfg.load(flags={"shard": "2/3", "workers": 2}, env={})
     shares = [Share.parse(for_worker(config, k, 2).shard or "") for k in (1, 2)]
@@ -78,3 +91,27 @@ def test_summaries_add_up() -> None:
     assert joined["codes"]["A"]["achieved_rate"] == 2.0
     assert joined["policy"]["cap_reached"] == {"cap": "max_messages", "line": 9}
     assert joined["workers"] == 2
+
+
+def test_the_job_s_progress_line_sums_the_workers_numbers() -> None:
+    import io
+
+    from dispatcher.metrics import Snapshot, merge
+    from dispatcher.progress import Progress, show_job
+
+    def worker(queued: int, failed: int, invalid: int, read: int) -> Snapshot:
+        snapshot = Snapshot()
+        snapshot.set("dispatcher_recipients_total", queued, ("QUEUE", "12345"))
+        snapshot.set("dispatcher_recipients_total", failed, ("FAILED", "12345"))
+        snapshot.set("dispatcher_recipients_total", invalid, ("INVALID_NUMBER", ""))
+        snapshot.set("dispatcher_input_read_bytes_total", read)
+        snapshot.set("dispatcher_input_size_bytes", 1000)
+        return snapshot
+
+    out = io.StringIO()
+    progress = Progress(None, stream=out)
+    show_job(progress, merge([worker(40, 1, 2, 600), worker(50, 0, 3, 900)]), elapsed=2.0)
+    progress.close()
+    shown = out.getvalue().replace("\r", "\n").splitlines()[-1]
+    assert "lines=96 sent=90 failed=1 48/s" in shown
+    assert shown.startswith(" 60%")  # the input as far as the slowest worker has read it
