@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gzip
 import io
 import os
@@ -14,6 +13,7 @@ import threading
 import tracemalloc
 from pathlib import Path
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -447,7 +447,7 @@ async def test_reads_a_file(tmp_path: Path) -> None:
     path.write_bytes(b"\n" + SPEC_LINES + b"\n")
     reader = Reader(path)
     records = await read_all(reader)
-    assert records == [dataclasses.replace(r, line=r.line + 1) for r in SPEC_RECORDS]
+    assert records == [msgspec.structs.replace(r, line=r.line + 1) for r in SPEC_RECORDS]
     assert (reader.lines, reader.blank_lines) == (5, 2)
     assert reader.bytes_read == reader.total_bytes == path.stat().st_size
 
