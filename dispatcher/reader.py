@@ -59,8 +59,8 @@ _LONG_DIGITS: Final = re.compile(rb"[0-9]{19}")
 _loads: Final = orjson.loads
 _JSONDecodeError: Final = orjson.JSONDecodeError
 _decode: Final = msgspec.json.Decoder(Recipient).decode
-#: What a line the decoder does not take raises (RecursionError: never seen, as the
-#: decoder refuses nesting at its first level, but orjson's limit is not msgspec's).
+#: What a line the decoder does not take raises (ValidationError is a DecodeError;
+#: RecursionError is defensive: the decoder refuses any nesting below ``params``).
 _DECODE_FAILED: Final = (msgspec.DecodeError, RecursionError)
 
 #: Optional string fields of a line → `Recipient` attribute.
