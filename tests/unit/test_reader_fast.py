@@ -8,6 +8,7 @@ must give the same record, compared by ``repr`` so that ``1``, ``1.0``, ``True``
 
 from __future__ import annotations
 
+import gc
 import math
 import struct
 from decimal import Context, Decimal
@@ -317,3 +318,11 @@ def test_the_decoder_leaves_the_rest_to_the_careful_path(line: bytes) -> None:
     with pytest.raises(reader._DECODE_FAILED):
         reader._decode(line)
     assert_paths_agree([line])
+
+
+def test_records_are_not_tracked_by_the_cyclic_collector() -> None:
+    # A chunk holds thousands of records: untracked, they cost the collector nothing.
+    lines = [b'{"to": "1", "params": ["a", 1]}', b'{"to": "1", "ref": {"crm": [1]}}']
+    records = parse_lines(lines, 1)  # the decoder's record, then the careful path's
+    assert [type(r) for r in records] == [Recipient, Recipient]
+    assert not any(map(gc.is_tracked, records))
