@@ -326,3 +326,23 @@ def test_records_are_not_tracked_by_the_cyclic_collector() -> None:
     records = parse_lines(lines, 1)  # the decoder's record, then the careful path's
     assert [type(r) for r in records] == [Recipient, Recipient]
     assert not any(map(gc.is_tracked, records))
+
+
+def test_lines_the_decoder_never_takes_mostly_skip_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bytes] = []
+    decode = reader._decode
+
+    def spying(line: bytes) -> Recipient:
+        seen.append(line)
+        return decode(line)
+
+    monkeypatch.setattr(reader, "_decode", spying)
+    odd = [b'{"to": "1", "params": ["a", 1], "name": "Ann"}', b'{"to": "1", "ref": {"crm": 1}}']
+    usual = b'{"to": "1", "params": ["a", 1]}'
+    lines = odd * 340 + [usual] * 100
+    records = parse_lines(lines, 1)
+    assert exactly(records) == exactly(_parse_each(lines, 1, 65536))
+    # 4 failed decodes, then 64 lines without: the decoder sees 1 odd line in 17...
+    assert len(seen) - seen.count(usual) <= 680 // 17 + 4
+    # ...and takes the usual lines again once they come.
+    assert seen.count(usual) >= 100 - 64
