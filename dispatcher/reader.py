@@ -10,10 +10,17 @@ Every non-blank physical line gives exactly one record. Line numbers are 1-based
 count every physical line (``\\n``-terminated, or the last one without a newline),
 including blank ones, which give no record.
 
+Two paths give the same records. The fast one: msgspec decodes a line straight into
+a `Recipient`, checking types as it decodes (the annotations of `Recipient` say what it
+takes: scalars, integers within 64 bits, no unknown field). Every line it does not take
+goes the careful way: orjson, then field checks in Python (`_parse_one`); a blank line,
+a malformed one or an unusual one costs a second parse, which is rare. Tests check the
+two paths against each other on generated and mutated lines.
+
 Integers in ``params`` keep their exact digits whatever their size. orjson reads an
 integer outside 64 bits as a float, and refuses one beyond a double's range. Both are
-rare: the fast path only compares float params with 2**63, and a line with a float that
-big, or one orjson refuses, pays for a second, exact parse with the standard library,
+rare: the careful path only compares float params with 2**63, and a line with a float
+that big, or one orjson refuses, pays for a third, exact parse with the standard library,
 which turns such integers into `BigInt`. Elsewhere in a line (``ref``) they stay what
 orjson makes of them.
 """
@@ -24,10 +31,10 @@ import json
 import os
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import fields
 from functools import partial
 from typing import Any, BinaryIO, Final
 
+import msgspec
 import orjson
 
 from dispatcher.blocking import BlockingWorker
@@ -43,9 +50,7 @@ CHUNK_SIZE: Final = 1 << 18
 EXCERPT_CHARS: Final = 120
 
 _BOM: Final = b"\xef\xbb\xbf"
-_SCALARS: Final = frozenset((str, int, float, bool))
-_INT_OR_BOOL: Final = frozenset((int, bool))
-_PARAM_TYPES: Final = _SCALARS | {BigInt}
+_PARAM_TYPES: Final = frozenset((str, int, float, bool, BigInt))
 #: orjson reads integers in [-2**63, 2**64) as int; a float this size may be one beyond.
 _BIG: Final = 2.0**63
 _NEG_BIG: Final = -_BIG
@@ -53,7 +58,13 @@ _NEG_BIG: Final = -_BIG
 _LONG_DIGITS: Final = re.compile(rb"[0-9]{19}")
 _loads: Final = orjson.loads
 _JSONDecodeError: Final = orjson.JSONDecodeError
-_new: Final = object.__new__
+_decode: Final = msgspec.json.Decoder(Recipient).decode
+#: What a line the decoder does not take raises (ValidationError is a DecodeError;
+#: RecursionError is defensive: the decoder refuses any nesting below ``params``).
+_DECODE_FAILED: Final = (msgspec.DecodeError, RecursionError)
+#: Failed decodes in a row after which parse_lines skips the decoder for _SKIP lines.
+_MISSES: Final = 4
+_SKIP: Final = 64
 
 #: Optional string fields of a line → `Recipient` attribute.
 OVERRIDES: Final = {
@@ -63,25 +74,6 @@ OVERRIDES: Final = {
     "clientId": "client_id",
     "email": "email",
 }
-
-# The hot loop builds a Recipient with object.__new__ and nine slot stores: 100 ns,
-# against 350 ns for the keyword call of its dataclass __init__ (CPython 3.11). That
-# only stays right while these are exactly its fields, so check it at import.
-_FIELDS: Final = (
-    "line",
-    "to",
-    "params",
-    "ref",
-    "sender",
-    "text",
-    "external_id",
-    "client_id",
-    "email",
-)
-if tuple(f.name for f in fields(Recipient)) != _FIELDS:  # pragma: no cover
-    raise RuntimeError("dispatcher.reader must be updated for the new fields of Recipient")
-
-_ABSENT: Final = object()
 
 
 def parse_lines(
@@ -96,82 +88,42 @@ def parse_lines(
     if max(map(len, lines)) > max_line_bytes:
         return _parse_each(lines, first_line, max_line_bytes)
 
-    # A plain loop rather than one C-level map (or one orjson call over the lines joined
-    # as a JSON array, which is ~10% faster but cannot tell which line a value came
-    # from if a line holds "{...},{...}"): each parsed dict dies before the next line
-    # is parsed, so the garbage collector never sees it. That was 20% faster than the
-    # map with CPython's default GC thresholds, and equal without GC (bench/).
+    # msgspec decodes a well-formed line straight into a Recipient, checking the types
+    # of its fields as it goes (see Recipient for what it accepts); any other line
+    # (blank, malformed, a field of the wrong type, an unknown field, an integer beyond
+    # 64 bits, a ref that is not a scalar) fails the decode and takes the careful path,
+    # whose record it would have been anyway. A plain loop, one line at a time, rather
+    # than one decode of the chunk as a JSON array: that cannot tell which line a record
+    # came from when a line holds "{...},{...}" or an object spans two lines.
+    # A failed decode costs 1-5 us (msgspec's error), more than the careful path itself:
+    # after _MISSES failures in a row (a file whose lines all carry an extra column, or
+    # an object as ref) the next _SKIP lines go straight to the careful path, then the
+    # decoder is tried again. Which path a line takes never changes its record.
     out: list[Recipient | Rejected] = []
     append = out.append
     number = first_line - 1
-    big, neg_big = _BIG, _NEG_BIG
+    decode, failed = _decode, _DECODE_FAILED
+    misses = skip = 0
     for line in lines:
         number += 1
-        try:
-            value = _loads(line)
-        except _JSONDecodeError:
-            item = _parse_one(line, number, max_line_bytes)
-            if item is not None:
-                append(item)
-            continue
-        if type(value) is not dict:
-            append(_rejected(number, _not_an_object(value), line))
-            continue
-        to = value.get("to")
-        params = value.get("params", _ABSENT)
-        size = len(value)
-        if params is _ABSENT:
-            params = []
-            size += 1
-        if (
-            type(to) is str
-            and type(params) is list
-            and (size == 2 or (size == 3 and "ref" in value))
-            # Two params, the usual shape, checked without an iterator: 7% of the parse.
-            # A float as big as an integer orjson cannot hold takes the careful path.
-            # Strings and floats first: the order that measured 10 ns (1 %) over the
-            # plain type check, against 40 ns for a separate float test.
-            and (
-                (
-                    len(params) == 2
-                    and (
-                        (t := type(p := params[0])) is str
-                        or (t is float and neg_big < p < big)
-                        or t in _INT_OR_BOOL
-                    )
-                    and (
-                        (t := type(p := params[1])) is str
-                        or (t is float and neg_big < p < big)
-                        or t in _INT_OR_BOOL
-                    )
-                )
-                or _all_scalars(params)
-            )
-        ):
-            r = _new(Recipient)
-            r.line = number
-            r.to = to
-            r.params = params
-            r.ref = value.get("ref")
-            r.sender = None
-            r.text = None
-            r.external_id = None
-            r.client_id = None
-            r.email = None
-            append(r)
+        if skip:
+            skip -= 1
         else:
-            append(_from_object(value, number, line))
+            try:
+                record = decode(line)
+            except failed:
+                misses += 1
+                if misses == _MISSES:
+                    misses, skip = 0, _SKIP
+            else:
+                misses = 0
+                record.line = number
+                append(record)
+                continue
+        item = _parse_one(line, number, max_line_bytes)
+        if item is not None:
+            append(item)
     return out
-
-
-def _all_scalars(params: list[Any]) -> bool:
-    """Every param a scalar, and no float that may stand for an integer beyond 64 bits."""
-    # A plain loop: as fast as the C-level type pass it replaces for 1-3 params.
-    for p in params:
-        t = type(p)
-        if not (t is str or (t is float and _NEG_BIG < p < _BIG) or t in _INT_OR_BOOL):
-            return False
-    return True
 
 
 def _has_big_float(params: list[Any]) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gzip
 import io
 import os
@@ -14,6 +13,7 @@ import threading
 import tracemalloc
 from pathlib import Path
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -260,7 +260,7 @@ def test_params_parse_exactly_on_both_paths(params: list[object], ref: bool) -> 
     expected = [
         BigInt(str(p)) if type(p) is int and not -(2**63) <= p < 2**64 else p for p in params
     ]
-    assert parse_lines([line], 1) == _parse_each([line], 1, 65536)
+    assert repr(parse_lines([line], 1)) == repr(_parse_each([line], 1, 65536))
     assert params_of(line) == expected
 
 
@@ -424,7 +424,9 @@ def test_fuzz_one_outcome_per_non_blank_line(data: bytes, chunk: int, limit: int
 @given(st.lists(physical_lines, max_size=30), st.sampled_from([8, 65536]))
 @settings(max_examples=300, deadline=None)
 def test_fast_path_agrees_with_the_careful_path(lines: list[bytes], limit: int) -> None:
-    assert parse_lines(lines, 5, max_line_bytes=limit) == _parse_each(lines, 5, limit)
+    # By repr: == would take 1, 1.0 and True for one another (more in test_reader_fast).
+    fast = parse_lines(lines, 5, max_line_bytes=limit)
+    assert list(map(repr, fast)) == list(map(repr, _parse_each(lines, 5, limit)))
 
 
 # --- Reader on real files ----------------------------------------------------------
@@ -447,7 +449,7 @@ async def test_reads_a_file(tmp_path: Path) -> None:
     path.write_bytes(b"\n" + SPEC_LINES + b"\n")
     reader = Reader(path)
     records = await read_all(reader)
-    assert records == [dataclasses.replace(r, line=r.line + 1) for r in SPEC_RECORDS]
+    assert records == [msgspec.structs.replace(r, line=r.line + 1) for r in SPEC_RECORDS]
     assert (reader.lines, reader.blank_lines) == (5, 2)
     assert reader.bytes_read == reader.total_bytes == path.stat().st_size
 
