@@ -274,13 +274,14 @@ class _Driver:
         self.first = self.began + LEAD if first is None else first
         self.measured = self.first + test.warmup
         self.end = self.measured + test.duration
-        #: When this process's first request is due.
-        self.start = self.first + index / test.request_rate
+        #: When the test's first request is due (this process's is ``index`` later).
+        self.start = self.first
         self.schedule = Schedule(
-            test.request_rate / count,
+            test.request_rate,
             slots=test.concurrency,
             clock=clock,
             count_from=self.measured,
+            share=(index, count),
         )
         self.recorder = Recorder(
             start=self.measured, on_second=self._show, keep_seconds=share is not None

@@ -52,10 +52,16 @@ class Schedule:
         slots: int,
         clock: Callable[[], float],
         count_from: float = -math.inf,
+        share: tuple[int, int] = (0, 1),
     ) -> None:
         if not rate > 0 or slots < 1:
             raise ValueError("rate must be positive and slots at least 1")
-        self.rate = rate
+        if not 0 <= share[0] < share[1]:
+            raise ValueError("share must be (index, count) with 0 <= index < count")
+        #: this process's rate: its share (``index, index + count, …``) of the test's
+        self.rate = rate / share[1]
+        self._whole_rate = rate
+        self._offset, self._stride = share
         #: Late starts are counted for requests due from this time on (after warm-up).
         self.count_from = count_from
         self.slots = slots
@@ -88,11 +94,13 @@ class Schedule:
         return self._halted_at
 
     def due(self, k: int, start: float) -> float:
-        """When request ``k`` is due."""
-        return start + k / self.rate
+        """When request ``k`` of this share is due: request ``index + k × count`` of the
+        whole schedule, by the same expression as the whole's own, so that the shares'
+        due times are exactly the whole's (a share's own rate would round otherwise)."""
+        return start + (self._offset + k * self._stride) / self._whole_rate
 
     def count(self, start: float, end: float) -> int:
-        """How many requests are due in ``[start, end)``."""
+        """How many requests of this share are due in ``[start, end)``."""
         n = max(0, int((end - start) * self.rate) - 1)
         while self.due(n, start) < end:
             n += 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dispatcher.errors import ConfigError
@@ -90,14 +90,23 @@ def test_merging_what_is_not_an_export_is_a_value_error() -> None:
     duration=st.floats(min_value=0.1, max_value=30),
     start=st.floats(min_value=0, max_value=1e6),
 )
+@example(rate=1588.0, workers=5, duration=4.0, start=0.0)  # rounding: 6353 against 6352
 def test_the_workers_shares_of_the_schedule_add_up_to_the_whole(
     rate: float, workers: int, duration: float, start: float
 ) -> None:
-    whole = Schedule(rate, slots=1, clock=lambda: 0.0).count(start, start + duration)
-    share = Schedule(rate / workers, slots=1, clock=lambda: 0.0)
-    counts = [share.count(start + i / rate, start + duration) for i in range(workers)]
-    assert sum(counts) == whole
+    whole = Schedule(rate, slots=1, clock=lambda: 0.0)
+    end = start + duration
+    shares = [
+        Schedule(rate, slots=1, clock=lambda: 0.0, share=(i, workers)) for i in range(workers)
+    ]
+    counts = [share.count(start, end) for share in shares]
+    assert sum(counts) == whole.count(start, end)
     assert max(counts) - min(counts) <= 1  # an equal split
+    # Exactly the whole's due times, each once (a share's own rate rounded differently).
+    dues = sorted(
+        share.due(k, start) for share, n in zip(shares, counts, strict=True) for k in range(n)
+    )
+    assert dues == [whole.due(j, start) for j in range(whole.count(start, end))]
 
 
 def test_workers_need_a_slot_each_and_an_input_file_they_can_each_read() -> None:
