@@ -53,6 +53,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
@@ -372,18 +373,18 @@ async def _deal(
     """Hand stdin out to the workers (`HandOut`): each parses only its own lines. A
     gzip stream is copied to every worker whole, each keeping its share, as a file is
     read (its lines are known only once inflated, and a corrupt stream is each
-    worker's to report). EOF closes every worker's stdin."""
+    worker's to report). EOF closes every worker's stdin; a failure does not (it is
+    `_input_failed`'s), lest the workers take a cut input for the whole of it."""
     live = dict(enumerate(sinks))
-    try:
-        head = await _read(source)
-        while 0 < len(head) < len(_GZIP_MAGIC) and (more := await _read(source)):
-            head += more
-        if head.startswith(_GZIP_MAGIC):
-            copy = [head] * len(sinks)
-            while live and copy[0]:
-                await _send(live, copy)
-                copy = [await _read(source)] * len(sinks)
-            return
+    head = await _read(source)
+    while 0 < len(head) < len(_GZIP_MAGIC) and (more := await _read(source)):
+        head += more
+    if head.startswith(_GZIP_MAGIC):
+        copy = [head] * len(sinks)
+        while live and copy[0]:
+            await _send(live, copy)
+            copy = [await _read(source)] * len(sinks)
+    else:
         hand_out = HandOut(shares, max_line_bytes=max_line_bytes)
         data = head
         while live and data:
@@ -391,10 +392,18 @@ async def _deal(
             data = await _read(source)
         if live:
             await _send(live, hand_out.finish())
-    finally:
-        for sink in live.values():
-            with contextlib.suppress(OSError):
-                sink.close()
+    for sink in live.values():
+        with contextlib.suppress(OSError):
+            sink.close()
+
+
+def _input_failed(procs: Sequence[asyncio.subprocess.Process], task: asyncio.Task[None]) -> None:
+    """When stdin cannot be read or handed out, stop the workers (a graceful stop):
+    the job is unfinished, not complete on part of its input."""
+    if task.cancelled() or (exc := task.exception()) is None:
+        return
+    log.error("cannot hand stdin out to the workers (%s): stopping them", exc)
+    signal_all(procs, signal.SIGTERM)
 
 
 async def _relay(stream: asyncio.StreamReader, out: BinaryIO) -> None:
@@ -601,7 +610,9 @@ async def _run_workers(
         stdin = sys.stdin.buffer
         assert isinstance(stdin, io.BufferedReader)  # read1: what has come, not 64 KiB
         shares = [Share.parse(for_worker(config, w.k, w.n).shard or "") for w in workers]
-        tasks.append(asyncio.create_task(_deal(stdin, sinks, shares, config.max_line_bytes)))
+        deal = asyncio.create_task(_deal(stdin, sinks, shares, config.max_line_bytes))
+        deal.add_done_callback(partial(_input_failed, procs))
+        tasks.append(deal)
     for proc in procs:
         if proc.stdout is not None:
             tasks.append(asyncio.create_task(_relay(proc.stdout, sys.stdout.buffer)))
