@@ -3,14 +3,17 @@ the hand-out of stdin."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
+import os
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispatcher import config as cfg
+from dispatcher import workers
 from dispatcher.reader import LineParser
 from dispatcher.shares import Share, share_of
 from dispatcher.workers import HandOut, Worker, for_worker, join_summaries, worker_argv
@@ -230,3 +233,39 @@ def test_a_worker_gets_a_newline_for_each_line_of_the_others() -> None:
     out = hand_out.finish()
     assert out[mine] == first
     assert out[theirs] == b"\n"  # a newline numbers the last line for the others
+
+
+async def _pipe_writer() -> tuple[asyncio.StreamWriter, int]:
+    """A StreamWriter on a real pipe (as a worker's stdin) and the pipe's read end."""
+    read, write = os.pipe()
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.connect_write_pipe(
+        lambda: asyncio.streams.FlowControlMixin(loop), os.fdopen(write, "wb")
+    )
+    return asyncio.StreamWriter(transport, protocol, None, loop), read
+
+
+async def test_lines_that_have_come_reach_the_workers_before_eof_and_a_gone_worker() -> None:
+    line = b'{"to": "+14155550100", "params": []}'
+    shares = [Share(0, 3), Share(1, 3), Share(2, 3)]
+    owner = next(k for k, s in enumerate(shares) if s.keep(LineParser().feed(line + b"\n")))
+    gone = (owner + 1) % 3
+    source_read, source_write = os.pipe()
+    sinks, reads = zip(*[await _pipe_writer() for _ in shares], strict=True)
+    os.close(reads[gone])  # that worker has gone: the others go on
+    source = os.fdopen(source_read, "rb")
+    deal = asyncio.create_task(workers._deal(source, list(sinks), shares, 65536))
+    loop = asyncio.get_running_loop()
+    try:
+        os.write(source_write, line + b"\n" + line[:10])  # a line, and the start of one
+        got = await asyncio.wait_for(loop.run_in_executor(None, os.read, reads[owner], 100), 30)
+        assert got == line + b"\n"  # before any EOF
+        os.write(source_write, line[10:] + b"\n")
+        os.close(source_write)
+        await asyncio.wait_for(deal, 30)
+        for k in {0, 1, 2} - {gone}:
+            with os.fdopen(reads[k], "rb") as f:
+                assert f.read() == (line + b"\n" if k == owner else b"\n\n")  # then EOF
+    finally:
+        source.close()
+        deal.cancel()
