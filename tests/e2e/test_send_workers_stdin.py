@@ -42,7 +42,7 @@ LINES = [
     b"to=+15550001111",
     b'{"to":"+5511987654321","params":["\xff\xfe",5]}',  # invalid UTF-8
     b'{"to":"+5511987654322","params":["' + b"x" * 300 + b'",6]}',  # too long
-    b'{"to":"+5511987654323","params":["' + b"y" * 100_000 + b'",7]}',  # longer than a read
+    b'{"to":"+5511987654323","params":["' + b"y" * 300_000 + b'",7]}',  # longer than a read
     b"\t\r",
     *(b'{"to":"+1 (415) 555-%04d","params":["Wei",%d]}' % (i, i) for i in range(200)),
     b'{"to":"+919876543210","params":["Ren\xc3\xa9e",8]}',  # the last, without a newline
