@@ -6,12 +6,14 @@ lines too long, and no newline at the end."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.support.exactly_once import ledger, send_command
 from tests.support.gateway_process import gateway_process
@@ -49,13 +51,13 @@ LINES = [
 ]
 
 
-def _send(tmp_path: Path, *extra: str) -> tuple[list[dict[str, Any]], list[Any], int]:
+def _send(tmp_path: Path, data: bytes, *extra: str) -> tuple[list[dict[str, Any]], list[Any], int]:
     """``send -`` on LINES against its own gateway: its results, the messages the
     gateway took, and its exit code."""
     out = tmp_path / ("workers" if extra else "single")
     out.mkdir()
     source = tmp_path / "in.ndjson"
-    source.write_bytes(b"\n".join(LINES))
+    source.write_bytes(data)
     env = {**os.environ, "DISPATCHER_API_KEY": KEY, "DISPATCHER_MAX_LINE_BYTES": "200"}
     with gateway_process("--no-rate-limit", api_key=KEY) as url:
         with source.open("rb") as stdin:
@@ -73,9 +75,13 @@ def _send(tmp_path: Path, *extra: str) -> tuple[list[dict[str, Any]], list[Any],
     return sorted(results, key=lambda r: r["line"]), sent, done.returncode
 
 
-def test_workers_from_stdin_give_what_one_process_gives(tmp_path: Path) -> None:
-    single, single_sent, single_code = _send(tmp_path)
-    workers, workers_sent, workers_code = _send(tmp_path, "--workers", "3")
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_workers_from_stdin_give_what_one_process_gives(tmp_path: Path, compress: bool) -> None:
+    # gzip on stdin is copied to every worker whole, each keeping its share
+    data = b"\n".join(LINES)
+    data = gzip.compress(data) if compress else data
+    single, single_sent, single_code = _send(tmp_path, data)
+    workers, workers_sent, workers_code = _send(tmp_path, data, "--workers", "3")
     assert [r["line"] for r in single] == [n for n, line in enumerate(LINES, 1) if line.strip()]
     assert single[5]["status"] == "DUPLICATE"
     assert workers == single
