@@ -20,10 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import compress
 from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from dispatcher.errors import ConfigError
 from dispatcher.models import Recipient, Rejected
 from dispatcher.numbers import normalize_many
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 #: 2^64 / φ, odd: multiplying by it spreads consecutive integers over the top bits.
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -72,19 +77,28 @@ class Share:
         return f"{self.index + 1}/{self.count}"
 
     def keep(self, chunk: Sequence[Recipient | Rejected]) -> list[Recipient | Rejected]:
-        """The items of an input chunk that belong to this share, in order: `share_of`
-        of every item, computed for the whole chunk at once in 64-bit numpy arithmetic
-        (which wraps as the ``& _MASK`` of `_mix` does)."""
+        """The items of an input chunk that belong to this share, in order."""
         if self.count == 1:
             return list(chunk)
-        import numpy as np
-
-        from dispatcher.suppress import number_keys
-
-        raws = [item.to if type(item) is Recipient else "" for item in chunk]
-        numbers = normalize_many(raws)  # never strict: a share must not depend on it
-        keys = number_keys(numbers)  # 0 where there is no number
-        lines = np.fromiter(map(_line_of, chunk), dtype=np.uint64, count=len(chunk))
-        values = np.where(keys == 0, lines + np.uint64(1), keys)
-        shares = ((values * np.uint64(_GOLDEN)) >> np.uint64(32)) % np.uint64(self.count)
+        shares = shares_of(chunk, self.count)
         return list(compress(chunk, (shares == self.index).tolist()))
+
+
+def shares_of(chunk: Sequence[Recipient | Rejected], count: int) -> npt.NDArray[np.uint64]:
+    """`share_of` of every item of an input chunk (0 to ``count - 1``), computed for the
+    whole chunk at once in 64-bit numpy arithmetic (which wraps as the ``& _MASK`` of
+    `_mix` does): what `Share.keep` decides, and what the parent of ``--workers`` hands
+    stdin out by (`dispatcher.workers.HandOut`)."""
+    import numpy as np
+
+    from dispatcher.suppress import number_keys
+
+    raws = [item.to if type(item) is Recipient else "" for item in chunk]
+    numbers = normalize_many(raws)  # never strict: a share must not depend on it
+    keys = number_keys(numbers)  # 0 where there is no number
+    lines = np.fromiter(map(_line_of, chunk), dtype=np.uint64, count=len(chunk))
+    values = np.where(keys == 0, lines + np.uint64(1), keys)
+    shares: npt.NDArray[np.uint64] = ((values * np.uint64(_GOLDEN)) >> np.uint64(32)) % np.uint64(
+        count
+    )
+    return shares

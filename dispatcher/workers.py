@@ -1,12 +1,14 @@
 """``send --workers N``: N processes, each the whole pipeline on its share of the input.
 
 One core out-runs any real quota, but a CPU-heavy job (long templates, smart encoding,
-strict numbers) can use the machine's other cores. The parent splits nothing itself:
-each worker is ``dispatcher send`` with the user's own command line, run on share K of
-N by the rule of `dispatcher.shares` (a stable hash of the number, so every line to
-one recipient is in one worker and duplicates stay exact). A worker reads the whole
-input and keeps its share — a file or a ``.gz``; for stdin the parent copies the
-stream to every worker — so line numbers are the input's in every worker.
+strict numbers) can use the machine's other cores. Each worker is ``dispatcher send``
+with the user's own command line, run on share K of N by the rule of
+`dispatcher.shares` (a stable hash of the number, so every line to one recipient is in
+one worker and duplicates stay exact). A worker reads the whole input and keeps its
+share — a file or a ``.gz``; for stdin the parent reads the
+stream and hands each worker its own lines and a bare newline for every other line
+(`HandOut`: one parse of each line, not N) — so line numbers are the input's in every
+worker.
 
 The job is still named by its results path, ``OUT``:
 
@@ -51,6 +53,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
@@ -58,7 +61,8 @@ import orjson
 from dispatcher.cli._common import Signals
 from dispatcher.config import Config
 from dispatcher.errors import ConfigError
-from dispatcher.shares import Share
+from dispatcher.reader import CHUNK_SIZE, parse_lines
+from dispatcher.shares import Share, shares_of
 
 if TYPE_CHECKING:
     from dispatcher.metrics import WorkerMetrics
@@ -230,24 +234,176 @@ def _any_worker_files(config: Config, n: int) -> bool:
     return any(os.path.lexists(f"{config.results}.w{k}of{n}.journal") for k in range(1, n + 1))
 
 
-async def _tee(source: io.BufferedReader, sinks: list[asyncio.StreamWriter]) -> None:
-    """Copy stdin to every worker (each keeps its share); a worker that has gone
-    stops receiving, the others go on."""
+#: The hand-out's mark for a line every worker gets whole (blank, or too long to judge
+#: here), and for a line no worker keeps (another ``--shard``'s): each gets a newline.
+_EVERYONE = -1
+_NOBODY = -2
+_GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
+
+
+class HandOut:
+    """stdin dealt out to the workers, line by line: the synchronous core of `_deal`.
+
+    Each line is parsed here once, by the reader's own `parse_lines`, and its share
+    decided by `shares_of` — what `Share.keep` decides in the worker. The worker that
+    keeps it gets the line, every other worker a bare newline, so that every worker
+    numbers the lines as the input does (a blank line has a number and no record).
+    Lines whose fate in the worker's reader depends on bytes a blank would drop go to
+    every worker whole, and each worker's `Share.keep` decides as for a file: blank
+    lines, and lines longer than ``max_line_bytes`` (the first line counted with its
+    BOM), which are passed on as they come, never held whole here.
+
+    ``shares[i]`` is worker ``i``'s share (all of one count; within a ``--shard`` they
+    do not cover every share, and a line of another shard goes to nobody).
+    `feed` and `finish` return the bytes for each worker, in order.
+    """
+
+    def __init__(self, shares: Sequence[Share], *, max_line_bytes: int) -> None:
+        self.count = shares[0].count
+        if any(s.count != self.count for s in shares):
+            raise ValueError("the workers' shares must be of one count")
+        self.workers = len(shares)
+        self.max_line_bytes = max_line_bytes
+        #: Lines dealt so far (complete, or passed on as too long).
+        self.lines = 0
+        self._worker_of = {s.index: i for i, s in enumerate(shares)}
+        self._pieces: list[bytes] = []  # the current partial line
+        self._pending = 0
+        self._passing = False  # inside a long line, which every worker gets as it comes
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """What each worker gets of the lines that ``data`` completes."""
+        out: list[list[bytes]] = [[] for _ in range(self.workers)]
+        if self._passing:
+            newline = data.find(b"\n")
+            if newline < 0:
+                return [data] * self.workers
+            self._passing = False
+            for into in out:
+                into.append(data[: newline + 1])
+            data = data[newline + 1 :]
+        if b"\n" in data:
+            if self._pieces:
+                self._pieces.append(data)
+                data = b"".join(self._pieces)
+            lines = data.split(b"\n")
+            tail = lines.pop()
+            self._deal(lines, out, b"\n")
+            self._pieces = [tail] if tail else []
+            self._pending = len(tail)
+        elif data:
+            self._pieces.append(data)
+            self._pending += len(data)
+        if self._pending > self.max_line_bytes:  # every worker's reader judges it
+            start = b"".join(self._pieces)
+            for into in out:
+                into.append(start)
+            self.lines += 1
+            self._pieces, self._pending, self._passing = [], 0, True
+        return [b"".join(into) for into in out]
+
+    def finish(self) -> list[bytes]:
+        """What each worker gets of the last line, when the input does not end with a
+        newline: the line as it is to the worker that keeps it, a newline to the others."""
+        out: list[list[bytes]] = [[] for _ in range(self.workers)]
+        if self._pieces and not self._passing:
+            last = b"".join(self._pieces)
+            self._pieces, self._pending = [], 0
+            self._deal([last], out, b"")
+        return [b"".join(into) for into in out]
+
+    def owners(self, lines: Sequence[bytes]) -> list[int]:
+        """The worker (0-based) that keeps each of these next physical lines,
+        `_EVERYONE` or `_NOBODY`."""
+        first = self.lines + 1
+        self.lines += len(lines)
+        parsed = list(lines)
+        if first == 1 and parsed[0].startswith(_BOM):
+            parsed[0] = parsed[0][len(_BOM) :]  # as LineParser strips it
+        owners = [_EVERYONE] * len(lines)  # blank lines have no record: whole to everyone
+        records = parse_lines(parsed, first, max_line_bytes=self.max_line_bytes)
+        if not records:
+            return owners
+        worker_of, limit = self._worker_of, self.max_line_bytes
+        for record, share in zip(records, shares_of(records, self.count).tolist(), strict=True):
+            at = record.line - first
+            if len(lines[at]) <= limit:
+                owners[at] = worker_of.get(share, _NOBODY)
+        return owners
+
+    def _deal(self, lines: list[bytes], out: list[list[bytes]], end: bytes) -> None:
+        if not lines:
+            return
+        owners = self.owners(lines)
+        for worker, into in enumerate(out):
+            mine = [
+                line if owner in (worker, _EVERYONE) else b""
+                for line, owner in zip(lines, owners, strict=True)
+            ]
+            # the last line without its newline: to the others a newline numbers it
+            into.append(b"\n".join(mine) + end or b"\n")
+
+
+async def _read(source: io.BufferedReader) -> bytes:
+    """What has come on stdin (read1: a slow pipe does not hold lines back)."""
     loop = asyncio.get_running_loop()
-    live = list(sinks)
-    while live:
-        block = await loop.run_in_executor(None, source.read1, 1 << 16)  # what has come
-        if not block:
-            break
-        for sink in list(live):
-            try:
-                sink.write(block)
-                await sink.drain()
-            except (BrokenPipeError, ConnectionResetError):
-                live.remove(sink)
-    for sink in live:
+    return await loop.run_in_executor(None, source.read1, CHUNK_SIZE)
+
+
+async def _send(live: dict[int, asyncio.StreamWriter], blocks: Sequence[bytes]) -> None:
+    """``blocks[i]`` to worker ``i``, waiting for each pipe to take it; a worker that
+    has gone stops receiving, the others go on."""
+    for i, sink in list(live.items()):
+        if not blocks[i]:
+            continue
+        try:
+            sink.write(blocks[i])
+            await sink.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            del live[i]
+
+
+async def _deal(
+    source: io.BufferedReader,
+    sinks: Sequence[asyncio.StreamWriter],
+    shares: Sequence[Share],
+    max_line_bytes: int,
+) -> None:
+    """Hand stdin out to the workers (`HandOut`): each parses only its own lines. A
+    gzip stream is copied to every worker whole, each keeping its share, as a file is
+    read (its lines are known only once inflated, and a corrupt stream is each
+    worker's to report). EOF closes every worker's stdin; a failure does not (it is
+    `_input_failed`'s), lest the workers take a cut input for the whole of it."""
+    live = dict(enumerate(sinks))
+    head = await _read(source)
+    while 0 < len(head) < len(_GZIP_MAGIC) and (more := await _read(source)):
+        head += more
+    if head.startswith(_GZIP_MAGIC):
+        copy = [head] * len(sinks)
+        while live and copy[0]:
+            await _send(live, copy)
+            copy = [await _read(source)] * len(sinks)
+    else:
+        hand_out = HandOut(shares, max_line_bytes=max_line_bytes)
+        data = head
+        while live and data:
+            await _send(live, hand_out.feed(data))
+            data = await _read(source)
+        if live:
+            await _send(live, hand_out.finish())
+    for sink in live.values():
         with contextlib.suppress(OSError):
             sink.close()
+
+
+def _input_failed(procs: Sequence[asyncio.subprocess.Process], task: asyncio.Task[None]) -> None:
+    """When stdin cannot be read or handed out, stop the workers (a graceful stop):
+    the job is unfinished, not complete on part of its input."""
+    if task.cancelled() or (exc := task.exception()) is None:
+        return
+    log.error("cannot hand stdin out to the workers (%s): stopping them", exc)
+    signal_all(procs, signal.SIGTERM)
 
 
 async def _relay(stream: asyncio.StreamReader, out: BinaryIO) -> None:
@@ -303,7 +459,7 @@ async def run_workers(
         if show and gathered is not None:
             progress = asyncio.create_task(_progress(gathered))
         try:
-            outcome = await _run_workers(argv, signals, workers, resumes, gathered)
+            outcome = await _run_workers(argv, config, signals, workers, resumes, gathered)
             if gathered is not None:
                 await gathered.wait()  # every worker's last numbers
         finally:
@@ -424,6 +580,7 @@ def _joined_status(answers: Mapping[int, dict[str, Any]], n: int) -> dict[str, A
 
 async def _run_workers(
     argv: Sequence[str],
+    config: Config,
     signals: Signals,
     workers: Sequence[Worker],
     resumes: Sequence[bool],
@@ -452,7 +609,10 @@ async def _run_workers(
         sinks = [p.stdin for p in procs if p.stdin is not None]
         stdin = sys.stdin.buffer
         assert isinstance(stdin, io.BufferedReader)  # read1: what has come, not 64 KiB
-        tasks.append(asyncio.create_task(_tee(stdin, sinks)))
+        shares = [Share.parse(for_worker(config, w.k, w.n).shard or "") for w in workers]
+        deal = asyncio.create_task(_deal(stdin, sinks, shares, config.max_line_bytes))
+        deal.add_done_callback(partial(_input_failed, procs))
+        tasks.append(deal)
     for proc in procs:
         if proc.stdout is not None:
             tasks.append(asyncio.create_task(_relay(proc.stdout, sys.stdout.buffer)))

@@ -85,3 +85,45 @@ def test_keep_is_share_of_item_by_item(raw: list[str], count: int, first: int) -
             if share_of(number, item.line, count) == index
         ]
         assert Share(index, count).keep(chunk) == expected
+
+
+_FORMATS = ["+{cc}{n}", "{cc}{n}", "+{cc} {n}", "+{cc}-{n}", "({cc}) {n}", "+{cc}.{n}"]
+
+
+@settings(deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from(_FORMATS), st.sampled_from(["1", "44", "52"]),
+                      st.integers(2 * 10**9, 10**10 - 1)).map(
+                lambda t: b'{"to": "%s", "params": ["Zo\xc3\xab", 1]}'
+                % t[0].format(cc=t[1], n=t[2]).encode()
+            ),
+            st.sampled_from([
+                b"", b"  ", b'{"to": "+12345"}', b'{"to": "0412 345 678"}', b"to=+1415",
+                b'{"to": 14155550100}', b'{"to": "+14155550100", "params": ["\xff"]}',
+                b'{"params": []}', b"\xef\xbb\xbf",
+            ]),
+        ),
+        min_size=1, max_size=50,
+    ),
+    st.integers(1, 5),
+    st.integers(2, 1000),  # line 1 and its BOM: tests/unit/test_workers.py
+)  # fmt: skip
+def test_the_hand_out_decides_as_keep(lines: list[bytes], count: int, first: int) -> None:
+    # The parent of --workers hands stdin out by these decisions: the worker's
+    # Share.keep must keep exactly the lines it was handed.
+    from dispatcher.reader import parse_lines
+    from dispatcher.workers import HandOut
+
+    hand_out = HandOut([Share(k, count) for k in range(count)], max_line_bytes=65536)
+    hand_out.lines = first - 1  # a chunk from the middle of the input
+    owners = hand_out.owners(lines)
+    records = parse_lines(lines, first)
+    for k in range(count):
+        kept = [item.line for item in Share(k, count).keep(records)]
+        assert kept == [first + i for i, owner in enumerate(owners) if owner == k]
+    # a line without a record (blank) goes to every worker whole
+    assert {first + i for i, owner in enumerate(owners) if owner < 0} == set(
+        range(first, first + len(lines))
+    ) - {item.line for item in records}

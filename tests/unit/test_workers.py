@@ -1,12 +1,22 @@
-"""The parent's arithmetic for ``send --workers N``: shares, rates, caps, summaries."""
+"""The parent's arithmetic for ``send --workers N``: shares, rates, caps, summaries, and
+the hand-out of stdin."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import math
+import os
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dispatcher import config as cfg
+from dispatcher import workers
+from dispatcher.reader import LineParser
 from dispatcher.shares import Share, share_of
-from dispatcher.workers import Worker, for_worker, join_summaries, worker_argv
+from dispatcher.workers import HandOut, Worker, for_worker, join_summaries, worker_argv
 
 
 def test_each_worker_gets_its_share_of_rates_and_caps() -> None:
@@ -115,3 +125,147 @@ def test_the_job_s_progress_line_sums_the_workers_numbers() -> None:
     shown = out.getvalue().replace("\r", "\n").splitlines()[-1]
     assert "lines=96 sent=90 failed=1 48/s" in shown
     assert shown.startswith(" 60%")  # the input as far as the slowest worker has read it
+
+
+# --- the hand-out of stdin --------------------------------------------------------------
+
+#: Lines as people's files have them (as bench/_mixed.py makes them), and the ones the
+#: reader numbers or rejects by their bytes: CRLF, blank, invalid UTF-8, NUL, too long.
+MESSY = [
+    b'{"to": "+1 (415) 555-0123", "params": ["Jos\xc3\xa9", 10.65]}',
+    b'{"to": "14155550123", "params": ["Ann", 1]}',  # the same number, another format
+    b'{"to": "+44 20 7946 0958", "params": ["Zo\xc3\xab", 120], "ref": "crm-1"}\r',
+    b'{"to": "+52.55.1234.5678", "params": ["Wei", 3]}',
+    b'{"to": "+4930123456789", "params": ["Bj\xc3\xb6rn", 7], "text": "Hi {0}"}',
+    b"",
+    b"   ",
+    b"\t\r",
+    b"\xef\xbb\xbf",  # a BOM that is not at the start: not stripped
+    b'{"to": "+12345", "params": ["Ann", 1]}',  # invalid numbers
+    b'{"to": "0412 345 678", "params": ["Ann", 1]}',
+    b'{"to": "", "params": []}',
+    b'{"to": "+15550001111", "params": ["Ann", 1',  # malformed
+    b'["+15550001111", "Ann"]',
+    b'{"to": 15550001111, "params": ["Ann", 1]}',
+    b'{"params": ["Ann", 1]}',
+    b"to=+15550001111",
+    b'{"to": "+14155550124", "params": ["\xff\xfe"]}',  # invalid UTF-8
+    b'{"to": "+14155550125", "params": ["a\x00b"]}',
+    b'{"to": "+14155550126", "params": ["' + b"x" * 40 + b'"]}',  # longer than 64
+    b'{"to": "+14155550127", "params": ["' + b"y" * 23 + b'"]}\r',  # 64 and a CR
+    b'{"to": "+1415555012", "params": ["' + b"z" * 25 + b'"]}',  # 65
+    b"w" * 300,
+]
+MAX = 64
+
+
+def _records(data: bytes) -> tuple[list[Any], int]:
+    parser = LineParser(max_line_bytes=MAX)
+    records = parser.feed(data) + parser.finish()
+    return records, parser.lines
+
+
+def _shares(n: int, shard: str | None) -> list[Share]:
+    config = cfg.load(flags={"workers": n, **({"shard": shard} if shard else {})}, env={})
+    return [Share.parse(for_worker(config, k, n).shard or "") for k in range(1, n + 1)]
+
+
+@settings(deadline=None, max_examples=300)
+@given(
+    st.lists(st.sampled_from(MESSY), min_size=1, max_size=30),
+    st.booleans(),
+    st.booleans(),
+    st.integers(1, 4),
+    st.sampled_from([None, "1/2", "2/3"]),
+    st.lists(st.integers(1, 90), min_size=1, max_size=8),
+)
+def test_each_worker_keeps_from_its_hand_out_what_it_keeps_from_the_whole_input(
+    lines: list[bytes], bom: bool, last_newline: bool, n: int, shard: str | None,
+    sizes: list[int],
+) -> None:  # fmt: skip
+    data = b"\n".join(lines) + (b"\n" if last_newline else b"")
+    if bom:
+        data = b"\xef\xbb\xbf" + data
+    whole, count = _records(data)
+    shares = _shares(n, shard)
+    hand_out = HandOut(shares, max_line_bytes=MAX)
+    given_to: list[list[bytes]] = [[] for _ in shares]
+    at = 0
+    for size in itertools.cycle(sizes):  # chunks of every size, as a pipe delivers them
+        if at >= len(data):
+            break
+        for into, block in zip(given_to, hand_out.feed(data[at : at + size]), strict=True):
+            into.append(block)
+        at += size
+    for into, block in zip(given_to, hand_out.finish(), strict=True):
+        into.append(block)
+    # longer than MAX as they come (a BOM and a CR included): judged by every worker
+    raw = [len(line) for line in lines]
+    raw[0] += 3 if bom else 0
+    too_long = {number for number, size in enumerate(raw, 1) if size > MAX}
+    for share, blocks in zip(shares, given_to, strict=True):
+        records, numbered = _records(b"".join(blocks))
+        assert numbered == count  # every line keeps its number
+        assert share.keep(records) == share.keep(whole)
+        # the worker parses its own lines, and only the long ones of the others
+        others = {r.line for r in records} - {r.line for r in share.keep(records)}
+        assert others <= too_long
+
+
+def test_a_long_line_is_passed_on_as_it_comes_not_held() -> None:
+    hand_out = HandOut([Share(0, 2), Share(1, 2)], max_line_bytes=MAX)
+    assert hand_out.feed(b"x" * 50) == [b"", b""]  # perhaps a line of its own
+    assert hand_out.feed(b"y" * 50) == [b"x" * 50 + b"y" * 50] * 2  # too long: everyone's
+    assert hand_out.feed(b"z" * 1000) == [b"z" * 1000] * 2
+    assert hand_out.feed(b"z\n") == [b"z\n"] * 2
+    assert hand_out.lines == 1
+
+
+def test_a_worker_gets_a_newline_for_each_line_of_the_others() -> None:
+    first = b'{"to": "+14155550100", "params": []}'
+    shares = [Share(0, 2), Share(1, 2)]
+    owner = Share(0, 2).keep(LineParser().feed(first + b"\n")) != []
+    hand_out = HandOut(shares, max_line_bytes=MAX)
+    mine, theirs = (0, 1) if owner else (1, 0)
+    out = hand_out.feed(first + b"\n\n" + first)  # the last line without its newline
+    assert out[mine] == first + b"\n\n"
+    assert out[theirs] == b"\n\n"
+    out = hand_out.finish()
+    assert out[mine] == first
+    assert out[theirs] == b"\n"  # a newline numbers the last line for the others
+
+
+async def _pipe_writer() -> tuple[asyncio.StreamWriter, int]:
+    """A StreamWriter on a real pipe (as a worker's stdin) and the pipe's read end."""
+    read, write = os.pipe()
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.connect_write_pipe(
+        lambda: asyncio.streams.FlowControlMixin(loop), os.fdopen(write, "wb")
+    )
+    return asyncio.StreamWriter(transport, protocol, None, loop), read
+
+
+async def test_lines_that_have_come_reach_the_workers_before_eof_and_a_gone_worker() -> None:
+    line = b'{"to": "+14155550100", "params": []}'
+    shares = [Share(0, 3), Share(1, 3), Share(2, 3)]
+    owner = next(k for k, s in enumerate(shares) if s.keep(LineParser().feed(line + b"\n")))
+    gone = (owner + 1) % 3
+    source_read, source_write = os.pipe()
+    sinks, reads = zip(*[await _pipe_writer() for _ in shares], strict=True)
+    os.close(reads[gone])  # that worker has gone: the others go on
+    source = os.fdopen(source_read, "rb")
+    deal = asyncio.create_task(workers._deal(source, list(sinks), shares, 65536))
+    loop = asyncio.get_running_loop()
+    try:
+        os.write(source_write, line + b"\n" + line[:10])  # a line, and the start of one
+        got = await asyncio.wait_for(loop.run_in_executor(None, os.read, reads[owner], 100), 30)
+        assert got == line + b"\n"  # before any EOF
+        os.write(source_write, line[10:] + b"\n")
+        os.close(source_write)
+        await asyncio.wait_for(deal, 30)
+        for k in {0, 1, 2} - {gone}:
+            with os.fdopen(reads[k], "rb") as f:
+                assert f.read() == (line + b"\n" if k == owner else b"\n\n")  # then EOF
+    finally:
+        source.close()
+        deal.cancel()
