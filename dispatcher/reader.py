@@ -106,6 +106,8 @@ def parse_lines(
     misses = skip = 0
     for line in lines:
         number += 1
+        if not line:  # blank: no record (and no miss: a worker's hand-out is mostly these)
+            continue
         if skip:
             skip -= 1
         else:
