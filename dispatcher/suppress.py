@@ -354,7 +354,11 @@ class SuppressionList:
 
     def listed(self, numbers: Sequence[str | None]) -> list[int]:
         """The positions of the listed numbers among ``numbers`` (as for `contains_many`)."""
-        return np.flatnonzero(self.contains_keys(number_keys(numbers))).tolist()
+        return self.listed_keys(number_keys(numbers))
+
+    def listed_keys(self, keys: _U64) -> list[int]:
+        """The positions of the listed keys among ``keys`` (`number_keys`; 0 for none)."""
+        return np.flatnonzero(self.contains_keys(keys)).tolist()
 
     def contains_keys(self, keys: _U64) -> npt.NDArray[np.bool_]:
         """Per key of `number_keys` (0 is never listed): whether it is listed."""
