@@ -51,8 +51,10 @@ too): see the README's campaign-safety figures.
 keys of every number of an input chunk, the duplicate check those of the lines that
 reach it. `dispatcher.prepare` makes one `ChunkNumbers` per chunk; the opt-out lists read
 its keys, and `dispatcher.policy.Duplicates` takes its entries' keys from them by line
-(an array gather) instead of reading each entry's number and parsing it again: about 70
-ns a line less (see the README's campaign-safety figures).
+(an array gather) instead of reading each entry's number and parsing it again. Both
+checks of a line of ``dispatcher gen``'s 1 M lines against a 1 M-number list, in
+process: 480 to 500 ns at best against 580 to 595 before (this shared machine at load 4
+to 6); on 5000 entries, reading their numbers cost 45 ns each and parsing them 32.
 
 **The caller's side.** One call per chunk (or per run of one sender code):
 ``firsts = dedupe.check_many(code, numbers, texts, lines)``, then the lines whose entry
