@@ -47,6 +47,15 @@ bytes each, 3.6 MiB at most), so that a small job never imports numpy: its impor
 ``bench/bench_campaign.py``, over the same run with dedupe off (which imports numpy
 too): see the README's campaign-safety figures.
 
+**The numbers of a chunk are parsed once** (`ChunkNumbers`): the opt-out check needs the
+keys of every number of an input chunk, the duplicate check those of the lines that
+reach it. `dispatcher.prepare` makes one `ChunkNumbers` per chunk; the opt-out lists read
+its keys, and `dispatcher.policy.Duplicates` takes its entries' keys from them by line
+(an array gather) instead of reading each entry's number and parsing it again. Both
+checks of a line of ``dispatcher gen``'s 1 M lines against a 1 M-number list, in
+process: 480 to 500 ns at best against 580 to 595 before (this shared machine at load 4
+to 6); on 5000 entries, reading their numbers cost 45 ns each and parsing them 32.
+
 **The caller's side.** One call per chunk (or per run of one sender code):
 ``firsts = dedupe.check_many(code, numbers, texts, lines)``, then the lines whose entry
 is not -1 are ``DUPLICATE`` with ``first`` set to it; ``dedupe.duplicates(...)`` answers
@@ -111,6 +120,12 @@ class Dedupe:
     def __len__(self) -> int:
         """Distinct recipients recorded so far."""
         return len(self._small) if self._packed is None else len(self._packed)
+
+    @property
+    def packed(self) -> bool:
+        """Whether the record is the packed one (numpy is imported): the caller may hand
+        numbers and lines as arrays at no extra cost."""
+        return self._packed is not None
 
     @property
     def nbytes(self) -> int:
@@ -244,6 +259,51 @@ class Dedupe:
         # Ids start at 1, so that `ids.get(c) or ...` above never mistakes one for missing.
         new = self._codes[code] = len(self._codes) + 1
         return new
+
+
+class ChunkNumbers:
+    """The normalised numbers of one input chunk, and their keys (`number_keys`),
+    parsed on first use and shared by every check of the chunk.
+
+    ``first_line`` is the line of the chunk's first item when its lines follow one
+    another with no gap (a chunk of the whole input, no blank line), else None: then
+    `keys_at` answers None and the caller parses its own numbers. Within such a chunk a
+    line number names one item, so the keys of any lines in its range are the keys of
+    those items, whichever of them reached the caller.
+    """
+
+    __slots__ = ("_keys", "first_line", "numbers")
+
+    def __init__(self, numbers: Sequence[str | None], first_line: int | None) -> None:
+        self.numbers = numbers
+        self.first_line = first_line
+        self._keys: npt.NDArray[np.uint64] | None = None
+
+    @classmethod
+    def of(cls, first: int, last: int, numbers: Sequence[str | None]) -> ChunkNumbers:
+        """The chunk of ``numbers`` whose items' lines run from ``first`` to ``last``
+        (ascending, as a chunk's do)."""
+        return cls(numbers, first if last - first + 1 == len(numbers) else None)
+
+    @property
+    def keys(self) -> npt.NDArray[np.uint64]:
+        """Every number's key, 0 for None (numpy is imported: a caller that asks has it)."""
+        if self._keys is None:
+            from dispatcher.suppress import number_keys
+
+            self._keys = number_keys(self.numbers)
+        return self._keys
+
+    def keys_at(self, lines: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64] | None:
+        """The keys of the chunk's items at ``lines``, or None when the chunk's lines are
+        not contiguous or some of ``lines`` are outside it."""
+        first = self.first_line
+        if first is None or not len(lines):
+            return None
+        positions = lines - first
+        if int(positions.min()) < 0 or int(positions.max()) >= len(self.numbers):
+            return None
+        return self.keys[positions]
 
 
 def one_text(texts: Sequence[str]) -> bool:

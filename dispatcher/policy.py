@@ -29,7 +29,11 @@ from dispatcher.models import Entry, Group, Status
 from dispatcher.pricing import Pricing
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from dispatcher.config import Config
+    from dispatcher.dedupe import ChunkNumbers
     from dispatcher.halt import Halt
     from dispatcher.quota.shared import SharedQuota
     from dispatcher.resume import Resume
@@ -84,12 +88,15 @@ class Policy(Protocol):
 class DuplicateIndex(Protocol):
     """What `Duplicates` needs of `dispatcher.dedupe.Dedupe`."""
 
+    @property
+    def packed(self) -> bool: ...
+
     def duplicates(
         self,
         code: str | Sequence[str],
-        numbers: Sequence[str],
+        numbers: Sequence[str] | npt.NDArray[np.uint64],
         texts: Sequence[str] | None,
-        lines: Sequence[int],
+        lines: Sequence[int] | npt.NDArray[np.int64],
     ) -> tuple[list[int], list[int]]: ...
 
 
@@ -100,22 +107,30 @@ _to_of = itemgetter(1)
 
 class Duplicates:
     """``--dedupe``: a later line of the same kind as an earlier one is ``DUPLICATE``
-    with ``first``, whatever became of the first (it is recorded when it gets here)."""
+    with ``first``, whatever became of the first (it is recorded when it gets here).
+
+    `begin_chunk` hands it the numbers of the input chunk whose runs come next (already
+    parsed for the opt-out lists, or parsed once here): the entries' keys are then
+    gathered by line rather than read from each entry and parsed again.
+    """
 
     def __init__(self, index: DuplicateIndex, *, texts: bool) -> None:
         self.index = index
         #: whether the key includes the rendered text (``number+text``)
         self.texts = texts
+        self._chunk: ChunkNumbers | None = None
+
+    def begin_chunk(self, numbers: ChunkNumbers) -> None:
+        """The numbers of the input chunk whose runs `check` (or `register`) sees next."""
+        self._chunk = numbers
 
     def check(
         self, group: Group, entries: list[Entry], texts: list[str] | None, sink: Sink
     ) -> list[int] | None:
         """Record the run's new messages; answer the positions that are not duplicates."""
+        numbers, lines = self._numbers(entries)
         positions, firsts = self.index.duplicates(
-            group.sender,
-            list(map(_to_of, entries)),
-            texts if self.texts else None,
-            list(map(_line_of, entries)),
+            group.sender, numbers, texts if self.texts else None, lines
         )
         if not positions:
             return None
@@ -135,11 +150,9 @@ class Duplicates:
         entries = [entry for _, run, _ in runs for entry in run]
         codes = [group.sender for group, run, _ in runs for _ in run]
         texts = [text for _, _, run_texts in runs for text in run_texts or ()]
+        numbers, lines = self._numbers(entries)
         positions, firsts = self.index.duplicates(
-            codes,
-            list(map(_to_of, entries)),
-            texts if self.texts else None,
-            list(map(_line_of, entries)),
+            codes, numbers, texts if self.texts else None, lines
         )
         keeps: list[list[int] | None] = [None] * len(runs)
         if not positions:
@@ -172,12 +185,24 @@ class Duplicates:
 
     def register(self, group: Group, entries: list[Entry], texts: list[str] | None) -> None:
         """Record lines an earlier run finished, as `check` did then (a resume's replay)."""
-        self.index.duplicates(
-            group.sender,
-            list(map(_to_of, entries)),
-            texts if self.texts else None,
-            list(map(_line_of, entries)),
-        )
+        numbers, lines = self._numbers(entries)
+        self.index.duplicates(group.sender, numbers, texts if self.texts else None, lines)
+
+    def _numbers(
+        self, entries: list[Entry]
+    ) -> tuple[Sequence[str] | npt.NDArray[np.uint64], Sequence[int] | npt.NDArray[np.int64]]:
+        """The entries' numbers and lines: the keys and lines as arrays when the record is
+        packed (numpy is loaded) and the chunk's keys cover them, else as lists."""
+        chunk = self._chunk
+        if chunk is not None and chunk.first_line is not None and self.index.packed:
+            import numpy as np
+
+            lines = np.fromiter(map(_line_of, entries), dtype=np.int64, count=len(entries))
+            keys = chunk.keys_at(lines)
+            if keys is not None:
+                return keys, lines
+            return list(map(_to_of, entries)), lines
+        return list(map(_to_of, entries)), list(map(_line_of, entries))
 
 
 def others(positions: list[int], count: int) -> list[int]:

@@ -13,7 +13,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Hashable, Sequence
 from itertools import compress, repeat
 from operator import attrgetter, itemgetter, ne, not_
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from dispatcher.config import Config
 from dispatcher.errors import InvalidNumber, RenderError
@@ -23,6 +23,9 @@ from dispatcher.policy import Policy, Sink
 from dispatcher.renderer import Template, compile_template
 from dispatcher.segments import count
 from dispatcher.smart import encode
+
+if TYPE_CHECKING:
+    from dispatcher.dedupe import ChunkNumbers
 
 UCS2 = Encoding.UCS2
 
@@ -78,7 +81,7 @@ class LocalSink(Sink, Protocol):
 class OptOut(Protocol):
     """What the opt-out check needs of `dispatcher.suppress.SuppressionList`."""
 
-    def listed(self, numbers: Sequence[str | None]) -> list[int]: ...
+    def listed_keys(self, keys: Any) -> list[int]: ...
 
 
 class Preparer:
@@ -115,6 +118,8 @@ class Preparer:
         self._texts_until = max(
             (i for i, p in enumerate(self.policies) if getattr(p, "texts", False)), default=-1
         )
+        #: policies told each chunk's numbers before its runs (`ChunkNumbers`: duplicates)
+        self._chunk_hooks = [p.begin_chunk for p in self.policies if hasattr(p, "begin_chunk")]
         #: segments smart encoding saved on the messages that went on to the batcher
         self.segments_saved = 0
         #: of those messages, how many smart encoding changed
@@ -133,8 +138,13 @@ class Preparer:
         except AttributeError:
             raw_numbers = [item.to if type(item) is Recipient else "" for item in chunk]
         numbers = normalize_many(raw_numbers, strict=self._strict)
-        if self._optout is not None:
-            chunk, numbers = self._opt_out(chunk, numbers, sink)
+        if chunk and (self._optout is not None or self._chunk_hooks):
+            # The numbers' keys are parsed once, for the opt-out lists and the duplicates.
+            shared = _chunk_numbers(chunk[0].line, chunk[-1].line, numbers)
+            for begin in self._chunk_hooks:
+                begin(shared)
+            if self._optout is not None:
+                chunk, numbers = self._opt_out(chunk, numbers, shared, sink)
         saved: dict[int, int] = {}  # line → segments smart encoding saved (rarely any)
         runs = None if self._smart else self._columns(chunk, numbers, sink)
         if runs is None:
@@ -346,11 +356,15 @@ class Preparer:
         batcher.add_many(group, entries)
 
     def _opt_out(
-        self, chunk: list[Recipient | Rejected], numbers: list[str | None], sink: LocalSink
+        self,
+        chunk: list[Recipient | Rejected],
+        numbers: list[str | None],
+        shared: ChunkNumbers,
+        sink: LocalSink,
     ) -> tuple[list[Recipient | Rejected], list[str | None]]:
         """The chunk without its opted-out lines, which are ``SUPPRESSED``."""
         assert self._optout is not None
-        listed = self._optout.listed(numbers)
+        listed = self._optout.listed_keys(shared.keys)
         if not listed:
             return chunk, numbers
         # The rest is copied a slice at a time, between the (few) listed lines.
@@ -500,6 +514,14 @@ class Preparer:
             if value is not None:
                 options[name] = value
         return options
+
+
+def _chunk_numbers(first: int, last: int, numbers: list[str | None]) -> ChunkNumbers:
+    """`dispatcher.dedupe.ChunkNumbers` of a chunk (imported here: a job with neither
+    opt-out lists nor dedupe never imports it)."""
+    from dispatcher.dedupe import ChunkNumbers
+
+    return ChunkNumbers.of(first, last, numbers)
 
 
 class _Registering:

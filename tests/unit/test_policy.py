@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.dedupe import Dedupe
+from dispatcher import dedupe
+from dispatcher.dedupe import ChunkNumbers, Dedupe
 from dispatcher.models import Entry, Group, Status
 from dispatcher.policy import Caps, Duplicates, others
 from dispatcher.pricing import Pricing
@@ -118,3 +122,92 @@ def test_a_chunks_runs_at_once_decide_as_one_run_at_a_time(
     policy = Duplicates(Dedupe(mode), texts=mode == "number+text")
     assert policy.check_runs(runs, at_once) == expected
     assert sorted(at_once.got, key=lambda got: got[0]) == one_by_one.got
+
+
+# --- the chunk's numbers, parsed once (ChunkNumbers) -------------------------------------
+
+
+def test_chunk_numbers_give_the_keys_of_lines_in_a_contiguous_chunk() -> None:
+    numbers = ["+525500000001", None, "+12025550123", "+525500000004"]
+    shared = ChunkNumbers.of(11, 14, numbers)
+    assert shared.first_line == 11
+    lines = np.array([14, 11, 13], dtype=np.int64)
+    assert shared.keys_at(lines).tolist() == [525500000004, 525500000001, 12025550123]
+    # A line outside the chunk: no answer (the caller parses its own numbers).
+    assert shared.keys_at(np.array([11, 15], dtype=np.int64)) is None
+    assert shared.keys_at(np.array([10], dtype=np.int64)) is None
+    # A chunk with a gap (a blank line, a share, a resume's finished lines): none either.
+    gapped = ChunkNumbers.of(11, 15, numbers)
+    assert gapped.first_line is None
+    assert gapped.keys_at(lines) is None
+    assert gapped.keys.tolist() == [525500000001, 0, 12025550123, 525500000004]
+
+
+def _chunk_runs(
+    draw_chunks: list[list[tuple[int, int, bool]]],
+) -> Iterator[tuple[ChunkNumbers, list[Entry], list[str]]]:
+    """Per chunk of (number, text, reaches the check) draws: its numbers, and the entries
+    and texts of the lines that reach the duplicate check (the others were invalid,
+    suppressed, refused…)."""
+    line = 1
+    for chunk in draw_chunks:
+        numbers: list[str | None] = []
+        run: list[Entry] = []
+        texts: list[str] = []
+        for number, text, reaches in chunk:
+            to = f"+52550000{number:04d}"
+            numbers.append(to if reaches or number % 2 else None)
+            if reaches:
+                run.append(Entry(line, to, [], None, 1, "GSM7", None))
+                texts.append(f"text {text}")
+            line += 1
+        yield ChunkNumbers.of(line - len(chunk), line - 1, numbers), run, texts
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    chunks=st.lists(
+        st.lists(st.tuples(st.integers(0, 30), st.integers(0, 2), st.booleans()), max_size=30),
+        max_size=12,
+    ),
+    mode=st.sampled_from(["number+text", "number"]),
+)
+def test_duplicates_answer_the_same_with_the_chunks_keys(
+    chunks: list[list[tuple[int, int, bool]]], mode: str
+) -> None:
+    """Keys gathered from the chunk's numbers by line (the fast path) and parsed from each
+    entry's number (the careful path) give the same outcomes, packed record or dict."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dedupe, "SMALL", 8)  # the dict for the first lines, then the runs
+        _same_outcomes(chunks, mode)
+
+
+def _same_outcomes(chunks: list[list[tuple[int, int, bool]]], mode: str) -> None:
+    fast = Duplicates(Dedupe(mode), texts=mode == "number+text")
+    careful = Duplicates(Dedupe(mode), texts=mode == "number+text")
+    fast_sink, careful_sink = Sink(), Sink()
+    for shared, run, texts in _chunk_runs(chunks):
+        fast.begin_chunk(shared)
+        if not run:
+            continue
+        assert fast.check(GROUP, run, texts, fast_sink) == careful.check(
+            GROUP, run, texts, careful_sink
+        )
+    assert fast_sink.got == careful_sink.got
+
+
+def test_duplicates_parse_entries_outside_the_chunk_they_were_told() -> None:
+    """A run whose lines are not the told chunk's (a caller that did not say) is read
+    from its entries: the stale chunk's keys are never used for them."""
+    index = Dedupe("number")
+    index.check_many("A", [f"+5255000{i:05d}" for i in range(dedupe.SMALL + 1)], None,
+                     list(range(1, dedupe.SMALL + 2)))  # fmt: skip
+    assert index.packed
+    duplicates = Duplicates(index, texts=False)
+    duplicates.begin_chunk(ChunkNumbers.of(1, 2, ["+525500000001", "+525500000002"]))
+    later = [Entry(100_000, "+525500000001", [], None, 1, "GSM7", None)]
+    sink = Sink()
+    assert duplicates.check(GROUP, later, None, sink) == []
+    assert [(line, status, kw["first"]) for line, status, kw in sink.got] == [
+        (100_000, Status.DUPLICATE, 2)
+    ]

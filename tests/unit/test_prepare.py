@@ -327,14 +327,25 @@ def test_exactly_one_outcome_per_item(items: list[Any], batch_size: int, rate_un
 
 
 @settings(max_examples=150, deadline=None)
-@given(ITEMS, st.sets(st.integers(0, 39), max_size=10), st.integers(1, 4))
+@given(ITEMS, st.sets(st.integers(0, 39), max_size=10), st.integers(1, 4), st.booleans())
 def test_opt_out_and_duplicates_as_a_line_by_line_reference(
-    items: list[Any], listed_at: set[int], chunks: int
+    items: list[Any], listed_at: set[int], chunks: int, packed: bool
 ) -> None:
     # The preparer's chunk-level opt-out look-up and duplicate check (slices between the
     # listed lines, runs of one group, positions of the duplicates) against the rule
     # applied one line at a time: a listed number is SUPPRESSED, then a line with the
     # code, number and text of an earlier message is DUPLICATE of it, else it is sent.
+    # ``packed``: the duplicates' packed record from the first line, which takes the
+    # entries' keys from the chunk's numbers (`ChunkNumbers`), not the dict of a small job.
+    from dispatcher import dedupe
+
+    with pytest.MonkeyPatch.context() as patch:
+        if packed:
+            patch.setattr(dedupe, "SMALL", 0)
+        _opt_out_and_duplicates(items, listed_at, chunks)
+
+
+def _opt_out_and_duplicates(items: list[Any], listed_at: set[int], chunks: int) -> None:
     from dispatcher.dedupe import Dedupe
     from dispatcher.numbers import normalize_many
     from dispatcher.policy import Duplicates
@@ -345,7 +356,9 @@ def test_opt_out_and_duplicates_as_a_line_by_line_reference(
     tos = [item.to for item in chunk if isinstance(item, Recipient)]
     listed = {tos[i] for i in listed_at if i < len(tos)}
     preparer._optout = SuppressionList.from_numbers(sorted(listed))
-    preparer.policies = [Duplicates(Dedupe("number+text"), texts=True)]
+    duplicates = Duplicates(Dedupe("number+text"), texts=True)
+    preparer.policies = [duplicates]
+    preparer._chunk_hooks = [duplicates.begin_chunk]
     preparer._texts = True
     size = -(-len(chunk) // chunks) or 1
     for start in range(0, len(chunk), size):

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatcher import suppress
+from dispatcher import country_lengths, suppress
 from dispatcher.errors import ConfigError
 from dispatcher.suppress import ListStats, Problem, SortedKeys, SuppressionList, number_keys
 
@@ -523,3 +523,11 @@ def test_listed_numbers_as_a_set_says(
             got = lists.contains_many([f"+{n}" for n in asked])
     assert got == [n in set(listed) for n in asked]
     assert len(lists) == len(set(listed))
+
+
+def test_stored_country_table_is_the_installed_phonenumbers_one() -> None:
+    """`dispatcher.country_lengths.LENGTHS` is stored, not derived at each load: it must
+    still be what the installed phonenumbers says (regenerate it when this fails)."""
+    derived = country_lengths.derive()
+    new_table = "\n".join(f"    {code}: 0x{mask:X}," for code, mask in sorted(derived.items()))
+    assert derived == country_lengths.LENGTHS, f"paste into LENGTHS:\n{new_table}"
