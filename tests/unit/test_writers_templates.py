@@ -1,4 +1,4 @@
-"""The text-template result writers against their specification: every result line is
+"""The result writers against their specification (the careful path): every line is
 the bytes ``orjson.dumps`` gives for the result's dict (the careful path), whatever the
 status, the ref (unicode, quotes, control characters, nested, big integers, None), the
 number, the id or the error; and the summary counts what the lines say."""
