@@ -6,7 +6,6 @@ number, the id or the error; and the summary counts what the lines say."""
 from __future__ import annotations
 
 import io
-import math
 from collections import Counter
 from typing import Any
 
@@ -15,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.models import Batch, BigInt, Encoding, Entry, Group, Rejected, Status
-from dispatcher.renderer import compile_template
+from dispatcher.models import Batch, BigInt, Encoding, Entry, Rejected, Status
 from dispatcher.summary import ACCEPTED, Summary
 from dispatcher.writers import NdjsonSink, Outputs
+from tests.unit.test_writers import batch
 
 NL = orjson.OPT_APPEND_NEWLINE
 ODD_TEXT = ['a "quoted" \\ word', "Łukasz 😀", "tab\there\nnew", "\x00\x1f", "\u2028", ""]
@@ -65,18 +64,8 @@ class Run:
         return self.buffers[name].getvalue().splitlines(keepends=True)
 
 
-def batch_of(entries: list[Entry], sender: str = "12345") -> Batch:
-    group = Group(
-        sender,
-        sender=sender,
-        template=compile_template("Hi {0}"),
-        options={"from": sender},
-        capacity=math.inf,
-    )
-    batch = Batch(group, 0.0)
-    batch.entries = entries
-    batch.units = len(entries)
-    return batch
+def batch_of(entries: list[Entry]) -> Batch:
+    return batch(*entries)
 
 
 def with_extras(result: dict[str, Any], entry: Entry) -> bytes:
