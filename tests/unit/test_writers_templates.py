@@ -418,3 +418,42 @@ def test_a_big_batch_of_mixed_encodings_refs_and_replacements() -> None:
         for e, i in zip(batch_entries, message_ids, strict=True)
     ]
     assert run.summary.segments == expected_segments(batch_entries)
+
+
+def test_big_unsent_and_dry_run_batches_with_refs_and_replacements() -> None:
+    """The template path of `unsent` and `dry_run` (plain numbers), with lines that have
+    replacements but no ref, a ref but no replacements, both, and neither."""
+    batch_entries = [
+        Entry(
+            line,
+            f"+1555{line:07d}",
+            ["p"],
+            None if line % 7 else {"crm": f'"{line}"', "n": [line, None]},
+            1 + line % 3,
+            Encoding.UCS2 if line % 5 == 0 else Encoding.GSM7,
+            None,
+            2 if line % 11 == 0 else 0,
+        )
+        for line in range(1, 1001)
+    ]
+    run = Run()
+    run.outputs.unsent(batch_of(batch_entries), Status.AMBIGUOUS, 'may "have" sent', attempts=3)
+    assert run.lines() == [
+        unsent_line(e, Status.AMBIGUOUS, 'may "have" sent', 3) for e in batch_entries
+    ]
+    dry = Run()
+    dry.outputs.dry_run(batch_of(batch_entries))
+    assert dry.lines() == [
+        with_extras(
+            {
+                "line": e.line,
+                "to": e.to,
+                "status": Status.DRY_RUN,
+                "segments": e.segments,
+                "encoding": e.encoding,
+            },
+            e,
+        )
+        for e in batch_entries
+    ]
+    assert dry.summary.segments == expected_segments(batch_entries)
