@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Container
-from operator import itemgetter
+from itertools import compress, repeat
+from operator import is_, is_not, itemgetter
 from typing import Any, BinaryIO, cast
 
 import orjson
@@ -28,15 +29,18 @@ FLUSH_BYTES = 1 << 18
 
 # Printable ASCII but '"' and '\\': text made of these is its own JSON string body.
 _VERBATIM = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
+_line_of = itemgetter(0)  # Entry.line
 _to_of = itemgetter(1)  # Entry.to
+_ref_of = itemgetter(3)  # Entry.ref
+_segments_of = itemgetter(4)  # Entry.segments
+_encoding_of = itemgetter(5)  # Entry.encoding
+_replaced_of = itemgetter(7)  # Entry.replaced
 
 
-def _plain(ids: list[str | None], batch: Batch) -> bool:
-    """Whether every id is a string and no id or number needs escaping in JSON."""
-    if None in ids:
-        return False
+def _verbatim(texts: list[str]) -> bool:
+    """Whether every one of ``texts`` is a string that needs no escaping in JSON."""
     try:
-        text = "".join(ids) + "".join(map(_to_of, batch.entries))  # type: ignore[arg-type]
+        text = "".join(texts)
     except TypeError:
         return False
     # One C pass: what is left after deleting the verbatim bytes needs escaping.
@@ -44,9 +48,93 @@ def _plain(ids: list[str | None], batch: Batch) -> bool:
     return not text.encode("utf-8", "surrogatepass").translate(None, _VERBATIM)
 
 
+def _plain(ids: list[str | None], batch: Batch) -> bool:
+    """Whether every id is a string and no id or number needs escaping in JSON."""
+    if None in ids:
+        return False
+    return _verbatim(ids + list(map(_to_of, batch.entries)))  # type: ignore[arg-type]
+
+
 def _text(value: Any) -> str:
     """``value`` as JSON text."""
     return _dumps(value).decode()
+
+
+#: whole numbers as JSON text: `str` (an Entry's segments are ints, never bools)
+_SMALL = {i: str(i) for i in range(256)}
+_small_text = _SMALL.__getitem__
+
+
+def _numbers(values: list[int]) -> list[str]:
+    """Whole numbers as their JSON text (the usual ones by a dict look-up)."""
+    try:
+        return list(map(_small_text, values))
+    except KeyError:
+        return list(map(str, values))
+
+
+#: what ends a line of `_batch_lines` and starts the next
+_END = '}\n{"line":'
+
+
+def _batch_lines(entries: list[Entry], head: str, after: str) -> tuple[bytes, dict[str, int]]:
+    """The result lines of ``entries`` — the bytes orjson gives for each result dict
+    ``{line, to, status…, segments, encoding, …after, [replaced], [ref]}`` — and
+    their segments by encoding (in order of first appearance).
+
+    ``head`` is the JSON text between the number and the segments (``,"status":…``),
+    ``after`` what follows the encoding (``,"attempts":…``): both the same for every line
+    of a batch. The numbers must need no escaping (`_verbatim`). Each field is taken
+    out of the entries by one C-level map, and the lines are the join of one list whose
+    constant slots are filled by slice assignment: no Python step per line but for a
+    line with a ref or smart-encoding replacements. (Measured in instructions: 7–27 %
+    fewer than a dict and an orjson call per line; for accepted lines, whose old loop
+    already wrote text, 12 % more than that loop, which `_accepted_plain` keeps.)
+    """
+    count = len(entries)
+    encodings = list(map(_encoding_of, entries))
+    segments = list(map(_segments_of, entries))
+    first = encodings[0]
+    if encodings.count(first) == count:
+        kinds = [first]
+        segments_by = {first: sum(segments)}
+    else:
+        kinds = list(dict.fromkeys(encodings))
+        segments_by = {
+            kind: sum(compress(segments, map(is_, encodings, repeat(kind)))) for kind in kinds
+        }
+    tail_of = {kind: f',"encoding":{_text(kind)}{after}' for kind in kinds}
+    if len(kinds) == 1:
+        tails = [tail_of[first] + _END] * count
+    else:
+        ends = {kind: tail + _END for kind, tail in tail_of.items()}
+        tails = list(map(ends.__getitem__, encodings))
+    refs = list(map(_ref_of, entries))
+    replaced = list(map(_replaced_of, entries))
+    with_ref = refs.count(None) != count
+    if with_ref or any(replaced):
+        extra = set(compress(range(count), replaced))
+        if with_ref:
+            extra.update(compress(range(count), map(is_not, refs, repeat(None))))
+        for position in sorted(extra):
+            more, ref = replaced[position], refs[position]
+            tails[position] = (
+                tail_of[encodings[position]]
+                + (f',"replaced":{more}' if more else "")
+                + (f',"ref":{_dumps(ref).decode()}' if ref is not None else "")
+                + _END
+            )
+    tails[-1] = tails[-1][: -len(_END) + 2]  # the last line ends at its newline
+    # {"line":L,"to":"T"<head>,"segments":S<tail>
+    width = 6
+    parts = [',"to":"'] * (width * count + 1)
+    parts[4::width] = [f'"{head},"segments":'] * count
+    parts[0] = '{"line":'
+    parts[1::width] = list(map(str, map(_line_of, entries)))
+    parts[3::width] = list(map(_to_of, entries))
+    parts[width - 1 :: width] = _numbers(segments)
+    parts[width::width] = tails
+    return "".join(parts).encode(), segments_by
 
 
 def write_json(path: str, document: Any) -> str | None:
@@ -63,6 +151,41 @@ def write_json(path: str, document: Any) -> str | None:
 def _invalid_line(line: int, to: str | None, reason: str, source: str) -> bytes:
     """One line of the invalid-numbers file."""
     return _dumps({"line": line, "to": to, "reason": reason, "source": source}, option=_NL)
+
+
+def _unsent_line(entry: Entry, status: str, error: str, attempts: int) -> bytes:
+    """One line of `Outputs.unsent` by a dict and orjson (a number needing escaping)."""
+    result = {
+        "line": entry.line,
+        "to": entry.to,
+        "status": status,
+        "segments": entry.segments,
+        "encoding": entry.encoding,
+        "attempts": attempts,
+        "error": error,
+    }
+    return _extras(result, entry)
+
+
+def _dry_run_line(entry: Entry) -> bytes:
+    """One line of `Outputs.dry_run` by a dict and orjson (a number needing escaping)."""
+    result = {
+        "line": entry.line,
+        "to": entry.to,
+        "status": Status.DRY_RUN,
+        "segments": entry.segments,
+        "encoding": entry.encoding,
+    }
+    return _extras(result, entry)
+
+
+def _extras(result: dict[str, Any], entry: Entry) -> bytes:
+    """``result`` with the entry's replacements and ref, if any, as one NDJSON line."""
+    if entry.replaced:
+        result["replaced"] = entry.replaced
+    if entry.ref is not None:
+        result["ref"] = entry.ref
+    return _dumps(result, option=_NL)
 
 
 class NdjsonSink:
@@ -362,51 +485,38 @@ class Outputs:
         """A whole batch that ends without ids: FAILED, AMBIGUOUS or a gateway refusal
         (``invalid`` when the gateway refused the number itself)."""
         error = redact(error)  # a gateway may echo anything back, even the key
-        lines = []
-        for entry in batch.entries:
-            if invalid and self.invalid is not None:
-                self.invalid.write(_invalid_line(entry.line, entry.to, error, "gateway"))
-            result = {
-                "line": entry.line,
-                "to": entry.to,
-                "status": status,
-                "segments": entry.segments,
-                "encoding": entry.encoding,
-                "attempts": attempts,
-                "error": error,
-            }
-            if entry.replaced:
-                result["replaced"] = entry.replaced
-            if entry.ref is not None:
-                result["ref"] = entry.ref
-            lines.append(_dumps(result, option=_NL))
-        self.results.write_many(lines)
-        self.summary.statuses[status] += len(lines)
-        self.summary.by_code[status, batch.group.sender] += len(lines)
+        entries = batch.entries
+        if invalid and self.invalid is not None:
+            self.invalid.write_many(
+                [_invalid_line(entry.line, entry.to, error, "gateway") for entry in entries]
+            )
+        if _verbatim(list(map(_to_of, entries))):
+            after = f',"attempts":{attempts},"error":{_text(error)}'
+            self.results.write(_batch_lines(entries, f',"status":{_text(status)}', after)[0])
+        else:
+            self.results.write_many(
+                [_unsent_line(entry, status, error, attempts) for entry in entries]
+            )
+        count = len(entries)
+        self.summary.statuses[status] += count
+        self.summary.by_code[status, batch.group.sender] += count
         if status == Status.AMBIGUOUS:
-            self.summary.ambiguous_segments += sum(e.segments for e in batch.entries)
+            self.summary.ambiguous_segments += sum(map(_segments_of, entries))
 
     def dry_run(self, batch: Batch) -> None:
         """What would be sent: status DRY_RUN, with segments and encoding."""
-        lines = []
-        for entry in batch.entries:
-            result = {
-                "line": entry.line,
-                "to": entry.to,
-                "status": Status.DRY_RUN,
-                "segments": entry.segments,
-                "encoding": entry.encoding,
-            }
-            if entry.replaced:
-                result["replaced"] = entry.replaced
-            if entry.ref is not None:
-                result["ref"] = entry.ref
-            lines.append(_dumps(result, option=_NL))
-            self.summary.segments[entry.encoding] += entry.segments
-        self.results.write_many(lines)
-        self.summary.statuses[Status.DRY_RUN] += len(batch.entries)
-        self.summary.by_code[Status.DRY_RUN, batch.group.sender] += len(batch.entries)
-        self.summary.charge(batch.entries)
+        entries = batch.entries
+        if _verbatim(list(map(_to_of, entries))):
+            data, segments_by = _batch_lines(entries, ',"status":"DRY_RUN"', "")
+            self.results.write(data)
+            self.summary.segments.update(segments_by)
+        else:
+            self.results.write_many([_dry_run_line(entry) for entry in entries])
+            for entry in entries:
+                self.summary.segments[entry.encoding] += entry.segments
+        self.summary.statuses[Status.DRY_RUN] += len(entries)
+        self.summary.by_code[Status.DRY_RUN, batch.group.sender] += len(entries)
+        self.summary.charge(entries)
 
     def flush(self) -> None:
         """Push every sink's buffer to the OS."""
