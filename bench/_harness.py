@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -155,12 +156,16 @@ def run_child(
 ) -> Finished:
     """Run ``cmd`` pinned to ``core``, timed from outside; peak RSS from wait4's rusage."""
     start = time.perf_counter()
+    # Not the caller's directory: `python -m dispatcher` puts the current directory
+    # first on sys.path, so a bench run from a checkout would measure that checkout's
+    # code whatever PYTHONPATH names (the way to measure another version).
     proc = subprocess.Popen(
         list(cmd),
         stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        cwd=tempfile.gettempdir(),
         preexec_fn=pin_to(core),
     )
     # communicate() would reap the child itself and lose its rusage: read the pipes on
@@ -224,3 +229,9 @@ def emit(document: dict[str, Any]) -> None:
     """Print the one JSON object a bench script ends with."""
     sys.stdout.write(orjson.dumps(document).decode() + "\n")
     sys.stdout.flush()
+
+
+def workdir(given: str | None, prefix: str) -> str:
+    """The user's ``--workdir`` as an absolute path (the children run elsewhere: see
+    `run_child`), else a new temporary directory."""
+    return os.path.abspath(given) if given else tempfile.mkdtemp(prefix=prefix)

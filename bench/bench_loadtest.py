@@ -37,7 +37,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from typing import Any
 
@@ -249,7 +248,7 @@ def main() -> None:
     machine = h.machine()
     if h.two_cores():
         os.sched_setaffinity(0, {h.SERVER_CORE})  # this process serves `startup`
-    workdir = args.workdir or tempfile.mkdtemp(prefix="bench-loadtest-")
+    workdir = h.workdir(args.workdir, "bench-loadtest-")
     os.makedirs(workdir, exist_ok=True)
     sink = h.start_sink()
     document: dict[str, Any] = {"bench": "loadtest", **machine, "concurrency": CONCURRENCY}

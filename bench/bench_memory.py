@@ -25,7 +25,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import tempfile
 from typing import Any
 
 import _harness as h
@@ -93,7 +92,7 @@ def main() -> None:
     parser.add_argument("--send-args", default="", help="extra send options")
     args = parser.parse_args()
     machine = h.machine()
-    workdir = args.workdir or tempfile.mkdtemp(prefix="bench-memory-")
+    workdir = h.workdir(args.workdir, "bench-memory-")
     server = h.start_emulator()
     try:
         extra = shlex.split(args.send_args)

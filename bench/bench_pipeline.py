@@ -50,7 +50,6 @@ import os
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -363,7 +362,7 @@ def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _inputs(args: argparse.Namespace, prefix: str) -> tuple[str, str]:
     """The work directory and the ``--count`` recipients of ``dispatcher gen`` in it."""
-    workdir = args.workdir or tempfile.mkdtemp(prefix=prefix)
+    workdir = h.workdir(args.workdir, prefix)
     os.makedirs(workdir, exist_ok=True)
     source = os.path.join(workdir, f"recipients-{args.count}.ndjson")
     h.gen_file(source, args.count)
@@ -504,7 +503,7 @@ def mixed(args: argparse.Namespace) -> dict[str, Any]:
     import _mixed
 
     machine = h.machine()
-    workdir = args.workdir or tempfile.mkdtemp(prefix="bench-mixed-")
+    workdir = h.workdir(args.workdir, "bench-mixed-")
     os.makedirs(workdir, exist_ok=True)
     source = os.path.join(workdir, f"mixed-{args.count}.ndjson")
     _mixed.write(source, args.count, seed=1)
@@ -592,7 +591,7 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
 
     from dispatcher.cli import main as cli_main
 
-    workdir = args.workdir or tempfile.mkdtemp(prefix="bench-mixed-")
+    workdir = h.workdir(args.workdir, "bench-mixed-")
     os.makedirs(workdir, exist_ok=True)
     source = os.path.join(workdir, f"mixed-{args.count}.ndjson")
     _mixed.write(source, args.count, seed=1)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from typing import Any
 
 import _harness as h
@@ -64,7 +63,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--workdir")
     args = parser.parse_args()
-    workdir = args.workdir or tempfile.mkdtemp(prefix="bench-workers-")
+    workdir = h.workdir(args.workdir, "bench-workers-")
     os.makedirs(workdir, exist_ok=True)
     source = os.path.join(workdir, "in.ndjson")
     h.gen_file(source, args.count)
