@@ -219,6 +219,24 @@ def run_phase(
     return phase
 
 
+def ceiling_phase(server: h.Server, source: str) -> dict[str, Any]:
+    """The transport ceiling at batch 1000 (`role_ceiling`), with its own rate."""
+    run = run_phase(server, "ceiling", me("ceiling", source, "--base-url", server.base_url))
+    run["recipients_per_s"] = round(run["own"]["recipients"] / run["own"]["elapsed_s"])
+    run["accepted_matches"] = run["own"]["recipients"] == run["server_accepted"]
+    return run
+
+
+def script_phase(server: h.Server, source: str, workdir: str, variant: str) -> dict[str, Any]:
+    """bench/_afternoon.py with ``variant`` JSON (stdlib or orjson)."""
+    results = os.path.join(workdir, f"script-{variant}.results.ndjson")
+    cmd = [
+        h.PYTHON, os.path.join(HERE, "_afternoon.py"), source, "--base-url", server.base_url,
+        "--from", SENDER, "--text", TEMPLATE, "--results", results, "--json", variant,
+    ]  # fmt: skip
+    return run_phase(server, f"script ({variant})", cmd)
+
+
 def dispatcher_phase(
     server: h.Server,
     source: str,
@@ -393,19 +411,9 @@ def harness(args: argparse.Namespace) -> dict[str, Any]:
             dispatcher.append(
                 dispatcher_phase(emulator, source, workdir, "dispatcher", 1000, args.count)
             )
-            ceiling_cmd = me("ceiling", source, "--base-url", emulator.base_url)
-            run = run_phase(emulator, "ceiling", ceiling_cmd)
-            run["recipients_per_s"] = round(run["own"]["recipients"] / run["own"]["elapsed_s"])
-            run["accepted_matches"] = run["own"]["recipients"] == run["server_accepted"]
-            ceiling.append(run)
+            ceiling.append(ceiling_phase(emulator, source))
         for variant, runs in (("stdlib", script), ("orjson", script_orjson)):
-            results = os.path.join(workdir, f"script-{variant}.results.ndjson")
-            cmd = [
-                h.PYTHON, os.path.join(HERE, "_afternoon.py"), source, "--base-url",
-                emulator.base_url, "--from", SENDER, "--text", TEMPLATE, "--results", results,
-                "--json", variant,
-            ]  # fmt: skip
-            run = run_phase(emulator, f"script ({variant})", cmd)
+            run = script_phase(emulator, source, workdir, variant)
             run["recipients_per_s"] = round(args.count / run["wall_s"])
             run["accepted_matches"] = run["own"]["accepted"] == run["server_accepted"]
             runs.append(run)
@@ -518,18 +526,9 @@ def mixed(args: argparse.Namespace) -> dict[str, Any]:
             run["cpu_us_per_recipient"] = round(run["cpu_s"] / records * 1e6, 2)
             run["load"] = round(os.getloadavg()[0], 2)
             dispatcher.append(run)
-            run = run_phase(server, "ceiling", me("ceiling", source, "--base-url", server.base_url))
-            run["recipients_per_s"] = round(run["own"]["recipients"] / run["own"]["elapsed_s"])
-            run["accepted_matches"] = run["own"]["recipients"] == run["server_accepted"]
-            ceiling.append(run)
+            ceiling.append(ceiling_phase(server, source))
             for variant, runs in (("stdlib", script), ("orjson", script_orjson)):
-                results = os.path.join(workdir, f"script-{variant}.results.ndjson")
-                cmd = [
-                    h.PYTHON, os.path.join(HERE, "_afternoon.py"), source, "--base-url",
-                    server.base_url, "--from", SENDER, "--text", TEMPLATE, "--results",
-                    results, "--json", variant,
-                ]  # fmt: skip
-                run = run_phase(server, f"script ({variant})", cmd)
+                run = script_phase(server, source, workdir, variant)
                 run["recipients_per_s"] = round(records / run["wall_s"])
                 run["cpu_us_per_recipient"] = round(run["cpu_s"] / records * 1e6, 2)
                 run["accepted_matches"] = run["own"]["accepted"] == run["server_accepted"]
