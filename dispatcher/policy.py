@@ -128,15 +128,7 @@ class Duplicates:
         self, group: Group, entries: list[Entry], texts: list[str] | None, sink: Sink
     ) -> list[int] | None:
         """Record the run's new messages; answer the positions that are not duplicates."""
-        numbers, lines = self._numbers(entries)
-        positions, firsts = self.index.duplicates(
-            group.sender, numbers, texts if self.texts else None, lines
-        )
-        if not positions:
-            return None
-        for position, first in zip(positions, firsts, strict=True):
-            self._report(entries[position], first, sink)
-        return others(positions, len(entries))
+        return self.check_runs([(group, entries, texts)], sink)[0]
 
     def check_runs(
         self, runs: Sequence[tuple[Group, list[Entry], list[str] | None]], sink: Sink
@@ -144,12 +136,14 @@ class Duplicates:
         """`check` over a chunk's runs (of several groups) in one index call, each line
         with its run's code: the runs are in input order, as the lines reach `check` one
         run at a time, so every line gets the same answer and the same ``first``."""
+        codes: str | list[str]
         if len(runs) == 1:
-            group, entries, texts = runs[0]
-            return [self.check(group, entries, texts, sink)]
-        entries = [entry for _, run, _ in runs for entry in run]
-        codes = [group.sender for group, run, _ in runs for _ in run]
-        texts = [text for _, _, run_texts in runs for text in run_texts or ()]
+            first_group, entries, texts = runs[0]
+            codes = first_group.sender
+        else:
+            entries = [entry for _, run, _ in runs for entry in run]
+            codes = [group.sender for group, run, _ in runs for _ in run]
+            texts = [text for _, _, run_texts in runs for text in run_texts or ()]
         numbers, lines = self._numbers(entries)
         positions, firsts = self.index.duplicates(
             codes, numbers, texts if self.texts else None, lines
