@@ -111,10 +111,10 @@ async def _post_all(url: str, bodies: list[tuple[bytes, int]]) -> dict[str, Any]
 
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
     async with aiohttp.ClientSession(connector=connector) as session:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker(session) for _ in range(CONCURRENCY)))
-        elapsed = time.perf_counter() - start
-    return {**done, "elapsed_s": round(elapsed, 3)}
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {**done, "elapsed_s": round(elapsed, 3), "posting_cpu_s": round(cpu, 3)}
 
 
 def role_ceiling(args: argparse.Namespace) -> dict[str, Any]:
