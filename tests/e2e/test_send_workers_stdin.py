@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.exactly_once import ledger, send_command
 from tests.support.gateway_process import gateway_process
+from tests.support.gzipped import members
 
 KEY = "e2e-Hb3nQ8sWk2LpV6tJ"
 MAX_LINE_BYTES = 200
@@ -82,23 +83,11 @@ def _run(
         )  # fmt: skip
 
 
-def _members(data: bytes) -> bytes:
-    """``data`` as gzip members one after another, with zero padding between two (as
-    ``cat a.gz b.gz`` and tape tools make), each cut inside a line."""
-    third = len(data) // 3
-    return (
-        gzip.compress(data[:third])
-        + gzip.compress(data[third : 2 * third])
-        + b"\x00" * 10
-        + gzip.compress(data[2 * third :])
-    )
-
-
 @pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
 def test_workers_from_stdin_give_what_one_process_gives(tmp_path: Path, compress: bool) -> None:
     # gzip on stdin is inflated by the parent and handed out as plain stdin is
     data = b"\n".join(LINES)
-    data = _members(data) if compress else data
+    data = members(data) if compress else data
     single, single_sent, single_code = _send(tmp_path, data)
     workers, workers_sent, workers_code = _send(tmp_path, data, "--workers", "3")
     assert [r["line"] for r in single] == [n for n, line in enumerate(LINES, 1) if line.strip()]

@@ -14,23 +14,13 @@ import pytest
 from dispatcher import workers
 from dispatcher.errors import InputError
 from dispatcher.shares import Share
+from tests.support.gzipped import members
 from tests.unit.test_workers import _pipe_writer
 
 SHARES = [Share(0, 3), Share(1, 3), Share(2, 3)]
 LINES = b"".join(
     b'{"to": "+1415555%04d", "params": ["%s"]}\n' % (n, b"x" * (n % 50)) for n in range(3000)
 )
-
-
-def _members(data: bytes) -> bytes:
-    """Three gzip members one after another, zero padding after the second."""
-    third = len(data) // 3
-    return (
-        gzip.compress(data[:third])
-        + gzip.compress(data[third : 2 * third])
-        + b"\x00" * 7
-        + gzip.compress(data[2 * third :])
-    )
 
 
 async def _deal(data: bytes) -> tuple[list[bytes], BaseException | None, list[bool]]:
@@ -79,7 +69,7 @@ async def test_gzip_on_stdin_is_handed_out_inflated_as_plain_stdin_is() -> None:
     plain, error, closed = await _deal(LINES)
     assert error is None
     assert all(closed)
-    inflated, error, closed = await _deal(_members(LINES))
+    inflated, error, closed = await _deal(members(LINES))
     assert error is None
     assert all(closed)
     assert inflated == plain
