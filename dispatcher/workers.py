@@ -810,10 +810,11 @@ def run_job(argv: Sequence[str], config: Config, n: int) -> int:
             outcome = signals.run(run_workers(argv, config, signals, workers, resumes, begin))
             code = _exit_code(outcome, signals.exit_code)
             summaries = [s for s in outcome.summaries if s is not None]
-            if outcome.broken is not None and signals.exit_code is None:
-                # stdin broke off and the workers were stopped for it: the job ends
-                # with the error and the exit code of a single `send -`
-                code = fail(outcome.broken, ExitCode.ABORTED)
+            # stdin broke off and the workers were stopped for it: the job ends with
+            # the error and the exit code of a single `send -`
+            broken = outcome.broken if signals.exit_code is None else None
+            if broken is not None:
+                code = fail(broken, ExitCode.ABORTED)
             elif code in (ExitCode.OK, ExitCode.FAILED) and len(summaries) == n:
                 _join_outputs(config, workers)
                 if record is not None:
@@ -829,13 +830,12 @@ def run_job(argv: Sequence[str], config: Config, n: int) -> int:
                     + (", --resume finishes it" if record is not None else ""),
                     ExitCode.ABORTED,
                 )
-        broken = outcome.broken is not None and signals.exit_code is None
-        if summaries or broken:
+        if summaries or broken is not None:
             # workers stopped as they started have no summary: the job's has zeros
             joined = join_summaries(summaries or [_empty_summary()], outcome.elapsed)
             joined["workers"] = len(summaries)
-            if broken:
-                joined["exit_reason"] = f"aborted: {outcome.broken}"
+            if broken is not None:
+                joined["exit_reason"] = f"aborted: {broken}"
             code = _report(config, joined, code)
     return code
 
