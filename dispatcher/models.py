@@ -158,6 +158,10 @@ class Entry(NamedTuple):
     text: str | None  # the rendered text, kept only when it is sent as such
     #: characters smart encoding replaced (0: none, the usual case)
     replaced: int = 0
+    #: segments smart encoding saved on this message. It goes with the entry (and a
+    #: held line's spill record, `dispatcher.windows.Held`) so that the summary counts
+    #: it whenever, and only if, the message passes the last policy (`Preparer`)
+    saved: int = 0
 
 
 _line_of = itemgetter(0)  # Entry.line

@@ -38,6 +38,8 @@ _overrides_of = attrgetter("sender", "text", "external_id", "client_id", "email"
 _params_of = attrgetter("params")
 _ref_of = attrgetter("ref")
 _line_of = attrgetter("line")
+_replaced_of = itemgetter(7)  # Entry.replaced
+_saved_of = itemgetter(8)  # Entry.saved
 _encoding_of = itemgetter(0)  # of a SegmentCount
 _segments_of = itemgetter(2)
 _NO_OVERRIDES = (None, None, None, None, None)
@@ -121,13 +123,14 @@ class Preparer:
         #: policies told each chunk's numbers before its runs (`ChunkNumbers`: duplicates)
         self._chunk_hooks = [p.begin_chunk for p in self.policies if hasattr(p, "begin_chunk")]
         #: segments smart encoding saved on the messages that went on to the batcher
+        #: past every policy (`_count_saved`): as they do, from a chunk or released
+        #: after waiting for a send window (`readmit`)
         self.segments_saved = 0
         #: of those messages, how many smart encoding changed
         self.smart_encoded = 0
         self._templates: dict[str, Template] = {}
         self._groups: dict[Hashable, Group] = {}
         self._smart_groups: dict[Hashable, Group] = {}
-        self._kept: list[Entry] = []  # a chunk's messages past the policies (smart only)
         self._default = self._group(config.sender, config.text, None, None, None)
 
     def feed(self, chunk: list[Recipient | Rejected], batcher: Batches, sink: LocalSink) -> None:
@@ -145,14 +148,10 @@ class Preparer:
                 begin(shared)
             if self._optout is not None:
                 chunk, numbers = self._opt_out(chunk, numbers, shared, sink)
-        saved: dict[int, int] = {}  # line → segments smart encoding saved (rarely any)
         runs = None if self._smart else self._columns(chunk, numbers, sink)
         if runs is None:
-            runs = self._line_by_line(chunk, numbers, sink, saved)
+            runs = self._line_by_line(chunk, numbers, sink)
         self._pass(runs, batcher, sink)
-        if saved:
-            self._count_saved(saved)
-        self._kept.clear()
 
     def _columns(
         self, chunk: list[Recipient | Rejected], numbers: list[str | None], sink: LocalSink
@@ -214,6 +213,7 @@ class Preparer:
                     map(_encoding_of, counts),
                     texts if self._keep_text else repeat(None),
                     repeat(0),
+                    repeat(0),
                 ),
             )
         )
@@ -224,7 +224,7 @@ class Preparer:
         runs: list[Run] = []
         start = 0
         for position in specials:
-            prepared = self._one(cast("Recipient", chunk[position]), numbers[position], sink, {})
+            prepared = self._one(cast("Recipient", chunk[position]), numbers[position], sink)
             if prepared is None:
                 continue
             group, entry, text = prepared
@@ -241,24 +241,24 @@ class Preparer:
         chunk: list[Recipient | Rejected],
         numbers: list[str | None],
         sink: LocalSink,
-        saved: dict[int, int],
     ) -> list[Run]:
         """The chunk's runs, one line at a time (`_one`)."""
         runs: list[Run] = []
         texts = self._texts
         one = self._one
         for item, to in zip(cast("list[Recipient]", chunk), numbers, strict=True):
-            prepared = one(item, to, sink, saved)
+            prepared = one(item, to, sink)
             if prepared is not None:
                 group, entry, text = prepared
                 _extend(runs, group, [entry], [text] if texts else None)
         return runs
 
     def _one(
-        self, item: Recipient, to: str | None, sink: LocalSink, saved: dict[int, int]
+        self, item: Recipient, to: str | None, sink: LocalSink
     ) -> tuple[Group, Entry, str] | None:
         """One line's group, message and rendered text; None when its result is local
-        (written to ``sink``). ``saved``: line → segments smart encoding saved."""
+        (written to ``sink``). The message carries the segments smart encoding saved
+        (`Entry.saved`), counted once it passes every policy (`_count_saved`)."""
         # A rejected line has no number: every one is handled where `to` is None.
         if to is None:
             self._unsendable(item, sink)
@@ -286,12 +286,12 @@ class Preparer:
         model = self._model
         encoding, _, segments = count(text, model)
         params = item.params
-        replaced = 0
+        replaced = saved = 0
         if self._smart and encoding is UCS2:
             new, replaced = encode(text, transliterate=self._transliterate)
             if replaced:
                 encoding, _, fewer = count(new, model)
-                saved[item.line] = segments - fewer
+                saved = segments - fewer
                 text, segments, params = new, fewer, [new]
                 group = self._smart_group(group)
         if segments > self._max_segments:
@@ -316,6 +316,7 @@ class Preparer:
             encoding,
             text if self._keep_text else None,
             replaced,
+            saved,
         )
         return group, entry, text
 
@@ -339,7 +340,6 @@ class Preparer:
         finally:
             self.policies, self._optout = policies, optout
             self.segments_saved, self.smart_encoded = counts
-            self._kept.clear()
 
     def readmit(
         self, start: Policy, key: Hashable, entries: list[Entry], batcher: Batches, sink: Sink
@@ -353,6 +353,8 @@ class Preparer:
                 entries = [entries[i] for i in keep]
             if not entries:
                 return
+        if self._smart:
+            self._count_saved(entries)
         batcher.add_many(group, entries)
 
     def _opt_out(
@@ -420,19 +422,16 @@ class Preparer:
             runs = passed
         for group, entries, _ in runs:
             if self._smart:
-                self._kept.extend(entries)
+                self._count_saved(entries)
             batcher.add_many(group, entries)
 
-    def _count_saved(self, saved: dict[int, int]) -> None:
-        """Count the segments saved on the lines that went on to the batcher."""
-        if not self.policies:
-            self.segments_saved += sum(saved.values())
-            self.smart_encoded += len(saved)
-            return
-        for entry in self._kept:
-            if entry.replaced:
-                self.segments_saved += saved[entry.line]
-                self.smart_encoded += 1
+    def _count_saved(self, entries: list[Entry]) -> None:
+        """Count what smart encoding saved on messages that go on to the batcher: here,
+        past the last policy, and only here — a line a policy refuses (a cap, a window
+        with ``skip``) is not counted, and one a window holds is counted when it is
+        released (`readmit`), its saving carried by its entry (`Entry.saved`)."""
+        self.segments_saved += sum(map(_saved_of, entries))
+        self.smart_encoded += len(entries) - list(map(_replaced_of, entries)).count(0)
 
     def _smart_group(self, group: Group) -> Group:
         """The group of ``group``'s messages that smart encoding changed: each goes with

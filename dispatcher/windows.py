@@ -447,7 +447,9 @@ class Held:
     to stdout and there is no journal, in the system's temporary directory — created
     when the first line waits and removed at the end. Each write is one pickle of a
     run's entries for one instant with its group key; ints of any size and `BigInt`
-    params come back exactly. The files are this process's own, read back only by it.
+    params come back exactly, and so does each entry's smart-encoding saving
+    (`Entry.saved`), which the summary counts once the line is released and passes.
+    The files are this process's own, read back only by it.
     """
 
     def __init__(self, place: str | None, halt: Halt, clock: WallClock) -> None:

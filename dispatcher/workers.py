@@ -6,9 +6,9 @@ with the user's own command line, run on share K of N by the rule of
 `dispatcher.shares` (a stable hash of the number, so every line to one recipient is in
 one worker and duplicates stay exact). A worker reads the whole input and keeps its
 share — a file or a ``.gz``; for stdin the parent reads the
-stream and hands each worker its own lines and a bare newline for every other line
-(`HandOut`: one parse of each line, not N) — so line numbers are the input's in every
-worker.
+stream (inflating it when it is gzip) and hands each worker its own lines and a bare
+newline for every other line (`HandOut`: one parse of each line, not N) — so line
+numbers are the input's in every worker.
 
 The job is still named by its results path, ``OUT``:
 
@@ -54,15 +54,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import orjson
 
 from dispatcher.cli._common import Signals
 from dispatcher.config import Config
-from dispatcher.errors import ConfigError
+from dispatcher.errors import ConfigError, InputError
 from dispatcher.reader import CHUNK_SIZE, parse_lines
 from dispatcher.shares import Share, shares_of
+from dispatcher.sources import open_source
 
 if TYPE_CHECKING:
     from dispatcher.metrics import WorkerMetrics
@@ -238,7 +239,6 @@ def _any_worker_files(config: Config, n: int) -> bool:
 #: here), and for a line no worker keeps (another ``--shard``'s): each gets a newline.
 _EVERYONE = -1
 _NOBODY = -2
-_GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -345,12 +345,6 @@ class HandOut:
             into.append(b"\n".join(mine) + end or b"\n")
 
 
-async def _read(source: io.BufferedReader) -> bytes:
-    """What has come on stdin (read1: a slow pipe does not hold lines back)."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, source.read1, CHUNK_SIZE)
-
-
 async def _send(live: dict[int, asyncio.StreamWriter], blocks: Sequence[bytes]) -> None:
     """``blocks[i]`` to worker ``i``, waiting for each pipe to take it; a worker that
     has gone stops receiving, the others go on."""
@@ -365,33 +359,35 @@ async def _send(live: dict[int, asyncio.StreamWriter], blocks: Sequence[bytes]) 
 
 
 async def _deal(
-    source: io.BufferedReader,
+    source: BinaryIO,
     sinks: Sequence[asyncio.StreamWriter],
     shares: Sequence[Share],
     max_line_bytes: int,
 ) -> None:
-    """Hand stdin out to the workers (`HandOut`): each parses only its own lines. A
-    gzip stream is copied to every worker whole, each keeping its share, as a file is
-    read (its lines are known only once inflated, and a corrupt stream is each
-    worker's to report). EOF closes every worker's stdin; a failure does not (it is
-    `_input_failed`'s), lest the workers take a cut input for the whole of it."""
+    """Hand stdin out to the workers (`HandOut`): each parses only its own lines.
+
+    stdin is read as a single ``send -`` reads it (`dispatcher.sources.open_source`:
+    what has come, a read1 at a time, so a slow pipe does not hold lines back), and a
+    gzip stream is inflated here, once — members one after another, a block at a time
+    — not by every worker. EOF closes every worker's stdin; a failure does not (it is
+    `_input_failed`'s), lest the workers take a cut input for the whole of it. A stream
+    that cannot be read on (truncated or corrupt gzip, a read error) raises the
+    `InputError` a single process reports, naming the last line read."""
     live = dict(enumerate(sinks))
-    head = await _read(source)
-    while 0 < len(head) < len(_GZIP_MAGIC) and (more := await _read(source)):
-        head += more
-    if head.startswith(_GZIP_MAGIC):
-        copy = [head] * len(sinks)
-        while live and copy[0]:
-            await _send(live, copy)
-            copy = [await _read(source)] * len(sinks)
-    else:
-        hand_out = HandOut(shares, max_line_bytes=max_line_bytes)
-        data = head
-        while live and data:
-            await _send(live, hand_out.feed(data))
-            data = await _read(source)
-        if live:
+    loop = asyncio.get_running_loop()
+    stream = await loop.run_in_executor(None, open_source, source, CHUNK_SIZE)
+    hand_out = HandOut(shares, max_line_bytes=max_line_bytes)
+    while live:
+        try:
+            data = await loop.run_in_executor(None, stream.read)
+        except InputError as exc:  # as `dispatcher.reader.Reader` words it
+            raise InputError(
+                f"{exc} (after line {hand_out.lines}; every line up to it was read)"
+            ) from exc
+        if not data:
             await _send(live, hand_out.finish())
+            break
+        await _send(live, hand_out.feed(data))
     for sink in live.values():
         with contextlib.suppress(OSError):
             sink.close()
@@ -399,10 +395,15 @@ async def _deal(
 
 def _input_failed(procs: Sequence[asyncio.subprocess.Process], task: asyncio.Task[None]) -> None:
     """When stdin cannot be read or handed out, stop the workers (a graceful stop):
-    the job is unfinished, not complete on part of its input."""
+    the job is unfinished, not complete on part of its input. An input that breaks
+    (`InputError`) is the job's error, reported when the workers have stopped
+    (`run_job`), as a single process reports it."""
     if task.cancelled() or (exc := task.exception()) is None:
         return
-    log.error("cannot hand stdin out to the workers (%s): stopping them", exc)
+    if isinstance(exc, InputError):
+        log.info("stdin broke off (%s): stopping the workers", exc)
+    else:
+        log.error("cannot hand stdin out to the workers (%s): stopping them", exc)
     signal_all(procs, signal.SIGTERM)
 
 
@@ -420,6 +421,8 @@ class Outcome:
     codes: list[int]
     summaries: list[dict[str, Any] | None]
     elapsed: float
+    #: stdin broke off (a truncated or corrupt gzip stream): the job's error
+    broken: InputError | None = None
 
 
 async def run_workers(
@@ -605,6 +608,7 @@ async def _run_workers(
             )
         )
     tasks = []
+    deal = None
     if stdin_input:
         sinks = [p.stdin for p in procs if p.stdin is not None]
         stdin = sys.stdin.buffer
@@ -627,7 +631,10 @@ async def _run_workers(
         loop.remove_signal_handler(signal.SIGUSR1)
         kill_all(procs)  # the parent is going: no worker outlives it
     summaries = [_read_summary(w.summary) for w in workers]
-    return Outcome(codes, summaries, time.perf_counter() - started)
+    broken = None
+    if deal is not None and not deal.cancelled() and isinstance(deal.exception(), InputError):
+        broken = cast("InputError", deal.exception())
+    return Outcome(codes, summaries, time.perf_counter() - started, broken)
 
 
 async def spawn(
@@ -803,7 +810,12 @@ def run_job(argv: Sequence[str], config: Config, n: int) -> int:
             outcome = signals.run(run_workers(argv, config, signals, workers, resumes, begin))
             code = _exit_code(outcome, signals.exit_code)
             summaries = [s for s in outcome.summaries if s is not None]
-            if code in (ExitCode.OK, ExitCode.FAILED) and len(summaries) == n:
+            # stdin broke off and the workers were stopped for it: the job ends with
+            # the error and the exit code of a single `send -`
+            broken = outcome.broken if signals.exit_code is None else None
+            if broken is not None:
+                code = fail(broken, ExitCode.ABORTED)
+            elif code in (ExitCode.OK, ExitCode.FAILED) and len(summaries) == n:
                 _join_outputs(config, workers)
                 if record is not None:
                     record.write(n, complete=True)
@@ -818,9 +830,20 @@ def run_job(argv: Sequence[str], config: Config, n: int) -> int:
                     + (", --resume finishes it" if record is not None else ""),
                     ExitCode.ABORTED,
                 )
-        if summaries:
-            code = _report(config, join_summaries(summaries, outcome.elapsed), code)
+        if summaries or broken is not None:
+            # workers stopped as they started have no summary: the job's has zeros
+            joined = join_summaries(summaries or [_empty_summary()], outcome.elapsed)
+            joined["workers"] = len(summaries)
+            if broken is not None:
+                joined["exit_reason"] = f"aborted: {broken}"
+            code = _report(config, joined, code)
     return code
+
+
+def _empty_summary() -> dict[str, Any]:
+    from dispatcher.summary import Summary
+
+    return Summary().as_dict()
 
 
 def argv_input(argv: Sequence[str]) -> str:

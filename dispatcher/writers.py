@@ -423,7 +423,7 @@ class Outputs:
         last: str | None = None
         tail = ""
         run = 0
-        for (line, to, _, ref, segments, encoding, _, replaced), message_id in zip(
+        for (line, to, _, ref, segments, encoding, _, replaced, _), message_id in zip(
             batch.entries, ids, strict=True
         ):
             if encoding is not last:

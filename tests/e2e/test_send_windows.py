@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
+from dispatcher.segments import count
 from tests.support.cli import CODE, KEY, by_line, dispatcher, env, send_args, write_lines
 from tests.support.emulators import EmulatorFactory
 
@@ -83,16 +85,20 @@ async def _until_waiting(stderr: asyncio.StreamReader, seen: bytearray) -> None:
 
 
 async def start_waiting(
-    emulator_factory: EmulatorFactory, tmp_path: Path, now: str
+    emulator_factory: EmulatorFactory,
+    tmp_path: Path,
+    now: str,
+    *flags: str,
+    lines: list[dict[str, Any]] | None = None,
 ) -> tuple[Any, asyncio.subprocess.Process, bytearray]:
-    """The emulator, and a send of London's and New York's lines started at ``now``,
-    once its progress line says lines wait (and what it wrote so far)."""
+    """The emulator, and a send of ``lines`` (London's and New York's) started at
+    ``now``, once its progress line says lines wait (and what it wrote so far)."""
     emulator = await emulator_factory(api_key=KEY, rate_limit=False)
-    write_lines(tmp_path / "in.ndjson", recipients([LONDON, *NEW_YORK]))
+    write_lines(tmp_path / "in.ndjson", lines or recipients([LONDON, *NEW_YORK]))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "dispatcher",
         *map(str, send_args(emulator.base_url, "in.ndjson", "--results", "out.ndjson", *WINDOW)),
-        "--summary", "summary.json", "--progress", "--now", now,
+        "--summary", "summary.json", "--progress", "--now", now, *flags,
         cwd=tmp_path,
         env=env(),
         stdin=asyncio.subprocess.DEVNULL,
@@ -127,6 +133,53 @@ async def test_a_window_that_opens_during_the_run_sends_its_lines_then(
         {"zones": "America/New_York", "opens": "2026-12-02T14:00:00Z", "lines": len(NEW_YORK)}
     ]
     assert not list(tmp_path.glob(".out.ndjson.held-*")), "the spill directory is left"
+
+
+#: A name smart encoding makes GSM-7: "Hi {0}, you owe {1}" then needs one segment, not
+#: the two of UCS-2 (the apostrophe).
+LONG_NAME = "Ana’s " + "x" * 60
+
+
+def saved_on_the_ledger(emulator: Any, lines: list[dict[str, Any]]) -> int:
+    """The segments smart encoding saved on the messages the gateway received: each
+    one's text as the job renders it, less what the gateway counted."""
+    params = {line["to"]: line["params"] for line in lines}
+    return sum(
+        count("Hi {}, you owe {}".format(*params[m["to"]])).segments - m["segments"]
+        for m in emulator.messages()
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "sent"),
+    [
+        ((), 1 + len(NEW_YORK)),
+        # The cap cuts the released lines: the last one is not sent, nor counted.
+        (("--max-messages", str(len(NEW_YORK))), len(NEW_YORK)),
+    ],
+    ids=["all", "capped"],
+)
+async def test_smart_encoding_counts_what_it_saved_on_lines_released_by_their_window(
+    emulator_factory: EmulatorFactory, tmp_path: Path, flags: tuple[str, ...], sent: int
+) -> None:
+    lines = [{"to": n, "params": [LONG_NAME, n[-2:]]} for n in [LONDON, *NEW_YORK]]
+    # 08:59:54 in New York (held six seconds), 13:59:54 in London (open).
+    emulator, proc, seen = await start_waiting(
+        emulator_factory,
+        tmp_path,
+        "2026-12-02T08:59:54-05:00",
+        "--smart-encoding",
+        *flags,
+        lines=lines,
+    )
+    assert proc.stderr is not None
+    seen += await asyncio.wait_for(proc.stderr.read(), RUN_TIMEOUT)
+    assert await proc.wait() == (4 if flags else 0), seen.decode()
+    assert len(emulator.messages()) == sent
+    assert {m["encoding"] for m in emulator.messages()} == {"GSM7"}
+    policy = summary(tmp_path)["policy"]
+    assert policy["segments_saved"] == saved_on_the_ledger(emulator, lines) == sent
+    assert policy["smart_encoded"] == sent
 
 
 async def test_a_crash_while_lines_wait_loses_none_and_doubles_none(

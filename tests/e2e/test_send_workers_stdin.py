@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.exactly_once import ledger, send_command
 from tests.support.gateway_process import gateway_process
+from tests.support.gzipped import members
 
 KEY = "e2e-Hb3nQ8sWk2LpV6tJ"
 MAX_LINE_BYTES = 200
@@ -56,15 +57,8 @@ def _send(tmp_path: Path, data: bytes, *extra: str) -> tuple[list[dict[str, Any]
     gateway took, and its exit code."""
     out = tmp_path / ("workers" if extra else "single")
     out.mkdir()
-    source = tmp_path / "in.ndjson"
-    source.write_bytes(data)
-    env = {**os.environ, "DISPATCHER_API_KEY": KEY, "DISPATCHER_MAX_LINE_BYTES": "200"}
     with gateway_process("--no-rate-limit", api_key=KEY) as url:
-        with source.open("rb") as stdin:
-            done = subprocess.run(
-                [*send_command(Path("-"), out, url, "--dedupe", "number"), *extra],
-                stdin=stdin, env=env, capture_output=True, timeout=120,
-            )  # fmt: skip
+        done = _run(tmp_path, data, out, url, *extra)
         assert done.returncode in (0, 1), done.stderr.decode()
         messages, _ = ledger(url)
     results = [orjson.loads(line) for line in (out / "results.ndjson").read_bytes().splitlines()]
@@ -75,11 +69,25 @@ def _send(tmp_path: Path, data: bytes, *extra: str) -> tuple[list[dict[str, Any]
     return sorted(results, key=lambda r: r["line"]), sent, done.returncode
 
 
+def _run(
+    tmp_path: Path, data: bytes, out: Path, url: str, *extra: str
+) -> subprocess.CompletedProcess[bytes]:
+    """``send -`` of ``data`` to the gateway at ``url``, outputs in ``out``."""
+    source = tmp_path / "in.ndjson"
+    source.write_bytes(data)
+    env = {**os.environ, "DISPATCHER_API_KEY": KEY, "DISPATCHER_MAX_LINE_BYTES": "200"}
+    with source.open("rb") as stdin:
+        return subprocess.run(
+            [*send_command(Path("-"), out, url, "--dedupe", "number"), *extra],
+            stdin=stdin, env=env, capture_output=True, timeout=120,
+        )  # fmt: skip
+
+
 @pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
 def test_workers_from_stdin_give_what_one_process_gives(tmp_path: Path, compress: bool) -> None:
-    # gzip on stdin is copied to every worker whole, each keeping its share
+    # gzip on stdin is inflated by the parent and handed out as plain stdin is
     data = b"\n".join(LINES)
-    data = gzip.compress(data) if compress else data
+    data = members(data) if compress else data
     single, single_sent, single_code = _send(tmp_path, data)
     workers, workers_sent, workers_code = _send(tmp_path, data, "--workers", "3")
     assert [r["line"] for r in single] == [n for n, line in enumerate(LINES, 1) if line.strip()]
@@ -87,3 +95,37 @@ def test_workers_from_stdin_give_what_one_process_gives(tmp_path: Path, compress
     assert workers == single
     assert workers_sent == single_sent
     assert workers_code == single_code
+
+
+@pytest.mark.parametrize("cut", ["truncated", "corrupt"])
+def test_a_broken_gzip_stdin_ends_the_workers_job_as_it_ends_one_process(
+    tmp_path: Path, cut: str
+) -> None:
+    whole = gzip.compress(b"\n".join(LINES) + b"\n")
+    if cut == "truncated":
+        data = whole[: len(whole) - 12]  # the end marker and the last bytes are missing
+    else:
+        middle = len(whole) // 2
+        data = whole[:middle] + bytes(b ^ 0xFF for b in whole[middle : middle + 64])
+        data += whole[middle + 64 :]
+    runs = {}
+    with gateway_process("--no-rate-limit", api_key=KEY) as url:
+        for name, extra in (("single", ()), ("workers", ("--workers", "2"))):
+            out = tmp_path / name
+            out.mkdir()
+            runs[name] = _run(tmp_path, data, out, url, *extra)
+    single, workers = runs["single"], runs["workers"]
+    assert single.returncode == 3, single.stderr.decode()
+    error = next(line for line in single.stderr.decode().splitlines() if "<stdin>" in line)
+    assert error.startswith("dispatcher: <stdin> ")
+    assert workers.returncode == single.returncode, workers.stderr.decode()
+    assert workers.stderr.decode().count(error) == 1, workers.stderr.decode()
+    assert "Traceback" not in workers.stderr.decode()
+    reasons = [
+        orjson.loads((tmp_path / name / "summary.json").read_bytes())["exit_reason"]
+        for name in ("single", "workers")
+    ]
+    assert reasons[1] == reasons[0] == "aborted: " + error.removeprefix("dispatcher: ")
+    # the job is not complete: no joined results, the workers' own are left to resume
+    assert not (tmp_path / "workers" / "results.ndjson").exists()
+    assert (tmp_path / "workers" / "results.ndjson.workers").exists()
