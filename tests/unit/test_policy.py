@@ -182,17 +182,41 @@ def test_duplicates_answer_the_same_with_the_chunks_keys(
         _same_outcomes(chunks, mode)
 
 
-def _same_outcomes(chunks: list[list[tuple[int, int, bool]]], mode: str) -> None:
-    fast = Duplicates(Dedupe(mode), texts=mode == "number+text")
+@settings(max_examples=100, deadline=None)
+@given(
+    chunks=st.lists(
+        st.lists(st.tuples(st.integers(0, 30), st.integers(0, 2), st.booleans()), max_size=30),
+        max_size=12,
+    ),
+    mode=st.sampled_from(["number+text", "number"]),
+)
+def test_duplicates_take_keys_an_opt_out_list_parsed_from_the_first_line(
+    chunks: list[list[tuple[int, int, bool]]], mode: str
+) -> None:
+    """When the chunk's keys are parsed already (an opt-out list asked for them), the
+    record is the packed one from the job's first line, not the dict of a small job,
+    and the outcomes are the careful path's."""
+    _same_outcomes(chunks, mode, parsed=True)
+
+
+def _same_outcomes(
+    chunks: list[list[tuple[int, int, bool]]], mode: str, *, parsed: bool = False
+) -> None:
+    index = Dedupe(mode)
+    fast = Duplicates(index, texts=mode == "number+text")
     careful = Duplicates(Dedupe(mode), texts=mode == "number+text")
     fast_sink, careful_sink = Sink(), Sink()
     for shared, run, texts in _chunk_runs(chunks):
+        if parsed:
+            assert len(shared.keys) == len(shared.numbers)
         fast.begin_chunk(shared)
         if not run:
             continue
         assert fast.check(GROUP, run, texts, fast_sink) == careful.check(
             GROUP, run, texts, careful_sink
         )
+        if parsed:
+            assert index.packed
     assert fast_sink.got == careful_sink.got
 
 
