@@ -475,7 +475,22 @@ def test_plain_keys_agree_with_normalize_line_by_line(lines: list[str]) -> None:
         assert None in numbers or not "".join(lines).isascii()
     else:
         assert None not in numbers
-        assert got.tolist() == number_keys(numbers).tolist()
+        keys, international = got
+        assert keys.tolist() == number_keys(numbers).tolist()
+        # the country check from the bytes is the one from the keys
+        assert international.tolist() == suppress._international(keys).tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(10**7, 10**15 - 1), st.booleans()), min_size=1, max_size=40))
+def test_the_digits_of_a_block_of_plain_numbers_are_read_as_int_reads_them(
+    numbers: list[tuple[int, bool]],
+) -> None:
+    # Every length from 8 to 15 digits, with and without the +, the first line included
+    # (its word before the last 8 digits starts before the block).
+    got = suppress._plain_keys("\n".join(("+" if plus else "") + str(n) for n, plus in numbers))
+    assert got is not None
+    assert got[0].tolist() == [n for n, _ in numbers]
 
 
 @settings(
