@@ -396,11 +396,18 @@ class _Growing:
 
 def _sorted_distinct(keys: _U64) -> _U64:
     """``keys`` sorted with repeats removed, in place (``np.unique`` sorts a copy, and in
-    numpy 2.4 took 25 s on 10 M sorted integers)."""
-    keys.sort()
+    numpy 2.4 took 25 s on 10 M sorted integers).
+
+    A list kept in order (an export sorted by number, or files each sorted) is sorted
+    by merging its runs (timsort, ``kind="stable"``): 0.3 ms for 1 M sorted keys, 2.6
+    for 100 sorted blocks, against 48 to 52 for the default quicksort, which is 15 %
+    faster on keys in no order (51 against 61 ms). Counting the descents that tell
+    them apart takes 0.3 ms."""
     size = len(keys)
     if size < 2:
         return keys
+    descents = np.count_nonzero(keys[1:] < keys[:-1])
+    keys.sort(kind="stable" if descents * 64 < size else "quicksort")
     kept = 1
     step = 1 << 20
     for start in range(1, size, step):

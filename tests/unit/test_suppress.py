@@ -299,6 +299,22 @@ def test_international_numbers_pass_and_unknown_codes_do_not(tmp_path: Path) -> 
     ]
 
 
+@given(
+    st.lists(st.integers(0, 2**50), max_size=300),
+    st.sampled_from(["as drawn", "sorted", "sorted blocks", "reversed"]),
+)
+def test_sorted_distinct_keys_are_sorted_set(keys: list[int], order: str) -> None:
+    # Lists in no order take quicksort, lists in order (or nearly) merge their runs.
+    if order == "sorted":
+        keys = sorted(keys)
+    elif order == "sorted blocks":
+        keys = [k for start in range(0, len(keys), 40) for k in sorted(keys[start : start + 40])]
+    elif order == "reversed":
+        keys = sorted(keys, reverse=True)
+    got = suppress._sorted_distinct(np.array(keys, dtype=np.uint64))
+    assert got.tolist() == sorted(set(keys))
+
+
 def test_country_table_facts() -> None:
     table = suppress.country_lengths()
     assert table[52] == {10}
