@@ -29,7 +29,10 @@ repeats from anywhere earlier), of which XXH3 of the texts (with accents: the UT
 encoding is most of it) is about a third, the merges an eighth, the look-ups of the
 repeats and the filter's false positives a tenth; 0.45 to 0.6 µs a line for the whole
 `dispatcher.policy.Duplicates` check in ``dispatcher send``'s chunks. The version
-without the filter, merging two runs at a time: 0.85 and 0.7 µs.
+without the filter, merging two runs at a time: 0.85 and 0.7 µs. With the filter's floor
+(`MIN_FILTER`), in one process with the versions alternated chunk by chunk (load 1.1 to
+1.4): the loop 443 against 496 ns a line, the check in send's chunks 357 against 414 ns
+(of which XXH3 about 90, the merges 80, the line numbers 40, the filter 60).
 """
 
 from __future__ import annotations
