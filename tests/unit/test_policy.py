@@ -171,32 +171,18 @@ def _chunk_runs(
         max_size=12,
     ),
     mode=st.sampled_from(["number+text", "number"]),
+    parsed=st.booleans(),
 )
 def test_duplicates_answer_the_same_with_the_chunks_keys(
-    chunks: list[list[tuple[int, int, bool]]], mode: str
+    chunks: list[list[tuple[int, int, bool]]], mode: str, parsed: bool
 ) -> None:
     """Keys gathered from the chunk's numbers by line (the fast path) and parsed from each
-    entry's number (the careful path) give the same outcomes, packed record or dict."""
+    entry's number (the careful path) give the same outcomes, packed record or dict.
+    When the chunk's keys are parsed already (``parsed``: an opt-out list asked for
+    them), the record is the packed one from the job's first line, not the dict."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(dedupe, "SMALL", 8)  # the dict for the first lines, then the runs
-        _same_outcomes(chunks, mode)
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    chunks=st.lists(
-        st.lists(st.tuples(st.integers(0, 30), st.integers(0, 2), st.booleans()), max_size=30),
-        max_size=12,
-    ),
-    mode=st.sampled_from(["number+text", "number"]),
-)
-def test_duplicates_take_keys_an_opt_out_list_parsed_from_the_first_line(
-    chunks: list[list[tuple[int, int, bool]]], mode: str
-) -> None:
-    """When the chunk's keys are parsed already (an opt-out list asked for them), the
-    record is the packed one from the job's first line, not the dict of a small job,
-    and the outcomes are the careful path's."""
-    _same_outcomes(chunks, mode, parsed=True)
+        _same_outcomes(chunks, mode, parsed=parsed)
 
 
 def _same_outcomes(
