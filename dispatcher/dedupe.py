@@ -41,7 +41,9 @@ once.
 
 **Memory.** A job's first `SMALL` distinct recipients are kept in a dict (about 115
 bytes each, 3.6 MiB at most), so that a small job never imports numpy: its import is
-0.15 to 0.3 s of every send's start-up, and 15 MiB. Beyond that the record moves to
+0.15 to 0.3 s of every send's start-up, and 15 MiB. Numbers handed as keys (an array:
+numpy is loaded, and an opt-out list had them parsed) skip the dict, which would only
+cost more than the runs then. Beyond that the record moves to
 `dispatcher.dedupe_runs`: packed sorted runs, **20 bytes per distinct recipient** (12 in
 ``number`` mode) and 1 to 2 bytes of filter. Resident memory measured by
 ``bench/bench_campaign.py``, over the same run with dedupe off (which imports numpy
@@ -54,7 +56,10 @@ its keys, and `dispatcher.policy.Duplicates` takes its entries' keys from them b
 (an array gather) instead of reading each entry's number and parsing it again. Both
 checks of a line of ``dispatcher gen``'s 1 M lines against a 1 M-number list, in
 process: 480 to 500 ns at best against 580 to 595 before (this shared machine at load 4
-to 6); on 5000 entries, reading their numbers cost 45 ns each and parsing them 32.
+to 6); on 5000 entries, reading their numbers cost 45 ns each and parsing them 32. Then
+459 against 517 ns (min of 6 rounds, the two versions alternated chunk by chunk in one
+process at load 1.4), once the keys an opt-out list parsed skip the dict below and the
+filter of the runs has its floor (`dispatcher.dedupe_runs.MIN_FILTER`).
 
 **The caller's side.** One call per chunk (or per run of one sender code):
 ``firsts = dedupe.check_many(code, numbers, texts, lines)``, then the lines whose entry
@@ -194,7 +199,9 @@ class Dedupe:
             if not isinstance(texts, str) and len(texts) != count:
                 raise ValueError(f"{len(texts)} texts for {count} lines")
             code_ids = self._code_ids(code)
-        if self._packed is None and len(self._small) + count > SMALL:
+        if self._packed is None and (len(self._small) + count > SMALL or _is_array(numbers)):
+            # Keys handed as an array: numpy is loaded and the caller parsed them (for an
+            # opt-out list), so the dict would only cost more than the runs.
             from dispatcher.dedupe_runs import Runs
 
             self._packed = Runs()
@@ -286,6 +293,11 @@ class ChunkNumbers:
         return cls(numbers, first if last - first + 1 == len(numbers) else None)
 
     @property
+    def parsed(self) -> bool:
+        """Whether the keys are parsed already (an opt-out list asked for them)."""
+        return self._keys is not None
+
+    @property
     def keys(self) -> npt.NDArray[np.uint64]:
         """Every number's key, 0 for None (numpy is imported: a caller that asks has it)."""
         if self._keys is None:
@@ -304,6 +316,11 @@ class ChunkNumbers:
         if int(positions.min()) < 0 or int(positions.max()) >= len(self.numbers):
             return None
         return self.keys[positions]
+
+
+def _is_array(numbers: object) -> bool:
+    """Whether ``numbers`` are keys in a numpy array (checked without importing numpy)."""
+    return hasattr(numbers, "dtype")
 
 
 def one_text(texts: Sequence[str]) -> bool:

@@ -186,9 +186,14 @@ class Duplicates:
         self, entries: list[Entry]
     ) -> tuple[Sequence[str] | npt.NDArray[np.uint64], Sequence[int] | npt.NDArray[np.int64]]:
         """The entries' numbers and lines: the keys and lines as arrays when the record is
-        packed (numpy is loaded) and the chunk's keys cover them, else as lists."""
+        packed or the chunk's keys are parsed already (numpy is loaded either way) and
+        they cover the entries, else as lists."""
         chunk = self._chunk
-        if chunk is not None and chunk.first_line is not None and self.index.packed:
+        if (
+            chunk is not None
+            and chunk.first_line is not None
+            and (self.index.packed or chunk.parsed)
+        ):
             import numpy as np
 
             lines = np.fromiter(map(_line_of, entries), dtype=np.int64, count=len(entries))

@@ -172,6 +172,7 @@ def test_number_text_needs_texts() -> None:
 @pytest.mark.parametrize("cached", [0, suppress.CACHED_KEYS])
 def test_runs_merge_like_a_counter(cached: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(suppress, "CACHED_KEYS", cached)
+    monkeypatch.setattr(dedupe_runs, "MIN_FILTER", 0)  # the filter grows with the record
     d = Dedupe()
     line = 0
     for chunk in range(200):
@@ -203,6 +204,26 @@ def test_runs_merge_like_a_counter(cached: int, monkeypatch: pytest.MonkeyPatch)
     # Everything recorded is still found, whichever run it went to.
     every = [f"+5255{c:04d}{i:04d}" for c in range(200) for i in range(50)]
     assert d.check_many("A", every, "t", list(range(20_001, 30_001))) == list(range(1, 10_001))
+
+
+def test_the_filter_has_a_floor_and_doubles_beyond_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dedupe_runs, "MIN_FILTER", 4096)
+    d = Dedupe("number")
+    numbers = [f"+5255{i:08d}" for i in range(10_000)]
+    sizes = []
+    for start in range(0, 10_000, 500):
+        d.check_many("A", number_keys(numbers[start : start + 500]), None,
+                     list(range(start + 1, start + 501)))  # fmt: skip
+        assert d._packed is not None
+        assert d._packed._filter is not None
+        sizes.append(d._packed._filter.nbytes)
+    # 1 byte a pair of capacity: the floor until 4096 recipients, then twice the record
+    # at each rebuild (at 4500: 9000; at 9500: 19000)
+    assert sizes[:8] == [4096] * 8
+    assert sorted(set(sizes)) == [4096, 9000, 19000]
+    assert d.check_many("A", number_keys(numbers), None, list(range(10_001, 20_001))) == list(
+        range(1, 10_001)
+    )
 
 
 _CODES = st.sampled_from(["A", "B", "12345"])

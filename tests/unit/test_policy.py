@@ -171,28 +171,38 @@ def _chunk_runs(
         max_size=12,
     ),
     mode=st.sampled_from(["number+text", "number"]),
+    parsed=st.booleans(),
 )
 def test_duplicates_answer_the_same_with_the_chunks_keys(
-    chunks: list[list[tuple[int, int, bool]]], mode: str
+    chunks: list[list[tuple[int, int, bool]]], mode: str, parsed: bool
 ) -> None:
     """Keys gathered from the chunk's numbers by line (the fast path) and parsed from each
-    entry's number (the careful path) give the same outcomes, packed record or dict."""
+    entry's number (the careful path) give the same outcomes, packed record or dict.
+    When the chunk's keys are parsed already (``parsed``: an opt-out list asked for
+    them), the record is the packed one from the job's first line, not the dict."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(dedupe, "SMALL", 8)  # the dict for the first lines, then the runs
-        _same_outcomes(chunks, mode)
+        _same_outcomes(chunks, mode, parsed=parsed)
 
 
-def _same_outcomes(chunks: list[list[tuple[int, int, bool]]], mode: str) -> None:
-    fast = Duplicates(Dedupe(mode), texts=mode == "number+text")
+def _same_outcomes(
+    chunks: list[list[tuple[int, int, bool]]], mode: str, *, parsed: bool = False
+) -> None:
+    index = Dedupe(mode)
+    fast = Duplicates(index, texts=mode == "number+text")
     careful = Duplicates(Dedupe(mode), texts=mode == "number+text")
     fast_sink, careful_sink = Sink(), Sink()
     for shared, run, texts in _chunk_runs(chunks):
+        if parsed:
+            assert len(shared.keys) == len(shared.numbers)
         fast.begin_chunk(shared)
         if not run:
             continue
         assert fast.check(GROUP, run, texts, fast_sink) == careful.check(
             GROUP, run, texts, careful_sink
         )
+        if parsed:
+            assert index.packed
     assert fast_sink.got == careful_sink.got
 
 

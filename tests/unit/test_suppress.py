@@ -299,6 +299,22 @@ def test_international_numbers_pass_and_unknown_codes_do_not(tmp_path: Path) -> 
     ]
 
 
+@given(
+    st.lists(st.integers(0, 2**50), max_size=300),
+    st.sampled_from(["as drawn", "sorted", "sorted blocks", "reversed"]),
+)
+def test_sorted_distinct_keys_are_sorted_set(keys: list[int], order: str) -> None:
+    # Lists in no order take quicksort, lists in order (or nearly) merge their runs.
+    if order == "sorted":
+        keys = sorted(keys)
+    elif order == "sorted blocks":
+        keys = [k for start in range(0, len(keys), 40) for k in sorted(keys[start : start + 40])]
+    elif order == "reversed":
+        keys = sorted(keys, reverse=True)
+    got = suppress._sorted_distinct(np.array(keys, dtype=np.uint64))
+    assert got.tolist() == sorted(set(keys))
+
+
 def test_country_table_facts() -> None:
     table = suppress.country_lengths()
     assert table[52] == {10}
@@ -475,7 +491,22 @@ def test_plain_keys_agree_with_normalize_line_by_line(lines: list[str]) -> None:
         assert None in numbers or not "".join(lines).isascii()
     else:
         assert None not in numbers
-        assert got.tolist() == number_keys(numbers).tolist()
+        keys, international = got
+        assert keys.tolist() == number_keys(numbers).tolist()
+        # the country check from the bytes is the one from the keys
+        assert international.tolist() == suppress._international(keys).tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(10**7, 10**15 - 1), st.booleans()), min_size=1, max_size=40))
+def test_the_digits_of_a_block_of_plain_numbers_are_read_as_int_reads_them(
+    numbers: list[tuple[int, bool]],
+) -> None:
+    # Every length from 8 to 15 digits, with and without the +, the first line included
+    # (its word before the last 8 digits starts before the block).
+    got = suppress._plain_keys("\n".join(("+" if plus else "") + str(n) for n, plus in numbers))
+    assert got is not None
+    assert got[0].tolist() == [n for n, _ in numbers]
 
 
 @settings(
