@@ -5,7 +5,6 @@ nothing ever shows the key. (The protocol itself is tests/unit/test_api.py.)"""
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -21,7 +20,7 @@ from dispatcher.errors import (
     RequestRejected,
     RequestTimeout,
 )
-from dispatcher.gateway import GatewayClient, open_session, path_segment
+from dispatcher.gateway import GatewayClient, path_segment
 
 KEY = "sk-test-0123456789-secret"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -65,8 +64,9 @@ async def stub() -> AsyncIterator[tuple[Stub, GatewayClient]]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     stub.base_url = f"http://127.0.0.1:{port}/raven/"
-    async with open_session(concurrency=4, timeout=2.0, connect_timeout=2.0) as session:
-        client = GatewayClient(session, stub.base_url, Secret(KEY))
+    async with GatewayClient(
+        stub.base_url, Secret(KEY), timeout=2.0, connect_timeout=2.0
+    ) as client:
         yield stub, client
     await runner.cleanup()
 
@@ -153,13 +153,14 @@ async def test_redirects_are_not_followed(stub: tuple[Stub, GatewayClient]) -> N
 
 
 async def test_connection_refused_is_safe() -> None:
-    async with open_session(concurrency=1, timeout=2.0, connect_timeout=2.0) as session:
-        client = GatewayClient(session, "http://127.0.0.1:9/raven", Secret(KEY))
+    async with GatewayClient(
+        "http://127.0.0.1:9/raven", Secret(KEY), timeout=2.0, connect_timeout=2.0
+    ) as client:
         with pytest.raises(ConnectError) as caught:
             await client.send_batch(BODY)
     assert caught.value.safe is True
     assert isinstance(caught.value, OSError)
-    assert isinstance(caught.value.__cause__, aiohttp.ClientConnectorError)
+    assert isinstance(caught.value.__cause__, ConnectionRefusedError)  # the OS's own word
     assert KEY not in str(caught.value)
 
 
@@ -175,7 +176,7 @@ async def test_dropped_connection_is_ambiguous(stub: tuple[Stub, GatewayClient])
     with pytest.raises(ConnectionLost) as caught:
         await client.send_batch(BODY)
     assert caught.value.safe is False
-    assert isinstance(caught.value.__cause__, aiohttp.ServerDisconnectedError)
+    assert "closed the connection without answering" in str(caught.value)
     assert len(server.requests) == 1  # the request did reach the gateway
 
 
@@ -193,7 +194,7 @@ async def test_cut_off_body_is_ambiguous(stub: tuple[Stub, GatewayClient]) -> No
     server.handler = truncated
     with pytest.raises(ConnectionLost) as caught:
         await client.send_batch(BODY)
-    assert isinstance(caught.value.__cause__, aiohttp.ClientPayloadError)
+    assert "cut off the answer" in str(caught.value)
 
 
 async def test_slow_gateway_times_out_as_ambiguous(stub: tuple[Stub, GatewayClient]) -> None:
@@ -204,13 +205,14 @@ async def test_slow_gateway_times_out_as_ambiguous(stub: tuple[Stub, GatewayClie
         return web.Response()
 
     server.handler = slow
-    async with open_session(concurrency=1, timeout=0.2, connect_timeout=0.2) as session:
-        client = GatewayClient(session, server.base_url, Secret(KEY))
+    async with GatewayClient(
+        server.base_url, Secret(KEY), timeout=0.2, connect_timeout=0.2
+    ) as client:
         with pytest.raises(RequestTimeout) as caught:
             await client.send_batch(BODY)
     assert caught.value.safe is False
     assert isinstance(caught.value, TimeoutError)
-    assert isinstance(caught.value.__cause__, TimeoutError)
+    assert "no answer from 127.0.0.1" in str(caught.value)
 
 
 async def test_status_lookup(stub: tuple[Stub, GatewayClient]) -> None:
@@ -288,7 +290,8 @@ async def test_a_gateway_that_trickles_its_answer_for_ever_times_out(
             await asyncio.sleep(0.02)
 
     server.handler = trickle
-    async with open_session(concurrency=1, timeout=0.3, connect_timeout=0.3) as session:
-        client = GatewayClient(session, server.base_url, Secret(KEY))
+    async with GatewayClient(
+        server.base_url, Secret(KEY), timeout=0.3, connect_timeout=0.3
+    ) as client:
         with pytest.raises(RequestTimeout):
             await asyncio.wait_for(client.send_batch(BODY), 10)

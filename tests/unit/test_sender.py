@@ -23,7 +23,7 @@ from dispatcher.config import Secret
 from dispatcher.control import Controls
 from dispatcher.emulator import FaultSettings
 from dispatcher.errors import AuthError, GatewayUnreachable
-from dispatcher.gateway import GatewayClient, open_session
+from dispatcher.gateway import GatewayClient
 from dispatcher.journal import Journal, records
 from dispatcher.limiter import RateLimits
 from dispatcher.models import Batch, Entry, Group, Status, batch_key
@@ -122,9 +122,9 @@ async def running_sender(
         invalid=NdjsonSink.open(str(directory / "invalid.ndjson")),
     )
     journal = Journal(str(directory / "journal"), JOB)
-    async with open_session(concurrency=concurrency, timeout=5, connect_timeout=2) as session:
+    async with GatewayClient(base_url, Secret(key), timeout=5, connect_timeout=2) as gateway:
         sender = Sender(
-            gateway=GatewayClient(session, base_url, Secret(key)),
+            gateway=gateway,
             limits=limits or RateLimits(rates={}, kind_rates=UNLIMITED),
             policy=RetryPolicy(max_attempts=max_attempts, retry_ambiguous=retry_ambiguous),
             outputs=outputs,

@@ -1,7 +1,7 @@
-"""The load tester's HTTP/1.1 client against real servers on loopback: a raw one that
-answers with exactly the bytes a test gives (every way an answer can be framed, and
-the broken ones), and aiohttp's server (chunked and compressed answers as it writes
-them)."""
+"""The HTTP/1.1 client of the gateway and the load tester (`dispatcher.http1.Pool`)
+against real servers on loopback: a raw one that answers with exactly the bytes a test
+gives (every way an answer can be framed, and the broken ones), and aiohttp's server
+(chunked and compressed answers as it writes them)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from dispatcher.errors import ConnectError, ConnectionLost, RequestTimeout
-from dispatcher.loadtest.http import Pool
+from dispatcher.http1 import Pool
 
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sekrit-key-123"}
 BODY = b'{"from":"12345","type":"MT","text":"hi","to":"+15005550006"}'
@@ -133,7 +133,7 @@ async def test_each_framing_of_an_answer_is_read_whole(framing: str) -> None:
         client = pool(url)
         try:
             for _ in range(3):  # and the connection goes on, unless the answer ended it
-                status, _, payload = await client.post(client.request(BODY))
+                status, _, payload = await client.fetch(client.request(BODY))
                 assert (status, payload) == (200, DOC)
         finally:
             client.close()
@@ -145,7 +145,7 @@ async def test_the_request_is_the_gateway_clients() -> None:
     async with raw_server(lambda _: [answer(DOC)]) as (server, url):
         client = pool(url.replace("127.0.0.1", "localhost"))
         try:
-            await client.post(client.request(BODY))
+            await client.fetch(client.request(BODY))
         finally:
             client.close()
     head, _, body = server.requests[0].partition(b"\r\n\r\n")
@@ -173,7 +173,7 @@ async def test_connection_close_and_extra_bytes_end_the_connection() -> None:
             client = pool(url)
             try:
                 for _ in range(3):
-                    assert (await client.post(client.request(BODY)))[2] == DOC
+                    assert (await client.fetch(client.request(BODY)))[2] == DOC
             finally:
                 client.close()
         assert server.connections == 3
@@ -184,7 +184,7 @@ async def test_retry_after_is_handed_on() -> None:
     async with raw_server(script) as (_, url):
         client = pool(url)
         try:
-            status, headers, _ = await client.post(client.request(BODY))
+            status, headers, _ = await client.fetch(client.request(BODY))
         finally:
             client.close()
     assert (status, dict(headers)) == (429, {"Retry-After": "7"})
@@ -213,7 +213,7 @@ async def test_a_broken_answer_is_a_lost_connection(case: str) -> None:
         client = pool(url)
         try:
             with pytest.raises(ConnectionLost):
-                await client.post(client.request(BODY))
+                await client.fetch(client.request(BODY))
             assert client.connections == 0
         finally:
             client.close()
@@ -225,7 +225,7 @@ async def test_no_answer_in_time_is_a_timeout_and_the_connection_is_dropped() ->
         client = pool(url, timeout=0.2)
         try:
             with pytest.raises(RequestTimeout):
-                await client.post(client.request(BODY))
+                await client.fetch(client.request(BODY))
             assert client.connections == 0
             for _ in range(100):  # the server sees the connection end
                 if server.eofs:
@@ -257,13 +257,13 @@ async def test_bytes_nobody_asked_for_end_an_idle_connection() -> None:
     async with raw_server(lambda _: [answer(DOC), b"surprise"]) as (server, url):
         client = pool(url)
         try:
-            assert (await client.post(client.request(BODY)))[2] == DOC
+            assert (await client.fetch(client.request(BODY)))[2] == DOC
             for _ in range(100):
                 if client.connections == 0:
                     break
                 await asyncio.sleep(0.01)
             assert client.connections == 0
-            assert (await client.post(client.request(BODY)))[2] == DOC  # on a new one
+            assert (await client.fetch(client.request(BODY)))[2] == DOC  # on a new one
         finally:
             client.close()
     assert server.connections == 2
@@ -275,7 +275,7 @@ async def test_nothing_listening_is_a_connect_error() -> None:
         port = unused.getsockname()[1]
         client = pool(f"http://127.0.0.1:{port}/raven/v2/messages")
         with pytest.raises(ConnectError, match="cannot connect"):
-            await client.post(client.request(BODY))
+            await client.fetch(client.request(BODY))
 
 
 async def test_answers_as_aiohttps_server_writes_them() -> None:
@@ -312,7 +312,7 @@ async def test_answers_as_aiohttps_server_writes_them() -> None:
             client = pool(f"http://127.0.0.1:{port}/raven/{kind}")
             try:
                 for _ in range(3):
-                    status, _, payload = await client.post(client.request(BODY))
+                    status, _, payload = await client.fetch(client.request(BODY))
                     assert status == 200
                     assert orjson.loads(payload) == document
                 assert client.connections == 1
@@ -350,11 +350,11 @@ async def test_https_verifies_the_server_with_the_systems_authorities(
     try:
         untrusted = pool(url)
         with pytest.raises(ConnectError, match="certificate"):
-            await untrusted.post(untrusted.request(BODY))
+            await untrusted.fetch(untrusted.request(BODY))
         monkeypatch.setenv("SSL_CERT_FILE", cert)  # now it is one of "the system's"
         trusted = pool(url)
         try:
-            assert await trusted.post(trusted.request(BODY)) == (200, {}, DOC)
+            assert await trusted.fetch(trusted.request(BODY)) == (200, {}, DOC)
         finally:
             trusted.close()
     finally:
