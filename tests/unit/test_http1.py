@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import shutil
 import socket
-import ssl
-import subprocess
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +19,7 @@ from aiohttp import web
 
 from dispatcher.errors import ConnectError, ConnectionLost, RequestTimeout
 from dispatcher.http1 import Pool
+from tests.support.tls import self_signed, server_context
 
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sekrit-key-123"}
 BODY = b'{"from":"12345","type":"MT","text":"hi","to":"+15005550006"}'
@@ -324,26 +322,15 @@ async def test_answers_as_aiohttps_server_writes_them() -> None:
 
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[str, str]:
-    """A self-signed certificate for 127.0.0.1 (the openssl command, when there is one)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl command to make a certificate")
-    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", key, "-out", cert],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    """A self-signed certificate for 127.0.0.1."""
+    return self_signed(tmp_path)
 
 
 async def test_https_verifies_the_server_with_the_systems_authorities(
     certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cert, key = certificate
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    context = server_context(cert, key)
     state = RawServer(lambda _: [answer(DOC)])
     server = await asyncio.start_server(state.handle, "127.0.0.1", 0, ssl=context)
     url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/raven/v2/messages"
@@ -362,3 +349,115 @@ async def test_https_verifies_the_server_with_the_systems_authorities(
         for writer in state.writers:
             writer.close()
         await asyncio.gather(*state.handlers, return_exceptions=True)
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    """Until ``condition`` holds (the loop turning meanwhile); fails after 500 turns."""
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+async def test_a_request_of_another_method_and_path_with_headers_of_its_own() -> None:
+    async with raw_server(lambda _: [answer(DOC)]) as (server, url):
+        client = pool(url)
+        try:
+            head = client.head("GET", "/raven/v2/messages/m%2F1")
+            request = client.request(None, head=head, headers={"Idempotency-Key": "k-1"})
+            assert await client.fetch(request) == (200, {}, DOC)
+            await client.fetch(client.request(BODY, headers={"X-Other": "2"}))
+        finally:
+            client.close()
+    get, post = server.requests
+    lines = get.split(b"\r\n")
+    assert lines[0] == b"GET /raven/v2/messages/m%2F1 HTTP/1.1"
+    assert b"Idempotency-Key: k-1" in lines
+    assert not any(line.lower().startswith(b"content-length") for line in lines)
+    assert get.endswith(b"\r\n\r\n")
+    assert post.startswith(b"POST /raven/v2/messages HTTP/1.1\r\n")
+    assert b"\r\nX-Other: 2\r\n" in post
+    assert post.endswith(b"\r\n\r\n" + BODY)
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Evil: 1", "a\nb", "a\rb", "a\0b"])
+def test_a_header_that_would_break_the_head_is_refused(value: str) -> None:
+    client = pool("http://127.0.0.1:9/raven/v2/messages")
+    with pytest.raises(ValueError, match="line break or a NUL"):
+        client.request(BODY, headers={"Idempotency-Key": value})
+
+
+async def test_a_connection_idle_past_the_keepalive_is_closed_not_reused() -> None:
+    async with raw_server(lambda _: [answer(DOC)]) as (server, url):
+        client = pool(url)
+        try:
+            await client.fetch(client.request(BODY))
+            for connection in client._idle:  # as if it had waited 16 s
+                connection.idle_since -= client.keepalive + 1
+            await client.fetch(client.request(BODY))
+            assert client.connections == 1
+            await wait_for(lambda: server.eofs == 1)  # the stale one was closed
+        finally:
+            client.close()
+    assert server.connections == 2
+    assert len(server.requests) == 2
+
+
+async def test_an_idle_connection_the_server_ends_is_never_handed_out_again() -> None:
+    async with raw_server(lambda _: [answer(DOC)]) as (server, url):
+        client = pool(url)
+        try:
+            await client.fetch(client.request(BODY))
+            (connection,) = client._idle
+            connection.eof_received()  # the server's FIN, as the loop hands it over
+            assert (await client.fetch(client.request(BODY)))[2] == DOC
+        finally:
+            client.close()
+    assert server.connections == 2  # the second request went on a new connection
+    assert len(server.requests) == 2
+
+
+async def test_a_kept_alive_connection_closed_as_the_request_arrives_is_lost_not_resent() -> None:
+    answers = iter([[answer(DOC)], [None]])  # the second request: closed unanswered
+    async with raw_server(lambda _: next(answers)) as (server, url):
+        client = pool(url)
+        try:
+            await client.fetch(client.request(BODY))
+            with pytest.raises(ConnectionLost, match="closed the connection without answering"):
+                await client.fetch(client.request(BODY))
+        finally:
+            client.close()
+    assert len(server.requests) == 2  # sent once: resending is the retry policy's call
+
+
+async def test_a_cancelled_fetch_closes_the_connection_that_carries_it() -> None:
+    async with raw_server(lambda _: []) as (server, url):  # reads, never answers
+        client = pool(url)
+        try:
+            task = asyncio.create_task(client.fetch(client.request(BODY)))
+            await wait_for(lambda: bool(server.requests))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert client.connections == 0  # at once: the caller's slot may be reused
+            await wait_for(lambda: server.eofs == 1)
+        finally:
+            client.close()
+
+
+async def test_a_fetch_cancelled_while_connecting_leaves_nothing_behind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with raw_server(lambda _: [answer(DOC)]) as (_, url):
+        client = pool(url)
+        task = asyncio.create_task(client.fetch(client.request(BODY)))
+        await asyncio.sleep(0)  # begun: its connection is being made
+        assert client._connecting
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await client.aclose()
+        assert client.connections == 0
+        assert not client._connecting
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
