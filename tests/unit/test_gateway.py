@@ -29,6 +29,7 @@ from dispatcher.errors import (
     Unavailable,
 )
 from dispatcher.gateway import GatewayClient, path_segment
+from tests.support.streamed import streamed
 from tests.support.tls import self_signed, server_context
 
 KEY = "sk-test-0123456789-secret"
@@ -327,14 +328,7 @@ async def gzipped(request: web.Request) -> web.StreamResponse:
 
 
 async def chunked(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": "application/json"})
-    response.enable_chunked_encoding()
-    await response.prepare(request)
-    encoded = orjson.dumps(DOCUMENT)
-    for at in range(0, len(encoded), 7):
-        await response.write(encoded[at : at + 7])
-    await response.write_eof()
-    return response
+    return await streamed(request, orjson.dumps(DOCUMENT), piece=7)
 
 
 async def closing(request: web.Request) -> web.StreamResponse:

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from dispatcher.errors import ConnectError, ConnectionLost, RequestTimeout
 from dispatcher.http1 import Pool
+from tests.support.streamed import streamed
 from tests.support.tls import self_signed, server_context
 
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sekrit-key-123"}
@@ -285,18 +286,7 @@ async def test_answers_as_aiohttps_server_writes_them() -> None:
         kind = request.match_info["kind"]
         if kind == "plain":
             return web.json_response(document)
-        response = web.StreamResponse()
-        response.content_type = "application/json"
-        if kind == "gzip":
-            response.enable_compression(web.ContentCoding.gzip)
-        else:
-            response.enable_chunked_encoding()
-        await response.prepare(request)
-        encoded = orjson.dumps(document)
-        for at in range(0, len(encoded), 1000):
-            await response.write(encoded[at : at + 1000])
-        await response.write_eof()
-        return response
+        return await streamed(request, orjson.dumps(document), piece=1000, gzip=kind == "gzip")
 
     app = web.Application()
     app.router.add_post("/raven/{kind}", handler)
