@@ -384,6 +384,45 @@ async def test_open_connections_never_outnumber_the_concurrency(
         assert len(peers) > 3
 
 
+@pytest.mark.parametrize("idempotent", [True, False])
+async def test_a_kept_alive_connection_dropped_under_a_request_is_ambiguous_not_resent(
+    tmp_path: Path, idempotent: bool
+) -> None:
+    """The gateway closes the connection the first batch went on as the second arrives
+    on it (an idle timeout racing the request). The client never resends by itself:
+    with idempotency the retry policy sends it again under the same key; without, the
+    lines are AMBIGUOUS, sent once."""
+    arrivals = itertools.count(1)
+    peers: list[object] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername"))
+        if next(arrivals) == 2:
+            request.transport.close()  # no answer: the client sees the connection end
+        return accepted(body)
+
+    first, second = make_batch([1]), make_batch([2])
+    async with (
+        stub_gateway(answer) as stub,
+        running_sender(tmp_path, stub.base_url, concurrency=1, retry_ambiguous=idempotent) as run,
+    ):
+        await run.send(first, second)  # one slot: the second goes on the first's connection
+    assert peers[0] == peers[1]  # the kept-alive connection
+    assert len(set(peers)) == (2 if idempotent else 1)  # the retry: on a new one
+    keys = [r.headers.get("Idempotency-Key") for r in stub.sends]
+    results = run.results()
+    assert results[1]["status"] == "QUEUE"
+    if idempotent:
+        assert keys == [first.key, second.key, second.key]
+        assert (results[2]["status"], results[2]["attempts"]) == ("QUEUE", 2)
+    else:
+        assert keys == [first.key, second.key]
+        assert results[2]["status"] == "AMBIGUOUS"
+        assert "closed the connection" in results[2]["error"]
+
+
 # --- a job that is paused, cancelled or expired (issue 14) ---------------------------
 
 
