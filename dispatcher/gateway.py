@@ -1,52 +1,39 @@
 """GatewayClient: the only module that does HTTP I/O to the Messangi API.
 
 One call is one attempt: retries belong to `dispatcher.retry`. What the bodies hold and
-what the answers mean is `dispatcher.api` (pure); here live the session, the requests,
-and the mapping of every aiohttp exception onto the error tree — the one place that
-tells a request that never left (*safe*: connect errors) from one the gateway may have
-acted on (*ambiguous*: a timeout or a dropped connection after sending).
+what the answers mean is `dispatcher.api` (pure); here live the connections (a
+`dispatcher.http1.Pool`: keep-alive, pre-built request heads) and the requests. Every
+transport failure arrives as one of our errors, mapped in one place (`dispatcher.http1`),
+which tells a request that never left (*safe*: `ConnectError`) from one the gateway may
+have acted on (*ambiguous*: `RequestTimeout`, `ConnectionLost`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 from urllib.parse import quote
 
-import aiohttp
 import yarl
 
 from dispatcher import api
 from dispatcher._version import __version__
 from dispatcher.config import Secret
-from dispatcher.errors import ConnectError, ConnectionLost, RequestTimeout
+from dispatcher.http1 import Pool, Reply
 from dispatcher.logs import register_secret, scrub_answer
 
 JSON = "application/json"
 
 
-def open_session(
-    *, concurrency: int, timeout: float, connect_timeout: float
-) -> aiohttp.ClientSession:
-    """The one shared session: keep-alive, a connector sized to the concurrency.
+class GatewayClient:
+    """Sends batches and single messages; answers with `api.Answer` or raises our errors.
 
     ``timeout`` bounds a whole request — connecting, sending, and a gateway that accepts
     the connection and then never answers, or answers a byte at a time — and
-    ``connect_timeout`` the connection (name resolution included) within it.
-    """
-    connector = aiohttp.TCPConnector(
-        limit=concurrency, limit_per_host=concurrency, ttl_dns_cache=300
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=timeout, connect=connect_timeout),
-        raise_for_status=False,
-        auto_decompress=True,
-    )
-
-
-class GatewayClient:
-    """Sends batches and single messages; answers with `api.Answer` or raises our errors.
+    ``connect_timeout`` the connection (name resolution and TLS included) within it. It
+    opens a connection per request in flight and keeps them alive: the caller bounds
+    the requests in flight (the sender's slots), hence the connections. Close it (or use
+    it as an ``async with``) to close them.
 
     The key it is given is registered with `dispatcher.logs`, and every answer is
     scrubbed of it (`logs.scrub_answer`) before anything reads it: a gateway that
@@ -55,78 +42,77 @@ class GatewayClient:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
         base_url: str,
         api_key: Secret | None,
         *,
+        timeout: float,
+        connect_timeout: float,
         idempotency_header: str | None = "Idempotency-Key",
     ) -> None:
         base = base_url.rstrip("/")
-        self._session = session
-        self._batch_url = f"{base}/v3/messages/batch"
-        self._single_url = f"{base}/v2/messages"
-        self._status_url = str(yarl.URL(f"{base}/v2/messages/"))
-        self._key_header = idempotency_header or None
-        self._headers = {
+        self._base = base
+        headers = {
             "Content-Type": JSON,
             "Accept": JSON,
             "User-Agent": f"sms-dispatcher/{__version__}",
         }
         if api_key is not None:
             register_secret(api_key.reveal())
-            self._headers["Authorization"] = f"Bearer {api_key.reveal()}"
+            headers["Authorization"] = f"Bearer {api_key.reveal()}"
+        self._pool = Pool(base, headers, timeout=timeout, connect_timeout=connect_timeout)
+        self._batch = self._pool.head("POST", _path(f"{base}/v3/messages/batch"))
+        self._single = self._pool.head("POST", _path(f"{base}/v2/messages"))
+        self._status_path = _path(f"{base}/v2/messages/")
+        self._key_header = idempotency_header or None
 
     def __repr__(self) -> str:  # never show headers: they hold the key
-        return f"<GatewayClient {self._batch_url.removesuffix('/v3/messages/batch')}>"
+        return f"<GatewayClient {self._base}>"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every connection (a request still on one ends `ConnectionLost`)."""
+        await self._pool.aclose()
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return self._pool.connections
 
     async def send_batch(self, body: bytes, *, key: str | None = None) -> api.Answer:
         """POST v3/messages/batch once."""
-        status, headers, payload = await self._post(self._batch_url, body, key)
-        return api.parse_batch(api.check_answer(status, headers, payload))
+        status, headers, payload = await self._post(self._batch, body, key)
+        return api.parse_batch(api.check_answer(status, headers, scrub_answer(payload)))
 
     async def send_single(self, body: bytes, *, key: str | None = None) -> api.Answer:
         """POST v2/messages once; the answer holds one id."""
-        status, headers, payload = await self._post(self._single_url, body, key)
-        return api.parse_single(api.check_answer(status, headers, payload))
+        status, headers, payload = await self._post(self._single, body, key)
+        return api.parse_single(api.check_answer(status, headers, scrub_answer(payload)))
 
     async def status(self, message_id: str) -> dict[str, Any]:
         """GET v2/messages/{id}: the message as the gateway knows it now. The id is one
         path segment whatever it holds (``../x``, ``a/b?c#d``), so it cannot point the
         authenticated request at another path."""
-        url = yarl.URL(self._status_url + path_segment(message_id), encoded=True)
-        status, headers, payload = await self._request("GET", url, None, self._headers)
-        document = api.check_answer(status, headers, payload)
+        pool = self._pool
+        head = pool.head("GET", self._status_path + path_segment(message_id))
+        status, headers, payload = await pool.fetch(pool.request(None, head=head))
+        document = api.check_answer(status, headers, scrub_answer(payload))
         return api.parse_status(document, message_id, status=status)
 
-    async def _post(
-        self, url: str, body: bytes, key: str | None
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        headers = self._headers
+    async def _post(self, head: bytes, body: bytes, key: str | None) -> Reply:
+        pool = self._pool
         if key is not None and self._key_header is not None:
-            headers = {**headers, self._key_header: key}
-        return await self._request("POST", url, body, headers)
-
-    async def _request(
-        self, method: str, url: str | yarl.URL, body: bytes | None, headers: Mapping[str, str]
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        try:
-            async with self._session.request(
-                method, url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                payload = await response.read()
-                return response.status, response.headers, scrub_answer(payload)
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise ConnectError(f"timed out connecting to {_where(url)}") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise ConnectError(f"cannot connect to {_where(url)}: {exc.os_error}") from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise RequestTimeout(f"no answer from {_where(url)} in time after sending") from exc
-        except aiohttp.ServerDisconnectedError as exc:
-            raise ConnectionLost(f"{_where(url)} closed the connection without answering") from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise ConnectionLost(f"the answer from {_where(url)} was cut off: {exc}") from exc
-        except aiohttp.ClientError as exc:
-            raise ConnectionLost(f"connection to {_where(url)} failed: {exc}") from exc
+            return await pool.fetch(pool.request(body, head=head, headers={self._key_header: key}))
+        return await pool.fetch(pool.request(body, head=head))
 
 
 def path_segment(value: str) -> str:
@@ -139,7 +125,6 @@ def path_segment(value: str) -> str:
     return segment
 
 
-def _where(url: str | yarl.URL) -> str:
-    # host and path only: a URL could carry credentials in its userinfo part
-    parts = str(url).split("://", 1)[-1]
-    return parts.rsplit("@", 1)[-1]
+def _path(url: str) -> str:
+    """The %-encoded path of ``url``, as it goes in the request line."""
+    return yarl.URL(url).raw_path or "/"

@@ -51,7 +51,7 @@ from dispatcher.batcher import Batcher
 from dispatcher.config import Config, callback_secrets
 from dispatcher.control import Controls, job_controls
 from dispatcher.errors import FatalError, InputError
-from dispatcher.gateway import GatewayClient, open_session
+from dispatcher.gateway import GatewayClient
 from dispatcher.halt import Halt
 from dispatcher.job import Source, places
 from dispatcher.journal import Journal
@@ -554,7 +554,7 @@ async def _stage(
     resume: Resume | None,
     controls: Controls | None = None,
 ) -> AsyncIterator[Stage]:
-    """The sending stage: a real `Sender` over one shared session, or the dry run."""
+    """The sending stage: a real `Sender` over one gateway client, or the dry run."""
     if config.dry_run:
         assert isinstance(limits, RateLimits)  # a dry run opens no shared quota
         yield DryRun(outputs, limits, until_expiry=_until_expiry(controls), unit=config.rate_unit)
@@ -565,17 +565,13 @@ async def _stage(
         deadline=config.retry_deadline,
         retry_ambiguous=config.idempotency or config.retry_ambiguous,
     )
-    async with open_session(
-        concurrency=config.concurrency,
+    async with GatewayClient(
+        config.base_url,
+        config.api_key,
         timeout=config.timeout,
         connect_timeout=config.connect_timeout,
-    ) as session:
-        gateway = GatewayClient(
-            session,
-            config.base_url,
-            config.api_key,
-            idempotency_header=config.idempotency_header or None,
-        )
+        idempotency_header=config.idempotency_header or None,
+    ) as gateway:  # one connection per request in flight: ≤ concurrency (the slots)
         yield Sender(
             gateway=gateway,
             limits=limits,

@@ -87,14 +87,16 @@ async def _status(config: Config, ids: list[str], rate: float, stop: asyncio.Eve
     """Print one line per id until done or ``stop``; the number of failed look-ups."""
     import orjson
 
-    from dispatcher.gateway import GatewayClient, open_session
+    from dispatcher.gateway import GatewayClient
     from dispatcher.lookup import lookup
 
     failed = 0
-    async with open_session(
-        concurrency=4, timeout=config.timeout, connect_timeout=config.connect_timeout
-    ) as session:
-        gateway = GatewayClient(session, config.base_url, config.api_key)
+    async with GatewayClient(
+        config.base_url,
+        config.api_key,
+        timeout=config.timeout,
+        connect_timeout=config.connect_timeout,
+    ) as gateway:  # lookup's four at a time: four connections at most
         # An async generator (typed as an iterator): closed at once when we stop early.
         lookups = cast("AsyncGenerator[dict[str, Any], None]", lookup(gateway, ids, rate=rate))
         async with contextlib.aclosing(lookups) as answers:

@@ -34,8 +34,8 @@ from dispatcher._version import __version__
 from dispatcher.config import Secret
 from dispatcher.emulator import EmulatorSettings, FaultSettings, running_emulator
 from dispatcher.errors import AuthError, FatalError, GatewayError, RateLimited, Unavailable
+from dispatcher.http1 import Pool, Reply
 from dispatcher.loadtest import workload
-from dispatcher.loadtest.http import Pool, Reply
 from dispatcher.loadtest.report import build_loadtest_report, live_line
 from dispatcher.loadtest.schedule import Schedule
 from dispatcher.loadtest.settings import LoadTest

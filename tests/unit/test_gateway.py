@@ -3,9 +3,13 @@ transport failure mapped to the right error, answers handed to the protocol, and
 nothing ever shows the key. (The protocol itself is tests/unit/test_api.py.)"""
 
 import asyncio
+import contextlib
+import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -17,11 +21,16 @@ from dispatcher.errors import (
     BadResponse,
     ConnectError,
     ConnectionLost,
+    GatewayError,
     RateLimited,
     RequestRejected,
     RequestTimeout,
+    RetryableError,
+    Unavailable,
 )
-from dispatcher.gateway import GatewayClient, open_session, path_segment
+from dispatcher.gateway import GatewayClient, path_segment
+from tests.support.streamed import streamed
+from tests.support.tls import self_signed, server_context
 
 KEY = "sk-test-0123456789-secret"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -34,12 +43,15 @@ class Stub:
         self.handler: Handler = self.ok_batch
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.raw: list[web.Request] = []
+        self.peers: list[object] = []  # the client's end of each request's connection
         self.base_url = ""
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.requests.append((request.path, dict(request.headers), body))
         self.raw.append(request)
+        assert request.transport is not None
+        self.peers.append(request.transport.get_extra_info("peername"))
         return await self.handler(request)
 
     @staticmethod
@@ -65,8 +77,9 @@ async def stub() -> AsyncIterator[tuple[Stub, GatewayClient]]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     stub.base_url = f"http://127.0.0.1:{port}/raven/"
-    async with open_session(concurrency=4, timeout=2.0, connect_timeout=2.0) as session:
-        client = GatewayClient(session, stub.base_url, Secret(KEY))
+    async with GatewayClient(
+        stub.base_url, Secret(KEY), timeout=2.0, connect_timeout=2.0
+    ) as client:
         yield stub, client
     await runner.cleanup()
 
@@ -153,13 +166,14 @@ async def test_redirects_are_not_followed(stub: tuple[Stub, GatewayClient]) -> N
 
 
 async def test_connection_refused_is_safe() -> None:
-    async with open_session(concurrency=1, timeout=2.0, connect_timeout=2.0) as session:
-        client = GatewayClient(session, "http://127.0.0.1:9/raven", Secret(KEY))
+    async with GatewayClient(
+        "http://127.0.0.1:9/raven", Secret(KEY), timeout=2.0, connect_timeout=2.0
+    ) as client:
         with pytest.raises(ConnectError) as caught:
             await client.send_batch(BODY)
     assert caught.value.safe is True
     assert isinstance(caught.value, OSError)
-    assert isinstance(caught.value.__cause__, aiohttp.ClientConnectorError)
+    assert isinstance(caught.value.__cause__, ConnectionRefusedError)  # the OS's own word
     assert KEY not in str(caught.value)
 
 
@@ -175,7 +189,7 @@ async def test_dropped_connection_is_ambiguous(stub: tuple[Stub, GatewayClient])
     with pytest.raises(ConnectionLost) as caught:
         await client.send_batch(BODY)
     assert caught.value.safe is False
-    assert isinstance(caught.value.__cause__, aiohttp.ServerDisconnectedError)
+    assert "closed the connection without answering" in str(caught.value)
     assert len(server.requests) == 1  # the request did reach the gateway
 
 
@@ -193,7 +207,7 @@ async def test_cut_off_body_is_ambiguous(stub: tuple[Stub, GatewayClient]) -> No
     server.handler = truncated
     with pytest.raises(ConnectionLost) as caught:
         await client.send_batch(BODY)
-    assert isinstance(caught.value.__cause__, aiohttp.ClientPayloadError)
+    assert "cut off the answer" in str(caught.value)
 
 
 async def test_slow_gateway_times_out_as_ambiguous(stub: tuple[Stub, GatewayClient]) -> None:
@@ -204,13 +218,14 @@ async def test_slow_gateway_times_out_as_ambiguous(stub: tuple[Stub, GatewayClie
         return web.Response()
 
     server.handler = slow
-    async with open_session(concurrency=1, timeout=0.2, connect_timeout=0.2) as session:
-        client = GatewayClient(session, server.base_url, Secret(KEY))
+    async with GatewayClient(
+        server.base_url, Secret(KEY), timeout=0.2, connect_timeout=0.2
+    ) as client:
         with pytest.raises(RequestTimeout) as caught:
             await client.send_batch(BODY)
     assert caught.value.safe is False
     assert isinstance(caught.value, TimeoutError)
-    assert isinstance(caught.value.__cause__, TimeoutError)
+    assert "no answer from 127.0.0.1" in str(caught.value)
 
 
 async def test_status_lookup(stub: tuple[Stub, GatewayClient]) -> None:
@@ -288,7 +303,186 @@ async def test_a_gateway_that_trickles_its_answer_for_ever_times_out(
             await asyncio.sleep(0.02)
 
     server.handler = trickle
-    async with open_session(concurrency=1, timeout=0.3, connect_timeout=0.3) as session:
-        client = GatewayClient(session, server.base_url, Secret(KEY))
+    async with GatewayClient(
+        server.base_url, Secret(KEY), timeout=0.3, connect_timeout=0.3
+    ) as client:
         with pytest.raises(RequestTimeout):
             await asyncio.wait_for(client.send_batch(BODY), 10)
+
+
+async def test_503_with_retry_after_reaches_the_protocol(stub: tuple[Stub, GatewayClient]) -> None:
+    server, client = stub
+    server.handler = answer_with(503, {"meta": {"explain": "down"}}, {"Retry-After": "4"})
+    with pytest.raises(Unavailable) as caught:
+        await client.send_single(BODY)
+    assert (caught.value.retry_after, caught.value.safe) == (4.0, True)
+
+
+DOCUMENT = {"meta": {"transactionId": "tx-9"}, "data": {"id": "m9", "to": "+1", "status": "QUEUE"}}
+
+
+async def gzipped(request: web.Request) -> web.StreamResponse:
+    response = web.json_response(DOCUMENT)
+    response.enable_compression(web.ContentCoding.gzip)
+    return response
+
+
+async def chunked(request: web.Request) -> web.StreamResponse:
+    return await streamed(request, orjson.dumps(DOCUMENT), piece=7)
+
+
+async def closing(request: web.Request) -> web.StreamResponse:
+    response = web.json_response(DOCUMENT)
+    response.force_close()  # "Connection: close"
+    return response
+
+
+@pytest.mark.parametrize("handler", [gzipped, chunked, closing])
+async def test_answers_however_framed_or_encoded(
+    stub: tuple[Stub, GatewayClient], handler: Handler
+) -> None:
+    server, client = stub
+    server.handler = handler
+    for _ in range(3):
+        assert (await client.send_single(BODY)).ids == [("m9", "+1")]
+    assert "gzip" in server.requests[0][1]["Accept-Encoding"]
+    assert len(set(server.peers)) == (
+        3 if handler is closing else 1
+    )  # kept alive unless told not to
+
+
+async def test_the_key_header_is_named_by_the_caller_or_left_out(
+    stub: tuple[Stub, GatewayClient],
+) -> None:
+    server, _ = stub
+    for name in ("X-Request-Key", None):
+        async with GatewayClient(
+            server.base_url, Secret(KEY), timeout=2, connect_timeout=2, idempotency_header=name
+        ) as client:
+            await client.send_batch(BODY, key="job-k")
+        headers = server.requests[-1][1]
+        assert "Idempotency-Key" not in headers
+        assert headers.get("X-Request-Key") == ("job-k" if name else None)
+
+
+async def test_a_key_that_would_break_the_request_is_never_sent(
+    stub: tuple[Stub, GatewayClient],
+) -> None:
+    server, client = stub
+    with pytest.raises(ValueError, match="line break"):
+        await client.send_batch(BODY, key="job\r\nX-Evil: 1")
+    assert server.requests == []
+
+
+async def test_a_status_lookup_is_a_get_without_a_body(stub: tuple[Stub, GatewayClient]) -> None:
+    server, client = stub
+    server.handler = answer_with(200, {"data": {"status": "QUEUE"}})
+    await client.status("m1")
+    request = server.raw[-1]
+    assert (request.method, request.raw_path) == ("GET", "/raven/v2/messages/m1")
+    assert "Content-Length" not in request.headers
+    assert request.headers["Authorization"] == f"Bearer {KEY}"
+    assert "Idempotency-Key" not in request.headers
+    assert server.requests[-1][2] == b""
+
+
+@asynccontextmanager
+async def silent_server(ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """Accepts connections, reads, never writes a byte: its address as host:port."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(4096):
+                pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0, ssl=ssl_context)
+    try:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        for writer in connections:
+            writer.close()
+        await server.wait_closed()
+
+
+async def test_a_connection_not_made_in_time_is_safe() -> None:
+    # a TLS handshake the server never answers: the connection is never made
+    async with (
+        silent_server() as address,
+        GatewayClient(
+            f"https://{address}/raven", Secret(KEY), timeout=5.0, connect_timeout=0.2
+        ) as client,
+    ):
+        with pytest.raises(ConnectError, match=r"timed out connecting to 127\.0\.0\.1") as caught:
+            await client.send_batch(BODY, key="k")
+    assert caught.value.safe is True
+    assert isinstance(caught.value.__cause__, TimeoutError)
+
+
+async def test_https_verifies_the_gateway_with_the_systems_certificates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed(tmp_path)
+    app = web.Application()
+    app.router.add_post("/raven/v2/messages", closing)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(cert, key))
+    await site.start()
+    base_url = f"https://127.0.0.1:{runner.addresses[0][1]}/raven"
+    try:
+        async with GatewayClient(base_url, Secret(KEY), timeout=5, connect_timeout=5) as client:
+            with pytest.raises(ConnectError, match="certificate verify failed") as caught:
+                await client.send_single(BODY)
+        assert caught.value.safe is True
+        assert KEY not in str(caught.value)
+        monkeypatch.setenv("SSL_CERT_FILE", cert)  # now it is one of "the system's"
+        async with GatewayClient(base_url, Secret(KEY), timeout=5, connect_timeout=5) as client:
+            assert (await client.send_single(BODY)).ids == [("m9", "+1")]
+    finally:
+        await runner.cleanup()
+
+
+async def test_no_error_and_no_repr_shows_the_key(
+    stub: tuple[Stub, GatewayClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, client = stub
+    caplog.set_level(logging.DEBUG)
+    errors: list[BaseException] = []
+
+    async def drop(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.close()
+        return web.Response()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(1)
+        return web.Response()
+
+    async with GatewayClient(
+        server.base_url, Secret(KEY), timeout=0.2, connect_timeout=0.2
+    ) as quick:
+        for handler in (drop, slow, answer_with(401, f"no: {KEY}"), answer_with(400, KEY)):
+            server.handler = handler
+            for call in (quick.send_batch(BODY, key="k"), quick.status("m1")):
+                with pytest.raises((GatewayError, RetryableError)) as caught:
+                    await call
+                errors.append(caught.value)
+        shown = [repr(quick), repr(quick._pool)]
+    async with GatewayClient(
+        "http://127.0.0.1:9/r", Secret(KEY), timeout=1, connect_timeout=1
+    ) as gone:
+        with pytest.raises(ConnectError) as refused:
+            await gone.send_single(BODY)
+        errors.append(refused.value)
+    for error in errors:
+        chain: BaseException | None = error
+        while chain is not None:
+            shown += [str(chain), repr(chain), *map(str, chain.args)]
+            chain = chain.__cause__ or chain.__context__
+    assert {type(e).__name__ for e in errors} >= {"ConnectionLost", "RequestTimeout", "AuthError"}
+    assert not [text for text in shown if KEY in text]
+    assert KEY not in caplog.text
+    assert KEY not in repr(client)

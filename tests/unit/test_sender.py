@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import socket
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from dispatcher.config import Secret
 from dispatcher.control import Controls
 from dispatcher.emulator import FaultSettings
 from dispatcher.errors import AuthError, GatewayUnreachable
-from dispatcher.gateway import GatewayClient, open_session
+from dispatcher.gateway import GatewayClient
 from dispatcher.journal import Journal, records
 from dispatcher.limiter import RateLimits
 from dispatcher.models import Batch, Entry, Group, Status, batch_key
@@ -36,6 +37,7 @@ from dispatcher.writers import NdjsonSink, Outputs
 from tests.support.emulators import TEST_KEY, EmulatorFactory
 from tests.support.exactly_once import number
 from tests.support.held import held_gateway
+from tests.support.stub_gateway import accepted, stub_gateway
 
 JOB = "job1"
 UNLIMITED = {"shortcode": math.inf, "longcode": math.inf, "alphanumeric": math.inf}
@@ -75,6 +77,7 @@ class Run:
     outputs: Outputs
     journal: Journal
     directory: Path
+    gateway: GatewayClient
 
     async def send(self, *batches: Batch) -> None:
         """Submit and wait for every result; write them out."""
@@ -115,6 +118,7 @@ async def running_sender(
     limits: RateLimits | SharedQuota | None = None,
     controls: Controls | None = None,
     rebuilt: frozenset[str] = frozenset(),
+    timeout: float = 5,
 ) -> AsyncIterator[Run]:
     outputs = Outputs(
         NdjsonSink.open(str(directory / "results.ndjson")),
@@ -122,9 +126,9 @@ async def running_sender(
         invalid=NdjsonSink.open(str(directory / "invalid.ndjson")),
     )
     journal = Journal(str(directory / "journal"), JOB)
-    async with open_session(concurrency=concurrency, timeout=5, connect_timeout=2) as session:
+    async with GatewayClient(base_url, Secret(key), timeout=timeout, connect_timeout=2) as gateway:
         sender = Sender(
-            gateway=GatewayClient(session, base_url, Secret(key)),
+            gateway=gateway,
             limits=limits or RateLimits(rates={}, kind_rates=UNLIMITED),
             policy=RetryPolicy(max_attempts=max_attempts, retry_ambiguous=retry_ambiguous),
             outputs=outputs,
@@ -137,7 +141,7 @@ async def running_sender(
             rebuilt=rebuilt,
         )
         try:
-            yield Run(sender, outputs, journal, directory)
+            yield Run(sender, outputs, journal, directory, gateway)
         finally:
             await sender.abandon(0)
             outputs.close()
@@ -327,10 +331,96 @@ async def test_abandon_after_the_grace_period_leaves_the_batch_resumable(tmp_pat
         await run.sender.submit(batch)
         await gateway.arrived.wait()
         assert await run.sender.abandon(grace=0) is False
+        assert run.gateway.connections == 0  # the cancelled request's connection is closed
         run.journal.commit()
         # sent and never done: a resumed run rebuilds it under the same key
         assert run.records() == [{"sent": batch.key, "lines": [1, 2, 3]}]
     assert run.results() == {}
+
+
+# --- connections: one per request in flight, never more than the concurrency ------------
+
+
+@pytest.mark.parametrize("stall_every", [0, 4])
+async def test_open_connections_never_outnumber_the_concurrency(
+    tmp_path: Path, stall_every: int
+) -> None:
+    """The slots bound the requests in flight, hence the connections: even when requests
+    time out and their retries open new ones (``stall_every``: every n-th request is
+    never answered in time)."""
+    observed: list[int] = []
+    peers: set[object] = set()  # the client's end of every connection the server saw
+    arrivals = itertools.count(1)
+    run: Run | None = None
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        assert run is not None
+        observed.append(run.gateway.connections)  # as the client sees it, right now
+        assert request.transport is not None
+        peers.add(request.transport.get_extra_info("peername"))
+        body = orjson.loads(await request.read())
+        if stall_every and next(arrivals) % stall_every == 0:
+            await asyncio.sleep(1)  # past the client's timeout
+        return accepted(body)
+
+    async with (
+        stub_gateway(answer) as stub,
+        running_sender(
+            tmp_path, stub.base_url, concurrency=3, retry_ambiguous=True,
+            timeout=0.3 if stall_every else 5, max_attempts=10,
+        ) as started,
+    ):  # fmt: skip
+        run = started
+        await run.send(*(make_batch([line]) for line in range(1, 41)))
+        assert run.gateway.connections <= 3
+    assert len(observed) >= 40
+    assert max(observed) <= 3
+    assert {r["status"] for r in run.results().values()} == {"QUEUE"}
+    assert len(run.results()) == 40
+    if not stall_every:  # kept alive: the same three connections throughout
+        assert len(peers) <= 3
+    else:  # the stalled ones timed out, closed their connections and went again
+        assert run.summary.retries["timeout"] >= 1
+        assert len(peers) > 3
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+async def test_a_kept_alive_connection_dropped_under_a_request_is_ambiguous_not_resent(
+    tmp_path: Path, idempotent: bool
+) -> None:
+    """The gateway closes the connection the first batch went on as the second arrives
+    on it (an idle timeout racing the request). The client never resends by itself:
+    with idempotency the retry policy sends it again under the same key; without, the
+    lines are AMBIGUOUS, sent once."""
+    arrivals = itertools.count(1)
+    peers: list[object] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername"))
+        if next(arrivals) == 2:
+            request.transport.close()  # no answer: the client sees the connection end
+        return accepted(body)
+
+    first, second = make_batch([1]), make_batch([2])
+    async with (
+        stub_gateway(answer) as stub,
+        running_sender(tmp_path, stub.base_url, concurrency=1, retry_ambiguous=idempotent) as run,
+    ):
+        await run.send(first, second)  # one slot: the second goes on the first's connection
+    assert peers[0] == peers[1]  # the kept-alive connection
+    assert len(set(peers)) == (2 if idempotent else 1)  # the retry: on a new one
+    keys = [r.headers.get("Idempotency-Key") for r in stub.sends]
+    results = run.results()
+    assert results[1]["status"] == "QUEUE"
+    if idempotent:
+        assert keys == [first.key, second.key, second.key]
+        assert (results[2]["status"], results[2]["attempts"]) == ("QUEUE", 2)
+    else:
+        assert keys == [first.key, second.key]
+        assert results[2]["status"] == "AMBIGUOUS"
+        assert "closed the connection" in results[2]["error"]
 
 
 # --- a job that is paused, cancelled or expired (issue 14) ---------------------------

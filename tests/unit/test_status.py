@@ -10,7 +10,7 @@ import orjson
 
 from dispatcher import pipeline
 from dispatcher.config import Secret
-from dispatcher.gateway import GatewayClient, open_session
+from dispatcher.gateway import GatewayClient
 from dispatcher.lookup import ids_from_results, lookup
 from tests.support.emulators import TEST_KEY, EmulatorFactory
 from tests.support.exactly_once import send_config, write_input
@@ -44,8 +44,7 @@ async def test_lookup_reports_each_id(emulator_factory: EmulatorFactory, tmp_pat
     ids = ids_from_results(str(results))
     assert len(ids) == 27
     await asyncio.sleep(0.1)  # let the delivery reports settle the statuses
-    async with open_session(concurrency=4, timeout=5, connect_timeout=5) as session:
-        gateway = GatewayClient(session, base_url, Secret(TEST_KEY))
+    async with GatewayClient(base_url, Secret(TEST_KEY), timeout=5, connect_timeout=5) as gateway:
         answers = [a async for a in lookup(gateway, [*ids, "no-such-id"], rate=1000)]
     by_id = {a["id"]: a for a in answers}
     assert set(by_id) == {*ids, "no-such-id"}

@@ -1,16 +1,13 @@
-"""The load tester's HTTP/1.1 client against real servers on loopback: a raw one that
-answers with exactly the bytes a test gives (every way an answer can be framed, and
-the broken ones), and aiohttp's server (chunked and compressed answers as it writes
-them)."""
+"""The HTTP/1.1 client of the gateway and the load tester (`dispatcher.http1.Pool`)
+against real servers on loopback: a raw one that answers with exactly the bytes a test
+gives (every way an answer can be framed, and the broken ones), and aiohttp's server
+(chunked and compressed answers as it writes them)."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-import shutil
 import socket
-import ssl
-import subprocess
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +18,9 @@ import pytest
 from aiohttp import web
 
 from dispatcher.errors import ConnectError, ConnectionLost, RequestTimeout
-from dispatcher.loadtest.http import Pool
+from dispatcher.http1 import Pool
+from tests.support.streamed import streamed
+from tests.support.tls import self_signed, server_context
 
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sekrit-key-123"}
 BODY = b'{"from":"12345","type":"MT","text":"hi","to":"+15005550006"}'
@@ -133,7 +132,7 @@ async def test_each_framing_of_an_answer_is_read_whole(framing: str) -> None:
         client = pool(url)
         try:
             for _ in range(3):  # and the connection goes on, unless the answer ended it
-                status, _, payload = await client.post(client.request(BODY))
+                status, _, payload = await client.fetch(client.request(BODY))
                 assert (status, payload) == (200, DOC)
         finally:
             client.close()
@@ -145,7 +144,7 @@ async def test_the_request_is_the_gateway_clients() -> None:
     async with raw_server(lambda _: [answer(DOC)]) as (server, url):
         client = pool(url.replace("127.0.0.1", "localhost"))
         try:
-            await client.post(client.request(BODY))
+            await client.fetch(client.request(BODY))
         finally:
             client.close()
     head, _, body = server.requests[0].partition(b"\r\n\r\n")
@@ -173,7 +172,7 @@ async def test_connection_close_and_extra_bytes_end_the_connection() -> None:
             client = pool(url)
             try:
                 for _ in range(3):
-                    assert (await client.post(client.request(BODY)))[2] == DOC
+                    assert (await client.fetch(client.request(BODY)))[2] == DOC
             finally:
                 client.close()
         assert server.connections == 3
@@ -184,7 +183,7 @@ async def test_retry_after_is_handed_on() -> None:
     async with raw_server(script) as (_, url):
         client = pool(url)
         try:
-            status, headers, _ = await client.post(client.request(BODY))
+            status, headers, _ = await client.fetch(client.request(BODY))
         finally:
             client.close()
     assert (status, dict(headers)) == (429, {"Retry-After": "7"})
@@ -213,7 +212,7 @@ async def test_a_broken_answer_is_a_lost_connection(case: str) -> None:
         client = pool(url)
         try:
             with pytest.raises(ConnectionLost):
-                await client.post(client.request(BODY))
+                await client.fetch(client.request(BODY))
             assert client.connections == 0
         finally:
             client.close()
@@ -225,7 +224,7 @@ async def test_no_answer_in_time_is_a_timeout_and_the_connection_is_dropped() ->
         client = pool(url, timeout=0.2)
         try:
             with pytest.raises(RequestTimeout):
-                await client.post(client.request(BODY))
+                await client.fetch(client.request(BODY))
             assert client.connections == 0
             for _ in range(100):  # the server sees the connection end
                 if server.eofs:
@@ -257,13 +256,13 @@ async def test_bytes_nobody_asked_for_end_an_idle_connection() -> None:
     async with raw_server(lambda _: [answer(DOC), b"surprise"]) as (server, url):
         client = pool(url)
         try:
-            assert (await client.post(client.request(BODY)))[2] == DOC
+            assert (await client.fetch(client.request(BODY)))[2] == DOC
             for _ in range(100):
                 if client.connections == 0:
                     break
                 await asyncio.sleep(0.01)
             assert client.connections == 0
-            assert (await client.post(client.request(BODY)))[2] == DOC  # on a new one
+            assert (await client.fetch(client.request(BODY)))[2] == DOC  # on a new one
         finally:
             client.close()
     assert server.connections == 2
@@ -275,7 +274,7 @@ async def test_nothing_listening_is_a_connect_error() -> None:
         port = unused.getsockname()[1]
         client = pool(f"http://127.0.0.1:{port}/raven/v2/messages")
         with pytest.raises(ConnectError, match="cannot connect"):
-            await client.post(client.request(BODY))
+            await client.fetch(client.request(BODY))
 
 
 async def test_answers_as_aiohttps_server_writes_them() -> None:
@@ -287,18 +286,7 @@ async def test_answers_as_aiohttps_server_writes_them() -> None:
         kind = request.match_info["kind"]
         if kind == "plain":
             return web.json_response(document)
-        response = web.StreamResponse()
-        response.content_type = "application/json"
-        if kind == "gzip":
-            response.enable_compression(web.ContentCoding.gzip)
-        else:
-            response.enable_chunked_encoding()
-        await response.prepare(request)
-        encoded = orjson.dumps(document)
-        for at in range(0, len(encoded), 1000):
-            await response.write(encoded[at : at + 1000])
-        await response.write_eof()
-        return response
+        return await streamed(request, orjson.dumps(document), piece=1000, gzip=kind == "gzip")
 
     app = web.Application()
     app.router.add_post("/raven/{kind}", handler)
@@ -312,7 +300,7 @@ async def test_answers_as_aiohttps_server_writes_them() -> None:
             client = pool(f"http://127.0.0.1:{port}/raven/{kind}")
             try:
                 for _ in range(3):
-                    status, _, payload = await client.post(client.request(BODY))
+                    status, _, payload = await client.fetch(client.request(BODY))
                     assert status == 200
                     assert orjson.loads(payload) == document
                 assert client.connections == 1
@@ -324,37 +312,26 @@ async def test_answers_as_aiohttps_server_writes_them() -> None:
 
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[str, str]:
-    """A self-signed certificate for 127.0.0.1 (the openssl command, when there is one)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl command to make a certificate")
-    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", key, "-out", cert],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    """A self-signed certificate for 127.0.0.1."""
+    return self_signed(tmp_path)
 
 
 async def test_https_verifies_the_server_with_the_systems_authorities(
     certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cert, key = certificate
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    context = server_context(cert, key)
     state = RawServer(lambda _: [answer(DOC)])
     server = await asyncio.start_server(state.handle, "127.0.0.1", 0, ssl=context)
     url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/raven/v2/messages"
     try:
         untrusted = pool(url)
         with pytest.raises(ConnectError, match="certificate"):
-            await untrusted.post(untrusted.request(BODY))
+            await untrusted.fetch(untrusted.request(BODY))
         monkeypatch.setenv("SSL_CERT_FILE", cert)  # now it is one of "the system's"
         trusted = pool(url)
         try:
-            assert await trusted.post(trusted.request(BODY)) == (200, {}, DOC)
+            assert await trusted.fetch(trusted.request(BODY)) == (200, {}, DOC)
         finally:
             trusted.close()
     finally:
@@ -362,3 +339,115 @@ async def test_https_verifies_the_server_with_the_systems_authorities(
         for writer in state.writers:
             writer.close()
         await asyncio.gather(*state.handlers, return_exceptions=True)
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    """Until ``condition`` holds (the loop turning meanwhile); fails after 500 turns."""
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+async def test_a_request_of_another_method_and_path_with_headers_of_its_own() -> None:
+    async with raw_server(lambda _: [answer(DOC)]) as (server, url):
+        client = pool(url)
+        try:
+            head = client.head("GET", "/raven/v2/messages/m%2F1")
+            request = client.request(None, head=head, headers={"Idempotency-Key": "k-1"})
+            assert await client.fetch(request) == (200, {}, DOC)
+            await client.fetch(client.request(BODY, headers={"X-Other": "2"}))
+        finally:
+            client.close()
+    get, post = server.requests
+    lines = get.split(b"\r\n")
+    assert lines[0] == b"GET /raven/v2/messages/m%2F1 HTTP/1.1"
+    assert b"Idempotency-Key: k-1" in lines
+    assert not any(line.lower().startswith(b"content-length") for line in lines)
+    assert get.endswith(b"\r\n\r\n")
+    assert post.startswith(b"POST /raven/v2/messages HTTP/1.1\r\n")
+    assert b"\r\nX-Other: 2\r\n" in post
+    assert post.endswith(b"\r\n\r\n" + BODY)
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Evil: 1", "a\nb", "a\rb", "a\0b"])
+def test_a_header_that_would_break_the_head_is_refused(value: str) -> None:
+    client = pool("http://127.0.0.1:9/raven/v2/messages")
+    with pytest.raises(ValueError, match="line break or a NUL"):
+        client.request(BODY, headers={"Idempotency-Key": value})
+
+
+async def test_a_connection_idle_past_the_keepalive_is_closed_not_reused() -> None:
+    async with raw_server(lambda _: [answer(DOC)]) as (server, url):
+        client = pool(url)
+        try:
+            await client.fetch(client.request(BODY))
+            for connection in client._idle:  # as if it had waited 16 s
+                connection.idle_since -= client.keepalive + 1
+            await client.fetch(client.request(BODY))
+            assert client.connections == 1
+            await wait_for(lambda: server.eofs == 1)  # the stale one was closed
+        finally:
+            client.close()
+    assert server.connections == 2
+    assert len(server.requests) == 2
+
+
+async def test_an_idle_connection_the_server_ends_is_never_handed_out_again() -> None:
+    async with raw_server(lambda _: [answer(DOC)]) as (server, url):
+        client = pool(url)
+        try:
+            await client.fetch(client.request(BODY))
+            (connection,) = client._idle
+            connection.eof_received()  # the server's FIN, as the loop hands it over
+            assert (await client.fetch(client.request(BODY)))[2] == DOC
+        finally:
+            client.close()
+    assert server.connections == 2  # the second request went on a new connection
+    assert len(server.requests) == 2
+
+
+async def test_a_kept_alive_connection_closed_as_the_request_arrives_is_lost_not_resent() -> None:
+    answers = iter([[answer(DOC)], [None]])  # the second request: closed unanswered
+    async with raw_server(lambda _: next(answers)) as (server, url):
+        client = pool(url)
+        try:
+            await client.fetch(client.request(BODY))
+            with pytest.raises(ConnectionLost, match="closed the connection without answering"):
+                await client.fetch(client.request(BODY))
+        finally:
+            client.close()
+    assert len(server.requests) == 2  # sent once: resending is the retry policy's call
+
+
+async def test_a_cancelled_fetch_closes_the_connection_that_carries_it() -> None:
+    async with raw_server(lambda _: []) as (server, url):  # reads, never answers
+        client = pool(url)
+        try:
+            task = asyncio.create_task(client.fetch(client.request(BODY)))
+            await wait_for(lambda: bool(server.requests))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert client.connections == 0  # at once: the caller's slot may be reused
+            await wait_for(lambda: server.eofs == 1)
+        finally:
+            client.close()
+
+
+async def test_a_fetch_cancelled_while_connecting_leaves_nothing_behind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with raw_server(lambda _: [answer(DOC)]) as (_, url):
+        client = pool(url)
+        task = asyncio.create_task(client.fetch(client.request(BODY)))
+        await asyncio.sleep(0)  # begun: its connection is being made
+        assert client._connecting
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await client.aclose()
+        assert client.connections == 0
+        assert not client._connecting
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]

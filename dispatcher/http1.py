@@ -1,27 +1,38 @@
-"""The load tester's own HTTP/1.1 client: pre-built requests over keep-alive connections.
+"""The HTTP/1.1 client of the gateway and the load tester: pre-built requests over
+keep-alive connections.
 
-A load generator must not be what limits the rate it measures. aiohttp spends about
-75 µs of one core on a request (building it, its response object, its timers); at
-batch 1 that capped the load tester near 6–9 k requests/s on one core against a server
-that does nothing, where wrk does 20–39 k. Here a request is bytes built once before
-the clock starts (request line, headers and body: the bodies are pre-built anyway),
-written on an idle connection; the answer is read by an `asyncio.Protocol` that finds
-the status line, the few headers that matter and the body, with no object per header,
-and is handed to a plain callback: no task, coroutine, future or timer per request.
+A client must not be what limits the rate it sends at. aiohttp spends about 75 µs of
+one core on a request (building it, its response object, its timers), and its import
+about 0.17 s of every run's start-up; at batch 1 that capped the load tester near
+6–9 k requests/s on one core against a server that does nothing, where wrk does
+20–39 k, and ``send --batch-size 1`` near 4 k messages/s. Here a request is bytes: its
+head (request line and the fixed headers) built once, the body and the few headers
+that change per request (``Idempotency-Key``) put after it; it is written on an idle
+connection, and the answer is read by an `asyncio.Protocol` that finds the status
+line, the few headers that matter and the body, with no object per header, and is
+handed to a plain callback: no task, coroutine, future or timer per request (`fetch`,
+the awaitable form `dispatcher.gateway` uses, adds one future).
 
-What it keeps from `dispatcher.gateway`, so that the outcomes mean the same: the same
-headers (but no ``Idempotency-Key``: a load test is no campaign), one connection per
-request in flight up to the schedule's cap, a total timeout per request (checked every
-tenth of it, at most every 0.1 s) with the connection's own bound inside it, TLS with
-the system's certificates, gzip and deflate
-answers, and the same errors for the same failures — a connection refused or not made
-in time is `ConnectError`, no answer in time `RequestTimeout`, a connection closed or
-an answer cut off or not HTTP `ConnectionLost`. What an answer means stays
-`dispatcher.api`'s (`Answer`).
+What it keeps from aiohttp's client, so that the outcomes mean the same: one
+connection per request in flight (the cap on requests in flight, hence on
+connections, is the caller's: the sender's in-flight slots, the load test's
+schedule), idle connections kept for 15 s at most (aiohttp's ``keepalive_timeout``),
+and one the server has closed never reused; a total timeout per request (checked
+every tenth of it, at most every 0.1 s) with the connection's own bound inside it;
+TLS with the system's certificates (``ssl.create_default_context()``); gzip and
+deflate answers; and one error per failure, which tells a request that never left
+(*safe*) from one the server may have acted on (*ambiguous*) — a connection refused
+or not made in time (TLS included) is `ConnectError` (safe), no answer in time
+`RequestTimeout`, a connection closed or an answer cut off or not HTTP
+`ConnectionLost` (both ambiguous). A request on a kept-alive connection that the
+server closes as it arrives is `ConnectionLost` too, never sent again here (aiohttp
+resends only idempotent methods, and a POST is not): resending is the retry policy's
+call, under the same ``Idempotency-Key``. What an answer means stays
+`dispatcher.api`'s.
 
-Only what the load tester needs: POST, answers framed by ``Content-Length``,
-``chunked`` or the end of the connection, no redirects, no proxies (aiohttp's session
-ignores the environment's too), no cookies.
+Only what the gateway and the load tester need: answers framed by ``Content-Length``,
+``chunked`` or the end of the connection, no redirects (a 3xx is an answer), no
+proxies (aiohttp's session ignored the environment's too), no cookies.
 """
 
 from __future__ import annotations
@@ -41,6 +52,9 @@ Reply = tuple[int, Mapping[str, str], bytes]
 #: Hears how a request ended: its due time, and the answer, the error, or None.
 Ended = Callable[[float, "Reply | GatewayError | None"], None]
 
+#: Seconds an idle connection is kept (aiohttp's ``keepalive_timeout``): a server that
+#: closes idle ones sooner makes the odd request on one it is closing ambiguous.
+KEEPALIVE: Final = 15.0
 #: A head longer than this is not an answer of the gateway's.
 MAX_HEAD: Final = 64 * 1024
 #: Nor is a body longer than this (a batch answer of 1000 ids is about 60 KiB).
@@ -54,14 +68,18 @@ class BadAnswer(Exception):
     """The bytes that came back are not an HTTP/1.x answer."""
 
 
+class CutOff(BadAnswer):
+    """The connection ended in the middle of an answer."""
+
+
 class Pool:
-    """Keep-alive connections to one URL, each carrying one request at a time.
+    """Keep-alive connections to one server, each carrying one request at a time.
 
     `begin` writes the bytes of a `request` on an idle connection (else opens one:
-    the cap on connections is the caller's — the load test's schedule never has more
-    than ``concurrency`` requests in flight) and returns; the request's end comes as a
-    call of the ``ended`` it was given, from the connection's own callback — no task,
-    coroutine or future per request (`post` is the awaitable form, for one-off use).
+    the cap on connections is the caller's — no more than its requests in flight)
+    and returns; the request's end comes as a call of the ``ended`` it was given, from
+    the connection's own callback — no task, coroutine or future per request (`fetch`
+    is the awaitable form).
     """
 
     def __init__(
@@ -71,22 +89,23 @@ class Pool:
         *,
         timeout: float,
         connect_timeout: float,
+        keepalive: float = KEEPALIVE,
     ) -> None:
         target = yarl.URL(url)
         self.timeout = timeout
         self.connect_timeout = min(connect_timeout, timeout)
+        self.keepalive = keepalive
         self._host = target.raw_host or ""
         tls = target.scheme == "https"
         self._port: int = target.port or (443 if tls else 80)
         self._tls = ssl.create_default_context() if tls else None
-        self._where = url.split("://", 1)[-1]  # for messages: host and path, as gateway's
-        lines = [
-            f"POST {target.raw_path or '/'} HTTP/1.1",
-            f"Host: {target.host_port_subcomponent}",
-        ]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        lines.append("Accept-Encoding: gzip, deflate")  # what aiohttp asks for too
-        self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode()
+        # for messages: host and path, never a user name or password (config refuses them)
+        self._origin = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+        fixed = [f"Host: {target.host_port_subcomponent}"]
+        fixed += [f"{name}: {value}" for name, value in headers.items()]
+        fixed.append("Accept-Encoding: gzip, deflate")  # what aiohttp asks for too
+        self._fixed = "".join(f"{line}\r\n" for line in fixed).encode()
+        self._head = self.head("POST", target.raw_path or "/")
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
         #: Requests waiting for a new connection: their task, due time and listener.
@@ -99,11 +118,30 @@ class Pool:
         self._sweeper: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:  # never the request bytes: they hold the key
-        return f"<Pool {self._where}>"
+        return f"<Pool {self._origin}>"
 
-    def request(self, body: bytes) -> bytes:
-        """The whole request that posts ``body``, to hand to `begin` (as often as wanted)."""
-        return b"%s%d\r\n\r\n%s" % (self._head, len(body), body)
+    def head(self, method: str, path: str) -> bytes:
+        """The start of every request of ``method`` to ``path`` (already %-encoded): the
+        request line and the pool's headers, to hand to `request`."""
+        return f"{method} {path} HTTP/1.1\r\n".encode() + self._fixed
+
+    def request(
+        self,
+        body: bytes | None,
+        *,
+        head: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """The whole request, to hand to `begin` (as often as wanted): ``head`` (by default
+        a POST to the pool's URL), ``headers`` of this request alone, and ``body`` (None:
+        none, and no ``Content-Length``)."""
+        if head is None:
+            head = self._head
+        if headers:
+            head += _header_lines(headers)
+        if body is None:
+            return head + b"\r\n"
+        return b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
 
     @property
     def connections(self) -> int:
@@ -113,30 +151,47 @@ class Pool:
     def begin(self, request: bytes, due: float, ended: Ended) -> None:
         """Send ``request`` once; ``ended(due, outcome)`` is called when it ends (never
         before this returns), with the answer, or a `ConnectError`, `RequestTimeout` or
-        `ConnectionLost`, or None when `abandon` ended it."""
+        `ConnectionLost`, or None when `abandon` or `close` ended it."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        now = loop.time()
+        deadline = now + self.timeout
         if self._sweeper is None:
             self._sweeper = loop.call_later(self._tick, self._sweep)
         idle = self._idle
-        if idle:
-            idle.pop().send(request, due, ended, deadline)
+        while idle:
+            connection = idle.pop()
+            # one the server is closing, or may close as the request arrives: not used
+            if connection.transport.is_closing() or now - connection.idle_since > self.keepalive:
+                connection.abort()
+                continue
+            connection.send(request, due, ended, deadline)
             return
         task = loop.create_task(self._connect_and_send(loop, request, due, ended, deadline))
         self._connecting[task] = (due, ended)
         task.add_done_callback(self._connected)
 
-    async def post(self, request: bytes) -> Reply:
-        """`begin` as a coroutine: the answer, or the error raised."""
+    async def fetch(self, request: bytes) -> Reply:
+        """`begin` as a coroutine: the answer, or the error raised. Cancelled, it closes
+        the connection that carries the request (its answer would be taken for the next
+        one's), as aiohttp does."""
         answer: asyncio.Future[Reply | GatewayError | None] = (
             asyncio.get_running_loop().create_future()
         )
-        self.begin(request, 0.0, lambda _, outcome: answer.set_result(outcome))
-        outcome = await answer
+
+        def ended(_: float, outcome: Reply | GatewayError | None) -> None:
+            if not answer.done():  # not cancelled
+                answer.set_result(outcome)
+
+        self.begin(request, 0.0, ended)
+        try:
+            outcome = await answer
+        except asyncio.CancelledError:
+            self._drop(ended)
+            raise
         if outcome is None:
-            raise ConnectionLost(f"the request to {self._where} was abandoned")
+            raise ConnectionLost(f"the request to {self._where(request)} was abandoned")
         if isinstance(outcome, GatewayError):
             raise outcome
         return outcome
@@ -144,25 +199,41 @@ class Pool:
     async def abandon(self) -> None:
         """End every request still running with None, and close every connection."""
         self._stop_sweeping()
-        connecting = list(self._connecting.items())
-        for task, _ in connecting:
-            task.cancel()
-        await asyncio.gather(*(task for task, _ in connecting), return_exceptions=True)
-        for task, (due, ended) in connecting:
-            if task.cancelled():  # perhaps before it ran at all: it could not say so
-                ended(due, None)
+        connecting = list(self._connecting)
+        for task in connecting:
+            task.cancel()  # `_connected` tells its listener
+        await asyncio.gather(*connecting, return_exceptions=True)
         for connection in list(self._open):
             connection.abandon()
         self._idle.clear()
 
     def close(self) -> None:
-        """Close every connection (a request still on one ends `ConnectionLost`)."""
+        """Close every connection (a request still on one ends `ConnectionLost`, one still
+        connecting None)."""
         self._stop_sweeping()
         for task in self._connecting:
             task.cancel()
         for connection in list(self._open):
             connection.abort()
         self._idle.clear()
+
+    async def aclose(self) -> None:
+        """`close`, and wait until the requests still connecting have ended."""
+        connecting = list(self._connecting)
+        self.close()
+        await asyncio.gather(*connecting, return_exceptions=True)
+
+    def _drop(self, ended: Ended) -> None:
+        """Stop the request ``ended`` listens to, closing its connection (a cancelled
+        caller: rare, so a search rather than a handle per request)."""
+        for task, (_, listener) in self._connecting.items():
+            if listener is ended:
+                task.cancel()
+                return
+        for connection in self._open:
+            if connection.ended is ended:
+                connection.abandon()
+                return
 
     async def _connect_and_send(
         self,
@@ -173,16 +244,18 @@ class Pool:
         deadline: float,
     ) -> None:
         try:
-            connection = await self._connect(loop)
+            connection = await self._connect(loop, request)
         except ConnectError as exc:
             ended(due, exc)
         else:
             connection.send(request, due, ended, deadline)
 
     def _connected(self, task: asyncio.Task[None]) -> None:
-        del self._connecting[task]
+        due, ended = self._connecting.pop(task)
+        if task.cancelled():  # perhaps before it ran at all: it could not say so
+            ended(due, None)
 
-    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+    async def _connect(self, loop: asyncio.AbstractEventLoop, request: bytes) -> _Connection:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, connection = await loop.create_connection(
@@ -192,11 +265,16 @@ class Pool:
                     ssl=self._tls,
                     server_hostname=self._host if self._tls is not None else None,
                 )
-        except TimeoutError:
-            raise ConnectError(f"timed out connecting to {self._where}") from None
+        except TimeoutError as exc:
+            raise ConnectError(f"timed out connecting to {self._where(request)}") from exc
         except OSError as exc:  # refused, unreachable, no such host, TLS failures
-            raise ConnectError(f"cannot connect to {self._where}: {exc}") from None
+            raise ConnectError(f"cannot connect to {self._where(request)}: {exc}") from exc
         return connection
+
+    def _where(self, request: bytes) -> str:
+        """Host and path of ``request``, for messages (never its headers: the key)."""
+        line = request[: request.find(b"\r\n")].decode("latin-1")
+        return self._origin + line.split(" ")[1]
 
     def _sweep(self) -> None:
         """Time out the requests past their deadline; come again while any runs."""
@@ -225,7 +303,17 @@ class Pool:
             self._idle.remove(connection)
 
     def _release(self, connection: _Connection) -> None:
+        assert self._loop is not None
+        connection.idle_since = self._loop.time()
         self._idle.append(connection)
+
+
+def _header_lines(headers: Mapping[str, str]) -> bytes:
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
+    if lines.count(b"\r") != len(headers) or lines.count(b"\n") != len(headers) or b"\0" in lines:
+        # what aiohttp refuses too: a line break would end the header, or the head
+        raise ValueError("a header name or value holds a line break or a NUL")
+    return lines
 
 
 class _Connection(asyncio.Protocol):
@@ -237,8 +325,14 @@ class _Connection(asyncio.Protocol):
         #: The request in flight: who hears of its end, its due time, its deadline.
         self.ended: Ended | None = None
         self.due = self.deadline = 0.0
+        self.request = b""  # the last one: only for messages
+        self.idle_since = 0.0
         self.buffer = b""
         self.reusable = True
+
+    @property
+    def where(self) -> str:
+        return self.pool._where(self.request)
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -254,7 +348,7 @@ class _Connection(asyncio.Protocol):
         try:
             reply = _parse(buffer, self)
         except BadAnswer as exc:
-            self._end(ConnectionLost(f"{self.pool._where} sent an answer that is not HTTP: {exc}"))
+            self._end(ConnectionLost(f"{self.where} sent an answer that is not HTTP: {exc}"))
             return
         if reply is None:
             self.buffer = buffer
@@ -263,6 +357,9 @@ class _Connection(asyncio.Protocol):
         self._end(reply)
 
     def eof_received(self) -> bool:
+        if self.ended is None:  # idle: never handed out again, even before it is lost
+            self.reusable = False
+            self.pool._closed(self)
         return False  # close: an HTTP/1.1 client has nothing left to say
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -271,10 +368,12 @@ class _Connection(asyncio.Protocol):
         if self.ended is None:
             return
         if not self.buffer:
-            self._end(ConnectionLost(f"{self.pool._where} closed the connection without answering"))
+            self._end(ConnectionLost(f"{self.where} closed the connection without answering"))
             return
         try:
             reply = _parse(self.buffer, self, closed=True)
+        except CutOff as error:
+            problem = f"cut off the answer (the connection closed): {error}"
         except BadAnswer as error:
             problem = f"sent an answer that is not HTTP: {error}"
         else:
@@ -282,7 +381,7 @@ class _Connection(asyncio.Protocol):
                 self._end(reply)
                 return
             problem = "cut off the answer (the connection closed)"
-        self._end(ConnectionLost(f"{self.pool._where} {problem}"))
+        self._end(ConnectionLost(f"{self.where} {problem}"))
 
     # --- the pool's side ------------------------------------------------------------------
 
@@ -290,13 +389,14 @@ class _Connection(asyncio.Protocol):
         self.ended = ended
         self.due = due
         self.deadline = deadline
+        self.request = request
         self.transport.write(request)
 
     def expire(self) -> None:
         """The request's time is up: it ends `RequestTimeout`, and the connection
         closes (its answer could still come, and would be taken for the next one's)."""
         self.reusable = False
-        self._end(RequestTimeout(f"no answer from {self.pool._where} in time after sending"))
+        self._end(RequestTimeout(f"no answer from {self.where} in time after sending"))
 
     def abandon(self) -> None:
         self.reusable = False
@@ -334,7 +434,7 @@ def _parse(buffer: bytes, connection: _Connection, *, closed: bool = False) -> R
             if len(buffer) - start > MAX_HEAD:
                 raise BadAnswer("the head is too long")
             if closed and start < len(buffer):
-                raise BadAnswer("the head is incomplete")
+                raise CutOff("the head is incomplete")
             return None
         lines = buffer[start:end].split(b"\r\n")
         version, _, rest = lines[0].partition(b" ")
@@ -384,7 +484,7 @@ def _parse(buffer: bytes, connection: _Connection, *, closed: bool = False) -> R
         decoded = _dechunk(buffer, body_at)
         if decoded is None:
             if closed:
-                raise BadAnswer("the chunked body is incomplete")
+                raise CutOff("the chunked body is incomplete")
             return None
         payload, after = decoded
     elif length is not None and not framed_by_close:
@@ -393,7 +493,7 @@ def _parse(buffer: bytes, connection: _Connection, *, closed: bool = False) -> R
             if length > MAX_BODY:
                 raise BadAnswer("the body is too long")
             if closed:
-                raise BadAnswer("the body is shorter than its Content-Length")
+                raise CutOff("the body is shorter than its Content-Length")
             return None
         payload = buffer[body_at:after]
     else:  # the body runs to the end of the connection
