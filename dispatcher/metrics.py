@@ -8,8 +8,8 @@ two clock readings per rate-limit acquisition (`Recorder.timed`) — and without
 ``--metrics-port`` nothing at all: `serve_metrics` yields a recorder that records
 nothing, and ``prometheus_client`` is never imported.
 
-The endpoint is served on the event loop (aiohttp, which the gateway client already
-runs), not in prometheus_client's own thread: a scrape reads the account between two
+The endpoint is served on the event loop (by aiohttp's web server, imported only with
+``--metrics-port``), not in prometheus_client's own thread: a scrape reads the account between two
 steps of the pipeline, never half-way through a batch's update, and the hot path
 takes no lock. prometheus_client builds the families and the exposition format.
 

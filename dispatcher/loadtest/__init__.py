@@ -1,10 +1,10 @@
 """``dispatcher loadtest``: drive a gateway at a constant arrival rate, measure latency
 from each request's due time, and judge the result against k6-style thresholds.
 
-    schedule (due times) ─▶ request (GatewayClient) ─▶ stats (HDR histograms, per second)
+    schedule (due times) ─▶ request (http1.Pool)    ─▶ stats (HDR histograms, per second)
                                                            └─▶ report (JSON, table) ─▶ plot
 
-The names below load lazily, so that building the command line does not import aiohttp.
+The names below load lazily, so that building the command line imports none of it.
 """
 
 from __future__ import annotations
