@@ -12,6 +12,7 @@ from aiohttp import web
 
 from tests.support.cli import KEY, dispatcher, env, send_args, write_lines
 from tests.support.emulators import EmulatorFactory
+from tests.support.loopback import serving
 from tests.support.tls import self_signed, server_context
 
 LINES = [{"to": f"+5255000000{n:02d}", "params": [f"n{n}", n]} for n in range(1, 11)]
@@ -48,22 +49,15 @@ async def test_an_untrusted_https_gateway_stops_the_run_with_a_clear_message(
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", never)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(cert, key))
-    await site.start()
-    port = runner.addresses[0][1]
-    base_url = f"https://127.0.0.1:{port}/raven"
     source = write_lines(tmp_path / "in.ndjson", LINES[:3])
-    try:
+    async with serving(app, ssl_context=server_context(cert, key)) as port:
+        base_url = f"https://127.0.0.1:{port}/raven"
         run = await dispatcher(
             *send_args(base_url, source, "--max-attempts", "2"),
             "--summary", "summary.json",
             cwd=tmp_path,
             timeout=30,
         )  # fmt: skip
-    finally:
-        await runner.cleanup()
     assert run.code == 3, run.stderr  # aborted: the gateway cannot be reached
     assert "certificate verify failed" in run.stderr
     assert f"cannot connect to 127.0.0.1:{port}/raven/v3/messages/batch" in run.stderr

@@ -29,6 +29,7 @@ from dispatcher.errors import (
     Unavailable,
 )
 from dispatcher.gateway import GatewayClient, path_segment
+from tests.support.loopback import serving
 from tests.support.streamed import streamed
 from tests.support.tls import self_signed, server_context
 
@@ -71,17 +72,12 @@ async def stub() -> AsyncIterator[tuple[Stub, GatewayClient]]:
     stub = Stub()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", stub.dispatch)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    stub.base_url = f"http://127.0.0.1:{port}/raven/"
-    async with GatewayClient(
-        stub.base_url, Secret(KEY), timeout=2.0, connect_timeout=2.0
-    ) as client:
-        yield stub, client
-    await runner.cleanup()
+    async with serving(app) as port:
+        stub.base_url = f"http://127.0.0.1:{port}/raven/"
+        async with GatewayClient(
+            stub.base_url, Secret(KEY), timeout=2.0, connect_timeout=2.0
+        ) as client:
+            yield stub, client
 
 
 BODY = orjson.dumps(
@@ -427,12 +423,8 @@ async def test_https_verifies_the_gateway_with_the_systems_certificates(
     cert, key = self_signed(tmp_path)
     app = web.Application()
     app.router.add_post("/raven/v2/messages", closing)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(cert, key))
-    await site.start()
-    base_url = f"https://127.0.0.1:{runner.addresses[0][1]}/raven"
-    try:
+    async with serving(app, ssl_context=server_context(cert, key)) as port:
+        base_url = f"https://127.0.0.1:{port}/raven"
         async with GatewayClient(base_url, Secret(KEY), timeout=5, connect_timeout=5) as client:
             with pytest.raises(ConnectError, match="certificate verify failed") as caught:
                 await client.send_single(BODY)
@@ -441,8 +433,6 @@ async def test_https_verifies_the_gateway_with_the_systems_certificates(
         monkeypatch.setenv("SSL_CERT_FILE", cert)  # now it is one of "the system's"
         async with GatewayClient(base_url, Secret(KEY), timeout=5, connect_timeout=5) as client:
             assert (await client.send_single(BODY)).ids == [("m9", "+1")]
-    finally:
-        await runner.cleanup()
 
 
 async def test_no_error_and_no_repr_shows_the_key(

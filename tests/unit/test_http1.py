@@ -19,6 +19,7 @@ from aiohttp import web
 
 from dispatcher.errors import ConnectError, ConnectionLost, RequestTimeout
 from dispatcher.http1 import Pool
+from tests.support.loopback import serving
 from tests.support.streamed import streamed
 from tests.support.tls import self_signed, server_context
 
@@ -290,12 +291,7 @@ async def test_answers_as_aiohttps_server_writes_them() -> None:
 
     app = web.Application()
     app.router.add_post("/raven/{kind}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving(app) as port:
         for kind in ("plain", "chunked", "gzip"):
             client = pool(f"http://127.0.0.1:{port}/raven/{kind}")
             try:
@@ -306,8 +302,6 @@ async def test_answers_as_aiohttps_server_writes_them() -> None:
                 assert client.connections == 1
             finally:
                 client.close()
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from dispatcher.writers import NdjsonSink, Outputs
 from tests.support.emulators import TEST_KEY, EmulatorFactory
 from tests.support.exactly_once import number
 from tests.support.held import held_gateway
+from tests.support.loopback import serving
 from tests.support.stub_gateway import accepted, stub_gateway
 
 JOB = "job1"
@@ -189,16 +190,11 @@ async def test_413_even_for_one_message_fails_that_line(tmp_path: Path) -> None:
 
     app = web.Application()
     app.router.add_post("/raven/v3/messages/batch", too_large)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with running_sender(tmp_path, f"http://127.0.0.1:{port}/raven") as run:
-            await run.send(make_batch([7, 8]))
-    finally:
-        await runner.cleanup()
+    async with (
+        serving(app) as port,
+        running_sender(tmp_path, f"http://127.0.0.1:{port}/raven") as run,
+    ):
+        await run.send(make_batch([7, 8]))
     results = run.results()
     assert {r["status"] for r in results.values()} == {"FAILED"}
     assert all("413" in r["error"] for r in results.values())
