@@ -438,8 +438,6 @@ def _windows(config: Config, clock: WallClock, halt: Halt, resume: Resume | None
 
 
 def _account_policies(preparer: Preparer, summary: Summary) -> None:
-    summary.segments_saved += preparer.segments_saved
-    summary.smart_encoded += preparer.smart_encoded
     for policy in preparer.policies:
         if isinstance(policy, Caps) and policy.reached is not None:
             summary.cap_reached = policy.reached

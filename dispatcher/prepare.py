@@ -38,8 +38,6 @@ _overrides_of = attrgetter("sender", "text", "external_id", "client_id", "email"
 _params_of = attrgetter("params")
 _ref_of = attrgetter("ref")
 _line_of = attrgetter("line")
-_replaced_of = itemgetter(7)  # Entry.replaced
-_saved_of = itemgetter(8)  # Entry.saved
 _encoding_of = itemgetter(0)  # of a SegmentCount
 _segments_of = itemgetter(2)
 _NO_OVERRIDES = (None, None, None, None, None)
@@ -122,12 +120,6 @@ class Preparer:
         )
         #: policies told each chunk's numbers before its runs (`ChunkNumbers`: duplicates)
         self._chunk_hooks = [p.begin_chunk for p in self.policies if hasattr(p, "begin_chunk")]
-        #: segments smart encoding saved on the messages that went on to the batcher
-        #: past every policy (`_count_saved`): as they do, from a chunk or released
-        #: after waiting for a send window (`readmit`)
-        self.segments_saved = 0
-        #: of those messages, how many smart encoding changed
-        self.smart_encoded = 0
         self._templates: dict[str, Template] = {}
         self._groups: dict[Hashable, Group] = {}
         self._smart_groups: dict[Hashable, Group] = {}
@@ -258,7 +250,8 @@ class Preparer:
     ) -> tuple[Group, Entry, str] | None:
         """One line's group, message and rendered text; None when its result is local
         (written to ``sink``). The message carries the segments smart encoding saved
-        (`Entry.saved`), counted once it passes every policy (`_count_saved`)."""
+        (`Entry.saved`), counted in the summary when the gateway accepts it
+        (`dispatcher.writers.Outputs`)."""
         # A rejected line has no number: every one is handled where `to` is None.
         if to is None:
             self._unsendable(item, sink)
@@ -332,14 +325,12 @@ class Preparer:
         caller leaves out the lines that were SUPPRESSED (the lists may have changed
         since)."""
         policies, optout = self.policies, self._optout
-        counts = self.segments_saved, self.smart_encoded
         self.policies = [_Registering(p) for p in policies if hasattr(p, "register")]
         self._optout = None
         try:
             self.feed(chunk, _DROPPED, _DROPPED)
         finally:
             self.policies, self._optout = policies, optout
-            self.segments_saved, self.smart_encoded = counts
 
     def readmit(
         self, start: Policy, key: Hashable, entries: list[Entry], batcher: Batches, sink: Sink
@@ -353,8 +344,6 @@ class Preparer:
                 entries = [entries[i] for i in keep]
             if not entries:
                 return
-        if self._smart:
-            self._count_saved(entries)
         batcher.add_many(group, entries)
 
     def _opt_out(
@@ -421,17 +410,7 @@ class Preparer:
                     passed.append((group, entries, texts))
             runs = passed
         for group, entries, _ in runs:
-            if self._smart:
-                self._count_saved(entries)
             batcher.add_many(group, entries)
-
-    def _count_saved(self, entries: list[Entry]) -> None:
-        """Count what smart encoding saved on messages that go on to the batcher: here,
-        past the last policy, and only here — a line a policy refuses (a cap, a window
-        with ``skip``) is not counted, and one a window holds is counted when it is
-        released (`readmit`), its saving carried by its entry (`Entry.saved`)."""
-        self.segments_saved += sum(map(_saved_of, entries))
-        self.smart_encoded += len(entries) - list(map(_replaced_of, entries)).count(0)
 
     def _smart_group(self, group: Group) -> Group:
         """The group of ``group``'s messages that smart encoding changed: each goes with

@@ -87,7 +87,9 @@ class Summary:
         #: cost is then summed per message (`charge`), not ``billable × price``
         self.table: Pricing | None = None
         self.cost = 0.0
-        #: segments smart encoding saved, and on how many messages
+        #: segments smart encoding saved on the messages the gateway accepted (a dry
+        #: run: would send), and how many of them it changed — this run's, like
+        #: ``requests``: a resume does not recount the earlier runs'
         self.segments_saved = 0
         self.smart_encoded = 0
         #: the cap reached and the first line it kept back (`dispatcher.policy.Caps`)
@@ -128,6 +130,12 @@ class Summary:
         if table is not None:
             price = table.price
             self.cost += sum([price(entry.to) * entry.segments for entry in entries])
+
+    def smart(self, messages: int, saved: int) -> None:
+        """Smart encoding changed ``messages`` the gateway accepted (or a dry run would
+        send), and saved ``saved`` segments on them (`dispatcher.models.Entry.saved`)."""
+        self.smart_encoded += messages
+        self.segments_saved += saved
 
     def sent(self, code: str, messages: int, segments: int, started: float) -> None:
         """The gateway accepted ``messages`` of ``code`` from a request begun at ``started``."""

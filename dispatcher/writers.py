@@ -35,6 +35,7 @@ _ref_of = itemgetter(3)  # Entry.ref
 _segments_of = itemgetter(4)  # Entry.segments
 _encoding_of = itemgetter(5)  # Entry.encoding
 _replaced_of = itemgetter(7)  # Entry.replaced
+_saved_of = itemgetter(8)  # Entry.saved
 
 
 def _verbatim(texts: list[str]) -> bool:
@@ -360,8 +361,7 @@ class Outputs:
         lines: list[bytes] = []
         by_encoding: dict[str, int] = {}
         billed: list[Entry] = []
-        refused = 0
-        accepted_segments = 0
+        refused = accepted_segments = saved = smart = 0
         for entry, message_id in zip(batch.entries, ids, strict=True):
             if message_id is None:
                 refused += 1
@@ -381,6 +381,8 @@ class Outputs:
             }
             if entry.replaced:
                 result["replaced"] = entry.replaced
+                saved += entry.saved
+                smart += 1
             if entry.ref is not None:
                 result["ref"] = entry.ref
             lines.append(_dumps(result, option=_NL))
@@ -398,6 +400,7 @@ class Outputs:
             summary.segments.update(by_encoding)
             summary.charge(billed)
             summary.sent(batch.group.sender, len(lines) - refused, accepted_segments, started)
+            summary.smart(smart, saved)
 
     def _accepted_plain(
         self,
@@ -423,7 +426,8 @@ class Outputs:
         last: str | None = None
         tail = ""
         run = 0
-        for (line, to, _, ref, segments, encoding, _, replaced, _), message_id in zip(
+        saved_segments = smart = 0
+        for (line, to, _, ref, segments, encoding, _, replaced, saved), message_id in zip(
             batch.entries, ids, strict=True
         ):
             if encoding is not last:
@@ -435,6 +439,8 @@ class Outputs:
                     tail = tails[encoding] = f',"encoding":{_text(encoding)}{after}'
             run += segments
             if replaced:
+                saved_segments += saved
+                smart += 1
                 append(
                     f'{{"line":{line},"to":"{to}"{middle}{message_id}",'
                     f'"segments":{segments}{tail},"replaced":{replaced}'
@@ -460,6 +466,7 @@ class Outputs:
             summary.segments.update(segments_by)
             summary.charge(batch.entries)
             summary.sent(batch.group.sender, len(parts), sum(segments_by.values()), started)
+            summary.smart(smart, saved_segments)
 
     def _gateway_invalid(
         self, line: int, to: str, ref: Any, attempts: int, transaction_id: str | None
@@ -517,6 +524,9 @@ class Outputs:
         self.summary.statuses[Status.DRY_RUN] += len(entries)
         self.summary.by_code[Status.DRY_RUN, batch.group.sender] += len(entries)
         self.summary.charge(entries)
+        replaced = list(map(_replaced_of, entries))
+        if any(replaced):
+            self.summary.smart(len(replaced) - replaced.count(0), sum(map(_saved_of, entries)))
 
     def flush(self) -> None:
         """Push every sink's buffer to the OS."""

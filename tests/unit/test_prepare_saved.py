@@ -1,6 +1,7 @@
-"""What smart encoding saved, as the summary counts it: on the messages that pass every
-policy and go on to the batcher — from their chunk, or later, released by a policy that
-held them (`Preparer.readmit`) — and on no other."""
+"""What smart encoding saved travels with each message (`Entry.saved`) to the batcher —
+from its chunk, or later, released by a policy that held it (`Preparer.readmit`) — so
+that the summary counts it where the gateway accepts the message
+(tests/unit/test_writers.py)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,12 @@ class Hold:
         return [i for i, e in enumerate(entries) if e.line % 2]
 
 
+def carried(batches: list[Any]) -> tuple[int, int]:
+    """Segments saved, and on how many messages, as the entries themselves say."""
+    entries = [e for batch in batches for e in batch.entries]
+    return sum(e.saved for e in entries), sum(1 for e in entries if e.replaced)
+
+
 def saved_on(batches: list[Any]) -> tuple[int, int]:
     """Segments saved, and on how many messages, in what went to the batcher."""
     entries = [e for batch in batches for e in batch.entries]
@@ -44,7 +51,7 @@ def saved_on(batches: list[Any]) -> tuple[int, int]:
     return saved, sum(1 for e in entries if e.replaced)
 
 
-def test_held_lines_count_when_released_and_lines_past_a_cap_never() -> None:
+def test_held_lines_carry_their_saving_when_released() -> None:
     preparer, batcher, sink, _ = make(smart_encoding=True)
     hold = Hold()
     caps = Caps(max_messages=7)
@@ -53,7 +60,7 @@ def test_held_lines_count_when_released_and_lines_past_a_cap_never() -> None:
     preparer.feed(list(items), batcher, sink)
     first = drained(batcher)
     assert saved_on(first) == (3, 3)  # lines 1, 5 and 7 (3 is plain)
-    assert (preparer.segments_saved, preparer.smart_encoded) == (3, 3)
+    assert carried(first) == (3, 3)
 
     hold.again = True
     for key, entries in hold.held:
@@ -64,13 +71,13 @@ def test_held_lines_count_when_released_and_lines_past_a_cap_never() -> None:
     assert isinstance(sink, Recorded)
     assert [(x.line, x.status) for x in sink.locals] == [(8, "NOT_SENT")]
     assert saved_on(first + released) == (5, 5)
-    assert (preparer.segments_saved, preparer.smart_encoded) == (5, 5)
+    assert carried(first + released) == (5, 5)
 
 
-def test_a_line_a_cap_refuses_in_its_chunk_is_not_counted() -> None:
+def test_a_line_a_cap_refuses_in_its_chunk_never_reaches_the_batcher() -> None:
     preparer, batcher, sink, _ = make(smart_encoding=True)
     preparer.policies = [Caps(max_messages=4)]
     items = [r(n, to=f"+52550000000{n}", params=p) for n, p in enumerate(PARAMS, 1)]
     preparer.feed(items, batcher, sink)
-    assert saved_on(drained(batcher)) == (2, 2)  # lines 1 and 4; 5 and after: the cap
-    assert (preparer.segments_saved, preparer.smart_encoded) == (2, 2)
+    batches = drained(batcher)
+    assert saved_on(batches) == carried(batches) == (2, 2)  # lines 1 and 4; then the cap

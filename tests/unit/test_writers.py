@@ -363,3 +363,29 @@ def test_usual_batch_line_by_line() -> None:
         ).encode()
     )
     assert summary.segments == {"GSM7": 1, "UCS2": 2}
+
+
+def test_smart_encoding_savings_count_where_the_gateway_accepts_the_message(
+    files: Files,
+) -> None:
+    """`segments_saved` and `smart_encoded` count the accepted messages only (and a dry
+    run's): not one the gateway refused, nor one that was never sent."""
+
+    def smart(line: int, to: str, saved: int) -> Entry:
+        return entry(line, to)._replace(replaced=2, saved=saved)
+
+    accepted = batch(smart(1, "+525500000001", 1), entry(2, "+525500000002"))
+    files.outputs.accepted(
+        accepted, ["id-1", "id-2"], status="QUEUE", attempts=1, transaction_id="tx", started=0
+    )
+    refused = batch(smart(3, "+525599000003", 1), smart(4, "+525500000004", 2))
+    files.outputs.accepted(
+        refused, [None, "id-4"], status="QUEUE", attempts=1, transaction_id="tx", started=0
+    )
+    files.outputs.unsent(
+        batch(smart(5, "+525500000005", 1)), Status.CANCELLED, "cancelled", attempts=0
+    )
+    assert (files.summary.smart_encoded, files.summary.segments_saved) == (2, 3)
+    files.outputs.dry_run(batch(smart(6, "+525500000006", 4), entry(7, "+525500000007")))
+    files.close()
+    assert (files.summary.smart_encoded, files.summary.segments_saved) == (3, 7)
