@@ -51,22 +51,14 @@ class GatewayClient:
     ) -> None:
         base = base_url.rstrip("/")
         self._base = base
-        headers = {
-            "Content-Type": JSON,
-            "Accept": JSON,
-            "User-Agent": f"sms-dispatcher/{__version__}",
-        }
-        if api_key is not None:
-            register_secret(api_key.reveal())
-            headers["Authorization"] = f"Bearer {api_key.reveal()}"
-        self._pool = Pool(base, headers, timeout=timeout, connect_timeout=connect_timeout)
+        self._pool = Pool(base, headers(api_key), timeout=timeout, connect_timeout=connect_timeout)
         self._batch = self._pool.head("POST", _path(f"{base}/v3/messages/batch"))
         self._single = self._pool.head("POST", _path(f"{base}/v2/messages"))
         self._status_path = _path(f"{base}/v2/messages/")
         self._key_header = idempotency_header or None
 
-    def __repr__(self) -> str:  # never show headers: they hold the key
-        return f"<GatewayClient {self._base}>"
+    def __repr__(self) -> str:  # never the headers (they hold the key), nor a userinfo
+        return f"<GatewayClient {yarl.URL(self._base).with_user(None)}>"
 
     async def __aenter__(self) -> Self:
         return self
@@ -113,6 +105,17 @@ class GatewayClient:
         if key is not None and self._key_header is not None:
             return await pool.fetch(pool.request(body, head=head, headers={self._key_header: key}))
         return await pool.fetch(pool.request(body, head=head))
+
+
+def headers(api_key: Secret | None) -> dict[str, str]:
+    """The headers of every request to the gateway (the load tester's too): JSON both
+    ways, who we are, and the key, registered with `dispatcher.logs` so that no output
+    shows it."""
+    fixed = {"Content-Type": JSON, "Accept": JSON, "User-Agent": f"sms-dispatcher/{__version__}"}
+    if api_key is not None:
+        register_secret(api_key.reveal())
+        fixed["Authorization"] = f"Bearer {api_key.reveal()}"
+    return fixed
 
 
 def path_segment(value: str) -> str:

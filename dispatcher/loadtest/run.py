@@ -34,13 +34,14 @@ from dispatcher._version import __version__
 from dispatcher.config import Secret
 from dispatcher.emulator import EmulatorSettings, FaultSettings, running_emulator
 from dispatcher.errors import AuthError, FatalError, GatewayError, RateLimited, Unavailable
+from dispatcher.gateway import headers as gateway_headers
 from dispatcher.http1 import Pool, Reply
 from dispatcher.loadtest import workload
 from dispatcher.loadtest.report import build_loadtest_report, live_line
 from dispatcher.loadtest.schedule import Schedule
 from dispatcher.loadtest.settings import LoadTest
 from dispatcher.loadtest.stats import Recorder, RequestOutcome, classify, export
-from dispatcher.logs import register_secret, scrub_answer
+from dispatcher.logs import scrub_answer
 
 if TYPE_CHECKING:
     from dispatcher.metrics import Snapshot
@@ -121,7 +122,7 @@ async def _run(
         endpoint = "/v2/messages" if bodies.single else "/v3/messages/batch"
         pool = Pool(
             base_url.rstrip("/") + endpoint,
-            _headers(api_key),
+            gateway_headers(api_key),  # without an Idempotency-Key
             timeout=test.timeout,
             connect_timeout=min(test.timeout, 10.0),
         )
@@ -147,19 +148,6 @@ def announce(test: LoadTest, base_url: str, single: bool, live: TextIO) -> None:
         file=live,
         flush=True,
     )
-
-
-def _headers(api_key: Secret | None) -> dict[str, str]:
-    """The headers of `dispatcher.gateway.GatewayClient`, without an Idempotency-Key."""
-    headers = {
-        "Content-Type": "application/json",
-        "Accept": "application/json",
-        "User-Agent": f"sms-dispatcher/{__version__}",
-    }
-    if api_key is not None:
-        register_secret(api_key.reveal())
-        headers["Authorization"] = f"Bearer {api_key.reveal()}"
-    return headers
 
 
 @contextlib.asynccontextmanager

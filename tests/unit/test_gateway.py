@@ -476,3 +476,12 @@ async def test_no_error_and_no_repr_shows_the_key(
     assert not [text for text in shown if KEY in text]
     assert KEY not in caplog.text
     assert KEY not in repr(client)
+
+
+async def test_the_repr_shows_no_userinfo_of_the_base_url() -> None:
+    async with GatewayClient(
+        "https://ops:hunter2@gw.example/raven/", Secret(KEY), timeout=1, connect_timeout=1
+    ) as client:
+        shown = repr(client)
+    assert shown == "<GatewayClient https://gw.example/raven>"
+    assert "hunter2" not in shown
