@@ -18,6 +18,7 @@ from dispatcher.models import Batch, Encoding, Entry, Group, Rejected, Status
 from dispatcher.renderer import compile_template
 from dispatcher.summary import Summary
 from dispatcher.writers import FLUSH_BYTES, NdjsonSink, Outputs
+from tests.support.result_lines import accepted_line
 
 
 class Clock:
@@ -252,22 +253,11 @@ def reference(
                 "transactionId": transaction_id,
                 "error": "the gateway listed the number as invalid",
             }
+            if entry.ref is not None:
+                result["ref"] = entry.ref
+            out.append(orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE))
         else:
-            result = {
-                "line": entry.line,
-                "to": entry.to,
-                "status": status,
-                "id": message_id,
-                "segments": entry.segments,
-                "encoding": entry.encoding,
-                "attempts": attempts,
-                "transactionId": transaction_id,
-            }
-            if entry.replaced:  # smart encoding's count, only when it replaced some
-                result["replaced"] = entry.replaced
-        if entry.ref is not None:
-            result["ref"] = entry.ref
-        out.append(orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE))
+            out.append(accepted_line(entry, status, message_id, attempts, transaction_id))
     return b"".join(out)
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from dispatcher.models import Batch, BigInt, Encoding, Entry, Rejected, Status
 from dispatcher.summary import ACCEPTED, Summary
 from dispatcher.writers import NdjsonSink, Outputs
+from tests.support.result_lines import accepted_line, dry_run_line, unsent_line
 from tests.unit.test_writers import batch
 
 NL = orjson.OPT_APPEND_NEWLINE
@@ -66,41 +67,6 @@ class Run:
 
 def batch_of(entries: list[Entry]) -> Batch:
     return batch(*entries)
-
-
-def with_extras(result: dict[str, Any], entry: Entry) -> bytes:
-    if entry.replaced:
-        result["replaced"] = entry.replaced
-    if entry.ref is not None:
-        result["ref"] = entry.ref
-    return orjson.dumps(result, option=NL)
-
-
-def accepted_line(entry: Entry, status: str, message_id: str, attempts: int, tid: Any) -> bytes:
-    result = {
-        "line": entry.line,
-        "to": entry.to,
-        "status": status,
-        "id": message_id,
-        "segments": entry.segments,
-        "encoding": entry.encoding,
-        "attempts": attempts,
-        "transactionId": tid,
-    }
-    return with_extras(result, entry)
-
-
-def unsent_line(entry: Entry, status: str, error: str, attempts: int) -> bytes:
-    result = {
-        "line": entry.line,
-        "to": entry.to,
-        "status": status,
-        "segments": entry.segments,
-        "encoding": entry.encoding,
-        "attempts": attempts,
-        "error": error,
-    }
-    return with_extras(result, entry)
 
 
 def serialisable(ref: Any) -> bool:
@@ -259,19 +225,7 @@ def test_unsent_is_orjson_of_each_result(
 def test_dry_run_is_orjson_of_each_result(batch_entries: list[Entry]) -> None:
     run = Run()
     run.outputs.dry_run(batch_of(batch_entries))
-    want = [
-        with_extras(
-            {
-                "line": e.line,
-                "to": e.to,
-                "status": Status.DRY_RUN,
-                "segments": e.segments,
-                "encoding": e.encoding,
-            },
-            e,
-        )
-        for e in batch_entries
-    ]
+    want = [dry_run_line(e) for e in batch_entries]
     assert run.lines() == want
     assert run.summary.segments == expected_segments(batch_entries)
 
@@ -443,17 +397,5 @@ def test_big_unsent_and_dry_run_batches_with_refs_and_replacements() -> None:
     ]
     dry = Run()
     dry.outputs.dry_run(batch_of(batch_entries))
-    assert dry.lines() == [
-        with_extras(
-            {
-                "line": e.line,
-                "to": e.to,
-                "status": Status.DRY_RUN,
-                "segments": e.segments,
-                "encoding": e.encoding,
-            },
-            e,
-        )
-        for e in batch_entries
-    ]
+    assert dry.lines() == [dry_run_line(e) for e in batch_entries]
     assert dry.summary.segments == expected_segments(batch_entries)
