@@ -160,7 +160,7 @@ class Entry(NamedTuple):
     replaced: int = 0
     #: segments smart encoding saved on this message. It goes with the entry (and a
     #: held line's spill record, `dispatcher.windows.Held`) so that the summary counts
-    #: it whenever, and only if, the message passes the last policy (`Preparer`)
+    #: it where, and only if, the gateway accepts the message (`dispatcher.writers`)
     saved: int = 0
 
 

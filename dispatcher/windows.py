@@ -448,7 +448,7 @@ class Held:
     when the first line waits and removed at the end. Each write is one pickle of a
     run's entries for one instant with its group key; ints of any size and `BigInt`
     params come back exactly, and so does each entry's smart-encoding saving
-    (`Entry.saved`), which the summary counts once the line is released and passes.
+    (`Entry.saved`), which the summary counts if the gateway accepts the line once sent.
     The files are this process's own, read back only by it.
     """
 
