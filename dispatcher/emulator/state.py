@@ -173,7 +173,7 @@ class Emulator:
             if self.faults.active:
                 delay = self.faults.delay()
                 if delay:
-                    await asyncio.sleep(delay)
+                    await _at_least(delay)
                 fault = self.faults.draw()
             if fault in BEFORE:
                 return self._fault_before(request, fault)
@@ -377,3 +377,14 @@ class Emulator:
         await self.reports.start()
         yield
         await self.reports.close()
+
+
+async def _at_least(seconds: float) -> None:
+    """Sleep ``seconds`` at least, by the precise clock: the event loop's timers may fire
+    early (uvloop's clock is libuv's millisecond, cached at the start of each loop
+    iteration), and ``--latency-ms`` promises an answer no sooner. What a timer left is
+    slept again — not a poll: each wait is the time still owed."""
+    deadline = time.perf_counter() + seconds
+    await asyncio.sleep(seconds)
+    while (left := deadline - time.perf_counter()) > 0:  # noqa: ASYNC110 (owed, not polled)
+        await asyncio.sleep(left)

@@ -7,6 +7,7 @@ emulator's own latency (to overlap requests) and delivery reports arriving.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -477,3 +478,25 @@ async def test_no_report_without_request_dr(
     await asyncio.wait_for(rec.done.wait(), 10)
     assert [path for path, _ in rec.reports] == ["/b"]
     assert (await api.get(f"/v2/messages/{sent.data['id']}")).data["status"] == "QUEUE"
+
+
+async def test_latency_is_a_floor_even_when_the_loop_s_timers_fire_early(
+    emulator_factory: EmulatorFactory, http: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--latency-ms`` promises an answer no sooner (a load test's ``min`` latency is
+    checked against it): a timer that fires early (as uvloop's millisecond clock may;
+    here by 3 ms every time, on purpose) is topped up by the precise clock."""
+    real_sleep = asyncio.sleep
+
+    async def early(delay: float, result: Any = None) -> Any:
+        return await real_sleep(max(0.0, delay - 0.003), result)
+
+    emu = await emulator_factory(rate_limit=False)
+    await emu.set_faults(latency_ms=20)
+    api = Api(http, emu)
+    monkeypatch.setattr("dispatcher.emulator.state.asyncio.sleep", early)
+    for n in range(5):
+        started = time.perf_counter()
+        reply = await api.batch(batch(1, start=n))
+        assert reply.status == 200
+        assert time.perf_counter() - started >= 0.020
