@@ -37,7 +37,7 @@ without the filter, merging two runs at a time: 0.85 and 0.7 µs. With the filte
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import repeat as _repeat
 from typing import Any, Final
 
@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
+from dispatcher import heap
 from dispatcher.dedupe import NUMBER_BITS, one_text
 from dispatcher.errors import ConfigError
 from dispatcher.suppress import FILTER_BLOCK, KeyFilter, SortedKeys, number_keys
@@ -148,43 +149,15 @@ _NO_KEYS: Final = SortedKeys(SortedKeys.empty(0), 0)
 _EMPTY_U32: Final[npt.NDArray[np.uint32]] = np.empty(0, dtype=np.uint32)
 
 
-#: A merge whose result has this many entries hands freed memory back (see below).
+#: A merge whose result has this many entries hands freed memory back (see `Runs._add`).
 TRIM_FROM: Final = 1 << 16
-
-
-def _release_freed_memory() -> None:
-    """Hand the heap's free pages back to the system (glibc's ``malloc_trim``).
-
-    Merges allocate and free arrays of a few MiB; glibc serves those from its heap
-    (above 32 MiB, from maps of their own) and keeps them once freed, ready for the next
-    merge: at 1 M entries the process held 34 bytes per entry for 20 of runs. Trimming
-    after each merge whose result has `TRIM_FROM` entries or more (about 50 times per 1 M
-    entries, no cost that the figures show) brings that back to 21. Anonymous maps of
-    their own for every array were measured too: the page faults of fresh memory made
-    the merges twice as slow. Where there is no ``malloc_trim`` (not glibc): nothing.
-    """
-    global _malloc_trim
-    if _malloc_trim is None:
-        _malloc_trim = _find_malloc_trim()
-    _malloc_trim(0)
-
-
-def _find_malloc_trim() -> Callable[[int], object]:
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError, ImportError):
-        return lambda pad: None
-
-
-_malloc_trim: Callable[[int], object] | None = None
 
 
 class Runs:
     """The packed record: sorted runs behind a filter (see the module docstring)."""
 
     def __init__(self) -> None:
+        heap.settle()
         self._runs: list[_Run] = []
         self._levels: list[int] = []  # per run: how many merges of FANOUT made it
         self._size = 0
@@ -337,7 +310,15 @@ class Runs:
 
     def _add(self, run: _Run) -> None:
         """Append a new run at level 0; `FANOUT` runs of one level merge into one of the
-        next (a counter in base `FANOUT`)."""
+        next (a counter in base `FANOUT`).
+
+        A merge whose result has `TRIM_FROM` entries or more (about 50 per 1 M entries)
+        hands the heap's free pages back (`dispatcher.heap.release`): glibc keeps what
+        a merge freed, ready for the next one, and at 1 M entries the process held 34
+        bytes per entry for 20 of runs; trimmed, 21. Anonymous maps of their own for
+        every array were measured too: the page faults of fresh memory made the merges
+        twice as slow.
+        """
         runs, levels = self._runs, self._levels
         runs.append(run)
         levels.append(0)
@@ -349,7 +330,7 @@ class Runs:
             runs.append(merged)
             levels.append(level)
             if len(merged) >= TRIM_FROM:
-                _release_freed_memory()
+                heap.release()
 
 
 def _keys(numbers: Sequence[str] | _U64, count: int) -> _U64:

@@ -80,6 +80,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from dispatcher import heap
 from dispatcher.country_lengths import LENGTHS
 from dispatcher.errors import ConfigError, InputError, InvalidNumber
 from dispatcher.numbers import (
@@ -312,6 +313,7 @@ class SuppressionList:
     @classmethod
     def load(cls, paths: Sequence[str | os.PathLike[str]]) -> SuppressionList:
         """Read every list file; raise `ConfigError` naming a file that cannot be read."""
+        heap.settle()  # the blocks' arrays reuse the heap (`dispatcher.heap`)
         keys = _Growing()
         # Parsing NDJSON makes a dict per line, and the collector's passes over them cost
         # more than the parse itself (1.8 s against 0.7 s per million `dispatcher gen`
@@ -323,7 +325,9 @@ class SuppressionList:
         finally:
             if collecting:
                 gc.enable()
-        return cls(_sorted_distinct(keys.take()), stats)
+        optout = cls(_sorted_distinct(keys.take()), stats)
+        heap.release()  # what the blocks held, kept by the heap since `settle`
+        return optout
 
     @classmethod
     def from_numbers(cls, numbers: Sequence[str]) -> SuppressionList:
