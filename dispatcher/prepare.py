@@ -43,6 +43,8 @@ _segments_of = itemgetter(2)
 _NO_OVERRIDES = (None, None, None, None, None)
 #: What the column path looks at in place of a line without a number (set aside).
 _NO_RECIPIENT = Recipient(line=0, to="")
+#: An opted-out line's place in its chunk once its result is written (`Preparer._opt_out`).
+_ANSWERED = Recipient(line=0, to="")
 
 
 #: A run of a chunk's messages of one group: the group, the entries and (when a policy
@@ -358,10 +360,10 @@ class Preparer:
         listed = self._optout.listed_keys(shared.keys)
         if not listed:
             return chunk, numbers
-        # The rest is copied a slice at a time, between the (few) listed lines.
-        kept_items: list[Recipient | Rejected] = []
-        kept_numbers: list[str | None] = []
-        start = 0
+        # A listed line stays in its place as `_ANSWERED`, without a number, which the
+        # rest of the chunk's way passes over (a copy of the chunk's list, not a new list
+        # built a slice at a time between the listed lines: 30 ns a line of the chunk).
+        chunk = list(chunk)
         for position in listed:
             item = cast("Recipient", chunk[position])
             sink.local(
@@ -371,12 +373,9 @@ class Preparer:
                 "the number is on an opt-out list",
                 ref=item.ref,
             )
-            kept_items += chunk[start:position]
-            kept_numbers += numbers[start:position]
-            start = position + 1
-        kept_items += chunk[start:]
-        kept_numbers += numbers[start:]
-        return kept_items, kept_numbers
+            chunk[position] = _ANSWERED
+            numbers[position] = None
+        return chunk, numbers
 
     def _pass(self, runs: list[Run], batcher: Batches, sink: LocalSink) -> None:
         """A chunk's runs pass each policy in turn, then go to the batcher.
@@ -425,7 +424,10 @@ class Preparer:
         return smart
 
     def _unsendable(self, item: Recipient | Rejected, sink: LocalSink) -> None:
-        """A rejected line, or a number that `normalize` refuses (with the reason)."""
+        """A rejected line, or a number that `normalize` refuses (with the reason); an
+        opted-out line (`_ANSWERED`) is answered already."""
+        if item is _ANSWERED:
+            return
         if isinstance(item, Rejected):
             sink.rejected(item)
             return
