@@ -445,14 +445,16 @@ def _load_file(path: str, keys: _Growing) -> ListStats:
         raise ConfigError(f"opt-out list: {exc}") from None
     try:
         extract: _Extractor | None = None
-        for first_line, text in _blocks(source):
+        line = 1  # of the block's first line
+        for text in _blocks(source):
             lines_skipped = 0
             if extract is None:
                 extract, lines_skipped = _detect(path, text)
-                if extract is None:
-                    continue  # only blank lines so far
+                if extract is None:  # only blank lines so far
+                    line += text.count("\n") + 1
+                    continue
                 stats.format = extract.name
-            _load_block(text, first_line, lines_skipped, extract, stats, keys)
+            line += _load_block(text, line, lines_skipped, extract, stats, keys)
     except InputError as exc:
         raise ConfigError(f"opt-out list: {exc}") from None
     finally:
@@ -460,11 +462,11 @@ def _load_file(path: str, keys: _Growing) -> ListStats:
     return stats
 
 
-def _blocks(source: ByteSource) -> Iterator[tuple[int, str]]:
-    """(number of the first line, text of whole lines without the last newline)."""
+def _blocks(source: ByteSource) -> Iterator[str]:
+    """Texts of whole lines without the last newline (their lines are counted by
+    `_load_block`, which can often tell without a pass over the text)."""
     decoder: codecs.IncrementalDecoder | None = None
     pending = ""
-    line = 1
     while True:
         data = source.read()
         if decoder is None:
@@ -483,8 +485,7 @@ def _blocks(source: ByteSource) -> Iterator[tuple[int, str]]:
             text, pending = text[:cut], text[cut + 1 :]
         elif not text:
             return
-        yield line, text
-        line += text.count("\n") + 1
+        yield text
         if not data:
             return
 
@@ -604,13 +605,16 @@ def _detect(path: str, text: str) -> tuple[_Extractor | None, int]:
     """The format of a file from its first non-blank line, and how many lines of ``text``
     to skip (a CSV header and the blank lines before it)."""
     skipped = 0
-    for line in text.split("\n"):
+    start = 0
+    while True:  # to the first non-blank line, not through the whole block
         skipped += 1
-        if line.strip():
+        end = text.find("\n", start)
+        first = (text[start:] if end < 0 else text[start:end]).strip()
+        if first:
             break
-    else:
-        return None, 0
-    first = line.strip()
+        if end < 0:
+            return None, 0
+        start = end + 1
     if first.startswith("{"):
         return _Ndjson(), 0
     if first.strip('"').lower() in COLUMNS:  # a header of one column
@@ -633,7 +637,9 @@ def _detect(path: str, text: str) -> tuple[_Extractor | None, int]:
 
 def _load_block(
     text: str, first_line: int, skip: int, extract: _Extractor, stats: ListStats, keys: _Growing
-) -> None:
+) -> int:
+    """Add the keys of ``text`` (whose first line is numbered ``first_line``; ``skip``
+    lines of it are not entries) to ``keys``; return how many lines it has."""
     if skip:
         first_line += skip
     # One number a line: the text is its own list of raw numbers (no split, no join).
@@ -649,7 +655,8 @@ def _load_block(
         if len(bad):
             raws = text.split("\n") if raws is None else raws
             _not_valid(bad, block_keys, raws, None, first_line, stats)
-        return
+        # A key a line when the text is the list (the same count as its newlines + 1).
+        return len(block_keys) if plain else text.count("\n") + 1
     if raws is None:
         raws = text.split("\n")
     lines: list[str] | None = None
@@ -680,6 +687,7 @@ def _load_block(
     keys.extend(block_keys)
     bad = np.flatnonzero(~_international(block_keys))
     _not_valid(bad, block_keys, raws, positions, first_line, stats)
+    return text.count("\n") + 1
 
 
 def _not_valid(
@@ -721,15 +729,21 @@ def _plain_keys(text: str) -> tuple[_U64, npt.NDArray[np.bool_]] | None:
     if not text or not text.isascii():
         return None
     data = text.encode()
-    other = data.translate(None, _PLAIN_BYTES)
-    if other:  # separators to remove, or another byte
-        if other.translate(None, ASCII_SEPARATORS):
+    octets = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(octets == _NEWLINE)
+    pluses = np.count_nonzero(octets == _PLUS)
+    # Bytes that are not digits (``x - 48`` wraps below 0) but newlines and pluses: none
+    # in the usual block, told by two numpy passes (they cost less than a `translate`).
+    other = octets - _ZERO
+    if np.count_nonzero(np.greater(other, 9, out=other.view(bool))) != len(ends) + pluses:
+        if data.translate(None, _PLAIN_BYTES).translate(None, ASCII_SEPARATORS):
             return None
         data = data.translate(None, ASCII_SEPARATORS)
         if not data:
             return None
-    octets = np.frombuffer(data, dtype=np.uint8)
-    ends = np.flatnonzero(octets == _NEWLINE)
+        octets = np.frombuffer(data, dtype=np.uint8)
+        ends = np.flatnonzero(octets == _NEWLINE)
+        pluses = np.count_nonzero(octets == _PLUS)
     starts = np.empty(len(ends) + 1, dtype=np.intp)
     starts[0] = 0
     starts[1:] = ends + 1
@@ -738,7 +752,7 @@ def _plain_keys(text: str) -> tuple[_U64, npt.NDArray[np.bool_]] | None:
     # at a line start when they are as many), and the digits after it.
     leading = octets[np.minimum(starts, len(octets) - 1)] == _PLUS
     leading &= starts < len(octets)  # an empty last line has no start to read
-    if data.count(b"+") != np.count_nonzero(leading):
+    if pluses != np.count_nonzero(leading):
         return None
     first = starts + leading
     digits = ends - first
