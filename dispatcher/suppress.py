@@ -744,14 +744,15 @@ def _plain_keys(text: str) -> tuple[_U64, npt.NDArray[np.bool_]] | None:
         octets = np.frombuffer(data, dtype=np.uint8)
         ends = np.flatnonzero(octets == _NEWLINE)
         pluses = np.count_nonzero(octets == _PLUS)
+    if data.endswith(b"\n"):  # an empty last line
+        return None
     starts = np.empty(len(ends) + 1, dtype=np.intp)
     starts[0] = 0
     starts[1:] = ends + 1
     ends = np.append(ends, len(octets))
     # A + only at the start of a line (a line starts with one + at most, so every + is
     # at a line start when they are as many), and the digits after it.
-    leading = octets[np.minimum(starts, len(octets) - 1)] == _PLUS
-    leading &= starts < len(octets)  # an empty last line has no start to read
+    leading = octets[starts] == _PLUS
     if pluses != np.count_nonzero(leading):
         return None
     first = starts + leading
@@ -780,9 +781,8 @@ def _digits_value(data: bytes, ends: npt.NDArray[np.intp], digits: npt.NDArray[n
     6, alternated)."""
     padded = bytes(8) + data  # so that the word before a first line's last 8 digits exists
     words = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
-    at = ends + 8
-    low = _eight_digits(words[at - 8])
-    high = words[at - 16]
+    low = _eight_digits(words[ends])  # the word of padded[end : end + 8], data[end - 8 : end]
+    high = words[ends - 8]
     high &= _HIGH_DIGITS[digits]
     value = _eight_digits(high)
     value *= _E8
