@@ -216,3 +216,21 @@ def test_plain_keys_take_only_what_normalize_takes(lines: list[str], newline_las
 )
 def test_plain_keys_leave_blank_lines_and_other_bytes_to_the_careful_path(text: str) -> None:
     assert suppress._plain_keys(text) is None
+
+
+@pytest.mark.parametrize("block", [3, 16, 1 << 16])
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_line_longer_than_many_blocks_is_one_line(
+    tmp_path: Path, block: int, encoding: str, newline: str
+) -> None:
+    long = "ç" * 300  # two bytes each in UTF-8: characters cut across blocks too
+    text = newline.join(["+525512345678", long, "+12025550123", "", "+33612345678", ""])
+    path = tmp_path / "l.txt"
+    path.write_bytes(text.encode(encoding))
+    with mock.patch.object(suppress, "BLOCK", block):
+        lists = SuppressionList.load([path])
+    (stats,) = lists.stats
+    assert (stats.entries, stats.numbers, stats.unparseable) == (4, 3, 1)
+    assert [p.line for p in stats.unparseable_examples] == [2]
+    assert lists.contains_many(["+525512345678", "+12025550123", "+33612345678"]) == [True] * 3
