@@ -420,14 +420,14 @@ def _sorted_distinct(keys: _U64) -> _U64:
     for 100 sorted blocks, against 48 to 52 for the default quicksort, which is 15 %
     faster on keys in no order (51 against 61 ms). Counting the descents that tell
     them apart takes 0.3 ms. Where numpy's quicksort is the slow one of `_sort_rows_first`,
-    keys in no order are sorted in rows first."""
+    keys in no order (up to `ROWS_MERGED`) are sorted in rows first."""
     size = len(keys)
     if size < 2:
         return keys
     descents = np.count_nonzero(keys[1:] < keys[:-1])
     if descents * 64 < size:
         keys.sort(kind="stable")
-    elif size >= 2 * ROW and _sort_rows_first():
+    elif 2 * ROW <= size <= ROWS_MERGED and _sort_rows_first():
         whole = size - size % ROW
         keys[:whole].reshape(-1, ROW).sort(axis=1)
         keys[whole:].sort()
@@ -448,6 +448,10 @@ def _sorted_distinct(keys: _U64) -> _U64:
 
 #: Keys a row, when sorted in rows first (`_sort_rows_first`).
 ROW: Final = 256
+#: At most this many keys are sorted in rows first: timsort's merge takes a buffer of
+#: half the keys (16 MiB here), which at 10 M keys raised the load's peak from 109 to
+#: 137 MiB added, for 0.16 s of its 2.3.
+ROWS_MERGED: Final = 1 << 22
 _rows_first: bool | None = None
 
 
@@ -457,9 +461,10 @@ def _sort_rows_first() -> bool:
     1 M keys where its AVX2 version takes 12 to 16, but it sorts arrays of up to 256
     keys with sorting networks, no partition: 2.5 ns a key. There, rows of `ROW` keys
     each sorted and then merged by timsort take 44 against 54 ms for 1 M keys in no
-    order, 0.65 against 0.81 s for 10 M (min of 7, alternated, at load 1.5); elsewhere
-    the merge would cost 3 times the quicksort. Zen 4 is AMD's family 25 with AVX-512
-    (Zen 3, the same family, has none; Zen 5, family 26, compresses fast)."""
+    order (min of 7, alternated, at load 1.5; 0.65 against 0.81 s for 10 M, but see
+    `ROWS_MERGED`); elsewhere the merge would cost 3 times the quicksort. Zen 4 is
+    AMD's family 25 with AVX-512 (Zen 3, the same family, has none; Zen 5, family 26,
+    compresses fast)."""
     global _rows_first
     if _rows_first is None:
         _rows_first = _numpy_sorts_with_avx512() and _amd_family() == 25

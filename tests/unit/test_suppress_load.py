@@ -234,3 +234,13 @@ def test_a_line_longer_than_many_blocks_is_one_line(
     assert (stats.entries, stats.numbers, stats.unparseable) == (4, 3, 1)
     assert [p.line for p in stats.unparseable_examples] == [2]
     assert lists.contains_many(["+525512345678", "+12025550123", "+33612345678"]) == [True] * 3
+
+
+def test_more_keys_than_rows_merged_take_the_quicksort() -> None:
+    keys = np.arange(3 * suppress.ROW, dtype=np.uint64)[::-1].copy()
+    with (
+        mock.patch.object(suppress, "_rows_first", True),
+        mock.patch.object(suppress, "ROWS_MERGED", 2 * suppress.ROW),
+        mock.patch.object(suppress, "_sort_rows_first", side_effect=AssertionError),
+    ):
+        assert suppress._sorted_distinct(keys).tolist() == list(range(3 * suppress.ROW))
