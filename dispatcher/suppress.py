@@ -69,6 +69,7 @@ from __future__ import annotations
 import codecs
 import csv
 import gc
+import importlib
 import os
 import re
 import warnings
@@ -97,7 +98,9 @@ _U64 = npt.NDArray[np.uint64]
 
 #: Examples kept per file and per kind of problem.
 EXAMPLES: Final = 5
-#: Bytes read (and decoded) at a time.
+#: Bytes read (and decoded) at a time. With `dispatcher.heap` settled, a block's arrays
+#: reuse the last one's memory at any size: 64 KiB to 1 MiB load a list of numbers in
+#: the same time, and NDJSON is faster with 1 MiB (600 against 720 ms for 1 M lines).
 BLOCK: Final = 1 << 20
 COLUMNS: Final = ("to", "number", "phone")
 _SEPARATORS: Final = (",", ";", "\t")
@@ -416,12 +419,21 @@ def _sorted_distinct(keys: _U64) -> _U64:
     by merging its runs (timsort, ``kind="stable"``): 0.3 ms for 1 M sorted keys, 2.6
     for 100 sorted blocks, against 48 to 52 for the default quicksort, which is 15 %
     faster on keys in no order (51 against 61 ms). Counting the descents that tell
-    them apart takes 0.3 ms."""
+    them apart takes 0.3 ms. Where numpy's quicksort is the slow one of `_sort_rows_first`,
+    keys in no order (up to `ROWS_MERGED`) are sorted in rows first."""
     size = len(keys)
     if size < 2:
         return keys
     descents = np.count_nonzero(keys[1:] < keys[:-1])
-    keys.sort(kind="stable" if descents * 64 < size else "quicksort")
+    if descents * 64 < size:
+        keys.sort(kind="stable")
+    elif 2 * ROW <= size <= ROWS_MERGED and _sort_rows_first():
+        whole = size - size % ROW
+        keys[:whole].reshape(-1, ROW).sort(axis=1)
+        keys[whole:].sort()
+        keys.sort(kind="stable")
+    else:
+        keys.sort()
     kept = 1
     step = 1 << 20
     for start in range(1, size, step):
@@ -432,6 +444,56 @@ def _sorted_distinct(keys: _U64) -> _U64:
         kept += len(values)
     keys.resize(kept, refcheck=False)
     return keys
+
+
+#: Keys a row, when sorted in rows first (`_sort_rows_first`).
+ROW: Final = 256
+#: At most this many keys are sorted in rows first: timsort's merge takes a buffer of
+#: half the keys (16 MiB here), which at 10 M keys raised the load's peak from 109 to
+#: 137 MiB added, for 0.16 s of its 2.3.
+ROWS_MERGED: Final = 1 << 22
+_rows_first: bool | None = None
+
+
+def _sort_rows_first() -> bool:
+    """Whether numpy sorts with AVX-512 on an AMD Zen 4: its quicksort (x86-simd-sort)
+    then partitions with a compress-store that Zen 4 runs as microcode, 55 ns a key at
+    1 M keys where its AVX2 version takes 12 to 16, but it sorts arrays of up to 256
+    keys with sorting networks, no partition: 2.5 ns a key. There, rows of `ROW` keys
+    each sorted and then merged by timsort take 44 against 54 ms for 1 M keys in no
+    order (min of 7, alternated, at load 1.5; 0.65 against 0.81 s for 10 M, but see
+    `ROWS_MERGED`); elsewhere the merge would cost 3 times the quicksort. Zen 4 is
+    AMD's family 25 with AVX-512 (Zen 3, the same family, has none; Zen 5, family 26,
+    compresses fast)."""
+    global _rows_first
+    if _rows_first is None:
+        _rows_first = _numpy_sorts_with_avx512() and _amd_family() == 25
+    return _rows_first
+
+
+def _numpy_sorts_with_avx512() -> bool:
+    """Whether numpy dispatches to its AVX-512 (Skylake-X) loops: not where the CPU lacks
+    them, nor when NPY_DISABLE_CPU_FEATURES turned them off."""
+    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):
+        try:  # numpy 2, then numpy 1
+            features = importlib.import_module(module).__cpu_features__
+        except (ImportError, AttributeError):
+            continue
+        return bool(features.get("AVX512_SKX"))
+    return False  # pragma: no cover - a numpy without the table
+
+
+def _amd_family(cpuinfo: str = "/proc/cpuinfo") -> int | None:
+    """The CPU family of an AMD processor (Linux), else None."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    if "AuthenticAMD" not in head:
+        return None
+    found = re.search(r"^cpu family\s*:\s*([0-9]+)", head, re.MULTILINE)
+    return int(found[1]) if found else None
 
 
 # --- reading a list file ---------------------------------------------------------------
@@ -445,14 +507,16 @@ def _load_file(path: str, keys: _Growing) -> ListStats:
         raise ConfigError(f"opt-out list: {exc}") from None
     try:
         extract: _Extractor | None = None
-        for first_line, text in _blocks(source):
+        line = 1  # of the block's first line
+        for text in _blocks(source):
             lines_skipped = 0
             if extract is None:
                 extract, lines_skipped = _detect(path, text)
-                if extract is None:
-                    continue  # only blank lines so far
+                if extract is None:  # only blank lines so far
+                    line += text.count("\n") + 1
+                    continue
                 stats.format = extract.name
-            _load_block(text, first_line, lines_skipped, extract, stats, keys)
+            line += _load_block(text, line, lines_skipped, extract, stats, keys)
     except InputError as exc:
         raise ConfigError(f"opt-out list: {exc}") from None
     finally:
@@ -460,11 +524,12 @@ def _load_file(path: str, keys: _Growing) -> ListStats:
     return stats
 
 
-def _blocks(source: ByteSource) -> Iterator[tuple[int, str]]:
-    """(number of the first line, text of whole lines without the last newline)."""
+def _blocks(source: ByteSource) -> Iterator[str]:
+    """Texts of whole lines without the last newline (their lines are counted by
+    `_load_block`, which can often tell without a pass over the text). A line longer
+    than a block is gathered in parts and joined once (no copy a block read)."""
     decoder: codecs.IncrementalDecoder | None = None
-    pending = ""
-    line = 1
+    pending: list[str] = []  # the start of a line whose end is not read yet
     while True:
         data = source.read()
         if decoder is None:
@@ -472,19 +537,26 @@ def _blocks(source: ByteSource) -> Iterator[tuple[int, str]]:
                 decoder = codecs.getincrementaldecoder("utf-16")("replace")
             else:
                 decoder = codecs.getincrementaldecoder("utf-8-sig")("replace")
-        text = pending + decoder.decode(data, final=not data)
+        text = decoder.decode(data, final=not data)
         if "\r" in text:
             text = text.replace("\r", "")
+        rest = ""
         if data:
             cut = text.rfind("\n")
             if cut < 0:
-                pending = text
+                if text:
+                    pending.append(text)
                 continue
-            text, pending = text[:cut], text[cut + 1 :]
-        elif not text:
+            text, rest = text[:cut], text[cut + 1 :]
+        if pending:
+            pending.append(text)
+            text = "".join(pending)
+            pending.clear()
+        if rest:
+            pending.append(rest)
+        if not data and not text:
             return
-        yield line, text
-        line += text.count("\n") + 1
+        yield text
         if not data:
             return
 
@@ -604,13 +676,16 @@ def _detect(path: str, text: str) -> tuple[_Extractor | None, int]:
     """The format of a file from its first non-blank line, and how many lines of ``text``
     to skip (a CSV header and the blank lines before it)."""
     skipped = 0
-    for line in text.split("\n"):
+    start = 0
+    while True:  # to the first non-blank line, not through the whole block
         skipped += 1
-        if line.strip():
+        end = text.find("\n", start)
+        first = (text[start:] if end < 0 else text[start:end]).strip()
+        if first:
             break
-    else:
-        return None, 0
-    first = line.strip()
+        if end < 0:
+            return None, 0
+        start = end + 1
     if first.startswith("{"):
         return _Ndjson(), 0
     if first.strip('"').lower() in COLUMNS:  # a header of one column
@@ -633,7 +708,9 @@ def _detect(path: str, text: str) -> tuple[_Extractor | None, int]:
 
 def _load_block(
     text: str, first_line: int, skip: int, extract: _Extractor, stats: ListStats, keys: _Growing
-) -> None:
+) -> int:
+    """Add the keys of ``text`` (whose first line is numbered ``first_line``; ``skip``
+    lines of it are not entries) to ``keys``; return how many lines it has."""
     if skip:
         first_line += skip
     # One number a line: the text is its own list of raw numbers (no split, no join).
@@ -649,7 +726,8 @@ def _load_block(
         if len(bad):
             raws = text.split("\n") if raws is None else raws
             _not_valid(bad, block_keys, raws, None, first_line, stats)
-        return
+        # A key a line when the text is the list (the same count as its newlines + 1).
+        return len(block_keys) if plain else text.count("\n") + 1
     if raws is None:
         raws = text.split("\n")
     lines: list[str] | None = None
@@ -680,6 +758,7 @@ def _load_block(
     keys.extend(block_keys)
     bad = np.flatnonzero(~_international(block_keys))
     _not_valid(bad, block_keys, raws, positions, first_line, stats)
+    return text.count("\n") + 1
 
 
 def _not_valid(
@@ -717,28 +796,37 @@ def _plain_keys(text: str) -> tuple[_U64, npt.NDArray[np.bool_]] | None:
     length and first three digits there too: 84 against 101 ms for 1 M numbers with
     the country check (min of 15, alternated in one process at load 1.7) when it took
     a C parse of the text and a division a key; against 300 ns a number for
-    `normalize_many` and `number_keys` on the lines."""
+    `normalize_many` and `number_keys` on the lines. Telling a block of digits, pluses
+    and newlines by numpy compares and counts rather than ``bytes.translate`` and
+    ``bytes.count`` took that to 33-35 against 42-55 ms (min of 15, alternated)."""
     if not text or not text.isascii():
         return None
     data = text.encode()
-    other = data.translate(None, _PLAIN_BYTES)
-    if other:  # separators to remove, or another byte
-        if other.translate(None, ASCII_SEPARATORS):
+    octets = np.frombuffer(data, dtype=np.uint8)
+    pluses = np.count_nonzero(octets == _PLUS)
+    # Bytes that are not digits (``x - 48`` wraps below 0) but newlines and pluses: none
+    # in the usual block, told by numpy compares and counts (cheaper than a `translate`).
+    other = octets - _ZERO
+    other = np.greater(other, 9, out=other.view(bool))
+    if np.count_nonzero(other) != np.count_nonzero(octets == _NEWLINE) + pluses:
+        if data.translate(None, _PLAIN_BYTES).translate(None, ASCII_SEPARATORS):
             return None
         data = data.translate(None, ASCII_SEPARATORS)
         if not data:
             return None
-    octets = np.frombuffer(data, dtype=np.uint8)
+        octets = np.frombuffer(data, dtype=np.uint8)
+        pluses = np.count_nonzero(octets == _PLUS)
     ends = np.flatnonzero(octets == _NEWLINE)
+    if data.endswith(b"\n"):  # an empty last line
+        return None
     starts = np.empty(len(ends) + 1, dtype=np.intp)
     starts[0] = 0
     starts[1:] = ends + 1
     ends = np.append(ends, len(octets))
     # A + only at the start of a line (a line starts with one + at most, so every + is
     # at a line start when they are as many), and the digits after it.
-    leading = octets[np.minimum(starts, len(octets) - 1)] == _PLUS
-    leading &= starts < len(octets)  # an empty last line has no start to read
-    if data.count(b"+") != np.count_nonzero(leading):
+    leading = octets[starts] == _PLUS
+    if pluses != np.count_nonzero(leading):
         return None
     first = starts + leading
     digits = ends - first
@@ -766,9 +854,8 @@ def _digits_value(data: bytes, ends: npt.NDArray[np.intp], digits: npt.NDArray[n
     6, alternated)."""
     padded = bytes(8) + data  # so that the word before a first line's last 8 digits exists
     words = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
-    at = ends + 8
-    low = _eight_digits(words[at - 8])
-    high = words[at - 16]
+    low = _eight_digits(words[ends])  # the word of padded[end : end + 8], data[end - 8 : end]
+    high = words[ends - 8]
     high &= _HIGH_DIGITS[digits]
     value = _eight_digits(high)
     value *= _E8
