@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dispatcher import prepare
 from dispatcher.batcher import Batcher
 from dispatcher.config import Config
 from dispatcher.models import Batch, Recipient, Rejected, Status
@@ -451,3 +452,12 @@ def test_the_column_path_decides_as_the_line_by_line_path(
         batches = [(b.group.key, b.key, list(b.entries)) for b in drained(batcher)]
         outcomes.append((batches, sink.locals, sink.details, sink.rejected_items))
     assert outcomes[0] == outcomes[1]
+
+
+@given(st.lists(st.integers(), max_size=60), st.data())
+def test_without_drops_exactly_the_positions(values: list[int], data: st.DataObject) -> None:
+    positions = sorted(
+        data.draw(st.sets(st.integers(0, max(len(values) - 1, 0)))) if values else []
+    )
+    kept = prepare._without(values, positions)
+    assert kept == [v for i, v in enumerate(values) if i not in set(positions)]
