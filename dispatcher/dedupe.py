@@ -315,7 +315,7 @@ class ChunkNumbers:
         positions = lines - first
         if int(positions.min()) < 0 or int(positions.max()) >= len(self.numbers):
             return None
-        return self.keys[positions]
+        return self.keys.take(positions)
 
 
 def _is_array(numbers: object) -> bool:

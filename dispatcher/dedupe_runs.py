@@ -102,16 +102,16 @@ class _Run:
         table = self.keys.table
         at = self.keys.first_at_least(keys)
         # Most queries are not here: read the hashes and lines only where the key is.
-        found = np.flatnonzero(table[at] == keys)
+        found = np.flatnonzero(table.take(at) == keys)
         at = at[found]
         if hashes is None or self.hashes is None:
-            out[found] = self.lines[at]
+            out[found] = self.lines.take(at)
             return
         while len(found):
-            hit = self.hashes[at] == hashes[found]
+            hit = self.hashes.take(at) == hashes.take(found)
             out[found[hit]] = self.lines[at[hit]]
             found, at = found[~hit], at[~hit] + 1
-            same_key = table[at] == keys[found]
+            same_key = table.take(at) == keys.take(found)
             found, at = found[same_key], at[same_key]
 
     @staticmethod
@@ -139,11 +139,11 @@ class _Run:
             hashes = np.concatenate([run.hashes for run in runs])
             for run in runs:
                 run.hashes = None
-            hashes = hashes[order]
+            hashes = hashes.take(order)
         lines = np.concatenate([run.lines for run in runs])
         for run in runs:
             run.lines = _EMPTY_U32
-        return _Run(SortedKeys(table, size), hashes, lines[order])
+        return _Run(SortedKeys(table, size), hashes, lines.take(order))
 
 
 _NO_KEYS: Final = SortedKeys(SortedKeys.empty(0), 0)
@@ -235,26 +235,28 @@ class Runs:
         # earliest line. Sorting on the key alone is half the cost of both (12 against
         # 23 ns a line): the pair is sorted only when the chunk has a key twice.
         order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
+        # Gathers by ``take``, not ``[]``: 4.3 against 4.8 µs for 5000 keys, 8.1 against
+        # 11.8 ms for a merge's 1 M (a filter's words by uint64 positions: 9 against 15 µs).
+        sorted_keys = keys.take(order)
         starts = np.empty(count, dtype=bool)
         starts[0] = True
         np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
         if hashes is not None and not starts.all():
             order = np.lexsort((hashes, keys))
-            sorted_keys = keys[order]
+            sorted_keys = keys.take(order)
             np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
         keys = sorted_keys
         if hashes is not None:
-            hashes = hashes[order]
+            hashes = hashes.take(order)
             starts[1:] |= hashes[1:] != hashes[:-1]
         if starts.all():  # no repeat within the call (the usual case): no group to map
             leaders = None
-            group_keys, group_hashes, own_lines = keys, hashes, lines[order]
+            group_keys, group_hashes, own_lines = keys, hashes, lines.take(order)
         else:
             leaders = np.flatnonzero(starts)
-            group_keys = keys[leaders]
-            group_hashes = hashes[leaders] if hashes is not None else None
-            own_lines = lines[order[leaders]]
+            group_keys = keys.take(leaders)
+            group_hashes = hashes.take(leaders) if hashes is not None else None
+            own_lines = lines.take(order.take(leaders))
         found = np.full(len(group_keys), _NO_LINE, dtype=np.int64)
         table = self._filter
         if table is not None:

@@ -211,7 +211,7 @@ class SortedKeys:
         table = self.table
         step //= 2
         while step:
-            at += step * (table[at + step] < queries)
+            at += step * (table.take(at + step) < queries)
             step //= 2
         at += 1
         return at
@@ -262,7 +262,7 @@ class KeyFilter:
 
     def might_hold(self, word: _U64, bits: _U64) -> npt.NDArray[np.bool_]:
         """Per pair of `spots`: whether it may have been added (False: certainly not)."""
-        return (self.words[word] & bits) == bits  # type: ignore[no-any-return]
+        return (self.words.take(word) & bits) == bits  # type: ignore[no-any-return]
 
     def add(self, word: _U64, bits: _U64) -> None:
         """Add the pairs of `spots`."""
