@@ -81,7 +81,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from dispatcher import heap
+from dispatcher import heap, native
 from dispatcher.country_lengths import LENGTHS
 from dispatcher.errors import ConfigError, InputError, InvalidNumber
 from dispatcher.numbers import (
@@ -111,20 +111,31 @@ _POW10: Final = np.array([10**i for i in range(MAX_DIGITS + 2)], dtype=np.uint64
 def number_keys(numbers: Sequence[str | None]) -> _U64:
     """The E.164 numbers as integers (their digits), 0 for None.
 
-    ``numbers`` are what `dispatcher.numbers.normalize_many` returns. All of them are
-    parsed by one C call over their join (42 ns a number, against 90 for ``int`` one by
-    one). The keys serve both the opt-out lists and `dispatcher.dedupe`.
+    ``numbers`` are what `dispatcher.numbers.normalize_many` returns. The C part
+    (`dispatcher.native`) parses them in one loop; its twin here parses them by one C
+    call over their join (42 ns a number, against 90 for ``int`` one by one). Anything
+    either does not expect takes the careful path. The keys serve both the opt-out lists
+    and `dispatcher.dedupe`.
     """
     if not numbers:
         return np.empty(0, dtype=np.uint64)
+    if native.core is not None:
+        keys = np.empty(len(numbers), dtype=np.uint64)
+        if native.core.number_keys(numbers, keys):
+            return keys
+        return _careful_keys(numbers)
     try:
         text = " ".join(numbers)  # type: ignore[arg-type]
     except TypeError:  # a None among them
         text = " ".join([n or "0" for n in numbers])
-    keys = _parse_ints(text)
-    if len(keys) != len(numbers) or text.count(" ") != len(numbers) - 1:
-        keys = np.array([number_key(n) for n in numbers], dtype=np.int64)
-    return keys.view(np.uint64)
+    parsed = _parse_ints(text)
+    if len(parsed) != len(numbers) or text.count(" ") != len(numbers) - 1:
+        return _careful_keys(numbers)
+    return parsed.view(np.uint64)
+
+
+def _careful_keys(numbers: Sequence[str | None]) -> _U64:
+    return np.array([number_key(n) for n in numbers], dtype=np.int64).view(np.uint64)
 
 
 def _parse_ints(text: str) -> npt.NDArray[np.int64]:
@@ -248,7 +259,8 @@ class KeyFilter:
 
     def spots(self, keys: _U64, hashes: _U64 | None) -> tuple[_U64, _U64]:
         """(word, bits) of each pair: a 64-bit mix of both, the word from its top 32 bits
-        (scaled to the size by a multiply), 4 bit positions from its low 24."""
+        (scaled to the size by a multiply), 4 bit positions from its low 24 (the numpy
+        twin of the C part's, `dispatcher.native`)."""
         mixed = keys * _MIX1
         if hashes is not None:
             mixed ^= hashes
@@ -260,12 +272,23 @@ class KeyFilter:
             bits |= _ONE << ((mixed >> shift) & _LOW6)
         return ((mixed >> _S32) * self.size) >> _S32, bits
 
-    def might_hold(self, word: _U64, bits: _U64) -> npt.NDArray[np.bool_]:
-        """Per pair of `spots`: whether it may have been added (False: certainly not)."""
-        return (self.words.take(word) & bits) == bits  # type: ignore[no-any-return]
+    def maybe(self, keys: _U64, hashes: _U64 | None) -> npt.NDArray[np.intp]:
+        """The positions of the pairs that may have been added (the others certainly
+        were not)."""
+        if native.core is not None:
+            return np.frombuffer(native.core.filter_maybe(self.words, keys, hashes), dtype=np.intp)
+        word, bits = self.spots(keys, hashes)
+        return np.flatnonzero((self.words.take(word) & bits) == bits)
 
-    def add(self, word: _U64, bits: _U64) -> None:
-        """Add the pairs of `spots`."""
+    def add(self, keys: _U64, hashes: _U64 | None, at: npt.NDArray[np.intp] | None = None) -> None:
+        """Add the pairs (those at positions ``at`` only, when given)."""
+        if native.core is not None:
+            native.core.filter_add(self.words, keys, hashes, at)
+            return
+        if at is not None:
+            keys = keys.take(at)
+            hashes = hashes.take(at) if hashes is not None else None
+        word, bits = self.spots(keys, hashes)
         np.bitwise_or.at(self.words, word, bits)
 
 
@@ -319,8 +342,7 @@ class SuppressionList:
         # 16 bits a number: most recipients are on no list, and are told so by one word.
         self._filter = KeyFilter(2 * size)
         for start in range(0, size, FILTER_BLOCK):
-            block = keys[start : min(start + FILTER_BLOCK, size)]
-            self._filter.add(*self._filter.spots(block, None))
+            self._filter.add(keys[start : min(start + FILTER_BLOCK, size)], None)
         self.stats = tuple(stats)
 
     @classmethod
@@ -377,18 +399,25 @@ class SuppressionList:
 
     def listed_keys(self, keys: _U64) -> list[int]:
         """The positions of the listed keys among ``keys`` (`number_keys`; 0 for none)."""
-        return np.flatnonzero(self.contains_keys(keys)).tolist()
+        return self._listed(keys).tolist()  # type: ignore[no-any-return]
 
     def contains_keys(self, keys: _U64) -> npt.NDArray[np.bool_]:
         """Per key of `number_keys` (0 is never listed): whether it is listed."""
         found = np.zeros(len(keys), dtype=bool)
-        maybe = np.flatnonzero(self._filter.might_hold(*self._filter.spots(keys, None)))
-        if len(maybe):
-            asked = keys[maybe]
-            # Sorted, the queries of one block read its keys one after another.
-            order = np.argsort(asked, kind="stable")  # 12 ns a key here, the default kind 45
-            found[maybe[order]] = self._keys.contains(asked[order])
+        found[self._listed(keys)] = True
         return found
+
+    def _listed(self, keys: _U64) -> npt.NDArray[np.intp]:
+        """The positions of the listed keys, ascending."""
+        maybe = self._filter.maybe(keys, None)
+        if not len(maybe):
+            return maybe
+        asked = keys.take(maybe)
+        # Sorted, the queries of one block read its keys one after another.
+        order = np.argsort(asked, kind="stable")  # 12 ns a key here, the default kind 45
+        listed = maybe.take(order)[self._keys.contains(asked.take(order))]
+        listed.sort()
+        return listed
 
 
 class _Growing:

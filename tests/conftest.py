@@ -61,3 +61,13 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A real aiohttp client session, closed after the test."""
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture(params=["c", "numpy"])
+def native_core(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test once with the C part (`dispatcher._native`) and once with its numpy
+    twins."""
+    from tests.support.native import twins
+
+    with twins(request.param == "numpy"):
+        yield request.param

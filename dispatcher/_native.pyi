@@ -1,0 +1,23 @@
+# The C part's signatures (csrc/native.c); see dispatcher/native.py.
+from collections.abc import Sequence
+
+from _typeshed import ReadableBuffer, WriteableBuffer
+
+def text_hashes(texts: Sequence[str], out: WriteableBuffer, /) -> None: ...
+def number_keys(numbers: Sequence[str | None], out: WriteableBuffer, /) -> bool: ...
+def filter_maybe(
+    words: ReadableBuffer, keys: ReadableBuffer, hashes: ReadableBuffer | None, /
+) -> bytes: ...
+def filter_add(
+    words: WriteableBuffer,
+    keys: ReadableBuffer,
+    hashes: ReadableBuffer | None,
+    positions: ReadableBuffer | None,
+    /,
+) -> None: ...
+def merge_keys(
+    runs: list[ReadableBuffer], out: WriteableBuffer, source: WriteableBuffer, /
+) -> None: ...
+def gather_by_source(
+    columns: list[ReadableBuffer], source: ReadableBuffer, out: WriteableBuffer, /
+) -> None: ...

@@ -1,0 +1,31 @@
+"""The campaign checks' per-chunk loops in C (`dispatcher._native`), when they are built.
+
+``pip install`` compiles ``csrc/native.c`` into ``dispatcher._native`` where a C
+compiler is (``setup.py``; the extension is optional, so an install without one goes
+on). Each of its functions has a numpy twin beside its caller that gives the same
+answer, bit for bit, and ``tests/unit/test_native.py`` checks each pair against each
+other. `core` is the module, or None: then the twins run.
+
+``DISPATCHER_NATIVE=0`` in the environment turns the C part off (the twins run), for the
+tests of the twins and to measure one against the other in the same tree. What it saves
+is in the README's campaign-safety figures.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+
+def _load() -> ModuleType | None:
+    if os.environ.get("DISPATCHER_NATIVE", "1") == "0":
+        return None
+    try:
+        from dispatcher import _native
+    except ImportError:  # not built here (no C compiler at install): the numpy twins run
+        return None
+    return _native
+
+
+#: `dispatcher._native`, or None where it is not built or turned off.
+core: ModuleType | None = _load()
