@@ -11,6 +11,8 @@
  *                 an encode and a bytes object a text.
  *   number_keys   "+<digits>" -> the integer of the digits: one loop, no join, no
  *                 separator count, no parse of a whole text.
+ *   column_ints   the line numbers of a list of Entry tuples, without a Python call
+ *                 an entry.
  *   filter_maybe, filter_add
  *                 the split-block Bloom filter of dispatcher.suppress.KeyFilter, the mix
  *                 and the probe fused: no eleven temporary arrays a chunk.
@@ -168,6 +170,65 @@ careful:
     Py_DECREF(seq);
     PyBuffer_Release(&out);
     Py_RETURN_FALSE;
+}
+
+/* ---- column_ints ------------------------------------------------------------------ */
+
+PyDoc_STRVAR(column_ints_doc,
+"column_ints(rows, column, out) -> bool\n\n"
+"Write into out (int64, one a row) item column of each row (a tuple: an Entry), an int.\n"
+"False (out half written: the caller's careful path) when a row is not a tuple that\n"
+"long or its item is not an int of 64 bits.");
+
+static PyObject *
+column_ints(PyObject *self, PyObject *args)
+{
+    PyObject *rows_obj, *out_obj;
+    Py_ssize_t column;
+    if (!PyArg_ParseTuple(args, "OnO:column_ints", &rows_obj, &column, &out_obj)) {
+        return NULL;
+    }
+    if (column < 0) {
+        PyErr_SetString(PyExc_ValueError, "column_ints: a column of 0 or more");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(rows_obj, "column_ints: a sequence of tuples");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_buffer out;
+    if (get_buffer(out_obj, &out, 8, 1, "column_ints out") < 0) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *result = Py_True;
+    if (COUNT(out) != n) {
+        PyErr_SetString(PyExc_ValueError, "column_ints: out, one word a row");
+        result = NULL;
+        goto done;
+    }
+    PyObject **rows = PySequence_Fast_ITEMS(seq);
+    int64_t *values = out.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = rows[i];
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) <= column ||
+            !PyLong_Check(PyTuple_GET_ITEM(row, column))) {
+            result = Py_False;
+            break;
+        }
+        int overflow;
+        long long value = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(row, column), &overflow);
+        if (overflow) {
+            result = Py_False;
+            break;
+        }
+        values[i] = value;
+    }
+done:
+    PyBuffer_Release(&out);
+    Py_DECREF(seq);
+    return Py_XNewRef(result);
 }
 
 /* ---- the filter --------------------------------------------------------------------- */
@@ -815,6 +876,7 @@ static PyMethodDef methods[] = {
     {"argsort_keys", argsort_keys, METH_VARARGS, argsort_keys_doc},
     {"find_in_run", find_in_run, METH_VARARGS, find_in_run_doc},
     {"text_hashes", text_hashes, METH_VARARGS, text_hashes_doc},
+    {"column_ints", column_ints, METH_VARARGS, column_ints_doc},
     {"number_keys", number_keys, METH_VARARGS, number_keys_doc},
     {"filter_maybe", filter_maybe, METH_VARARGS, filter_maybe_doc},
     {"filter_add", filter_add, METH_VARARGS, filter_add_doc},

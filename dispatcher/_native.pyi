@@ -4,6 +4,9 @@ from collections.abc import Sequence
 from _typeshed import ReadableBuffer, WriteableBuffer
 
 def text_hashes(texts: Sequence[str], out: WriteableBuffer, /) -> None: ...
+def column_ints(
+    rows: Sequence[tuple[object, ...]], column: int, out: WriteableBuffer, /
+) -> bool: ...
 def number_keys(numbers: Sequence[str | None], out: WriteableBuffer, /) -> bool: ...
 def filter_maybe(
     words: ReadableBuffer, keys: ReadableBuffer, hashes: ReadableBuffer | None, /

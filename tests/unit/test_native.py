@@ -13,8 +13,9 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher import dedupe_runs, native
+from dispatcher import dedupe_runs, native, policy
 from dispatcher.dedupe_runs import _Run, _text_hashes
+from dispatcher.models import Entry
 from dispatcher.suppress import KeyFilter, SortedKeys, _careful_keys, number_keys
 from tests.support.native import built, twins
 
@@ -363,3 +364,38 @@ def test_find_in_run_refuses_an_index_that_does_not_fit() -> None:
         run.keys.table, 199, run.keys.index, None, run.lines, np.array([5], _U64), None, out
     )
     assert out.tolist() == [4]
+
+
+# ---- the entries' lines -------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=50))
+def test_column_ints_reads_the_entries_lines(lines: list[int]) -> None:
+    entries = [Entry(line, "+1", [], None, 1, "gsm", None) for line in lines]
+    for numpy_twins in (False, True):
+        with twins(numpy_twins):
+            assert policy._lines(entries).tolist() == lines
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [(1,), [2]],  # a list, not a tuple
+        [(1,), ()],  # too short
+        [(1,), (2**63,)],  # beyond int64
+        [(1,), ("2",)],  # not an int
+        [(1,), (2.0,)],
+    ],
+)
+def test_column_ints_leaves_odd_rows_to_the_careful_path(rows: list[Any]) -> None:
+    assert built().column_ints(rows, 0, np.empty(len(rows), np.int64)) is False
+
+
+def test_column_ints_refuses_a_bad_call() -> None:
+    with pytest.raises(ValueError, match="0 or more"):
+        built().column_ints([(1,)], -1, np.empty(1, np.int64))
+    with pytest.raises(ValueError, match="one word a row"):
+        built().column_ints([(1,)], 0, np.empty(2, np.int64))
+    assert built().column_ints([(1, 7)], 1, out := np.empty(1, np.int64)) is True
+    assert out.tolist() == [7]
