@@ -16,6 +16,9 @@
  *   filter_maybe, filter_add
  *                 the split-block Bloom filter of dispatcher.suppress.KeyFilter, the mix
  *                 and the probe fused: no eleven temporary arrays a chunk.
+ *   plain_keys, sort_keys
+ *                 an opt-out list's block of numbers parsed in one pass over its
+ *                 text, and its keys sorted by radix.
  *   merge_keys, gather_by_source
  *                 a k-way merge of sorted runs, a column at a time, instead of a
  *                 concatenation and a stable argsort of it.
@@ -872,7 +875,177 @@ done:
     return result;
 }
 
+/* ---- an opt-out list's load -------------------------------------------------------------- */
+
+PyDoc_STRVAR(sort_keys_doc,
+"sort_keys(keys)\n\n"
+"Sort keys (uint64) in place, ascending: a radix sort of 11-bit digits, the digits that\n"
+"are the same in every key skipped; it needs as many bytes again while it runs.");
+
+static PyObject *
+sort_keys(PyObject *self, PyObject *arg)
+{
+    Py_buffer keys;
+    if (get_buffer(arg, &keys, 8, 1, "sort_keys keys") < 0) {
+        return NULL;
+    }
+    Py_ssize_t n = COUNT(keys);
+    PyObject *result = NULL;
+    uint32_t *counts = NULL;
+    uint64_t *spare = NULL;
+    if (n > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "sort_keys: at most 2^32 - 1 keys");
+        goto done;
+    }
+    counts = PyMem_Calloc(DIGITS * BUCKETS, sizeof(uint32_t));
+    spare = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(uint64_t));
+    if (counts == NULL || spare == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    uint64_t *src = keys.buf, *dst = spare;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t k = src[i];
+        for (int d = 0; d < DIGITS; d++) {
+            counts[d * BUCKETS + ((k >> (d * DIGIT_BITS)) & (BUCKETS - 1))]++;
+        }
+    }
+    for (int d = 0; d < DIGITS; d++) {
+        uint32_t *start = &counts[d * BUCKETS];
+        int constant = 0;
+        uint32_t sum = 0;
+        for (int b = 0; b < BUCKETS; b++) {
+            constant |= start[b] == (uint32_t)n;
+            uint32_t here = start[b];
+            start[b] = sum;
+            sum += here;
+        }
+        if (constant) {
+            continue;
+        }
+        int shift = d * DIGIT_BITS;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint64_t k = src[i];
+            dst[start[(k >> shift) & (BUCKETS - 1)]++] = k;
+        }
+        uint64_t *swap = src;
+        src = dst;
+        dst = swap;
+    }
+    if (src != keys.buf) {
+        memcpy(keys.buf, src, (size_t)n * sizeof(uint64_t));
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(counts);
+    PyMem_Free(spare);
+    PyBuffer_Release(&keys);
+    return result;
+}
+
+/* Whether byte c is one of the separators (ASCII) a number may be written with. */
+static inline int
+is_separator(const unsigned char *separators, Py_ssize_t count, unsigned char c)
+{
+    return memchr(separators, c, (size_t)count) != NULL;
+}
+
+PyDoc_STRVAR(plain_keys_doc,
+"plain_keys(text, separators, table, min_digits, max_digits, keys, valid) -> int | None\n\n"
+"dispatcher.suppress._plain_keys in one pass: when every line of text (ASCII, no empty\n"
+"line, not ending in a newline) is a number -- the bytes of separators removed, an\n"
+"optional leading +, then min_digits to max_digits digits, the first not 0 -- write\n"
+"each line's number into keys (uint64) and into valid (bool) table[digit count * 1000\n"
+"+ first three digits], and return the count of lines. Else None: the caller's careful\n"
+"path decides line by line.");
+
+static PyObject *
+plain_keys(PyObject *self, PyObject *args)
+{
+    PyObject *text, *keys_obj, *valid_obj;
+    Py_buffer separators = {0}, table = {0}, keys = {0}, valid = {0};
+    int min_digits, max_digits;
+    if (!PyArg_ParseTuple(args, "Uy*y*iiOO:plain_keys", &text, &separators, &table,
+                          &min_digits, &max_digits, &keys_obj, &valid_obj)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (get_buffer(keys_obj, &keys, 8, 1, "plain_keys keys") < 0 ||
+        get_buffer(valid_obj, &valid, 1, 1, "plain_keys valid") < 0) {
+        goto done;
+    }
+    if (min_digits < 3 || max_digits > 19 || min_digits > max_digits ||
+        table.len < (Py_ssize_t)(max_digits + 1) * 1000 || COUNT(valid) < COUNT(keys)) {
+        PyErr_SetString(PyExc_ValueError, "plain_keys: a table of (max_digits + 1) * 1000");
+        goto done;
+    }
+    if (!PyUnicode_IS_ASCII(text)) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    const unsigned char *at = PyUnicode_DATA(text), *end = at + PyUnicode_GET_LENGTH(text);
+    const unsigned char *seps = separators.buf, *country = table.buf;
+    uint64_t *key = keys.buf;
+    uint8_t *ok = valid.buf;
+    Py_ssize_t room = COUNT(keys), count = 0;
+    if (at == end || end[-1] == '\n') {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    while (at < end) { /* one line */
+        if (count == room) {
+            goto careful;
+        }
+        const unsigned char *line_end = memchr(at, '\n', (size_t)(end - at));
+        if (line_end == NULL) {
+            line_end = end;
+        }
+        int digits = 0, plus = 0, prefix = 0;
+        uint64_t value = 0;
+        for (; at < line_end; at++) {
+            unsigned c = *at;
+            if (c - '0' <= 9) {
+                if (digits == 0 && c == '0') {
+                    goto careful;
+                }
+                if (++digits > max_digits) {
+                    goto careful;
+                }
+                value = value * 10 + (c - '0');
+                if (digits <= 3) {
+                    prefix = prefix * 10 + (int)(c - '0');
+                }
+            }
+            else if (c == '+' && digits == 0 && !plus) {
+                plus = 1;
+            }
+            else if (!is_separator(seps, separators.len, (unsigned char)c) || c == '+') {
+                goto careful;
+            }
+        }
+        if (digits < min_digits) {
+            goto careful;
+        }
+        key[count] = value;
+        ok[count] = country[digits * 1000 + prefix] != 0;
+        count++;
+        at = line_end + 1;
+    }
+    result = PyLong_FromSsize_t(count);
+    goto done;
+careful:
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&separators);
+    PyBuffer_Release(&table);
+    if (keys.obj) PyBuffer_Release(&keys);
+    if (valid.obj) PyBuffer_Release(&valid);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"sort_keys", sort_keys, METH_O, sort_keys_doc},
+    {"plain_keys", plain_keys, METH_VARARGS, plain_keys_doc},
     {"argsort_keys", argsort_keys, METH_VARARGS, argsort_keys_doc},
     {"find_in_run", find_in_run, METH_VARARGS, find_in_run_doc},
     {"text_hashes", text_hashes, METH_VARARGS, text_hashes_doc},

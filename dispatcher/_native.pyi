@@ -24,3 +24,14 @@ def merge_keys(
 def gather_by_source(
     columns: list[ReadableBuffer], source: ReadableBuffer, out: WriteableBuffer, /
 ) -> None: ...
+def sort_keys(keys: WriteableBuffer, /) -> None: ...
+def plain_keys(
+    text: str,
+    separators: bytes,
+    table: ReadableBuffer,
+    min_digits: int,
+    max_digits: int,
+    keys: WriteableBuffer,
+    valid: WriteableBuffer,
+    /,
+) -> int | None: ...

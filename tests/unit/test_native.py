@@ -399,3 +399,28 @@ def test_column_ints_refuses_a_bad_call() -> None:
         built().column_ints([(1,)], 0, np.empty(2, np.int64))
     assert built().column_ints([(1, 7)], 1, out := np.empty(1, np.int64)) is True
     assert out.tolist() == [7]
+
+
+# ---- an opt-out list's load ---------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=3000), st.integers(0, 60))
+def test_sort_keys_is_numpys_sort(keys: list[int], shift: int) -> None:
+    array = np.array(keys, dtype=_U64) >> np.uint64(shift)
+    expected = np.sort(array)
+    built().sort_keys(array)
+    assert array.tolist() == expected.tolist()
+
+
+def test_plain_keys_refuses_a_table_too_small_and_stops_when_out_of_room() -> None:
+    core = built()
+    keys, valid = np.empty(4, _U64), np.empty(4, bool)
+    with pytest.raises(ValueError, match="table"):
+        core.plain_keys("+525512345678", b" ", np.zeros(999, bool), 8, 15, keys, valid)
+    table = np.ones((16, 1000), bool)
+    assert core.plain_keys("+525512345678\n12025550123", b" ", table, 8, 15, keys, valid) == 2
+    assert keys[:2].tolist() == [525512345678, 12025550123]
+    # more lines than room: the careful path
+    text = "\n".join(["12025550123"] * 5)
+    assert core.plain_keys(text, b" ", table, 8, 15, keys, valid) is None

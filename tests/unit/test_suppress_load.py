@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from dispatcher import suppress
 from dispatcher.numbers import normalize_many
 from dispatcher.suppress import SuppressionList, number_keys
+from tests.support.native import twins
 
 # --- the sort ---------------------------------------------------------------------------
 
@@ -48,7 +49,9 @@ def rows_first(request: pytest.FixtureRequest) -> bool:
     st.lists(st.integers(0, 2**50), max_size=3 * suppress.ROW + 7),
     st.sampled_from(_ORDERS),
 )
-def test_sorted_distinct_is_what_unique_says(rows_first: bool, keys: list[int], order: str) -> None:
+def test_sorted_distinct_is_what_unique_says(
+    rows_first: bool, native_core: str, keys: list[int], order: str
+) -> None:
     keys = _arranged(keys, order)
     with mock.patch.object(suppress, "_rows_first", rows_first):
         got = suppress._sorted_distinct(np.array(keys, dtype=np.uint64))
@@ -59,7 +62,9 @@ def test_sorted_distinct_is_what_unique_says(rows_first: bool, keys: list[int], 
     "size", [0, 1, 2, 2 * suppress.ROW - 1, 2 * suppress.ROW, 2 * suppress.ROW + 1, 300_001]
 )
 @pytest.mark.parametrize("order", _ORDERS)
-def test_sorted_distinct_at_the_edges_of_the_rows(rows_first: bool, size: int, order: str) -> None:
+def test_sorted_distinct_at_the_edges_of_the_rows(
+    rows_first: bool, native_core: str, size: int, order: str
+) -> None:
     rng = np.random.default_rng(size)
     # Realistic keys (12-digit numbers of one prefix), a tenth of them repeated.
     drawn = rng.integers(525500000000, 525600000000, size=size, dtype=np.uint64)
@@ -132,6 +137,7 @@ _ENTRY = st.one_of(
     st.sampled_from(["numbers", "ndjson", "csv"]),
     st.sampled_from([16, 64, 1 << 20]),
     st.integers(0, 3),
+    st.booleans(),
 )
 def test_the_fast_path_counts_lines_as_the_careful_one(
     tmp_path_factory: pytest.TempPathFactory,
@@ -139,6 +145,7 @@ def test_the_fast_path_counts_lines_as_the_careful_one(
     kind: str,
     block: int,
     blank_first: int,
+    numpy_twins: bool,
 ) -> None:
     # Small blocks: lines cut across blocks, blocks that are all plain numbers next to
     # blocks that are not, and blank lines before the first entry (or CSV header).
@@ -152,7 +159,7 @@ def test_the_fast_path_counts_lines_as_the_careful_one(
     else:
         text = head + "".join(f"{e}\n" for e in entries)
     path = _write(tmp_path_factory.mktemp("l"), f"list.{kind}", text)
-    with mock.patch.object(suppress, "BLOCK", block):
+    with mock.patch.object(suppress, "BLOCK", block), twins(numpy_twins):
         fast = SuppressionList.load([path])
         with mock.patch.object(suppress, "_plain_keys", return_value=None):
             careful = SuppressionList.load([path])
@@ -200,9 +207,16 @@ _NEAR_PLAIN = st.lists(
 @settings(max_examples=400, deadline=None)
 @given(_NEAR_PLAIN, st.booleans())
 def test_plain_keys_take_only_what_normalize_takes(lines: list[str], newline_last: bool) -> None:
+    # The C part's one pass, and its numpy twin: the same answer, and what normalize says.
     text = "\n".join(lines) + ("\n" if newline_last else "")
     numbers = normalize_many(text.split("\n"))
     got = suppress._plain_keys(text)
+    with twins():
+        twin = suppress._plain_keys(text)
+    assert (got is None) == (twin is None)
+    if got is not None and twin is not None:
+        assert got[0].tolist() == twin[0].tolist()
+        assert got[1].tolist() == twin[1].tolist()
     if got is None:
         assert None in numbers
     else:
@@ -214,7 +228,9 @@ def test_plain_keys_take_only_what_normalize_takes(lines: list[str], newline_las
 @pytest.mark.parametrize(
     "text", ["+525512345678\n", "\n+525512345678", "+525512345678\n\n+12025550123", "+/25512345678"]
 )
-def test_plain_keys_leave_blank_lines_and_other_bytes_to_the_careful_path(text: str) -> None:
+def test_plain_keys_leave_blank_lines_and_other_bytes_to_the_careful_path(
+    text: str, native_core: str
+) -> None:
     assert suppress._plain_keys(text) is None
 
 
