@@ -263,6 +263,11 @@ mix_word(uint64_t mixed, uint64_t size)
 
 /* How far ahead the probe prefetches its words: their cache misses overlap. */
 #define AHEAD 8
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(address, write) __builtin_prefetch((address), (write))
+#else
+#define PREFETCH(address, write) ((void)0)
+#endif
 
 PyDoc_STRVAR(filter_maybe_doc,
 "filter_maybe(words, keys, hashes) -> bytes\n\n"
@@ -311,7 +316,7 @@ filter_maybe(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < n; i++) {
         if (i + AHEAD < n) {
             uint64_t ahead = mix(key[i + AHEAD], hash ? hash[i + AHEAD] : 0);
-            __builtin_prefetch(&table[mix_word(ahead, size)]);
+            PREFETCH(&table[mix_word(ahead, size)], 0);
         }
         uint64_t mixed = mix(key[i], hash ? hash[i] : 0);
         uint64_t bits = mix_bits(mixed);
@@ -369,6 +374,10 @@ filter_add(PyObject *self, PyObject *args)
     const uint64_t *key = keys.buf;
     if (positions_obj == Py_None) {
         for (Py_ssize_t i = 0; i < n; i++) {
+            if (i + AHEAD < n) {
+                uint64_t ahead = mix(key[i + AHEAD], hash ? hash[i + AHEAD] : 0);
+                PREFETCH(&table[mix_word(ahead, size)], 1);
+            }
             uint64_t mixed = mix(key[i], hash ? hash[i] : 0);
             table[mix_word(mixed, size)] |= mix_bits(mixed);
         }
@@ -386,6 +395,11 @@ filter_add(PyObject *self, PyObject *args)
             }
         }
         for (Py_ssize_t j = 0; j < count; j++) {
+            if (j + AHEAD < count) {
+                Py_ssize_t ahead = (Py_ssize_t)at[j + AHEAD];
+                uint64_t mixed = mix(key[ahead], hash ? hash[ahead] : 0);
+                PREFETCH(&table[mix_word(mixed, size)], 1);
+            }
             Py_ssize_t i = (Py_ssize_t)at[j];
             uint64_t mixed = mix(key[i], hash ? hash[i] : 0);
             table[mix_word(mixed, size)] |= mix_bits(mixed);
