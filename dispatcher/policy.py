@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -142,9 +143,15 @@ class Duplicates:
             first_group, entries, texts = runs[0]
             codes = first_group.sender
         else:
-            entries = [entry for _, run, _ in runs for entry in run]
-            codes = [group.sender for group, run, _ in runs for _ in run]
-            texts = [text for _, _, run_texts in runs for text in run_texts or ()]
+            # Joined by C-level chains: a file where one line in ten has its own text has
+            # as many runs a chunk, and a comprehension an item costs ~30 ns a line each.
+            entries = list(chain.from_iterable(run for _, run, _ in runs))
+            senders = {group.sender for group, _, _ in runs}
+            if len(senders) == 1:
+                codes = runs[0][0].sender
+            else:
+                codes = list(chain.from_iterable(repeat(g.sender, len(r)) for g, r, _ in runs))
+            texts = list(chain.from_iterable(run_texts or () for _, _, run_texts in runs))
         numbers, lines = self._numbers(entries)
         positions, firsts = self.index.duplicates(
             codes, numbers, texts if self.texts else None, lines
