@@ -28,6 +28,13 @@ def test_the_c_part_is_built_and_used() -> None:
     assert native.core is built()
 
 
+def test_dispatcher_native_0_turns_the_c_part_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISPATCHER_NATIVE", "0")
+    assert native._load() is None
+    monkeypatch.setenv("DISPATCHER_NATIVE", "1")
+    assert native._load() is built()
+
+
 # ---- text hashes -------------------------------------------------------------------------
 
 _TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=300)
