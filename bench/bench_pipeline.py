@@ -33,12 +33,13 @@ that comes and goes touches both, and the ratio of each pair is reported with th
 median of them — of the recipients/s (the target's measure), and of the CPU seconds
 (``cpu_over_off``: off's over on's, the same ratio for a client that has its core to
 itself), with the CPU seconds per million lines that the mode adds. ``--modes`` adds
-the one-at-a-time runs (``suppress``, ``dedupe``).
+the one-at-a-time runs (``suppress``, ``dedupe``), and ``twins`` the ``on`` run with the
+numpy twins of the checks' C part (``DISPATCHER_NATIVE=0``).
 The code measured is whatever ``python -m dispatcher`` imports: set ``PYTHONPATH`` to
 another checkout to measure that one with the same script.
 
     .venv/bin/python bench/bench_pipeline.py --campaign [--count 1000000]
-        [--suppress-count 1000000] [--repeat 3] [--modes off on suppress dedupe]
+        [--suppress-count 1000000] [--repeat 3] [--modes off on suppress dedupe twins]
 """
 
 from __future__ import annotations
@@ -196,11 +197,15 @@ def _run_loop(coro: Any) -> dict[str, Any]:
 
 
 def run_phase(
-    server: h.Server, name: str, cmd: list[str], expect_accepted: int | None = None
+    server: h.Server,
+    name: str,
+    cmd: list[str],
+    expect_accepted: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     server.reset()
     cpu_before = server.cpu()
-    done = h.run_child(cmd, env=h.env_with_key())
+    done = h.run_child(cmd, env={**h.env_with_key(), **(env or {})})
     server_cpu = server.cpu() - cpu_before
     if done.returncode != 0:
         raise SystemExit(f"{name} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
@@ -245,6 +250,7 @@ def dispatcher_phase(
     batch_size: int,
     lines: int,
     extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     results = os.path.join(workdir, f"{name}.results.ndjson")
     summary = os.path.join(workdir, f"{name}.summary.json")
@@ -256,7 +262,7 @@ def dispatcher_phase(
         "--base-url", server.base_url, "--rate", f"{SENDER}=inf", "--results", results,
         "--summary", summary, "--batch-size", str(batch_size), "--no-progress", *(extra or []),
     ]  # fmt: skip
-    phase = run_phase(server, name, cmd)
+    phase = run_phase(server, name, cmd, env=env)
     with open(summary, "rb") as f:
         document = orjson.loads(f.read())
     accepted = document["statuses"].get("QUEUE", 0)
@@ -299,7 +305,11 @@ CAMPAIGN_MODES = {
     "on": ["--suppress", "{list}", "--dedupe", "number+text"],
     "suppress": ["--suppress", "{list}", "--dedupe", "off"],
     "dedupe": ["--dedupe", "number+text"],
+    # "on" with the numpy twins of the checks' C part (`dispatcher.native`)
+    "twins": ["--suppress", "{list}", "--dedupe", "number+text"],
 }
+#: The environment a campaign run adds.
+CAMPAIGN_ENV = {"twins": {"DISPATCHER_NATIVE": "0"}}
 
 
 def campaign(args: argparse.Namespace) -> dict[str, Any]:
@@ -315,8 +325,9 @@ def campaign(args: argparse.Namespace) -> dict[str, Any]:
             for mode in args.modes:
                 extra = [a.replace("{list}", optout) for a in CAMPAIGN_MODES[mode]]
                 phase = dispatcher_phase(
-                    server, source, workdir, f"campaign-{mode}", 1000, args.count, extra
-                )
+                    server, source, workdir, f"campaign-{mode}", 1000, args.count, extra,
+                    env=CAMPAIGN_ENV.get(mode),
+                )  # fmt: skip
                 phase["load"] = round(os.getloadavg()[0], 2)
                 runs[mode].append(phase)
     finally:
