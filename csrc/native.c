@@ -1057,7 +1057,235 @@ done:
     return result;
 }
 
+/* ---- the result lines of an accepted batch ---------------------------------------------- */
+
+/* A growing byte buffer. */
+typedef struct {
+    char *data;
+    size_t size, room;
+} Buffer;
+
+static int
+buffer_put(Buffer *b, const char *bytes, size_t count)
+{
+    if (b->size + count > b->room) {
+        size_t room = b->room * 2 > b->size + count ? b->room * 2 : b->size + count + 4096;
+        char *data = PyMem_Realloc(b->data, room);
+        if (data == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->data = data;
+        b->room = room;
+    }
+    memcpy(b->data + b->size, bytes, count);
+    b->size += count;
+    return 0;
+}
+
+#define PUT_LITERAL(b, text) buffer_put((b), (text), sizeof(text) - 1)
+
+/* Whether an ASCII str is JSON text as it is (writers._VERBATIM: printable, no quote,
+ * no backslash): 1, 0, or 0 for a str that is not ASCII. */
+static int
+verbatim(PyObject *text)
+{
+    if (!PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text)) {
+        return 0;
+    }
+    const unsigned char *c = PyUnicode_DATA(text);
+    Py_ssize_t size = PyUnicode_GET_LENGTH(text);
+    int ok = 1;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        ok &= (c[i] >= 0x20) & (c[i] <= 0x7E) & (c[i] != '"') & (c[i] != '\\');
+    }
+    return ok;
+}
+
+/* The UTF-8 of a str (kept by the str: only for the batch's few constant strings), or of
+ * an ASCII str its data. */
+static const char *
+utf8_of(PyObject *text, Py_ssize_t *size)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "accepted_lines: a str expected");
+        return NULL;
+    }
+    return PyUnicode_AsUTF8AndSize(text, size);
+}
+
+static int
+buffer_put_int(Buffer *b, long long value)
+{
+    char digits[24];
+    int count = snprintf(digits, sizeof(digits), "%lld", value);
+    return buffer_put(b, digits, (size_t)count);
+}
+
+PyDoc_STRVAR(accepted_lines_doc,
+"accepted_lines(entries, ids, middle, kinds, dumps) -> (bytes, sums, smart, saved) | None\n\n"
+"dispatcher.writers.Outputs._accepted_plain's result lines of a batch, one a\n"
+"(Entry, id): '{\"line\":L,\"to\":\"T\"' + middle + id + '\",\"segments\":N' + the tail\n"
+"of the entry's encoding [+ ',\"replaced\":R'] [+ ',\"ref\":' + dumps(ref)] + '}\\n'.\n"
+"kinds is a tuple of (encoding, tail) pairs, matched by identity; sums are the segments\n"
+"of each kind; smart counts the entries with replacements and saved sums their saved\n"
+"segments. None (the caller's own loops) for a number or id that is not JSON text as it\n"
+"is (printable ASCII but quote and backslash), an entry of another encoding or an int\n"
+"beyond 64 bits.");
+
+static PyObject *
+accepted_lines(PyObject *self, PyObject *args)
+{
+    PyObject *entries_obj, *ids_obj, *middle, *kinds, *dumps;
+    if (!PyArg_ParseTuple(args, "OOUO!O:accepted_lines", &entries_obj, &ids_obj, &middle,
+                          &PyTuple_Type, &kinds, &dumps)) {
+        return NULL;
+    }
+    Py_ssize_t kind_count = PyTuple_GET_SIZE(kinds);
+    if (kind_count < 1 || kind_count > 8) {
+        PyErr_SetString(PyExc_ValueError, "accepted_lines: 1 to 8 kinds");
+        return NULL;
+    }
+    PyObject *kind_of[8];
+    const char *tail_of[8];
+    Py_ssize_t tail_size[8];
+    long long sums[8] = {0};
+    for (Py_ssize_t k = 0; k < kind_count; k++) {
+        PyObject *pair = PyTuple_GET_ITEM(kinds, k);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "accepted_lines: kinds of (encoding, tail)");
+            return NULL;
+        }
+        kind_of[k] = PyTuple_GET_ITEM(pair, 0);
+        tail_of[k] = utf8_of(PyTuple_GET_ITEM(pair, 1), &tail_size[k]);
+        if (tail_of[k] == NULL) {
+            return NULL;
+        }
+    }
+    Py_ssize_t middle_size;
+    const char *middle_text = utf8_of(middle, &middle_size);
+    if (middle_text == NULL) {
+        return NULL;
+    }
+    PyObject *entries = PySequence_Fast(entries_obj, "accepted_lines: a list of entries");
+    if (entries == NULL) {
+        return NULL;
+    }
+    PyObject *ids = PySequence_Fast(ids_obj, "accepted_lines: a list of ids");
+    if (ids == NULL) {
+        Py_DECREF(entries);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Buffer out = {NULL, 0, 0};
+    long long smart = 0, saved = 0;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(entries);
+    if (PySequence_Fast_GET_SIZE(ids) != n) {
+        PyErr_SetString(PyExc_ValueError, "accepted_lines: an id an entry");
+        goto done;
+    }
+    PyObject **entry_items = PySequence_Fast_ITEMS(entries), **id_items = PySequence_Fast_ITEMS(ids);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *entry = entry_items[i];
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 9) {
+            goto fallback;
+        }
+        PyObject *line = PyTuple_GET_ITEM(entry, 0), *to = PyTuple_GET_ITEM(entry, 1),
+                 *ref = PyTuple_GET_ITEM(entry, 3), *segments = PyTuple_GET_ITEM(entry, 4),
+                 *encoding = PyTuple_GET_ITEM(entry, 5), *replaced = PyTuple_GET_ITEM(entry, 7),
+                 *saved_here = PyTuple_GET_ITEM(entry, 8), *id = id_items[i];
+        Py_ssize_t k = 0;
+        while (k < kind_count && kind_of[k] != encoding) {
+            k++;
+        }
+        if (k == kind_count || !PyLong_CheckExact(line) || !PyLong_CheckExact(segments) ||
+            !PyLong_CheckExact(replaced) || !PyLong_CheckExact(saved_here) || !verbatim(to) ||
+            !verbatim(id)) {
+            goto fallback;
+        }
+        int overflow = 0, more = 0;
+        long long line_value = PyLong_AsLongLongAndOverflow(line, &overflow);
+        more |= overflow;
+        long long segment_count = PyLong_AsLongLongAndOverflow(segments, &overflow);
+        more |= overflow;
+        long long replaced_count = PyLong_AsLongLongAndOverflow(replaced, &overflow);
+        more |= overflow;
+        long long saved_count = PyLong_AsLongLongAndOverflow(saved_here, &overflow);
+        if (more | overflow) {
+            goto fallback;
+        }
+        if (PUT_LITERAL(&out, "{\"line\":") < 0 || buffer_put_int(&out, line_value) < 0 ||
+            PUT_LITERAL(&out, ",\"to\":\"") < 0 ||
+            buffer_put(&out, PyUnicode_DATA(to), (size_t)PyUnicode_GET_LENGTH(to)) < 0 ||
+            PUT_LITERAL(&out, "\"") < 0 ||
+            buffer_put(&out, middle_text, (size_t)middle_size) < 0 ||
+            buffer_put(&out, PyUnicode_DATA(id), (size_t)PyUnicode_GET_LENGTH(id)) < 0 ||
+            PUT_LITERAL(&out, "\",\"segments\":") < 0 ||
+            buffer_put_int(&out, segment_count) < 0 ||
+            buffer_put(&out, tail_of[k], (size_t)tail_size[k]) < 0) {
+            goto done;
+        }
+        sums[k] += segment_count;
+        if (replaced_count) {
+            smart++;
+            saved += saved_count;
+            if (PUT_LITERAL(&out, ",\"replaced\":") < 0 ||
+                buffer_put_int(&out, replaced_count) < 0) {
+                goto done;
+            }
+        }
+        if (ref != Py_None) {
+            PyObject *json = PyObject_CallOneArg(dumps, ref);
+            if (json == NULL) {
+                goto done;
+            }
+            if (!PyBytes_Check(json)) {
+                Py_DECREF(json);
+                PyErr_SetString(PyExc_TypeError, "accepted_lines: dumps must return bytes");
+                goto done;
+            }
+            int failed = PUT_LITERAL(&out, ",\"ref\":") < 0 ||
+                         buffer_put(&out, PyBytes_AS_STRING(json), (size_t)PyBytes_GET_SIZE(json)) < 0;
+            Py_DECREF(json);
+            if (failed) {
+                goto done;
+            }
+        }
+        if (PUT_LITERAL(&out, "}\n") < 0) {
+            goto done;
+        }
+    }
+    PyObject *text = PyBytes_FromStringAndSize(out.data ? out.data : "", (Py_ssize_t)out.size);
+    if (text == NULL) {
+        goto done;
+    }
+    PyObject *sum_list = PyList_New(kind_count);
+    if (sum_list == NULL) {
+        Py_DECREF(text);
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < kind_count; k++) {
+        PyObject *value = PyLong_FromLongLong(sums[k]);
+        if (value == NULL) {
+            Py_DECREF(text);
+            Py_DECREF(sum_list);
+            goto done;
+        }
+        PyList_SET_ITEM(sum_list, k, value);
+    }
+    result = Py_BuildValue("(NNLL)", text, sum_list, smart, saved);
+    goto done;
+fallback:
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(out.data);
+    Py_DECREF(entries);
+    Py_DECREF(ids);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"accepted_lines", accepted_lines, METH_VARARGS, accepted_lines_doc},
     {"sort_keys", sort_keys, METH_O, sort_keys_doc},
     {"plain_keys", plain_keys, METH_VARARGS, plain_keys_doc},
     {"argsort_keys", argsort_keys, METH_VARARGS, argsort_keys_doc},

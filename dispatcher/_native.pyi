@@ -1,5 +1,5 @@
 # The C part's signatures (csrc/native.c); see dispatcher/native.py.
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from _typeshed import ReadableBuffer, WriteableBuffer
 
@@ -35,3 +35,11 @@ def plain_keys(
     valid: WriteableBuffer,
     /,
 ) -> int | None: ...
+def accepted_lines(
+    entries: Sequence[tuple[object, ...]],
+    ids: Sequence[str],
+    middle: str,
+    kinds: tuple[tuple[object, str], ...],
+    dumps: Callable[[object], bytes],
+    /,
+) -> tuple[bytes, list[int], int, int] | None: ...

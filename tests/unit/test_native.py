@@ -8,6 +8,7 @@ import array
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 import xxhash
 from hypothesis import given, settings
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from dispatcher import dedupe_runs, native, policy
 from dispatcher.dedupe_runs import _Run, _text_hashes
-from dispatcher.models import Entry
+from dispatcher.models import Encoding, Entry
 from dispatcher.suppress import KeyFilter, SortedKeys, _careful_keys, number_keys
 from tests.support.native import built, twins
 
@@ -431,3 +432,36 @@ def test_plain_keys_refuses_a_table_too_small_and_stops_when_out_of_room() -> No
     # more lines than room: the careful path
     text = "\n".join(["12025550123"] * 5)
     assert core.plain_keys(text, b" ", table, 8, 15, keys, valid) is None
+
+
+# ---- the result lines of an accepted batch -----------------------------------------------
+
+
+def test_accepted_lines_takes_the_usual_batch_and_leaves_odd_ones() -> None:
+    core = built()
+    entries = [
+        Entry(7, "+525512345678", [], None, 1, Encoding.GSM7, None),
+        Entry(8, "+12025550123", [], {"crm": "é"}, 2, Encoding.UCS2, None, 3, 1),
+    ]
+    kinds = ((Encoding.GSM7, ',"encoding":"GSM7"},T'), (Encoding.UCS2, ',"encoding":"UCS2"},T'))
+    done = core.accepted_lines(entries, ["a", "b"], ',"status":"QUEUE","id":"', kinds, orjson.dumps)
+    assert done is not None
+    text, sums, smart, saved = done
+    assert text.decode() == (
+        '{"line":7,"to":"+525512345678","status":"QUEUE","id":"a","segments":1,'
+        '"encoding":"GSM7"},T}\n'
+        '{"line":8,"to":"+12025550123","status":"QUEUE","id":"b","segments":2,'
+        '"encoding":"UCS2"},T,"replaced":3,"ref":{"crm":"é"}}\n'
+    )
+    assert (sums, smart, saved) == ([1, 2], 1, 1)
+    # an encoding of no kind, an int beyond 64 bits, a number that is not ASCII: None
+    for odd in (
+        entries[0]._replace(encoding="GSM7"),
+        entries[0]._replace(line=2**64),
+        entries[0]._replace(to="+52551234567٨"),
+    ):
+        assert core.accepted_lines([odd], ["a"], ",", kinds, orjson.dumps) is None
+    with pytest.raises(ValueError, match="an id an entry"):
+        core.accepted_lines(entries, ["a"], ",", kinds, orjson.dumps)
+    with pytest.raises(TypeError, match="bytes"):
+        core.accepted_lines(entries[1:], ["a"], ",", kinds, str)

@@ -18,6 +18,7 @@ from dispatcher.models import Batch, Encoding, Entry, Group, Rejected, Status
 from dispatcher.renderer import compile_template
 from dispatcher.summary import Summary
 from dispatcher.writers import FLUSH_BYTES, NdjsonSink, Outputs
+from tests.support.native import twins
 from tests.support.result_lines import accepted_line
 
 
@@ -334,6 +335,54 @@ def test_result_lines_are_orjson_bytes(
         code = summary.codes.get("12345")  # none when nothing was accepted
         assert (code.messages if code else 0) == len(accepted)
         assert (code.segments if code else 0) == sum(e.segments for e in accepted)
+
+
+_VERBATIM_TEXT = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='"\\'), max_size=20
+)
+usual_entries = st.builds(
+    Entry,
+    line=st.integers(-(2**63), 2**63 - 1) | st.integers(1, 10**9),
+    to=st.from_regex(r"\+[1-9][0-9]{7,14}", fullmatch=True) | _VERBATIM_TEXT,
+    params=st.just([]),
+    ref=refs,
+    segments=st.integers(0, 10) | st.integers(0, 2**64 - 1),
+    encoding=st.sampled_from([Encoding.GSM7, Encoding.UCS2]) | encodings,
+    text=st.none(),
+    replaced=st.integers(0, 3),
+    saved=st.integers(0, 3),
+)
+
+
+@settings(max_examples=300)
+@given(
+    batch=st.lists(st.tuples(usual_entries, _VERBATIM_TEXT), min_size=1, max_size=12),
+    status=st.sampled_from(["QUEUE", "SENT"]),
+    transaction_id=st.none() | st.text(max_size=40),
+)
+def test_the_usual_batch_in_c_and_in_python_alike(
+    batch: list[tuple[Entry, str]], status: str, transaction_id: str | None
+) -> None:
+    # Every id and number verbatim (the fast path's batch): the C part's lines (or its
+    # refusal, for an int beyond 64 bits or an encoding given as a plain str) and the
+    # Python loop's are orjson's bytes, with the same summary.
+    lines = [e for e, _ in batch]
+    ids: list[str | None] = [i for _, i in batch]
+    runs = []
+    for numpy_twins in (False, True):
+        with twins(numpy_twins):
+            runs.append(write_accepted(lines, ids, status, 2, transaction_id))
+    (c_bytes, c_summary), (py_bytes, py_summary) = runs
+    assert c_bytes == py_bytes == reference(lines, ids, status, 2, transaction_id)
+    c_document, py_document = c_summary.as_dict(), py_summary.as_dict()
+    for document in (c_document, py_document):
+        document.pop("elapsed_s"), document.pop("recipients_per_s")
+    assert c_document == py_document
+    assert (
+        c_summary.segments_saved
+        == py_summary.segments_saved
+        == sum(e.saved for e in lines if e.replaced)
+    )
 
 
 def test_usual_batch_line_by_line() -> None:
