@@ -1,4 +1,5 @@
-/* dispatcher._native: the campaign checks' per-chunk loops in C (issue 13).
+/* dispatcher._native: the campaign checks' per-chunk loops in C (issue 13), and two
+ * per-line steps of the send path (issue 16).
  *
  * Each function here has a numpy (or plain Python) twin in dispatcher/ that gives the
  * same answer, bit for bit; dispatcher/native.py picks this module when it is built and
@@ -22,6 +23,14 @@
  *   merge_keys, gather_by_source
  *                 a k-way merge of sorted runs, a column at a time, instead of a
  *                 concatenation and a stable argsort of it.
+ *   argsort_keys, find_in_run
+ *                 a chunk's keys sorted by radix (no mispredicted comparisons), and
+ *                 its few questions to a run answered through the run's index.
+ *   segment_counts
+ *                 the encoding and segments of a chunk's texts from a table of the
+ *                 GSM-7 characters, one pass a text (dispatcher.segments.count).
+ *   accepted_lines
+ *                 an accepted batch's result lines (dispatcher.writers).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1284,7 +1293,96 @@ done:
     return result;
 }
 
+/* ---- the segment count of texts ------------------------------------------------------ */
+
+PyDoc_STRVAR(segment_counts_doc,
+"segment_counts(texts, classes, gsm7, ucs2, three_gpp) -> list\n\n"
+"dispatcher.segments.count for each text, from its tables: classes (65536 bytes) tells\n"
+"each BMP character 1 for a one-septet GSM-7 character, 2 for an extension one (two\n"
+"septets), 0 for none (UCS-2); a character beyond the BMP is UCS-2, two units. The\n"
+"count of a text is gsm7[units] or ucs2[units] (the cached SegmentCounts of the\n"
+"model); None where the model needs more than the units (3gpp: a multipart GSM-7 text\n"
+"with extension characters, a multipart UCS-2 text) or the table is too short: the\n"
+"caller counts those texts itself.");
+
+static PyObject *
+segment_counts(PyObject *self, PyObject *args)
+{
+    PyObject *texts_obj, *gsm7, *ucs2;
+    Py_buffer classes;
+    int three_gpp;
+    if (!PyArg_ParseTuple(args, "Oy*O!O!p:segment_counts", &texts_obj, &classes, &PyTuple_Type,
+                          &gsm7, &PyTuple_Type, &ucs2, &three_gpp)) {
+        return NULL;
+    }
+    PyObject *result = NULL, *texts = NULL;
+    if (classes.len != 65536) {
+        PyErr_SetString(PyExc_ValueError, "segment_counts: classes of 65536 bytes");
+        goto done;
+    }
+    texts = PySequence_Fast(texts_obj, "segment_counts: a list of str");
+    if (texts == NULL) {
+        goto done;
+    }
+    const unsigned char *class_of = classes.buf;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(texts), gsm7_size = PyTuple_GET_SIZE(gsm7),
+               ucs2_size = PyTuple_GET_SIZE(ucs2);
+    PyObject **items = PySequence_Fast_ITEMS(texts);
+    result = PyList_New(n);
+    if (result == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *text = items[i];
+        if (!PyUnicode_Check(text)) {
+            Py_CLEAR(result);
+            PyErr_Format(PyExc_TypeError, "segment_counts: item %zd is not a str", i);
+            goto done;
+        }
+        int kind = PyUnicode_KIND(text);
+        const void *data = PyUnicode_DATA(text);
+        Py_ssize_t length = PyUnicode_GET_LENGTH(text), doubles = 0, wide = 0;
+        int ucs = 0;
+        if (kind == PyUnicode_1BYTE_KIND) {
+            const Py_UCS1 *c = data;
+            for (Py_ssize_t j = 0; j < length; j++) {
+                unsigned char cls = class_of[c[j]];
+                ucs |= cls == 0;
+                doubles += cls == 2;
+            }
+        }
+        else {
+            for (Py_ssize_t j = 0; j < length; j++) {
+                Py_UCS4 cp = PyUnicode_READ(kind, data, j);
+                if (cp > 0xFFFF) {
+                    ucs = 1;
+                    wide++;
+                    continue;
+                }
+                unsigned char cls = class_of[cp];
+                ucs |= cls == 0;
+                doubles += cls == 2;
+            }
+        }
+        Py_ssize_t units = length + (ucs ? wide : doubles);
+        PyObject *table = ucs ? ucs2 : gsm7;
+        Py_ssize_t size = ucs ? ucs2_size : gsm7_size;
+        int cached = units < size;
+        if (three_gpp) {
+            /* as dispatcher.segments.count: only what the units alone decide */
+            cached &= ucs ? units <= 70 : (doubles == 0 || units <= 160);
+        }
+        PyObject *item = cached ? PyTuple_GET_ITEM(table, units) : Py_None;
+        PyList_SET_ITEM(result, i, Py_NewRef(item));
+    }
+done:
+    PyBuffer_Release(&classes);
+    Py_XDECREF(texts);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"segment_counts", segment_counts, METH_VARARGS, segment_counts_doc},
     {"accepted_lines", accepted_lines, METH_VARARGS, accepted_lines_doc},
     {"sort_keys", sort_keys, METH_O, sort_keys_doc},
     {"plain_keys", plain_keys, METH_VARARGS, plain_keys_doc},
@@ -1312,8 +1410,18 @@ static struct PyModuleDef module = {
     NULL,
 };
 
+/* What dispatcher/native.py expects (its VERSION): raise it whenever a function is added
+ * or changes what it takes or gives, so that a build left over from older sources is not
+ * used by newer Python code. */
+#define VERSION 1
+
 PyMODINIT_FUNC
 PyInit__native(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "VERSION", VERSION) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

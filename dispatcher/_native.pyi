@@ -1,7 +1,10 @@
 # The C part's signatures (csrc/native.c); see dispatcher/native.py.
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from _typeshed import ReadableBuffer, WriteableBuffer
+
+VERSION: int
 
 def text_hashes(texts: Sequence[str], out: WriteableBuffer, /) -> None: ...
 def column_ints(
@@ -43,3 +46,11 @@ def accepted_lines(
     dumps: Callable[[object], bytes],
     /,
 ) -> tuple[bytes, list[int], int, int] | None: ...
+def segment_counts(
+    texts: Sequence[str],
+    classes: bytes,
+    gsm7: tuple[object, ...],
+    ucs2: tuple[object, ...],
+    three_gpp: bool,
+    /,
+) -> list[Any]: ...

@@ -16,6 +16,9 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
+#: The `dispatcher._native` these modules are written for (its ``VERSION``).
+VERSION = 1
+
 
 def _load() -> ModuleType | None:
     if os.environ.get("DISPATCHER_NATIVE", "1") == "0":
@@ -23,6 +26,11 @@ def _load() -> ModuleType | None:
     try:
         from dispatcher import _native
     except ImportError:  # not built here (no C compiler at install): the numpy twins run
+        return None
+    if getattr(_native, "VERSION", None) != VERSION:
+        # Built from older sources (``csrc/native.c`` changed since the last ``pip
+        # install``): its functions may not be the ones called here. The twins run, and
+        # ``tests/unit/test_native.py`` fails until it is rebuilt.
         return None
     return _native
 

@@ -21,7 +21,7 @@ from dispatcher.models import Encoding, Entry, Group, Recipient, Rejected, Statu
 from dispatcher.numbers import normalize, normalize_many
 from dispatcher.policy import Policy, Sink
 from dispatcher.renderer import Template, compile_template
-from dispatcher.segments import count
+from dispatcher.segments import count, count_many
 from dispatcher.smart import encode
 
 if TYPE_CHECKING:
@@ -188,7 +188,7 @@ class Preparer:
             return None
         if not all(texts):
             return None
-        counts = list(map(count, texts, repeat(self._model)))
+        counts = count_many(texts, self._model)
         segments = list(map(_segments_of, counts))
         if segments and max(segments) > self._max_segments:
             return None

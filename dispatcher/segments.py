@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     import regex
 
+from dispatcher import native
 from dispatcher.models import Encoding, SegmentCount
 
 #: The GSM 03.38 default alphabet, indexed by septet value; ``\x1b`` (0x1B) is the escape
@@ -177,6 +178,43 @@ def count(text: str, model: str = "flat") -> SegmentCount:
             return _3GPP_UCS2[units]
         return _ucs2_multipart(text, special, units, doubles)
     raise ValueError(f"unknown segment model {model!r}; expected one of {', '.join(MODELS)}")
+
+
+def count_many(texts: list[str], model: str = "flat") -> list[SegmentCount]:
+    """`count` of each text: by the C part (`dispatcher.native`) where it is built, which
+    reads each text once against a table of the GSM-7 characters (`_classes`), and by
+    `count` for what it leaves (a 3gpp multipart text that needs more than its units).
+    """
+    core = native.core
+    if core is None or model not in MODELS:
+        return list(map(count, texts, repeat(model)))
+    counts: list[SegmentCount]
+    if model == "flat":
+        counts = core.segment_counts(texts, _classes(), _FLAT_GSM7, _FLAT_UCS2, False)
+    else:
+        counts = core.segment_counts(texts, _classes(), _3GPP_GSM7, _3GPP_UCS2, True)
+    if None in counts:
+        counts = [
+            c if c is not None else count(t, model) for c, t in zip(counts, texts, strict=True)
+        ]
+    return counts
+
+
+_CLASSES: bytes | None = None
+
+
+def _classes() -> bytes:
+    """Per BMP character: 1 for a one-septet GSM-7 character, 2 for an extension one,
+    0 for a character only UCS-2 holds (made once, 64 KiB)."""
+    global _CLASSES
+    if _CLASSES is None:
+        table = bytearray(65536)
+        for character in GSM7_BASIC:
+            table[ord(character)] = 1
+        for character in GSM7_EXTENSION:
+            table[ord(character)] = 2
+        _CLASSES = bytes(table)
+    return _CLASSES
 
 
 def _classify(special: str) -> tuple[Encoding, int]:

@@ -25,8 +25,14 @@ _U64 = np.uint64
 
 def test_the_c_part_is_built_and_used() -> None:
     # The README's install builds it (setup.py); a silent fallback would hide a broken
-    # build behind slower checks.
+    # build behind slower checks, or one left over from older sources.
+    assert built().VERSION == native.VERSION, "dispatcher._native is stale: pip install -e ."
     assert native.core is built()
+
+
+def test_a_build_of_another_version_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(built(), "VERSION", native.VERSION - 1)
+    assert native._load() is None
 
 
 def test_dispatcher_native_0_turns_the_c_part_off(monkeypatch: pytest.MonkeyPatch) -> None:

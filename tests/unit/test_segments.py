@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import regex
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispatcher import segments
@@ -20,10 +20,12 @@ from dispatcher.segments import (
     GSM7_EXTENSION,
     GSM7_EXTENSION_TABLE,
     count,
+    count_many,
     is_gsm7,
     non_gsm_characters,
     parts,
 )
+from tests.support.native import twins
 
 GSM7, UCS2 = Encoding.GSM7, Encoding.UCS2
 
@@ -469,3 +471,29 @@ def test_non_gsm_characters_are_exactly_what_forces_ucs2(text: str) -> None:
     found = non_gsm_characters(text)
     assert found == [(i, c) for i, c in enumerate(text) if c not in GSM7_CHARACTERS]
     assert (count(text).encoding is UCS2) == bool(found)
+
+
+_ANY_TEXT = st.one_of(
+    gsm_text,
+    mixed_text,
+    st.text(st.characters(codec=None, exclude_categories=()), max_size=30),  # lone surrogates
+    st.text(alphabet=st.sampled_from(["a", "{", "é", "😀"]), min_size=1600, max_size=1800),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ANY_TEXT, max_size=12), st.sampled_from(["flat", "3gpp"]), st.booleans())
+def test_count_many_is_count_of_each(texts: list[str], model: str, numpy_twins: bool) -> None:
+    # The C part's one pass (which leaves the 3gpp multipart texts that need more than
+    # their units to `count`), or `count` itself: the same SegmentCounts, and the contract.
+    with twins(numpy_twins):
+        got = count_many(texts, model)
+    assert got == [count(text, model) for text in texts]
+    assert got == [reference(text, model) for text in texts]
+
+
+def test_count_many_in_c_hands_back_the_cached_counts() -> None:
+    got = count_many(["Hi", "Hi {name}", "Olá 😀"], "flat")
+    assert got[0] is segments._FLAT_GSM7[2]
+    assert got[1] is segments._FLAT_GSM7[11]  # { and } are two septets each
+    assert got[2] is segments._FLAT_UCS2[6]
