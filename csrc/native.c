@@ -1136,8 +1136,9 @@ PyDoc_STRVAR(accepted_lines_doc,
 "dispatcher.writers.Outputs._accepted_plain's result lines of a batch, one a\n"
 "(Entry, id): '{\"line\":L,\"to\":\"T\"' + middle + id + '\",\"segments\":N' + the tail\n"
 "of the entry's encoding [+ ',\"replaced\":R'] [+ ',\"ref\":' + dumps(ref)] + '}\\n'.\n"
-"kinds is a tuple of (encoding, tail) pairs, matched by identity; sums are the segments\n"
-"of each kind; smart counts the entries with replacements and saved sums their saved\n"
+"kinds is a tuple of (encoding, tail) pairs, matched by identity; sums are (kind's\n"
+"index, its segments) for the kinds met, in the order of their first entry; smart\n"
+"counts the entries with replacements and saved sums their saved\n"
 "segments. None (the caller's own loops) for a number or id that is not JSON text as it\n"
 "is (printable ASCII but quote and backslash), an entry of another encoding or an int\n"
 "beyond 64 bits.");
@@ -1159,6 +1160,8 @@ accepted_lines(PyObject *self, PyObject *args)
     const char *tail_of[8];
     Py_ssize_t tail_size[8];
     long long sums[8] = {0};
+    int seen[8] = {0}, order[8]; /* the kinds met, in the order of their first entry */
+    Py_ssize_t kinds_met = 0;
     for (Py_ssize_t k = 0; k < kind_count; k++) {
         PyObject *pair = PyTuple_GET_ITEM(kinds, k);
         if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
@@ -1235,6 +1238,10 @@ accepted_lines(PyObject *self, PyObject *args)
             goto done;
         }
         sums[k] += segment_count;
+        if (!seen[k]) {
+            seen[k] = 1;
+            order[kinds_met++] = (int)k;
+        }
         if (replaced_count) {
             smart++;
             saved += saved_count;
@@ -1268,19 +1275,19 @@ accepted_lines(PyObject *self, PyObject *args)
     if (text == NULL) {
         goto done;
     }
-    PyObject *sum_list = PyList_New(kind_count);
+    PyObject *sum_list = PyList_New(kinds_met);
     if (sum_list == NULL) {
         Py_DECREF(text);
         goto done;
     }
-    for (Py_ssize_t k = 0; k < kind_count; k++) {
-        PyObject *value = PyLong_FromLongLong(sums[k]);
-        if (value == NULL) {
+    for (Py_ssize_t j = 0; j < kinds_met; j++) {
+        PyObject *pair = Py_BuildValue("(iL)", order[j], sums[order[j]]);
+        if (pair == NULL) {
             Py_DECREF(text);
             Py_DECREF(sum_list);
             goto done;
         }
-        PyList_SET_ITEM(sum_list, k, value);
+        PyList_SET_ITEM(sum_list, j, pair);
     }
     result = Py_BuildValue("(NNLL)", text, sum_list, smart, saved);
     goto done;
@@ -1413,7 +1420,7 @@ static struct PyModuleDef module = {
 /* What dispatcher/native.py expects (its VERSION): raise it whenever a function is added
  * or changes what it takes or gives, so that a build left over from older sources is not
  * used by newer Python code. */
-#define VERSION 1
+#define VERSION 2
 
 PyMODINIT_FUNC
 PyInit__native(void)

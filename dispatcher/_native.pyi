@@ -45,7 +45,7 @@ def accepted_lines(
     kinds: tuple[tuple[object, str], ...],
     dumps: Callable[[object], bytes],
     /,
-) -> tuple[bytes, list[int], int, int] | None: ...
+) -> tuple[bytes, list[tuple[int, int]], int, int] | None: ...
 def segment_counts(
     texts: Sequence[str],
     classes: bytes,

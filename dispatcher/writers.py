@@ -493,7 +493,7 @@ class Outputs:
             return False
         text, sums, smart, saved_segments = done
         self.results.write(text)
-        segments_by = dict(zip(_ENCODINGS, sums, strict=True))
+        segments_by = {_ENCODINGS[kind]: total for kind, total in sums}
         self._count_accepted(batch, len(ids), status, segments_by, smart, saved_segments, started)
         return True
 
@@ -512,7 +512,7 @@ class Outputs:
         summary.statuses[status] += lines
         summary.by_code[status, batch.group.sender] += lines
         if status in ACCEPTED:
-            summary.segments.update({k: v for k, v in segments_by.items() if v})
+            summary.segments.update(segments_by)
             summary.charge(batch.entries)
             summary.sent(batch.group.sender, lines, sum(segments_by.values()), started)
             summary.smart(smart, saved_segments)

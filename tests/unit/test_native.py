@@ -459,7 +459,11 @@ def test_accepted_lines_takes_the_usual_batch_and_leaves_odd_ones() -> None:
         '{"line":8,"to":"+12025550123","status":"QUEUE","id":"b","segments":2,'
         '"encoding":"UCS2"},T,"replaced":3,"ref":{"crm":"é"}}\n'
     )
-    assert (sums, smart, saved) == ([1, 2], 1, 1)
+    assert (sums, smart, saved) == ([(0, 1), (1, 2)], 1, 1)
+    # the kinds in the order of their first entry
+    reverse = core.accepted_lines(entries[::-1], ["b", "a"], ",", kinds, orjson.dumps)
+    assert reverse is not None
+    assert reverse[1] == [(1, 2), (0, 1)]
     # an encoding of no kind, an int beyond 64 bits, a number that is not ASCII: None
     for odd in (
         entries[0]._replace(encoding="GSM7"),
