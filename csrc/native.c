@@ -278,6 +278,54 @@ mix_word(uint64_t mixed, uint64_t size)
 #define PREFETCH(address, write) ((void)0)
 #endif
 
+/* A filter's words, a chunk's keys and their hashes (or none), as both calls take them. */
+typedef struct {
+    Py_buffer words, keys, hashes;
+    Py_ssize_t n;         /* keys */
+    uint64_t size;        /* words */
+    const uint64_t *hash; /* NULL: keys alone */
+} FilterCall;
+
+static void
+filter_close(FilterCall *call)
+{
+    if (call->words.obj) PyBuffer_Release(&call->words);
+    if (call->keys.obj) PyBuffer_Release(&call->keys);
+    if (call->hashes.obj) PyBuffer_Release(&call->hashes);
+}
+
+/* 0, or -1 with an error set and nothing held. */
+static int
+filter_open(FilterCall *call, PyObject *words, PyObject *keys, PyObject *hashes, int writable,
+            const char *what)
+{
+    memset(call, 0, sizeof(*call));
+    if (get_buffer(words, &call->words, 8, writable, what) < 0 ||
+        get_buffer(keys, &call->keys, 8, 0, what) < 0) {
+        goto fail;
+    }
+    call->n = COUNT(call->keys);
+    if (hashes != Py_None) {
+        if (get_buffer(hashes, &call->hashes, 8, 0, what) < 0) {
+            goto fail;
+        }
+        if (COUNT(call->hashes) != call->n) {
+            PyErr_Format(PyExc_ValueError, "%s: as many hashes as keys", what);
+            goto fail;
+        }
+        call->hash = call->hashes.buf;
+    }
+    call->size = (uint64_t)COUNT(call->words);
+    if (call->size == 0 || call->size > UINT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: 1 to 2^32 - 1 words", what);
+        goto fail;
+    }
+    return 0;
+fail:
+    filter_close(call);
+    return -1;
+}
+
 PyDoc_STRVAR(filter_maybe_doc,
 "filter_maybe(words, keys, hashes) -> bytes\n\n"
 "The positions (native int64) of the (key, hash) pairs the filter may hold: every pair\n"
@@ -290,32 +338,14 @@ filter_maybe(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOO:filter_maybe", &words_obj, &keys_obj, &hashes_obj)) {
         return NULL;
     }
-    Py_buffer words = {0}, keys = {0}, hashes = {0};
-    PyObject *out = NULL;
-    if (get_buffer(words_obj, &words, 8, 0, "filter_maybe words") < 0) {
+    FilterCall call;
+    if (filter_open(&call, words_obj, keys_obj, hashes_obj, 0, "filter_maybe") < 0) {
         return NULL;
     }
-    if (get_buffer(keys_obj, &keys, 8, 0, "filter_maybe keys") < 0) {
-        goto done;
-    }
-    Py_ssize_t n = COUNT(keys);
-    const uint64_t *hash = NULL;
-    if (hashes_obj != Py_None) {
-        if (get_buffer(hashes_obj, &hashes, 8, 0, "filter_maybe hashes") < 0) {
-            goto done;
-        }
-        if (COUNT(hashes) != n) {
-            PyErr_SetString(PyExc_ValueError, "filter_maybe: as many hashes as keys");
-            goto done;
-        }
-        hash = hashes.buf;
-    }
-    uint64_t size = (uint64_t)COUNT(words);
-    if (size == 0 || size > UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "filter_maybe: 1 to 2^32 - 1 words");
-        goto done;
-    }
-    const uint64_t *table = words.buf, *key = keys.buf;
+    PyObject *out = NULL;
+    Py_ssize_t n = call.n;
+    uint64_t size = call.size;
+    const uint64_t *table = call.words.buf, *key = call.keys.buf, *hash = call.hash;
     int64_t *positions = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
     if (positions == NULL) {
         PyErr_NoMemory();
@@ -336,9 +366,7 @@ filter_maybe(PyObject *self, PyObject *args)
     out = PyBytes_FromStringAndSize((const char *)positions, found * (Py_ssize_t)sizeof(int64_t));
     PyMem_Free(positions);
 done:
-    PyBuffer_Release(&words);
-    if (keys.obj) PyBuffer_Release(&keys);
-    if (hashes.obj) PyBuffer_Release(&hashes);
+    filter_close(&call);
     return out;
 }
 
@@ -354,33 +382,15 @@ filter_add(PyObject *self, PyObject *args)
                           &positions_obj)) {
         return NULL;
     }
-    Py_buffer words = {0}, keys = {0}, hashes = {0}, positions = {0};
-    PyObject *result = NULL;
-    if (get_buffer(words_obj, &words, 8, 1, "filter_add words") < 0) {
+    FilterCall call;
+    if (filter_open(&call, words_obj, keys_obj, hashes_obj, 1, "filter_add") < 0) {
         return NULL;
     }
-    if (get_buffer(keys_obj, &keys, 8, 0, "filter_add keys") < 0) {
-        goto done;
-    }
-    Py_ssize_t n = COUNT(keys);
-    const uint64_t *hash = NULL;
-    if (hashes_obj != Py_None) {
-        if (get_buffer(hashes_obj, &hashes, 8, 0, "filter_add hashes") < 0) {
-            goto done;
-        }
-        if (COUNT(hashes) != n) {
-            PyErr_SetString(PyExc_ValueError, "filter_add: as many hashes as keys");
-            goto done;
-        }
-        hash = hashes.buf;
-    }
-    uint64_t size = (uint64_t)COUNT(words);
-    if (size == 0 || size > UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "filter_add: 1 to 2^32 - 1 words");
-        goto done;
-    }
-    uint64_t *table = words.buf;
-    const uint64_t *key = keys.buf;
+    Py_buffer positions = {0};
+    PyObject *result = NULL;
+    Py_ssize_t n = call.n;
+    uint64_t size = call.size, *table = call.words.buf;
+    const uint64_t *key = call.keys.buf, *hash = call.hash;
     if (positions_obj == Py_None) {
         for (Py_ssize_t i = 0; i < n; i++) {
             if (i + AHEAD < n) {
@@ -416,9 +426,7 @@ filter_add(PyObject *self, PyObject *args)
     }
     result = Py_NewRef(Py_None);
 done:
-    PyBuffer_Release(&words);
-    if (keys.obj) PyBuffer_Release(&keys);
-    if (hashes.obj) PyBuffer_Release(&hashes);
+    filter_close(&call);
     if (positions.obj) PyBuffer_Release(&positions);
     return result;
 }
