@@ -379,8 +379,9 @@ def _argsort(keys: _U64) -> tuple[_I64, _U64]:
     """The stable order of ``keys`` and the keys in it.
 
     The C part's radix sort (`dispatcher.native`) compares nothing: 15 against 53 ns a
-    key for numpy's stable argsort (timsort) on 5000 keys of random numbers, which
-    mispredicts a branch about every other comparison.
+    key for numpy's stable argsort (timsort) on 5000 fresh keys of random numbers. The
+    same array sorted again took timsort 16.5 ns a key: the difference is its
+    comparisons' branches, which the processor learns only for keys it has seen.
     """
     if native.core is not None:
         order = np.empty(len(keys), dtype=np.int64)
