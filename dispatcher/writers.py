@@ -36,9 +36,9 @@ _ref_of = itemgetter(3)  # Entry.ref
 _segments_of = itemgetter(4)  # Entry.segments
 _encoding_of = itemgetter(5)  # Entry.encoding
 _replaced_of = itemgetter(7)  # Entry.replaced
-#: Every encoding, in the order the C part's sums come back (`native.core.accepted_lines`)
-_ENCODINGS: tuple[Encoding, ...] = tuple(Encoding)
 _saved_of = itemgetter(8)  # Entry.saved
+#: Every encoding, as the C part's kinds are indexed (`native.core.accepted_lines`)
+_ENCODINGS: tuple[Encoding, ...] = tuple(Encoding)
 
 
 def _verbatim(texts: list[str]) -> bool:
@@ -79,6 +79,13 @@ def _numbers(values: list[int]) -> list[str]:
 
 #: what ends a line of `_batch_lines` and starts the next
 _END = '}\n{"line":'
+
+
+def _accepted_parts(status: str, attempts: int, transaction_id: str | None) -> tuple[str, str]:
+    """The JSON text of an accepted line between its number and its id, and after its
+    encoding: the same for every line of a batch."""
+    middle = f',"status":{_text(status)},"id":"'
+    return middle, f',"attempts":{attempts},"transactionId":{_text(transaction_id)}'
 
 
 def _batch_lines(entries: list[Entry], head: str, after: str) -> tuple[bytes, dict[str, int]]:
@@ -425,8 +432,7 @@ class Outputs:
         escaping): the bytes orjson gives for each result dict, built from text whose
         constant parts are serialised once per batch — a third of the time of a dict
         and an orjson call per line (bench/bench_pipeline.py)."""
-        middle = f',"status":{_text(status)},"id":"'
-        after = f',"attempts":{attempts},"transactionId":{_text(transaction_id)}'
+        middle, after = _accepted_parts(status, attempts, transaction_id)
         tails: dict[str, str] = {}
         segments_by: dict[str, int] = {}
         parts: list[str] = []
@@ -486,8 +492,7 @@ class Outputs:
         False when it leaves the batch to them (an id or number to escape, an int beyond
         64 bits)."""
         assert native.core is not None
-        middle = f',"status":{_text(status)},"id":"'
-        after = f',"attempts":{attempts},"transactionId":{_text(transaction_id)}'
+        middle, after = _accepted_parts(status, attempts, transaction_id)
         kinds = tuple((kind, f',"encoding":{_text(kind)}{after}') for kind in _ENCODINGS)
         done = native.core.accepted_lines(batch.entries, ids, middle, kinds, _dumps)
         if done is None:
