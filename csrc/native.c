@@ -1,5 +1,5 @@
-/* dispatcher._native: the campaign checks' per-chunk loops in C (issue 13), and two
- * per-line steps of the send path (issue 16).
+/* dispatcher._native: the campaign checks' per-chunk loops in C (issue 13), and the
+ * per-line steps of the send path's plain lines (issue 16).
  *
  * Each function here has a numpy (or plain Python) twin in dispatcher/ that gives the
  * same answer, bit for bit; dispatcher/native.py picks this module when it is built and
@@ -31,9 +31,15 @@
  *                 GSM-7 characters, one pass a text (dispatcher.segments.count).
  *   accepted_lines
  *                 an accepted batch's result lines (dispatcher.writers).
+ *   chunk_numbers, plain_texts, plain_entries
+ *                 a chunk's numbers normalised, its plain lines found and rendered,
+ *                 and their entries made (dispatcher.prepare.Preparer._columns),
+ *                 reading each record's fields at their slots: no attrgetter, map or
+ *                 zip a step, no regex, no f-string a line.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h> /* T_OBJECT_EX: the slots of dispatcher.models.Recipient */
 #include <stdint.h>
 #include <string.h>
 
@@ -1395,7 +1401,454 @@ done:
     return result;
 }
 
+/* ---- the plain lines of a chunk (dispatcher.prepare.Preparer._columns) --------------- */
+
+/* A record's fields, read at their offsets: the member descriptors of its type (a
+ * msgspec Struct: every field is a slot). Order: line, to, params, ref, then the five
+ * overrides (from, text, externalId, clientId, email). */
+#define FIELDS 9
+enum { F_LINE, F_TO, F_PARAMS, F_REF, F_OVERRIDES };
+
+typedef struct {
+    PyTypeObject *type;
+    Py_ssize_t offset[FIELDS];
+} Fields;
+
+static int
+fields_of(PyObject *type, PyObject *descriptors, Fields *fields)
+{
+    if (!PyType_Check(type) || !PyTuple_Check(descriptors) ||
+        PyTuple_GET_SIZE(descriptors) != FIELDS) {
+        PyErr_SetString(PyExc_TypeError, "a type and a tuple of its 9 member descriptors");
+        return -1;
+    }
+    fields->type = (PyTypeObject *)type;
+    for (Py_ssize_t k = 0; k < FIELDS; k++) {
+        PyObject *d = PyTuple_GET_ITEM(descriptors, k);
+        if (!Py_IS_TYPE(d, &PyMemberDescr_Type) ||
+            ((PyMemberDescrObject *)d)->d_common.d_type != fields->type ||
+            (((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX &&
+             ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT)) {
+            PyErr_Format(PyExc_TypeError, "descriptor %zd is not an object slot of the type", k);
+            return -1;
+        }
+        fields->offset[k] = ((PyMemberDescrObject *)d)->d_member->offset;
+    }
+    return 0;
+}
+
+/* A field of a record of the type (a borrowed reference; NULL if unset). */
+#define FIELD(item, fields, k) (*(PyObject **)((char *)(item) + (fields)->offset[k]))
+
+#define MAX_DIGITS 15
+#define MIN_DIGITS 8
+
+/* dispatcher.numbers.normalize of an ASCII str: "+" and its digits, or None; the
+ * separators " -.()\t" deleted first. */
+static PyObject *
+normalize_ascii(PyObject *raw)
+{
+    const Py_UCS1 *c = PyUnicode_1BYTE_DATA(raw);
+    Py_ssize_t length = PyUnicode_GET_LENGTH(raw), size = 0;
+    char digits[MAX_DIGITS + 2];
+    int plus = 0, clean = 1;
+    for (Py_ssize_t j = 0; j < length; j++) {
+        unsigned char ch = c[j];
+        if (ch >= '0' && ch <= '9') {
+            if (size == MAX_DIGITS) {
+                Py_RETURN_NONE; /* too long */
+            }
+            digits[1 + size++] = (char)ch;
+        }
+        else if (ch == '+' && size == 0 && !plus) {
+            plus = 1;
+            clean &= j == 0;
+        }
+        else if (ch == ' ' || ch == '-' || ch == '.' || ch == '(' || ch == ')' || ch == '\t') {
+            clean = 0;
+        }
+        else {
+            Py_RETURN_NONE; /* a letter, a second +, a control character, ... */
+        }
+    }
+    if (size < MIN_DIGITS || digits[1] == '0') {
+        Py_RETURN_NONE;
+    }
+    if (clean && plus) {
+        return Py_NewRef(raw); /* already "+<digits>" */
+    }
+    digits[0] = '+';
+    return PyUnicode_FromStringAndSize(digits, size + 1);
+}
+
+PyDoc_STRVAR(chunk_numbers_doc,
+"chunk_numbers(items, type, descriptors, normalize) -> list\n\n"
+"The normalised number of each item (dispatcher.numbers.normalize_many of their 'to'):\n"
+"a record of `type` with an ASCII 'to' here, one with another str by\n"
+"normalize(to) (str or None); None for any other item (a rejected line).");
+
+static PyObject *
+chunk_numbers(PyObject *self, PyObject *args)
+{
+    PyObject *items_obj, *type, *descriptors, *normalize;
+    Fields fields;
+    if (!PyArg_ParseTuple(args, "OOO!O:chunk_numbers", &items_obj, &type, &PyTuple_Type,
+                          &descriptors, &normalize) ||
+        fields_of(type, descriptors, &fields) < 0) {
+        return NULL;
+    }
+    PyObject *items = PySequence_Fast(items_obj, "chunk_numbers: a list of items");
+    if (items == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    PyObject **item_of = PySequence_Fast_ITEMS(items);
+    PyObject *result = PyList_New(n);
+    if (result == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = item_of[i], *number;
+        PyObject *raw = Py_IS_TYPE(item, fields.type) ? FIELD(item, &fields, F_TO) : NULL;
+        if (raw == NULL) {
+            number = Py_NewRef(Py_None);
+        }
+        else if (PyUnicode_CheckExact(raw) && PyUnicode_IS_ASCII(raw)) {
+            number = normalize_ascii(raw);
+        }
+        else {
+            number = PyObject_CallOneArg(normalize, raw);
+        }
+        if (number == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, i, number);
+    }
+done:
+    Py_DECREF(items);
+    return result;
+}
+
+/* The text of a param as dispatcher.renderer renders it (a new reference), or NULL with
+ * no error where only the renderer can say (a float orjson might write differently
+ * from repr, a BigInt, null, an array, ...). */
+static PyObject *
+param_text(PyObject *value, PyObject *dumps)
+{
+    if (PyUnicode_CheckExact(value)) {
+        return Py_NewRef(value);
+    }
+    if (PyLong_CheckExact(value)) {
+        return PyObject_Str(value);
+    }
+    if (value == Py_True) {
+        return PyUnicode_FromStringAndSize("true", 4);
+    }
+    if (value == Py_False) {
+        return PyUnicode_FromStringAndSize("false", 5);
+    }
+    if (PyFloat_CheckExact(value)) {
+        /* as orjson writes it (dumps): Python's repr takes ~1 100 instructions a float
+         * (dtoa.c), orjson's ~150; NaN and the infinities (null) are the renderer's */
+        PyObject *json = PyObject_CallOneArg(dumps, value);
+        if (json == NULL) {
+            return NULL;
+        }
+        PyObject *out = NULL;
+        if (!PyBytes_Check(json)) {
+            PyErr_SetString(PyExc_TypeError, "plain_texts: dumps must return bytes");
+        }
+        else if (!(PyBytes_GET_SIZE(json) == 4 && memcmp(PyBytes_AS_STRING(json), "null", 4) == 0)) {
+            out = PyUnicode_DecodeASCII(PyBytes_AS_STRING(json), PyBytes_GET_SIZE(json), NULL);
+        }
+        Py_DECREF(json);
+        return out;
+    }
+    return NULL;
+}
+
+#define MAX_SLOTS 8
+
+/* A template's text from its literals and the params' texts: a new str, or NULL with no
+ * error set where the renderer must do it. */
+static PyObject *
+render_one(PyObject *params, PyObject **literal, const Py_ssize_t *index, Py_ssize_t slots,
+           PyObject *dumps)
+{
+    if (!PyList_CheckExact(params)) {
+        return NULL;
+    }
+    PyObject *part[MAX_SLOTS] = {NULL};
+    Py_ssize_t length = 0;
+    Py_UCS4 widest = 0;
+    PyObject *out = NULL;
+    Py_ssize_t have = PyList_GET_SIZE(params), s;
+    for (s = 0; s < slots; s++) {
+        if (index[s] >= have || (part[s] = param_text(PyList_GET_ITEM(params, index[s]), dumps)) == NULL) {
+            goto done;
+        }
+        length += PyUnicode_GET_LENGTH(part[s]);
+        Py_UCS4 most = PyUnicode_MAX_CHAR_VALUE(part[s]);
+        widest = most > widest ? most : widest;
+    }
+    for (s = 0; s <= slots; s++) {
+        length += PyUnicode_GET_LENGTH(literal[s]);
+        Py_UCS4 most = PyUnicode_MAX_CHAR_VALUE(literal[s]);
+        widest = most > widest ? most : widest;
+    }
+    out = PyUnicode_New(length, widest);
+    if (out == NULL) {
+        goto done;
+    }
+    Py_ssize_t at = 0;
+    for (s = 0; s <= slots; s++) {
+        PyObject *pieces[2] = {literal[s], s < slots ? part[s] : NULL};
+        for (int p = 0; p < 2 && pieces[p] != NULL; p++) {
+            Py_ssize_t size = PyUnicode_GET_LENGTH(pieces[p]);
+            if (PyUnicode_CopyCharacters(out, at, pieces[p], 0, size) < 0) {
+                Py_CLEAR(out);
+                goto done;
+            }
+            at += size;
+        }
+    }
+done:
+    for (s = 0; s < slots; s++) {
+        Py_XDECREF(part[s]);
+    }
+    return out;
+}
+
+PyDoc_STRVAR(plain_texts_doc,
+"plain_texts(items, numbers, type, descriptors, literals, indexes, render, dumps)\n"
+"    -> (specials, texts) | None\n\n"
+"Preparer._columns' first half: the positions of the items that are not plain\n"
+"(not a record of `type`, no number, or one of the five overrides set), and the\n"
+"template's text for each plain one, rendered from the literals (a tuple of str, one\n"
+"more than indexes) and the params at `indexes`: here where every param is a str, an\n"
+"int, a bool or a finite float (as dumps(float), orjson's, writes it), by\n"
+"render(params) (the Python renderer, whose errors pass through) otherwise. None\n"
+"where the template has more than 8 placeholders or a field is unset.");
+
+static PyObject *
+plain_texts(PyObject *self, PyObject *args)
+{
+    PyObject *items_obj, *numbers_obj, *type, *descriptors, *literals, *indexes, *render, *dumps;
+    Fields fields;
+    if (!PyArg_ParseTuple(args, "OOOO!O!O!OO:plain_texts", &items_obj, &numbers_obj, &type,
+                          &PyTuple_Type, &descriptors, &PyTuple_Type, &literals,
+                          &PyTuple_Type, &indexes, &render, &dumps) ||
+        fields_of(type, descriptors, &fields) < 0) {
+        return NULL;
+    }
+    Py_ssize_t slots = PyTuple_GET_SIZE(indexes);
+    if (PyTuple_GET_SIZE(literals) != slots + 1) {
+        PyErr_SetString(PyExc_ValueError, "plain_texts: one literal more than indexes");
+        return NULL;
+    }
+    if (slots > MAX_SLOTS) {
+        Py_RETURN_NONE;
+    }
+    PyObject *literal[MAX_SLOTS + 1];
+    Py_ssize_t index[MAX_SLOTS];
+    for (Py_ssize_t s = 0; s <= slots; s++) {
+        literal[s] = PyTuple_GET_ITEM(literals, s);
+        if (!PyUnicode_Check(literal[s])) {
+            PyErr_SetString(PyExc_TypeError, "plain_texts: literals of str");
+            return NULL;
+        }
+        if (s < slots) {
+            index[s] = PyLong_AsSsize_t(PyTuple_GET_ITEM(indexes, s));
+            if (index[s] < 0) {
+                if (!PyErr_Occurred()) {
+                    PyErr_SetString(PyExc_ValueError, "plain_texts: indexes from 0");
+                }
+                return NULL;
+            }
+        }
+    }
+    PyObject *items = PySequence_Fast(items_obj, "plain_texts: a list of items");
+    if (items == NULL) {
+        return NULL;
+    }
+    PyObject *numbers = PySequence_Fast(numbers_obj, "plain_texts: a list of numbers");
+    PyObject *specials = NULL, *texts = NULL, *result = NULL;
+    if (numbers == NULL) {
+        goto done;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    if (PySequence_Fast_GET_SIZE(numbers) != n) {
+        PyErr_SetString(PyExc_ValueError, "plain_texts: a number an item");
+        goto done;
+    }
+    PyObject **item_of = PySequence_Fast_ITEMS(items), **number_of = PySequence_Fast_ITEMS(numbers);
+    specials = PyList_New(0);
+    texts = PyList_New(0);
+    if (specials == NULL || texts == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = item_of[i], *number = number_of[i];
+        int plain = Py_IS_TYPE(item, fields.type) && PyUnicode_Check(number) &&
+                    PyUnicode_GET_LENGTH(number) > 0;
+        for (int k = F_OVERRIDES; plain && k < FIELDS; k++) {
+            PyObject *value = FIELD(item, &fields, k);
+            if (value == NULL) {
+                Py_CLEAR(result);
+                result = Py_NewRef(Py_None);
+                goto done;
+            }
+            plain = value == Py_None;
+        }
+        if (!plain) {
+            PyObject *position = PyLong_FromSsize_t(i);
+            if (position == NULL || PyList_Append(specials, position) < 0) {
+                Py_XDECREF(position);
+                goto done;
+            }
+            Py_DECREF(position);
+            continue;
+        }
+        PyObject *params = FIELD(item, &fields, F_PARAMS);
+        if (params == NULL) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        PyObject *text = render_one(params, literal, index, slots, dumps);
+        if (text == NULL) {
+            if (PyErr_Occurred()) {
+                goto done;
+            }
+            text = PyObject_CallOneArg(render, params);
+            if (text == NULL) {
+                goto done;
+            }
+        }
+        int failed = PyList_Append(texts, text);
+        Py_DECREF(text);
+        if (failed) {
+            goto done;
+        }
+    }
+    result = PyTuple_Pack(2, specials, texts);
+done:
+    Py_XDECREF(specials);
+    Py_XDECREF(texts);
+    Py_XDECREF(numbers);
+    Py_DECREF(items);
+    return result;
+}
+
+PyDoc_STRVAR(plain_entries_doc,
+"plain_entries(entry_type, items, numbers, specials, counts, texts, type, descriptors)\n"
+"    -> list\n\n"
+"Preparer._columns' second half: an Entry (a tuple of entry_type, 9 items) for each\n"
+"plain item (those not at `specials`, ascending): its line, number, params and ref,\n"
+"the segments and encoding of its count (a SegmentCount: items 2 and 0), its text\n"
+"from `texts` or None where texts is None, and two zeros.");
+
+static PyObject *
+plain_entries(PyObject *self, PyObject *args)
+{
+    PyObject *entry_type, *items_obj, *numbers_obj, *specials_obj, *counts_obj, *texts_obj,
+        *type, *descriptors;
+    Fields fields;
+    if (!PyArg_ParseTuple(args, "O!OOOOOOO!:plain_entries", &PyType_Type, &entry_type,
+                          &items_obj, &numbers_obj, &specials_obj, &counts_obj, &texts_obj,
+                          &type, &PyTuple_Type, &descriptors) ||
+        fields_of(type, descriptors, &fields) < 0) {
+        return NULL;
+    }
+    PyTypeObject *entry = (PyTypeObject *)entry_type;
+    if (!PyType_IsSubtype(entry, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "plain_entries: entry_type is a tuple type");
+        return NULL;
+    }
+    PyObject *items = NULL, *numbers = NULL, *specials = NULL, *counts = NULL, *texts = NULL,
+             *result = NULL, *zero = NULL;
+    if ((items = PySequence_Fast(items_obj, "plain_entries: items")) == NULL ||
+        (numbers = PySequence_Fast(numbers_obj, "plain_entries: numbers")) == NULL ||
+        (specials = PySequence_Fast(specials_obj, "plain_entries: specials")) == NULL ||
+        (counts = PySequence_Fast(counts_obj, "plain_entries: counts")) == NULL ||
+        (texts_obj != Py_None &&
+         (texts = PySequence_Fast(texts_obj, "plain_entries: texts")) == NULL) ||
+        (zero = PyLong_FromLong(0)) == NULL) {
+        goto done;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items), special_count = PySequence_Fast_GET_SIZE(specials),
+               plain = n - special_count;
+    if (PySequence_Fast_GET_SIZE(numbers) != n || PySequence_Fast_GET_SIZE(counts) != plain ||
+        (texts != NULL && PySequence_Fast_GET_SIZE(texts) != plain)) {
+        PyErr_SetString(PyExc_ValueError, "plain_entries: a number an item, a count a plain one");
+        goto done;
+    }
+    PyObject **item_of = PySequence_Fast_ITEMS(items), **number_of = PySequence_Fast_ITEMS(numbers),
+             **special_of = PySequence_Fast_ITEMS(specials), **count_of = PySequence_Fast_ITEMS(counts),
+             **text_of = texts != NULL ? PySequence_Fast_ITEMS(texts) : NULL;
+    result = PyList_New(plain);
+    if (result == NULL) {
+        goto done;
+    }
+    Py_ssize_t last = -1;
+    for (Py_ssize_t s = 0; s < special_count; s++) {
+        Py_ssize_t position = PyLong_AsSsize_t(special_of[s]);
+        if (position <= last || position >= n) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "plain_entries: specials ascending, within items");
+            }
+            Py_CLEAR(result);
+            goto done;
+        }
+        last = position;
+    }
+    Py_ssize_t next = 0, skip = special_count ? PyLong_AsSsize_t(special_of[0]) : -1, j = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i == skip) {
+            next++;
+            skip = next < special_count ? PyLong_AsSsize_t(special_of[next]) : -1;
+            continue;
+        }
+        PyObject *item = item_of[i], *count = count_of[j];
+        if (!Py_IS_TYPE(item, fields.type) || !PyTuple_Check(count) || PyTuple_GET_SIZE(count) < 3) {
+            PyErr_SetString(PyExc_TypeError, "plain_entries: a record and a SegmentCount");
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyObject *value[9] = {
+            FIELD(item, &fields, F_LINE), number_of[i], FIELD(item, &fields, F_PARAMS),
+            FIELD(item, &fields, F_REF), PyTuple_GET_ITEM(count, 2), PyTuple_GET_ITEM(count, 0),
+            text_of != NULL ? text_of[j] : Py_None, zero, zero};
+        PyObject *one = entry->tp_alloc(entry, 9);
+        if (one == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        for (int k = 0; k < 9; k++) {
+            if (value[k] == NULL) {
+                Py_DECREF(one);
+                PyErr_SetString(PyExc_AttributeError, "plain_entries: a record's field is unset");
+                Py_CLEAR(result);
+                goto done;
+            }
+            PyTuple_SET_ITEM(one, k, Py_NewRef(value[k]));
+        }
+        PyList_SET_ITEM(result, j++, one);
+    }
+done:
+    Py_XDECREF(items);
+    Py_XDECREF(numbers);
+    Py_XDECREF(specials);
+    Py_XDECREF(counts);
+    Py_XDECREF(texts);
+    Py_XDECREF(zero);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"chunk_numbers", chunk_numbers, METH_VARARGS, chunk_numbers_doc},
+    {"plain_texts", plain_texts, METH_VARARGS, plain_texts_doc},
+    {"plain_entries", plain_entries, METH_VARARGS, plain_entries_doc},
     {"segment_counts", segment_counts, METH_VARARGS, segment_counts_doc},
     {"accepted_lines", accepted_lines, METH_VARARGS, accepted_lines_doc},
     {"sort_keys", sort_keys, METH_O, sort_keys_doc},
@@ -1427,7 +1880,7 @@ static struct PyModuleDef module = {
 /* What dispatcher/native.py expects (its VERSION): raise it whenever a function is added
  * or changes what it takes or gives, so that a build left over from older sources is not
  * used by newer Python code. */
-#define VERSION 2
+#define VERSION 3
 
 PyMODINIT_FUNC
 PyInit__native(void)

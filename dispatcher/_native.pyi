@@ -54,3 +54,32 @@ def segment_counts(
     three_gpp: bool,
     /,
 ) -> list[Any]: ...
+def chunk_numbers(
+    items: Sequence[object],
+    type: type,
+    descriptors: tuple[Any, ...],
+    normalize: Callable[[str], str | None],
+    /,
+) -> list[str | None]: ...
+def plain_texts(
+    items: Sequence[object],
+    numbers: Sequence[str | None],
+    type: type,
+    descriptors: tuple[Any, ...],
+    literals: tuple[str, ...],
+    indexes: tuple[int, ...],
+    render: Callable[[Any], str],
+    dumps: Callable[[object], bytes],
+    /,
+) -> tuple[list[int], list[str]] | None: ...
+def plain_entries(
+    entry_type: type,
+    items: Sequence[object],
+    numbers: Sequence[str | None],
+    specials: Sequence[int],
+    counts: Sequence[tuple[Any, ...]],
+    texts: Sequence[str] | None,
+    type: type,
+    descriptors: tuple[Any, ...],
+    /,
+) -> list[Any]: ...

@@ -17,7 +17,7 @@ import os
 from types import ModuleType
 
 #: The `dispatcher._native` these modules are written for (its ``VERSION``).
-VERSION = 2
+VERSION = 3
 
 
 def _load() -> ModuleType | None:

@@ -13,8 +13,12 @@ from bisect import bisect_left
 from collections.abc import Callable, Hashable, Sequence
 from itertools import compress, repeat
 from operator import attrgetter, itemgetter, ne, not_
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+import orjson
+
+from dispatcher import native
 from dispatcher.config import Config
 from dispatcher.errors import InvalidNumber, RenderError
 from dispatcher.models import Encoding, Entry, Group, Recipient, Rejected, Status
@@ -41,6 +45,15 @@ _line_of = attrgetter("line")
 _encoding_of = itemgetter(0)  # of a SegmentCount
 _segments_of = itemgetter(2)
 _NO_OVERRIDES = (None, None, None, None, None)
+_entry_line = itemgetter(0)  # Entry.line
+#: `Recipient`'s fields as the C part reads them (`dispatcher.native`: ``chunk_numbers``,
+#: ``plain_texts``, ``plain_entries``): its slots' descriptors, in the order it expects.
+_FIELDS = tuple(
+    Recipient.__dict__[name]
+    for name in (
+        "line", "to", "params", "ref", "sender", "text", "external_id", "client_id", "email"
+    )
+)  # fmt: skip
 #: What the column path looks at in place of a line without a number (set aside).
 _NO_RECIPIENT = Recipient(line=0, to="")
 #: An opted-out line's place in its chunk once its result is written (`Preparer._opt_out`).
@@ -50,6 +63,9 @@ _ANSWERED = Recipient(line=0, to="")
 #: A run of a chunk's messages of one group: the group, the entries and (when a policy
 #: reads them) their rendered texts.
 Run = tuple[Group, list[Entry], "list[str] | None"]
+#: A chunk's plain lines prepared (`Preparer._plain`): the positions of the other lines,
+#: the plain ones' entries and (when a policy reads them) their texts.
+Plain = tuple[list[int], list[Entry], "list[str] | None"]
 
 
 def _extend(runs: list[Run], group: Group, entries: list[Entry], texts: list[str] | None) -> None:
@@ -130,11 +146,15 @@ class Preparer:
     def feed(self, chunk: list[Recipient | Rejected], batcher: Batches, sink: LocalSink) -> None:
         """Prepare every item of an input chunk, adding messages to ``batcher``."""
         # All the numbers of the chunk at once; a rejected line has none (None below).
-        try:
-            raw_numbers = list(map(_to_of, chunk))
-        except AttributeError:
-            raw_numbers = [item.to if type(item) is Recipient else "" for item in chunk]
-        numbers = normalize_many(raw_numbers, strict=self._strict)
+        core = native.core
+        if core is not None and not self._strict:
+            numbers = core.chunk_numbers(chunk, Recipient, _FIELDS, _normalized)
+        else:
+            try:
+                raw_numbers = list(map(_to_of, chunk))
+            except AttributeError:
+                raw_numbers = [item.to if type(item) is Recipient else "" for item in chunk]
+            numbers = normalize_many(raw_numbers, strict=self._strict)
         if chunk and (self._optout is not None or self._chunk_hooks):
             # The numbers' keys are parsed once, for the opt-out lists and the duplicates.
             shared = _chunk_numbers(chunk[0].line, chunk[-1].line, numbers)
@@ -156,13 +176,76 @@ class Preparer:
         A plain line is a recipient with a valid number and none of its own overrides
         (sender, text, externalId, clientId, email): its message goes with the job's
         template in the default group, so each step — params, render, count, entry — is
-        one C-level ``map`` over the chunk's plain lines, with no Python code per line.
-        The other lines (a few in a hundred: their own text, an invalid number, a
-        malformed line) take `_one`, as on the line-by-line path, and their messages are
-        put back in input order between the plain ones. A chunk where a plain line does
-        not render, renders empty or needs too many segments goes line by line instead
-        (so that each of those lines gets its own result): rare, and only that chunk.
+        done for the chunk's plain lines at once, with no Python code per line: by the C
+        part where it is built (`_plain_in_c`), else by C-level ``map`` calls
+        (`_plain`, its twin). The other lines (a few in a hundred: their own text, an
+        invalid number, a malformed line) take `_one`, as on the line-by-line path, and
+        their messages are put back in input order between the plain ones. A chunk where
+        a plain line does not render, renders empty or needs too many segments goes line
+        by line instead (so that each of those lines gets its own result): rare, and
+        only that chunk.
         """
+        core = native.core
+        try:
+            plain = (
+                self._plain(chunk, numbers)
+                if core is None
+                else self._plain_in_c(core, chunk, numbers)
+            )
+        except RenderError:
+            return None
+        if plain is None:
+            return None
+        specials, entries, kept_texts = plain
+        default = self._default
+        if not specials:
+            return [(default, entries, kept_texts)]
+        # The other lines, and their messages put back in input order.
+        runs: list[Run] = []
+        start = 0
+        for position in specials:
+            prepared = self._one(cast("Recipient", chunk[position]), numbers[position], sink)
+            if prepared is None:
+                continue
+            group, entry, text = prepared
+            end = bisect_left(entries, entry.line, start, key=_entry_line)
+            if end > start:
+                _extend(runs, default, entries[start:end], kept_texts and kept_texts[start:end])
+                start = end
+            _extend(runs, group, [entry], [text] if kept_texts is not None else None)
+        _extend(runs, default, entries[start:], kept_texts and kept_texts[start:])
+        return runs
+
+    def _plain_in_c(
+        self, core: ModuleType, chunk: list[Recipient | Rejected], numbers: list[str | None]
+    ) -> Plain | None:
+        """`_plain` by the C part: the plain lines found and rendered in one pass
+        (``plain_texts``; the template's own ``render`` for a param it does not write, as
+        a float beyond 1e16), counted (`count_many`), then their entries made in one
+        more (``plain_entries``)."""
+        template = self._default.template
+        found = core.plain_texts(
+            chunk, numbers, Recipient, _FIELDS, template.literals, template.indexes,
+            template.render, orjson.dumps,
+        )  # fmt: skip
+        if found is None:  # a template of more than 8 placeholders
+            return self._plain(chunk, numbers)
+        specials, texts = found
+        if not all(texts):
+            return None
+        counts = count_many(texts, self._model)
+        if counts and max(map(_segments_of, counts)) > self._max_segments:
+            return None
+        entries = core.plain_entries(
+            Entry, chunk, numbers, specials, counts, texts if self._keep_text else None,
+            Recipient, _FIELDS,
+        )  # fmt: skip
+        return specials, entries, texts if self._texts else None
+
+    def _plain(self, chunk: list[Recipient | Rejected], numbers: list[str | None]) -> Plain | None:
+        """The positions of the chunk's lines that are not plain, the plain lines'
+        entries and (when a policy reads them) texts; None when a plain line renders
+        empty or needs too many segments. RenderError when one does not render."""
         default = self._default
         # Plain: a number, and no overrides. Only the lines without a number (a
         # rejected line among them) are looked at one by one here.
@@ -182,23 +265,19 @@ class Preparer:
         else:
             plain_numbers = numbers
         params = list(map(_params_of, items))
-        try:
-            texts = list(map(default.template.render, params))
-        except RenderError:
-            return None
+        texts = list(map(default.template.render, params))
         if not all(texts):
             return None
         counts = count_many(texts, self._model)
         segments = list(map(_segments_of, counts))
         if segments and max(segments) > self._max_segments:
             return None
-        lines = list(map(_line_of, items))
         entries: list[Entry] = list(
             map(
                 _new_entry,
                 repeat(Entry),
                 zip(
-                    lines,
+                    map(_line_of, items),
                     plain_numbers,
                     params,
                     map(_ref_of, items),
@@ -210,24 +289,7 @@ class Preparer:
                 ),
             )
         )
-        kept_texts = texts if self._texts else None
-        if not specials:
-            return [(default, entries, kept_texts)]
-        # The other lines, and their messages put back in input order.
-        runs: list[Run] = []
-        start = 0
-        for position in specials:
-            prepared = self._one(cast("Recipient", chunk[position]), numbers[position], sink)
-            if prepared is None:
-                continue
-            group, entry, text = prepared
-            end = bisect_left(lines, entry.line, start)
-            if end > start:
-                _extend(runs, default, entries[start:end], kept_texts and kept_texts[start:end])
-                start = end
-            _extend(runs, group, [entry], [text] if kept_texts is not None else None)
-        _extend(runs, default, entries[start:], kept_texts and kept_texts[start:])
-        return runs
+        return specials, entries, texts if self._texts else None
 
     def _line_by_line(
         self,
@@ -510,6 +572,15 @@ def _without(values: list[Any], positions: list[int]) -> list[Any]:
         at, start = end, position + 1
     kept[at:] = values[start:]
     return kept
+
+
+def _normalized(raw: str) -> str | None:
+    """`normalize` (not strict), or None: for the C part's ``chunk_numbers``, on the
+    numbers it leaves (those with a character beyond ASCII)."""
+    try:
+        return normalize(raw)
+    except InvalidNumber:
+        return None
 
 
 def _chunk_numbers(first: int, last: int, numbers: list[str | None]) -> ChunkNumbers:

@@ -60,7 +60,10 @@ class Template:
     """A compiled message template; immutable, safe to share and to cache.
 
     ``text`` is the source, ``max_index`` the highest placeholder index (-1 when there is
-    none), ``is_static`` whether the text has no placeholder at all.
+    none), ``is_static`` whether the text has no placeholder at all. ``literals`` and
+    ``indexes`` are its parts: the text between placeholders (one more than the
+    placeholders) and each placeholder's index, for the C part's renderer
+    (`dispatcher.native`: ``plain_texts``).
 
     Raises `TemplateError` for a placeholder index above `MAX_INDEX`.
 
@@ -70,11 +73,13 @@ class Template:
     placeholders that measured 255 ns against 420 ns for a method looping over them.
     """
 
-    __slots__ = ("is_static", "max_index", "render", "text")
+    __slots__ = ("indexes", "is_static", "literals", "max_index", "render", "text")
 
     text: str
     max_index: int
     is_static: bool
+    literals: tuple[str, ...]
+    indexes: tuple[int, ...]
     render: Render
 
     def __init__(self, text: str) -> None:
@@ -87,6 +92,8 @@ class Template:
             end = match.end()
         literals.append(text[end:])
         self.text = text
+        self.literals = tuple(literals)
+        self.indexes = tuple(indexes)
         self.max_index = max(indexes, default=-1)
         self.is_static = not indexes
         self.render = _make_render(text, literals, indexes, self.max_index)

@@ -475,3 +475,36 @@ def test_accepted_lines_takes_the_usual_batch_and_leaves_odd_ones() -> None:
         core.accepted_lines(entries, ["a"], ",", kinds, orjson.dumps)
     with pytest.raises(TypeError, match="bytes"):
         core.accepted_lines(entries[1:], ["a"], ",", kinds, str)
+
+
+def test_the_plain_path_functions_refuse_a_bad_call() -> None:
+    """``chunk_numbers``, ``plain_texts`` and ``plain_entries`` read a record's slots
+    at the offsets its type's member descriptors give: anything else is refused, as
+    are specials out of order or out of range."""
+    from dispatcher.models import Entry, Recipient
+    from dispatcher.prepare import _FIELDS, _normalized
+
+    core = built()
+    chunk = [Recipient(line=1, to="+15005550006", params=["x"])]
+    with pytest.raises(TypeError, match="member descriptors"):
+        core.chunk_numbers(chunk, Recipient, _FIELDS[:8], _normalized)
+    with pytest.raises(TypeError, match="object slot"):
+        core.chunk_numbers(chunk, Entry, _FIELDS, _normalized)
+    with pytest.raises(ValueError, match="one literal more"):
+        core.plain_texts(chunk, ["+15005550006"], Recipient, _FIELDS, ("a",), (0,), str, str)
+    with pytest.raises(ValueError, match="a number an item"):
+        core.plain_texts(chunk, [], Recipient, _FIELDS, ("a", ""), (0,), str, str)
+    counts = [("GSM7", 1, 1)]
+    for specials in ([0, 0], [2, 1], [3], [-1, 0]):
+        plain = counts * (3 - len(specials))
+        with pytest.raises(ValueError, match="specials ascending"):
+            core.plain_entries(
+                Entry, chunk * 3, ["+1"] * 3, specials, plain, None, Recipient, _FIELDS
+            )
+    with pytest.raises(ValueError, match="a count a plain one"):
+        core.plain_entries(Entry, chunk, ["+1"], [], [], None, Recipient, _FIELDS)
+    with pytest.raises(TypeError, match="tuple type"):
+        core.plain_entries(list, chunk, ["+1"], [], counts, None, Recipient, _FIELDS)
+    (entry,) = core.plain_entries(Entry, chunk, ["+1"], [], counts, ["t"], Recipient, _FIELDS)
+    assert entry == Entry(1, "+1", ["x"], None, 1, "GSM7", "t", 0, 0)
+    assert type(entry) is Entry

@@ -7,6 +7,7 @@ way the pipeline wires them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +18,11 @@ from hypothesis import strategies as st
 from dispatcher import prepare
 from dispatcher.batcher import Batcher
 from dispatcher.config import Config
-from dispatcher.models import Batch, Recipient, Rejected, Status
+from dispatcher.errors import RenderError
+from dispatcher.models import Batch, BigInt, Recipient, Rejected, Status
+from dispatcher.numbers import normalize_many
 from dispatcher.prepare import Preparer
+from tests.support.native import built, twins
 
 
 @dataclass
@@ -259,7 +263,11 @@ def test_strict_numbers_refuse_what_only_looks_like_a_number() -> None:
 NUMBERS = st.one_of(
     st.sampled_from(["+525500000001", "525500000002", "+52 55 0000 0003", "+15005550006"]),
     st.sampled_from(["", "12ab", "+0123456789", "+1234567", "+1234567890123456", "++52"]),
+    st.sampled_from(
+        ["(+1) 500-555.0006", "\t+15005550006", "1 5+005550006", "+52\u00a055 0000 0004"]
+    ),
     st.text(max_size=12),
+    st.text(alphabet="0123456789 +-.()\t\n", max_size=18),
 )
 PARAMS = st.lists(
     st.one_of(
@@ -270,12 +278,24 @@ PARAMS = st.lists(
     ),
     max_size=3,
 )
+#: Params the renderer refuses or that the C part leaves to it (a BigInt, NaN, an
+#: integer beyond 64 bits, a float the renderer writes as orjson does).
+ODD_PARAMS = st.lists(
+    st.one_of(
+        st.text(max_size=3),
+        st.none(),
+        st.floats(),
+        st.integers(),
+        st.builds(BigInt, st.from_regex(r"-?[1-9][0-9]{20,30}", fullmatch=True)),
+    ),
+    max_size=3,
+)
 ITEMS = st.lists(
     st.one_of(
         st.builds(
             lambda to, params, ref, sender, text: (to, params, ref, sender, text),
             NUMBERS,
-            PARAMS,
+            st.one_of(PARAMS, PARAMS, ODD_PARAMS),
             st.one_of(st.none(), st.integers(), st.text(max_size=5)),
             st.one_of(st.none(), st.sampled_from(["ACME", "54321"])),
             st.one_of(st.none(), st.sampled_from(["{0}", "{1} and {0}", "", "static", "{2}"])),
@@ -408,50 +428,161 @@ class _LineByLine(Preparer):
         return None
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     ITEMS,
     st.integers(1, 4),
-    st.sampled_from(["Hi {0}", "{1} owes {0}", "static", "{0}"]),
+    st.sampled_from(
+        ["Hi {0}", "{1} owes {0}", "static", "{0}", "Olá {0} ✓ {1}", "{0}{1}{2}{3}{4}{5}{6}{7}{8}"]
+    ),
     st.sampled_from(["off", "number+text", "number"]),
+    st.booleans(),
     st.booleans(),
 )
 def test_the_column_path_decides_as_the_line_by_line_path(
-    items: list[Any], chunks: int, text: str, dedupe: str, single: bool
+    items: list[Any], chunks: int, text: str, dedupe: str, single: bool, in_c: bool
 ) -> None:
     """`Preparer._columns` (plain lines a column at a time, the others put back in
     order) against `_line_by_line`: the same batches in the same order, with the same
-    entries, and the same local results, whatever the mix of lines."""
+    entries, and the same local results, whatever the mix of lines. The column path
+    runs in C (`dispatcher.native`: ``chunk_numbers``, ``plain_texts``,
+    ``plain_entries``) or as its Python twin (`Preparer._plain`); the line-by-line
+    path is the reference either way. Nine placeholders are more than the C part
+    renders: that chunk is the twin's."""
     from dispatcher.dedupe import Dedupe
     from dispatcher.policy import Duplicates
 
     outcomes = []
     for kind in (Preparer, _LineByLine):
-        config = Config(
-            sender="12345",
-            text=text,
-            batch_size=3,
-            max_message_segments=3,
-            endpoint="single" if single else "batch",
-        )
-        batcher = Batcher(
-            batch_size=3,
-            linger=1.0,
-            max_buffered=10_000,
-            count_segments=False,
-            clock=lambda: 0.0,
-            job="job",
-        )
-        policies = [] if dedupe == "off" else [Duplicates(Dedupe(dedupe), texts=True)]
-        preparer = kind(config, capacity=lambda code: 5, policies=policies)
-        sink = Sink()
-        chunk = chunk_of(items)
-        size = -(-len(chunk) // chunks) or 1
-        for start in range(0, len(chunk), size):
-            preparer.feed(chunk[start : start + size], batcher, sink)
-        batches = [(b.group.key, b.key, list(b.entries)) for b in drained(batcher)]
-        outcomes.append((batches, sink.locals, sink.details, sink.rejected_items))
+        with twins(not in_c):
+            config = Config(
+                sender="12345",
+                text=text,
+                batch_size=3,
+                max_message_segments=3,
+                endpoint="single" if single else "batch",
+            )
+            batcher = Batcher(
+                batch_size=3,
+                linger=1.0,
+                max_buffered=10_000,
+                count_segments=False,
+                clock=lambda: 0.0,
+                job="job",
+            )
+            policies = [] if dedupe == "off" else [Duplicates(Dedupe(dedupe), texts=True)]
+            preparer = kind(config, capacity=lambda code: 5, policies=policies)
+            sink = Sink()
+            chunk = chunk_of(items)
+            size = -(-len(chunk) // chunks) or 1
+            for start in range(0, len(chunk), size):
+                preparer.feed(chunk[start : start + size], batcher, sink)
+            batches = [(b.group.key, b.key, list(b.entries)) for b in drained(batcher)]
+            outcomes.append((batches, sink.locals, sink.details, sink.rejected_items))
     assert outcomes[0] == outcomes[1]
+
+
+#: Mostly plain lines (a valid number, no override), the C part's usual input.
+_VALID = st.sampled_from(["+525500000001", "525500000002", "+52 55 0000 0003", "(+1) 500-555.0006"])
+PLAIN_ITEMS = st.lists(
+    st.one_of(
+        st.tuples(_VALID, PARAMS, st.none(), st.none(), st.none()),
+        st.tuples(
+            _VALID, PARAMS, st.one_of(st.integers(), st.text(max_size=5)), st.none(), st.none()
+        ),
+        st.tuples(_VALID, ODD_PARAMS, st.none(), st.none(), st.none()),
+        ITEMS.flatmap(lambda items: st.sampled_from(items) if items else st.just("rejected")),
+    ),
+    max_size=40,
+)
+
+
+def _raw_numbers(chunk: list[Recipient | Rejected]) -> list[str]:
+    return [item.to if type(item) is Recipient else "" for item in chunk]
+
+
+@settings(max_examples=500, deadline=None)
+@given(ITEMS)
+def test_chunk_numbers_in_c_are_normalize_many(items: list[Any]) -> None:
+    """The C part's ``chunk_numbers`` (the numbers of a chunk's records, read from
+    their slots) against its twin, `normalize_many` of their ``to``."""
+    chunk = chunk_of(items)
+    got = built().chunk_numbers(chunk, Recipient, prepare._FIELDS, prepare._normalized)
+    assert got == normalize_many(_raw_numbers(chunk))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            NUMBERS,
+            st.text(alphabet="0123456789 +-.()\t\n\u00a0\u2013x", max_size=24),
+            st.integers(0, 10**16).map(str),
+        ),
+        max_size=20,
+    )
+)
+def test_chunk_numbers_in_c_of_any_to(numbers: list[str]) -> None:
+    chunk: list[Recipient | Rejected] = [Recipient(line=1, to=to) for to in numbers]
+    got = built().chunk_numbers(chunk, Recipient, prepare._FIELDS, prepare._normalized)
+    assert got == normalize_many(numbers)
+
+
+def _plain_or_error(plain: Callable[[], Any]) -> Any:
+    try:
+        return plain()
+    except RenderError as exc:
+        return ("RenderError", str(exc))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    PLAIN_ITEMS,
+    st.sampled_from(
+        ["Hi {0}", "{1} owes {0}", "static", "{0}", "Olá {0} ✓ {1}", "{0}{1}{2}{3}{4}{5}{6}{7}{8}"]
+    ),
+    st.booleans(),
+    st.sampled_from(["flat", "3gpp"]),
+)
+def test_the_plain_lines_in_c_are_the_twins(
+    items: list[Any], text: str, single: bool, model: str
+) -> None:
+    """`Preparer._plain_in_c` against `Preparer._plain`, its twin, on one chunk: the
+    same positions set aside, the same entries, the same rendered texts (read by a
+    number+text duplicate check), or the same RenderError."""
+    from dispatcher.dedupe import Dedupe
+    from dispatcher.policy import Duplicates
+
+    config = Config(
+        sender="12345",
+        text=text,
+        max_message_segments=3,
+        segment_model=model,
+        endpoint="single" if single else "batch",
+    )
+    preparer = Preparer(
+        config, capacity=lambda code: 5, policies=[Duplicates(Dedupe("number+text"), texts=True)]
+    )
+    chunk = chunk_of(items)
+    numbers = normalize_many(_raw_numbers(chunk))
+    twin = _plain_or_error(lambda: preparer._plain(chunk, numbers))
+    assert _plain_or_error(lambda: preparer._plain_in_c(built(), chunk, numbers)) == twin
+
+
+@pytest.mark.parametrize(
+    "param",
+    [
+        "Zoë", 7, -(2**63), 2**64 - 1, 2**70, True, False, 0.0, -0.0, 10.65, 3.0, 1e-7, 1e16,
+        -1.5e300, math.nan, math.inf, -math.inf, BigInt("123456789012345678901234"), None,
+        [1], {"a": 1},
+    ],
+)  # fmt: skip
+def test_each_kind_of_param_renders_in_c_as_in_its_twin(param: Any) -> None:
+    preparer = Preparer(Config(sender="12345", text="<{0}>"), capacity=lambda code: 5)
+    chunk: list[Recipient | Rejected] = [Recipient(line=3, to="+15005550006", params=[param])]
+    numbers = normalize_many(_raw_numbers(chunk))
+    twin = _plain_or_error(lambda: preparer._plain(chunk, numbers))
+    assert _plain_or_error(lambda: preparer._plain_in_c(built(), chunk, numbers)) == twin
 
 
 @given(st.lists(st.integers(), max_size=60), st.data())
