@@ -83,3 +83,6 @@ def plain_entries(
     descriptors: tuple[Any, ...],
     /,
 ) -> list[Any]: ...
+def batch_recipients(
+    entries: Sequence[tuple[Any, ...]], dumps: Callable[[object], bytes], /
+) -> bytes | None: ...

@@ -20,6 +20,7 @@ from typing import Any, TypedDict
 
 import orjson
 
+from dispatcher import native
 from dispatcher.errors import (
     AuthError,
     BadResponse,
@@ -295,14 +296,30 @@ def single_body(options: Mapping[str, Any], text: str, to: str) -> bytes:
 
 def body(batch: Batch, *, single: bool) -> bytes:
     """The request body of a batch: the batch endpoint's, or (``single``) the one
-    message with its rendered text."""
+    message with its rendered text.
+
+    The batch endpoint's recipients are written by the C part where it is built
+    (`dispatcher.native`: ``batch_recipients``, the same bytes without a dict a
+    recipient), by orjson otherwise and for what the C part leaves to it (a str to
+    escape, an integer beyond 64 bits)."""
     group = batch.group
     if single:
         entry = batch.entries[0]
         assert entry.text is not None
         return single_body(group.options, entry.text, entry.to)
+    core = native.core
+    if core is not None:
+        # The recipients written by the C part, put where orjson writes "to": [].
+        array: bytes | None = core.batch_recipients(batch.entries, orjson.dumps)
+        head = batch_body(group.options, group.template.text, [])
+        if array is not None and head.endswith(_EMPTY_TO):
+            return head[: -len(_EMPTY_TO)] + b'"to":' + array + b"}"
     recipients = [{"to": e.to, "params": e.params} for e in batch.entries]
     return batch_body(group.options, group.template.text, recipients)
+
+
+#: How a batch body with no recipients ends (`batch_body`: "to" is its last key).
+_EMPTY_TO = b'"to":[]}'
 
 
 def parse_status(document: dict[str, Any], message_id: str, *, status: int = 200) -> dict[str, Any]:

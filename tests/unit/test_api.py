@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dispatcher import api
 from dispatcher.api import Answer, check_answer, match_ids, parse_batch, parse_single
@@ -24,8 +26,9 @@ from dispatcher.errors import (
     ServerError,
     Unavailable,
 )
-from dispatcher.models import Batch, Entry, Group
+from dispatcher.models import Batch, BigInt, Entry, Group
 from dispatcher.renderer import compile_template
+from tests.support.native import twins
 
 KEY = "sk-test-0123456789-secret"
 
@@ -230,3 +233,79 @@ def test_bodies_of_a_batch() -> None:
         "text": "Hi Ana",
         "to": "+525500000001",
     }
+
+
+#: Params the C part writes itself, and those it leaves to orjson (a str to escape, a
+#: lone surrogate, an int beyond 64 bits, a BigInt, a nested array).
+_WRITTEN = st.one_of(
+    st.text(max_size=12),
+    st.text(alphabet="aé€\u2028\U0001f600 /\x7f", max_size=6),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(),
+    st.booleans(),
+    st.none(),
+)
+_LEFT = st.one_of(
+    st.text(alphabet='"\\\x00\x1fa\ud800é', min_size=1, max_size=4),
+    st.integers(),
+    st.builds(BigInt, st.from_regex(r"-?[1-9][0-9]{20,30}", fullmatch=True)),
+    st.lists(st.integers(0, 9), max_size=2),
+)
+#: Characters orjson escapes or refuses, and some it writes as they are.
+_AWKWARD = '"\\\x00\x1f\x7fa€\U0001f600\ud800\udfff'
+_PARAMS = st.one_of(
+    st.lists(_WRITTEN, max_size=4),
+    st.lists(_WRITTEN, max_size=4),
+    st.lists(_WRITTEN, max_size=4),
+    st.lists(st.one_of(_WRITTEN, _LEFT), max_size=3),
+    st.tuples(_WRITTEN),
+)
+_TO = st.one_of(
+    st.sampled_from(["+525500000001", "+15005550006"]),
+    st.sampled_from(["+525500000002", "+15005550007"]),
+    st.text(alphabet='+0123456789"\\é\x01', max_size=14),
+)
+
+
+def _body_or_error(batch: Batch) -> bytes | str:
+    try:
+        return api.body(batch, single=False)
+    except orjson.JSONEncodeError as exc:
+        return f"JSONEncodeError: {exc}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.tuples(_TO, _PARAMS), max_size=8),
+    st.sampled_from([{"from": "12345"}, {"from": "12345", "type": "MT", "requestDR": True}]),
+)
+def test_the_batch_body_in_c_is_orjsons(recipients: list[Any], options: dict[str, Any]) -> None:
+    """`api.body` with the C part's ``batch_recipients`` against its twin, orjson on a
+    dict a recipient: the same bytes, or the same error (a lone surrogate), whatever
+    the numbers and params (a str to escape, an int beyond 64 bits, a BigInt, NaN, a
+    nested array, params as a tuple: those it leaves to orjson)."""
+    group = Group("g", sender="12345", template=compile_template("Hi {0} ✓"), options=options,
+                  capacity=math.inf)  # fmt: skip
+    batch = Batch(group, 0.0)
+    batch.entries = [
+        Entry(line, to, params, None, 1, "GSM7", None)
+        for line, (to, params) in enumerate(recipients, 1)
+    ]
+    with twins(False):
+        in_c = _body_or_error(batch)
+    with twins(True):
+        assert _body_or_error(batch) == in_c
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(_WRITTEN, _LEFT, st.text(alphabet=_AWKWARD, max_size=4)))
+def test_each_param_in_c_is_as_orjson_writes_it(param: Any) -> None:
+    """One param a batch, so that none of the others sends the batch to orjson: the
+    C part writes it as orjson does, or leaves it to orjson."""
+    group = Group("g", sender="12345", template=compile_template("{0}"), options={}, capacity=1)
+    batch = Batch(group, 0.0)
+    batch.entries = [Entry(1, "+15005550006", [param], None, 1, "GSM7", None)]
+    with twins(False):
+        in_c = _body_or_error(batch)
+    with twins(True):
+        assert _body_or_error(batch) == in_c
