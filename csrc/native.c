@@ -1090,6 +1090,23 @@ typedef struct {
     size_t size, room;
 } Buffer;
 
+/* Room for `count` bytes at least: one allocation where the size is foreseen. */
+static int
+buffer_reserve(Buffer *b, size_t count)
+{
+    if (count <= b->room) {
+        return 0;
+    }
+    char *data = PyMem_Realloc(b->data, count);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->room = count;
+    return 0;
+}
+
 static int
 buffer_put(Buffer *b, const char *bytes, size_t count)
 {
@@ -1225,6 +1242,9 @@ accepted_lines(PyObject *self, PyObject *args)
     Py_ssize_t n = PySequence_Fast_GET_SIZE(entries);
     if (PySequence_Fast_GET_SIZE(ids) != n) {
         PyErr_SetString(PyExc_ValueError, "accepted_lines: an id an entry");
+        goto done;
+    }
+    if (buffer_reserve(&out, (size_t)n * 128 + 64) < 0) { /* a line is ~100 bytes */
         goto done;
     }
     PyObject **entry_items = PySequence_Fast_ITEMS(entries), **id_items = PySequence_Fast_ITEMS(ids);
@@ -1538,28 +1558,32 @@ put_json_param(Buffer *out, PyObject *value, PyObject *dumps)
 }
 
 PyDoc_STRVAR(batch_recipients_doc,
-"batch_recipients(entries, dumps) -> bytes | None\n\n"
-"The 'to' array of a batch body, as orjson writes [{\"to\": e.to, \"params\": e.params}\n"
-"for e in entries] (dispatcher.api.body): the entries' numbers (printable ASCII) and\n"
-"params written here, a float by dumps(float). None where orjson must write it\n"
+"batch_recipients(entries, dumps, head, tail) -> bytes | None\n\n"
+"A batch body: head, then the 'to' array as orjson writes [{\"to\": e.to, \"params\":\n"
+"e.params} for e in entries], then tail (dispatcher.api.body): the entries' numbers\n"
+"(printable ASCII) and params written here, a float by dumps(float). None where\n"
+"orjson must write it\n"
 "(a str to escape, an int beyond 64 bits, a BigInt, params that are not a list).");
 
 static PyObject *
 batch_recipients(PyObject *self, PyObject *args)
 {
     PyObject *entries_obj, *dumps;
-    if (!PyArg_ParseTuple(args, "OO:batch_recipients", &entries_obj, &dumps)) {
-        return NULL;
-    }
-    PyObject *entries = PySequence_Fast(entries_obj, "batch_recipients: a list of entries");
-    if (entries == NULL) {
+    Py_buffer head, tail;
+    if (!PyArg_ParseTuple(args, "OOy*y*:batch_recipients", &entries_obj, &dumps, &head, &tail)) {
         return NULL;
     }
     PyObject *result = NULL;
+    Buffer out = {NULL, 0, 0};
+    PyObject *entries = PySequence_Fast(entries_obj, "batch_recipients: a list of entries");
+    if (entries == NULL) {
+        goto done;
+    }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(entries);
     PyObject **entry_of = PySequence_Fast_ITEMS(entries);
-    Buffer out = {NULL, 0, 0};
-    if (PUT_LITERAL(&out, "[") < 0) {
+    /* ~50 bytes a recipient: one allocation, and the body made once */
+    if (buffer_reserve(&out, (size_t)(head.len + tail.len) + (size_t)n * 64 + 64) < 0 ||
+        buffer_put(&out, head.buf, (size_t)head.len) < 0 || PUT_LITERAL(&out, "[") < 0) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -1592,7 +1616,7 @@ batch_recipients(PyObject *self, PyObject *args)
             goto done;
         }
     }
-    if (PUT_LITERAL(&out, "]") < 0) {
+    if (PUT_LITERAL(&out, "]") < 0 || buffer_put(&out, tail.buf, (size_t)tail.len) < 0) {
         goto done;
     }
     result = PyBytes_FromStringAndSize(out.data, (Py_ssize_t)out.size);
@@ -1601,7 +1625,9 @@ fallback:
     result = Py_NewRef(Py_None);
 done:
     PyMem_Free(out.data);
-    Py_DECREF(entries);
+    Py_XDECREF(entries);
+    PyBuffer_Release(&head);
+    PyBuffer_Release(&tail);
     return result;
 }
 
@@ -1887,11 +1913,13 @@ plain_texts(PyObject *self, PyObject *args)
         goto done;
     }
     PyObject **item_of = PySequence_Fast_ITEMS(items), **number_of = PySequence_Fast_ITEMS(numbers);
-    specials = PyList_New(0);
-    texts = PyList_New(0);
-    if (specials == NULL || texts == NULL) {
+    /* Which lines are plain first, so that both lists are made at their size. */
+    char *plain_at = PyMem_Malloc(n ? (size_t)n : 1);
+    if (plain_at == NULL) {
+        PyErr_NoMemory();
         goto done;
     }
+    Py_ssize_t plain_count = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = item_of[i], *number = number_of[i];
         int plain = Py_IS_TYPE(item, fields.type) && PyUnicode_Check(number) &&
@@ -1899,42 +1927,51 @@ plain_texts(PyObject *self, PyObject *args)
         for (int k = F_OVERRIDES; plain && k < FIELDS; k++) {
             PyObject *value = FIELD(item, &fields, k);
             if (value == NULL) {
-                Py_CLEAR(result);
+                PyMem_Free(plain_at);
                 result = Py_NewRef(Py_None);
                 goto done;
             }
             plain = value == Py_None;
         }
-        if (!plain) {
-            PyObject *position = PyLong_FromSsize_t(i);
-            if (position == NULL || PyList_Append(specials, position) < 0) {
-                Py_XDECREF(position);
-                goto done;
-            }
-            Py_DECREF(position);
-            continue;
-        }
-        PyObject *params = FIELD(item, &fields, F_PARAMS);
-        if (params == NULL) {
+        if (plain && FIELD(item, &fields, F_PARAMS) == NULL) {
+            PyMem_Free(plain_at);
             result = Py_NewRef(Py_None);
             goto done;
         }
+        plain_at[i] = (char)plain;
+        plain_count += plain;
+    }
+    specials = PyList_New(n - plain_count);
+    texts = PyList_New(plain_count);
+    if (specials == NULL || texts == NULL) {
+        PyMem_Free(plain_at);
+        goto done;
+    }
+    Py_ssize_t special_at = 0, text_at = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!plain_at[i]) {
+            PyObject *position = PyLong_FromSsize_t(i);
+            if (position == NULL) {
+                PyMem_Free(plain_at);
+                goto done;
+            }
+            PyList_SET_ITEM(specials, special_at++, position);
+            continue;
+        }
+        PyObject *params = FIELD(item_of[i], &fields, F_PARAMS);
         PyObject *text = render_one(params, literal, index, slots, dumps);
         if (text == NULL) {
-            if (PyErr_Occurred()) {
-                goto done;
+            if (!PyErr_Occurred()) {
+                text = PyObject_CallOneArg(render, params);
             }
-            text = PyObject_CallOneArg(render, params);
             if (text == NULL) {
+                PyMem_Free(plain_at);
                 goto done;
             }
         }
-        int failed = PyList_Append(texts, text);
-        Py_DECREF(text);
-        if (failed) {
-            goto done;
-        }
+        PyList_SET_ITEM(texts, text_at++, text);
     }
+    PyMem_Free(plain_at);
     result = PyTuple_Pack(2, specials, texts);
 done:
     Py_XDECREF(specials);

@@ -84,5 +84,9 @@ def plain_entries(
     /,
 ) -> list[Any]: ...
 def batch_recipients(
-    entries: Sequence[tuple[Any, ...]], dumps: Callable[[object], bytes], /
+    entries: Sequence[tuple[Any, ...]],
+    dumps: Callable[[object], bytes],
+    head: ReadableBuffer,
+    tail: ReadableBuffer,
+    /,
 ) -> bytes | None: ...

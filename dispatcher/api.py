@@ -310,10 +310,12 @@ def body(batch: Batch, *, single: bool) -> bytes:
     core = native.core
     if core is not None:
         # The recipients written by the C part, put where orjson writes "to": [].
-        array: bytes | None = core.batch_recipients(batch.entries, orjson.dumps)
-        head = batch_body(group.options, group.template.text, [])
-        if array is not None and head.endswith(_EMPTY_TO):
-            return head[: -len(_EMPTY_TO)] + b'"to":' + array + b"}"
+        empty = batch_body(group.options, group.template.text, [])
+        if empty.endswith(_EMPTY_TO):
+            head = empty[: -len(_EMPTY_TO)] + b'"to":'
+            written: bytes | None = core.batch_recipients(batch.entries, orjson.dumps, head, b"}")
+            if written is not None:
+                return written
     recipients = [{"to": e.to, "params": e.params} for e in batch.entries]
     return batch_body(group.options, group.template.text, recipients)
 
