@@ -36,6 +36,8 @@
  *                 and their entries made (dispatcher.prepare.Preparer._columns),
  *                 reading each record's fields at their slots: no attrgetter, map or
  *                 zip a step, no regex, no f-string a line.
+ *   decode_lines  the reader's loop over a chunk's lines: msgspec's decode of each,
+ *                 its line number set at its slot, the careful parse where it fails.
  *   batch_recipients
  *                 a batch body's recipients written straight from the entries, with
  *                 no dict a recipient for orjson to walk (dispatcher.api.body).
@@ -2086,8 +2088,111 @@ done:
     return result;
 }
 
+/* ---- a chunk's lines decoded (dispatcher.reader.parse_lines) ------------------------- */
+
+PyDoc_STRVAR(decode_lines_doc,
+"decode_lines(lines, first_line, decode, failed, careful, misses, skip, type,\n"
+"             descriptors) -> list\n\n"
+"dispatcher.reader.parse_lines' loop: a record a non-empty line, decode(line) with its\n"
+"line number set in its slot, or careful(line, number) (a record or None) where decode\n"
+"raises one of `failed` (a tuple of exception types), and for the `skip` lines after\n"
+"`misses` such failures in a row. An empty line gives nothing.");
+
+static PyObject *
+decode_lines(PyObject *self, PyObject *args)
+{
+    PyObject *lines_obj, *decode, *failed, *careful, *type, *descriptors;
+    Py_ssize_t first_line, most_misses, skip_after;
+    Fields fields;
+    if (!PyArg_ParseTuple(args, "OnOO!OnnOO!:decode_lines", &lines_obj, &first_line, &decode,
+                          &PyTuple_Type, &failed, &careful, &most_misses, &skip_after, &type,
+                          &PyTuple_Type, &descriptors) ||
+        fields_of(type, descriptors, &fields) < 0) {
+        return NULL;
+    }
+    PyObject *lines = PySequence_Fast(lines_obj, "decode_lines: a list of lines");
+    if (lines == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(lines), misses = 0, skip = 0;
+    PyObject **line_of = PySequence_Fast_ITEMS(lines);
+    PyObject *out = PyList_New(n), *result = NULL;
+    if (out == NULL) {
+        goto done;
+    }
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = line_of[i], *record = NULL;
+        if (!PyBytes_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "decode_lines: lines of bytes");
+            goto done;
+        }
+        if (PyBytes_GET_SIZE(line) == 0) {
+            continue;
+        }
+        PyObject *number = PyLong_FromSsize_t(first_line + i);
+        if (number == NULL) {
+            goto done;
+        }
+        if (skip) {
+            skip--;
+        }
+        else {
+            record = PyObject_CallOneArg(decode, line);
+            if (record == NULL) {
+                if (!PyErr_ExceptionMatches(failed)) {
+                    Py_DECREF(number);
+                    goto done;
+                }
+                PyErr_Clear();
+                if (++misses == most_misses) {
+                    misses = 0;
+                    skip = skip_after;
+                }
+            }
+            else {
+                misses = 0;
+                if (Py_IS_TYPE(record, fields.type)) {
+                    PyObject **slot = (PyObject **)((char *)record + fields.offset[F_LINE]);
+                    Py_XSETREF(*slot, number);
+                    number = NULL;
+                }
+                else if (PyObject_SetAttrString(record, "line", number) < 0) {
+                    Py_DECREF(record);
+                    Py_DECREF(number);
+                    goto done;
+                }
+            }
+        }
+        if (record == NULL) {
+            record = PyObject_CallFunctionObjArgs(careful, line, number, NULL);
+            if (record == NULL) {
+                Py_XDECREF(number);
+                goto done;
+            }
+            if (record == Py_None) {
+                Py_DECREF(record);
+                record = NULL;
+            }
+        }
+        Py_XDECREF(number);
+        if (record != NULL) {
+            PyList_SET_ITEM(out, kept++, record);
+        }
+    }
+    if (PyList_SetSlice(out, kept, n, NULL) < 0) {
+        goto done;
+    }
+    result = Py_NewRef(out);
+done:
+    Py_XDECREF(out);
+    Py_DECREF(lines);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"chunk_numbers", chunk_numbers, METH_VARARGS, chunk_numbers_doc},
+    {"decode_lines", decode_lines, METH_VARARGS, decode_lines_doc},
     {"batch_recipients", batch_recipients, METH_VARARGS, batch_recipients_doc},
     {"plain_texts", plain_texts, METH_VARARGS, plain_texts_doc},
     {"plain_entries", plain_entries, METH_VARARGS, plain_entries_doc},

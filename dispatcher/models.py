@@ -17,7 +17,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from operator import itemgetter
-from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, final
+from typing import TYPE_CHECKING, Annotated, Any, Final, NamedTuple, final
 
 import msgspec
 import orjson
@@ -131,6 +131,17 @@ class Recipient(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=Fal
     external_id: str | None = msgspec.field(default=None, name="externalId")
     client_id: str | None = msgspec.field(default=None, name="clientId")
     email: str | None = None
+
+
+#: `Recipient`'s fields as the C part reads and sets them (`dispatcher.native`: the
+#: reader's ``decode_lines``, the preparer's ``chunk_numbers``, ``plain_texts`` and
+#: ``plain_entries``): its slots' descriptors, in the order it expects.
+RECIPIENT_FIELDS: Final = tuple(
+    Recipient.__dict__[name]
+    for name in (
+        "line", "to", "params", "ref", "sender", "text", "external_id", "client_id", "email"
+    )
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

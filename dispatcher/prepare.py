@@ -21,7 +21,7 @@ import orjson
 from dispatcher import native
 from dispatcher.config import Config
 from dispatcher.errors import InvalidNumber, RenderError
-from dispatcher.models import Encoding, Entry, Group, Recipient, Rejected, Status
+from dispatcher.models import RECIPIENT_FIELDS, Encoding, Entry, Group, Recipient, Rejected, Status
 from dispatcher.numbers import normalize, normalize_many
 from dispatcher.policy import Policy, Sink
 from dispatcher.renderer import Template, compile_template
@@ -46,14 +46,6 @@ _encoding_of = itemgetter(0)  # of a SegmentCount
 _segments_of = itemgetter(2)
 _NO_OVERRIDES = (None, None, None, None, None)
 _entry_line = itemgetter(0)  # Entry.line
-#: `Recipient`'s fields as the C part reads them (`dispatcher.native`: ``chunk_numbers``,
-#: ``plain_texts``, ``plain_entries``): its slots' descriptors, in the order it expects.
-_FIELDS = tuple(
-    Recipient.__dict__[name]
-    for name in (
-        "line", "to", "params", "ref", "sender", "text", "external_id", "client_id", "email"
-    )
-)  # fmt: skip
 #: What the column path looks at in place of a line without a number (set aside).
 _NO_RECIPIENT = Recipient(line=0, to="")
 #: An opted-out line's place in its chunk once its result is written (`Preparer._opt_out`).
@@ -148,7 +140,7 @@ class Preparer:
         # All the numbers of the chunk at once; a rejected line has none (None below).
         core = native.core
         if core is not None and not self._strict:
-            numbers = core.chunk_numbers(chunk, Recipient, _FIELDS, _normalized)
+            numbers = core.chunk_numbers(chunk, Recipient, RECIPIENT_FIELDS, _normalized)
         else:
             try:
                 raw_numbers = list(map(_to_of, chunk))
@@ -225,7 +217,7 @@ class Preparer:
         more (``plain_entries``)."""
         template = self._default.template
         found = core.plain_texts(
-            chunk, numbers, Recipient, _FIELDS, template.literals, template.indexes,
+            chunk, numbers, Recipient, RECIPIENT_FIELDS, template.literals, template.indexes,
             template.render, orjson.dumps,
         )  # fmt: skip
         if found is None:  # a template of more than 8 placeholders
@@ -238,7 +230,7 @@ class Preparer:
             return None
         entries = core.plain_entries(
             Entry, chunk, numbers, specials, counts, texts if self._keep_text else None,
-            Recipient, _FIELDS,
+            Recipient, RECIPIENT_FIELDS,
         )  # fmt: skip
         return specials, entries, texts if self._texts else None
 

@@ -37,9 +37,10 @@ from typing import Any, BinaryIO, Final
 import msgspec
 import orjson
 
+from dispatcher import native
 from dispatcher.blocking import BlockingWorker
 from dispatcher.errors import InputError
-from dispatcher.models import BigInt, Recipient, Rejected, json_default
+from dispatcher.models import RECIPIENT_FIELDS, BigInt, Recipient, Rejected, json_default
 from dispatcher.sources import ByteSource, open_source
 
 MAX_LINE_BYTES: Final = 65536
@@ -87,7 +88,21 @@ def parse_lines(
         return []
     if max(map(len, lines)) > max_line_bytes:
         return _parse_each(lines, first_line, max_line_bytes)
+    core = native.core
+    if core is not None:
+        # `_decode_each` in C: the same calls, ~150 ns a line less of loop (mixed file).
+        return core.decode_lines(  # type: ignore[no-any-return]
+            lines, first_line, _decode, _DECODE_FAILED,
+            lambda line, number: _parse_one(line, number, max_line_bytes),
+            _MISSES, _SKIP, Recipient, RECIPIENT_FIELDS,
+        )  # fmt: skip
+    return _decode_each(lines, first_line, max_line_bytes)
 
+
+def _decode_each(
+    lines: Sequence[bytes], first_line: int, max_line_bytes: int
+) -> list[Recipient | Rejected]:
+    """`parse_lines`' loop in Python: the twin of the C part's ``decode_lines``."""
     # msgspec decodes a well-formed line straight into a Recipient, checking the types
     # of its fields as it goes (see Recipient for what it accepts); any other line
     # (blank, malformed, a field of the wrong type, an unknown field, an integer beyond

@@ -481,8 +481,9 @@ def test_the_plain_path_functions_refuse_a_bad_call() -> None:
     """``chunk_numbers``, ``plain_texts`` and ``plain_entries`` read a record's slots
     at the offsets its type's member descriptors give: anything else is refused, as
     are specials out of order or out of range."""
+    from dispatcher.models import RECIPIENT_FIELDS as _FIELDS
     from dispatcher.models import Entry, Recipient
-    from dispatcher.prepare import _FIELDS, _normalized
+    from dispatcher.prepare import _normalized
 
     core = built()
     chunk = [Recipient(line=1, to="+15005550006", params=["x"])]

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from dispatcher import reader
 from dispatcher.models import BigInt, Recipient, Rejected
-from dispatcher.reader import _parse_each, parse_lines
+from dispatcher.reader import _decode_each, _parse_each, parse_lines
 
 
 def exactly(records: list[Recipient | Rejected]) -> list[tuple[str, str]]:
@@ -28,9 +28,13 @@ def exactly(records: list[Recipient | Rejected]) -> list[tuple[str, str]]:
 
 
 def assert_paths_agree(lines: list[bytes], limit: int = 65536) -> None:
-    assert exactly(parse_lines(lines, 7, max_line_bytes=limit)) == exactly(
-        _parse_each(lines, 7, limit)
-    )
+    """The fast path (`parse_lines`: the C part's ``decode_lines`` where it is built,
+    else its twin `_decode_each`) gives the careful path's records, line numbers
+    included."""
+    careful = exactly(_parse_each(lines, 7, limit))
+    assert exactly(parse_lines(lines, 7, max_line_bytes=limit)) == careful
+    if max(map(len, lines), default=0) <= limit:
+        assert exactly(_decode_each(lines, 7, limit)) == careful
 
 
 # --- JSON written every way, valid or nearly ----------------------------------------
