@@ -440,6 +440,22 @@ def test_plain_keys_refuses_a_table_too_small_and_stops_when_out_of_room() -> No
     assert core.plain_keys(text, b" ", table, 8, 15, keys, valid) is None
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1202+5550123", "+12025550123+", "++12025550123", "012025550123", "1202555",
+        "1202555012345678", "12025550123\n", "12025550123\n\n15005550006", "1202x5550123",
+        "1202\t5550123",
+    ],
+)  # fmt: skip
+def test_plain_keys_leaves_every_line_that_is_not_a_plain_number(text: str) -> None:
+    """A + after a digit, a second +, a leading 0, too few or too many digits, an empty
+    line, a character that is not a separator: the careful path's."""
+    table = np.ones((16, 1000), bool)
+    keys, valid = np.empty(4, _U64), np.empty(4, bool)
+    assert built().plain_keys(text, b" -", table, 8, 15, keys, valid) is None
+
+
 # ---- the result lines of an accepted batch -----------------------------------------------
 
 
