@@ -143,6 +143,54 @@ fail:
     return NULL;
 }
 
+/* ---- digits, eight at a time ------------------------------------------------------------- */
+
+/* Whether the eight bytes of v (as read from memory, little-endian) are ASCII digits. */
+static inline int
+eight_are_digits(uint64_t v)
+{
+    return (v & 0xF0F0F0F0F0F0F0F0ULL) == 0x3030303030303030ULL &&
+           ((v + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) == 0x3030303030303030ULL;
+}
+
+/* The value of eight ASCII digits read from memory (the first in the low byte): three
+ * multiplications instead of eight (Lemire's parse_eight_digits_unrolled). */
+static inline uint64_t
+eight_digits_value(uint64_t v)
+{
+    v -= 0x3030303030303030ULL;
+    v = v * 10 + (v >> 8);
+    return (((v & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32))) +
+            (((v >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >>
+           32;
+}
+
+/* The value of `count` ASCII digits at p (1 to 19), or -1 when one is not a digit: the
+ * first count % 8 one by one, then eight at a time. */
+static inline int
+digits_value(const unsigned char *p, Py_ssize_t count, uint64_t *value)
+{
+    uint64_t v = 0;
+    Py_ssize_t head = count % 8;
+    for (Py_ssize_t j = 0; j < head; j++) {
+        unsigned digit = (unsigned)p[j] - '0';
+        if (digit > 9) {
+            return -1;
+        }
+        v = v * 10 + digit;
+    }
+    for (Py_ssize_t j = head; j < count; j += 8) {
+        uint64_t eight;
+        memcpy(&eight, p + j, 8);
+        if (!eight_are_digits(eight)) {
+            return -1;
+        }
+        v = v * 100000000ULL + eight_digits_value(eight);
+    }
+    *value = v;
+    return 0;
+}
+
 /* ---- number_keys ------------------------------------------------------------------ */
 
 PyDoc_STRVAR(number_keys_doc,
@@ -176,13 +224,9 @@ number_keys(PyObject *self, PyObject *args)
         if (len < 2 || len > 19 || s[0] != '+') {
             goto careful;
         }
-        uint64_t key = 0;
-        for (Py_ssize_t j = 1; j < len; j++) {
-            unsigned digit = (unsigned)s[j] - '0';
-            if (digit > 9) {
-                goto careful;
-            }
-            key = key * 10 + digit;
+        uint64_t key;
+        if (digits_value(s + 1, len - 1, &key) < 0) {
+            goto careful;
         }
         keys[i] = key;
     }
@@ -1043,6 +1087,24 @@ plain_keys(PyObject *self, PyObject *args)
         }
         int digits = 0, plus = 0, prefix = 0;
         uint64_t value = 0;
+        /* The usual line, '+' and digits or digits alone: read eight digits at a time. */
+        const unsigned char *first = at + (at < line_end && *at == '+');
+        Py_ssize_t length = line_end - first;
+        if (length >= min_digits && length <= max_digits && *first != '0' &&
+            digits_value(first, length, &value) == 0) {
+            static const uint64_t power[20] = {
+                1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL,
+                100000000ULL, 1000000000ULL, 10000000000ULL, 100000000000ULL,
+                1000000000000ULL, 10000000000000ULL, 100000000000000ULL,
+                1000000000000000ULL, 10000000000000000ULL, 100000000000000000ULL,
+                1000000000000000000ULL, 10000000000000000000ULL};
+            key[count] = value;
+            ok[count] = country[length * 1000 + (Py_ssize_t)(value / power[length - 3])] != 0;
+            count++;
+            at = line_end + 1;
+            continue;
+        }
+        value = 0;
         for (; at < line_end; at++) {
             unsigned c = *at;
             if (c - '0' <= 9) {
