@@ -103,6 +103,41 @@ PyDoc_STRVAR(text_hashes_doc,
 "surrogates passed through: xxhash.xxh3_64_intdigest(text.encode('utf-8',\n"
 "'surrogatepass')).");
 
+#define SMALL_TEXT 1024
+
+/* The UTF-8 of a str into out (room for 4 bytes a character), surrogates encoded as
+ * any other code point (as Python's "surrogatepass"): its size. */
+static size_t
+utf8_encode(PyObject *text, unsigned char *out)
+{
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t length = PyUnicode_GET_LENGTH(text);
+    unsigned char *at = out;
+    for (Py_ssize_t j = 0; j < length; j++) {
+        Py_UCS4 cp = PyUnicode_READ(kind, data, j);
+        if (cp < 0x80) {
+            *at++ = (unsigned char)cp;
+        }
+        else if (cp < 0x800) {
+            *at++ = (unsigned char)(0xC0 | (cp >> 6));
+            *at++ = (unsigned char)(0x80 | (cp & 0x3F));
+        }
+        else if (cp < 0x10000) {
+            *at++ = (unsigned char)(0xE0 | (cp >> 12));
+            *at++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+            *at++ = (unsigned char)(0x80 | (cp & 0x3F));
+        }
+        else {
+            *at++ = (unsigned char)(0xF0 | (cp >> 18));
+            *at++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+            *at++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+            *at++ = (unsigned char)(0x80 | (cp & 0x3F));
+        }
+    }
+    return (size_t)(at - out);
+}
+
 static PyObject *
 text_hashes(PyObject *self, PyObject *args)
 {
@@ -125,8 +160,15 @@ text_hashes(PyObject *self, PyObject *args)
             hashes[i] = XXH3_64bits(PyUnicode_DATA(text), (size_t)PyUnicode_GET_LENGTH(text));
             continue;
         }
-        /* Encoded into a bytes object freed at once: PyUnicode_AsUTF8AndSize would keep
-         * a UTF-8 copy on every str for as long as it lives. */
+        /* A text of up to SMALL_TEXT characters is encoded here, on the stack (a
+         * surrogate as three bytes, as "surrogatepass" does); a longer one into a bytes
+         * object freed at once: PyUnicode_AsUTF8AndSize would keep a UTF-8 copy on every
+         * str for as long as it lives. */
+        if (PyUnicode_GET_LENGTH(text) <= SMALL_TEXT) {
+            unsigned char utf8[4 * SMALL_TEXT];
+            hashes[i] = XXH3_64bits(utf8, utf8_encode(text, utf8));
+            continue;
+        }
         PyObject *encoded = PyUnicode_AsEncodedString(text, "utf-8", "surrogatepass");
         if (encoded == NULL) {
             goto fail;

@@ -63,6 +63,8 @@ def test_text_hashes_are_xxh3_of_the_utf8(texts: list[str]) -> None:
 
 def test_text_hashes_of_long_and_awkward_texts() -> None:
     texts = ["", "a", "\udc80", "x\ud800y", "é" * 5000, "😀" * 1000, "a" * 241, "b" * 10_000]
+    # either side of the length encoded on the stack (1024 characters)
+    texts += ["é" * 1024, "😀" * 1024, "\ud800" * 1025, "\U0010ffff" * 1023 + "é", "€" * 1025]
     out = np.empty(len(texts), dtype=np.uint64)
     built().text_hashes(texts, out)
     assert out.tolist() == [
