@@ -1350,7 +1350,8 @@ accepted_lines(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "accepted_lines: an id an entry");
         goto done;
     }
-    if (buffer_reserve(&out, (size_t)n * 128 + 64) < 0) { /* a line is ~100 bytes */
+    /* a line is 100 to 190 bytes (an id of 36, a ref): room for most batches at once */
+    if (buffer_reserve(&out, (size_t)n * 224 + 256) < 0) {
         goto done;
     }
     PyObject **entry_items = PySequence_Fast_ITEMS(entries), **id_items = PySequence_Fast_ITEMS(ids);
