@@ -1203,6 +1203,8 @@ buffer_reserve(Buffer *b, size_t count)
     if (count <= b->room) {
         return 0;
     }
+    /* at least double a buffer already made, so that reserving as it fills stays cheap */
+    count = count > b->room * 2 ? count : b->room * 2;
     char *data = PyMem_Realloc(b->data, count);
     if (data == NULL) {
         PyErr_NoMemory();
@@ -1557,63 +1559,36 @@ put_json_str(Buffer *out, PyObject *text)
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
     Py_ssize_t length = PyUnicode_GET_LENGTH(text);
-    if (PyUnicode_IS_ASCII(text)) {
-        const unsigned char *c = data;
-        int ok = 1;
+    int ok = 1;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *c = data;
         for (Py_ssize_t j = 0; j < length; j++) {
             ok &= (c[j] >= 0x20) & (c[j] != '"') & (c[j] != '\\');
         }
-        if (!ok) {
-            return 0;
-        }
-        return PUT_LITERAL(out, "\"") < 0 || buffer_put(out, (const char *)c, (size_t)length) < 0 ||
-                       PUT_LITERAL(out, "\"") < 0
-                   ? -1
-                   : 1;
     }
-    size_t start = out->size;
-    if (PUT_LITERAL(out, "\"") < 0) {
+    else {
+        for (Py_ssize_t j = 0; j < length; j++) {
+            Py_UCS4 cp = PyUnicode_READ(kind, data, j);
+            /* a surrogate: orjson refuses it, and its error is the one to give */
+            ok &= (cp >= 0x20) & (cp != '"') & (cp != '\\') & !(cp >= 0xD800 && cp <= 0xDFFF);
+        }
+    }
+    if (!ok) {
+        return 0;
+    }
+    if (buffer_reserve(out, out->size + 4 * (size_t)length + 2) < 0) {
         return -1;
     }
-    for (Py_ssize_t j = 0; j < length; j++) {
-        Py_UCS4 cp = PyUnicode_READ(kind, data, j);
-        char utf8[4];
-        size_t size;
-        if (cp < 0x80) {
-            if (cp < 0x20 || cp == '"' || cp == '\\') {
-                out->size = start;
-                return 0;
-            }
-            utf8[0] = (char)cp;
-            size = 1;
-        }
-        else if (cp < 0x800) {
-            utf8[0] = (char)(0xC0 | (cp >> 6));
-            utf8[1] = (char)(0x80 | (cp & 0x3F));
-            size = 2;
-        }
-        else if (cp < 0x10000) {
-            if (cp >= 0xD800 && cp <= 0xDFFF) { /* orjson refuses it: its error, not ours */
-                out->size = start;
-                return 0;
-            }
-            utf8[0] = (char)(0xE0 | (cp >> 12));
-            utf8[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-            utf8[2] = (char)(0x80 | (cp & 0x3F));
-            size = 3;
-        }
-        else {
-            utf8[0] = (char)(0xF0 | (cp >> 18));
-            utf8[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-            utf8[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-            utf8[3] = (char)(0x80 | (cp & 0x3F));
-            size = 4;
-        }
-        if (buffer_put(out, utf8, size) < 0) {
-            return -1;
-        }
+    out->data[out->size++] = '"';
+    if (PyUnicode_IS_ASCII(text)) {
+        memcpy(out->data + out->size, data, (size_t)length);
+        out->size += (size_t)length;
     }
-    return PUT_LITERAL(out, "\"") < 0 ? -1 : 1;
+    else {
+        out->size += utf8_encode(text, (unsigned char *)out->data + out->size);
+    }
+    out->data[out->size++] = '"';
+    return 1;
 }
 
 /* A param as orjson writes it: 1 written, 0 not (a BigInt, an int beyond 64 bits, a str

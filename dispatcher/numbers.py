@@ -74,13 +74,15 @@ def normalize_many(raws: Sequence[str], *, strict: bool = False) -> list[str | N
             digits = _E164_LINES(cleaned)
             if len(digits) == len(raws):  # one match per line: always, but cheap to check
                 return ["+" + d if d else None for d in digits]
-    out: list[str | None] = []
-    for raw in raws:
-        try:
-            out.append(normalize(raw, strict=strict))
-        except InvalidNumber:
-            out.append(None)
-    return out
+    return [normalize_or_none(raw, strict=strict) for raw in raws]
+
+
+def normalize_or_none(raw: str, *, strict: bool = False) -> str | None:
+    """`normalize`, or None where it raises (call `normalize` for the reason)."""
+    try:
+        return normalize(raw, strict=strict)
+    except InvalidNumber:
+        return None
 
 
 def number_key(number: str | None) -> int:

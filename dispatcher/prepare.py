@@ -22,7 +22,7 @@ from dispatcher import native
 from dispatcher.config import Config
 from dispatcher.errors import InvalidNumber, RenderError
 from dispatcher.models import RECIPIENT_FIELDS, Encoding, Entry, Group, Recipient, Rejected, Status
-from dispatcher.numbers import normalize, normalize_many
+from dispatcher.numbers import normalize, normalize_many, normalize_or_none
 from dispatcher.policy import Policy, Sink
 from dispatcher.renderer import Template, compile_template
 from dispatcher.segments import count, count_many
@@ -140,7 +140,7 @@ class Preparer:
         # All the numbers of the chunk at once; a rejected line has none (None below).
         core = native.core
         if core is not None and not self._strict:
-            numbers = core.chunk_numbers(chunk, Recipient, RECIPIENT_FIELDS, _normalized)
+            numbers = core.chunk_numbers(chunk, Recipient, RECIPIENT_FIELDS, normalize_or_none)
         else:
             try:
                 raw_numbers = list(map(_to_of, chunk))
@@ -564,15 +564,6 @@ def _without(values: list[Any], positions: list[int]) -> list[Any]:
         at, start = end, position + 1
     kept[at:] = values[start:]
     return kept
-
-
-def _normalized(raw: str) -> str | None:
-    """`normalize` (not strict), or None: for the C part's ``chunk_numbers``, on the
-    numbers it leaves (those with a character beyond ASCII)."""
-    try:
-        return normalize(raw)
-    except InvalidNumber:
-        return None
 
 
 def _chunk_numbers(first: int, last: int, numbers: list[str | None]) -> ChunkNumbers:

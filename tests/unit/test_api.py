@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dispatcher import api
@@ -299,6 +299,11 @@ def test_the_batch_body_in_c_is_orjsons(recipients: list[Any], options: dict[str
 
 @settings(max_examples=1000, deadline=None)
 @given(st.one_of(_WRITTEN, _LEFT, st.text(alphabet=_AWKWARD, max_size=4)))
+# a character to escape in a str of each width: 1, 2 and 4 bytes a character
+@example('é"')
+@example('€"')
+@example("😀\\")
+@example("€\x01")
 def test_each_param_in_c_is_as_orjson_writes_it(param: Any) -> None:
     """One param a batch, so that none of the others sends the batch to orjson: the
     C part writes it as orjson does, or leaves it to orjson."""

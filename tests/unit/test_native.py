@@ -501,14 +501,14 @@ def test_the_plain_path_functions_refuse_a_bad_call() -> None:
     are specials out of order or out of range."""
     from dispatcher.models import RECIPIENT_FIELDS as _FIELDS
     from dispatcher.models import Entry, Recipient
-    from dispatcher.prepare import _normalized
+    from dispatcher.numbers import normalize_or_none
 
     core = built()
     chunk = [Recipient(line=1, to="+15005550006", params=["x"])]
     with pytest.raises(TypeError, match="member descriptors"):
-        core.chunk_numbers(chunk, Recipient, _FIELDS[:8], _normalized)
+        core.chunk_numbers(chunk, Recipient, _FIELDS[:8], normalize_or_none)
     with pytest.raises(TypeError, match="object slot"):
-        core.chunk_numbers(chunk, Entry, _FIELDS, _normalized)
+        core.chunk_numbers(chunk, Entry, _FIELDS, normalize_or_none)
     with pytest.raises(ValueError, match="one literal more"):
         core.plain_texts(chunk, ["+15005550006"], Recipient, _FIELDS, ("a",), (0,), str, str)
     with pytest.raises(ValueError, match="a number an item"):

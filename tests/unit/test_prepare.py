@@ -20,7 +20,7 @@ from dispatcher.batcher import Batcher
 from dispatcher.config import Config
 from dispatcher.errors import RenderError
 from dispatcher.models import RECIPIENT_FIELDS, Batch, BigInt, Recipient, Rejected, Status
-from dispatcher.numbers import normalize_many
+from dispatcher.numbers import normalize_many, normalize_or_none
 from dispatcher.prepare import Preparer
 from tests.support.native import built, twins
 
@@ -507,7 +507,7 @@ def test_chunk_numbers_in_c_are_normalize_many(items: list[Any]) -> None:
     """The C part's ``chunk_numbers`` (the numbers of a chunk's records, read from
     their slots) against its twin, `normalize_many` of their ``to``."""
     chunk = chunk_of(items)
-    got = built().chunk_numbers(chunk, Recipient, RECIPIENT_FIELDS, prepare._normalized)
+    got = built().chunk_numbers(chunk, Recipient, RECIPIENT_FIELDS, normalize_or_none)
     assert got == normalize_many(_raw_numbers(chunk))
 
 
@@ -524,7 +524,7 @@ def test_chunk_numbers_in_c_are_normalize_many(items: list[Any]) -> None:
 )
 def test_chunk_numbers_in_c_of_any_to(numbers: list[str]) -> None:
     chunk: list[Recipient | Rejected] = [Recipient(line=1, to=to) for to in numbers]
-    got = built().chunk_numbers(chunk, Recipient, RECIPIENT_FIELDS, prepare._normalized)
+    got = built().chunk_numbers(chunk, Recipient, RECIPIENT_FIELDS, normalize_or_none)
     assert got == normalize_many(numbers)
 
 
