@@ -90,3 +90,6 @@ def batch_recipients(
     tail: ReadableBuffer,
     /,
 ) -> bytes | None: ...
+def batch_answer(
+    payload: bytes, /
+) -> tuple[list[str], list[str | None], str | None, str | None] | None: ...

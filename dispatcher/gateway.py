@@ -83,7 +83,7 @@ class GatewayClient:
     async def send_batch(self, body: bytes, *, key: str | None = None) -> api.Answer:
         """POST v3/messages/batch once."""
         status, headers, payload = await self._post(self._batch, body, key)
-        return api.parse_batch(api.check_answer(status, headers, scrub_answer(payload)))
+        return api.batch_answer(status, headers, scrub_answer(payload))
 
     async def send_single(self, body: bytes, *, key: str | None = None) -> api.Answer:
         """POST v2/messages once; the answer holds one id."""

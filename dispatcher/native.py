@@ -17,7 +17,7 @@ import os
 from types import ModuleType
 
 #: The `dispatcher._native` these modules are written for (its ``VERSION``).
-VERSION = 3
+VERSION = 4
 
 
 def _load() -> ModuleType | None:

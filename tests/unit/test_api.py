@@ -28,7 +28,7 @@ from dispatcher.errors import (
 )
 from dispatcher.models import Batch, BigInt, Entry, Group
 from dispatcher.renderer import compile_template
-from tests.support.native import twins
+from tests.support.native import built, twins
 
 KEY = "sk-test-0123456789-secret"
 
@@ -110,17 +110,22 @@ def test_a_batch_answer() -> None:
         "data": {"ids": [{"id": "a", "mobile": "+1"}, {"id": 7}], "invalidNumber": ["+3"]},
     }
     assert parse_batch(answer_of(200, document)) == Answer(
-        ids=[("a", "+1"), ("7", None)], invalid=["+3"], status="QUEUE", transaction_id="tx-1"
+        ids=["a", "7"],
+        mobiles=["+1", None],
+        invalid=["+3"],
+        status="QUEUE",
+        transaction_id="tx-1",
     )
 
 
 def test_single_accepts_both_shapes() -> None:
     enveloped = {"meta": {"transactionId": "t"}, "data": {"id": "m1", "to": "+1", "status": "Q"}}
     assert parse_single(enveloped) == Answer(
-        ids=[("m1", "+1")], invalid=[], status="Q", transaction_id="t"
+        ids=["m1"], mobiles=["+1"], invalid=[], status="Q", transaction_id="t"
     )
     flat = {"status": "QUEUE", "messageId": "m2", "description": "queued"}
-    assert parse_single(flat).ids == [("m2", None)]
+    assert parse_single(flat).ids == ["m2"]
+    assert parse_single(flat).mobiles == [None]
     with pytest.raises(RequestRejected, match="number blocked") as caught:
         parse_single({"status": "BLACKLISTED", "description": "number blocked"})
     assert caught.value.gateway_status == "BLACKLISTED"
@@ -135,8 +140,14 @@ def test_a_status_answer() -> None:
         api.parse_status({"data": [1]}, "m1")
 
 
-def ans(ids: list[tuple[str, str | None]], invalid: list[str] | None = None) -> Answer:
-    return Answer(ids=ids, invalid=invalid or [], status="QUEUE", transaction_id="t")
+def ans(pairs: list[tuple[str, str | None]], invalid: list[str] | None = None) -> Answer:
+    return Answer(
+        ids=[message_id for message_id, _ in pairs],
+        mobiles=[mobile for _, mobile in pairs],
+        invalid=invalid or [],
+        status="QUEUE",
+        transaction_id="t",
+    )
 
 
 def test_match_ids_in_order_with_repeats_and_invalid() -> None:
@@ -314,3 +325,296 @@ def test_each_param_in_c_is_as_orjson_writes_it(param: Any) -> None:
         in_c = _body_or_error(batch)
     with twins(True):
         assert _body_or_error(batch) == in_c
+
+
+# ---- The batch answer read in C (api.batch_answer) against orjson and parse_batch ----
+
+
+class Members(list[tuple[str, Any]]):
+    """A JSON object as its members in order, so that a key can come twice."""
+
+
+def encode(value: Any, spaced: bool, escaped: bool) -> str:
+    """JSON text of `value` (`Members` for objects): with or without spaces, non-ASCII
+    as itself or as escapes (json's ensure_ascii)."""
+    import json
+
+    comma, colon = (", ", ": ") if spaced else (",", ":")
+    if isinstance(value, Members):
+        inner = comma.join(
+            json.dumps(key, ensure_ascii=escaped) + colon + encode(item, spaced, escaped)
+            for key, item in value
+        )
+        return "{" + inner + "}"
+    if isinstance(value, list):
+        return "[" + comma.join(encode(item, spaced, escaped) for item in value) + "]"
+    return json.dumps(value, ensure_ascii=escaped)
+
+
+def members(pairs: st.SearchStrategy[list[tuple[str, Any]]]) -> st.SearchStrategy[Members]:
+    return pairs.map(Members)
+
+
+_PLAIN_TEXT = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12)
+_ID_TEXT = st.text(alphabet="0123456789abcdef+-", max_size=12)
+_TAME = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=4))
+_ANY_TEXT = st.one_of(_PLAIN_TEXT, st.text(max_size=6))  # escapes, UTF-8, surrogates
+_SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    _ANY_TEXT,
+)
+_VALUE = st.recursive(
+    _SCALAR,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        members(st.lists(st.tuples(_ANY_TEXT, inner), max_size=3)),
+    ),
+    max_leaves=8,
+)
+
+
+def _optional(key: str, value: st.SearchStrategy[Any]) -> st.SearchStrategy[list[tuple[str, Any]]]:
+    """The member: once mostly, absent sometimes, twice now and then."""
+    return st.integers(0, 7).flatmap(
+        lambda roll: (
+            st.lists(st.tuples(st.just(key), value), min_size=roll % 3, max_size=roll % 3)
+            if roll < 3
+            else value.map(lambda item: [(key, item)])
+        )
+    )
+
+
+def _object(
+    *parts: st.SearchStrategy[list[tuple[str, Any]]], others: Any = _VALUE
+) -> st.SearchStrategy[Members]:
+    """An object of the given optional members and a few others, in a random order."""
+    extra = st.lists(st.tuples(_ANY_TEXT, others), max_size=2)
+    return (
+        st.tuples(*parts, extra)
+        .flatmap(lambda found: st.permutations([pair for part in found for pair in part]))
+        .map(Members)
+    )
+
+
+def _mostly(usual: st.SearchStrategy[Any], *others: st.SearchStrategy[Any]) -> Any:
+    """`usual` about nine times in ten (so that many answers are read in C), else one of
+    the others. (one_of itself would not weigh them: it keeps a strategy given twice
+    once.)"""
+    rest = st.one_of(*others)
+    return st.integers(0, 9).flatmap(lambda roll: usual if roll else rest)
+
+
+def _answers(usual: bool) -> st.SearchStrategy[Members]:
+    """Answers of any shape, or (``usual``) ones that keep the usual shape more often."""
+    member = _optional if not usual else lambda key, value: value.map(lambda item: [(key, item)])
+    text = _mostly(_ID_TEXT, _PLAIN_TEXT, _ANY_TEXT, st.integers(), st.none())
+    item = _object(member("id", text), member("mobile", text), others=_mostly(_TAME, _VALUE))
+    ids = st.lists(item, min_size=int(usual), max_size=4)
+    data = _object(
+        _optional("ids", _mostly(ids, st.none(), st.just("x"))),
+        _optional("invalidNumber", _mostly(st.just([]), st.sampled_from([None, ["+3"], "x", 0]))),
+        member("status", text),
+    )
+    meta = _mostly(_object(_optional("transactionId", text)), _SCALAR)
+    return _object(member("data", _mostly(data, _SCALAR)), _optional("meta", meta))
+
+
+def _parsed(payload: bytes) -> Answer | str:
+    """What the Python code makes of a 2xx batch answer: its Answer, or its error."""
+    try:
+        return parse_batch(check_answer(200, {}, payload))
+    except BadResponse as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _agree(payload: bytes) -> None:
+    """The C reader leaves the answer to the Python code, or reads what it reads; and
+    `api.batch_answer` with the C part gives what it gives without it."""
+    read = built().batch_answer(payload)
+    expected = _parsed(payload)
+    if read is not None:
+        assert isinstance(expected, Answer), (payload, read, expected)
+        assert read[0] == expected.ids, payload
+        assert read[1] == expected.mobiles, payload
+        assert expected.invalid == []
+    with twins(False):
+        try:
+            in_c: Answer | str = api.batch_answer(200, {}, payload)
+        except BadResponse as exc:
+            in_c = f"{type(exc).__name__}: {exc}"
+    assert in_c == expected, payload
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(_answers(usual=False), _answers(usual=True)), st.booleans(), st.booleans())
+def test_the_batch_answer_read_in_c_is_parse_batchs(
+    answer: Members, spaced: bool, escaped: bool
+) -> None:
+    """Answers of every shape (ids without an id or a mobile, ids that are not strings,
+    numbers refused, a key twice, data or meta of another type, strings to unescape,
+    other members of any JSON value), written with and without spaces and escapes."""
+    _agree(encode(answer, spaced, escaped).encode("utf-8", "surrogatepass"))
+
+
+_USUAL = orjson.dumps(
+    {
+        "meta": {"timestamp": 1597166699457, "transactionId": "70169d77", "explain": "é"},
+        "data": {
+            "ids": [{"id": "507f1f77b", "mobile": "+525500000000"}, {"id": "7", "mobile": "+52"}],
+            "invalidNumber": [],
+            "from": "12345",
+            "text": 'Hi {0}, "€" 😀\\ \t ${1}',
+            "status": "QUEUE",
+            "n": [1.5, -0.25, 0, -7, True, False, None, {"a": [[]]}],
+        },
+    }
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.data())
+def test_a_damaged_answer_is_never_read_otherwise_than_orjson_reads_it(data: st.DataObject) -> None:
+    """The usual answer with bytes changed, cut or added anywhere: the C reader never
+    takes what orjson refuses, nor reads it otherwise."""
+    payload = bytearray(_USUAL)
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(payload)))
+        byte = data.draw(st.sampled_from(b'{}[]",:\\ \tu0e.-+9aZ\x00\x1f\x7f\x80\xc3\xed\xf0\xff'))
+        how = data.draw(st.sampled_from(["replace", "insert", "delete", "cut"]))
+        if how == "replace" and at < len(payload):
+            payload[at] = byte
+        elif how == "insert":
+            payload.insert(at, byte)
+        elif how == "delete" and at < len(payload):
+            del payload[at]
+        elif how == "cut":
+            del payload[at:]
+    _agree(bytes(payload))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _USUAL,
+        b' \r\n\t{"data":{"ids":[ { "id" : "a" , "mobile" : "+1" } ]}} \n',
+        b'{"data":{"ids":[]}}',
+        b'{"data":{"ids":null,"invalidNumber":null,"status":null},"meta":null}',
+        b'{"data":{"status":""},"meta":{"transactionId":""}}',
+        b'{"data":{},"meta":"m"}',
+        b'{"data":{},"meta":[1,{"transactionId":"x"}]}',
+        # a key twice: the last one counts (orjson's rule)
+        b'{"data":{"ids":[{"id":"a","id":"b","mobile":"+1"}]}}',
+        b'{"data":{"ids":[{"id":"a","mobile":"+1","mobile":"+2"}]}}',
+        b'{"data":{"ids":[{"id":"a","mobile":"+1","id":null}]}}',
+        b'{"data":{"status":"A","status":"B"}}',
+        b'{"data":{"status":"A","status":null}}',
+        b'{"data":{},"meta":{"transactionId":"a","transactionId":"b"}}',
+        b'{"data":{},"meta":{"transactionId":"a","transactionId":null}}',
+        b'{"data":{},"meta":{},"meta":{"transactionId":"b"}}',
+        b'{"data":{},"meta":{"transactionId":"b"},"meta":{}}',
+        b'{"data":{},"meta":{"transactionId":"b"},"meta":7}',
+        b'{"data":{"ids":[{"id":"a","mobile":"+1"}]},"data":{"ids":[]}}',
+        b'{"data":{"ids":[{"id":"a","mobile":"+1"}],"ids":[]}}',
+        b'{"data":{"ids":[],"ids":[{"id":"a","mobile":"+1"}]}}',
+        b'{"data":{"invalidNumber":[],"invalidNumber":["+1"]}}',
+        # an escaped key, maybe the same as one read
+        b'{"d\\u0061ta":{"ids":[{"id":"a","mobile":"+1"}]}}',
+        b'{"data":{"ids":[{"id":"a","mobile":"+1"}]},"d\\u0061ta":{}}',
+        b'{"data":{"i\\u0064s":[{"id":"a","mobile":"+1"}]}}',
+        b'{"data":{"ids":[{"id":"a","mobile":"+1"}],"i\\u0064s":[]}}',
+        b'{"data":{"ids":[{"\\u0069d":"a","mobile":"+1"}]}}',
+        b'{"data":{"ids":[{"id":"a","mobile":"+1","m\\u006fbile":"+2"}]}}',
+        b'{"data":{"status":"A","st\\u0061tus":"B"}}',
+        b'{"data":{"invalidNumber":[],"inv\\u0061lidNumber":["+1"]}}',
+        b'{"data":{},"meta":{"transactionId":"a","tr\\u0061nsactionId":"b"}}',
+        b'{"data":{},"meta":{"transactionId":"a"},"m\\u0065ta":{}}',
+        # the careful loop's cases
+        b'{"data":{"ids":[{"id":"\\u0061","mobile":"+1"}]}}',
+        b'{"data":{"ids":[{"id":"\xc3\xa9","mobile":"+1"}]}}',
+        b'{"data":{"ids":[{"id":"a"}]}}',
+        b'{"data":{"ids":[{"mobile":"+1"}]}}',
+        b'{"data":{"ids":[{"id":"a","mobile":null}]}}',
+        b'{"data":{"ids":[{"id":7,"mobile":"+1"}]}}',
+        b'{"data":{"ids":["a"]}}',
+        b'{"data":{"ids":{}}}',
+        b'{"data":{"invalidNumber":["+1"]}}',
+        b'{"data":{"invalidNumber":[ ]}}',
+        b'{"data":{"status":7}}',
+        b'{"data":[]}',
+        b'{"meta":{}}',
+        b"{}",
+        b"[]",
+        b"",
+        b"null",
+        # not JSON, or JSON orjson refuses
+        b'\xef\xbb\xbf{"data":{}}',
+        b'{"data":{}} x',
+        b'{"data":{}}\x00',
+        b'{"data":{},}',
+        b'{"data":{"x":{"a":1,}}}',
+        b'{"data":{"x":{,}}}',
+        b'{"data":{"x":{"a" 1}}}',
+        b'{"data":{"x":{"a":1 "b":2}}}',
+        b'{"data":{"x":{1:2}}}',
+        b'{"data":{"x":[1 2]}}',
+        b'{"data":{"x":[,]}}',
+        b'{"data":{"x":[1,]}}',
+        b'{"data":{"x":01}}',
+        b'{"data":{"x":1.}}',
+        b'{"data":{"x":-}}',
+        b'{"data":{"x":.5}}',
+        b'{"data":{"x":1e400}}',
+        b'{"data":{"x":1E2}}',
+        b'{"data":{"x":' + b"9" * 400 + b"}}",
+        b'{"data":{"x":NaN}}',
+        b'{"data":{"x":tru}}',
+        b'{"data":{"x":"\\ud800"}}',
+        b'{"data":{"x":"\\ud800\\ud800"}}',
+        b'{"data":{"x":"\\ud800\\u0041"}}',
+        b'{"data":{"x":"\\ud800\\n"}}',
+        b'{"data":{"x":"\\ud800\\udc0"}}',
+        b'{"data":{"x":"\\udc00"}}',
+        b'{"data":{"x":"\\udc00\\ud800"}}',
+        b'{"data":{"x":"\\ud83d\\ude00"}}',
+        b'{"data":{"x":"\\udbff\\udfff"}}',
+        b'{"data":{"x":"\\x"}}',
+        b'{"data":{"x":"\\u12"}}',
+        b'{"data":{"x":"\x1f"}}',
+        b'{"data":{"x":"\x7f"}}',
+        b'{"data":{"x":"\xed\xa0\x80"}}',
+        b'{"data":{"x":"\xc0\x80"}}',
+        b'{"data":{"x":"\xe0\x80\x80"}}',
+        b'{"data":{"x":"\xf0\x80\x80\x80"}}',
+        b'{"data":{"x":"\xf4\x90\x80\x80"}}',
+        b'{"data":{"x":"\xf0\x9f\x98\x80"}}',
+        b'{"data":{"x":"\xc3"}}',
+        b'{"data":{"x":"abc}}',
+        b'{"data":{"x":' + b"[" * 100 + b"]" * 100 + b"}}",
+        b'{"data":{"x":' + b"[" * 30 + b"]" * 30 + b"}}",
+        b'{"data":{"x" 1}}',
+        b'{"data" {}}',
+        b'{"data":{"ids":[{"id":"a","mobile":"+1"} {"id":"b","mobile":"+2"}]}}',
+        b'{"data":{"ids":[{"id":"a","mobile":"+1"}',
+        b'{"data":{"ids":[{"id":"a","mobile":"+1"},]}}',
+        b'{"data":{"ids":[{"id":"a","mobile":"+1",}]}}',
+        b'{"data":{\x0c}}',
+    ],
+)
+def test_the_batch_answer_read_in_c_on_the_edges(payload: bytes) -> None:
+    _agree(payload)
+
+
+def test_the_usual_answer_is_read_in_c() -> None:
+    """The C reader takes the answers the gateway and the emulator give (else the tests
+    above would pass with a reader that takes nothing)."""
+    assert built().batch_answer(_USUAL) == (
+        ["507f1f77b", "7"],
+        ["+525500000000", "+52"],
+        "QUEUE",
+        "70169d77",
+    )
+    assert built().batch_answer(b'{"data":{"ids":[]}}') == ([], [], None, None)
+    assert built().batch_answer(b'{"data":{"ids":[{"id":"a","mobile":"+1"}]}} ') is not None
