@@ -28,7 +28,7 @@ from dispatcher.errors import (
 )
 from dispatcher.models import Batch, BigInt, Entry, Group
 from dispatcher.renderer import compile_template
-from tests.support.native import built, twins
+from tests.support.native import FLOATS, INTS, built, twins
 
 KEY = "sk-test-0123456789-secret"
 
@@ -321,6 +321,21 @@ def test_each_param_in_c_is_as_orjson_writes_it(param: Any) -> None:
     group = Group("g", sender="12345", template=compile_template("{0}"), options={}, capacity=1)
     batch = Batch(group, 0.0)
     batch.entries = [Entry(1, "+15005550006", [param], None, 1, "GSM7", None)]
+    with twins(False):
+        in_c = _body_or_error(batch)
+    with twins(True):
+        assert _body_or_error(batch) == in_c
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(FLOATS, INTS), min_size=1, max_size=50))
+def test_floats_and_ints_in_the_body_in_c_are_as_orjson_writes_them(params: list[Any]) -> None:
+    group = Group("g", sender="12345", template=compile_template("{0}"), options={}, capacity=1)
+    batch = Batch(group, 0.0)
+    batch.entries = [
+        Entry(line, "+15005550006", [param], None, 1, "GSM7", None)
+        for line, param in enumerate(params, 1)
+    ]
     with twins(False):
         in_c = _body_or_error(batch)
     with twins(True):

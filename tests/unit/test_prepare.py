@@ -22,7 +22,7 @@ from dispatcher.errors import RenderError
 from dispatcher.models import RECIPIENT_FIELDS, Batch, BigInt, Recipient, Rejected, Status
 from dispatcher.numbers import normalize_many, normalize_or_none
 from dispatcher.prepare import Preparer
-from tests.support.native import built, twins
+from tests.support.native import FLOATS, INTS, built, twins
 
 
 @dataclass
@@ -580,6 +580,30 @@ def test_the_plain_lines_in_c_are_the_twins(
 def test_each_kind_of_param_renders_in_c_as_in_its_twin(param: Any) -> None:
     preparer = Preparer(Config(sender="12345", text="<{0}>"), capacity=lambda code: 5)
     chunk: list[Recipient | Rejected] = [Recipient(line=3, to="+15005550006", params=[param])]
+    numbers = normalize_many(_raw_numbers(chunk))
+    twin = _plain_or_error(lambda: preparer._plain(chunk, numbers))
+    assert _plain_or_error(lambda: preparer._plain_in_c(built(), chunk, numbers)) == twin
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(FLOATS, INTS), min_size=1, max_size=50))
+def test_floats_and_ints_render_in_c_as_in_the_twin(params: list[Any]) -> None:
+    """The C part writes a float itself where it can (as orjson does: amounts, the
+    edges of its range) and an int of 64 bits; the twin renders each by orjson and
+    str. One param a line, 50 lines a chunk; the texts compared are those a number+text
+    duplicate check reads."""
+    from dispatcher.dedupe import Dedupe
+    from dispatcher.policy import Duplicates
+
+    preparer = Preparer(
+        Config(sender="12345", text="<{0}>"),
+        capacity=lambda code: 5,
+        policies=[Duplicates(Dedupe("number+text"), texts=True)],
+    )
+    chunk: list[Recipient | Rejected] = [
+        Recipient(line=line, to="+15005550006", params=[param])
+        for line, param in enumerate(params, 1)
+    ]
     numbers = normalize_many(_raw_numbers(chunk))
     twin = _plain_or_error(lambda: preparer._plain(chunk, numbers))
     assert _plain_or_error(lambda: preparer._plain_in_c(built(), chunk, numbers)) == twin
