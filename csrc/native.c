@@ -2474,6 +2474,23 @@ json_string(Json *j, const unsigned char **start, Py_ssize_t *size, int *plain)
     const unsigned char *c = ++j->at, *end = j->end;
     int simple = 1;
     while (c < end && *c != '"') {
+        /* eight plain bytes at a time (no quote, backslash, control byte or byte beyond
+         * ASCII among them): the usual id, number or key is one or two words */
+        while (end - c >= 8) {
+            uint64_t word;
+            memcpy(&word, c, 8);
+            const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+            uint64_t quote = word ^ (ones * '"'), backslash = word ^ (ones * '\\');
+            uint64_t special = ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash) |
+                               (word - ones * 0x20) | word;
+            if (special & highs) {
+                break;
+            }
+            c += 8;
+        }
+        if (c >= end || *c == '"') {
+            break;
+        }
         if (*c == '\\') {
             simple = 0;
             if (c + 1 >= end) {
