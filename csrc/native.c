@@ -1538,14 +1538,15 @@ done:
 /* ---- the segment count of texts ------------------------------------------------------ */
 
 PyDoc_STRVAR(segment_counts_doc,
-"segment_counts(texts, classes, gsm7, ucs2, three_gpp) -> list\n\n"
+"segment_counts(texts, classes, gsm7, ucs2, three_gpp) -> (list, left, most)\n\n"
 "dispatcher.segments.count for each text, from its tables: classes (65536 bytes) tells\n"
 "each BMP character 1 for a one-septet GSM-7 character, 2 for an extension one (two\n"
 "septets), 0 for none (UCS-2); a character beyond the BMP is UCS-2, two units. The\n"
 "count of a text is gsm7[units] or ucs2[units] (the cached SegmentCounts of the\n"
 "model); None where the model needs more than the units (3gpp: a multipart GSM-7 text\n"
 "with extension characters, a multipart UCS-2 text) or the table is too short: the\n"
-"caller counts those texts itself.");
+"caller counts those texts itself. left is how many it left so, most the most segments\n"
+"of the others (0 for none).");
 
 static PyObject *
 segment_counts(PyObject *self, PyObject *args)
@@ -1570,14 +1571,15 @@ segment_counts(PyObject *self, PyObject *args)
     Py_ssize_t n = PySequence_Fast_GET_SIZE(texts), gsm7_size = PyTuple_GET_SIZE(gsm7),
                ucs2_size = PyTuple_GET_SIZE(ucs2);
     PyObject **items = PySequence_Fast_ITEMS(texts);
-    result = PyList_New(n);
-    if (result == NULL) {
+    PyObject *counts = PyList_New(n);
+    Py_ssize_t left = 0, most = 0;
+    if (counts == NULL) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *text = items[i];
         if (!PyUnicode_Check(text)) {
-            Py_CLEAR(result);
+            Py_CLEAR(counts);
             PyErr_Format(PyExc_TypeError, "segment_counts: item %zd is not a str", i);
             goto done;
         }
@@ -1615,8 +1617,26 @@ segment_counts(PyObject *self, PyObject *args)
             cached &= ucs ? units <= 70 : (doubles == 0 || units <= 160);
         }
         PyObject *item = cached ? PyTuple_GET_ITEM(table, units) : Py_None;
-        PyList_SET_ITEM(result, i, Py_NewRef(item));
+        if (cached) {
+            PyObject *segments = PyTuple_Check(item) && PyTuple_GET_SIZE(item) > 2
+                                     ? PyTuple_GET_ITEM(item, 2)
+                                     : NULL;
+            Py_ssize_t value = segments != NULL ? PyLong_AsSsize_t(segments) : -1;
+            if (value < 0) {
+                Py_CLEAR(counts);
+                if (!PyErr_Occurred()) {
+                    PyErr_SetString(PyExc_TypeError, "segment_counts: (encoding, units, segments)");
+                }
+                goto done;
+            }
+            most = value > most ? value : most;
+        }
+        else {
+            left++;
+        }
+        PyList_SET_ITEM(counts, i, Py_NewRef(item));
     }
+    result = Py_BuildValue("(Nnn)", counts, left, most);
 done:
     PyBuffer_Release(&classes);
     Py_XDECREF(texts);
@@ -2280,22 +2300,23 @@ done:
 /* ---- a chunk's lines decoded (dispatcher.reader.parse_lines) ------------------------- */
 
 PyDoc_STRVAR(decode_lines_doc,
-"decode_lines(lines, first_line, decode, failed, careful, misses, skip, type,\n"
-"             descriptors) -> list\n\n"
+"decode_lines(lines, first_line, longest, decode, failed, careful, misses, skip, type,\n"
+"             descriptors) -> list | None\n\n"
 "dispatcher.reader.parse_lines' loop: a record a non-empty line, decode(line) with its\n"
 "line number set in its slot, or careful(line, number) (a record or None) where decode\n"
 "raises one of `failed` (a tuple of exception types), and for the `skip` lines after\n"
-"`misses` such failures in a row. An empty line gives nothing.");
+"`misses` such failures in a row. An empty line gives nothing. None (nothing done)\n"
+"when a line is longer than `longest` bytes: the caller's careful loop then.");
 
 static PyObject *
 decode_lines(PyObject *self, PyObject *args)
 {
     PyObject *lines_obj, *decode, *failed, *careful, *type, *descriptors;
-    Py_ssize_t first_line, most_misses, skip_after;
+    Py_ssize_t first_line, longest, most_misses, skip_after;
     Fields fields;
-    if (!PyArg_ParseTuple(args, "OnOO!OnnOO!:decode_lines", &lines_obj, &first_line, &decode,
-                          &PyTuple_Type, &failed, &careful, &most_misses, &skip_after, &type,
-                          &PyTuple_Type, &descriptors) ||
+    if (!PyArg_ParseTuple(args, "OnnOO!OnnOO!:decode_lines", &lines_obj, &first_line, &longest,
+                          &decode, &PyTuple_Type, &failed, &careful, &most_misses, &skip_after,
+                          &type, &PyTuple_Type, &descriptors) ||
         fields_of(type, descriptors, &fields) < 0) {
         return NULL;
     }
@@ -2305,17 +2326,24 @@ decode_lines(PyObject *self, PyObject *args)
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(lines), misses = 0, skip = 0;
     PyObject **line_of = PySequence_Fast_ITEMS(lines);
-    PyObject *out = PyList_New(n), *result = NULL;
+    PyObject *out = NULL, *result = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyBytes_Check(line_of[i])) {
+            PyErr_SetString(PyExc_TypeError, "decode_lines: lines of bytes");
+            goto done;
+        }
+        if (PyBytes_GET_SIZE(line_of[i]) > longest) {
+            result = Py_NewRef(Py_None); /* a line too long: the careful loop's chunk */
+            goto done;
+        }
+    }
+    out = PyList_New(n);
     if (out == NULL) {
         goto done;
     }
     Py_ssize_t kept = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *line = line_of[i], *record = NULL;
-        if (!PyBytes_Check(line)) {
-            PyErr_SetString(PyExc_TypeError, "decode_lines: lines of bytes");
-            goto done;
-        }
         if (PyBytes_GET_SIZE(line) == 0) {
             continue;
         }
@@ -3028,7 +3056,7 @@ static struct PyModuleDef module = {
 /* What dispatcher/native.py expects (its VERSION): raise it whenever a function is added
  * or changes what it takes or gives, so that a build left over from older sources is not
  * used by newer Python code. */
-#define VERSION 4
+#define VERSION 5
 
 PyMODINIT_FUNC
 PyInit__native(void)

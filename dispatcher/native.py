@@ -17,7 +17,7 @@ import os
 from types import ModuleType
 
 #: The `dispatcher._native` these modules are written for (its ``VERSION``).
-VERSION = 4
+VERSION = 5
 
 
 def _load() -> ModuleType | None:

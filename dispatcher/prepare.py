@@ -25,7 +25,7 @@ from dispatcher.models import RECIPIENT_FIELDS, Encoding, Entry, Group, Recipien
 from dispatcher.numbers import normalize, normalize_many, normalize_or_none
 from dispatcher.policy import Policy, Sink
 from dispatcher.renderer import Template, compile_template
-from dispatcher.segments import count, count_many
+from dispatcher.segments import count, count_many, count_many_most
 from dispatcher.smart import encode
 
 if TYPE_CHECKING:
@@ -213,7 +213,7 @@ class Preparer:
     ) -> Plain | None:
         """`_plain` by the C part: the plain lines found and rendered in one pass
         (``plain_texts``; the template's own ``render`` for a param it does not write, as
-        a float beyond 1e16), counted (`count_many`), then their entries made in one
+        a float beyond 1e16), counted (`count_many_most`), then their entries made in one
         more (``plain_entries``)."""
         template = self._default.template
         found = core.plain_texts(
@@ -225,8 +225,8 @@ class Preparer:
         specials, texts = found
         if not all(texts):
             return None
-        counts = count_many(texts, self._model)
-        if counts and max(map(_segments_of, counts)) > self._max_segments:
+        counts, most = count_many_most(texts, self._model)
+        if most > self._max_segments:
             return None
         entries = core.plain_entries(
             Entry, chunk, numbers, specials, counts, texts if self._keep_text else None,

@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from itertools import count as count_up
 from itertools import repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -185,19 +186,29 @@ def count_many(texts: list[str], model: str = "flat") -> list[SegmentCount]:
     reads each text once against a table of the GSM-7 characters (`_classes`), and by
     `count` for what it leaves (a 3gpp multipart text that needs more than its units).
     """
+    return count_many_most(texts, model)[0]
+
+
+def count_many_most(texts: list[str], model: str = "flat") -> tuple[list[SegmentCount], int]:
+    """`count_many`, and the most segments of a text (0 for no text)."""
     core = native.core
-    if core is None or model not in MODELS:
-        return list(map(count, texts, repeat(model)))
     counts: list[SegmentCount]
+    if core is None or model not in MODELS:
+        counts = list(map(count, texts, repeat(model)))
+        return counts, max(map(_segments_of, counts), default=0)
     if model == "flat":
-        counts = core.segment_counts(texts, _classes(), _FLAT_GSM7, _FLAT_UCS2, False)
+        counts, left, most = core.segment_counts(texts, _classes(), _FLAT_GSM7, _FLAT_UCS2, False)
     else:
-        counts = core.segment_counts(texts, _classes(), _3GPP_GSM7, _3GPP_UCS2, True)
-    if None in counts:
+        counts, left, most = core.segment_counts(texts, _classes(), _3GPP_GSM7, _3GPP_UCS2, True)
+    if left:
         counts = [
             c if c is not None else count(t, model) for c, t in zip(counts, texts, strict=True)
         ]
-    return counts
+        most = max(map(_segments_of, counts))
+    return counts, most
+
+
+_segments_of = itemgetter(2)  # of a SegmentCount
 
 
 _CLASSES: bytes | None = None

@@ -366,10 +366,8 @@ class Outputs:
         """The gateway's answer to a batch: an id per line, or refused as invalid."""
         if len(ids) == len(batch.entries):
             plain_ids = cast("list[str]", ids)
-            if (
-                native.core is not None
-                and None not in ids
-                and self._accepted_in_c(batch, plain_ids, status, attempts, transaction_id, started)
+            if native.core is not None and self._accepted_in_c(  # it checks the ids are str
+                batch, plain_ids, status, attempts, transaction_id, started
             ):
                 return
             if _plain(ids, batch):

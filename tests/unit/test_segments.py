@@ -21,6 +21,7 @@ from dispatcher.segments import (
     GSM7_EXTENSION_TABLE,
     count,
     count_many,
+    count_many_most,
     is_gsm7,
     non_gsm_characters,
     parts,
@@ -487,9 +488,10 @@ def test_count_many_is_count_of_each(texts: list[str], model: str, numpy_twins: 
     # The C part's one pass (which leaves the 3gpp multipart texts that need more than
     # their units to `count`), or `count` itself: the same SegmentCounts, and the contract.
     with twins(numpy_twins):
-        got = count_many(texts, model)
+        got, most = count_many_most(texts, model)
     assert got == [count(text, model) for text in texts]
     assert got == [reference(text, model) for text in texts]
+    assert most == max((c.segments for c in got), default=0)
 
 
 def test_count_many_in_c_hands_back_the_cached_counts() -> None:
