@@ -2502,20 +2502,25 @@ json_string(Json *j, const unsigned char **start, Py_ssize_t *size, int *plain)
     const unsigned char *c = ++j->at, *end = j->end;
     int simple = 1;
     while (c < end && *c != '"') {
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
         /* eight plain bytes at a time (no quote, backslash, control byte or byte beyond
-         * ASCII among them): the usual id, number or key is one or two words */
+         * ASCII among them), then straight to the first that is not: the lowest byte
+         * flagged is exact (a borrow only runs up from a flagged byte) */
         while (end - c >= 8) {
             uint64_t word;
             memcpy(&word, c, 8);
             const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
             uint64_t quote = word ^ (ones * '"'), backslash = word ^ (ones * '\\');
-            uint64_t special = ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash) |
-                               (word - ones * 0x20) | word;
-            if (special & highs) {
+            uint64_t special = (((quote - ones) & ~quote) | ((backslash - ones) & ~backslash) |
+                                (word - ones * 0x20) | word) &
+                               highs;
+            if (special) {
+                c += __builtin_ctzll(special) >> 3;
                 break;
             }
             c += 8;
         }
+#endif
         if (c >= end || *c == '"') {
             break;
         }
