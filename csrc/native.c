@@ -2299,13 +2299,16 @@ done:
 
 /* ---- a chunk's lines decoded (dispatcher.reader.parse_lines) ------------------------- */
 
+static PyObject *plain_record(PyObject *line, const Fields *fields, PyObject *number);
+
 PyDoc_STRVAR(decode_lines_doc,
 "decode_lines(lines, first_line, longest, decode, failed, careful, misses, skip, type,\n"
 "             descriptors) -> list | None\n\n"
 "dispatcher.reader.parse_lines' loop: a record a non-empty line, decode(line) with its\n"
 "line number set in its slot, or careful(line, number) (a record or None) where decode\n"
 "raises one of `failed` (a tuple of exception types), and for the `skip` lines after\n"
-"`misses` such failures in a row. An empty line gives nothing. None (nothing done)\n"
+"`misses` such failures in a row. The usual line (plain_record) is read here first,\n"
+"into the record decode would give. An empty line gives nothing. None (nothing done)\n"
 "when a line is longer than `longest` bytes: the caller's careful loop then.");
 
 static PyObject *
@@ -2349,6 +2352,18 @@ decode_lines(PyObject *self, PyObject *args)
         }
         PyObject *number = PyLong_FromSsize_t(first_line + i);
         if (number == NULL) {
+            goto done;
+        }
+        /* the usual line read here (cheap to try, even while msgspec is skipped), else by
+         * decode (msgspec): the same record */
+        record = plain_record(line, &fields, number);
+        if (record != NULL) {
+            Py_DECREF(number); /* the record holds it */
+            PyList_SET_ITEM(out, kept++, record);
+            continue;
+        }
+        if (PyErr_Occurred()) {
+            Py_DECREF(number);
             goto done;
         }
         if (skip) {
@@ -2490,17 +2505,22 @@ hex4(const unsigned char *c)
     return value;
 }
 
-/* A string, from its opening quote to past its closing one. *plain is set when its bytes
- * are its characters (printable ASCII, no escape), with *start and *size. */
+/* How a string is written: 0 (ASCII with no escape: its bytes are its characters), or
+ * these flags. */
+#define ESCAPED 1
+#define WIDE 2 /* UTF-8 beyond ASCII, checked */
+
+/* A string, from its opening quote to past its closing one: *start and *size its bytes
+ * between the quotes, *form how they are written. */
 static int
-json_string(Json *j, const unsigned char **start, Py_ssize_t *size, int *plain)
+json_string(Json *j, const unsigned char **start, Py_ssize_t *size, int *form)
 {
     json_space(j);
     if (j->at >= j->end || *j->at != '"') {
         return DOUBT;
     }
     const unsigned char *c = ++j->at, *end = j->end;
-    int simple = 1;
+    int flags = 0;
     while (c < end && *c != '"') {
 #if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
         /* eight plain bytes at a time (no quote, backslash, control byte or byte beyond
@@ -2525,7 +2545,7 @@ json_string(Json *j, const unsigned char **start, Py_ssize_t *size, int *plain)
             break;
         }
         if (*c == '\\') {
-            simple = 0;
+            flags |= ESCAPED;
             if (c + 1 >= end) {
                 return DOUBT;
             }
@@ -2561,7 +2581,7 @@ json_string(Json *j, const unsigned char **start, Py_ssize_t *size, int *plain)
             if (length == 0) {
                 return DOUBT;
             }
-            simple = 0;
+            flags |= WIDE;
             c += length;
         }
     }
@@ -2570,7 +2590,7 @@ json_string(Json *j, const unsigned char **start, Py_ssize_t *size, int *plain)
     }
     *start = j->at;
     *size = c - j->at;
-    *plain = simple;
+    *form = flags;
     j->at = c + 1;
     return 0;
 }
@@ -2619,14 +2639,14 @@ json_skip_members(Json *j, int depth)
 {
     const unsigned char *key;
     Py_ssize_t size;
-    int plain;
+    int form;
     json_space(j);
     if (j->at < j->end && *j->at == '}') {
         j->at++;
         return 0;
     }
     for (;;) {
-        if (json_string(j, &key, &size, &plain) < 0 || json_expect(j, ':') < 0 ||
+        if (json_string(j, &key, &size, &form) < 0 || json_expect(j, ':') < 0 ||
             json_skip(j, depth) < 0) {
             return DOUBT;
         }
@@ -2649,14 +2669,14 @@ json_skip(Json *j, int depth)
 {
     const unsigned char *text;
     Py_ssize_t size;
-    int plain;
+    int form;
     json_space(j);
     if (j->at >= j->end || depth > DEEPEST) {
         return DOUBT;
     }
     switch (*j->at) {
     case '"':
-        return json_string(j, &text, &size, &plain);
+        return json_string(j, &text, &size, &form);
     case '{':
         j->at++;
         return json_skip_members(j, depth + 1);
@@ -2719,8 +2739,8 @@ json_plain_str(Json *j, int *doubt)
 {
     const unsigned char *text;
     Py_ssize_t size;
-    int plain;
-    if (json_string(j, &text, &size, &plain) < 0 || !plain) {
+    int form;
+    if (json_string(j, &text, &size, &form) < 0 || form) {
         *doubt = 1;
         return NULL;
     }
@@ -2753,7 +2773,7 @@ answer_ids(Json *j, PyObject *ids, PyObject *mobiles, int *doubt)
         PyObject *id = NULL, *mobile = NULL;
         const unsigned char *key;
         Py_ssize_t size;
-        int plain, ok = 0;
+        int form, ok = 0;
         if (json_expect(j, '{') < 0) {
             *doubt = 1;
             return -1;
@@ -2764,7 +2784,7 @@ answer_ids(Json *j, PyObject *ids, PyObject *mobiles, int *doubt)
         }
         else {
             for (;;) {
-                if (json_string(j, &key, &size, &plain) < 0 || !plain || json_expect(j, ':') < 0) {
+                if (json_string(j, &key, &size, &form) < 0 || form || json_expect(j, ':') < 0) {
                     goto doubtful;
                 }
                 PyObject **slot = KEY_IS(key, size, "id")       ? &id
@@ -2829,14 +2849,14 @@ answer_data(Json *j, PyObject *ids, PyObject *mobiles, PyObject **status, int *d
     int seen_ids = 0;
     const unsigned char *key;
     Py_ssize_t size;
-    int plain;
+    int form;
     json_space(j);
     if (j->at < j->end && *j->at == '}') {
         j->at++;
         return 0;
     }
     for (;;) {
-        if (json_string(j, &key, &size, &plain) < 0 || !plain || json_expect(j, ':') < 0) {
+        if (json_string(j, &key, &size, &form) < 0 || form || json_expect(j, ':') < 0) {
             *doubt = 1;
             return -1;
         }
@@ -2893,14 +2913,14 @@ answer_meta(Json *j, PyObject **transaction, int *doubt)
 {
     const unsigned char *key;
     Py_ssize_t size;
-    int plain;
+    int form;
     json_space(j);
     if (j->at < j->end && *j->at == '}') {
         j->at++;
         return 0;
     }
     for (;;) {
-        if (json_string(j, &key, &size, &plain) < 0 || !plain || json_expect(j, ':') < 0) {
+        if (json_string(j, &key, &size, &form) < 0 || form || json_expect(j, ':') < 0) {
             *doubt = 1;
             return -1;
         }
@@ -2953,7 +2973,7 @@ batch_answer(PyObject *self, PyObject *payload)
     int doubt = 0, seen_data = 0;
     const unsigned char *key;
     Py_ssize_t size;
-    int plain;
+    int form;
     if (ids == NULL || mobiles == NULL) {
         goto done;
     }
@@ -2965,7 +2985,7 @@ batch_answer(PyObject *self, PyObject *payload)
         goto doubtful; /* {}: no data */
     }
     for (;;) {
-        if (json_string(&j, &key, &size, &plain) < 0 || !plain || json_expect(&j, ':') < 0) {
+        if (json_string(&j, &key, &size, &form) < 0 || form || json_expect(&j, ':') < 0) {
             goto doubtful;
         }
         if (KEY_IS(key, size, "data")) {
@@ -3021,6 +3041,245 @@ done:
     Py_XDECREF(status);
     Py_XDECREF(transaction);
     return result;
+}
+
+/* ---- A plain input line straight into its record (the reader's decode_lines) -------- */
+
+/* A str value of a record's field: ASCII made at its size, UTF-8 (already checked)
+ * decoded; NULL and *doubt for one with an escape (msgspec's work), NULL alone for an
+ * error. */
+static PyObject *
+record_str(Json *j, int *doubt)
+{
+    const unsigned char *text;
+    Py_ssize_t size;
+    int form;
+    if (json_string(j, &text, &size, &form) < 0 || (form & ESCAPED)) {
+        *doubt = 1;
+        return NULL;
+    }
+    if (form == 0) {
+        return ascii_text((const char *)text, size);
+    }
+    return PyUnicode_DecodeUTF8((const char *)text, size, NULL);
+}
+
+/* A JSON number as msgspec reads it into a param (`models._Param`): an int of at most
+ * 18 digits, or a float of at most 15 significant digits and no exponent, m / 10^k
+ * (both exact as doubles, so the division rounds once, as a correct parse does); NULL
+ * and *doubt for anything else (more digits, an exponent, a leading zero). */
+static PyObject *
+record_number(Json *j, int *doubt)
+{
+    static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    const unsigned char *c = j->at, *end = j->end;
+    int negative = c < end && *c == '-';
+    c += negative;
+    if (c >= end || *c < '0' || *c > '9' || (*c == '0' && c + 1 < end && c[1] >= '0' && c[1] <= '9')) {
+        *doubt = 1;
+        return NULL;
+    }
+    uint64_t mantissa = 0;
+    int significant = 0, fraction = -1; /* digits after the point; -1: no point */
+    for (; c < end; c++) {
+        if (*c >= '0' && *c <= '9') {
+            significant += mantissa != 0 || *c != '0';
+            mantissa = mantissa * 10 + (uint64_t)(*c - '0');
+            fraction += fraction >= 0;
+            if (significant > 18) {
+                *doubt = 1;
+                return NULL;
+            }
+        }
+        else if (*c == '.' && fraction < 0 && c + 1 < end && c[1] >= '0' && c[1] <= '9') {
+            fraction = 0;
+        }
+        else {
+            break;
+        }
+    }
+    if (c < end && (*c == 'e' || *c == 'E' || *c == '.')) {
+        *doubt = 1;
+        return NULL;
+    }
+    j->at = c;
+    if (fraction < 0) {
+        long long value = (long long)mantissa; /* 18 digits: within 64 bits */
+        return PyLong_FromLongLong(negative ? -value : value);
+    }
+    if (significant > 15 || fraction > 22) {
+        *doubt = 1;
+        return NULL;
+    }
+    double value = (double)mantissa / POW10[fraction];
+    return PyFloat_FromDouble(negative ? -value : value);
+}
+
+/* A scalar: a str, a number, true or false, or (where `null_ok`) null as None. */
+static PyObject *
+record_scalar(Json *j, int null_ok, int *doubt)
+{
+    json_space(j);
+    if (j->at >= j->end) {
+        *doubt = 1;
+        return NULL;
+    }
+    switch (*j->at) {
+    case '"':
+        return record_str(j, doubt);
+    case 't':
+        if (j->end - j->at >= 4 && memcmp(j->at, "true", 4) == 0) {
+            j->at += 4;
+            return Py_NewRef(Py_True);
+        }
+        break;
+    case 'f':
+        if (j->end - j->at >= 5 && memcmp(j->at, "false", 5) == 0) {
+            j->at += 5;
+            return Py_NewRef(Py_False);
+        }
+        break;
+    case 'n':
+        if (null_ok && json_null(j)) {
+            return Py_NewRef(Py_None);
+        }
+        break;
+    default:
+        return record_number(j, doubt);
+    }
+    *doubt = 1;
+    return NULL;
+}
+
+/* The params' array, after its '[': a list of scalars. */
+static PyObject *
+record_params(Json *j, int *doubt)
+{
+    PyObject *params = PyList_New(0);
+    if (params == NULL) {
+        return NULL;
+    }
+    json_space(j);
+    if (j->at < j->end && *j->at == ']') {
+        j->at++;
+        return params;
+    }
+    for (;;) {
+        PyObject *value = record_scalar(j, 0, doubt);
+        if (value == NULL || PyList_Append(params, value) < 0) {
+            Py_XDECREF(value);
+            Py_DECREF(params);
+            return NULL;
+        }
+        Py_DECREF(value);
+        json_space(j);
+        if (j->at >= j->end || (*j->at != ',' && *j->at != ']')) {
+            *doubt = 1;
+            Py_DECREF(params);
+            return NULL;
+        }
+        if (*j->at++ == ']') {
+            return params;
+        }
+    }
+}
+
+/* The input keys of the record's fields after the line, in RECIPIENT_FIELDS' order. */
+static const char *const RECORD_KEYS[FIELDS] = {
+    NULL, "to", "params", "ref", "from", "text", "externalId", "clientId", "email"};
+
+/* A record of `fields`' type for a line that is one object of the usual fields, each
+ * once, read here as msgspec reads it: "to" a str, "params" an array of str, int, float
+ * or bool, "ref" one of those or null, the overrides a str or null; every str without
+ * an escape, every number in `record_number`'s forms, nothing after the object but
+ * space. A new reference; NULL and no error for any other line (msgspec decides: it
+ * gives the same record, or fails and the careful path reads the line); NULL and an
+ * error for an error. */
+static PyObject *
+plain_record(PyObject *line, const Fields *fields, PyObject *number)
+{
+    Json j = {(const unsigned char *)PyBytes_AS_STRING(line),
+              (const unsigned char *)PyBytes_AS_STRING(line) + PyBytes_GET_SIZE(line)};
+    PyObject *value[FIELDS] = {NULL};
+    PyObject *record = NULL;
+    int doubt = 0;
+    if (json_expect(&j, '{') < 0) {
+        return NULL;
+    }
+    json_space(&j);
+    if (j.at < j.end && *j.at == '}') {
+        return NULL; /* no "to" */
+    }
+    for (;;) {
+        const unsigned char *key;
+        Py_ssize_t size;
+        int form, k;
+        if (json_string(&j, &key, &size, &form) < 0 || form || json_expect(&j, ':') < 0) {
+            goto doubtful;
+        }
+        for (k = 1; k < FIELDS; k++) {
+            if ((size_t)size == strlen(RECORD_KEYS[k]) && memcmp(key, RECORD_KEYS[k], (size_t)size) == 0) {
+                break;
+            }
+        }
+        if (k == FIELDS || value[k] != NULL) {
+            goto doubtful; /* another key ("line" among them), or one twice */
+        }
+        if (k == F_PARAMS) {
+            if (json_expect(&j, '[') < 0) {
+                goto doubtful;
+            }
+            value[k] = record_params(&j, &doubt);
+        }
+        else if (k == F_TO) {
+            value[k] = record_str(&j, &doubt);
+        }
+        else if (k == F_REF) {
+            value[k] = record_scalar(&j, 1, &doubt);
+        }
+        else if (json_null(&j)) {
+            value[k] = Py_NewRef(Py_None);
+        }
+        else {
+            value[k] = record_str(&j, &doubt);
+        }
+        if (value[k] == NULL) {
+            goto done;
+        }
+        json_space(&j);
+        if (j.at >= j.end || (*j.at != ',' && *j.at != '}')) {
+            goto doubtful;
+        }
+        if (*j.at++ == '}') {
+            break;
+        }
+    }
+    json_space(&j);
+    if (j.at != j.end || value[F_TO] == NULL) {
+        goto doubtful;
+    }
+    if (value[F_PARAMS] == NULL && (value[F_PARAMS] = PyList_New(0)) == NULL) {
+        goto done;
+    }
+    record = fields->type->tp_alloc(fields->type, 0);
+    if (record == NULL) {
+        goto done;
+    }
+    value[F_LINE] = Py_NewRef(number);
+    for (int k = 0; k < FIELDS; k++) {
+        *(PyObject **)((char *)record + fields->offset[k]) = value[k] != NULL ? value[k] : Py_NewRef(Py_None);
+        value[k] = NULL;
+    }
+    goto done;
+doubtful:
+    doubt = 1;
+done:
+    for (int k = 0; k < FIELDS; k++) {
+        Py_XDECREF(value[k]);
+    }
+    return record; /* NULL: a doubt, or an error if one is set */
 }
 
 static PyMethodDef methods[] = {
