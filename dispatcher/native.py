@@ -1,10 +1,15 @@
-"""The campaign checks' per-chunk loops in C (`dispatcher._native`), when they are built.
+"""The per-chunk and per-batch loops in C (`dispatcher._native`), when they are built:
+the campaign checks', and the send path's (the usual input line read into its record,
+the plain lines rendered and counted, the batch body, the gateway's usual answer, the
+accepted result lines).
 
 ``pip install`` compiles ``csrc/native.c`` into ``dispatcher._native`` where a C
 compiler is (``setup.py``; the extension is optional, so an install without one goes
-on). Each of its functions has a numpy twin beside its caller that gives the same
-answer, bit for bit, and ``tests/unit/test_native.py`` checks each pair against each
-other. `core` is the module, or None: then the twins run.
+on). Each of its functions has a twin beside its caller that gives the same answer,
+bit for bit — numpy or Python code, or the library it stands in for (msgspec's decode
+for the usual line, orjson and `dispatcher.api.parse_batch` for the answer) — and the
+tests check each pair against each other. `core` is the module, or None: then the
+twins run.
 
 ``DISPATCHER_NATIVE=0`` in the environment turns the C part off (the twins run), for the
 tests of the twins and to measure one against the other in the same tree. What it saves
