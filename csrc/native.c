@@ -3045,6 +3045,58 @@ done:
 
 /* ---- A plain input line straight into its record (the reader's decode_lines) -------- */
 
+/* A str of UTF-8 that json_string checked (strict, beyond ASCII somewhere), made at
+ * its size and kind in two passes: CPython's own decoder takes ~860 instructions for a
+ * name such as "Nguyễn" (its ASCII fast path fails, then a writer that grows). The kind
+ * follows from the lead bytes: a 4-byte character needs UCS-4, a 3-byte one or a 2-byte
+ * one from U+0100 (lead 0xC4 on) UCS-2, else Latin-1. */
+static PyObject *
+utf8_text(const unsigned char *bytes, Py_ssize_t size)
+{
+    Py_ssize_t length = 0;
+    Py_UCS4 widest = 0xFF;
+    for (Py_ssize_t i = 0; i < size; length++) {
+        unsigned char lead = bytes[i];
+        i += lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
+        if (lead >= 0xF0) {
+            widest = 0x10FFFF;
+        }
+        else if (lead >= 0xC4 && widest < 0xFFFF) {
+            widest = 0xFFFF;
+        }
+    }
+    PyObject *text = PyUnicode_New(length, widest);
+    if (text == NULL) {
+        return NULL;
+    }
+    int kind = PyUnicode_KIND(text);
+    void *data = PyUnicode_DATA(text);
+    for (Py_ssize_t i = 0, at = 0; i < size; at++) {
+        unsigned char lead = bytes[i];
+        Py_UCS4 cp;
+        if (lead < 0x80) {
+            cp = lead;
+            i += 1;
+        }
+        else if (lead < 0xE0) {
+            cp = ((Py_UCS4)(lead & 0x1F) << 6) | (bytes[i + 1] & 0x3F);
+            i += 2;
+        }
+        else if (lead < 0xF0) {
+            cp = ((Py_UCS4)(lead & 0x0F) << 12) | ((Py_UCS4)(bytes[i + 1] & 0x3F) << 6) |
+                 (bytes[i + 2] & 0x3F);
+            i += 3;
+        }
+        else {
+            cp = ((Py_UCS4)(lead & 0x07) << 18) | ((Py_UCS4)(bytes[i + 1] & 0x3F) << 12) |
+                 ((Py_UCS4)(bytes[i + 2] & 0x3F) << 6) | (bytes[i + 3] & 0x3F);
+            i += 4;
+        }
+        PyUnicode_WRITE(kind, data, at, cp);
+    }
+    return text;
+}
+
 /* A str value of a record's field: ASCII made at its size, UTF-8 (already checked)
  * decoded; NULL and *doubt for one with an escape (msgspec's work), NULL alone for an
  * error. */
@@ -3058,10 +3110,7 @@ record_str(Json *j, int *doubt)
         *doubt = 1;
         return NULL;
     }
-    if (form == 0) {
-        return ascii_text((const char *)text, size);
-    }
-    return PyUnicode_DecodeUTF8((const char *)text, size, NULL);
+    return form == 0 ? ascii_text((const char *)text, size) : utf8_text(text, size);
 }
 
 /* A JSON number as msgspec reads it into a param (`models._Param`): an int of at most
@@ -3190,6 +3239,24 @@ record_params(Json *j, int *doubt)
 static const char *const RECORD_KEYS[FIELDS] = {
     NULL, "to", "params", "ref", "from", "text", "externalId", "clientId", "email"};
 
+/* The field of an input key (its index in RECORD_KEYS), or FIELDS for another key. */
+static int
+record_key(const unsigned char *key, Py_ssize_t size)
+{
+    int k;
+    switch (size) {
+    case 2: k = F_TO; break;
+    case 3: k = F_REF; break;
+    case 4: k = key[0] == 'f' ? F_OVERRIDES : F_OVERRIDES + 1; break; /* from, text */
+    case 5: k = F_OVERRIDES + 4; break;                              /* email */
+    case 6: k = F_PARAMS; break;
+    case 8: k = F_OVERRIDES + 3; break;  /* clientId */
+    case 10: k = F_OVERRIDES + 2; break; /* externalId */
+    default: return FIELDS;
+    }
+    return memcmp(key, RECORD_KEYS[k], (size_t)size) == 0 ? k : FIELDS;
+}
+
 /* A record of `fields`' type for a line that is one object of the usual fields, each
  * once, read here as msgspec reads it: "to" a str, "params" an array of str, int, float
  * or bool, "ref" one of those or null, the overrides a str or null; every str without
@@ -3219,11 +3286,7 @@ plain_record(PyObject *line, const Fields *fields, PyObject *number)
         if (json_string(&j, &key, &size, &form) < 0 || form || json_expect(&j, ':') < 0) {
             goto doubtful;
         }
-        for (k = 1; k < FIELDS; k++) {
-            if ((size_t)size == strlen(RECORD_KEYS[k]) && memcmp(key, RECORD_KEYS[k], (size_t)size) == 0) {
-                break;
-            }
-        }
+        k = record_key(key, size);
         if (k == FIELDS || value[k] != NULL) {
             goto doubtful; /* another key ("line" among them), or one twice */
         }

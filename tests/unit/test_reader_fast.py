@@ -356,6 +356,51 @@ def test_the_decoder_leaves_the_rest_to_the_careful_path(line: bytes) -> None:
     assert_paths_agree([line])
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"to":"+91-324-467-0084","params":["John",1331.65]}',
+        b'{"to":"+1 260 869 7579","params":["Nguy\xe1\xbb\x85n",1792]}',
+        b'{"to":"+52-256-640-2158","params":["Kai",4654.75],"text":"Hello {0}, \xf0\x9f\x93\xa6"}',
+        b'{"to":"34319813779","params":["Luis",2327],"ref":"crm-4"}',
+        b' { "to" : "1" , "params" : [ true , false , -0.0 , -0 , 0.000123 ] } \r',
+        b'{"to":"1","params":[123456789012345678,-123456789012345678,100.50]}',
+        b'{"to": "1", "from": "ACME", "externalId": "e", "clientId": "c", "email": "a@b.c"}',
+        b'{"email": null, "clientId": null, "externalId": null, "text": null, "from": null,'
+        b' "to": ""}',
+        b'{"to": "1", "params": [], "ref": null}',
+        b'{"to": "1", "ref": 1.5}',
+        b'{"to": "1", "ref": false}',
+    ],
+)
+def test_the_c_part_reads_the_usual_line_itself(
+    monkeypatch: pytest.MonkeyPatch, line: bytes
+) -> None:
+    """Each field, each kind of value and the spacing the C part's reader takes: it
+    makes the record without msgspec's decoder, the same as the careful path's."""
+    seen: list[bytes] = []
+    monkeypatch.setattr(reader, "_decode", lambda line: seen.append(line) or reader._decode)
+    with twins(False):
+        assert exactly(parse_lines([line], 7)) == exactly(_parse_each([line], 7, 65536))
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["é", "ÿ", "aé", "Ā", "\u07ff", "\u0800", "€", "\uffff", "😀", "\U0010ffff", "Nguyễn",
+     "aé€😀", "😀é", "ÿĀ", "\x7f\x80"],
+)  # fmt: skip
+def test_text_of_every_width_is_read_as_the_careful_path_reads_it(text: str) -> None:
+    """The C part makes a str of UTF-8 itself, at the kind its widest character needs
+    (a str of another kind would not equal the careful path's)."""
+    line = orjson.dumps({"to": text, "params": [text, 1], "text": text + "{0}"})
+    assert_paths_agree([line])
+    record = parse_lines([line], 1)[0]
+    assert type(record) is Recipient
+    assert record.to == text
+    assert record.params == [text, 1]
+
+
 def test_records_are_not_tracked_by_the_cyclic_collector() -> None:
     # A chunk holds thousands of records: untracked, they cost the collector nothing.
     lines = [b'{"to": "1", "params": ["a", 1]}', b'{"to": "1", "ref": {"crm": [1]}}']
