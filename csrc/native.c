@@ -2299,7 +2299,97 @@ done:
 
 /* ---- a chunk's lines decoded (dispatcher.reader.parse_lines) ------------------------- */
 
-static PyObject *plain_record(PyObject *line, const Fields *fields, PyObject *number);
+static PyObject *plain_record(const char *bytes, Py_ssize_t size, const Fields *fields,
+                              PyObject *number);
+
+/* What reads the lines of a chunk: the decoder (msgspec's), the exceptions its failure
+ * raises, the careful path, when to skip the decoder, the record's type. */
+typedef struct {
+    PyObject *decode, *failed, *careful;
+    Py_ssize_t most_misses, skip_after, misses, skip, longest;
+    Fields fields;
+} Lines;
+
+static int
+lines_of(PyObject *args, const char *format, PyObject **input, Py_ssize_t *first_line, Lines *d)
+{
+    PyObject *type, *descriptors;
+    d->misses = d->skip = 0;
+    if (!PyArg_ParseTuple(args, format, input, first_line, &d->longest, &d->decode, &PyTuple_Type,
+                          &d->failed, &d->careful, &d->most_misses, &d->skip_after, &type,
+                          &PyTuple_Type, &descriptors)) {
+        return -1;
+    }
+    return fields_of(type, descriptors, &d->fields);
+}
+
+/* The record of one non-empty line (its bytes; `line` its bytes object, or NULL to make
+ * one only where it is needed): a new reference, Py_None for none (the careful path
+ * gives none), NULL for an error. The usual line is read here (`plain_record`, cheap to
+ * try even while the decoder is skipped), else by the decoder, else by the careful
+ * path. */
+static PyObject *
+line_record(Lines *d, const char *bytes, Py_ssize_t size, PyObject *line, Py_ssize_t at)
+{
+    PyObject *number = PyLong_FromSsize_t(at), *record = NULL, *made = NULL;
+    if (number == NULL) {
+        return NULL;
+    }
+    record = plain_record(bytes, size, &d->fields, number);
+    if (record != NULL || PyErr_Occurred()) {
+        goto done;
+    }
+    if (line == NULL && (line = made = PyBytes_FromStringAndSize(bytes, size)) == NULL) {
+        goto done;
+    }
+    if (d->skip) {
+        d->skip--;
+    }
+    else {
+        record = PyObject_CallOneArg(d->decode, line);
+        if (record == NULL) {
+            if (!PyErr_ExceptionMatches(d->failed)) {
+                goto done;
+            }
+            PyErr_Clear();
+            if (++d->misses == d->most_misses) {
+                d->misses = 0;
+                d->skip = d->skip_after;
+            }
+        }
+        else {
+            d->misses = 0;
+            if (Py_IS_TYPE(record, d->fields.type)) {
+                Py_SETREF(*(PyObject **)((char *)record + d->fields.offset[F_LINE]),
+                          Py_NewRef(number));
+            }
+            else if (PyObject_SetAttrString(record, "line", number) < 0) {
+                Py_CLEAR(record);
+            }
+            goto done;
+        }
+    }
+    record = PyObject_CallFunctionObjArgs(d->careful, line, number, NULL);
+done:
+    Py_DECREF(number);
+    Py_XDECREF(made);
+    return record;
+}
+
+/* Appends a line's record (none for Py_None) to out at *kept; -1 for an error. */
+static int
+keep_record(PyObject *out, Py_ssize_t *kept, PyObject *record)
+{
+    if (record == NULL) {
+        return -1;
+    }
+    if (record == Py_None) {
+        Py_DECREF(record);
+        return 0;
+    }
+    PyList_SET_ITEM(out, (*kept)++, record);
+    return 0;
+}
 
 PyDoc_STRVAR(decode_lines_doc,
 "decode_lines(lines, first_line, longest, decode, failed, careful, misses, skip, type,\n"
@@ -2314,20 +2404,17 @@ PyDoc_STRVAR(decode_lines_doc,
 static PyObject *
 decode_lines(PyObject *self, PyObject *args)
 {
-    PyObject *lines_obj, *decode, *failed, *careful, *type, *descriptors;
-    Py_ssize_t first_line, longest, most_misses, skip_after;
-    Fields fields;
-    if (!PyArg_ParseTuple(args, "OnnOO!OnnOO!:decode_lines", &lines_obj, &first_line, &longest,
-                          &decode, &PyTuple_Type, &failed, &careful, &most_misses, &skip_after,
-                          &type, &PyTuple_Type, &descriptors) ||
-        fields_of(type, descriptors, &fields) < 0) {
+    PyObject *lines_obj;
+    Py_ssize_t first_line;
+    Lines d;
+    if (lines_of(args, "OnnOO!OnnOO!:decode_lines", &lines_obj, &first_line, &d) < 0) {
         return NULL;
     }
     PyObject *lines = PySequence_Fast(lines_obj, "decode_lines: a list of lines");
     if (lines == NULL) {
         return NULL;
     }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(lines), misses = 0, skip = 0;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(lines), kept = 0;
     PyObject **line_of = PySequence_Fast_ITEMS(lines);
     PyObject *out = NULL, *result = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -2335,7 +2422,7 @@ decode_lines(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_TypeError, "decode_lines: lines of bytes");
             goto done;
         }
-        if (PyBytes_GET_SIZE(line_of[i]) > longest) {
+        if (PyBytes_GET_SIZE(line_of[i]) > d.longest) {
             result = Py_NewRef(Py_None); /* a line too long: the careful loop's chunk */
             goto done;
         }
@@ -2344,72 +2431,12 @@ decode_lines(PyObject *self, PyObject *args)
     if (out == NULL) {
         goto done;
     }
-    Py_ssize_t kept = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *line = line_of[i], *record = NULL;
-        if (PyBytes_GET_SIZE(line) == 0) {
-            continue;
-        }
-        PyObject *number = PyLong_FromSsize_t(first_line + i);
-        if (number == NULL) {
+        PyObject *line = line_of[i];
+        if (PyBytes_GET_SIZE(line) > 0 &&
+            keep_record(out, &kept, line_record(&d, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line),
+                                                line, first_line + i)) < 0) {
             goto done;
-        }
-        /* the usual line read here (cheap to try, even while msgspec is skipped), else by
-         * decode (msgspec): the same record */
-        record = plain_record(line, &fields, number);
-        if (record != NULL) {
-            Py_DECREF(number); /* the record holds it */
-            PyList_SET_ITEM(out, kept++, record);
-            continue;
-        }
-        if (PyErr_Occurred()) {
-            Py_DECREF(number);
-            goto done;
-        }
-        if (skip) {
-            skip--;
-        }
-        else {
-            record = PyObject_CallOneArg(decode, line);
-            if (record == NULL) {
-                if (!PyErr_ExceptionMatches(failed)) {
-                    Py_DECREF(number);
-                    goto done;
-                }
-                PyErr_Clear();
-                if (++misses == most_misses) {
-                    misses = 0;
-                    skip = skip_after;
-                }
-            }
-            else {
-                misses = 0;
-                if (Py_IS_TYPE(record, fields.type)) {
-                    PyObject **slot = (PyObject **)((char *)record + fields.offset[F_LINE]);
-                    Py_XSETREF(*slot, number);
-                    number = NULL;
-                }
-                else if (PyObject_SetAttrString(record, "line", number) < 0) {
-                    Py_DECREF(record);
-                    Py_DECREF(number);
-                    goto done;
-                }
-            }
-        }
-        if (record == NULL) {
-            record = PyObject_CallFunctionObjArgs(careful, line, number, NULL);
-            if (record == NULL) {
-                Py_XDECREF(number);
-                goto done;
-            }
-            if (record == Py_None) {
-                Py_DECREF(record);
-                record = NULL;
-            }
-        }
-        Py_XDECREF(number);
-        if (record != NULL) {
-            PyList_SET_ITEM(out, kept++, record);
         }
     }
     if (PyList_SetSlice(out, kept, n, NULL) < 0) {
@@ -2420,6 +2447,55 @@ done:
     Py_XDECREF(out);
     Py_DECREF(lines);
     return result;
+}
+
+PyDoc_STRVAR(decode_block_doc,
+"decode_block(data, first_line, longest, decode, failed, careful, misses, skip, type,\n"
+"             descriptors) -> (list | None, lines)\n\n"
+"decode_lines of data.split(b'\\n')[:-1] (the complete lines; what follows the last\n"
+"newline is the caller's), without a bytes object a line but for the lines that\n"
+"decode or careful read: the records and how many lines there were. None for the\n"
+"records (nothing done) when a line is longer than `longest` bytes.");
+
+static PyObject *
+decode_block(PyObject *self, PyObject *args)
+{
+    PyObject *data;
+    Py_ssize_t first_line;
+    Lines d;
+    if (lines_of(args, "SnnOO!OnnOO!:decode_block", &data, &first_line, &d) < 0) {
+        return NULL;
+    }
+    const char *start = PyBytes_AS_STRING(data), *end = start + PyBytes_GET_SIZE(data);
+    Py_ssize_t n = 0;
+    for (const char *at = start; (at = memchr(at, '\n', (size_t)(end - at))) != NULL; at++) {
+        n++;
+    }
+    /* every line's length first, as parse_lines decides the chunk's path */
+    for (const char *at = start, *newline; (newline = memchr(at, '\n', (size_t)(end - at))) != NULL;
+         at = newline + 1) {
+        if (newline - at > d.longest) {
+            return Py_BuildValue("(On)", Py_None, n);
+        }
+    }
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        return NULL;
+    }
+    Py_ssize_t kept = 0, i = 0;
+    for (const char *at = start, *newline; (newline = memchr(at, '\n', (size_t)(end - at))) != NULL;
+         at = newline + 1, i++) {
+        if (newline > at &&
+            keep_record(out, &kept, line_record(&d, at, newline - at, NULL, first_line + i)) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    if (PyList_SetSlice(out, kept, n, NULL) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return Py_BuildValue("(Nn)", out, n);
 }
 
 /* ---- The gateway's answer to a batch (api.batch_answer) ---------------------------- */
@@ -3265,10 +3341,9 @@ record_key(const unsigned char *key, Py_ssize_t size)
  * gives the same record, or fails and the careful path reads the line); NULL and an
  * error for an error. */
 static PyObject *
-plain_record(PyObject *line, const Fields *fields, PyObject *number)
+plain_record(const char *bytes, Py_ssize_t size, const Fields *fields, PyObject *number)
 {
-    Json j = {(const unsigned char *)PyBytes_AS_STRING(line),
-              (const unsigned char *)PyBytes_AS_STRING(line) + PyBytes_GET_SIZE(line)};
+    Json j = {(const unsigned char *)bytes, (const unsigned char *)bytes + size};
     PyObject *value[FIELDS] = {NULL};
     PyObject *record = NULL;
     int doubt = 0;
@@ -3348,6 +3423,7 @@ done:
 static PyMethodDef methods[] = {
     {"chunk_numbers", chunk_numbers, METH_VARARGS, chunk_numbers_doc},
     {"decode_lines", decode_lines, METH_VARARGS, decode_lines_doc},
+    {"decode_block", decode_block, METH_VARARGS, decode_block_doc},
     {"batch_answer", batch_answer, METH_O, batch_answer_doc},
     {"batch_recipients", batch_recipients, METH_VARARGS, batch_recipients_doc},
     {"plain_texts", plain_texts, METH_VARARGS, plain_texts_doc},
@@ -3383,7 +3459,7 @@ static struct PyModuleDef module = {
 /* What dispatcher/native.py expects (its VERSION): raise it whenever a function is added
  * or changes what it takes or gives, so that a build left over from older sources is not
  * used by newer Python code. */
-#define VERSION 5
+#define VERSION 6
 
 PyMODINIT_FUNC
 PyInit__native(void)

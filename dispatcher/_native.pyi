@@ -93,3 +93,16 @@ def batch_recipients(
 def batch_answer(
     payload: bytes, /
 ) -> tuple[list[str], list[str | None], str | None, str | None] | None: ...
+def decode_block(
+    data: bytes,
+    first_line: int,
+    longest: int,
+    decode: Callable[[bytes], object],
+    failed: tuple[type[BaseException], ...],
+    careful: Callable[[bytes, int], object],
+    misses: int,
+    skip: int,
+    type: type,
+    descriptors: tuple[object, ...],
+    /,
+) -> tuple[list[Any] | None, int]: ...

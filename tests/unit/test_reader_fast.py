@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from dispatcher import reader
 from dispatcher.models import BigInt, Recipient, Rejected
-from dispatcher.reader import _decode_each, _parse_each, parse_lines
+from dispatcher.reader import LineParser, _decode_each, _parse_each, parse_lines
 from tests.support.native import twins
 
 
@@ -289,6 +289,36 @@ lines = st.one_of(objects(), objects(), mutated(), values, st.binary(max_size=30
 @example([b'{"to": "1", "params": [9065583532.520021, 0.00000000000000000000001]}'], 65536)
 def test_the_fast_path_agrees_with_the_careful_path(lines: list[bytes], limit: int) -> None:
     assert_paths_agree(lines, limit)
+
+
+def _fed(data: bytes, step: int, limit: int) -> tuple[list[object], int, int]:
+    parser = LineParser(max_line_bytes=limit)
+    out: list[Recipient | Rejected] = []
+    for at in range(0, len(data), step):
+        out.extend(parser.feed(data[at : at + step]))
+    out.extend(parser.finish())
+    return exactly(out), parser.lines, parser.blank_lines
+
+
+@given(
+    st.lists(st.one_of(lines, st.sampled_from([b"", b"  ", b"\r", b'{"to": "1"}\r'])), max_size=12),
+    st.integers(1, 300),
+    st.sampled_from([30, 65536]),
+    st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_the_reader_in_c_splits_and_reads_chunks_as_its_twin(
+    items: list[bytes], step: int, limit: int, final_newline: bool
+) -> None:
+    """`LineParser` with the C part (``decode_block``: the chunk split into lines in C,
+    no bytes object a usual line) against its twin (``bytes.split`` and `parse_lines`),
+    fed in pieces of any size: the same records, line numbers and counts of lines and
+    blank lines, a line too long included."""
+    data = b"\n".join(items) + (b"\n" if final_newline else b"")
+    with twins(False):
+        in_c = _fed(data, step, limit)
+    with twins(True):
+        assert _fed(data, step, limit) == in_c
 
 
 @given(st.lists(numbers, min_size=1, max_size=3), st.sampled_from(["params", "ref", "line"]))
