@@ -2836,19 +2836,30 @@ json_str_or_null(Json *j, PyObject **slot, int *doubt)
     return 0;
 }
 
-/* data.ids' entries, after the '[': each {"id": str, "mobile": str, ...}, appended. */
+/* Whether a str is ASCII and holds exactly these bytes. */
 static int
-answer_ids(Json *j, PyObject *ids, PyObject *mobiles, int *doubt)
+same_ascii(PyObject *text, const unsigned char *bytes, Py_ssize_t size)
 {
+    return PyUnicode_CheckExact(text) && PyUnicode_IS_ASCII(text) &&
+           PyUnicode_GET_LENGTH(text) == size && memcmp(PyUnicode_DATA(text), bytes, (size_t)size) == 0;
+}
+
+/* data.ids' entries, after the '[': each {"id": str, "mobile": str, ...}; the ids
+ * appended, and the mobiles appended to `mobiles`, or (`sent`, a list of the batch's
+ * Entry tuples, the number at 1) each checked to be the number sent at its place. */
+static int
+answer_ids(Json *j, PyObject *ids, PyObject *mobiles, PyObject *sent, int *doubt)
+{
+    Py_ssize_t count = 0;
     json_space(j);
     if (j->at < j->end && *j->at == ']') {
         j->at++;
-        return 0;
+        goto end;
     }
     for (;;) {
         PyObject *id = NULL, *mobile = NULL;
-        const unsigned char *key;
-        Py_ssize_t size;
+        const unsigned char *key, *number = NULL;
+        Py_ssize_t size, number_size = 0;
         int form, ok = 0;
         if (json_expect(j, '{') < 0) {
             *doubt = 1;
@@ -2863,13 +2874,15 @@ answer_ids(Json *j, PyObject *ids, PyObject *mobiles, int *doubt)
                 if (json_string(j, &key, &size, &form) < 0 || form || json_expect(j, ':') < 0) {
                     goto doubtful;
                 }
-                PyObject **slot = KEY_IS(key, size, "id")       ? &id
-                                  : KEY_IS(key, size, "mobile") ? &mobile
-                                                               : NULL;
-                if (slot != NULL) {
-                    Py_XSETREF(*slot, json_plain_str(j, doubt)); /* a key twice: the last */
-                    if (*slot == NULL) {
+                if (KEY_IS(key, size, "id")) {
+                    Py_XSETREF(id, json_plain_str(j, doubt)); /* a key twice: the last */
+                    if (id == NULL) {
                         goto failed;
+                    }
+                }
+                else if (KEY_IS(key, size, "mobile")) { /* a key twice: the last */
+                    if (json_string(j, &number, &number_size, &form) < 0 || form) {
+                        goto doubtful;
                     }
                 }
                 else if (json_skip(j, 2) < 0) {
@@ -2887,22 +2900,33 @@ answer_ids(Json *j, PyObject *ids, PyObject *mobiles, int *doubt)
                 }
             }
         }
-        if (id == NULL || mobile == NULL) {
+        if (id == NULL || number == NULL) {
             goto doubtful; /* no id, or no mobile: the careful loop's work */
         }
-        ok = PyList_Append(ids, id) == 0 && PyList_Append(mobiles, mobile) == 0;
+        if (sent != NULL) {
+            PyObject *entry = count < PyList_GET_SIZE(sent) ? PyList_GET_ITEM(sent, count) : NULL;
+            if (entry == NULL || !PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 2 ||
+                !same_ascii(PyTuple_GET_ITEM(entry, 1), number, number_size)) {
+                goto doubtful; /* not the number sent there: match_ids decides */
+            }
+        }
+        else if ((mobile = ascii_text((const char *)number, number_size)) == NULL) {
+            goto failed;
+        }
+        ok = PyList_Append(ids, id) == 0 && (mobile == NULL || PyList_Append(mobiles, mobile) == 0);
         Py_DECREF(id);
-        Py_DECREF(mobile);
+        Py_XDECREF(mobile);
         if (!ok) {
             return -1;
         }
+        count++;
         json_space(j);
         if (j->at >= j->end) {
             *doubt = 1;
             return -1;
         }
         if (*j->at++ == ']') {
-            return 0;
+            goto end;
         }
         if (j->at[-1] != ',') {
             *doubt = 1;
@@ -2916,11 +2940,18 @@ answer_ids(Json *j, PyObject *ids, PyObject *mobiles, int *doubt)
         Py_XDECREF(mobile);
         return -1;
     }
+end:
+    if (sent != NULL && count != PyList_GET_SIZE(sent)) {
+        *doubt = 1; /* fewer ids than numbers sent */
+        return -1;
+    }
+    return 0;
 }
 
 /* The answer's data object, after its '{'. */
 static int
-answer_data(Json *j, PyObject *ids, PyObject *mobiles, PyObject **status, int *doubt)
+answer_data(Json *j, PyObject *ids, PyObject *mobiles, PyObject *sent, PyObject **status,
+            int *doubt)
 {
     int seen_ids = 0;
     const unsigned char *key;
@@ -2946,7 +2977,7 @@ answer_data(Json *j, PyObject *ids, PyObject *mobiles, PyObject **status, int *d
                     *doubt = 1;
                     return -1;
                 }
-                if (answer_ids(j, ids, mobiles, doubt) < 0) {
+                if (answer_ids(j, ids, mobiles, sent, doubt) < 0) {
                     return -1;
                 }
             }
@@ -3025,7 +3056,7 @@ answer_meta(Json *j, PyObject **transaction, int *doubt)
 }
 
 PyDoc_STRVAR(batch_answer_doc,
-"batch_answer(payload) -> (ids, mobiles, status, transaction) | None\n\n"
+"batch_answer(payload, sent=None) -> (ids, mobiles, status, transaction) | None\n\n"
 "dispatcher.api.parse_batch(check_answer(200, {}, payload)) for the usual answer, read\n"
 "straight from its bytes: data.ids' entries each with an 'id' and a 'mobile' string,\n"
 "none refused (data.invalidNumber absent, null or []), status and meta.transactionId\n"
@@ -3033,18 +3064,28 @@ PyDoc_STRVAR(batch_answer_doc,
 "data or ids or invalidNumber not given twice (for the rest, the last wins, as in\n"
 "orjson). None for anything else, valid or not (orjson and the Python\n"
 "code then decide): status and transaction are given as they are read (None when null\n"
-"or absent; '' as ''), for the caller to default.");
+"or absent; '' as ''), for the caller to default. With `sent` (the batch's entries,\n"
+"their number at 1), each mobile must be the number sent at its place, as many ids as\n"
+"numbers, and mobiles is None.");
 
 static PyObject *
-batch_answer(PyObject *self, PyObject *payload)
+batch_answer(PyObject *self, PyObject *args)
 {
-    if (!PyBytes_Check(payload)) {
-        PyErr_SetString(PyExc_TypeError, "batch_answer: bytes expected");
+    PyObject *payload, *sent = Py_None;
+    if (!PyArg_ParseTuple(args, "S|O:batch_answer", &payload, &sent)) {
+        return NULL;
+    }
+    if (sent == Py_None) {
+        sent = NULL;
+    }
+    else if (!PyList_Check(sent)) {
+        PyErr_SetString(PyExc_TypeError, "batch_answer: sent is a list of entries");
         return NULL;
     }
     Json j = {(const unsigned char *)PyBytes_AS_STRING(payload),
               (const unsigned char *)PyBytes_AS_STRING(payload) + PyBytes_GET_SIZE(payload)};
-    PyObject *ids = PyList_New(0), *mobiles = PyList_New(0), *status = NULL,
+    PyObject *ids = PyList_New(0), *mobiles = sent == NULL ? PyList_New(0) : Py_NewRef(Py_None),
+             *status = NULL,
              *transaction = NULL, *result = NULL;
     int doubt = 0, seen_data = 0;
     const unsigned char *key;
@@ -3068,7 +3109,7 @@ batch_answer(PyObject *self, PyObject *payload)
             if (seen_data++ || json_expect(&j, '{') < 0) {
                 goto doubtful;
             }
-            if (answer_data(&j, ids, mobiles, &status, &doubt) < 0) {
+            if (answer_data(&j, ids, mobiles, sent, &status, &doubt) < 0) {
                 goto done;
             }
         }
@@ -3424,7 +3465,7 @@ static PyMethodDef methods[] = {
     {"chunk_numbers", chunk_numbers, METH_VARARGS, chunk_numbers_doc},
     {"decode_lines", decode_lines, METH_VARARGS, decode_lines_doc},
     {"decode_block", decode_block, METH_VARARGS, decode_block_doc},
-    {"batch_answer", batch_answer, METH_O, batch_answer_doc},
+    {"batch_answer", batch_answer, METH_VARARGS, batch_answer_doc},
     {"batch_recipients", batch_recipients, METH_VARARGS, batch_recipients_doc},
     {"plain_texts", plain_texts, METH_VARARGS, plain_texts_doc},
     {"plain_entries", plain_entries, METH_VARARGS, plain_entries_doc},
@@ -3459,7 +3500,7 @@ static struct PyModuleDef module = {
 /* What dispatcher/native.py expects (its VERSION): raise it whenever a function is added
  * or changes what it takes or gives, so that a build left over from older sources is not
  * used by newer Python code. */
-#define VERSION 6
+#define VERSION 7
 
 PyMODINIT_FUNC
 PyInit__native(void)

@@ -91,8 +91,8 @@ def batch_recipients(
     /,
 ) -> bytes | None: ...
 def batch_answer(
-    payload: bytes, /
-) -> tuple[list[str], list[str | None], str | None, str | None] | None: ...
+    payload: bytes, sent: list[Any] | None = None, /
+) -> tuple[list[str], list[str | None] | None, str | None, str | None] | None: ...
 def decode_block(
     data: bytes,
     first_line: int,

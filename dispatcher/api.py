@@ -31,7 +31,7 @@ from dispatcher.errors import (
     ServerError,
     Unavailable,
 )
-from dispatcher.models import Batch, json_default
+from dispatcher.models import Batch, Entry, json_default
 
 
 class _Context(TypedDict):
@@ -43,10 +43,11 @@ class _Context(TypedDict):
 @dataclass(frozen=True, slots=True)
 class Answer:
     """What the gateway accepted: its ids in order, each one's mobile (None where the
-    gateway did not say), and the numbers it refused."""
+    gateway did not say), and the numbers it refused. ``mobiles`` is None when the C
+    part checked them as it read them: the numbers sent, in order, none refused."""
 
     ids: list[str]
-    mobiles: list[str | None]
+    mobiles: list[str | None] | None
     invalid: list[str]
     status: str
     transaction_id: str | None
@@ -183,17 +184,21 @@ def parse_batch(document: dict[str, Any]) -> Answer:
     )
 
 
-def batch_answer(status: int, headers: Mapping[str, str], payload: bytes) -> Answer:
+def batch_answer(
+    status: int, headers: Mapping[str, str], payload: bytes, sent: list[Entry] | None = None
+) -> Answer:
     """The batch endpoint's answer: `parse_batch` of `check_answer`'s document, or the
     error it stands for.
 
     The usual answer (a 2xx whose ids each have an id and a mobile string, none refused)
     is read straight from its bytes by the C part, without a dict an id (for 1 M
-    recipients, ~2.5 G instructions of orjson's dicts and the maps over them). It reads
-    strictly and leaves anything else, valid or not, to the Python code here:
-    ``tests/unit/test_api.py`` checks the two against each other."""
+    recipients, ~2.5 G instructions of orjson's dicts and the maps over them); given the
+    batch's entries (``sent``), it also checks each mobile against the number sent at
+    its place, and gives no mobiles. It reads strictly and leaves anything else, valid
+    or not, to the Python code here: ``tests/unit/test_api.py`` checks the two against
+    each other."""
     if 200 <= status < 300 and native.core is not None:
-        read = native.core.batch_answer(payload)
+        read = native.core.batch_answer(payload, sent)
         if read is not None:
             ids, mobiles, state, transaction = read
             return Answer(
@@ -255,8 +260,10 @@ def match_ids(tos: Sequence[str], answer: Answer) -> list[str | None]:
             f"for a batch of {len(tos)}",
             transaction_id=answer.transaction_id,
         )
+    matched: list[str | None] = list(ids)
+    if mobiles is None:  # checked by the C part as it read them: the numbers sent
+        return matched
     if not answer.invalid:
-        matched: list[str | None] = list(ids)
         if mobiles == list(tos):  # the usual answer, checked in C
             return matched
         for message_id, mobile, to in zip(ids, mobiles, tos, strict=True):

@@ -21,6 +21,7 @@ from dispatcher._version import __version__
 from dispatcher.config import Secret
 from dispatcher.http1 import Pool, Reply
 from dispatcher.logs import register_secret, scrub_answer
+from dispatcher.models import Entry
 
 JSON = "application/json"
 
@@ -80,10 +81,13 @@ class GatewayClient:
         """Connections open now."""
         return self._pool.connections
 
-    async def send_batch(self, body: bytes, *, key: str | None = None) -> api.Answer:
-        """POST v3/messages/batch once."""
+    async def send_batch(
+        self, body: bytes, *, key: str | None = None, sent: list[Entry] | None = None
+    ) -> api.Answer:
+        """POST v3/messages/batch once; ``sent``, the batch's entries, lets the answer's
+        mobiles be checked against their numbers as it is read (`api.batch_answer`)."""
         status, headers, payload = await self._post(self._batch, body, key)
-        return api.batch_answer(status, headers, scrub_answer(payload))
+        return api.batch_answer(status, headers, scrub_answer(payload), sent)
 
     async def send_single(self, body: bytes, *, key: str | None = None) -> api.Answer:
         """POST v2/messages once; the answer holds one id."""

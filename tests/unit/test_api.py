@@ -622,6 +622,54 @@ def test_the_batch_answer_read_in_c_on_the_edges(payload: bytes) -> None:
     _agree(payload)
 
 
+def _matched(payload: bytes, tos: list[str]) -> list[str | None] | str:
+    """What the Python code makes of an answer to a batch of these numbers: the ids
+    matched to them, or its error."""
+    try:
+        return match_ids(tos, parse_batch(check_answer(200, {}, payload)))
+    except BadResponse as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _entries(tos: list[str]) -> list[Entry]:
+    return [Entry(line, to, [], None, 1, "GSM7", None) for line, to in enumerate(tos, 1)]
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(st.sampled_from(["+1", "+52155", "52155", "+5215", "+1 ", "é", "+1\\"]), max_size=5),
+    st.data(),
+)
+def test_the_answer_checked_against_the_numbers_sent_in_c(tos: list[str], data: Any) -> None:
+    """With the batch's entries, the C reader checks each mobile against the number
+    sent at its place as it reads it: where it answers, it is match_ids' answer; where
+    the mobiles differ in any way (another number, the same digits without '+', one
+    missing, one too many, escaped, refused), it leaves the answer to match_ids."""
+    mobiles = data.draw(
+        st.one_of(
+            st.just(tos),
+            st.lists(st.sampled_from(["+1", "+52155", "52155", "+5215", "\\u002b1"]), max_size=6),
+        )
+    )
+    ids = [{"id": f"m{k}", "mobile": mobile} for k, mobile in enumerate(mobiles)]
+    invalid = data.draw(st.sampled_from([[], ["+9"]]))
+    payload = orjson.dumps({"data": {"ids": ids, "invalidNumber": invalid}})
+    payload = payload.replace(b"\\\\u002b", b"\\u002b")  # an escaped '+', as written
+    entries = _entries(tos)
+    expected = _matched(payload, tos)
+    read = built().batch_answer(payload, entries)
+    if read is not None:
+        assert read[1] is None
+        assert read[0] == expected, (payload, tos)
+    with twins(False):
+        try:
+            answer = api.batch_answer(200, {}, payload, entries)
+            in_c: list[str | None] | str = match_ids(tos, answer)
+        except BadResponse as exc:
+            in_c = f"{type(exc).__name__}: {exc}"
+    assert in_c == expected
+
+
 def test_the_usual_answer_is_read_in_c() -> None:
     """The C reader takes the answers the gateway and the emulator give (else the tests
     above would pass with a reader that takes nothing)."""
@@ -633,3 +681,9 @@ def test_the_usual_answer_is_read_in_c() -> None:
     )
     assert built().batch_answer(b'{"data":{"ids":[]}}') == ([], [], None, None)
     assert built().batch_answer(b'{"data":{"ids":[{"id":"a","mobile":"+1"}]}} ') is not None
+    # checked against the numbers sent: mobiles not made
+    usual = b'{"data":{"ids":[{"id":"a","mobile":"+1"},{"id":"b","mobile":"+2"}]}}'
+    assert built().batch_answer(usual, _entries(["+1", "+2"])) == (["a", "b"], None, None, None)
+    assert built().batch_answer(usual, _entries(["+1", "2"])) is None
+    assert built().batch_answer(usual, _entries(["+1"])) is None
+    assert built().batch_answer(usual, _entries(["+1", "+2", "+3"])) is None
