@@ -2709,34 +2709,41 @@ json_number(Json *j)
 
 static int json_skip(Json *j, int depth);
 
+/* The next member of an object being read, its '{' read: 1 with its key (*key, *size,
+ * *form as json_string gives them) and its ':' read, 0 at the object's end (its '}'
+ * read), DOUBT for anything else. *count is how many members were read before (the
+ * first has no ','). */
+static int
+json_member(Json *j, Py_ssize_t *count, const unsigned char **key, Py_ssize_t *size, int *form)
+{
+    json_space(j);
+    if (j->at >= j->end) {
+        return DOUBT;
+    }
+    if (*j->at == '}') {
+        j->at++;
+        return 0;
+    }
+    if (*count > 0 && *j->at++ != ',') {
+        return DOUBT;
+    }
+    (*count)++;
+    return json_string(j, key, size, form) < 0 || json_expect(j, ':') < 0 ? DOUBT : 1;
+}
+
 /* The members of an object after its '{', each value stepped over. */
 static int
 json_skip_members(Json *j, int depth)
 {
     const unsigned char *key;
-    Py_ssize_t size;
-    int form;
-    json_space(j);
-    if (j->at < j->end && *j->at == '}') {
-        j->at++;
-        return 0;
-    }
-    for (;;) {
-        if (json_string(j, &key, &size, &form) < 0 || json_expect(j, ':') < 0 ||
-            json_skip(j, depth) < 0) {
-            return DOUBT;
-        }
-        json_space(j);
-        if (j->at >= j->end) {
-            return DOUBT;
-        }
-        if (*j->at++ == '}') {
-            return 0;
-        }
-        if (j->at[-1] != ',') {
+    Py_ssize_t size, count = 0;
+    int form, more;
+    while ((more = json_member(j, &count, &key, &size, &form)) > 0) {
+        if (json_skip(j, depth) < 0) {
             return DOUBT;
         }
     }
+    return more;
 }
 
 /* Any one value, read and not kept. */
@@ -2859,48 +2866,32 @@ answer_ids(Json *j, PyObject *ids, PyObject *mobiles, PyObject *sent, int *doubt
     for (;;) {
         PyObject *id = NULL, *mobile = NULL;
         const unsigned char *key, *number = NULL;
-        Py_ssize_t size, number_size = 0;
-        int form, ok = 0;
+        Py_ssize_t size, number_size = 0, members = 0;
+        int form, ok = 0, more;
         if (json_expect(j, '{') < 0) {
             *doubt = 1;
             return -1;
         }
-        json_space(j);
-        if (j->at < j->end && *j->at == '}') {
-            j->at++;
-        }
-        else {
-            for (;;) {
-                if (json_string(j, &key, &size, &form) < 0 || form || json_expect(j, ':') < 0) {
-                    goto doubtful;
+        while ((more = json_member(j, &members, &key, &size, &form)) > 0) {
+            if (form) {
+                goto doubtful;
+            }
+            if (KEY_IS(key, size, "id")) {
+                Py_XSETREF(id, json_plain_str(j, doubt)); /* a key twice: the last */
+                if (id == NULL) {
+                    goto failed;
                 }
-                if (KEY_IS(key, size, "id")) {
-                    Py_XSETREF(id, json_plain_str(j, doubt)); /* a key twice: the last */
-                    if (id == NULL) {
-                        goto failed;
-                    }
-                }
-                else if (KEY_IS(key, size, "mobile")) { /* a key twice: the last */
-                    if (json_string(j, &number, &number_size, &form) < 0 || form) {
-                        goto doubtful;
-                    }
-                }
-                else if (json_skip(j, 2) < 0) {
-                    goto doubtful;
-                }
-                json_space(j);
-                if (j->at >= j->end) {
-                    goto doubtful;
-                }
-                if (*j->at++ == '}') {
-                    break;
-                }
-                if (j->at[-1] != ',') {
+            }
+            else if (KEY_IS(key, size, "mobile")) { /* a key twice: the last */
+                if (json_string(j, &number, &number_size, &form) < 0 || form) {
                     goto doubtful;
                 }
             }
+            else if (json_skip(j, 2) < 0) {
+                goto doubtful;
+            }
         }
-        if (id == NULL || number == NULL) {
+        if (more < 0 || id == NULL || number == NULL) {
             goto doubtful; /* no id, or no mobile: the careful loop's work */
         }
         if (sent != NULL) {
@@ -2953,29 +2944,20 @@ static int
 answer_data(Json *j, PyObject *ids, PyObject *mobiles, PyObject *sent, PyObject **status,
             int *doubt)
 {
-    int seen_ids = 0;
+    int seen_ids = 0, form, more;
     const unsigned char *key;
-    Py_ssize_t size;
-    int form;
-    json_space(j);
-    if (j->at < j->end && *j->at == '}') {
-        j->at++;
-        return 0;
-    }
-    for (;;) {
-        if (json_string(j, &key, &size, &form) < 0 || form || json_expect(j, ':') < 0) {
-            *doubt = 1;
-            return -1;
+    Py_ssize_t size, count = 0;
+    while ((more = json_member(j, &count, &key, &size, &form)) > 0) {
+        if (form) {
+            break;
         }
         if (KEY_IS(key, size, "ids")) {
             if (seen_ids++) {
-                *doubt = 1;
-                return -1;
+                break;
             }
             if (!json_null(j)) {
                 if (json_expect(j, '[') < 0) {
-                    *doubt = 1;
-                    return -1;
+                    break;
                 }
                 if (answer_ids(j, ids, mobiles, sent, doubt) < 0) {
                     return -1;
@@ -2986,8 +2968,7 @@ answer_data(Json *j, PyObject *ids, PyObject *mobiles, PyObject *sent, PyObject 
             /* only none refused (in each of them, if twice): the numbers refused are the
              * careful path's work */
             if (!json_null(j) && (json_expect(j, '[') < 0 || json_expect(j, ']') < 0)) {
-                *doubt = 1;
-                return -1;
+                break;
             }
         }
         else if (KEY_IS(key, size, "status")) {
@@ -2996,22 +2977,14 @@ answer_data(Json *j, PyObject *ids, PyObject *mobiles, PyObject *sent, PyObject 
             }
         }
         else if (json_skip(j, 1) < 0) {
-            *doubt = 1;
-            return -1;
-        }
-        json_space(j);
-        if (j->at >= j->end) {
-            *doubt = 1;
-            return -1;
-        }
-        if (*j->at++ == '}') {
-            return 0;
-        }
-        if (j->at[-1] != ',') {
-            *doubt = 1;
-            return -1;
+            break;
         }
     }
+    if (more == 0) {
+        return 0;
+    }
+    *doubt = 1;
+    return -1;
 }
 
 /* The answer's meta object, after its '{': its transactionId (a str, or None). */
@@ -3019,17 +2992,11 @@ static int
 answer_meta(Json *j, PyObject **transaction, int *doubt)
 {
     const unsigned char *key;
-    Py_ssize_t size;
-    int form;
-    json_space(j);
-    if (j->at < j->end && *j->at == '}') {
-        j->at++;
-        return 0;
-    }
-    for (;;) {
-        if (json_string(j, &key, &size, &form) < 0 || form || json_expect(j, ':') < 0) {
-            *doubt = 1;
-            return -1;
+    Py_ssize_t size, count = 0;
+    int form, more;
+    while ((more = json_member(j, &count, &key, &size, &form)) > 0) {
+        if (form) {
+            break;
         }
         if (KEY_IS(key, size, "transactionId")) {
             if (json_str_or_null(j, transaction, doubt) < 0) {
@@ -3037,22 +3004,14 @@ answer_meta(Json *j, PyObject **transaction, int *doubt)
             }
         }
         else if (json_skip(j, 1) < 0) {
-            *doubt = 1;
-            return -1;
-        }
-        json_space(j);
-        if (j->at >= j->end) {
-            *doubt = 1;
-            return -1;
-        }
-        if (*j->at++ == '}') {
-            return 0;
-        }
-        if (j->at[-1] != ',') {
-            *doubt = 1;
-            return -1;
+            break;
         }
     }
+    if (more == 0) {
+        return 0;
+    }
+    *doubt = 1;
+    return -1;
 }
 
 PyDoc_STRVAR(batch_answer_doc,
@@ -3089,20 +3048,16 @@ batch_answer(PyObject *self, PyObject *args)
              *transaction = NULL, *result = NULL;
     int doubt = 0, seen_data = 0;
     const unsigned char *key;
-    Py_ssize_t size;
-    int form;
+    Py_ssize_t size, count = 0;
+    int form, more;
     if (ids == NULL || mobiles == NULL) {
         goto done;
     }
     if (json_expect(&j, '{') < 0) {
         goto doubtful;
     }
-    json_space(&j);
-    if (j.at < j.end && *j.at == '}') {
-        goto doubtful; /* {}: no data */
-    }
-    for (;;) {
-        if (json_string(&j, &key, &size, &form) < 0 || form || json_expect(&j, ':') < 0) {
+    while ((more = json_member(&j, &count, &key, &size, &form)) > 0) {
+        if (form) {
             goto doubtful;
         }
         if (KEY_IS(key, size, "data")) {
@@ -3129,19 +3084,9 @@ batch_answer(PyObject *self, PyObject *args)
         else if (json_skip(&j, 1) < 0) {
             goto doubtful;
         }
-        json_space(&j);
-        if (j.at >= j.end) {
-            goto doubtful;
-        }
-        if (*j.at++ == '}') {
-            break;
-        }
-        if (j.at[-1] != ',') {
-            goto doubtful;
-        }
     }
     json_space(&j);
-    if (j.at != j.end || !seen_data) {
+    if (more < 0 || j.at != j.end || !seen_data) {
         goto doubtful;
     }
     result = PyTuple_Pack(4, ids, mobiles, status ? status : Py_None,
@@ -3388,21 +3333,17 @@ plain_record(const char *bytes, Py_ssize_t size, const Fields *fields, PyObject 
     PyObject *value[FIELDS] = {NULL};
     PyObject *record = NULL;
     int doubt = 0;
+    const unsigned char *key;
+    Py_ssize_t key_size, count = 0;
+    int form, more;
     if (json_expect(&j, '{') < 0) {
         return NULL;
     }
-    json_space(&j);
-    if (j.at < j.end && *j.at == '}') {
-        return NULL; /* no "to" */
-    }
-    for (;;) {
-        const unsigned char *key;
-        Py_ssize_t size;
-        int form, k;
-        if (json_string(&j, &key, &size, &form) < 0 || form || json_expect(&j, ':') < 0) {
+    while ((more = json_member(&j, &count, &key, &key_size, &form)) > 0) {
+        if (form) {
             goto doubtful;
         }
-        k = record_key(key, size);
+        int k = record_key(key, key_size);
         if (k == FIELDS || value[k] != NULL) {
             goto doubtful; /* another key ("line" among them), or one twice */
         }
@@ -3427,16 +3368,9 @@ plain_record(const char *bytes, Py_ssize_t size, const Fields *fields, PyObject 
         if (value[k] == NULL) {
             goto done;
         }
-        json_space(&j);
-        if (j.at >= j.end || (*j.at != ',' && *j.at != '}')) {
-            goto doubtful;
-        }
-        if (*j.at++ == '}') {
-            break;
-        }
     }
     json_space(&j);
-    if (j.at != j.end || value[F_TO] == NULL) {
+    if (more < 0 || j.at != j.end || value[F_TO] == NULL) {
         goto doubtful;
     }
     if (value[F_PARAMS] == NULL && (value[F_PARAMS] = PyList_New(0)) == NULL) {
