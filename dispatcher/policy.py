@@ -193,17 +193,16 @@ class Duplicates:
     def _numbers(
         self, entries: list[Entry]
     ) -> tuple[Sequence[str] | npt.NDArray[np.uint64], Sequence[int] | npt.NDArray[np.int64]]:
-        """The entries' numbers and lines: the keys and lines as arrays when the record is
-        packed or the chunk's keys are parsed already (numpy is loaded either way) and
-        they cover the entries, else as lists."""
+        """The entries' numbers and lines: when the record is packed or the chunk's keys
+        are parsed already (numpy is loaded either way), the lines as an array, and the
+        keys as one too where the chunk's cover the entries (its lines have no gap);
+        else as lists."""
         chunk = self._chunk
-        if (
-            chunk is not None
-            and chunk.first_line is not None
-            and (self.index.packed or chunk.parsed)
-        ):
+        if self.index.packed or (chunk is not None and chunk.parsed):
+            # an array, even where the chunk's keys do not serve (a blank line in it):
+            # the record would make one of a list, ~235 instructions a line
             lines = _lines(entries)
-            keys = chunk.keys_at(lines)
+            keys = chunk.keys_at(lines) if chunk is not None else None
             if keys is not None:
                 return keys, lines
             return list(map(_to_of, entries)), lines
