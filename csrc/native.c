@@ -1296,6 +1296,13 @@ buffer_put_int(Buffer *b, long long value)
                              value < 0);
 }
 
+/* The powers of ten a double holds exactly (10^22 is the last): m / 10^k of two of them
+ * rounds once. `float_text` writes with them and `record_number` reads with them. */
+static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                               1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                               1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+#define POWERS ((int)(sizeof(POW10) / sizeof(POW10[0])))
+
 /* Room for any text `float_text` writes: a sign, "0.", 18 zeros and 15 digits. */
 #define FLOAT_TEXT 40
 
@@ -1314,8 +1321,6 @@ buffer_put_int(Buffer *b, long long value)
 static int
 float_text(double value, char *out)
 {
-    static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,
-                                   1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19};
     char *at = out;
     if (signbit(value)) {
         *at++ = '-';
@@ -1328,7 +1333,7 @@ float_text(double value, char *out)
     if (!(magnitude >= 1e-4 && magnitude < 1e15)) {
         return 0;
     }
-    for (int k = 0; k < (int)(sizeof(POW10) / sizeof(POW10[0])); k++) {
+    for (int k = 0; k < POWERS; k++) { /* k <= 19 in fact: then scaled >= 1e15 */
         double scaled = magnitude * POW10[k];
         if (scaled >= 1e15) {
             return 0; /* more than 15 digits */
@@ -2467,16 +2472,15 @@ decode_block(PyObject *self, PyObject *args)
         return NULL;
     }
     const char *start = PyBytes_AS_STRING(data), *end = start + PyBytes_GET_SIZE(data);
+    /* the lines, and every line's length first, as parse_lines decides the chunk's path */
     Py_ssize_t n = 0;
-    for (const char *at = start; (at = memchr(at, '\n', (size_t)(end - at))) != NULL; at++) {
-        n++;
-    }
-    /* every line's length first, as parse_lines decides the chunk's path */
+    int too_long = 0;
     for (const char *at = start, *newline; (newline = memchr(at, '\n', (size_t)(end - at))) != NULL;
-         at = newline + 1) {
-        if (newline - at > d.longest) {
-            return Py_BuildValue("(On)", Py_None, n);
-        }
+         at = newline + 1, n++) {
+        too_long |= newline - at > d.longest;
+    }
+    if (too_long) {
+        return Py_BuildValue("(On)", Py_None, n);
     }
     PyObject *out = PyList_New(n);
     if (out == NULL) {
@@ -3182,9 +3186,6 @@ record_str(Json *j, int *doubt)
 static PyObject *
 record_number(Json *j, int *doubt)
 {
-    static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
     const unsigned char *c = j->at, *end = j->end;
     int negative = c < end && *c == '-';
     c += negative;
@@ -3220,7 +3221,7 @@ record_number(Json *j, int *doubt)
         long long value = (long long)mantissa; /* 18 digits: within 64 bits */
         return PyLong_FromLongLong(negative ? -value : value);
     }
-    if (significant > 15 || fraction > 22) {
+    if (significant > 15 || fraction >= POWERS) {
         *doubt = 1;
         return NULL;
     }

@@ -332,8 +332,6 @@ class Sender:
                 answer = await self._gateway.send_single(body, key=key)
             else:
                 answer = await self._gateway.send_batch(body, key=key, sent=batch.entries)
-            if answer.mobiles is None:  # checked against the numbers sent as it was read
-                return answer, list[str | None](answer.ids)
             return answer, api.match_ids(list(map(_to_of, batch.entries)), answer)
         except RetryableError as exc:
             attempts.ambiguous |= not exc.safe
