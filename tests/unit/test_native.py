@@ -129,6 +129,20 @@ def test_number_keys_of_normalised_numbers_agree(numbers: list[str | None]) -> N
     assert _keys_or_error(numbers) == twin == _careful(numbers)
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.text("0123456789", min_size=1, max_size=18), st.data())
+def test_number_keys_in_c_read_every_digit(digits: str, data: st.DataObject) -> None:
+    """Every length of 1 to 18 digits (8 to 16 are read as two words of eight, the first
+    shifted into place): the value of all of them, and a refusal when any one position
+    holds a byte next to the digits or a space."""
+    out = np.empty(1, dtype=np.uint64)
+    assert built().number_keys(["+" + digits], out)
+    assert int(out[0]) == int(digits)
+    at = data.draw(st.integers(0, len(digits) - 1))
+    bad = data.draw(st.sampled_from(["/", ":", " ", "\x00", "a", "\x7f"]))
+    assert built().number_keys(["+" + digits[:at] + bad + digits[at + 1 :]], out) is False
+
+
 def test_number_keys_in_c_parse_normalised_numbers_and_none() -> None:
     out = np.empty(4, dtype=np.uint64)
     assert built().number_keys(["+5491132681800", None, "+1", "+" + "9" * 18], out)
