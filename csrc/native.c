@@ -115,7 +115,30 @@ utf8_encode(PyObject *text, unsigned char *out)
     const void *data = PyUnicode_DATA(text);
     Py_ssize_t length = PyUnicode_GET_LENGTH(text);
     unsigned char *at = out;
-    for (Py_ssize_t j = 0; j < length; j++) {
+    Py_ssize_t j = 0;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        /* Latin-1 (a name with an accent in an ASCII text): eight characters at a time
+         * while they are ASCII, copied as they are; the others two bytes each. */
+        const unsigned char *c = data;
+        while (j < length) {
+            uint64_t eight;
+            if (j + 8 <= length && (memcpy(&eight, c + j, 8), (eight & 0x8080808080808080ULL) == 0)) {
+                memcpy(at, &eight, 8);
+                at += 8, j += 8;
+                continue;
+            }
+            unsigned char ch = c[j++];
+            if (ch < 0x80) {
+                *at++ = ch;
+            }
+            else {
+                *at++ = (unsigned char)(0xC0 | (ch >> 6));
+                *at++ = (unsigned char)(0x80 | (ch & 0x3F));
+            }
+        }
+        return (size_t)(at - out);
+    }
+    for (; j < length; j++) {
         Py_UCS4 cp = PyUnicode_READ(kind, data, j);
         if (cp < 0x80) {
             *at++ = (unsigned char)cp;
@@ -376,6 +399,54 @@ mix_word(uint64_t mixed, uint64_t size)
 #define PREFETCH(address, write) ((void)0)
 #endif
 
+/* The pairs' mixes AHEAD items ahead of the one read, their words prefetched: each pair
+ * is mixed once (a ring of the next AHEAD mixes), and the cache misses overlap. Items
+ * are keys[at[j]] (at: positions) or keys[j] (at NULL). */
+typedef struct {
+    uint64_t ring[AHEAD];
+    const uint64_t *table, *key, *hash;
+    const int64_t *at;
+    uint64_t size;
+    Py_ssize_t count;
+    int write;
+} Ahead;
+
+static inline uint64_t
+ahead_mix(const Ahead *a, Py_ssize_t j)
+{
+    Py_ssize_t i = a->at != NULL ? (Py_ssize_t)a->at[j] : j;
+    uint64_t mixed = mix(a->key[i], a->hash != NULL ? a->hash[i] : 0);
+    if (a->write) {
+        PREFETCH(&a->table[mix_word(mixed, a->size)], 1);
+    }
+    else {
+        PREFETCH(&a->table[mix_word(mixed, a->size)], 0);
+    }
+    return mixed;
+}
+
+static inline void
+ahead_start(Ahead *a, const uint64_t *table, uint64_t size, const uint64_t *key,
+            const uint64_t *hash, const int64_t *at, Py_ssize_t count, int write)
+{
+    a->table = table, a->size = size, a->key = key, a->hash = hash, a->at = at;
+    a->count = count, a->write = write;
+    for (Py_ssize_t j = 0; j < AHEAD && j < count; j++) {
+        a->ring[j] = ahead_mix(a, j);
+    }
+}
+
+/* Item j's mix (j counts up from 0 by one), and item j + AHEAD's mixed in its place. */
+static inline uint64_t
+ahead_next(Ahead *a, Py_ssize_t j)
+{
+    uint64_t mixed = a->ring[(size_t)j % AHEAD];
+    if (j + AHEAD < a->count) {
+        a->ring[(size_t)j % AHEAD] = ahead_mix(a, j + AHEAD);
+    }
+    return mixed;
+}
+
 /* A filter's words, a chunk's keys and their hashes (or none), as both calls take them. */
 typedef struct {
     Py_buffer words, keys, hashes;
@@ -450,12 +521,10 @@ filter_maybe(PyObject *self, PyObject *args)
         goto done;
     }
     Py_ssize_t found = 0;
+    Ahead ahead;
+    ahead_start(&ahead, table, size, key, hash, NULL, n, 0);
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (i + AHEAD < n) {
-            uint64_t ahead = mix(key[i + AHEAD], hash ? hash[i + AHEAD] : 0);
-            PREFETCH(&table[mix_word(ahead, size)], 0);
-        }
-        uint64_t mixed = mix(key[i], hash ? hash[i] : 0);
+        uint64_t mixed = ahead_next(&ahead, i);
         uint64_t bits = mix_bits(mixed);
         if ((table[mix_word(mixed, size)] & bits) == bits) {
             positions[found++] = i;
@@ -489,13 +558,11 @@ filter_add(PyObject *self, PyObject *args)
     Py_ssize_t n = call.n;
     uint64_t size = call.size, *table = call.words.buf;
     const uint64_t *key = call.keys.buf, *hash = call.hash;
+    Ahead ahead;
     if (positions_obj == Py_None) {
+        ahead_start(&ahead, table, size, key, hash, NULL, n, 1);
         for (Py_ssize_t i = 0; i < n; i++) {
-            if (i + AHEAD < n) {
-                uint64_t ahead = mix(key[i + AHEAD], hash ? hash[i + AHEAD] : 0);
-                PREFETCH(&table[mix_word(ahead, size)], 1);
-            }
-            uint64_t mixed = mix(key[i], hash ? hash[i] : 0);
+            uint64_t mixed = ahead_next(&ahead, i);
             table[mix_word(mixed, size)] |= mix_bits(mixed);
         }
     }
@@ -511,14 +578,9 @@ filter_add(PyObject *self, PyObject *args)
                 goto done;
             }
         }
+        ahead_start(&ahead, table, size, key, hash, at, count, 1);
         for (Py_ssize_t j = 0; j < count; j++) {
-            if (j + AHEAD < count) {
-                Py_ssize_t ahead = (Py_ssize_t)at[j + AHEAD];
-                uint64_t mixed = mix(key[ahead], hash ? hash[ahead] : 0);
-                PREFETCH(&table[mix_word(mixed, size)], 1);
-            }
-            Py_ssize_t i = (Py_ssize_t)at[j];
-            uint64_t mixed = mix(key[i], hash ? hash[i] : 0);
+            uint64_t mixed = ahead_next(&ahead, j);
             table[mix_word(mixed, size)] |= mix_bits(mixed);
         }
     }

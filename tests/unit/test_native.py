@@ -61,6 +61,17 @@ def test_text_hashes_are_xxh3_of_the_utf8(texts: list[str]) -> None:
     ]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text("abc XYZ,.{}0123456789" + "\x7f\x80éñüÿ\xa0", max_size=120), max_size=20))
+def test_text_hashes_of_latin1_texts(texts: list[str]) -> None:
+    """Texts of one byte a character (an accented name in an ASCII message): encoded
+    eight characters at a time while they are ASCII, one at a time around the others;
+    the accents at every offset of the eight, and at the edges of ASCII and Latin-1."""
+    out = np.empty(len(texts), dtype=np.uint64)
+    built().text_hashes(texts, out)
+    assert out.tolist() == [xxhash.xxh3_64_intdigest(t.encode()) for t in texts]
+
+
 def test_text_hashes_of_long_and_awkward_texts() -> None:
     texts = ["", "a", "\udc80", "x\ud800y", "é" * 5000, "😀" * 1000, "a" * 241, "b" * 10_000]
     # either side of the length encoded on the stack (1024 characters)
