@@ -87,6 +87,10 @@ class LocalSink(Sink, Protocol):
 
     def rejected(self, item: Rejected) -> None: ...
 
+    def local_many(
+        self, status: Status, error: str, lines: list[int], tos: list[str | None], refs: list[Any]
+    ) -> None: ...
+
 
 class OptOut(Protocol):
     """What the opt-out check needs of `dispatcher.suppress.SuppressionList`."""
@@ -417,15 +421,15 @@ class Preparer:
         # rest of the chunk's way passes over (a copy of the chunk's list, not a new list
         # built a slice at a time between the listed lines: 30 ns a line of the chunk).
         chunk = list(chunk)
+        items = cast("list[Recipient]", [chunk[position] for position in listed])
+        sink.local_many(
+            Status.SUPPRESSED,
+            "the number is on an opt-out list",
+            [item.line for item in items],
+            [numbers[position] for position in listed],
+            [item.ref for item in items],
+        )
         for position in listed:
-            item = cast("Recipient", chunk[position])
-            sink.local(
-                item.line,
-                numbers[position],
-                Status.SUPPRESSED,
-                "the number is on an opt-out list",
-                ref=item.ref,
-            )
             chunk[position] = _ANSWERED
             numbers[position] = None
         return chunk, numbers
@@ -599,6 +603,9 @@ class _Dropped:
         pass
 
     def local(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def local_many(self, *_: Any) -> None:
         pass
 
 

@@ -558,6 +558,12 @@ class _NotAsSent:
     def local(self, line: int, to: str | None, status: Status, error: str, **_: Any) -> None:
         self._changed(line, f"it now cannot be sent ({status}: {error})")
 
+    def local_many(
+        self, status: Status, error: str, lines: list[int], tos: list[str | None], refs: list[Any]
+    ) -> None:
+        if lines:
+            self.local(lines[0], tos[0], status, error)
+
     @staticmethod
     def _changed(line: int, how: str) -> None:
         raise InputChanged(

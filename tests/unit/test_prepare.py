@@ -65,6 +65,12 @@ class Sink:
         self.locals.append(Local(line, to, status, error, ref, segments, encoding, invalid))
         self.details.append({"first": first, "replaced": replaced})
 
+    def local_many(
+        self, status: Status, error: str, lines: list[int], tos: list[str | None], refs: list[Any]
+    ) -> None:
+        for line, to, ref in zip(lines, tos, refs, strict=True):
+            self.local(line, to, status, error, ref=ref)
+
 
 def make(
     *, capacity: float = math.inf, batch_size: int = 1000, **changes: Any

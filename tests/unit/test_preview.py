@@ -245,6 +245,12 @@ class _Sink:
     def local(self, line: int, to: str | None, status: Status, error: str, **more: Any) -> None:
         self.outcomes[line] = (status, error, None, more.get("segments"), more.get("encoding"))
 
+    def local_many(
+        self, status: Status, error: str, lines: list[int], tos: list[str | None], refs: list[Any]
+    ) -> None:
+        for line, to in zip(lines, tos, strict=True):
+            self.local(line, to, status, error)
+
 
 class _Entries:
     def __init__(self, sink: _Sink) -> None:

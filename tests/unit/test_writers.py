@@ -123,6 +123,44 @@ def test_local_results(files: Files) -> None:
     assert sum(files.summary.segments.values()) == 0  # nothing billable
 
 
+_REFS = st.one_of(
+    st.none(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.text(max_size=8),
+    st.dictionaries(st.text(max_size=3), st.integers(0, 9), max_size=2),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 10**9), st.one_of(st.none(), st.text(max_size=16)), _REFS)),
+    st.sampled_from(list(Status)),
+    st.text(max_size=40),
+)
+def test_local_many_is_local_line_by_line(
+    rows: list[tuple[int, str | None, Any]], status: Status, error: str
+) -> None:
+    """Many lines of one status and error at once: the bytes and the counts of `local`
+    called for each in turn (numbers, refs and errors of any kind, quotes and
+    non-ASCII included)."""
+    outputs = []
+    for many in (False, True):
+        target = io.BytesIO()
+        summary = Summary()
+        out = Outputs(NdjsonSink(target, "results", owned=False), summary)
+        if many:
+            lines, tos, refs = (
+                (list(column) for column in zip(*rows, strict=True)) if rows else ([], [], [])
+            )
+            out.local_many(status, error, lines, tos, refs)
+        else:
+            for line, to, ref in rows:
+                out.local(line, to, status, error, ref=ref)
+        out.results.flush()
+        outputs.append((target.getvalue(), dict(summary.statuses)))
+    assert outputs[0] == outputs[1]
+
+
 def test_accepted_batch_with_a_gateway_refusal(files: Files, clock: Clock) -> None:
     b = batch(
         entry(4, "+525500000001", ref="r4", segments=2),
