@@ -115,12 +115,20 @@ class Dedupe:
     one sender code), never one per line.
     """
 
-    def __init__(self, mode: Mode | str = Mode.NUMBER_TEXT) -> None:
+    def __init__(self, mode: Mode | str = Mode.NUMBER_TEXT, *, expected: int = 0) -> None:
+        """``expected``: a low estimate of the job's lines (`dispatcher.policy`: from the
+        input file's size); beyond `SMALL`, the record starts packed, skipping the dict
+        it would outgrow (measured: 0.34 G of a 1 M-line job's 13.4 G instructions went
+        to the dict's 32 Ki lines and the move out of it)."""
         self.mode = Mode(mode)
         self._codes: dict[str, int] = {}
         #: ``key << 64 | text hash`` → first line, until the job has `SMALL` of them
         self._small: dict[int, int] = {}
         self._packed: Runs | None = None
+        if self.mode is not Mode.OFF and expected > SMALL:
+            from dispatcher.dedupe_runs import Runs
+
+            self._packed = Runs()
 
     def __len__(self) -> int:
         """Distinct recipients recorded so far."""

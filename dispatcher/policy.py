@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from itertools import chain, repeat
 from operator import itemgetter
@@ -372,7 +373,8 @@ def policies_for(
     if config.dedupe != "off":
         from dispatcher.dedupe import Dedupe
 
-        policies.append(Duplicates(Dedupe(config.dedupe), texts=config.dedupe == "number+text"))
+        index = Dedupe(config.dedupe, expected=expected_lines(source))
+        policies.append(Duplicates(index, texts=config.dedupe == "number+text"))
     policies.append(Halted(halt))
     if windows is not None:
         policies.append(windows)
@@ -390,6 +392,22 @@ def policies_for(
             caps.count(*resume.state.committed)
         policies.append(caps)
     return policies
+
+
+#: A recipient's NDJSON line is seldom longer than this (``dispatcher gen``'s: ~53 bytes).
+LONG_LINE = 200
+
+
+def expected_lines(source: object) -> int:
+    """A low estimate of how many lines the input ``source`` has: its size over
+    `LONG_LINE` when it is a file (a gzip file's size undercounts it), else 0 (stdin, a
+    stream, a file that cannot be read — the reader says so)."""
+    if not isinstance(source, str | os.PathLike) or os.fspath(source) == "-":
+        return 0
+    try:
+        return os.stat(source).st_size // LONG_LINE
+    except OSError:
+        return 0
 
 
 def _shared_caps(

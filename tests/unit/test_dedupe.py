@@ -372,6 +372,27 @@ def test_a_small_job_keeps_a_dict_and_answers_the_same(
     assert len(engine) == len(reference.seen)
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.sampled_from(["number+text", "number"]), st.lists(_CHUNK, max_size=8))
+def test_a_job_expected_big_starts_packed_and_answers_the_same(
+    mode: str, chunks: list[list[tuple[str, str, str]]]
+) -> None:
+    # An input expected to outgrow the dict (its file's size) skips it: packed from the
+    # first call, the plain dict's answers throughout.
+    engine, reference = Dedupe(mode, expected=dedupe.SMALL + 1), Reference(mode)
+    assert engine.packed
+    assert not Dedupe(mode, expected=dedupe.SMALL).packed
+    assert not Dedupe("off", expected=dedupe.SMALL + 1).packed
+    line = 0
+    for chunk in chunks:
+        codes, numbers, texts, lines = columns(chunk, line)
+        line += len(chunk)
+        expected = reference.check_many(codes, numbers, texts, lines)
+        assert engine.check_many(codes, numbers, texts, lines) == expected
+        assert not engine._small
+    assert len(engine) == len(reference.seen)
+
+
 def test_a_small_job_does_not_import_numpy() -> None:
     code = (
         "import sys\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from dispatcher import dedupe
 from dispatcher.dedupe import ChunkNumbers, Dedupe
 from dispatcher.models import Entry, Group, Status
-from dispatcher.policy import Caps, Duplicates, others
+from dispatcher.policy import LONG_LINE, Caps, Duplicates, expected_lines, others, policies_for
 from dispatcher.pricing import Pricing
 from dispatcher.renderer import compile_template
 
@@ -221,3 +222,36 @@ def test_duplicates_parse_entries_outside_the_chunk_they_were_told() -> None:
     assert [(line, status, kw["first"]) for line, status, kw in sink.got] == [
         (100_000, Status.DUPLICATE, 2)
     ]
+
+
+def test_expected_lines_from_the_input_file(tmp_path: Path) -> None:
+    """The duplicate record's hint (`dispatcher.dedupe.Dedupe`'s ``expected``): a file's
+    size over LONG_LINE; nothing for stdin, a stream or a path that is not there."""
+    big = tmp_path / "big.ndjson"
+    big.write_bytes(b"x" * (LONG_LINE * 7 + 5))
+    assert expected_lines(str(big)) == 7
+    assert expected_lines(big) == 7
+    assert expected_lines("-") == 0
+    assert expected_lines(str(tmp_path / "missing.ndjson")) == 0
+    with big.open("rb") as stream:
+        assert expected_lines(stream) == 0
+
+
+def test_a_big_input_file_starts_the_duplicate_record_packed(tmp_path: Path) -> None:
+    from dispatcher.config import Config
+    from dispatcher.halt import Halt
+
+    big = tmp_path / "big.ndjson"
+    with big.open("wb") as f:
+        f.truncate(LONG_LINE * (dedupe.SMALL + 1))  # sparse: the size is what counts
+    small = tmp_path / "small.ndjson"
+    small.write_bytes(b'{"to": "+525512345678"}\n')
+    config = Config(sender="12345", text="Hi")
+
+    def index(source: object) -> Any:
+        policies = policies_for(config, None, Halt(), None, source=source)
+        return next(p for p in policies if isinstance(p, Duplicates)).index
+
+    assert index(str(big)).packed
+    assert not index(str(small)).packed
+    assert not index("-").packed
