@@ -537,6 +537,48 @@ done:
     return out;
 }
 
+PyDoc_STRVAR(filter_maybe_add_doc,
+"filter_maybe_add(words, keys, hashes) -> bytes\n\n"
+"filter_maybe, then filter_add of every pair, in one pass: each pair is probed, then its\n"
+"bits set. The positions are those filter_maybe gives, and a few more: a pair whose bits\n"
+"an earlier pair of the same call set.");
+
+static PyObject *
+filter_maybe_add(PyObject *self, PyObject *args)
+{
+    PyObject *words_obj, *keys_obj, *hashes_obj;
+    if (!PyArg_ParseTuple(args, "OOO:filter_maybe_add", &words_obj, &keys_obj, &hashes_obj)) {
+        return NULL;
+    }
+    FilterCall call;
+    if (filter_open(&call, words_obj, keys_obj, hashes_obj, 1, "filter_maybe_add") < 0) {
+        return NULL;
+    }
+    PyObject *out = NULL;
+    Py_ssize_t n = call.n;
+    uint64_t size = call.size, *table = call.words.buf;
+    int64_t *positions = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+    if (positions == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t found = 0;
+    Ahead ahead;
+    ahead_start(&ahead, table, size, call.keys.buf, call.hash, NULL, n, 1);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t mixed = ahead_next(&ahead, i);
+        uint64_t bits = mix_bits(mixed), *word = &table[mix_word(mixed, size)];
+        positions[found] = i;
+        found += (*word & bits) == bits;
+        *word |= bits;
+    }
+    out = PyBytes_FromStringAndSize((const char *)positions, found * (Py_ssize_t)sizeof(int64_t));
+    PyMem_Free(positions);
+done:
+    filter_close(&call);
+    return out;
+}
+
 PyDoc_STRVAR(filter_add_doc,
 "filter_add(words, keys, hashes, positions)\n\n"
 "Add the (key, hash) pairs at positions (int64; None: all of them) to the filter.");
@@ -3477,6 +3519,7 @@ static PyMethodDef methods[] = {
     {"number_keys", number_keys, METH_VARARGS, number_keys_doc},
     {"filter_maybe", filter_maybe, METH_VARARGS, filter_maybe_doc},
     {"filter_add", filter_add, METH_VARARGS, filter_add_doc},
+    {"filter_maybe_add", filter_maybe_add, METH_VARARGS, filter_maybe_add_doc},
     {"merge_keys", merge_keys, METH_VARARGS, merge_keys_doc},
     {"gather_by_source", gather_by_source, METH_VARARGS, gather_by_source_doc},
     {NULL, NULL, 0, NULL},
@@ -3497,7 +3540,7 @@ static struct PyModuleDef module = {
 /* What dispatcher/native.py expects (its VERSION): raise it whenever a function is added
  * or changes what it takes or gives, so that a build left over from older sources is not
  * used by newer Python code. */
-#define VERSION 7
+#define VERSION 8
 
 PyMODINIT_FUNC
 PyInit__native(void)

@@ -14,6 +14,9 @@ def number_keys(numbers: Sequence[str | None], out: WriteableBuffer, /) -> bool:
 def filter_maybe(
     words: ReadableBuffer, keys: ReadableBuffer, hashes: ReadableBuffer | None, /
 ) -> bytes: ...
+def filter_maybe_add(
+    words: WriteableBuffer, keys: ReadableBuffer, hashes: ReadableBuffer | None, /
+) -> bytes: ...
 def filter_add(
     words: WriteableBuffer,
     keys: ReadableBuffer,

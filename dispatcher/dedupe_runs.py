@@ -300,8 +300,10 @@ class Runs:
         found = np.full(len(group_keys), _NO_LINE, dtype=np.int64)
         table = self._filter
         if table is not None:
-            # Only the groups the filter may have seen are looked up in the runs.
-            asked = table.maybe(group_keys, group_hashes)
+            # Only the groups the filter may have seen are looked up in the runs. Each
+            # group's pair goes into the filter as it is asked about: one found in the
+            # runs was in it already, and every other one is recorded below.
+            asked = table.maybe_add(group_keys, group_hashes)
             if len(asked):
                 answers = np.full(len(asked), _NO_LINE, dtype=np.int64)
                 asked_hashes = group_hashes.take(asked) if group_hashes is not None else None
@@ -324,9 +326,7 @@ class Runs:
             added_keys = group_keys[new]
             added_hashes = group_hashes[new] if group_hashes is not None else None
             self._add(_Run.of(added_keys, added_hashes, own_lines[new].astype(np.uint32)))
-            if table is not None and self._size <= table.capacity:
-                table.add(group_keys, group_hashes, np.flatnonzero(new))
-            else:
+            if table is None or self._size > table.capacity:
                 self._rebuild_filter()
         return answer
 

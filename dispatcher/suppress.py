@@ -281,6 +281,18 @@ class KeyFilter:
         word, bits = self.spots(keys, hashes)
         return np.flatnonzero((self.words.take(word) & bits) == bits)
 
+    def maybe_add(self, keys: _U64, hashes: _U64 | None) -> npt.NDArray[np.intp]:
+        """`maybe`, then `add` of every pair: a record that adds each pair it asks about
+        (a pair it has is in the filter already) probes and sets one word a pair in one
+        pass. In C, a pair whose bits an earlier one of the call set is among the
+        positions too (a false positive more, which only costs its look-up)."""
+        if native.core is not None:
+            found = native.core.filter_maybe_add(self.words, keys, hashes)
+            return np.frombuffer(found, dtype=np.int64)
+        asked = self.maybe(keys, hashes)
+        self.add(keys, hashes)
+        return asked
+
     def add(self, keys: _U64, hashes: _U64 | None, at: npt.NDArray[np.intp] | None = None) -> None:
         """Add the pairs (those at positions ``at`` only, when given)."""
         if native.core is not None:  # positions as int64, whatever intp is here

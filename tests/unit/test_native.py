@@ -194,6 +194,38 @@ def test_filter_in_c_and_numpy_alike(
     assert added <= set(filters[0][1])  # never a false negative
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2000), st.integers(1, 3000), st.booleans())
+def test_filter_maybe_add_is_maybe_then_add_pair_by_pair(
+    seed: int, count: int, capacity: int, with_hashes: bool
+) -> None:
+    # One pass that probes each pair, then sets its bits: the positions and the words
+    # of probing and adding the pairs one at a time, in order (a small filter of a few
+    # hundred pairs has pairs meeting bits that earlier ones of the call set); and the
+    # words of adding them all, as the numpy twin does.
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, 2**63, size=count, dtype=np.int64).view(_U64)
+    hashes = rng.integers(0, 2**63, size=count, dtype=np.int64).view(_U64) if with_hashes else None
+    start = rng.integers(0, 2**63, size=(capacity + 7) // 8, dtype=np.int64).view(_U64)
+    start &= rng.integers(0, 2**63, size=len(start), dtype=np.int64).view(_U64)  # 1/4 set
+    words = start.copy()
+    got = np.frombuffer(built().filter_maybe_add(words, keys, hashes), dtype=np.int64)
+    one_by_one, expected = start.copy(), []
+    for i in range(count):
+        pair = (keys[i : i + 1], hashes[i : i + 1] if hashes is not None else None)
+        if len(built().filter_maybe(one_by_one, *pair)):
+            expected.append(i)
+        built().filter_add(one_by_one, *pair, None)
+    assert got.tolist() == expected
+    assert np.array_equal(words, one_by_one)
+    with twins():
+        twin = KeyFilter(8)
+        twin.words, twin.size = start.copy(), np.uint64(len(start))
+        twin_asked = twin.maybe_add(keys, hashes)
+    assert np.array_equal(twin.words, words)
+    assert set(twin_asked.tolist()) <= set(expected)
+
+
 @pytest.mark.parametrize(
     ("words", "keys", "hashes", "error"),
     [
