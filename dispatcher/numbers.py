@@ -96,19 +96,35 @@ def number_key(number: str | None) -> int:
 
 
 def _normalize_formatted(raw: str) -> str:
+    digits, reason = _formatted(raw)
+    if reason is not None:
+        raise InvalidNumber(reason)
+    return "+" + digits
+
+
+def refusal(raw: str) -> str | None:
+    """Why `normalize` (not strict) refuses ``raw`` — its `InvalidNumber`'s message —
+    or None when it does not: the reasons of a chunk's invalid numbers without an
+    exception each (0.6 against 1.8 µs a number)."""
+    return _formatted(raw)[1]
+
+
+def _formatted(raw: str) -> tuple[str, str | None]:
+    """The digits of ``raw`` without its separators and ``+``, and why they are not a
+    number (None: they are)."""
     cleaned = raw.translate(_STRIP)
     digits = cleaned[1:] if cleaned.startswith("+") else cleaned
     if not digits:
-        raise InvalidNumber("empty")
+        return digits, "empty"
     if not (digits.isascii() and digits.isdigit()):
-        raise InvalidNumber(_bad_character(digits))
+        return digits, _bad_character(digits)
     if len(digits) < MIN_DIGITS:
-        raise InvalidNumber(f"too short: {len(digits)} digits, at least {MIN_DIGITS}")
+        return digits, f"too short: {len(digits)} digits, at least {MIN_DIGITS}"
     if len(digits) > MAX_DIGITS:
-        raise InvalidNumber(f"too long: {len(digits)} digits, at most {MAX_DIGITS}")
+        return digits, f"too long: {len(digits)} digits, at most {MAX_DIGITS}"
     if digits[0] == "0":
-        raise InvalidNumber("country code cannot start with 0")
-    return "+" + digits
+        return digits, "country code cannot start with 0"
+    return digits, None
 
 
 def _bad_character(digits: str) -> str:

@@ -22,7 +22,7 @@ from dispatcher import native
 from dispatcher.config import Config
 from dispatcher.errors import InvalidNumber, RenderError
 from dispatcher.models import RECIPIENT_FIELDS, Encoding, Entry, Group, Recipient, Rejected, Status
-from dispatcher.numbers import normalize, normalize_many, normalize_or_none
+from dispatcher.numbers import normalize, normalize_many, normalize_or_none, refusal
 from dispatcher.policy import Policy, Sink
 from dispatcher.renderer import Template, compile_template
 from dispatcher.segments import count, count_many, count_many_most
@@ -89,6 +89,10 @@ class LocalSink(Sink, Protocol):
 
     def local_many(
         self, status: Status, error: str, lines: list[int], tos: list[str | None], refs: list[Any]
+    ) -> None: ...
+
+    def invalid_many(
+        self, lines: list[int], tos: list[str], reasons: list[str], refs: list[Any]
     ) -> None: ...
 
 
@@ -194,6 +198,8 @@ class Preparer:
             return None
         specials, entries, kept_texts = plain
         default = self._default
+        if specials and not self._strict:
+            specials = self._refuse_numbers(chunk, numbers, specials, sink)
         if not specials:
             return [(default, entries, kept_texts)]
         # The other lines, and their messages put back in input order.
@@ -211,6 +217,38 @@ class Preparer:
             _extend(runs, group, [entry], [text] if kept_texts is not None else None)
         _extend(runs, default, entries[start:], kept_texts and kept_texts[start:])
         return runs
+
+    def _refuse_numbers(
+        self,
+        chunk: list[Recipient | Rejected],
+        numbers: list[str | None],
+        specials: list[int],
+        sink: LocalSink,
+    ) -> list[int]:
+        """The chunk's invalid numbers ``INVALID_NUMBER``, all at once (`refusal`'s
+        reasons, `Outputs.invalid_many`'s lines: ~1 against ~4 µs a line one by one);
+        the other special positions."""
+        refused = [
+            position
+            for position in specials
+            if numbers[position] is None
+            and type(chunk[position]) is Recipient
+            and chunk[position] is not _ANSWERED
+        ]
+        if not refused:
+            return specials
+        items = cast("list[Recipient]", [chunk[position] for position in refused])
+        tos = [item.to for item in items]
+        reasons = list(map(refusal, tos))
+        if None in reasons:  # pragma: no cover - normalize_many and refusal disagree: a bug
+            return specials  # `_unsendable` says which number
+        sink.invalid_many(
+            [item.line for item in items], tos, cast("list[str]", reasons), [i.ref for i in items]
+        )
+        if len(refused) == len(specials):
+            return []
+        gone = set(refused)
+        return [position for position in specials if position not in gone]
 
     def _plain_in_c(
         self, core: ModuleType, chunk: list[Recipient | Rejected], numbers: list[str | None]
@@ -606,6 +644,9 @@ class _Dropped:
         pass
 
     def local_many(self, *_: Any) -> None:
+        pass
+
+    def invalid_many(self, *_: Any) -> None:
         pass
 
 

@@ -564,6 +564,12 @@ class _NotAsSent:
         if lines:
             self.local(lines[0], tos[0], status, error)
 
+    def invalid_many(
+        self, lines: list[int], tos: list[str], reasons: list[str], refs: list[Any]
+    ) -> None:
+        if lines:
+            self.local(lines[0], tos[0], Status.INVALID_NUMBER, reasons[0])
+
     @staticmethod
     def _changed(line: int, how: str) -> None:
         raise InputChanged(

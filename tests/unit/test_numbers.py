@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dispatcher.errors import ConfigError, InvalidNumber
-from dispatcher.numbers import normalize, normalize_many
+from dispatcher.numbers import normalize, normalize_many, refusal
 
 E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 
@@ -189,6 +189,18 @@ def test_normalize_agrees_with_the_rule_of_the_spec(raw: str) -> None:
         assert normalize(raw) == expected
     except InvalidNumber:
         assert expected is None
+
+
+@given(st.one_of(number_like, formatted().map(lambda c: c[1]), st.text(max_size=20)))
+def test_refusal_is_the_reason_normalize_raises(raw: str) -> None:
+    # The reasons of a chunk's invalid numbers, without an exception each: None where
+    # normalize accepts, else its InvalidNumber's message, word for word.
+    reason = None
+    try:
+        normalize(raw)
+    except InvalidNumber as exc:
+        reason = str(exc)
+    assert refusal(raw) == reason
 
 
 def each(raws: list[str]) -> list[str | None]:

@@ -71,6 +71,12 @@ class Sink:
         for line, to, ref in zip(lines, tos, refs, strict=True):
             self.local(line, to, status, error, ref=ref)
 
+    def invalid_many(
+        self, lines: list[int], tos: list[str], reasons: list[str], refs: list[Any]
+    ) -> None:
+        for line, to, reason, ref in zip(lines, tos, reasons, refs, strict=True):
+            self.local(line, to, Status.INVALID_NUMBER, reason, ref=ref, invalid=True)
+
 
 def make(
     *, capacity: float = math.inf, batch_size: int = 1000, **changes: Any
@@ -484,7 +490,11 @@ def test_the_column_path_decides_as_the_line_by_line_path(
             for start in range(0, len(chunk), size):
                 preparer.feed(chunk[start : start + size], batcher, sink)
             batches = [(b.group.key, b.key, list(b.entries)) for b in drained(batcher)]
-            outcomes.append((batches, sink.locals, sink.details, sink.rejected_items))
+            # in line order: a chunk's invalid numbers are answered at once, before the
+            # other lines the column path takes one by one
+            order = sorted(range(len(sink.locals)), key=lambda i: sink.locals[i].line)
+            local = [(sink.locals[i], sink.details[i]) for i in order]
+            outcomes.append((batches, local, sink.rejected_items))
     assert outcomes[0] == outcomes[1]
 
 

@@ -251,6 +251,12 @@ class _Sink:
         for line, to in zip(lines, tos, strict=True):
             self.local(line, to, status, error)
 
+    def invalid_many(
+        self, lines: list[int], tos: list[str], reasons: list[str], refs: list[Any]
+    ) -> None:
+        for line, to, reason in zip(lines, tos, reasons, strict=True):
+            self.local(line, to, Status.INVALID_NUMBER, reason)
+
 
 class _Entries:
     def __init__(self, sink: _Sink) -> None:

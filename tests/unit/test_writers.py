@@ -161,6 +161,37 @@ def test_local_many_is_local_line_by_line(
     assert outputs[0] == outputs[1]
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 10**9), st.text(max_size=16), st.text(max_size=40), _REFS))
+)
+def test_invalid_many_is_local_line_by_line(rows: list[tuple[int, str, str, Any]]) -> None:
+    """A chunk's invalid numbers at once: the results and the invalid file's bytes, and
+    the counts, of `local` with ``invalid=True`` for each in turn."""
+    outputs = []
+    for many in (False, True):
+        results, invalid = io.BytesIO(), io.BytesIO()
+        summary = Summary()
+        out = Outputs(
+            NdjsonSink(results, "results", owned=False),
+            summary,
+            invalid=NdjsonSink(invalid, "invalid", owned=False),
+        )
+        if many:
+            lines, tos, reasons, refs = (
+                (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [])
+            )
+            out.invalid_many(lines, tos, reasons, refs)
+        else:
+            for line, to, reason, ref in rows:
+                out.local(line, to, Status.INVALID_NUMBER, reason, ref=ref, invalid=True)
+        out.results.flush()
+        assert out.invalid is not None
+        out.invalid.flush()
+        outputs.append((results.getvalue(), invalid.getvalue(), dict(summary.statuses)))
+    assert outputs[0] == outputs[1]
+
+
 def test_accepted_batch_with_a_gateway_refusal(files: Files, clock: Clock) -> None:
     b = batch(
         entry(4, "+525500000001", ref="r4", segments=2),
