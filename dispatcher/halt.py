@@ -12,6 +12,7 @@ gateway answers is recorded as it is.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from dispatcher.models import Entry, Group, Status
 from dispatcher.policy import Sink, refuse
@@ -71,3 +72,12 @@ class Halted:
             return None
         self.halt.account(entries, sink)
         return []
+
+    def check_runs(
+        self, runs: Sequence[tuple[Group, list[Entry], list[str] | None]], sink: Sink
+    ) -> list[list[int] | None]:
+        """`check` over a chunk's runs in one call: a file where one line in twenty has
+        its own text has hundreds of runs a chunk, and a call each cost ~0.1 µs a line."""
+        if not self.halt.halted:
+            return [None] * len(runs)
+        return [self.check(group, entries, texts, sink) for group, entries, texts in runs]

@@ -477,10 +477,12 @@ class Preparer:
 
         A policy sees all the runs of a chunk in one call when it can (``check_runs``:
         the duplicates, whose index costs ~20 µs a call, so that a file where one line
-        in ten has its own text does not pay that every ten lines), else one call per
-        run. Either way each policy sees the lines in input order, so the outcome is the
-        one of passing each run through all the policies in turn: a policy's answer
-        depends only on its own state and the lines that reach it.
+        in ten has its own text does not pay that every ten lines; the halt), else one
+        call per run. Either way each policy sees the lines in input order, so the
+        outcome is the one of passing each run through all the policies in turn: a
+        policy's answer depends only on its own state and the lines that reach it. When
+        a policy keeps every line, the runs go on as they are (their texts too, which no
+        later policy reads).
         """
         policies, texts_until = self.policies, self._texts_until
         runs = [run for run in runs if run[1]]
@@ -492,6 +494,8 @@ class Preparer:
                 keeps = [
                     policy.check(group, entries, texts, sink) for group, entries, texts in runs
                 ]
+            if keeps.count(None) == len(keeps):
+                continue  # every line of every run passes (the usual answer): runs as they are
             passed: list[Run] = []
             for (group, entries, texts), keep in zip(runs, keeps, strict=True):
                 if i >= texts_until:

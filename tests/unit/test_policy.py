@@ -255,3 +255,28 @@ def test_a_big_input_file_starts_the_duplicate_record_packed(tmp_path: Path) -> 
     assert index(str(big)).packed
     assert not index(str(small)).packed
     assert not index("-").packed
+
+
+def test_the_halt_over_a_chunks_runs_as_over_each_run() -> None:
+    """`Halted.check_runs` (one call for a chunk's runs) answers what `check` answers
+    run by run: every line passes while the job runs; once it is halted, none does and
+    each gets the halt's status."""
+    from dispatcher.halt import Halt, Halted
+
+    halt = Halt()
+    policy = Halted(halt)
+    runs = [(GROUP, entries(1, 1), None), (GROUP, entries(2, start=3), ["t"])]
+    sink = Sink()
+    assert policy.check_runs(runs, sink) == [None, None]
+    assert sink.got == []
+    halt.set(Status.CANCELLED, "cancelled by ctl")
+    assert policy.check_runs(runs, sink) == [[], []]
+    one_by_one = Sink()
+    for group, run, texts in runs:
+        assert policy.check(group, run, texts, one_by_one) == []
+    assert sink.got == one_by_one.got
+    assert [(line, status) for line, status, _ in sink.got] == [
+        (1, Status.CANCELLED),
+        (2, Status.CANCELLED),
+        (3, Status.CANCELLED),
+    ]
