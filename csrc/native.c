@@ -259,6 +259,26 @@ digits_value(const unsigned char *p, Py_ssize_t count, uint64_t *value)
 
 /* ---- number_keys ------------------------------------------------------------------ */
 
+/* number_keys of one item: None as 0, "+" and 1 to 18 digits as their integer; 0 (key
+ * not written) for anything else. */
+static int
+number_key_of(PyObject *number, uint64_t *key)
+{
+    if (number == Py_None) {
+        *key = 0;
+        return 1;
+    }
+    if (!PyUnicode_Check(number) || !PyUnicode_IS_ASCII(number)) {
+        return 0;
+    }
+    const unsigned char *s = PyUnicode_DATA(number);
+    Py_ssize_t len = PyUnicode_GET_LENGTH(number);
+    if (len < 2 || len > 19 || s[0] != '+') {
+        return 0;
+    }
+    return digits_value(s + 1, len - 1, key) == 0;
+}
+
 PyDoc_STRVAR(number_keys_doc,
 "number_keys(numbers, out) -> bool\n\n"
 "Write into out (uint64, one a number) each normalised number ('+' and 1 to 18 digits)\n"
@@ -277,24 +297,9 @@ number_keys(PyObject *self, PyObject *args)
     PyObject **items = PySequence_Fast_ITEMS(seq);
     uint64_t *keys = out.buf;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *number = items[i];
-        if (number == Py_None) {
-            keys[i] = 0;
-            continue;
-        }
-        if (!PyUnicode_Check(number) || !PyUnicode_IS_ASCII(number)) {
+        if (!number_key_of(items[i], &keys[i])) {
             goto careful;
         }
-        const unsigned char *s = PyUnicode_DATA(number);
-        Py_ssize_t len = PyUnicode_GET_LENGTH(number);
-        if (len < 2 || len > 19 || s[0] != '+') {
-            goto careful;
-        }
-        uint64_t key;
-        if (digits_value(s + 1, len - 1, &key) < 0) {
-            goto careful;
-        }
-        keys[i] = key;
     }
     Py_DECREF(seq);
     PyBuffer_Release(&out);
@@ -307,6 +312,72 @@ careful:
 
 /* ---- column_ints ------------------------------------------------------------------ */
 
+/* One column item read into a word: 1, or 0 when it is not what the column holds. */
+typedef int (*ReadItem)(PyObject *item, int64_t *value);
+
+static int
+read_int(PyObject *item, int64_t *value)
+{
+    if (!PyLong_Check(item)) {
+        return 0;
+    }
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(item, &overflow);
+    *value = v;
+    return !overflow;
+}
+
+static int
+read_key(PyObject *item, int64_t *value)
+{
+    return number_key_of(item, (uint64_t *)value);
+}
+
+/* column_ints and column_keys: item `column` of each row (a tuple) read into out. */
+static PyObject *
+column_of(PyObject *args, const char *format, const char *name, ReadItem read)
+{
+    PyObject *rows_obj, *out_obj;
+    Py_ssize_t column;
+    if (!PyArg_ParseTuple(args, format, &rows_obj, &column, &out_obj)) {
+        return NULL;
+    }
+    if (column < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: a column of 0 or more", name);
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(rows_obj, "a sequence of tuples");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_buffer out;
+    if (get_buffer(out_obj, &out, 8, 1, name) < 0) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *result = Py_True;
+    if (COUNT(out) != n) {
+        PyErr_Format(PyExc_ValueError, "%s: out, one word a row", name);
+        result = NULL;
+        goto done;
+    }
+    PyObject **rows = PySequence_Fast_ITEMS(seq);
+    int64_t *values = out.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = rows[i];
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) <= column ||
+            !read(PyTuple_GET_ITEM(row, column), &values[i])) {
+            result = Py_False;
+            break;
+        }
+    }
+done:
+    PyBuffer_Release(&out);
+    Py_DECREF(seq);
+    return Py_XNewRef(result);
+}
+
 PyDoc_STRVAR(column_ints_doc,
 "column_ints(rows, column, out) -> bool\n\n"
 "Write into out (int64, one a row) item column of each row (a tuple: an Entry), an int.\n"
@@ -316,52 +387,20 @@ PyDoc_STRVAR(column_ints_doc,
 static PyObject *
 column_ints(PyObject *self, PyObject *args)
 {
-    PyObject *rows_obj, *out_obj;
-    Py_ssize_t column;
-    if (!PyArg_ParseTuple(args, "OnO:column_ints", &rows_obj, &column, &out_obj)) {
-        return NULL;
-    }
-    if (column < 0) {
-        PyErr_SetString(PyExc_ValueError, "column_ints: a column of 0 or more");
-        return NULL;
-    }
-    PyObject *seq = PySequence_Fast(rows_obj, "column_ints: a sequence of tuples");
-    if (seq == NULL) {
-        return NULL;
-    }
-    Py_buffer out;
-    if (get_buffer(out_obj, &out, 8, 1, "column_ints out") < 0) {
-        Py_DECREF(seq);
-        return NULL;
-    }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject *result = Py_True;
-    if (COUNT(out) != n) {
-        PyErr_SetString(PyExc_ValueError, "column_ints: out, one word a row");
-        result = NULL;
-        goto done;
-    }
-    PyObject **rows = PySequence_Fast_ITEMS(seq);
-    int64_t *values = out.buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *row = rows[i];
-        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) <= column ||
-            !PyLong_Check(PyTuple_GET_ITEM(row, column))) {
-            result = Py_False;
-            break;
-        }
-        int overflow;
-        long long value = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(row, column), &overflow);
-        if (overflow) {
-            result = Py_False;
-            break;
-        }
-        values[i] = value;
-    }
-done:
-    PyBuffer_Release(&out);
-    Py_DECREF(seq);
-    return Py_XNewRef(result);
+    return column_of(args, "OnO:column_ints", "column_ints", read_int);
+}
+
+PyDoc_STRVAR(column_keys_doc,
+"column_keys(rows, column, out) -> bool\n\n"
+"Write into out (uint64, one a row) the key of item column of each row (a tuple: an\n"
+"Entry's normalised number), as number_keys parses it. False (out half written: the\n"
+"caller's careful path) when a row is not a tuple that long or its item is not a\n"
+"number number_keys reads.");
+
+static PyObject *
+column_keys(PyObject *self, PyObject *args)
+{
+    return column_of(args, "OnO:column_keys", "column_keys", read_key);
 }
 
 /* ---- the filter --------------------------------------------------------------------- */
@@ -3516,6 +3555,7 @@ static PyMethodDef methods[] = {
     {"find_in_run", find_in_run, METH_VARARGS, find_in_run_doc},
     {"text_hashes", text_hashes, METH_VARARGS, text_hashes_doc},
     {"column_ints", column_ints, METH_VARARGS, column_ints_doc},
+    {"column_keys", column_keys, METH_VARARGS, column_keys_doc},
     {"number_keys", number_keys, METH_VARARGS, number_keys_doc},
     {"filter_maybe", filter_maybe, METH_VARARGS, filter_maybe_doc},
     {"filter_add", filter_add, METH_VARARGS, filter_add_doc},
@@ -3540,7 +3580,7 @@ static struct PyModuleDef module = {
 /* What dispatcher/native.py expects (its VERSION): raise it whenever a function is added
  * or changes what it takes or gives, so that a build left over from older sources is not
  * used by newer Python code. */
-#define VERSION 8
+#define VERSION 9
 
 PyMODINIT_FUNC
 PyInit__native(void)

@@ -204,9 +204,7 @@ class Duplicates:
             # the record would make one of a list, ~235 instructions a line
             lines = _lines(entries)
             keys = chunk.keys_at(lines) if chunk is not None else None
-            if keys is not None:
-                return keys, lines
-            return list(map(_to_of, entries)), lines
+            return (keys if keys is not None else _keys(entries)), lines
         return list(map(_to_of, entries)), list(map(_line_of, entries))
 
 
@@ -220,6 +218,21 @@ def _lines(entries: list[Entry]) -> npt.NDArray[np.int64]:
     if core is None or not core.column_ints(entries, 0, lines):
         lines = np.fromiter(map(_line_of, entries), dtype=np.int64, count=len(entries))
     return lines
+
+
+def _keys(entries: list[Entry]) -> npt.NDArray[np.uint64]:
+    """The entries' numbers' keys as an array (numpy is loaded), where the chunk's do not
+    serve (a chunk with a blank line): parsed from the entries by the C part (no list of
+    their numbers made first), else by `dispatcher.suppress.number_keys`."""
+    import numpy as np
+
+    keys = np.empty(len(entries), dtype=np.uint64)
+    core = native.core
+    if core is None or not core.column_keys(entries, 1, keys):
+        from dispatcher.suppress import number_keys
+
+        keys = number_keys(list(map(_to_of, entries)))
+    return keys
 
 
 def others(positions: list[int], count: int) -> list[int]:

@@ -5,6 +5,7 @@ cannot take."""
 from __future__ import annotations
 
 import array
+import re
 from typing import Any
 
 import numpy as np
@@ -449,6 +450,30 @@ def test_column_ints_reads_the_entries_lines(lines: list[int]) -> None:
     for numpy_twins in (False, True):
         with twins(numpy_twins):
             assert policy._lines(entries).tolist() == lines
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_NUMBER, max_size=40))
+def test_column_keys_reads_the_entries_numbers(numbers: list[str | None]) -> None:
+    # The keys of the entries' numbers, parsed from the entries where the chunk's keys
+    # do not serve: in C, number_keys' keys (or its careful path's error) for anything in
+    # the column; the numpy twin's for what normalize_many gives (and None).
+    entries = [Entry(i, to, [], None, 1, "gsm", None) for i, to in enumerate(numbers)]  # type: ignore[arg-type]
+
+    def keys() -> list[int] | type[Exception]:
+        try:
+            return policy._keys(entries).tolist()  # type: ignore[no-any-return]
+        except Exception as error:
+            return type(error)
+
+    expected = _careful(numbers)
+    assert keys() == expected
+    if all(n is None or re.fullmatch(r"\+[0-9]{1,18}", n) for n in numbers):
+        with twins():
+            assert keys() == expected
+        out = np.empty(len(entries), dtype=np.uint64)  # read in C, not by the careful path
+        assert built().column_keys(entries, 1, out) is True
+        assert out.tolist() == expected
 
 
 @pytest.mark.parametrize(
