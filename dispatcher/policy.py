@@ -140,19 +140,26 @@ class Duplicates:
         with its run's code: the runs are in input order, as the lines reach `check` one
         run at a time, so every line gets the same answer and the same ``first``."""
         codes: str | list[str]
+        if not runs:
+            return []
         if len(runs) == 1:
             first_group, entries, texts = runs[0]
             codes = first_group.sender
         else:
-            # Joined by C-level chains: a file where one line in ten has its own text has
-            # as many runs a chunk, and a comprehension an item costs ~30 ns a line each.
-            entries = list(chain.from_iterable(run for _, run, _ in runs))
-            senders = {group.sender for group, _, _ in runs}
-            if len(senders) == 1:
-                codes = runs[0][0].sender
+            # Joined a run at a time (a list's extend copies its pointers): a file where
+            # one line in twenty has its own text has hundreds of runs a chunk, and a
+            # chain over their items cost ~50 instructions an item and a list.
+            entries, texts = [], []
+            sender, one_sender = runs[0][0].sender, True
+            for group, members, members_texts in runs:
+                entries += members
+                if members_texts:
+                    texts += members_texts
+                one_sender = one_sender and group.sender == sender
+            if one_sender:
+                codes = sender
             else:
                 codes = list(chain.from_iterable(repeat(g.sender, len(r)) for g, r, _ in runs))
-            texts = list(chain.from_iterable(run_texts or () for _, _, run_texts in runs))
         numbers, lines = self._numbers(entries)
         positions, firsts = self.index.duplicates(
             codes, numbers, texts if self.texts else None, lines
