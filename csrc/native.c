@@ -121,11 +121,20 @@ utf8_encode(PyObject *text, unsigned char *out)
          * while they are ASCII, copied as they are; the others two bytes each. */
         const unsigned char *c = data;
         while (j < length) {
-            uint64_t eight;
-            if (j + 8 <= length && (memcpy(&eight, c + j, 8), (eight & 0x8080808080808080ULL) == 0)) {
-                memcpy(at, &eight, 8);
-                at += 8, j += 8;
-                continue;
+            if (j + 8 <= length) {
+                uint64_t eight, high;
+                memcpy(&eight, c + j, 8);
+                high = eight & 0x8080808080808080ULL;
+                memcpy(at, &eight, 8); /* room: at most 2 bytes a character, j <= length - 8 */
+                if (high == 0) {
+                    at += 8, j += 8;
+                    continue;
+                }
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+                /* the ASCII characters before the first other one are written already */
+                int ascii = __builtin_ctzll(high) >> 3;
+                at += ascii, j += ascii;
+#endif
             }
             unsigned char ch = c[j++];
             if (ch < 0x80) {
@@ -139,6 +148,31 @@ utf8_encode(PyObject *text, unsigned char *out)
         return (size_t)(at - out);
     }
     for (; j < length; j++) {
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        /* UCS-2 and UCS-4: four (two) characters at a time while they are ASCII (each
+         * character's low byte first in memory). */
+        if (kind == PyUnicode_2BYTE_KIND && j + 4 <= length) {
+            uint64_t four;
+            memcpy(&four, (const Py_UCS2 *)data + j, 8);
+            if ((four & 0xFF80FF80FF80FF80ULL) == 0) {
+                four = (four | (four >> 8)) & 0x0000FFFF0000FFFFULL;
+                four = (four | (four >> 16)) & 0xFFFFFFFFULL;
+                uint32_t bytes = (uint32_t)four;
+                memcpy(at, &bytes, 4);
+                at += 4, j += 3;
+                continue;
+            }
+        }
+        else if (kind == PyUnicode_4BYTE_KIND && j + 2 <= length) {
+            uint64_t two;
+            memcpy(&two, (const Py_UCS4 *)data + j, 8);
+            if ((two & 0xFFFFFF80FFFFFF80ULL) == 0) {
+                at[0] = (unsigned char)two, at[1] = (unsigned char)(two >> 32);
+                at += 2, j += 1;
+                continue;
+            }
+        }
+#endif
         Py_UCS4 cp = PyUnicode_READ(kind, data, j);
         if (cp < 0x80) {
             *at++ = (unsigned char)cp;

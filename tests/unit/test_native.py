@@ -73,6 +73,24 @@ def test_text_hashes_of_latin1_texts(texts: list[str]) -> None:
     assert out.tolist() == [xxhash.xxh3_64_intdigest(t.encode()) for t in texts]
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.text("ab {}.,09\x7f" + "\x80é€Łſ\u07ff\u0800\uffff" + "😀\U0010ffff\ud800", max_size=60),
+        max_size=20,
+    )
+)
+def test_text_hashes_of_wide_texts(texts: list[str]) -> None:
+    """Texts of two and four bytes a character (a euro sign, an emoji): encoded four
+    (two) characters at a time while they are ASCII, one at a time around the others;
+    the edges of one-, two- and three-byte UTF-8 and lone surrogates among them."""
+    out = np.empty(len(texts), dtype=np.uint64)
+    built().text_hashes(texts, out)
+    assert out.tolist() == [
+        xxhash.xxh3_64_intdigest(t.encode("utf-8", "surrogatepass")) for t in texts
+    ]
+
+
 def test_text_hashes_of_long_and_awkward_texts() -> None:
     texts = ["", "a", "\udc80", "x\ud800y", "é" * 5000, "😀" * 1000, "a" * 241, "b" * 10_000]
     # either side of the length encoded on the stack (1024 characters)
