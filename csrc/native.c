@@ -568,63 +568,17 @@ fail:
     return -1;
 }
 
-PyDoc_STRVAR(filter_maybe_doc,
-"filter_maybe(words, keys, hashes) -> bytes\n\n"
-"The positions (native int64) of the (key, hash) pairs the filter may hold: every pair\n"
-"it was given, and a few it was not. hashes may be None (keys alone).");
-
+/* filter_maybe and filter_maybe_add: the positions of the pairs whose bits were all set
+ * when they were probed; with add, each pair's bits set after its probe. */
 static PyObject *
-filter_maybe(PyObject *self, PyObject *args)
+filter_probe(PyObject *args, const char *format, const char *name, int add)
 {
     PyObject *words_obj, *keys_obj, *hashes_obj;
-    if (!PyArg_ParseTuple(args, "OOO:filter_maybe", &words_obj, &keys_obj, &hashes_obj)) {
+    if (!PyArg_ParseTuple(args, format, &words_obj, &keys_obj, &hashes_obj)) {
         return NULL;
     }
     FilterCall call;
-    if (filter_open(&call, words_obj, keys_obj, hashes_obj, 0, "filter_maybe") < 0) {
-        return NULL;
-    }
-    PyObject *out = NULL;
-    Py_ssize_t n = call.n;
-    uint64_t size = call.size;
-    const uint64_t *table = call.words.buf, *key = call.keys.buf, *hash = call.hash;
-    int64_t *positions = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
-    if (positions == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    Py_ssize_t found = 0;
-    Ahead ahead;
-    ahead_start(&ahead, table, size, key, hash, NULL, n, 0);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t mixed = ahead_next(&ahead, i);
-        uint64_t bits = mix_bits(mixed);
-        if ((table[mix_word(mixed, size)] & bits) == bits) {
-            positions[found++] = i;
-        }
-    }
-    out = PyBytes_FromStringAndSize((const char *)positions, found * (Py_ssize_t)sizeof(int64_t));
-    PyMem_Free(positions);
-done:
-    filter_close(&call);
-    return out;
-}
-
-PyDoc_STRVAR(filter_maybe_add_doc,
-"filter_maybe_add(words, keys, hashes) -> bytes\n\n"
-"filter_maybe, then filter_add of every pair, in one pass: each pair is probed, then its\n"
-"bits set. The positions are those filter_maybe gives, and a few more: a pair whose bits\n"
-"an earlier pair of the same call set.");
-
-static PyObject *
-filter_maybe_add(PyObject *self, PyObject *args)
-{
-    PyObject *words_obj, *keys_obj, *hashes_obj;
-    if (!PyArg_ParseTuple(args, "OOO:filter_maybe_add", &words_obj, &keys_obj, &hashes_obj)) {
-        return NULL;
-    }
-    FilterCall call;
-    if (filter_open(&call, words_obj, keys_obj, hashes_obj, 1, "filter_maybe_add") < 0) {
+    if (filter_open(&call, words_obj, keys_obj, hashes_obj, add, name) < 0) {
         return NULL;
     }
     PyObject *out = NULL;
@@ -637,19 +591,44 @@ filter_maybe_add(PyObject *self, PyObject *args)
     }
     Py_ssize_t found = 0;
     Ahead ahead;
-    ahead_start(&ahead, table, size, call.keys.buf, call.hash, NULL, n, 1);
+    ahead_start(&ahead, table, size, call.keys.buf, call.hash, NULL, n, add);
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t mixed = ahead_next(&ahead, i);
         uint64_t bits = mix_bits(mixed), *word = &table[mix_word(mixed, size)];
         positions[found] = i;
         found += (*word & bits) == bits;
-        *word |= bits;
+        if (add) {
+            *word |= bits;
+        }
     }
     out = PyBytes_FromStringAndSize((const char *)positions, found * (Py_ssize_t)sizeof(int64_t));
     PyMem_Free(positions);
 done:
     filter_close(&call);
     return out;
+}
+
+PyDoc_STRVAR(filter_maybe_doc,
+"filter_maybe(words, keys, hashes) -> bytes\n\n"
+"The positions (native int64) of the (key, hash) pairs the filter may hold: every pair\n"
+"it was given, and a few it was not. hashes may be None (keys alone).");
+
+static PyObject *
+filter_maybe(PyObject *self, PyObject *args)
+{
+    return filter_probe(args, "OOO:filter_maybe", "filter_maybe", 0);
+}
+
+PyDoc_STRVAR(filter_maybe_add_doc,
+"filter_maybe_add(words, keys, hashes) -> bytes\n\n"
+"filter_maybe, then filter_add of every pair, in one pass: each pair is probed, then its\n"
+"bits set. The positions are those filter_maybe gives, and a few more: a pair whose bits\n"
+"an earlier pair of the same call set.");
+
+static PyObject *
+filter_maybe_add(PyObject *self, PyObject *args)
+{
+    return filter_probe(args, "OOO:filter_maybe_add", "filter_maybe_add", 1);
 }
 
 PyDoc_STRVAR(filter_add_doc,
