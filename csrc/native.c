@@ -779,10 +779,8 @@ merge4(const uint64_t **at, const uint64_t **end, const int *order, uint64_t *ds
             p3 = (const uint64_t *)((const char *)p3 + 8 * (right & low_bit));
         }
         const uint64_t *now[4] = {p0, p1, p2, p3};
-        for (int r = 0; r < 4; r++) {
-            if (left[r] > 0) {
-                left[r] -= now[r] - p[r];
-            }
+        for (int r = 0; r < 4; r++) { /* a used-up run has not moved from NO_KEY */
+            left[r] -= now[r] - p[r];
             p[r] = now[r];
         }
     }
