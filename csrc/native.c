@@ -568,6 +568,47 @@ fail:
     return -1;
 }
 
+/* The probe of filter_probe over n pairs (hash NULL: keys alone): writes the positions
+ * of the pairs whose bits were all set when probed; with add, sets each pair's bits
+ * after its probe. Returns how many positions. */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline Py_ssize_t
+probe_pairs(uint64_t *table, uint64_t size, const uint64_t *key, const uint64_t *hash,
+            Py_ssize_t n, int64_t *positions, int add)
+{
+    Py_ssize_t found = 0;
+    Ahead ahead;
+    ahead_start(&ahead, table, size, key, hash, NULL, n, add);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t mixed = ahead_next(&ahead, i);
+        uint64_t bits = mix_bits(mixed), *word = &table[mix_word(mixed, size)];
+        if (add) {
+            positions[found] = i;
+            found += (*word & bits) == bits;
+            *word |= bits;
+        }
+        else if ((*word & bits) == bits) {
+            positions[found++] = i;
+        }
+    }
+    return found;
+}
+
+/* Add n pairs to the filter (hash NULL: keys alone). */
+static void
+add_pairs(uint64_t *table, uint64_t size, const uint64_t *key, const uint64_t *hash,
+          const int64_t *at, Py_ssize_t n)
+{
+    Ahead ahead;
+    ahead_start(&ahead, table, size, key, hash, at, n, 1);
+    for (Py_ssize_t j = 0; j < n; j++) {
+        uint64_t mixed = ahead_next(&ahead, j);
+        table[mix_word(mixed, size)] |= mix_bits(mixed);
+    }
+}
+
 /* filter_maybe and filter_maybe_add: the positions of the pairs whose bits were all set
  * when they were probed; with add, each pair's bits set after its probe. Inlined into
  * each (add a constant there): one loop each, without the test of add in it. */
@@ -593,21 +634,7 @@ filter_probe(PyObject *args, const char *format, const char *name, int add)
         PyErr_NoMemory();
         goto done;
     }
-    Py_ssize_t found = 0;
-    Ahead ahead;
-    ahead_start(&ahead, table, size, call.keys.buf, call.hash, NULL, n, add);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t mixed = ahead_next(&ahead, i);
-        uint64_t bits = mix_bits(mixed), *word = &table[mix_word(mixed, size)];
-        if (add) {
-            positions[found] = i;
-            found += (*word & bits) == bits;
-            *word |= bits;
-        }
-        else if ((*word & bits) == bits) {
-            positions[found++] = i;
-        }
-    }
+    Py_ssize_t found = probe_pairs(table, size, call.keys.buf, call.hash, n, positions, add);
     out = PyBytes_FromStringAndSize((const char *)positions, found * (Py_ssize_t)sizeof(int64_t));
     PyMem_Free(positions);
 done:
@@ -659,13 +686,8 @@ filter_add(PyObject *self, PyObject *args)
     Py_ssize_t n = call.n;
     uint64_t size = call.size, *table = call.words.buf;
     const uint64_t *key = call.keys.buf, *hash = call.hash;
-    Ahead ahead;
     if (positions_obj == Py_None) {
-        ahead_start(&ahead, table, size, key, hash, NULL, n, 1);
-        for (Py_ssize_t i = 0; i < n; i++) {
-            uint64_t mixed = ahead_next(&ahead, i);
-            table[mix_word(mixed, size)] |= mix_bits(mixed);
-        }
+        add_pairs(table, size, key, hash, NULL, n);
     }
     else {
         if (get_buffer(positions_obj, &positions, 8, 0, "filter_add positions") < 0) {
@@ -679,11 +701,7 @@ filter_add(PyObject *self, PyObject *args)
                 goto done;
             }
         }
-        ahead_start(&ahead, table, size, key, hash, at, count, 1);
-        for (Py_ssize_t j = 0; j < count; j++) {
-            uint64_t mixed = ahead_next(&ahead, j);
-            table[mix_word(mixed, size)] |= mix_bits(mixed);
-        }
+        add_pairs(table, size, key, hash, at, count);
     }
     result = Py_NewRef(Py_None);
 done:
@@ -787,43 +805,13 @@ merge4(const uint64_t **at, const uint64_t **end, const int *order, uint64_t *ds
     return total;
 }
 
-PyDoc_STRVAR(merge_keys_doc,
-"merge_keys(runs, out, source)\n\n"
-"Merge the sorted uint64 columns of runs (a list, at most 64) into out, stably (of\n"
-"equal keys, the earlier run's first), and write into source (uint8) the run each\n"
-"entry came from, for gather_by_source.");
-
-static PyObject *
-merge_keys(PyObject *self, PyObject *args)
+/* Merge the sorted runs at[r]..end[r] (count of them, at most MAX_RUNS) into dst,
+ * stably, writing into from the run each entry came from; at is moved on. Returns the
+ * count merged. */
+static Py_ssize_t
+merge_runs(const uint64_t **at, const uint64_t **end, Py_ssize_t count, uint64_t *dst,
+           uint8_t *from)
 {
-    PyObject *runs_obj, *out_obj, *source_obj;
-    if (!PyArg_ParseTuple(args, "O!OO:merge_keys", &PyList_Type, &runs_obj, &out_obj,
-                          &source_obj)) {
-        return NULL;
-    }
-    Py_buffer runs[MAX_RUNS], out = {0}, source = {0};
-    Py_ssize_t count = get_columns(runs_obj, runs, 8, "merge_keys runs");
-    if (count < 0) {
-        return NULL;
-    }
-    PyObject *result = NULL;
-    if (get_buffer(out_obj, &out, 8, 1, "merge_keys out") < 0 ||
-        get_buffer(source_obj, &source, 1, 1, "merge_keys source") < 0) {
-        goto done;
-    }
-    const uint64_t *at[MAX_RUNS], *end[MAX_RUNS];
-    Py_ssize_t total = 0;
-    for (Py_ssize_t r = 0; r < count; r++) {
-        at[r] = runs[r].buf;
-        end[r] = at[r] + COUNT(runs[r]);
-        total += COUNT(runs[r]);
-    }
-    if (COUNT(out) < total || COUNT(source) < total) {
-        PyErr_SetString(PyExc_ValueError, "merge_keys: out and source too short");
-        goto done;
-    }
-    uint64_t *dst = out.buf;
-    uint8_t *from = source.buf;
     /* The runs not yet used up, in run order (for stability). */
     int order[MAX_RUNS];
     Py_ssize_t live = 0;
@@ -869,12 +857,74 @@ merge_keys(PyObject *self, PyObject *args)
         memset(&from[k], r, (size_t)rest);
         k += rest;
     }
+    return k;
+}
+
+PyDoc_STRVAR(merge_keys_doc,
+"merge_keys(runs, out, source)\n\n"
+"Merge the sorted uint64 columns of runs (a list, at most 64) into out, stably (of\n"
+"equal keys, the earlier run's first), and write into source (uint8) the run each\n"
+"entry came from, for gather_by_source.");
+
+static PyObject *
+merge_keys(PyObject *self, PyObject *args)
+{
+    PyObject *runs_obj, *out_obj, *source_obj;
+    if (!PyArg_ParseTuple(args, "O!OO:merge_keys", &PyList_Type, &runs_obj, &out_obj,
+                          &source_obj)) {
+        return NULL;
+    }
+    Py_buffer runs[MAX_RUNS], out = {0}, source = {0};
+    Py_ssize_t count = get_columns(runs_obj, runs, 8, "merge_keys runs");
+    if (count < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (get_buffer(out_obj, &out, 8, 1, "merge_keys out") < 0 ||
+        get_buffer(source_obj, &source, 1, 1, "merge_keys source") < 0) {
+        goto done;
+    }
+    const uint64_t *at[MAX_RUNS], *end[MAX_RUNS];
+    Py_ssize_t total = 0;
+    for (Py_ssize_t r = 0; r < count; r++) {
+        at[r] = runs[r].buf;
+        end[r] = at[r] + COUNT(runs[r]);
+        total += COUNT(runs[r]);
+    }
+    if (COUNT(out) < total || COUNT(source) < total) {
+        PyErr_SetString(PyExc_ValueError, "merge_keys: out and source too short");
+        goto done;
+    }
+    merge_runs(at, end, count, out.buf, source.buf);
     result = Py_NewRef(Py_None);
 done:
     release_all(runs, count);
     if (out.obj) PyBuffer_Release(&out);
     if (source.obj) PyBuffer_Release(&source);
     return result;
+}
+
+/* Entry k of out is the next unread item of column from[k] (at[r]: where column r's
+ * next item is; items of 4 or 8 bytes). */
+static void
+gather_columns(const char **at, const uint8_t *from, Py_ssize_t n, void *out, Py_ssize_t itemsize)
+{
+    if (itemsize == 8) {
+        uint64_t *dst = out;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            const uint64_t *p = (const uint64_t *)at[from[k]];
+            dst[k] = *p;
+            at[from[k]] = (const char *)(p + 1);
+        }
+    }
+    else {
+        uint32_t *dst = out;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            const uint32_t *p = (const uint32_t *)at[from[k]];
+            dst[k] = *p;
+            at[from[k]] = (const char *)(p + 1);
+        }
+    }
 }
 
 PyDoc_STRVAR(gather_by_source_doc,
@@ -927,22 +977,7 @@ gather_by_source(PyObject *self, PyObject *args)
             goto done;
         }
     }
-    if (itemsize == 8) {
-        uint64_t *dst = out.buf;
-        for (Py_ssize_t k = 0; k < n; k++) {
-            const uint64_t *p = (const uint64_t *)at[from[k]];
-            dst[k] = *p;
-            at[from[k]] = (const char *)(p + 1);
-        }
-    }
-    else {
-        uint32_t *dst = out.buf;
-        for (Py_ssize_t k = 0; k < n; k++) {
-            const uint32_t *p = (const uint32_t *)at[from[k]];
-            dst[k] = *p;
-            at[from[k]] = (const char *)(p + 1);
-        }
-    }
+    gather_columns(at, from, n, out.buf, itemsize);
     result = Py_NewRef(Py_None);
 done:
     if (count > 0) release_all(columns, count);
@@ -957,45 +992,15 @@ done:
 #define DIGITS 6 /* 6 * 11 >= 64 */
 #define BUCKETS (1 << DIGIT_BITS)
 
-PyDoc_STRVAR(argsort_keys_doc,
-"argsort_keys(keys, order, sorted)\n\n"
-"Write into order (int64) the stable ascending order of keys (uint64), as\n"
-"numpy.argsort(keys, kind='stable'), and into sorted the keys in that order. A radix\n"
-"sort of 11-bit digits, the digits that are the same in every key skipped: no\n"
-"comparison, so no branch the processor could mispredict.");
-
-static PyObject *
-argsort_keys(PyObject *self, PyObject *args)
+/* The stable ascending order of n keys into out_order, and the keys in it into
+ * out_keys (argsort_keys): 0, or -1 with MemoryError set. */
+static int
+radix_argsort(const uint64_t *key, Py_ssize_t n, int64_t *out_order, uint64_t *out_keys)
 {
-    PyObject *keys_obj, *order_obj, *sorted_obj;
-    if (!PyArg_ParseTuple(args, "OOO:argsort_keys", &keys_obj, &order_obj, &sorted_obj)) {
-        return NULL;
-    }
-    Py_buffer keys = {0}, order = {0}, sorted = {0};
-    PyObject *result = NULL;
-    uint32_t *counts = NULL;
-    uint64_t *spare_keys = NULL;
-    int64_t *spare_order = NULL;
-    if (get_buffer(keys_obj, &keys, 8, 0, "argsort_keys keys") < 0) {
-        return NULL;
-    }
-    if (get_buffer(order_obj, &order, 8, 1, "argsort_keys order") < 0 ||
-        get_buffer(sorted_obj, &sorted, 8, 1, "argsort_keys sorted") < 0) {
-        goto done;
-    }
-    Py_ssize_t n = COUNT(keys);
-    if (COUNT(order) != n || COUNT(sorted) != n) {
-        PyErr_SetString(PyExc_ValueError, "argsort_keys: order and sorted, one a key");
-        goto done;
-    }
-    if (n > UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "argsort_keys: at most 2^32 - 1 keys");
-        goto done;
-    }
-    const uint64_t *key = keys.buf;
-    counts = PyMem_Calloc(DIGITS * BUCKETS, sizeof(uint32_t));
-    spare_keys = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(uint64_t));
-    spare_order = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+    int status = -1;
+    uint32_t *counts = PyMem_Calloc(DIGITS * BUCKETS, sizeof(uint32_t));
+    uint64_t *spare_keys = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(uint64_t));
+    int64_t *spare_order = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
     if (counts == NULL || spare_keys == NULL || spare_order == NULL) {
         PyErr_NoMemory();
         goto done;
@@ -1023,8 +1028,6 @@ argsort_keys(PyObject *self, PyObject *args)
             passes[moving++] = d;
         }
     }
-    uint64_t *out_keys = sorted.buf;
-    int64_t *out_order = order.buf;
     /* The first pass reads the input and writes where the last pass must not write. */
     uint64_t *src_k = NULL, *dst_k;
     int64_t *src_o = NULL, *dst_o;
@@ -1066,11 +1069,51 @@ argsort_keys(PyObject *self, PyObject *args)
         dst_k = src_k == out_keys ? spare_keys : out_keys;
         dst_o = src_o == out_order ? spare_order : out_order;
     }
-    result = Py_NewRef(Py_None);
+    status = 0;
 done:
     PyMem_Free(counts);
     PyMem_Free(spare_keys);
     PyMem_Free(spare_order);
+    return status;
+}
+
+PyDoc_STRVAR(argsort_keys_doc,
+"argsort_keys(keys, order, sorted)\n\n"
+"Write into order (int64) the stable ascending order of keys (uint64), as\n"
+"numpy.argsort(keys, kind='stable'), and into sorted the keys in that order. A radix\n"
+"sort of 11-bit digits, the digits that are the same in every key skipped: no\n"
+"comparison, so no branch the processor could mispredict.");
+
+static PyObject *
+argsort_keys(PyObject *self, PyObject *args)
+{
+    PyObject *keys_obj, *order_obj, *sorted_obj;
+    if (!PyArg_ParseTuple(args, "OOO:argsort_keys", &keys_obj, &order_obj, &sorted_obj)) {
+        return NULL;
+    }
+    Py_buffer keys = {0}, order = {0}, sorted = {0};
+    PyObject *result = NULL;
+    if (get_buffer(keys_obj, &keys, 8, 0, "argsort_keys keys") < 0) {
+        return NULL;
+    }
+    if (get_buffer(order_obj, &order, 8, 1, "argsort_keys order") < 0 ||
+        get_buffer(sorted_obj, &sorted, 8, 1, "argsort_keys sorted") < 0) {
+        goto done;
+    }
+    Py_ssize_t n = COUNT(keys);
+    if (COUNT(order) != n || COUNT(sorted) != n) {
+        PyErr_SetString(PyExc_ValueError, "argsort_keys: order and sorted, one a key");
+        goto done;
+    }
+    if (n > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "argsort_keys: at most 2^32 - 1 keys");
+        goto done;
+    }
+    if (radix_argsort(keys.buf, n, order.buf, sorted.buf) < 0) {
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
     PyBuffer_Release(&keys);
     if (order.obj) PyBuffer_Release(&order);
     if (sorted.obj) PyBuffer_Release(&sorted);
@@ -1081,6 +1124,39 @@ done:
 
 /* dispatcher.suppress.SortedKeys.STEP: the index holds every BLOCK-th key. */
 #define BLOCK 64
+
+/* The position of the first of the sorted keys >= q (size when none): its block of
+ * BLOCK keys is found in every (every BLOCK-th key, blocks of them), then q in it. */
+static inline Py_ssize_t
+first_at_least(const uint64_t *sorted, Py_ssize_t size, const uint64_t *every,
+               Py_ssize_t blocks, uint64_t q)
+{
+    /* The first sampled key >= q is every[b] = sorted[b * BLOCK]; the sample before
+     * it is < q. So the first key >= q is in ((b - 1) * BLOCK, b * BLOCK]. */
+    Py_ssize_t lo = 0, hi = blocks;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (every[mid] < q) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    Py_ssize_t b = lo;
+    lo = b ? (b - 1) * BLOCK + 1 : 0;
+    hi = b * BLOCK < size ? b * BLOCK : size;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (sorted[mid] < q) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
 
 PyDoc_STRVAR(find_in_run_doc,
 "find_in_run(table, size, index, run_hashes, run_lines, keys, hashes, out)\n\n"
@@ -1138,32 +1214,8 @@ find_in_run(PyObject *self, PyObject *args)
     const uint64_t *every = index.buf;
     Py_ssize_t blocks = COUNT(index);
     for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t q = key[i];
-        /* The first sampled key >= q is every[b] = sorted[b * BLOCK]; the sample before
-         * it is < q. So the first key >= q is in ((b - 1) * BLOCK, b * BLOCK]. */
-        Py_ssize_t lo = 0, hi = blocks;
-        while (lo < hi) {
-            Py_ssize_t mid = lo + (hi - lo) / 2;
-            if (every[mid] < q) {
-                lo = mid + 1;
-            }
-            else {
-                hi = mid;
-            }
-        }
-        Py_ssize_t b = lo;
-        lo = b ? (b - 1) * BLOCK + 1 : 0;
-        hi = b * BLOCK < size ? b * BLOCK : size;
-        while (lo < hi) {
-            Py_ssize_t mid = lo + (hi - lo) / 2;
-            if (sorted[mid] < q) {
-                lo = mid + 1;
-            }
-            else {
-                hi = mid;
-            }
-        }
-        for (Py_ssize_t at = lo; at < size && sorted[at] == q; at++) {
+        Py_ssize_t at = first_at_least(sorted, size, every, blocks, key[i]);
+        for (; at < size && sorted[at] == key[i]; at++) {
             if (hash == NULL || run_hash[at] == hash[i]) {
                 found[i] = line[at];
                 break;
