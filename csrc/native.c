@@ -26,6 +26,11 @@
  *   argsort_keys, find_in_run
  *                 a chunk's keys sorted by radix (no comparisons to branch on), and
  *                 its few questions to a run answered through the run's index.
+ *   Record        the packed duplicate record itself (dispatcher.dedupe.NativeRecord):
+ *                 the runs, the filter and the merges above, held here, a chunk
+ *                 checked in one call, so that the duplicate check needs no numpy
+ *                 (its twin is dispatcher.dedupe_runs.Runs, the numpy record).
+ *   take_at       a chunk's keys gathered by line (dispatcher.dedupe.ChunkNumbers).
  *   segment_counts
  *                 the encoding and segments of a chunk's texts from a table of the
  *                 GSM-7 characters, one pass a text (dispatcher.segments.count).
@@ -3627,6 +3632,655 @@ done:
     return record; /* NULL: a doubt, or an error if one is set */
 }
 
+
+PyDoc_STRVAR(take_at_doc,
+"take_at(keys, lines, first, out) -> bool\n\n"
+"Write into out (8-byte items, one a line) keys[line - first] for each of lines (int64):\n"
+"the keys of a chunk's items at their line numbers (dispatcher.dedupe.ChunkNumbers.keys_at).\n"
+"False (out not all written) when a line is outside the keys.");
+
+static PyObject *
+take_at(PyObject *self, PyObject *args)
+{
+    PyObject *keys_obj, *lines_obj, *out_obj;
+    long long first;
+    if (!PyArg_ParseTuple(args, "OOLO:take_at", &keys_obj, &lines_obj, &first, &out_obj)) {
+        return NULL;
+    }
+    Py_buffer keys = {0}, lines = {0}, out = {0};
+    PyObject *result = NULL;
+    if (get_buffer(keys_obj, &keys, 8, 0, "take_at keys") < 0 ||
+        get_buffer(lines_obj, &lines, 8, 0, "take_at lines") < 0 ||
+        get_buffer(out_obj, &out, 8, 1, "take_at out") < 0) {
+        goto done;
+    }
+    Py_ssize_t n = COUNT(lines), size = COUNT(keys);
+    if (COUNT(out) != n) {
+        PyErr_SetString(PyExc_ValueError, "take_at: out, one item a line");
+        goto done;
+    }
+    const uint64_t *key = keys.buf;
+    const int64_t *line = lines.buf;
+    uint64_t *dst = out.buf;
+    int inside = 1;
+    for (Py_ssize_t i = 0; i < n && inside; i++) {
+        long long at = (long long)line[i] - first;
+        inside = at >= 0 && at < size;
+        dst[i] = inside ? key[at] : 0;
+    }
+    result = PyBool_FromLong(inside);
+done:
+    if (keys.obj) PyBuffer_Release(&keys);
+    if (lines.obj) PyBuffer_Release(&lines);
+    if (out.obj) PyBuffer_Release(&out);
+    return result;
+}
+
+/* ---- the packed duplicate record, held in C ------------------------------------------- */
+
+/* dispatcher.dedupe_runs.Runs without numpy: the same sorted runs behind the same
+ * filter, each run's columns malloc'd here, a chunk checked in one call. The constants
+ * are that module's (FANOUT, MIN_FILTER, TRIM_FROM, MAX_LINE); dispatcher.heap's
+ * thresholds are set here too, for the same reason as there. */
+
+#define RECORD_FANOUT 4
+#define RECORD_RUNS 128 /* FANOUT - 1 a level over 40 levels, and the one being added */
+#define RECORD_MIN_FILTER (1 << 20)
+#define RECORD_TRIM_FROM (1 << 16)
+#define RECORD_MAX_LINE UINT32_MAX
+#define HEAP_THRESHOLD (32 << 20)
+/* A group of equal keys at least this long is sorted by hash with qsort, not by insertion. */
+#define INSERTION_GROUP 16
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+typedef struct {
+    uint64_t *keys;   /* size sorted keys, then BLOCK times NO_KEY */
+    uint64_t *index;  /* every BLOCK-th key (first_at_least's) */
+    uint64_t *hashes; /* NULL: keys alone */
+    uint32_t *lines;
+    Py_ssize_t size;
+    int level; /* how many merges of FANOUT made it */
+} KeyRun;
+
+typedef struct {
+    PyObject_HEAD
+    int texts;
+    int broken; /* an allocation failed halfway through a merge: entries are lost */
+    int count;
+    Py_ssize_t size;
+    uint64_t *words; /* the filter (NULL before the first run) */
+    uint64_t nwords;
+    Py_ssize_t capacity;
+    Py_ssize_t min_filter; /* the filter's least capacity (Runs' MIN_FILTER) */
+    Py_ssize_t fixed_words; /* > 0: a filter of this many words that never grows */
+    KeyRun runs[RECORD_RUNS];
+} Record;
+
+static void
+run_free(KeyRun *run)
+{
+    PyMem_RawFree(run->keys);
+    PyMem_RawFree(run->index);
+    PyMem_RawFree(run->hashes);
+    PyMem_RawFree(run->lines);
+    memset(run, 0, sizeof(*run));
+}
+
+/* A table for size sorted keys, its padding set; NULL when out of memory. */
+static uint64_t *
+keys_table(Py_ssize_t size)
+{
+    uint64_t *table = PyMem_RawMalloc((size_t)(size + BLOCK) * sizeof(uint64_t));
+    if (table != NULL) {
+        for (Py_ssize_t i = size; i < size + BLOCK; i++) {
+            table[i] = NO_KEY;
+        }
+    }
+    return table;
+}
+
+/* The run's index from its keys: 0, or -1 when out of memory. */
+static int
+run_index(KeyRun *run)
+{
+    Py_ssize_t blocks = (run->size + BLOCK - 1) / BLOCK;
+    run->index = PyMem_RawMalloc((size_t)(blocks ? blocks : 1) * sizeof(uint64_t));
+    if (run->index == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t b = 0; b < blocks; b++) {
+        run->index[b] = run->keys[b * BLOCK];
+    }
+    return 0;
+}
+
+static Py_ssize_t
+run_bytes(const KeyRun *run, int texts)
+{
+    Py_ssize_t blocks = (run->size + BLOCK - 1) / BLOCK;
+    return (run->size + BLOCK) * 8 + blocks * 8 + run->size * 4 + (texts ? run->size * 8 : 0);
+}
+
+/* The line of (q, hq) in the run, or -1. */
+static inline int64_t
+run_line(const KeyRun *run, uint64_t q, const uint64_t *hq)
+{
+    Py_ssize_t size = run->size;
+    const uint64_t *sorted = run->keys;
+    Py_ssize_t at = first_at_least(sorted, size, run->index, (size + BLOCK - 1) / BLOCK, q);
+    for (; at < size && sorted[at] == q; at++) {
+        if (hq == NULL || run->hashes[at] == *hq) {
+            return run->lines[at];
+        }
+    }
+    return -1;
+}
+
+/* The last FANOUT runs merged into one of the next level (dedupe_runs._Run.merge): each
+ * column of the old runs is freed as soon as its merged copy exists. 0, or -1 with
+ * MemoryError set (the record is broken then if anything was freed). */
+static int
+record_merge(Record *self)
+{
+    KeyRun *old = &self->runs[self->count - RECORD_FANOUT];
+    KeyRun merged = {0};
+    Py_ssize_t size = 0;
+    for (int r = 0; r < RECORD_FANOUT; r++) {
+        size += old[r].size;
+    }
+    merged.size = size;
+    merged.level = old[RECORD_FANOUT - 1].level + 1;
+    uint8_t *source = PyMem_RawMalloc((size_t)(size ? size : 1));
+    merged.keys = keys_table(size);
+    if (source == NULL || merged.keys == NULL) {
+        goto fail; /* nothing freed yet: the record is whole */
+    }
+    const uint64_t *at[MAX_RUNS], *end[MAX_RUNS];
+    const char *column[MAX_RUNS];
+    for (int r = 0; r < RECORD_FANOUT; r++) {
+        at[r] = old[r].keys;
+        end[r] = old[r].keys + old[r].size;
+    }
+    merge_runs(at, end, RECORD_FANOUT, merged.keys, source);
+    self->broken = 1; /* until the merged run is whole */
+    for (int r = 0; r < RECORD_FANOUT; r++) {
+        PyMem_RawFree(old[r].keys);
+        PyMem_RawFree(old[r].index);
+        old[r].keys = old[r].index = NULL;
+    }
+    if (self->texts) {
+        merged.hashes = PyMem_RawMalloc((size_t)(size ? size : 1) * sizeof(uint64_t));
+        if (merged.hashes == NULL) {
+            goto fail;
+        }
+        for (int r = 0; r < RECORD_FANOUT; r++) {
+            column[r] = (const char *)old[r].hashes;
+        }
+        gather_columns(column, source, size, merged.hashes, 8);
+        for (int r = 0; r < RECORD_FANOUT; r++) {
+            PyMem_RawFree(old[r].hashes);
+            old[r].hashes = NULL;
+        }
+    }
+    merged.lines = PyMem_RawMalloc((size_t)(size ? size : 1) * sizeof(uint32_t));
+    if (merged.lines == NULL) {
+        goto fail;
+    }
+    for (int r = 0; r < RECORD_FANOUT; r++) {
+        column[r] = (const char *)old[r].lines;
+    }
+    gather_columns(column, source, size, merged.lines, 4);
+    PyMem_RawFree(source);
+    source = NULL;
+    if (run_index(&merged) < 0) {
+        goto fail;
+    }
+    for (int r = 0; r < RECORD_FANOUT; r++) {
+        run_free(&old[r]);
+    }
+    self->count -= RECORD_FANOUT - 1;
+    self->runs[self->count - 1] = merged;
+    self->broken = 0;
+#if defined(__GLIBC__)
+    if (size >= RECORD_TRIM_FROM) {
+        malloc_trim(0); /* dispatcher.heap.release */
+    }
+#endif
+    return 0;
+fail:
+    PyMem_RawFree(source);
+    run_free(&merged);
+    PyErr_NoMemory();
+    return -1;
+}
+
+/* A filter of every recorded pair, with room for as many again (Runs._rebuild_filter). */
+static int
+record_rebuild_filter(Record *self)
+{
+    PyMem_RawFree(self->words); /* released before its successor is made */
+    self->words = NULL;
+    Py_ssize_t capacity = 2 * self->size > self->min_filter ? 2 * self->size : self->min_filter;
+    uint64_t nwords = (uint64_t)(capacity + 7) / 8;
+    if (nwords < 64) {
+        nwords = 64;
+    }
+    if (self->fixed_words) {
+        nwords = (uint64_t)self->fixed_words;
+    }
+    if (nwords > UINT32_MAX) {
+        PyErr_SetString(PyExc_MemoryError, "the duplicate record's filter: too many entries");
+        return -1;
+    }
+    self->words = PyMem_RawCalloc((size_t)nwords, sizeof(uint64_t));
+    if (self->words == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->nwords = nwords;
+    self->capacity = self->fixed_words ? PY_SSIZE_T_MAX : (Py_ssize_t)nwords * 8;
+    for (int r = 0; r < self->count; r++) {
+        const KeyRun *run = &self->runs[r];
+        add_pairs(self->words, nwords, run->keys, run->hashes, NULL, run->size);
+    }
+    return 0;
+}
+
+/* Append a run at level 0 (taking its columns); FANOUT runs of one level merge into one
+ * of the next (Runs._add). */
+static int
+record_add(Record *self, KeyRun *run)
+{
+    if (self->count == RECORD_RUNS) { /* 3 runs a level over 42 levels: never */
+        run_free(run);
+        PyErr_SetString(PyExc_MemoryError, "the duplicate record: too many runs");
+        return -1;
+    }
+    self->runs[self->count++] = *run;
+    self->size += run->size;
+    memset(run, 0, sizeof(*run));
+    while (self->count >= RECORD_FANOUT &&
+           self->runs[self->count - RECORD_FANOUT].level == self->runs[self->count - 1].level) {
+        if (record_merge(self) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+typedef struct {
+    uint64_t hash;
+    int64_t order;
+} HashAt;
+
+static int
+hash_at_compare(const void *a, const void *b)
+{
+    const HashAt *x = a, *y = b;
+    if (x->hash != y->hash) {
+        return x->hash < y->hash ? -1 : 1;
+    }
+    return x->order < y->order ? -1 : (x->order > y->order);
+}
+
+/* A group of equal keys (its order ascending: the radix sort is stable) sorted by hash,
+ * stably: as numpy.lexsort((hashes, keys)) orders it. 0, or -1 (MemoryError). */
+static int
+sort_group(uint64_t *hash, int64_t *order, Py_ssize_t count)
+{
+    if (count < INSERTION_GROUP) {
+        for (Py_ssize_t i = 1; i < count; i++) {
+            uint64_t h = hash[i];
+            int64_t o = order[i];
+            Py_ssize_t j = i;
+            for (; j > 0 && hash[j - 1] > h; j--) {
+                hash[j] = hash[j - 1];
+                order[j] = order[j - 1];
+            }
+            hash[j] = h;
+            order[j] = o;
+        }
+        return 0;
+    }
+    HashAt *pairs = PyMem_Malloc((size_t)count * sizeof(HashAt));
+    if (pairs == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        pairs[i].hash = hash[i];
+        pairs[i].order = order[i];
+    }
+    qsort(pairs, (size_t)count, sizeof(HashAt), hash_at_compare);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        hash[i] = pairs[i].hash;
+        order[i] = pairs[i].order;
+    }
+    PyMem_Free(pairs);
+    return 0;
+}
+
+/* Runs._check, over one chunk: ans[i] is -1 or the first line of line i's kind. */
+static int
+record_check(Record *self, const uint64_t *key, uint64_t code_bits, const uint64_t *code,
+             const uint64_t *hash, const int64_t *line, Py_ssize_t n, int64_t *ans)
+{
+    int status = -1, texts = self->texts;
+    /* k, sorted keys, sorted hashes, group keys, group hashes: 8 bytes each a line;
+     * order, group lines, found, asked: 8 bytes each a line. */
+    size_t words = (size_t)n * 9;
+    uint64_t *work = PyMem_RawMalloc(words * sizeof(uint64_t));
+    if (work == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    uint64_t *k = work, *sk = work + n, *sh = work + 2 * (size_t)n, *gk = work + 3 * (size_t)n,
+             *gh = work + 4 * (size_t)n;
+    int64_t *order = (int64_t *)(work + 5 * (size_t)n), *gl = (int64_t *)(work + 6 * (size_t)n),
+            *found = (int64_t *)(work + 7 * (size_t)n), *asked = (int64_t *)(work + 8 * (size_t)n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        k[i] = key[i] | (code != NULL ? code[i] : code_bits);
+    }
+    if (radix_argsort(k, n, order, sk) < 0) {
+        goto done;
+    }
+    if (texts) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            sh[i] = hash[order[i]];
+        }
+        /* Equal keys (a number twice in the chunk) are ordered by hash too. */
+        for (Py_ssize_t i = 1; i < n; i++) {
+            if (sk[i] != sk[i - 1]) {
+                continue;
+            }
+            Py_ssize_t start = i - 1, stop = i + 1;
+            while (stop < n && sk[stop] == sk[start]) {
+                stop++;
+            }
+            if (sort_group(&sh[start], &order[start], stop - start) < 0) {
+                goto done;
+            }
+            i = stop - 1;
+        }
+    }
+    /* The groups of equal pairs, in sorted order; each starts with its earliest line. */
+    Py_ssize_t groups = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i == 0 || sk[i] != sk[i - 1] || (texts && sh[i] != sh[i - 1])) {
+            gk[groups] = sk[i];
+            gh[groups] = texts ? sh[i] : 0;
+            gl[groups] = line[order[i]];
+            found[groups] = -1;
+            groups++;
+        }
+    }
+    if (self->words != NULL) {
+        /* Only the groups the filter may have seen are looked up in the runs; each
+         * group's pair goes into the filter as it is asked about. */
+        Py_ssize_t count = probe_pairs(self->words, self->nwords, gk, texts ? gh : NULL,
+                                       groups, asked, 1);
+        for (Py_ssize_t j = 0; j < count; j++) {
+            int64_t g = asked[j];
+            for (int r = 0; r < self->count && found[g] < 0; r++) {
+                found[g] = run_line(&self->runs[r], gk[g], texts ? &gh[g] : NULL);
+            }
+        }
+    }
+    Py_ssize_t g = -1, fresh = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int start = i == 0 || sk[i] != sk[i - 1] || (texts && sh[i] != sh[i - 1]);
+        if (start) {
+            g++;
+            fresh += found[g] < 0;
+        }
+        ans[order[i]] = found[g] >= 0 ? found[g] : (start ? -1 : gl[g]);
+    }
+    if (fresh) {
+        KeyRun run = {0};
+        run.size = fresh;
+        run.keys = keys_table(fresh);
+        run.hashes = texts ? PyMem_RawMalloc((size_t)fresh * sizeof(uint64_t)) : NULL;
+        run.lines = PyMem_RawMalloc((size_t)fresh * sizeof(uint32_t));
+        if (run.keys == NULL || run.lines == NULL || (texts && run.hashes == NULL)) {
+            run_free(&run);
+            PyErr_NoMemory();
+            goto done;
+        }
+        Py_ssize_t at = 0;
+        for (Py_ssize_t j = 0; j < groups; j++) {
+            if (found[j] < 0) {
+                run.keys[at] = gk[j];
+                if (texts) {
+                    run.hashes[at] = gh[j];
+                }
+                run.lines[at++] = (uint32_t)gl[j];
+            }
+        }
+        if (run_index(&run) < 0) {
+            run_free(&run);
+            PyErr_NoMemory();
+            goto done;
+        }
+        if (record_add(self, &run) < 0) {
+            goto done;
+        }
+        if (self->words == NULL || self->size > self->capacity) {
+            if (record_rebuild_filter(self) < 0) {
+                goto done;
+            }
+        }
+    }
+    status = 0;
+done:
+    PyMem_RawFree(work);
+    return status;
+}
+
+PyDoc_STRVAR(Record_check_doc,
+"check(keys, codes, hashes, lines) -> (positions, firsts)\n\n"
+"Check a chunk's lines against the record and record the new ones (dispatcher.dedupe_runs.\n"
+"Runs.firsts): keys (uint64, the numbers' keys), codes (an int OR-ed into every key, or\n"
+"uint64 one a line), hashes (uint64 one a line; None without texts), lines (int64, each\n"
+"at most 2^32 - 1, else OverflowError and nothing recorded). Answers the positions of\n"
+"the duplicates, ascending, and each one's first line (two lists).");
+
+static PyObject *
+Record_check(Record *self, PyObject *args)
+{
+    PyObject *keys_obj, *codes_obj, *hashes_obj, *lines_obj;
+    if (!PyArg_ParseTuple(args, "OOOO:check", &keys_obj, &codes_obj, &hashes_obj, &lines_obj)) {
+        return NULL;
+    }
+    if (self->broken) {
+        PyErr_SetString(PyExc_MemoryError, "the duplicate record lost entries to a failed allocation");
+        return NULL;
+    }
+    Py_buffer keys = {0}, codes = {0}, hashes = {0}, lines = {0};
+    PyObject *result = NULL, *positions = NULL, *firsts = NULL;
+    int64_t *ans = NULL;
+    uint64_t code_bits = 0;
+    if (get_buffer(keys_obj, &keys, 8, 0, "check keys") < 0 ||
+        get_buffer(lines_obj, &lines, 8, 0, "check lines") < 0) {
+        goto done;
+    }
+    Py_ssize_t n = COUNT(keys);
+    if (COUNT(lines) != n) {
+        PyErr_SetString(PyExc_ValueError, "check: one line a key");
+        goto done;
+    }
+    if (PyLong_Check(codes_obj)) {
+        code_bits = PyLong_AsUnsignedLongLong(codes_obj);
+        if (PyErr_Occurred()) {
+            goto done;
+        }
+    }
+    else {
+        if (get_buffer(codes_obj, &codes, 8, 0, "check codes") < 0) {
+            goto done;
+        }
+        if (COUNT(codes) != n) {
+            PyErr_SetString(PyExc_ValueError, "check: one code a key");
+            goto done;
+        }
+    }
+    if (self->texts) {
+        if (hashes_obj == Py_None) {
+            PyErr_SetString(PyExc_ValueError, "check: a record of texts needs the hashes");
+            goto done;
+        }
+        if (get_buffer(hashes_obj, &hashes, 8, 0, "check hashes") < 0) {
+            goto done;
+        }
+        if (COUNT(hashes) != n) {
+            PyErr_SetString(PyExc_ValueError, "check: one hash a key");
+            goto done;
+        }
+    }
+    const int64_t *line = lines.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (line[i] < 0 || (uint64_t)line[i] > RECORD_MAX_LINE) {
+            PyErr_SetString(PyExc_OverflowError, "check: a line beyond 2^32 - 1");
+            goto done;
+        }
+    }
+    positions = PyList_New(0);
+    firsts = PyList_New(0);
+    if (positions == NULL || firsts == NULL) {
+        goto done;
+    }
+    if (n) {
+        ans = PyMem_RawMalloc((size_t)n * sizeof(int64_t));
+        if (ans == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        if (record_check(self, keys.buf, code_bits, codes.obj ? codes.buf : NULL,
+                         hashes.obj ? hashes.buf : NULL, line, n, ans) < 0) {
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (ans[i] < 0) {
+                continue;
+            }
+            PyObject *at = PyLong_FromSsize_t(i), *first = PyLong_FromLongLong(ans[i]);
+            int failed = at == NULL || first == NULL || PyList_Append(positions, at) < 0 ||
+                         PyList_Append(firsts, first) < 0;
+            Py_XDECREF(at);
+            Py_XDECREF(first);
+            if (failed) {
+                goto done;
+            }
+        }
+    }
+    result = PyTuple_Pack(2, positions, firsts);
+done:
+    PyMem_RawFree(ans);
+    Py_XDECREF(positions);
+    Py_XDECREF(firsts);
+    if (keys.obj) PyBuffer_Release(&keys);
+    if (codes.obj) PyBuffer_Release(&codes);
+    if (hashes.obj) PyBuffer_Release(&hashes);
+    if (lines.obj) PyBuffer_Release(&lines);
+    return result;
+}
+
+static PyObject *
+Record_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    int texts;
+    Py_ssize_t min_filter = RECORD_MIN_FILTER, fixed_words = 0;
+    static char *names[] = {"texts", "min_filter", "filter_words", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "p|$nn:Record", names, &texts, &min_filter,
+                                     &fixed_words)) {
+        return NULL;
+    }
+    if (min_filter < 0 || fixed_words < 0 || (uint64_t)fixed_words > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "Record: min_filter >= 0, 0 <= filter_words < 2^32");
+        return NULL;
+    }
+#if defined(__GLIBC__)
+    static int settled = 0;
+    if (!settled) { /* dispatcher.heap.settle */
+        mallopt(M_MMAP_THRESHOLD, HEAP_THRESHOLD);
+        mallopt(M_TRIM_THRESHOLD, HEAP_THRESHOLD);
+        settled = 1;
+    }
+#endif
+    Record *self = (Record *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->texts = texts;
+        self->min_filter = min_filter;
+        self->fixed_words = fixed_words;
+    }
+    return (PyObject *)self;
+}
+
+static void
+Record_dealloc(Record *self)
+{
+    for (int r = 0; r < self->count; r++) {
+        run_free(&self->runs[r]);
+    }
+    PyMem_RawFree(self->words);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Record_size(Record *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->size);
+}
+
+static PyObject *
+Record_runs(Record *self, void *closure)
+{
+    return PyLong_FromLong(self->count);
+}
+
+static PyObject *
+Record_nbytes(Record *self, void *closure)
+{
+    Py_ssize_t total = (Py_ssize_t)self->nwords * 8 * (self->words != NULL);
+    for (int r = 0; r < self->count; r++) {
+        total += run_bytes(&self->runs[r], self->texts);
+    }
+    return PyLong_FromSsize_t(total);
+}
+
+static PyGetSetDef Record_getset[] = {
+    {"size", (getter)Record_size, NULL, "distinct pairs recorded", NULL},
+    {"runs", (getter)Record_runs, NULL, "sorted runs held", NULL},
+    {"nbytes", (getter)Record_nbytes, NULL, "bytes of the runs and the filter", NULL},
+    {NULL},
+};
+
+static PyMethodDef Record_methods[] = {
+    {"check", (PyCFunction)Record_check, METH_VARARGS, Record_check_doc},
+    {NULL},
+};
+
+PyDoc_STRVAR(Record_doc,
+"Record(texts, *, min_filter=2**20, filter_words=0)\n\n"
+"The packed duplicate record of dispatcher.dedupe_runs.Runs, held in C: sorted runs of\n"
+"keys, text hashes (texts true) and first lines behind a blocked Bloom filter of at\n"
+"least min_filter pairs' capacity (Runs' MIN_FILTER). filter_words > 0: a filter of\n"
+"that many words that never grows (the tests crowd it to make every pair a maybe).");
+
+static PyTypeObject RecordType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dispatcher._native.Record",
+    .tp_basicsize = sizeof(Record),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = Record_doc,
+    .tp_new = Record_new,
+    .tp_dealloc = (destructor)Record_dealloc,
+    .tp_methods = Record_methods,
+    .tp_getset = Record_getset,
+};
+
 static PyMethodDef methods[] = {
     {"chunk_numbers", chunk_numbers, METH_VARARGS, chunk_numbers_doc},
     {"decode_lines", decode_lines, METH_VARARGS, decode_lines_doc},
@@ -3650,6 +4304,7 @@ static PyMethodDef methods[] = {
     {"filter_maybe_add", filter_maybe_add, METH_VARARGS, filter_maybe_add_doc},
     {"merge_keys", merge_keys, METH_VARARGS, merge_keys_doc},
     {"gather_by_source", gather_by_source, METH_VARARGS, gather_by_source_doc},
+    {"take_at", take_at, METH_VARARGS, take_at_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -3668,13 +4323,20 @@ static struct PyModuleDef module = {
 /* What dispatcher/native.py expects (its VERSION): raise it whenever a function is added
  * or changes what it takes or gives, so that a build left over from older sources is not
  * used by newer Python code. */
-#define VERSION 9
+#define VERSION 10
 
 PyMODINIT_FUNC
 PyInit__native(void)
 {
+    if (PyType_Ready(&RecordType) < 0) {
+        return NULL;
+    }
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "VERSION", VERSION) < 0) {
+    if (m == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "VERSION", VERSION) < 0 ||
+        PyModule_AddObjectRef(m, "Record", (PyObject *)&RecordType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -112,3 +112,20 @@ def decode_block(
     descriptors: tuple[object, ...],
     /,
 ) -> tuple[list[Any] | None, int]: ...
+def take_at(
+    keys: ReadableBuffer, lines: ReadableBuffer, first: int, out: WriteableBuffer, /
+) -> bool: ...
+
+class Record:
+    size: int
+    runs: int
+    nbytes: int
+    def __init__(self, texts: bool, *, min_filter: int = ..., filter_words: int = ...) -> None: ...
+    def check(
+        self,
+        keys: ReadableBuffer,
+        codes: int | ReadableBuffer,
+        hashes: ReadableBuffer | None,
+        lines: ReadableBuffer,
+        /,
+    ) -> tuple[list[int], list[int]]: ...

@@ -40,14 +40,17 @@ A text given as one str for the whole call (a template without placeholders) is 
 once.
 
 **Memory.** A job's first `SMALL` distinct recipients are kept in a dict (about 115
-bytes each, 3.6 MiB at most), so that a small job never imports numpy: its import is
-0.15 to 0.3 s of every send's start-up, and 15 MiB. Numbers handed as keys (an array:
-numpy is loaded, and an opt-out list had them parsed) skip the dict, which would only
-cost more than the runs then. Beyond that the record moves to
-`dispatcher.dedupe_runs`: packed sorted runs, **20 bytes per distinct recipient** (12 in
-``number`` mode) and 1 to 2 bytes of filter. Resident memory measured by
-``bench/bench_campaign.py``, over the same run with dedupe off (which imports numpy
-too): see the README's campaign-safety figures.
+bytes each, 3.6 MiB at most), unless the input file is big enough to outgrow it
+(``expected``). Numbers handed as keys (packed words: an opt-out list had them parsed)
+skip the dict, which would only cost more than the runs then. Beyond that the record is
+packed: sorted runs, **20 bytes per distinct recipient** (12 in ``number`` mode) and 1
+to 2 bytes of filter, held in C where the C part is built (`NativeRecord`: no numpy,
+whose import alone is 0.33 G instructions and 15 MiB) and in numpy otherwise
+(`dispatcher.dedupe_runs.Runs`, its twin, whose docstring has the design). A
+1 M-line ``send`` with dedupe alone (the ``dispatcher gen`` file): 12.64 G instructions
+with the numpy record and the C part's loops, 12.27 G with the record in C. Resident
+memory measured by ``bench/bench_campaign.py``: see the README's campaign-safety
+figures.
 
 **The numbers of a chunk are parsed once** (`ChunkNumbers`): the opt-out check needs the
 keys of every number of an input chunk, the duplicate check those of the lines that
@@ -75,19 +78,23 @@ from __future__ import annotations
 
 import enum
 import sys
+from array import array
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, cast
 
 import xxhash
 
+from dispatcher import keys as packed_words
+from dispatcher import native
 from dispatcher.errors import ConfigError
+from dispatcher.keys import is_packed, one_text
 from dispatcher.numbers import number_key
 
 if TYPE_CHECKING:
-    import numpy as np
     import numpy.typing as npt
 
-    from dispatcher.dedupe_runs import Runs
+#: Keys or lines as packed words: an `array.array` (`dispatcher.keys`) or a numpy array.
+Packed: TypeAlias = "array[int] | npt.NDArray[Any]"
 
 #: The E.164 digits take the low 50 bits of a key (10^15 < 2^50), the code id the rest.
 NUMBER_BITS: Final = 50
@@ -95,6 +102,9 @@ MAX_CODES: Final = (1 << (64 - NUMBER_BITS)) - 1
 #: Distinct recipients kept in a dict before the packed runs (and numpy) take over.
 SMALL = 1 << 15
 MAX_LINE: Final = 0xFFFFFFFF
+#: The packed record's filter's least capacity (1 MiB at 8 bits a pair): see
+#: `dispatcher.dedupe_runs.Runs._rebuild_filter`.
+MIN_FILTER = 1 << 20
 
 _xxh3: Final = xxhash.xxh3_64_intdigest
 _NO_LINE: Final = -1
@@ -124,11 +134,9 @@ class Dedupe:
         self._codes: dict[str, int] = {}
         #: ``key << 64 | text hash`` → first line, until the job has `SMALL` of them
         self._small: dict[int, int] = {}
-        self._packed: Runs | None = None
+        self._packed: PackedRecord | None = None
         if self.mode is not Mode.OFF and expected > SMALL:
-            from dispatcher.dedupe_runs import Runs
-
-            self._packed = Runs()
+            self._packed = _packed_record(texts=self.mode is Mode.NUMBER_TEXT)
 
     def __len__(self) -> int:
         """Distinct recipients recorded so far."""
@@ -136,8 +144,8 @@ class Dedupe:
 
     @property
     def packed(self) -> bool:
-        """Whether the record is the packed one (numpy is imported): the caller may hand
-        numbers and lines as arrays at no extra cost."""
+        """Whether the record is the packed one: the caller may hand numbers and lines
+        as packed words at no extra cost."""
         return self._packed is not None
 
     @property
@@ -155,48 +163,37 @@ class Dedupe:
     def check_many(
         self,
         code: str | Sequence[str],
-        numbers: Sequence[str] | npt.NDArray[np.uint64],
+        numbers: Sequence[str] | Packed,
         texts: str | Sequence[str] | None,
-        lines: Sequence[int] | npt.NDArray[np.integer[Any]],
+        lines: Sequence[int] | Packed,
     ) -> list[int]:
         """Per line, -1 if it is the first of its kind (now recorded), else the first's line.
 
         ``code`` and ``texts`` are one value for every line, or one per line; ``numbers``
         are E.164 strings (as `dispatcher.numbers.normalize` returns them, never None)
-        or their keys from `dispatcher.suppress.number_keys`. ``texts`` is not read in
-        ``number`` mode (None is fine there). Lines repeated within the call are
-        answered in order: the earliest is the first.
+        or their keys (`dispatcher.keys.number_keys`, or the numpy twin's
+        `dispatcher.suppress.number_keys`). ``texts`` is not read in ``number`` mode
+        (None is fine there). Lines repeated within the call are answered in order: the
+        earliest is the first.
         """
-        firsts = self._firsts(code, numbers, texts, lines)
-        return firsts if isinstance(firsts, list) else firsts.tolist()
+        positions, firsts = self.duplicates(code, numbers, texts, lines)
+        out = [_NO_LINE] * len(lines)
+        for position, first in zip(positions, firsts, strict=True):
+            out[position] = first
+        return out
 
     def duplicates(
         self,
         code: str | Sequence[str],
-        numbers: Sequence[str] | npt.NDArray[np.uint64],
+        numbers: Sequence[str] | Packed,
         texts: str | Sequence[str] | None,
-        lines: Sequence[int] | npt.NDArray[np.integer[Any]],
+        lines: Sequence[int] | Packed,
     ) -> tuple[list[int], list[int]]:
-        """`check_many`, answered as the positions of the duplicates and their first
-        lines (two empty lists, the usual answer, when there is none)."""
-        firsts = self._firsts(code, numbers, texts, lines)
-        if not isinstance(firsts, list):
-            from dispatcher.dedupe_runs import Runs
-
-            return Runs.duplicates(firsts)
-        positions = [i for i, first in enumerate(firsts) if first >= 0]
-        return positions, [firsts[i] for i in positions]
-
-    def _firsts(
-        self,
-        code: str | Sequence[str],
-        numbers: Sequence[str] | npt.NDArray[np.uint64],
-        texts: str | Sequence[str] | None,
-        lines: Sequence[int] | npt.NDArray[np.integer[Any]],
-    ) -> list[int] | npt.NDArray[np.int64]:
+        """`check_many`, answered as the positions of the duplicates (ascending) and their
+        first lines (two empty lists, the usual answer, when there is none)."""
         count = len(lines)
         if self.mode is Mode.OFF or count == 0:
-            return [_NO_LINE] * count
+            return [], []
         if len(numbers) != count:
             raise ValueError(f"{len(numbers)} numbers for {count} lines")
         with_texts = self.mode is Mode.NUMBER_TEXT
@@ -207,34 +204,34 @@ class Dedupe:
             if not isinstance(texts, str) and len(texts) != count:
                 raise ValueError(f"{len(texts)} texts for {count} lines")
             code_ids = self._code_ids(code)
-        if self._packed is None and (len(self._small) + count > SMALL or _is_array(numbers)):
-            # Keys handed as an array: numpy is loaded and the caller parsed them (for an
-            # opt-out list), so the dict would only cost more than the runs.
-            from dispatcher.dedupe_runs import Runs
-
-            self._packed = Runs()
+        if self._packed is None and (len(self._small) + count > SMALL or is_packed(numbers)):
+            # Keys handed packed: the caller parsed them (for an opt-out list), so the
+            # dict would only cost more than the runs.
+            self._packed = _packed_record(texts=with_texts)
             self._packed.load(self._small, texts=with_texts)
             self._small = {}
         if self._packed is not None:
-            return self._packed.firsts(code_ids, numbers, texts if with_texts else None, lines)
-        return self._small_firsts(code_ids, numbers, texts if with_texts else None, lines)
+            return self._packed.duplicates(code_ids, numbers, texts if with_texts else None, lines)
+        firsts = self._small_firsts(code_ids, numbers, texts if with_texts else None, lines)
+        positions = [i for i, first in enumerate(firsts) if first >= 0]
+        return positions, [firsts[i] for i in positions]
 
     def _small_firsts(
         self,
         code_ids: int | list[int],
-        numbers: Sequence[str] | npt.NDArray[np.uint64],
+        numbers: Sequence[str] | Packed,
         texts: str | Sequence[str] | None,
-        lines: Sequence[int] | npt.NDArray[np.integer[Any]],
+        lines: Sequence[int] | Packed,
     ) -> list[int]:
-        """`_firsts` one line at a time, in the dict (a small job: no numpy)."""
+        """Per line, -1 or its first line, one line at a time, in the dict (a small job)."""
         count = len(lines)
         line_numbers = lines.tolist() if hasattr(lines, "tolist") else list(lines)
         if max(line_numbers) > MAX_LINE:
             raise ConfigError(f"--dedupe handles inputs of at most {MAX_LINE} lines")
-        if hasattr(numbers, "tolist"):  # keys already (numpy is loaded, then)
-            keys = numbers.tolist()
+        if is_packed(numbers):  # keys already
+            keys = numbers.tolist()  # type: ignore[union-attr]
         else:
-            keys = [number_key(n) for n in numbers]
+            keys = [number_key(n) for n in cast("Sequence[str]", numbers)]
         if isinstance(code_ids, int):
             code_bits = [code_ids << NUMBER_BITS] * count
         else:
@@ -292,7 +289,7 @@ class ChunkNumbers:
     def __init__(self, numbers: Sequence[str | None], first_line: int | None) -> None:
         self.numbers = numbers
         self.first_line = first_line
-        self._keys: npt.NDArray[np.uint64] | None = None
+        self._keys: Packed | None = None
 
     @classmethod
     def of(cls, first: int, last: int, numbers: Sequence[str | None]) -> ChunkNumbers:
@@ -306,36 +303,35 @@ class ChunkNumbers:
         return self._keys is not None
 
     @property
-    def keys(self) -> npt.NDArray[np.uint64]:
-        """Every number's key, 0 for None (numpy is imported: a caller that asks has it)."""
+    def keys(self) -> Packed:
+        """Every number's key, 0 for None: packed words by the C part
+        (`dispatcher.keys`), else by its numpy twin (`dispatcher.suppress.number_keys`)."""
         if self._keys is None:
-            from dispatcher.suppress import number_keys
+            if native.core is not None:
+                self._keys = packed_words.number_keys(self.numbers)
+            else:
+                from dispatcher.suppress import number_keys
 
-            self._keys = number_keys(self.numbers)
+                self._keys = number_keys(self.numbers)
         return self._keys
 
-    def keys_at(self, lines: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64] | None:
+    def keys_at(self, lines: Packed) -> Packed | None:
         """The keys of the chunk's items at ``lines``, or None when the chunk's lines are
         not contiguous or some of ``lines`` are outside it."""
         first = self.first_line
         if first is None or not len(lines):
             return None
+        keys = self.keys
+        if isinstance(keys, array) and isinstance(lines, array):
+            return packed_words.take_at(keys, lines, first)
+        import numpy as np
+
+        lines = np.asarray(lines)
+        keys = np.asarray(keys)
         positions = lines - first
         if int(positions.min()) < 0 or int(positions.max()) >= len(self.numbers):
             return None
-        return self.keys.take(positions)
-
-
-def _is_array(numbers: object) -> bool:
-    """Whether ``numbers`` are keys in a numpy array (checked without importing numpy)."""
-    return hasattr(numbers, "dtype")
-
-
-def one_text(texts: Sequence[str]) -> bool:
-    """Whether every text is one and the same str (a template without placeholders
-    renders the same object for every line): hashed once, not once a line. Free when
-    the texts differ: the first and the last are seldom one object then."""
-    return bool(texts) and texts[0] is texts[-1] and texts.count(texts[0]) == len(texts)
+        return keys.take(positions)
 
 
 def _text_hash(text: str) -> int:
@@ -343,3 +339,98 @@ def _text_hash(text: str) -> int:
         return _xxh3(text.encode())
     except UnicodeEncodeError:  # a lone surrogate
         return _xxh3(text.encode("utf-8", "surrogatepass"))
+
+
+class PackedRecord(Protocol):
+    """The packed record of a job beyond the dict: `NativeRecord`, or its numpy twin
+    `dispatcher.dedupe_runs.Runs`."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    @property
+    def runs(self) -> int: ...
+
+    def load(self, firsts: dict[int, int], *, texts: bool) -> None: ...
+
+    def duplicates(
+        self,
+        code_ids: int | list[int],
+        numbers: Sequence[str] | Packed,
+        texts: str | Sequence[str] | None,
+        lines: Sequence[int] | Packed,
+    ) -> tuple[list[int], list[int]]: ...
+
+
+def _packed_record(*, texts: bool) -> PackedRecord:
+    """The C part's record where it is built (no numpy), else the numpy twin."""
+    if native.core is not None:
+        return NativeRecord(texts=texts)
+    from dispatcher.dedupe_runs import Runs
+
+    return Runs()
+
+
+_LOW64: Final = (1 << 64) - 1
+
+
+class NativeRecord:
+    """The packed record held in C (`dispatcher.native`'s ``Record``): the sorted runs,
+    filter and merges of `dispatcher.dedupe_runs.Runs` (its twin, whose docstring has
+    the design and the figures), a chunk checked in one call, the columns malloc'd by
+    the C part, the chunk's words in `array.array` (`dispatcher.keys`): no numpy."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, *, texts: bool, filter_words: int = 0) -> None:
+        """``filter_words`` > 0: a filter of that many words that never grows (the tests
+        crowd it, so that every pair is looked up in the runs)."""
+        assert native.core is not None
+        self._record = native.core.Record(texts, min_filter=MIN_FILTER, filter_words=filter_words)
+
+    def __len__(self) -> int:
+        return int(self._record.size)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._record.nbytes)
+
+    @property
+    def runs(self) -> int:
+        return int(self._record.runs)
+
+    def load(self, firsts: dict[int, int], *, texts: bool) -> None:
+        """Take the record of a `Dedupe` that outgrew its dict: pairs ``key << 64 |
+        text hash`` → first line (distinct pairs, so the check records each)."""
+        if not firsts:
+            return
+        keys = array("Q", [pair >> 64 for pair in firsts])
+        hashes = array("Q", [pair & _LOW64 for pair in firsts]) if texts else None
+        self._record.check(keys, 0, hashes, array("q", firsts.values()))
+
+    def duplicates(
+        self,
+        code_ids: int | list[int],
+        numbers: Sequence[str] | Packed,
+        texts: str | Sequence[str] | None,
+        lines: Sequence[int] | Packed,
+    ) -> tuple[list[int], list[int]]:
+        """The positions of the duplicates among the lines and their first lines (see
+        `Dedupe.duplicates`); ``texts`` is None in ``number`` mode."""
+        count = len(lines)
+        keys = numbers if is_packed(numbers) else packed_words.number_keys(numbers)  # type: ignore[arg-type]
+        codes: int | array[int]
+        if isinstance(code_ids, int):
+            codes = code_ids << NUMBER_BITS
+        else:
+            codes = array("Q", [i << NUMBER_BITS for i in code_ids])
+        hashes = None if texts is None else packed_words.text_hashes(texts, count)
+        if not (is_packed(lines) and lines.itemsize == 8):  # type: ignore[union-attr]
+            lines = array("q", lines)
+        try:
+            positions, firsts = self._record.check(keys, codes, hashes, lines)
+        except OverflowError:
+            raise ConfigError(f"--dedupe handles inputs of at most {MAX_LINE} lines") from None
+        return positions, firsts

@@ -1,13 +1,14 @@
-"""The packed record of `dispatcher.dedupe` for jobs of many recipients (numpy).
+"""The packed record of `dispatcher.dedupe` for jobs of many recipients (numpy): the
+design, and the twin of the record held in C (`dispatcher.dedupe.NativeRecord`, which
+runs where the C part is built and gives the same answers, entries, runs and bytes).
 
 `dispatcher.dedupe.Dedupe` keeps its first `dispatcher.dedupe.SMALL` distinct recipients
-in a dict, and imports this module (and numpy, 0.15 to 0.3 s of start-up) only when a
-job outgrows it. Here the recipients are kept as sorted runs of three packed numpy
-columns: the key (uint64: the code id and the number, see `dispatcher.dedupe`), the text
-hash (uint64; absent in ``number`` mode) and the first line (uint32, so a job of at most
-2^32 - 1 lines): **20 bytes per distinct recipient** (12 in ``number`` mode), no Python
-object per entry, and 1 to 2 bytes of filter (`KeyFilter`; 1 MiB at least, see
-`Runs._rebuild_filter`). An open-addressing table of
+in a dict, and takes a packed record only when a job outgrows it. Here the recipients
+are kept as sorted runs of three packed numpy columns: the key (uint64: the code id and
+the number, see `dispatcher.dedupe`), the text hash (uint64; absent in ``number`` mode)
+and the first line (uint32, so a job of at most 2^32 - 1 lines): **20 bytes per distinct
+recipient** (12 in ``number`` mode), no Python object per entry, and 1 to 2 bytes of
+filter (`KeyFilter`; 1 MiB at least, see `Runs._rebuild_filter`). An open-addressing table of
 the same columns that doubles at a 90 % load factor would hold 22 to 44 bytes an entry
 depending on where the job's size falls.
 
@@ -29,10 +30,11 @@ repeats from anywhere earlier), of which XXH3 of the texts (with accents: the UT
 encoding is most of it) is about a third, the merges an eighth, the look-ups of the
 repeats and the filter's false positives a tenth; 0.45 to 0.6 µs a line for the whole
 `dispatcher.policy.Duplicates` check in ``dispatcher send``'s chunks. The version
-without the filter, merging two runs at a time: 0.85 and 0.7 µs. With the filter's floor
-(`MIN_FILTER`), in one process with the versions alternated chunk by chunk (load 1.1 to
-1.4): the loop 443 against 496 ns a line, the check in send's chunks 357 against 414 ns
-(of which XXH3 about 90, the merges 80, the line numbers 40, the filter 60).
+without the filter, merging two runs at a time: 0.85 and 0.7 µs. With the filter's
+floor (`dispatcher.dedupe.MIN_FILTER`), in one process with the versions alternated
+chunk by chunk (load 1.1 to 1.4): the loop 443 against 496 ns a line, the check in
+send's chunks 357 against 414 ns (of which XXH3 about 90, the merges 80, the line
+numbers 40, the filter 60).
 
 Those figures are the numpy code's, which is now the twin of the C part
 (`dispatcher.native`: the hashes, the chunk's sort, the filter, the look-ups and the
@@ -45,16 +47,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import repeat as _repeat
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final, cast
 
 import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from dispatcher import heap, native
-from dispatcher.dedupe import NUMBER_BITS, one_text
+from dispatcher import dedupe, heap, native
+from dispatcher.dedupe import NUMBER_BITS
 from dispatcher.errors import ConfigError
+from dispatcher.keys import is_packed, one_text
 from dispatcher.suppress import FILTER_BLOCK, KeyFilter, SortedKeys, number_keys
+
+if TYPE_CHECKING:
+    from dispatcher.dedupe import Packed
 
 _U64 = npt.NDArray[np.uint64]
 _I64 = npt.NDArray[np.int64]
@@ -63,8 +69,6 @@ _I64 = npt.NDArray[np.int64]
 FANOUT: Final = 4
 #: The largest line number a run holds (uint32).
 MAX_LINE: Final = 0xFFFFFFFF
-#: The filter's least capacity (1 MiB at 8 bits a pair): see `Runs._rebuild_filter`.
-MIN_FILTER = 1 << 20
 
 _xxh3: Final = xxhash.xxh3_64_intdigest
 _xxh3_bytes: Final = xxhash.xxh3_64_digest  # big-endian, the canonical form
@@ -240,9 +244,9 @@ class Runs:
     def firsts(
         self,
         code_ids: int | list[int],
-        numbers: Sequence[str] | _U64,
+        numbers: Sequence[str] | Packed,
         texts: str | Sequence[str] | None,
-        lines: Sequence[int] | npt.NDArray[np.integer[Any]],
+        lines: Sequence[int] | Packed,
     ) -> _I64:
         """Per line, -1 or the first line of its kind (`dispatcher.dedupe.Dedupe`): in
         ``number+text`` mode ``texts`` is not None and ``code_ids`` are the codes' ids
@@ -256,16 +260,26 @@ class Runs:
             else:
                 keys |= np.array(code_ids, dtype=np.uint64) << np.uint64(NUMBER_BITS)
             hashes = _text_hashes(texts, count)
-        if isinstance(lines, np.ndarray):
-            line_numbers = lines.astype(np.int64, copy=False)
+        if is_packed(lines):
+            line_numbers = np.asarray(lines).astype(np.int64, copy=False)
         else:
             line_numbers = np.fromiter(lines, dtype=np.int64, count=count)
         if int(line_numbers.max()) > MAX_LINE:
             raise ConfigError(f"--dedupe handles inputs of at most {MAX_LINE} lines")
         return self._check(keys, hashes, line_numbers)
 
+    def duplicates(
+        self,
+        code_ids: int | list[int],
+        numbers: Sequence[str] | Packed,
+        texts: str | Sequence[str] | None,
+        lines: Sequence[int] | Packed,
+    ) -> tuple[list[int], list[int]]:
+        """`firsts`, answered as the positions of the duplicates and their first lines."""
+        return self._positions(self.firsts(code_ids, numbers, texts, lines))
+
     @staticmethod
-    def duplicates(firsts: _I64) -> tuple[list[int], list[int]]:
+    def _positions(firsts: _I64) -> tuple[list[int], list[int]]:
         """The positions of `firsts` that are duplicates, and their first lines."""
         positions = np.flatnonzero(firsts >= 0)
         if not len(positions):
@@ -332,7 +346,7 @@ class Runs:
 
     def _rebuild_filter(self) -> None:
         """A filter of every recorded pair, with room for as many again (and for
-        `MIN_FILTER` pairs at least).
+        `dispatcher.dedupe.MIN_FILTER` pairs at least).
 
         Each rebuild reads every recorded pair again: a filter grown from a job's first
         chunk re-added 1.3 M pairs over a job of 1 M recipients. With the floor, a job
@@ -342,7 +356,7 @@ class Runs:
         one process, load 1.2).
         """
         self._filter = None  # released before its successor is made
-        table = KeyFilter(max(2 * self._size, MIN_FILTER))
+        table = KeyFilter(max(2 * self._size, dedupe.MIN_FILTER))
         for run in self._runs:
             for start in range(0, len(run), FILTER_BLOCK):
                 end = min(start + FILTER_BLOCK, len(run))
@@ -394,12 +408,12 @@ def _argsort(keys: _U64) -> tuple[_I64, _U64]:
     return order, keys.take(order)
 
 
-def _keys(numbers: Sequence[str] | _U64, count: int) -> _U64:
-    if isinstance(numbers, np.ndarray):
+def _keys(numbers: Sequence[str] | Packed, count: int) -> _U64:
+    if is_packed(numbers):
         if len(numbers) != count:
             raise ValueError(f"{len(numbers)} numbers for {count} lines")
-        return numbers.astype(np.uint64)  # a copy: the caller's array is not changed
-    keys = number_keys(numbers)
+        return np.array(numbers, dtype=np.uint64)  # a copy: the caller's is not changed
+    keys = number_keys(cast("Sequence[str]", numbers))
     if len(keys) != count:
         raise ValueError(f"{len(keys)} numbers for {count} lines")
     return keys

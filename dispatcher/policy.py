@@ -27,16 +27,14 @@ from itertools import chain, repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dispatcher import keys as packed_words
 from dispatcher import native
 from dispatcher.models import Entry, Group, Status
 from dispatcher.pricing import Pricing
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
     from dispatcher.config import Config
-    from dispatcher.dedupe import ChunkNumbers
+    from dispatcher.dedupe import ChunkNumbers, Packed
     from dispatcher.halt import Halt
     from dispatcher.quota.shared import SharedQuota
     from dispatcher.resume import Resume
@@ -97,9 +95,9 @@ class DuplicateIndex(Protocol):
     def duplicates(
         self,
         code: str | Sequence[str],
-        numbers: Sequence[str] | npt.NDArray[np.uint64],
+        numbers: Sequence[str] | Packed,
         texts: Sequence[str] | None,
-        lines: Sequence[int] | npt.NDArray[np.int64],
+        lines: Sequence[int] | Packed,
     ) -> tuple[list[int], list[int]]: ...
 
 
@@ -200,46 +198,39 @@ class Duplicates:
 
     def _numbers(
         self, entries: list[Entry]
-    ) -> tuple[Sequence[str] | npt.NDArray[np.uint64], Sequence[int] | npt.NDArray[np.int64]]:
+    ) -> tuple[Sequence[str] | Packed, Sequence[int] | Packed]:
         """The entries' numbers and lines: when the record is packed or the chunk's keys
-        are parsed already (numpy is loaded either way), the lines as an array, and the
-        keys as one too where the chunk's cover the entries (its lines have no gap);
-        else as lists."""
+        are parsed already, the lines as packed words, and the keys too (the chunk's
+        where they cover the entries: its lines have no gap); else as lists."""
         chunk = self._chunk
         if self.index.packed or (chunk is not None and chunk.parsed):
-            # an array, even where the chunk's keys do not serve (a blank line in it):
-            # the record would make one of a list, ~235 instructions a line
+            # packed, even where the chunk's keys do not serve (a blank line in it): the
+            # record would make them of a list, ~235 instructions a line
             lines = _lines(entries)
             keys = chunk.keys_at(lines) if chunk is not None else None
             return (keys if keys is not None else _keys(entries)), lines
         return list(map(_to_of, entries)), list(map(_line_of, entries))
 
 
-def _lines(entries: list[Entry]) -> npt.NDArray[np.int64]:
-    """The entries' lines as an array (numpy is loaded): read by the C part
-    (`dispatcher.native`) at 4 against 28 ns an entry for ``np.fromiter`` over them."""
+def _lines(entries: list[Entry]) -> Packed:
+    """The entries' lines as packed words: by the C part (`dispatcher.keys`, no numpy) at
+    4 against 28 ns an entry for ``np.fromiter`` over them (the twin)."""
+    if native.core is not None:
+        return packed_words.column(entries, 0)
     import numpy as np
 
-    lines = np.empty(len(entries), dtype=np.int64)
-    core = native.core
-    if core is None or not core.column_ints(entries, 0, lines):
-        lines = np.fromiter(map(_line_of, entries), dtype=np.int64, count=len(entries))
-    return lines
+    return np.fromiter(map(_line_of, entries), dtype=np.int64, count=len(entries))
 
 
-def _keys(entries: list[Entry]) -> npt.NDArray[np.uint64]:
-    """The entries' numbers' keys as an array (numpy is loaded), where the chunk's do not
-    serve (a chunk with a blank line): parsed from the entries by the C part (no list of
-    their numbers made first), else by `dispatcher.suppress.number_keys`."""
-    import numpy as np
+def _keys(entries: list[Entry]) -> Packed:
+    """The entries' numbers' keys as packed words, where the chunk's do not serve (a
+    chunk with a blank line): parsed from the entries by the C part (no list of their
+    numbers made first), else by `dispatcher.suppress.number_keys`."""
+    if native.core is not None:
+        return packed_words.column_keys(entries, 1)
+    from dispatcher.suppress import number_keys
 
-    keys = np.empty(len(entries), dtype=np.uint64)
-    core = native.core
-    if core is None or not core.column_keys(entries, 1, keys):
-        from dispatcher.suppress import number_keys
-
-        keys = number_keys(list(map(_to_of, entries)))
-    return keys
+    return number_keys(list(map(_to_of, entries)))
 
 
 def others(positions: list[int], count: int) -> list[int]:

@@ -73,6 +73,7 @@ import importlib
 import os
 import re
 import warnings
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -412,8 +413,11 @@ class SuppressionList:
         """The positions of the listed numbers among ``numbers`` (as for `contains_many`)."""
         return self.listed_keys(number_keys(numbers))
 
-    def listed_keys(self, keys: _U64) -> list[int]:
-        """The positions of the listed keys among ``keys`` (`number_keys`; 0 for none)."""
+    def listed_keys(self, keys: _U64 | array[int]) -> list[int]:
+        """The positions of the listed keys among ``keys`` (`number_keys`, or
+        `dispatcher.keys.number_keys`; 0 for none)."""
+        if isinstance(keys, array):
+            keys = np.frombuffer(keys, dtype=np.uint64)
         return self._listed(keys).tolist()  # type: ignore[no-any-return]
 
     def contains_keys(self, keys: _U64) -> npt.NDArray[np.bool_]:

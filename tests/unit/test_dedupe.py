@@ -16,7 +16,7 @@ from dispatcher import dedupe, dedupe_runs, suppress
 from dispatcher.dedupe import Dedupe, Mode
 from dispatcher.errors import ConfigError
 from dispatcher.suppress import SortedKeys, number_keys
-from tests.support.native import twins
+from tests.support.native import built, twins
 
 MX = "+525512345678"
 US = "+12025550123"
@@ -74,10 +74,13 @@ def test_number_mode_ignores_code_and_text() -> None:
     assert d.check_many(["A", "B"], [MX, MX], ["hi", "bye"], [1, 2]) == [-1, 1]
     assert d.check_many("C", [US, MX], None, [3, 4]) == [-1, 1]
     assert len(d) == 2
-    assert d._packed is not None
-    assert all(
-        run.hashes is None for run in d._packed._runs
-    )  # no text hash kept: 12 bytes an entry
+    with twins():
+        t = Dedupe("number")
+        t.check_many(["A", "B"], [MX, MX], ["hi", "bye"], [1, 2])
+        t.check_many("C", [US, MX], None, [3, 4])
+        assert isinstance(t._packed, dedupe_runs.Runs)
+        assert all(run.hashes is None for run in t._packed._runs)  # 12 bytes an entry
+    assert d.nbytes == t.nbytes  # the C part's record: the same columns
 
 
 def test_off_keeps_nothing() -> None:
@@ -174,16 +177,19 @@ def test_number_text_needs_texts() -> None:
 def test_runs_merge_like_a_counter(
     cached: int, monkeypatch: pytest.MonkeyPatch, native_core: str
 ) -> None:
+    # The numpy record's runs, with the C part's loops or without (the record held in C
+    # is compared with this one, step by step, below).
     monkeypatch.setattr(suppress, "CACHED_KEYS", cached)
-    monkeypatch.setattr(dedupe_runs, "MIN_FILTER", 0)  # the filter grows with the record
+    monkeypatch.setattr(dedupe, "MIN_FILTER", 0)  # the filter grows with the record
     d = Dedupe()
+    d._packed = dedupe_runs.Runs()
     line = 0
     for chunk in range(200):
         numbers = [f"+5255{chunk:04d}{i:04d}" for i in range(50)]
         got = d.check_many("A", numbers, "t", list(range(line + 1, line + 51)))
         assert got == [-1] * 50
         line += 50
-        assert d._packed is not None
+        assert isinstance(d._packed, dedupe_runs.Runs)
         sizes = [len(run) for run in d._packed._runs]
         # A counter in base FANOUT: fewer than FANOUT runs of each level, the older ones
         # of the higher levels, each level FANOUT times the entries of the one below.
@@ -210,14 +216,15 @@ def test_runs_merge_like_a_counter(
 
 
 def test_the_filter_has_a_floor_and_doubles_beyond_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dedupe_runs, "MIN_FILTER", 4096)
+    monkeypatch.setattr(dedupe, "MIN_FILTER", 4096)
     d = Dedupe("number")
+    d._packed = dedupe_runs.Runs()
     numbers = [f"+5255{i:08d}" for i in range(10_000)]
     sizes = []
     for start in range(0, 10_000, 500):
         d.check_many("A", number_keys(numbers[start : start + 500]), None,
                      list(range(start + 1, start + 501)))  # fmt: skip
-        assert d._packed is not None
+        assert isinstance(d._packed, dedupe_runs.Runs)
         assert d._packed._filter is not None
         sizes.append(d._packed._filter.nbytes)
     # 1 byte a pair of capacity: the floor until 4096 recipients, then twice the record
@@ -287,11 +294,15 @@ def test_growth_under_load_against_a_dict(
                 reference.check_many(["A"] * len(lines), numbers[part], texts[part], lines)
             )
     assert len(engine) == len(reference.seen)
-    assert engine._packed is not None
-    keys = sum(run.keys.table.nbytes + run.keys.index.nbytes for run in engine._packed._runs)
-    assert engine._packed._filter is not None
-    # text hash and line, 12 bytes an entry
-    assert engine.nbytes - keys - engine._packed._filter.nbytes == 12 * len(engine)
+    if numpy_twins:
+        assert isinstance(engine._packed, dedupe_runs.Runs)
+        runs = engine._packed._runs
+        keys = sum(run.keys.table.nbytes + run.keys.index.nbytes for run in runs)
+        assert engine._packed._filter is not None
+        # text hash and line, 12 bytes an entry
+        assert engine.nbytes - keys - engine._packed._filter.nbytes == 12 * len(engine)
+    else:
+        assert isinstance(engine._packed, dedupe.NativeRecord)
 
 
 @settings(max_examples=30, deadline=None)
@@ -313,6 +324,8 @@ def test_a_crowded_filter_changes_no_answer(
     numbers = [f"+{n}" for n in rng.choice(pool, size=count).tolist()]
     texts = [f"t{n}" for n in rng.integers(0, 2, size=count).tolist()]
     crowded, roomy, reference = Dedupe(mode), Dedupe(mode), Reference(mode)
+    if not numpy_twins:  # a filter of one word: all its bits set after a few pairs
+        crowded._packed = dedupe.NativeRecord(texts=mode == "number+text", filter_words=1)
     with twins(numpy_twins):
         for start in range(0, count, chunk):
             part = slice(start, start + chunk)
@@ -407,6 +420,35 @@ def test_a_small_job_does_not_import_numpy() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_a_big_job_checks_its_duplicates_without_numpy() -> None:
+    # Where the C part is built, the packed record, the chunk's keys and lines and the
+    # entries' gather by line are all packed words (`dispatcher.keys`): numpy is never
+    # imported by the duplicate check, however big the job.
+    built()
+    code = (
+        "import sys\n"
+        "from dispatcher.dedupe import ChunkNumbers, Dedupe, NativeRecord\n"
+        "from types import SimpleNamespace\n"
+        "from dispatcher.models import Entry\n"
+        "from dispatcher.policy import Duplicates\n"
+        "d = Dedupe(expected=10**6)\n"
+        "assert isinstance(d._packed, NativeRecord)\n"
+        "numbers = ['+5255%08d' % i for i in range(3000)] + ['+525500000007']\n"
+        "entries = [Entry(i + 1, n, [], None, 1, 'gsm', None) for i, n in enumerate(numbers)]\n"
+        "check = Duplicates(d, texts=True)\n"
+        "check.begin_chunk(ChunkNumbers.of(1, len(numbers), numbers))\n"
+        "class Sink:\n"
+        "    def local(self, line, to, status, error, **kw): self.got = (line, kw['first'])\n"
+        "sink = Sink()\n"
+        "group = SimpleNamespace(sender='A')  # the check reads its sender alone\n"
+        "keep = check.check(group, entries, ['t'] * len(entries), sink)\n"
+        "assert keep == list(range(3000)) and sink.got == (3001, 8), (keep, sink.got)\n"
+        "assert 'numpy' not in sys.modules, 'numpy was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def test_one_text_for_every_line_is_hashed_once_and_the_same() -> None:
     static = "Your code is ready"
     copy = "".join(["Your code ", "is ready"])  # equal, another object
@@ -421,3 +463,60 @@ def test_one_text_for_every_line_is_hashed_once_and_the_same() -> None:
             d = Dedupe()
             assert d.check_many("A", [MX, US, MX], [static] * 3, [1, 2, 3]) == [-1, -1, 1]
             assert d.check_many("A", [US, MX], [copy, "other"], [4, 5]) == [2, -1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["number+text", "number"]),
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 3000),
+    st.integers(1, 700),
+    st.sampled_from([2, 7, 200, 5000]),
+    st.sampled_from([1, 3, 40]),
+    st.sampled_from([0, 4096, 1 << 20]),
+)
+def test_the_record_in_c_is_its_numpy_twin_step_by_step(
+    mode: str, seed: int, count: int, chunk: int, numbers_in_pool: int, texts_in_pool: int,
+    min_filter: int,
+) -> None:  # fmt: skip
+    # The record held in C (`dispatcher.dedupe.NativeRecord`) against the numpy record
+    # (`dispatcher.dedupe_runs.Runs`): the same answers chunk by chunk, and the same
+    # entries, runs and bytes after each (the same columns, merges and filter sizes).
+    # A small pool of numbers with many texts makes long groups of one key in a chunk
+    # (sorted by hash by insertion, or by qsort from 16); three codes, one a line.
+    rng = np.random.default_rng(seed)
+    pool = rng.integers(10**11, 10**12, size=numbers_in_pool)
+    numbers = [f"+{n}" for n in rng.choice(pool, size=count).tolist()]
+    texts = [f"t{n}" for n in rng.integers(0, texts_in_pool, size=count).tolist()]
+    codes = [("A", "B", "C")[n] for n in rng.integers(0, 3, size=count).tolist()]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dedupe, "MIN_FILTER", min_filter)
+        in_c = Dedupe(mode)
+        with twins():
+            in_numpy = Dedupe(mode)
+        for start in range(0, count, chunk):
+            part = slice(start, start + chunk)
+            lines = list(range(start + 1, min(start + chunk, count) + 1))
+            got = in_c.check_many(codes[part], numbers[part], texts[part], lines)
+            with twins():
+                assert got == in_numpy.check_many(codes[part], numbers[part], texts[part], lines)
+            assert (len(in_c), in_c.runs, in_c.nbytes) == (
+                len(in_numpy), in_numpy.runs, in_numpy.nbytes
+            )  # fmt: skip
+    assert isinstance(in_c._packed, dedupe.NativeRecord)
+    assert isinstance(in_numpy._packed, dedupe_runs.Runs)
+
+
+def test_the_record_in_c_takes_over_a_dict(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A job that outgrows its dict hands it to the record in C: what the dict held is
+    # found there (its first lines), and what it did not is new.
+    monkeypatch.setattr(dedupe, "SMALL", 100)
+    d = Dedupe()
+    numbers = [f"+5255{i:08d}" for i in range(150)]
+    assert d.check_many("A", numbers[:100], "t", list(range(1, 101))) == [-1] * 100
+    assert not d.packed
+    got = d.check_many("A", numbers[50:], "t", list(range(101, 201)))
+    assert isinstance(d._packed, dedupe.NativeRecord)
+    assert got == list(range(51, 101)) + [-1] * 50
+    assert len(d) == 150
+    assert d.check_many("B", numbers[:1], "t", [201]) == [-1]  # another code: new
