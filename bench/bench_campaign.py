@@ -138,7 +138,8 @@ def child_load(path: str) -> dict[str, Any]:
 
 def child_check(path: str) -> dict[str, Any]:
     from dispatcher.numbers import normalize_many
-    from dispatcher.suppress import SuppressionList, number_keys
+    from dispatcher.sorted_keys import number_keys
+    from dispatcher.suppress import SuppressionList
 
     lists = SuppressionList.load([path])
     with open(path) as f:

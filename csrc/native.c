@@ -31,6 +31,10 @@
  *                 checked in one call, so that the duplicate check needs no numpy
  *                 (its twin is dispatcher.dedupe_runs.Runs, the numpy record).
  *   take_at       a chunk's keys gathered by line (dispatcher.dedupe.ChunkNumbers).
+ *   KeySet, sorted_distinct, valid_keys
+ *                 an opt-out list's set of keys, its load's sort and country check,
+ *                 without numpy (their twins are in dispatcher.sorted_keys).
+ *   empty         room for the above to write into, not zeroed first.
  *   segment_counts
  *                 the encoding and segments of a chunk's texts from a table of the
  *                 GSM-7 characters, one pass a text (dispatcher.segments.count).
@@ -1241,33 +1245,21 @@ done:
 
 /* ---- an opt-out list's load -------------------------------------------------------------- */
 
-PyDoc_STRVAR(sort_keys_doc,
-"sort_keys(keys)\n\n"
-"Sort keys (uint64) in place, ascending: a radix sort of 11-bit digits, the digits that\n"
-"are the same in every key skipped; it needs as many bytes again while it runs.");
-
-static PyObject *
-sort_keys(PyObject *self, PyObject *arg)
+/* Sort n keys in place, ascending (sort_keys): 0, or -1 with MemoryError set (the
+ * keys untouched). */
+static int
+radix_sort(uint64_t *keys, Py_ssize_t n)
 {
-    Py_buffer keys;
-    if (get_buffer(arg, &keys, 8, 1, "sort_keys keys") < 0) {
-        return NULL;
-    }
-    Py_ssize_t n = COUNT(keys);
-    PyObject *result = NULL;
+    int status = -1;
     uint32_t *counts = NULL;
     uint64_t *spare = NULL;
-    if (n > UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "sort_keys: at most 2^32 - 1 keys");
-        goto done;
-    }
     counts = PyMem_Calloc(DIGITS * BUCKETS, sizeof(uint32_t));
     spare = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(uint64_t));
     if (counts == NULL || spare == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    uint64_t *src = keys.buf, *dst = spare;
+    uint64_t *src = keys, *dst = spare;
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t k = src[i];
         for (int d = 0; d < DIGITS; d++) {
@@ -1296,13 +1288,39 @@ sort_keys(PyObject *self, PyObject *arg)
         src = dst;
         dst = swap;
     }
-    if (src != keys.buf) {
-        memcpy(keys.buf, src, (size_t)n * sizeof(uint64_t));
+    if (src != keys) {
+        memcpy(keys, src, (size_t)n * sizeof(uint64_t));
     }
-    result = Py_NewRef(Py_None);
+    status = 0;
 done:
     PyMem_Free(counts);
     PyMem_Free(spare);
+    return status;
+}
+
+PyDoc_STRVAR(sort_keys_doc,
+"sort_keys(keys)\n\n"
+"Sort keys (uint64) in place, ascending: a radix sort of 11-bit digits, the digits that\n"
+"are the same in every key skipped; it needs as many bytes again while it runs.");
+
+static PyObject *
+sort_keys(PyObject *self, PyObject *arg)
+{
+    Py_buffer keys;
+    if (get_buffer(arg, &keys, 8, 1, "sort_keys keys") < 0) {
+        return NULL;
+    }
+    Py_ssize_t n = COUNT(keys);
+    PyObject *result = NULL;
+    if (n > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "sort_keys: at most 2^32 - 1 keys");
+        goto done;
+    }
+    if (radix_sort(keys.buf, n) < 0) {
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
     PyBuffer_Release(&keys);
     return result;
 }
@@ -1313,6 +1331,14 @@ is_separator(const unsigned char *separators, Py_ssize_t count, unsigned char c)
 {
     return memchr(separators, c, (size_t)count) != NULL;
 }
+
+/* 10^i, for i up to 19. */
+static const uint64_t POWER10[20] = {
+    1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL,
+    100000000ULL, 1000000000ULL, 10000000000ULL, 100000000000ULL,
+    1000000000000ULL, 10000000000000ULL, 100000000000000ULL,
+    1000000000000000ULL, 10000000000000000ULL, 100000000000000000ULL,
+    1000000000000000000ULL, 10000000000000000000ULL};
 
 PyDoc_STRVAR(plain_keys_doc,
 "plain_keys(text, separators, table, min_digits, max_digits, keys, valid) -> int | None\n\n"
@@ -1371,14 +1397,8 @@ plain_keys(PyObject *self, PyObject *args)
         Py_ssize_t length = line_end - first;
         if (length >= min_digits && length <= max_digits && *first != '0' &&
             digits_value(first, length, &value) == 0) {
-            static const uint64_t power[20] = {
-                1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL,
-                100000000ULL, 1000000000ULL, 10000000000ULL, 100000000000ULL,
-                1000000000000ULL, 10000000000000ULL, 100000000000000ULL,
-                1000000000000000ULL, 10000000000000000ULL, 100000000000000000ULL,
-                1000000000000000000ULL, 10000000000000000000ULL};
             key[count] = value;
-            ok[count] = country[length * 1000 + (Py_ssize_t)(value / power[length - 3])] != 0;
+            ok[count] = country[length * 1000 + (Py_ssize_t)(value / POWER10[length - 3])] != 0;
             count++;
             at = line_end + 1;
             continue;
@@ -3676,6 +3696,332 @@ done:
     return result;
 }
 
+/* ---- an opt-out list's set of keys, without numpy ------------------------------------- */
+
+/* Keys sorted in place by radix with a spare array up to this many (32 MiB of spare);
+ * beyond, in place with none (flag_sort): the load's peak memory at 10 M numbers
+ * (dispatcher.suppress's ROWS_MERGED, for the same reason). */
+#define RADIX_WITH_SPARE (1 << 22)
+
+/* Sort n keys in place by their bytes from `shift` down, most significant first
+ * (American flag sort: each byte's buckets permuted in place by cycles, then each
+ * bucket sorted on the next byte); short buckets by insertion. No memory beyond the
+ * stack: for a list too big to sort with a spare copy. */
+static void
+flag_sort(uint64_t *a, Py_ssize_t n, int shift)
+{
+    if (n <= 32) {
+        for (Py_ssize_t i = 1; i < n; i++) {
+            uint64_t v = a[i];
+            Py_ssize_t j = i;
+            for (; j > 0 && a[j - 1] > v; j--) {
+                a[j] = a[j - 1];
+            }
+            a[j] = v;
+        }
+        return;
+    }
+    Py_ssize_t count[256] = {0}, next[256], end[256], sum = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        count[(a[i] >> shift) & 255]++;
+    }
+    for (int b = 0; b < 256; b++) {
+        next[b] = sum;
+        sum += count[b];
+        end[b] = sum;
+    }
+    for (int b = 0; b < 256; b++) {
+        while (next[b] < end[b]) {
+            uint64_t v = a[next[b]];
+            int d = (int)((v >> shift) & 255);
+            while (d != b) { /* v goes to its bucket; what was there is carried on */
+                uint64_t there = a[next[d]];
+                a[next[d]++] = v;
+                v = there;
+                d = (int)((v >> shift) & 255);
+            }
+            a[next[b]++] = v;
+        }
+    }
+    if (shift == 0) {
+        return;
+    }
+    Py_ssize_t start = 0;
+    for (int b = 0; b < 256; b++) {
+        if (count[b] > 1) {
+            flag_sort(a + start, count[b], shift - 8);
+        }
+        start += count[b];
+    }
+}
+
+PyDoc_STRVAR(sorted_distinct_doc,
+"sorted_distinct(keys, spare_limit=2**22) -> int\n\n"
+"Sort keys (uint64) in place, ascending, and move the distinct ones to the front:\n"
+"their count (dispatcher.suppress._sorted_distinct). Keys already in order are not\n"
+"sorted; up to spare_limit keys are sorted by radix (as many bytes again while it\n"
+"runs), more in place (no memory beyond the keys).");
+
+static PyObject *
+sorted_distinct(PyObject *self, PyObject *args)
+{
+    PyObject *keys_obj;
+    Py_ssize_t spare_limit = RADIX_WITH_SPARE;
+    if (!PyArg_ParseTuple(args, "O|n:sorted_distinct", &keys_obj, &spare_limit)) {
+        return NULL;
+    }
+    Py_buffer keys;
+    if (get_buffer(keys_obj, &keys, 8, 1, "sorted_distinct keys") < 0) {
+        return NULL;
+    }
+    Py_ssize_t n = COUNT(keys), kept = n;
+    uint64_t *a = keys.buf;
+    PyObject *result = NULL;
+    if (n >= 2) {
+        int sorted = 1;
+        uint64_t low = a[0], high = a[0];
+        for (Py_ssize_t i = 1; i < n; i++) {
+            sorted &= a[i - 1] <= a[i];
+            low &= a[i];
+            high |= a[i];
+        }
+        if (!sorted) {
+            if (n > spare_limit || radix_sort(a, n) < 0) {
+                PyErr_Clear(); /* no room for the spare: in place */
+                uint64_t differ = low ^ high; /* not 0: the keys are not all equal */
+                int top = 63;
+                while (!((differ >> top) & 1)) {
+                    top--;
+                }
+                flag_sort(a, n, top & ~7);
+            }
+        }
+        kept = 1;
+        for (Py_ssize_t i = 1; i < n; i++) {
+            if (a[i] != a[kept - 1]) {
+                a[kept++] = a[i];
+            }
+        }
+    }
+    result = PyLong_FromSsize_t(kept);
+    PyBuffer_Release(&keys);
+    return result;
+}
+
+PyDoc_STRVAR(valid_keys_doc,
+"valid_keys(keys, table, min_digits, max_digits, out)\n\n"
+"dispatcher.suppress._international: out[i] (one byte a key) is table[digit count *\n"
+"1000 + first three digits] of keys[i], 0 for a key of fewer than min_digits or more\n"
+"than max_digits digits.");
+
+static PyObject *
+valid_keys(PyObject *self, PyObject *args)
+{
+    PyObject *keys_obj, *out_obj;
+    Py_buffer table = {0}, keys = {0}, out = {0};
+    int min_digits, max_digits;
+    if (!PyArg_ParseTuple(args, "Oy*iiO:valid_keys", &keys_obj, &table, &min_digits,
+                          &max_digits, &out_obj)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (get_buffer(keys_obj, &keys, 8, 0, "valid_keys keys") < 0 ||
+        get_buffer(out_obj, &out, 1, 1, "valid_keys out") < 0) {
+        goto done;
+    }
+    if (min_digits < 3 || max_digits > 19 || min_digits > max_digits ||
+        table.len < (Py_ssize_t)(max_digits + 1) * 1000 || COUNT(out) != COUNT(keys)) {
+        PyErr_SetString(PyExc_ValueError, "valid_keys: a table of (max_digits + 1) * 1000");
+        goto done;
+    }
+    const uint64_t *key = keys.buf;
+    const unsigned char *country = table.buf;
+    uint8_t *ok = out.buf;
+    for (Py_ssize_t i = 0; i < COUNT(keys); i++) {
+        int digits = 1;
+        while (digits < 20 && key[i] >= POWER10[digits]) {
+            digits++;
+        }
+        ok[i] = digits >= min_digits && digits <= max_digits &&
+                country[digits * 1000 + (Py_ssize_t)(key[i] / POWER10[digits - 3])] != 0;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&table);
+    if (keys.obj) PyBuffer_Release(&keys);
+    if (out.obj) PyBuffer_Release(&out);
+    return result;
+}
+
+/* dispatcher.suppress.SuppressionList's keys, held here: the sorted keys (a buffer of
+ * the caller's, kept exported), every BLOCK-th of them, and a filter of 16 bits a key,
+ * as dispatcher.sorted_keys' SortedKeys and KeyFilter(2 * size) hold them. */
+typedef struct {
+    PyObject_HEAD
+    Py_buffer table;
+    Py_ssize_t size, blocks;
+    uint64_t *index;
+    uint64_t *words;
+    uint64_t nwords;
+} KeySet;
+
+static PyObject *
+KeySet_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *keys_obj;
+    static char *names[] = {"keys", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:KeySet", names, &keys_obj)) {
+        return NULL;
+    }
+    KeySet *self = (KeySet *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    if (get_buffer(keys_obj, &self->table, 8, 0, "KeySet keys") < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    const uint64_t *key = self->table.buf;
+    Py_ssize_t size = COUNT(self->table);
+    for (Py_ssize_t i = 1; i < size; i++) {
+        if (key[i - 1] >= key[i]) {
+            PyErr_SetString(PyExc_ValueError, "KeySet: keys ascending, each once");
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
+    self->size = size;
+    self->blocks = (size + BLOCK - 1) / BLOCK;
+    uint64_t nwords = (uint64_t)(2 * size + 7) / 8;
+    self->nwords = nwords < 64 ? 64 : nwords;
+    self->index = PyMem_RawMalloc((size_t)(self->blocks ? self->blocks : 1) * sizeof(uint64_t));
+    self->words = PyMem_RawCalloc((size_t)self->nwords, sizeof(uint64_t));
+    if (self->index == NULL || self->words == NULL || self->nwords > UINT32_MAX) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t b = 0; b < self->blocks; b++) {
+        self->index[b] = key[b * BLOCK];
+    }
+    add_pairs(self->words, self->nwords, key, NULL, NULL, size);
+    return (PyObject *)self;
+}
+
+static void
+KeySet_dealloc(KeySet *self)
+{
+    if (self->table.obj) PyBuffer_Release(&self->table);
+    PyMem_RawFree(self->index);
+    PyMem_RawFree(self->words);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+PyDoc_STRVAR(KeySet_listed_doc,
+"listed(keys) -> list[int]\n\n"
+"The positions of the keys (uint64) that are in the set, ascending: the filter rules\n"
+"most out, the others are looked up through the index.");
+
+static PyObject *
+KeySet_listed(KeySet *self, PyObject *arg)
+{
+    Py_buffer keys;
+    if (get_buffer(arg, &keys, 8, 0, "listed keys") < 0) {
+        return NULL;
+    }
+    Py_ssize_t n = COUNT(keys);
+    const uint64_t *key = keys.buf, *table = self->table.buf;
+    PyObject *result = NULL, *listed = PyList_New(0);
+    int64_t *maybe = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+    if (listed == NULL || maybe == NULL) {
+        if (maybe == NULL) PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t count = probe_pairs(self->words, self->nwords, key, NULL, n, maybe, 0);
+    for (Py_ssize_t j = 0; j < count; j++) {
+        uint64_t q = key[maybe[j]];
+        Py_ssize_t at = first_at_least(table, self->size, self->index, self->blocks, q);
+        if (at < self->size && table[at] == q) {
+            PyObject *position = PyLong_FromLongLong(maybe[j]);
+            if (position == NULL || PyList_Append(listed, position) < 0) {
+                Py_XDECREF(position);
+                goto done;
+            }
+            Py_DECREF(position);
+        }
+    }
+    result = Py_NewRef(listed);
+done:
+    PyMem_Free(maybe);
+    Py_XDECREF(listed);
+    PyBuffer_Release(&keys);
+    return result;
+}
+
+static PyObject *
+KeySet_size(KeySet *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->size);
+}
+
+static PyObject *
+KeySet_nbytes(KeySet *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->table.len + self->blocks * 8 + (Py_ssize_t)self->nwords * 8);
+}
+
+static PyObject *
+KeySet_keys(KeySet *self, void *closure)
+{
+    return Py_NewRef(self->table.obj);
+}
+
+static PyGetSetDef KeySet_getset[] = {
+    {"size", (getter)KeySet_size, NULL, "keys in the set", NULL},
+    {"keys", (getter)KeySet_keys, NULL, "the keys' object, as given", NULL},
+    {"nbytes", (getter)KeySet_nbytes, NULL, "bytes of the keys, the index and the filter", NULL},
+    {NULL},
+};
+
+static PyMethodDef KeySet_methods[] = {
+    {"listed", (PyCFunction)KeySet_listed, METH_O, KeySet_listed_doc},
+    {NULL},
+};
+
+PyDoc_STRVAR(KeySet_doc,
+"KeySet(keys)\n\n"
+"A set of uint64 keys (ascending, each once; the buffer is held, not copied), asked a\n"
+"chunk at a time: dispatcher.sorted_keys' SortedKeys and KeyFilter, in C.");
+
+static PyTypeObject KeySetType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dispatcher._native.KeySet",
+    .tp_basicsize = sizeof(KeySet),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = KeySet_doc,
+    .tp_new = KeySet_new,
+    .tp_dealloc = (destructor)KeySet_dealloc,
+    .tp_methods = KeySet_methods,
+    .tp_getset = KeySet_getset,
+};
+
+PyDoc_STRVAR(empty_doc,
+"empty(size) -> bytearray\n\n"
+"A bytearray of size bytes, not zeroed (bytearray(size) zeroes them): room for a C\n"
+"function to write every byte of (dispatcher.keys.empty).");
+
+static PyObject *
+empty(PyObject *self, PyObject *arg)
+{
+    Py_ssize_t size = PyLong_AsSsize_t(arg);
+    if (size < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "empty: a size >= 0");
+        }
+        return NULL;
+    }
+    return PyByteArray_FromStringAndSize(NULL, size);
+}
+
 /* ---- the packed duplicate record, held in C ------------------------------------------- */
 
 /* dispatcher.dedupe_runs.Runs without numpy: the same sorted runs behind the same
@@ -4305,6 +4651,9 @@ static PyMethodDef methods[] = {
     {"merge_keys", merge_keys, METH_VARARGS, merge_keys_doc},
     {"gather_by_source", gather_by_source, METH_VARARGS, gather_by_source_doc},
     {"take_at", take_at, METH_VARARGS, take_at_doc},
+    {"empty", empty, METH_O, empty_doc},
+    {"sorted_distinct", sorted_distinct, METH_VARARGS, sorted_distinct_doc},
+    {"valid_keys", valid_keys, METH_VARARGS, valid_keys_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -4328,7 +4677,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__native(void)
 {
-    if (PyType_Ready(&RecordType) < 0) {
+    if (PyType_Ready(&RecordType) < 0 || PyType_Ready(&KeySetType) < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&module);
@@ -4336,7 +4685,8 @@ PyInit__native(void)
         return NULL;
     }
     if (PyModule_AddIntConstant(m, "VERSION", VERSION) < 0 ||
-        PyModule_AddObjectRef(m, "Record", (PyObject *)&RecordType) < 0) {
+        PyModule_AddObjectRef(m, "Record", (PyObject *)&RecordType) < 0 ||
+        PyModule_AddObjectRef(m, "KeySet", (PyObject *)&KeySetType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

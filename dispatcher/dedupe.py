@@ -93,8 +93,9 @@ from dispatcher.numbers import number_key
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-#: Keys or lines as packed words: an `array.array` (`dispatcher.keys`) or a numpy array.
-Packed: TypeAlias = "array[int] | npt.NDArray[Any]"
+#: Keys or lines as packed words: `dispatcher.keys.Words` (an `array.array` or a
+#: memoryview of words) or a numpy array.
+Packed: TypeAlias = "array[int] | memoryview | npt.NDArray[Any]"
 
 #: The E.164 digits take the low 50 bits of a key (10^15 < 2^50), the code id the rest.
 NUMBER_BITS: Final = 50
@@ -172,7 +173,7 @@ class Dedupe:
         ``code`` and ``texts`` are one value for every line, or one per line; ``numbers``
         are E.164 strings (as `dispatcher.numbers.normalize` returns them, never None)
         or their keys (`dispatcher.keys.number_keys`, or the numpy twin's
-        `dispatcher.suppress.number_keys`). ``texts`` is not read in ``number`` mode
+        `dispatcher.sorted_keys.number_keys`). ``texts`` is not read in ``number`` mode
         (None is fine there). Lines repeated within the call are answered in order: the
         earliest is the first.
         """
@@ -305,12 +306,12 @@ class ChunkNumbers:
     @property
     def keys(self) -> Packed:
         """Every number's key, 0 for None: packed words by the C part
-        (`dispatcher.keys`), else by its numpy twin (`dispatcher.suppress.number_keys`)."""
+        (`dispatcher.keys`), else by its numpy twin (`dispatcher.sorted_keys.number_keys`)."""
         if self._keys is None:
             if native.core is not None:
                 self._keys = packed_words.number_keys(self.numbers)
             else:
-                from dispatcher.suppress import number_keys
+                from dispatcher.sorted_keys import number_keys
 
                 self._keys = number_keys(self.numbers)
         return self._keys
@@ -322,8 +323,8 @@ class ChunkNumbers:
         if first is None or not len(lines):
             return None
         keys = self.keys
-        if isinstance(keys, array) and isinstance(lines, array):
-            return packed_words.take_at(keys, lines, first)
+        if packed_words.is_words(keys) and packed_words.is_words(lines):
+            return packed_words.take_at(keys, lines, first)  # type: ignore[arg-type]
         import numpy as np
 
         lines = np.asarray(lines)

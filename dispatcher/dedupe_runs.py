@@ -15,7 +15,7 @@ depending on where the job's size falls.
 Each call sorts its lines by key (a stable argsort; the (key, hash) pair only when a key
 repeats in the call) and asks the filter which of the distinct ones it may have seen:
 usually none but the true duplicates and 0.5 to 3.5 % of the others. Only those are
-looked up in every run (`dispatcher.suppress.SortedKeys`: the look-ups descend together,
+looked up in every run (`dispatcher.sorted_keys.SortedKeys`: the look-ups descend together,
 so their cache misses overlap), reading the hashes and lines only where the key is
 found; the new ones are added as one small sorted run. Runs of one level merge four at
 a time into one of the next (a counter in base `FANOUT`): each entry is copied about
@@ -57,7 +57,7 @@ from dispatcher import dedupe, heap, native
 from dispatcher.dedupe import NUMBER_BITS
 from dispatcher.errors import ConfigError
 from dispatcher.keys import is_packed, one_text
-from dispatcher.suppress import FILTER_BLOCK, KeyFilter, SortedKeys, number_keys
+from dispatcher.sorted_keys import FILTER_BLOCK, KeyFilter, SortedKeys, number_keys
 
 if TYPE_CHECKING:
     from dispatcher.dedupe import Packed

@@ -225,10 +225,10 @@ def _lines(entries: list[Entry]) -> Packed:
 def _keys(entries: list[Entry]) -> Packed:
     """The entries' numbers' keys as packed words, where the chunk's do not serve (a
     chunk with a blank line): parsed from the entries by the C part (no list of their
-    numbers made first), else by `dispatcher.suppress.number_keys`."""
+    numbers made first), else by `dispatcher.sorted_keys.number_keys`."""
     if native.core is not None:
         return packed_words.column_keys(entries, 1)
-    from dispatcher.suppress import number_keys
+    from dispatcher.sorted_keys import number_keys
 
     return number_keys(list(map(_to_of, entries)))
 

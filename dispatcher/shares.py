@@ -91,7 +91,7 @@ def shares_of(chunk: Sequence[Recipient | Rejected], count: int) -> npt.NDArray[
     stdin out by (`dispatcher.workers.HandOut`)."""
     import numpy as np
 
-    from dispatcher.suppress import number_keys
+    from dispatcher.sorted_keys import number_keys
 
     raws = [item.to if type(item) is Recipient else "" for item in chunk]
     numbers = normalize_many(raws)  # never strict: a share must not depend on it

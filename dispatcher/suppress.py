@@ -22,23 +22,29 @@ Blank lines are skipped everywhere. Every entry is normalised by the same rule a
 reported with the first few examples (line, text, reason), never fatal. A list file that
 cannot be read is a `ConfigError` naming it (exit 2, before anything is sent).
 
-**Storage: a sorted numpy array of 64-bit integers**, the E.164 digits as a number (at
-most 15 digits, below 2^50): 8 bytes per distinct number (76 MiB for 10 M), plus an
-index of every 64th key (1/8 byte a number; see `SortedKeys`). A chunk of recipients is
-checked in one call: its numbers become integers in one C parse (`number_keys`), and
-all of them descend the array together, so that their cache misses overlap. A
+**Storage: a sorted array of 64-bit integers**, the E.164 digits as a number (at most
+15 digits, below 2^50): 8 bytes per distinct number (76 MiB for 10 M), plus an index of
+every 64th key (1/8 byte a number) and a Bloom filter of 2 bytes a number that tells
+most recipients they are on no list with one word. Where the C part is built it holds
+them (its ``KeySet`` over an ``array('Q')``, the chunk's keys in `dispatcher.keys`'
+words) and numpy is never imported — its import alone was 0.33 G instructions of the
+issue-13 run's 13.1 G; the numpy twin is `dispatcher.sorted_keys` (`NumpySet`). A chunk
+of recipients is checked in one call: its numbers become integers in one C parse, the
+filter rules most of them out, and the rest are looked up through the index. A
 compressed bitmap (``pyroaring.BitMap64``) was measured too: it is 4 times smaller on
 these numbers (2 bytes each: 20 MB for 10 M, as numbers of one country share their high
 bits), but from Python a chunk costs 190 ns a number just to build the bitmap to
 intersect with, 440 ns with the answer per line, and 175 ns per ``in`` one by one. The
 load reads blocks of 1 MiB, with the garbage collector paused (a dict per NDJSON line
 otherwise costs more in collections than in parsing), appends the keys to an array that
-grows in place, and sorts and de-duplicates it in place at the end: the peak is the
-array and one block's Python objects, about 1.4 times the steady size at 10 M. A block
+grows in place, and sorts and de-duplicates it in place at the end (in C by radix with
+a spare array up to 4 Mi keys, beyond that by bytes from the top with none): the peak
+is the array and one block's Python objects. A block
 whose every entry is a plain number (`_plain_keys`: ASCII, an optional ``+`` and 8 to 15
 digits once separators are removed — what lists mostly are) skips the line-by-line
-normalisation: a few vectorised checks over its bytes, which also parse the digits and
-check the country, about 85 ns a number against 300; NDJSON and CSV blocks take it for
+normalisation: one C pass over its bytes, which also parses the digits and checks the
+country (17 ms for 1 M numbers; the numpy twin's vectorised checks about 85 ns a
+number), against 300 ns a number; NDJSON and CSV blocks take it for
 the numbers their extractor found. Any
 other block is read line by line as before. Load times: see the README's
 campaign-safety figures.
@@ -69,20 +75,17 @@ from __future__ import annotations
 import codecs
 import csv
 import gc
-import importlib
 import os
 import re
-import warnings
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-import numpy as np
-import numpy.typing as npt
 import orjson
 
 from dispatcher import heap, native
+from dispatcher import keys as packed_words
 from dispatcher.country_lengths import LENGTHS
 from dispatcher.errors import ConfigError, InputError, InvalidNumber
 from dispatcher.numbers import (
@@ -91,11 +94,11 @@ from dispatcher.numbers import (
     MIN_DIGITS,
     normalize,
     normalize_many,
-    number_key,
 )
 from dispatcher.sources import ByteSource, open_source
 
-_U64 = npt.NDArray[np.uint64]
+if TYPE_CHECKING:
+    from dispatcher.dedupe import Packed
 
 #: Examples kept per file and per kind of problem.
 EXAMPLES: Final = 5
@@ -105,216 +108,6 @@ EXAMPLES: Final = 5
 BLOCK: Final = 1 << 20
 COLUMNS: Final = ("to", "number", "phone")
 _SEPARATORS: Final = (",", ";", "\t")
-_NO_KEYS: Final = np.empty(0, dtype=np.int64)
-_POW10: Final = np.array([10**i for i in range(MAX_DIGITS + 2)], dtype=np.uint64)
-
-
-def number_keys(numbers: Sequence[str | None]) -> _U64:
-    """The E.164 numbers as integers (their digits), 0 for None.
-
-    ``numbers`` are what `dispatcher.numbers.normalize_many` returns. The C part
-    (`dispatcher.native`) parses them in one loop; its twin here parses them by one C
-    call over their join (42 ns a number, against 90 for ``int`` one by one). Anything
-    either does not expect takes the careful path. The keys serve both the opt-out lists
-    and `dispatcher.dedupe`.
-    """
-    if not numbers:
-        return np.empty(0, dtype=np.uint64)
-    if native.core is not None:
-        keys = np.empty(len(numbers), dtype=np.uint64)
-        if native.core.number_keys(numbers, keys):
-            return keys
-        return _careful_keys(numbers)
-    try:
-        text = " ".join(numbers)  # type: ignore[arg-type]
-    except TypeError:  # a None among them
-        text = " ".join([n or "0" for n in numbers])
-    parsed = _parse_ints(text)
-    if len(parsed) != len(numbers) or text.count(" ") != len(numbers) - 1:
-        return _careful_keys(numbers)
-    return parsed.view(np.uint64)
-
-
-def _careful_keys(numbers: Sequence[str | None]) -> _U64:
-    return np.array([number_key(n) for n in numbers], dtype=np.int64).view(np.uint64)
-
-
-def _parse_ints(text: str) -> npt.NDArray[np.int64]:
-    """The integers of ``text`` (separated by whitespace), parsed in C; fewer than its
-    tokens (possibly none) where one is not an integer.
-
-    A string that is not a number ends the parse: a ValueError in numpy 2, a
-    DeprecationWarning and a short result in numpy 1. Either way, and for a string with
-    a space or an empty one (a token too many or too few), the caller counts the
-    tokens and takes a careful path. numpy 2 needs no warnings filter, which costs more
-    than the parse of a small chunk (20 µs a call)."""
-    try:
-        if _NUMPY_WARNS:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return np.fromstring(text, dtype=np.int64, sep=" ")
-        return np.fromstring(text, dtype=np.int64, sep=" ")
-    except ValueError:
-        return _NO_KEYS
-
-
-_NUMPY_WARNS: Final = int(np.__version__.split(".")[0]) < 2
-
-
-#: Keys added to a filter at a time (bounds the temporary arrays).
-FILTER_BLOCK: Final = 1 << 16
-#: Up to this many keys (512 KiB), `SortedKeys` uses ``np.searchsorted`` as it is.
-CACHED_KEYS: Final = 1 << 16
-#: Up to this many queries in order, too (see `SortedKeys.first_at_least`).
-FEW_QUERIES: Final = 1 << 10
-
-
-class SortedKeys:
-    """Sorted uint64 keys, looked up a chunk at a time.
-
-    ``np.searchsorted`` walks each query's binary search alone: about 23 dependent reads
-    in 10 M keys, most of them cache misses when the numbers are real ones (they cluster
-    in a few prefixes, so no path stays cached): 660 ns a look-up measured. Here a
-    sample of every `STEP`-th key (1/64 of the keys: 1.2 MiB at 10 M, in the cache)
-    finds each query's block with ``searchsorted``, then all the queries descend their
-    blocks together, six levels of one vectorised gather each, whose cache misses
-    overlap: 140 ns a look-up on the same numbers and machine (20 at 10 M uniform keys).
-    ``table`` holds the keys and then `STEP` copies of the largest uint64, so that the
-    descent never reads past its end and no key ever matches the padding.
-    """
-
-    STEP: Final = 64
-    PAD: Final = np.iinfo(np.uint64).max
-
-    __slots__ = ("index", "size", "table")
-
-    def __init__(self, table: _U64, size: int) -> None:
-        """``table``: `size` sorted keys, then at least `STEP` times `PAD` (see `empty`)."""
-        self.table = table
-        self.size = size
-        self.index = table[: size : self.STEP].copy()
-
-    @classmethod
-    def empty(cls, size: int) -> _U64:
-        """A table to fill with ``size`` sorted keys (the padding is set)."""
-        table = np.empty(size + cls.STEP, dtype=np.uint64)
-        table[size:] = cls.PAD
-        return table
-
-    def first_at_least(self, queries: _U64) -> npt.NDArray[np.intp]:
-        """Per query, the position of the first key >= it (`size` or more when none).
-
-        A table in the cache, or a few queries (`FEW_QUERIES`), take ``np.searchsorted``
-        as it is. It starts each search from the last one's answer when the queries
-        ascend — as both callers' do: the filter's few positives, in key order — and the
-        descent below costs some 25 numpy calls whatever the count: for 150 queries in
-        order, 4 to 5 µs against 22 to 33 at 1.3 M and 10 M keys; from about 5000
-        queries the descent is cheaper (206 against 371 µs at 1.3 M keys).
-        """
-        if self.size <= CACHED_KEYS or len(queries) <= FEW_QUERIES:
-            return np.searchsorted(self.table[: self.size], queries)
-        step = self.STEP
-        # Block j holds the keys from j * STEP: the answer is after the last key < q,
-        # which is in the block before the first sampled key >= q (or before the start).
-        at = np.searchsorted(self.index, queries)
-        at -= 1
-        at *= step
-        np.maximum(at, -1, out=at)
-        table = self.table
-        step //= 2
-        while step:
-            at += step * (table.take(at + step) < queries)
-            step //= 2
-        at += 1
-        return at
-
-    def contains(self, queries: _U64) -> npt.NDArray[np.bool_]:
-        """Per query (below `PAD`, as every number key is): whether it is a key."""
-        if not self.size:
-            return np.zeros(len(queries), dtype=bool)
-        return self.table[self.first_at_least(queries)] == queries  # type: ignore[no-any-return]
-
-
-class KeyFilter:
-    """A blocked Bloom filter of (key, hash) pairs (or keys alone): most look-ups are of
-    keys that are not there — a new recipient of `dispatcher.dedupe_runs`, a number on
-    no opt-out list — and a key the filter has never seen needs no look-up at all.
-
-    Each pair sets 4 bits of one 64-bit word (a "split block" filter: one cache miss a
-    query). Sized for `capacity` pairs at 8 bits each: at 8 to 16 bits a pair (1 to 2
-    bytes), 3.4 to 0.5 % false positives measured (a false positive only costs the
-    look-up the key would have had anyway); never a false negative.
-    """
-
-    __slots__ = ("capacity", "size", "words")
-
-    def __init__(self, capacity: int) -> None:
-        size = max(64, -(-capacity // 8))  # 8 bits a pair
-        self.capacity = size * 8
-        self.size = np.uint64(size)
-        self.words = np.zeros(size, dtype=np.uint64)
-
-    @property
-    def nbytes(self) -> int:
-        return self.words.nbytes
-
-    def spots(self, keys: _U64, hashes: _U64 | None) -> tuple[_U64, _U64]:
-        """(word, bits) of each pair: a 64-bit mix of both, the word from its top 32 bits
-        (scaled to the size by a multiply), 4 bit positions from its low 24 (the numpy
-        twin of the C part's, `dispatcher.native`)."""
-        mixed = keys * _MIX1
-        if hashes is not None:
-            mixed ^= hashes
-        mixed ^= mixed >> _S32
-        mixed *= _MIX2
-        mixed ^= mixed >> _S29
-        bits = _ONE << (mixed & _LOW6)
-        for shift in _BIT_SHIFTS:
-            bits |= _ONE << ((mixed >> shift) & _LOW6)
-        return ((mixed >> _S32) * self.size) >> _S32, bits
-
-    def maybe(self, keys: _U64, hashes: _U64 | None) -> npt.NDArray[np.intp]:
-        """The positions of the pairs that may have been added (the others certainly
-        were not)."""
-        if native.core is not None:
-            found = native.core.filter_maybe(self.words, keys, hashes)
-            return np.frombuffer(found, dtype=np.int64)
-        word, bits = self.spots(keys, hashes)
-        return np.flatnonzero((self.words.take(word) & bits) == bits)
-
-    def maybe_add(self, keys: _U64, hashes: _U64 | None) -> npt.NDArray[np.intp]:
-        """`maybe`, then `add` of every pair: a record that adds each pair it asks about
-        (a pair it has is in the filter already) probes and sets one word a pair in one
-        pass. In C, a pair whose bits an earlier one of the call set is among the
-        positions too (a false positive more, which only costs its look-up)."""
-        if native.core is not None:
-            found = native.core.filter_maybe_add(self.words, keys, hashes)
-            return np.frombuffer(found, dtype=np.int64)
-        asked = self.maybe(keys, hashes)
-        self.add(keys, hashes)
-        return asked
-
-    def add(self, keys: _U64, hashes: _U64 | None, at: npt.NDArray[np.intp] | None = None) -> None:
-        """Add the pairs (those at positions ``at`` only, when given)."""
-        if native.core is not None:  # positions as int64, whatever intp is here
-            native.core.filter_add(
-                self.words, keys, hashes, None if at is None else at.astype(np.int64, copy=False)
-            )
-            return
-        if at is not None:
-            keys = keys.take(at)
-            hashes = hashes.take(at) if hashes is not None else None
-        word, bits = self.spots(keys, hashes)
-        np.bitwise_or.at(self.words, word, bits)
-
-
-_MIX1: Final = np.uint64(0x9E3779B97F4A7C15)
-_MIX2: Final = np.uint64(0xBF58476D1CE4E5B9)
-_S32: Final = np.uint64(32)
-_S29: Final = np.uint64(29)
-_LOW6: Final = np.uint64(63)
-_ONE: Final = np.uint64(1)
-_BIT_SHIFTS: Final = (np.uint64(6), np.uint64(12), np.uint64(18))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -345,27 +138,29 @@ class ListStats:
 
 
 class SuppressionList:
-    """A set of E.164 numbers, checked a chunk at a time."""
+    """A set of E.164 numbers, checked a chunk at a time: the C part's ``KeySet`` over
+    `array.array` keys where it is built (no numpy), else its numpy twin
+    (`dispatcher.sorted_keys.NumpySet`)."""
 
-    __slots__ = ("_filter", "_keys", "stats")
+    __slots__ = ("_set", "stats")
 
-    def __init__(self, keys: _U64, stats: Sequence[ListStats] = ()) -> None:
-        """``keys``: sorted distinct `number_keys`; `load` and `from_numbers` build them."""
-        size = len(keys)
-        keys.resize(size + SortedKeys.STEP, refcheck=False)  # in place for a big array
-        keys[size:] = SortedKeys.PAD
-        self._keys = SortedKeys(keys, size)
-        # 16 bits a number: most recipients are on no list, and are told so by one word.
-        self._filter = KeyFilter(2 * size)
-        for start in range(0, size, FILTER_BLOCK):
-            self._filter.add(keys[start : min(start + FILTER_BLOCK, size)], None)
+    def __init__(self, keys: Packed, stats: Sequence[ListStats] = ()) -> None:
+        """``keys``: sorted distinct number keys (`load` and `from_numbers` build them):
+        packed words for the C part's set (held, not copied), a numpy array for the
+        twin's (padded in place)."""
+        if native.core is not None:
+            self._set: _KeySet = native.core.KeySet(keys)
+        else:
+            from dispatcher.sorted_keys import NumpySet
+
+            self._set = NumpySet(keys)  # type: ignore[arg-type]
         self.stats = tuple(stats)
 
     @classmethod
     def load(cls, paths: Sequence[str | os.PathLike[str]]) -> SuppressionList:
         """Read every list file; raise `ConfigError` naming a file that cannot be read."""
         heap.settle()  # the blocks' arrays reuse the heap (`dispatcher.heap`)
-        keys = _Growing()
+        keys = _new_keys()
         # Parsing NDJSON makes a dict per line, and the collector's passes over them cost
         # more than the parse itself (1.8 s against 0.7 s per million `dispatcher gen`
         # lines); nothing made here is part of a reference cycle.
@@ -376,24 +171,30 @@ class SuppressionList:
         finally:
             if collecting:
                 gc.enable()
-        optout = cls(_sorted_distinct(keys.take()), stats)
+        optout = cls(_sorted_distinct(keys), stats)
         heap.release()  # what the blocks held, kept by the heap since `settle`
         return optout
 
     @classmethod
     def from_numbers(cls, numbers: Sequence[str]) -> SuppressionList:
         """A list of the given raw numbers (normalised here; unparseable ones dropped)."""
-        keys = number_keys(normalize_many(numbers))
-        return cls(_sorted_distinct(keys[keys != 0].copy()))
+        keys = _number_keys(normalize_many(numbers))
+        return cls(_sorted_distinct(_packed([key for key in keys if key])))
 
     def __len__(self) -> int:
         """Distinct numbers over all the files."""
-        return self._keys.size
+        return int(self._set.size)
 
     @property
     def nbytes(self) -> int:
         """Bytes of the keys (8 a number), their index (1/8 byte a number) and filter (2)."""
-        return int(self._keys.table.nbytes + self._keys.index.nbytes + self._filter.nbytes)
+        return int(self._set.nbytes)
+
+    @property
+    def keys(self) -> Packed:
+        """The listed numbers' keys, ascending (the set's own: not to be changed)."""
+        keys: Packed = self._set.keys
+        return keys
 
     def __contains__(self, number: object) -> bool:
         """Whether ``number`` (any layout `normalize` accepts) is listed."""
@@ -403,153 +204,159 @@ class SuppressionList:
             e164 = normalize(number)
         except InvalidNumber:
             return False
-        return bool(self.contains_keys(number_keys([e164]))[0])
+        return bool(self.listed([e164]))
 
     def contains_many(self, numbers: Sequence[str | None]) -> list[bool]:
         """Per number (E.164 as `normalize_many` returns, or None): whether it is listed."""
-        return self.contains_keys(number_keys(numbers)).tolist()  # type: ignore[no-any-return]
+        found = [False] * len(numbers)
+        for position in self.listed(numbers):
+            found[position] = True
+        return found
 
     def listed(self, numbers: Sequence[str | None]) -> list[int]:
         """The positions of the listed numbers among ``numbers`` (as for `contains_many`)."""
-        return self.listed_keys(number_keys(numbers))
+        return self.listed_keys(_number_keys(numbers))
 
-    def listed_keys(self, keys: _U64 | array[int]) -> list[int]:
-        """The positions of the listed keys among ``keys`` (`number_keys`, or
-        `dispatcher.keys.number_keys`; 0 for none)."""
-        if isinstance(keys, array):
-            keys = np.frombuffer(keys, dtype=np.uint64)
-        return self._listed(keys).tolist()  # type: ignore[no-any-return]
-
-    def contains_keys(self, keys: _U64) -> npt.NDArray[np.bool_]:
-        """Per key of `number_keys` (0 is never listed): whether it is listed."""
-        found = np.zeros(len(keys), dtype=bool)
-        found[self._listed(keys)] = True
-        return found
-
-    def _listed(self, keys: _U64) -> npt.NDArray[np.intp]:
-        """The positions of the listed keys, ascending."""
-        maybe = self._filter.maybe(keys, None)
-        if not len(maybe):
-            return maybe
-        asked = keys.take(maybe)
-        # Sorted, the queries of one block read its keys one after another.
-        order = np.argsort(asked, kind="stable")  # 12 ns a key here, the default kind 45
-        listed = maybe.take(order)[self._keys.contains(asked.take(order))]
-        listed.sort()
-        return listed
+    def listed_keys(self, keys: Packed) -> list[int]:
+        """The positions of the listed keys among ``keys`` (number keys, 0 for none:
+        `dispatcher.keys.number_keys`, or the twin's
+        `dispatcher.sorted_keys.number_keys`), ascending."""
+        if not len(keys):
+            return []
+        return self._set.listed(keys)
 
 
-class _Growing:
-    """An append-only uint64 array that grows in place (realloc: no copy of big arrays)."""
+class _KeySet(Protocol):
+    """What `SuppressionList` holds: the C part's ``KeySet`` or `NumpySet`."""
 
-    def __init__(self) -> None:
-        self._data = np.empty(1 << 16, dtype=np.uint64)
-        self._size = 0
+    @property
+    def size(self) -> int: ...
 
-    def extend(self, values: _U64) -> None:
-        end = self._size + len(values)
-        if end > len(self._data):
-            self._data.resize(max(end, len(self._data) * 3 // 2), refcheck=False)
-        self._data[self._size : end] = values
-        self._size = end
+    @property
+    def nbytes(self) -> int: ...
 
-    def take(self) -> _U64:
-        data, self._data = self._data, np.empty(0, dtype=np.uint64)
-        data.resize(self._size, refcheck=False)
-        return data
+    @property
+    def keys(self) -> Any: ...
+
+    def listed(self, keys: Any, /) -> list[int]: ...
 
 
-def _sorted_distinct(keys: _U64) -> _U64:
-    """``keys`` sorted with repeats removed, in place (``np.unique`` sorts a copy, and in
-    numpy 2.4 took 25 s on 10 M sorted integers).
+class _Keys(Protocol):
+    """The keys a load gathers (an ``array('Q')``, or the twin's `Growing`)."""
 
-    A list kept in order (an export sorted by number, or files each sorted) is sorted
-    by merging its runs (timsort, ``kind="stable"``): 0.3 ms for 1 M sorted keys, 2.6
-    for 100 sorted blocks, against 48 to 52 for the default quicksort, which is 15 %
-    faster on keys in no order (51 against 61 ms). Counting the descents that tell
-    them apart takes 0.3 ms. Where numpy's quicksort is the slow one of `_sort_rows_first`,
-    keys in no order (up to `ROWS_MERGED`) are sorted in rows first."""
-    size = len(keys)
-    if size < 2:
-        return keys
-    descents = np.count_nonzero(keys[1:] < keys[:-1])
-    if descents * 64 < size:
-        keys.sort(kind="stable")
-    elif native.core is not None and size <= ROWS_MERGED:
-        native.core.sort_keys(keys)  # radix: 1 M keys 16.5 against 49-56 ms (rows first)
-    elif 2 * ROW <= size <= ROWS_MERGED and _sort_rows_first():
-        whole = size - size % ROW
-        keys[:whole].reshape(-1, ROW).sort(axis=1)
-        keys[whole:].sort()
-        keys.sort(kind="stable")
-    else:
-        keys.sort()
-    kept = 1
-    step = 1 << 20
-    for start in range(1, size, step):
-        block = keys[start : start + step]
-        new = block != keys[start - 1 : start - 1 + len(block)]
-        values = block[new]  # a copy, taken before anything is written over the block
-        keys[kept : kept + len(values)] = values
-        kept += len(values)
-    keys.resize(kept, refcheck=False)
-    return keys
+    def extend(self, values: Any, /) -> None: ...
 
 
-#: Keys a row, when sorted in rows first (`_sort_rows_first`).
-ROW: Final = 256
-#: At most this many keys are sorted in rows first: timsort's merge takes a buffer of
-#: half the keys (16 MiB here), which at 10 M keys raised the load's peak from 109 to
-#: 137 MiB added, for 0.16 s of its 2.3.
-ROWS_MERGED: Final = 1 << 22
-_rows_first: bool | None = None
+# --- the C part or its numpy twin ------------------------------------------------------
+# Each helper below takes the C part's path where it is built (packed words, no numpy)
+# and imports the numpy twin (`dispatcher.sorted_keys`) only where it is not.
 
 
-def _sort_rows_first() -> bool:
-    """Whether numpy sorts with AVX-512 on an AMD Zen 4: its quicksort (x86-simd-sort)
-    then partitions with a compress-store that Zen 4 runs as microcode, 55 ns a key at
-    1 M keys where its AVX2 version takes 12 to 16, but it sorts arrays of up to 256
-    keys with sorting networks, no partition: 2.5 ns a key. There, rows of `ROW` keys
-    each sorted and then merged by timsort take 44 against 54 ms for 1 M keys in no
-    order (min of 7, alternated, at load 1.5; 0.65 against 0.81 s for 10 M, but see
-    `ROWS_MERGED`); elsewhere the merge would cost 3 times the quicksort. Zen 4 is
-    AMD's family 25 with AVX-512 (Zen 3, the same family, has none; Zen 5, family 26,
-    compresses fast)."""
-    global _rows_first
-    if _rows_first is None:
-        _rows_first = _numpy_sorts_with_avx512() and _amd_family() == 25
-    return _rows_first
+def _new_keys() -> _Keys:
+    if native.core is not None:
+        return array("Q")  # grows in place (realloc), extended a block at a time
+    from dispatcher.sorted_keys import Growing
+
+    return Growing()
 
 
-def _numpy_sorts_with_avx512() -> bool:
-    """Whether numpy dispatches to its AVX-512 (Skylake-X) loops: not where the CPU lacks
-    them, nor when NPY_DISABLE_CPU_FEATURES turned them off."""
-    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):
-        try:  # numpy 2, then numpy 1
-            features = importlib.import_module(module).__cpu_features__
-        except (ImportError, AttributeError):
-            continue
-        return bool(features.get("AVX512_SKX"))
-    return False  # pragma: no cover - a numpy without the table
+def _append(keys: _Keys, block_keys: Packed) -> None:
+    """Add a block's keys to those the load gathers: the C part's words by their bytes
+    (an array's extend by anything but an array goes an item at a time, and its
+    frombytes takes no array)."""
+    if isinstance(block_keys, memoryview):  # read as its bytes ("B")
+        keys.frombytes(block_keys.cast("B"))  # type: ignore[attr-defined]
+    else:  # an array of the same type (copied whole), or the twin's numpy array
+        keys.extend(block_keys)
 
 
-def _amd_family(cpuinfo: str = "/proc/cpuinfo") -> int | None:
-    """The CPU family of an AMD processor (Linux), else None."""
-    try:
-        with open(cpuinfo, encoding="ascii", errors="replace") as f:
-            head = f.read(4096)
-    except OSError:
+def _sorted_distinct(keys: Any) -> Packed:
+    """The gathered keys sorted, their repeats removed, in place."""
+    if native.core is not None:
+        words: array[int] = keys if isinstance(keys, array) else array("Q", keys)
+        del words[native.core.sorted_distinct(words) :]
+        return words
+    from dispatcher import sorted_keys
+
+    return sorted_keys.sorted_distinct(
+        keys.take() if isinstance(keys, sorted_keys.Growing) else keys
+    )
+
+
+def _number_keys(numbers: Sequence[str | None]) -> Packed:
+    if native.core is not None:
+        return packed_words.number_keys(numbers)
+    from dispatcher.sorted_keys import number_keys
+
+    return number_keys(numbers)
+
+
+def _packed(keys: list[int]) -> Packed:
+    if native.core is not None:
+        return array("Q", keys)
+    import numpy as np
+
+    return np.array(keys, dtype=np.uint64)
+
+
+def _plain_keys(text: str) -> tuple[Packed, Packed | bytearray] | None:
+    """The keys of ``text``'s lines when every line is a number as `normalize` takes it
+    (ASCII; its separators removed, an optional ``+`` and 8 to 15 digits, the first not
+    0) — the usual block of a list — and per key whether it can be an international
+    number (1 or 0, or True or False); else None, and the careful path decides line by
+    line. The C part reads the text in one pass (1 M numbers in 17 against 43-59 ms for
+    the twin, `dispatcher.sorted_keys.plain_keys`, whose docstring has the rest)."""
+    if not text or not text.isascii():
         return None
-    if "AuthenticAMD" not in head:
+    if native.core is None:
+        from dispatcher.sorted_keys import plain_keys
+
+        return plain_keys(text)
+    room = (len(text) + 1) // (MIN_DIGITS + 1) + 1  # each line has 8 digits and a newline
+    keys = packed_words.empty(room)
+    valid = bytearray(room)
+    count = native.core.plain_keys(
+        text, ASCII_SEPARATORS, country_table(), MIN_DIGITS, MAX_DIGITS, keys, valid
+    )
+    if count is None:
         return None
-    found = re.search(r"^cpu family\s*:\s*([0-9]+)", head, re.MULTILINE)
-    return int(found[1]) if found else None
+    del valid[count:]
+    return keys[:count], valid
+
+
+def _international(keys: Packed) -> Packed | bytearray:
+    """Per key: whether some country code starts it with a national length it allows."""
+    if native.core is None:
+        from dispatcher.sorted_keys import international
+
+        return international(keys)  # type: ignore[arg-type]
+    valid = bytearray(len(keys))
+    native.core.valid_keys(keys, country_table(), MIN_DIGITS, MAX_DIGITS, valid)
+    return valid
+
+
+def _not_valid_at(valid: Packed | bytearray) -> tuple[int, list[int]]:
+    """How many keys are not valid (`_international`), and the first `EXAMPLES` of their
+    positions."""
+    if isinstance(valid, bytearray):  # counted without an int a byte
+        count = valid.count(0)
+        positions: list[int] = []
+        at = 0
+        while len(positions) < min(count, EXAMPLES):
+            at = valid.index(0, at)
+            positions.append(at)
+            at += 1
+        return count, positions
+    import numpy as np
+
+    bad = np.flatnonzero(~np.asarray(valid))
+    return len(bad), bad[:EXAMPLES].tolist()
 
 
 # --- reading a list file ---------------------------------------------------------------
 
 
-def _load_file(path: str, keys: _Growing) -> ListStats:
+def _load_file(path: str, keys: _Keys) -> ListStats:
     stats = ListStats(path=path)
     try:
         source = open_source(path, BLOCK)
@@ -757,7 +564,7 @@ def _detect(path: str, text: str) -> tuple[_Extractor | None, int]:
 
 
 def _load_block(
-    text: str, first_line: int, skip: int, extract: _Extractor, stats: ListStats, keys: _Growing
+    text: str, first_line: int, skip: int, extract: _Extractor, stats: ListStats, keys: _Keys
 ) -> int:
     """Add the keys of ``text`` (whose first line is numbered ``first_line``; ``skip``
     lines of it are not entries) to ``keys``; return how many lines it has."""
@@ -771,11 +578,11 @@ def _load_block(
         block_keys, international = plain_keys
         stats.entries += len(block_keys)
         stats.numbers += len(block_keys)
-        keys.extend(block_keys)
-        bad = np.flatnonzero(~international)
-        if len(bad):
+        _append(keys, block_keys)
+        count, bad = _not_valid_at(international)
+        if count:
             raws = text.split("\n") if raws is None else raws
-            _not_valid(bad, block_keys, raws, None, first_line, stats)
+            _not_valid(count, bad, block_keys, raws, None, first_line, stats)
         # A key a line when the text is the list (the same count as its newlines + 1).
         return len(block_keys) if plain else text.count("\n") + 1
     if raws is None:
@@ -797,167 +604,36 @@ def _load_block(
                     Problem(line=first_line + i, text=_excerpt(line), reason=extract.reason(line))
                 )
     stats.entries += entries
-    block_keys = number_keys(numbers)
-    valid = block_keys != 0
+    block_keys = _number_keys(numbers)
+    positions: list[int] | None = None
     if lines is not None:  # some failed: keep the positions for the examples below
-        positions = np.flatnonzero(valid)
-        block_keys = block_keys[positions]
-    else:
-        positions = None
+        positions = [i for i, key in enumerate(block_keys) if key]
+        block_keys = _packed([block_keys[i] for i in positions])
     stats.numbers += len(block_keys)
-    keys.extend(block_keys)
-    bad = np.flatnonzero(~_international(block_keys))
-    _not_valid(bad, block_keys, raws, positions, first_line, stats)
+    _append(keys, block_keys)
+    count, bad = _not_valid_at(_international(block_keys))
+    _not_valid(count, bad, block_keys, raws, positions, first_line, stats)
     return text.count("\n") + 1
 
 
 def _not_valid(
-    bad: npt.NDArray[np.intp],
-    block_keys: _U64,
+    count: int,
+    bad: list[int],
+    block_keys: Packed,
     raws: list[str],
-    positions: npt.NDArray[np.intp] | None,
+    positions: list[int] | None,
     first_line: int,
     stats: ListStats,
 ) -> None:
-    """Count the keys at ``bad`` as not valid, with examples (``positions``: of each key
-    among ``raws``, when not the same)."""
-    stats.not_valid += len(bad)
-    for i in bad[: EXAMPLES - len(stats.not_valid_examples)].tolist():
-        at = int(positions[i]) if positions is not None else i
+    """Count ``count`` keys as not valid, with examples of those at ``bad``
+    (``positions``: of each key among ``raws``, when not the same)."""
+    stats.not_valid += count
+    for i in bad[: EXAMPLES - len(stats.not_valid_examples)]:
+        at = positions[i] if positions is not None else i
         number = f"+{int(block_keys[i])}"
         stats.not_valid_examples.append(
             Problem(line=first_line + at, text=_excerpt(raws[at]), reason=_why_not_valid(number))
         )
-
-
-#: The bytes of a block of plain numbers: digits, + and newline.
-_PLAIN_BYTES: Final = b"0123456789+\n"
-
-
-def _plain_keys(text: str) -> tuple[_U64, npt.NDArray[np.bool_]] | None:
-    """The keys of ``text``'s lines when every line is a number as `normalize` takes it
-    (ASCII; its separators removed, an optional ``+`` and 8 to 15 digits, the first not
-    0) — the usual block of a list — and per key whether it can be an international
-    number (`_international`); else None, and the careful path decides line by line.
-
-    The checks are a few vectorised passes over the bytes and the line starts (a block
-    without separators is not copied to remove them), the digits are parsed where the
-    checks found them (`_digits_value`), and the country check reads each number's
-    length and first three digits there too: 84 against 101 ms for 1 M numbers with
-    the country check (min of 15, alternated in one process at load 1.7) when it took
-    a C parse of the text and a division a key; against 300 ns a number for
-    `normalize_many` and `number_keys` on the lines. Telling a block of digits, pluses
-    and newlines by numpy compares and counts rather than ``bytes.translate`` and
-    ``bytes.count`` took that to 33-35 against 42-55 ms (min of 15, alternated)."""
-    if not text or not text.isascii():
-        return None
-    if native.core is not None:
-        return _plain_keys_in_c(text)
-    data = text.encode()
-    octets = np.frombuffer(data, dtype=np.uint8)
-    pluses = np.count_nonzero(octets == _PLUS)
-    # Bytes that are not digits (``x - 48`` wraps below 0) but newlines and pluses: none
-    # in the usual block, told by numpy compares and counts (cheaper than a `translate`).
-    other = octets - _ZERO
-    other = np.greater(other, 9, out=other.view(bool))
-    if np.count_nonzero(other) != np.count_nonzero(octets == _NEWLINE) + pluses:
-        if data.translate(None, _PLAIN_BYTES).translate(None, ASCII_SEPARATORS):
-            return None
-        data = data.translate(None, ASCII_SEPARATORS)
-        if not data:
-            return None
-        octets = np.frombuffer(data, dtype=np.uint8)
-        pluses = np.count_nonzero(octets == _PLUS)
-    ends = np.flatnonzero(octets == _NEWLINE)
-    if data.endswith(b"\n"):  # an empty last line
-        return None
-    starts = np.empty(len(ends) + 1, dtype=np.intp)
-    starts[0] = 0
-    starts[1:] = ends + 1
-    ends = np.append(ends, len(octets))
-    # A + only at the start of a line (a line starts with one + at most, so every + is
-    # at a line start when they are as many), and the digits after it.
-    leading = octets[starts] == _PLUS
-    if pluses != np.count_nonzero(leading):
-        return None
-    first = starts + leading
-    digits = ends - first
-    if digits.min() < MIN_DIGITS or digits.max() > MAX_DIGITS:
-        return None
-    lead = octets[first]
-    if (lead == _ZERO).any():
-        return None
-    keys = _digits_value(data, ends, digits)
-    # The first three digits (every number has 8 or more) index the country table.
-    prefix = lead.astype(np.intp)
-    for offset in (1, 2):
-        prefix *= 10
-        prefix += octets[first + offset]
-    prefix -= _ZERO * 111
-    return keys, _country_table()[digits, prefix]
-
-
-def _plain_keys_in_c(text: str) -> tuple[_U64, npt.NDArray[np.bool_]] | None:
-    """`_plain_keys` by the C part (`dispatcher.native`), one pass over the text: 1 M
-    numbers in 17 against 43-59 ms (in process, CI on the other core)."""
-    assert native.core is not None
-    room = (len(text) + 1) // (MIN_DIGITS + 1) + 1  # each line has 8 digits and a newline
-    keys = np.empty(room, dtype=np.uint64)
-    valid = np.empty(room, dtype=bool)
-    table = _country_table()
-    count = native.core.plain_keys(
-        text, ASCII_SEPARATORS, table, MIN_DIGITS, MAX_DIGITS, keys, valid
-    )
-    if count is None:
-        return None
-    return keys[:count], valid[:count]
-
-
-def _digits_value(data: bytes, ends: npt.NDArray[np.intp], digits: npt.NDArray[np.intp]) -> _U64:
-    """The value of the ``digits[i]`` digits (8 to 15) that end before ``ends[i]`` in
-    ``data``: two 8-byte words a number (its last 8 digits, and the 8 bytes before them
-    with those that are not its digits zeroed), each turned into its value by three
-    multiply-and-shift steps on all its bytes at once (SWAR): a list's load took 128
-    against 137 ms at 1 M numbers with ``np.fromstring`` over the text instead (min of
-    6, alternated)."""
-    padded = bytes(8) + data  # so that the word before a first line's last 8 digits exists
-    words = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
-    low = _eight_digits(words[ends])  # the word of padded[end : end + 8], data[end - 8 : end]
-    high = words[ends - 8]
-    high &= _HIGH_DIGITS[digits]
-    value = _eight_digits(high)
-    value *= _E8
-    value += low
-    return value
-
-
-def _eight_digits(words: _U64) -> _U64:
-    """The value of each word's 8 ASCII digits (the first in the lowest byte; a zero byte
-    reads as a 0), in place."""
-    for mask, multiplier, shift in _SWAR:
-        words &= mask
-        words *= multiplier
-        words >>= shift
-    return words
-
-
-_SWAR: Final = (
-    (np.uint64(0x0F0F0F0F0F0F0F0F), np.uint64(10 << 8 | 1), np.uint64(8)),
-    (np.uint64(0x00FF00FF00FF00FF), np.uint64(100 << 16 | 1), np.uint64(16)),
-    (np.uint64(0x0000FFFF0000FFFF), np.uint64(10000 << 32 | 1), np.uint64(32)),
-)
-_E8: Final = np.uint64(10**8)
-#: Per digit count (8 to 15): the bytes of the word before the last 8 digits that are
-#: digits of the number (its top ``count - 8`` bytes).
-_HIGH_DIGITS: Final = np.array(
-    [((1 << 64) - 1) ^ ((1 << 8 * (16 - n)) - 1) if n > 8 else 0 for n in range(MAX_DIGITS + 1)],
-    dtype=np.uint64,
-)
-
-
-_NEWLINE: Final = ord("\n")
-_PLUS: Final = ord("+")
-_ZERO: Final = ord("0")
 
 
 def _excerpt(line: str) -> str:
@@ -966,10 +642,6 @@ def _excerpt(line: str) -> str:
 
 
 # --- the country check -----------------------------------------------------------------
-
-#: Indexed by a number's digit count and its first three digits: whether a country code
-#: starts it with a national length it allows (`_country_table`).
-_table: npt.NDArray[np.bool_] | None = None
 
 
 def country_lengths() -> dict[int, frozenset[int]]:
@@ -981,32 +653,26 @@ def country_lengths() -> dict[int, frozenset[int]]:
     }
 
 
-def _country_table() -> npt.NDArray[np.bool_]:
-    """[digits, first three digits] → valid for some country (16 KB, made once: the codes
-    are a prefix code, so the first three digits name at most one)."""
+_table: bytes | None = None
+
+
+def country_table() -> bytes:
+    """[digit count * 1000 + first three digits] → 1 where a country code starts such a
+    number with a national length it allows (16 KB, made once: the codes are a prefix
+    code, so the first three digits name at most one)."""
     global _table
     if _table is None:
-        table = np.zeros((MAX_DIGITS + 1, 1000), dtype=bool)
+        table = bytearray((MAX_DIGITS + 1) * 1000)
         for code, lengths in LENGTHS.items():
             size = len(str(code))
             low = code * 10 ** (3 - size)
             high = (code + 1) * 10 ** (3 - size)
             for national in range(MAX_DIGITS + 1 - size):
                 if lengths >> national & 1:
-                    table[size + national, low:high] = True
-        _table = table
+                    start = (size + national) * 1000
+                    table[start + low : start + high] = b"\x01" * (high - low)
+        _table = bytes(table)
     return _table
-
-
-def _international(keys: _U64) -> npt.NDArray[np.bool_]:
-    """Per key: whether some country code starts it with a national length it allows.
-
-    One uint64 division a key (its first three digits; the keys have 8 to 15), then one
-    look-up in `_country_table` by the digit count and those three digits (what
-    `_plain_keys` reads from the bytes instead, for the blocks it takes)."""
-    digits = np.searchsorted(_POW10, keys, side="right")
-    prefix = keys // _POW10[digits - 3]  # the first three digits
-    return _country_table()[digits, prefix.astype(np.intp)]
 
 
 def _why_not_valid(number: str | None) -> str:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from dispatcher import dedupe_runs, native, policy
 from dispatcher.dedupe_runs import _Run, _text_hashes
 from dispatcher.models import Encoding, Entry
-from dispatcher.suppress import KeyFilter, SortedKeys, _careful_keys, number_keys
+from dispatcher.sorted_keys import KeyFilter, SortedKeys, _careful_keys, number_keys
 from tests.support.native import built, twins
 
 _U64 = np.uint64
