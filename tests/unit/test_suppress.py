@@ -10,6 +10,7 @@ import gc
 import gzip
 import io
 import re
+from array import array
 from pathlib import Path
 from unittest import mock
 
@@ -23,7 +24,7 @@ from dispatcher import country_lengths, native, sorted_keys, suppress
 from dispatcher.errors import ConfigError
 from dispatcher.sorted_keys import SortedKeys, number_keys
 from dispatcher.suppress import ListStats, Problem, SuppressionList
-from tests.support.native import twins
+from tests.support.native import built, twins
 
 # Valid E.164 numbers (after normalisation) of a few countries, with the right lengths.
 MX = "+525512345678"
@@ -571,3 +572,21 @@ def test_stored_country_table_is_the_installed_phonenumbers_one() -> None:
     derived = country_lengths.derive()
     new_table = "\n".join(f"    {code}: 0x{mask:X}," for code, mask in sorted(derived.items()))
     assert derived == country_lengths.LENGTHS, f"paste into LENGTHS:\n{new_table}"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 3000), st.sampled_from([10**11, 2**50, 2**64 - 1]))
+def test_the_key_set_in_c_answers_as_a_set(seed: int, size: int, top: int) -> None:
+    # The C part's KeySet against a Python set, asked 100 times as many keys as it holds
+    # (at least 20 000): its filter's false positives — a few in a thousand at 16 bits a
+    # key — are each looked up and refused, and every listed key is found.
+    rng = np.random.default_rng(seed)
+    listed = np.unique(rng.integers(1, top, size=size, dtype=np.uint64, endpoint=True))
+    held = built().KeySet(array("Q", listed.tobytes()))
+    asked = rng.integers(1, top, size=max(20_000, 100 * size), dtype=np.uint64, endpoint=True)
+    asked[: len(listed)] = listed
+    rng.shuffle(asked)
+    members = set(listed.tolist())
+    got = held.listed(array("Q", asked.tobytes()))
+    assert got == [i for i, key in enumerate(asked.tolist()) if key in members]
+    assert held.size == len(listed)
