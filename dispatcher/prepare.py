@@ -227,7 +227,9 @@ class Preparer:
     ) -> list[int]:
         """The chunk's invalid numbers ``INVALID_NUMBER``, all at once (`refusal`'s
         reasons, `Outputs.invalid_many`'s lines: ~1 against ~4 µs a line one by one);
-        the other special positions."""
+        the other special positions, without the opted-out lines (answered already: a
+        call of `_one` each had cost ~1 µs, 2 % of the issue-13 run's lines)."""
+        answered = [position for position in specials if chunk[position] is _ANSWERED]
         refused = [
             position
             for position in specials
@@ -235,19 +237,23 @@ class Preparer:
             and type(chunk[position]) is Recipient
             and chunk[position] is not _ANSWERED
         ]
-        if not refused:
+        if refused:
+            items = cast("list[Recipient]", [chunk[position] for position in refused])
+            tos = [item.to for item in items]
+            reasons = list(map(refusal, tos))
+            if None in reasons:  # pragma: no cover - normalize_many and refusal disagree
+                return specials  # a bug: `_unsendable` says which number
+            sink.invalid_many(
+                [item.line for item in items],
+                tos,
+                cast("list[str]", reasons),
+                [i.ref for i in items],
+            )
+        elif not answered:
             return specials
-        items = cast("list[Recipient]", [chunk[position] for position in refused])
-        tos = [item.to for item in items]
-        reasons = list(map(refusal, tos))
-        if None in reasons:  # pragma: no cover - normalize_many and refusal disagree: a bug
-            return specials  # `_unsendable` says which number
-        sink.invalid_many(
-            [item.line for item in items], tos, cast("list[str]", reasons), [i.ref for i in items]
-        )
-        if len(refused) == len(specials):
+        if len(refused) + len(answered) == len(specials):
             return []
-        gone = set(refused)
+        gone = set(refused).union(answered)
         return [position for position in specials if position not in gone]
 
     def _plain_in_c(
