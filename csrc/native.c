@@ -482,12 +482,10 @@ mix_word(uint64_t mixed, uint64_t size)
 #endif
 
 /* The pairs' mixes AHEAD items ahead of the one read, their words prefetched: each pair
- * is mixed once (a ring of the next AHEAD mixes), and the cache misses overlap. Items
- * are keys[at[j]] (at: positions) or keys[j] (at NULL). */
+ * is mixed once (a ring of the next AHEAD mixes), and the cache misses overlap. */
 typedef struct {
     uint64_t ring[AHEAD];
     const uint64_t *table, *key, *hash;
-    const int64_t *at;
     uint64_t size;
     Py_ssize_t count;
     int write;
@@ -496,8 +494,7 @@ typedef struct {
 static inline uint64_t
 ahead_mix(const Ahead *a, Py_ssize_t j)
 {
-    Py_ssize_t i = a->at != NULL ? (Py_ssize_t)a->at[j] : j;
-    uint64_t mixed = mix(a->key[i], a->hash != NULL ? a->hash[i] : 0);
+    uint64_t mixed = mix(a->key[j], a->hash != NULL ? a->hash[j] : 0);
     if (a->write) {
         PREFETCH(&a->table[mix_word(mixed, a->size)], 1);
     }
@@ -509,9 +506,9 @@ ahead_mix(const Ahead *a, Py_ssize_t j)
 
 static inline void
 ahead_start(Ahead *a, const uint64_t *table, uint64_t size, const uint64_t *key,
-            const uint64_t *hash, const int64_t *at, Py_ssize_t count, int write)
+            const uint64_t *hash, Py_ssize_t count, int write)
 {
-    a->table = table, a->size = size, a->key = key, a->hash = hash, a->at = at;
+    a->table = table, a->size = size, a->key = key, a->hash = hash;
     a->count = count, a->write = write;
     for (Py_ssize_t j = 0; j < AHEAD && j < count; j++) {
         a->ring[j] = ahead_mix(a, j);
@@ -589,7 +586,7 @@ probe_pairs(uint64_t *table, uint64_t size, const uint64_t *key, const uint64_t 
 {
     Py_ssize_t found = 0;
     Ahead ahead;
-    ahead_start(&ahead, table, size, key, hash, NULL, n, add);
+    ahead_start(&ahead, table, size, key, hash, n, add);
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t mixed = ahead_next(&ahead, i);
         uint64_t bits = mix_bits(mixed), *word = &table[mix_word(mixed, size)];
@@ -608,10 +605,10 @@ probe_pairs(uint64_t *table, uint64_t size, const uint64_t *key, const uint64_t 
 /* Add n pairs to the filter (hash NULL: keys alone). */
 static void
 add_pairs(uint64_t *table, uint64_t size, const uint64_t *key, const uint64_t *hash,
-          const int64_t *at, Py_ssize_t n)
+          Py_ssize_t n)
 {
     Ahead ahead;
-    ahead_start(&ahead, table, size, key, hash, at, n, 1);
+    ahead_start(&ahead, table, size, key, hash, n, 1);
     for (Py_ssize_t j = 0; j < n; j++) {
         uint64_t mixed = ahead_next(&ahead, j);
         table[mix_word(mixed, size)] |= mix_bits(mixed);
@@ -675,48 +672,23 @@ filter_maybe_add(PyObject *self, PyObject *args)
 }
 
 PyDoc_STRVAR(filter_add_doc,
-"filter_add(words, keys, hashes, positions)\n\n"
-"Add the (key, hash) pairs at positions (int64; None: all of them) to the filter.");
+"filter_add(words, keys, hashes)\n\n"
+"Add the (key, hash) pairs to the filter (hashes None: keys alone).");
 
 static PyObject *
 filter_add(PyObject *self, PyObject *args)
 {
-    PyObject *words_obj, *keys_obj, *hashes_obj, *positions_obj;
-    if (!PyArg_ParseTuple(args, "OOOO:filter_add", &words_obj, &keys_obj, &hashes_obj,
-                          &positions_obj)) {
+    PyObject *words_obj, *keys_obj, *hashes_obj;
+    if (!PyArg_ParseTuple(args, "OOO:filter_add", &words_obj, &keys_obj, &hashes_obj)) {
         return NULL;
     }
     FilterCall call;
     if (filter_open(&call, words_obj, keys_obj, hashes_obj, 1, "filter_add") < 0) {
         return NULL;
     }
-    Py_buffer positions = {0};
-    PyObject *result = NULL;
-    Py_ssize_t n = call.n;
-    uint64_t size = call.size, *table = call.words.buf;
-    const uint64_t *key = call.keys.buf, *hash = call.hash;
-    if (positions_obj == Py_None) {
-        add_pairs(table, size, key, hash, NULL, n);
-    }
-    else {
-        if (get_buffer(positions_obj, &positions, 8, 0, "filter_add positions") < 0) {
-            goto done;
-        }
-        const int64_t *at = positions.buf;
-        Py_ssize_t count = COUNT(positions);
-        for (Py_ssize_t j = 0; j < count; j++) {
-            if (at[j] < 0 || at[j] >= n) {
-                PyErr_SetString(PyExc_IndexError, "filter_add: a position out of range");
-                goto done;
-            }
-        }
-        add_pairs(table, size, key, hash, at, count);
-    }
-    result = Py_NewRef(Py_None);
-done:
+    add_pairs(call.words.buf, call.size, call.keys.buf, call.hash, call.n);
     filter_close(&call);
-    if (positions.obj) PyBuffer_Release(&positions);
-    return result;
+    Py_RETURN_NONE;
 }
 
 /* ---- the merge of sorted runs ----------------------------------------------------- */
@@ -3903,7 +3875,7 @@ KeySet_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     for (Py_ssize_t b = 0; b < self->blocks; b++) {
         self->index[b] = key[b * BLOCK];
     }
-    add_pairs(self->words, self->nwords, key, NULL, NULL, size);
+    add_pairs(self->words, self->nwords, key, NULL, size);
     return (PyObject *)self;
 }
 
@@ -4230,7 +4202,7 @@ record_rebuild_filter(Record *self)
     self->capacity = self->fixed_words ? PY_SSIZE_T_MAX : (Py_ssize_t)nwords * 8;
     for (int r = 0; r < self->count; r++) {
         const KeyRun *run = &self->runs[r];
-        add_pairs(self->words, nwords, run->keys, run->hashes, NULL, run->size);
+        add_pairs(self->words, nwords, run->keys, run->hashes, run->size);
     }
     return 0;
 }
@@ -4672,7 +4644,7 @@ static struct PyModuleDef module = {
 /* What dispatcher/native.py expects (its VERSION): raise it whenever a function is added
  * or changes what it takes or gives, so that a build left over from older sources is not
  * used by newer Python code. */
-#define VERSION 10
+#define VERSION 11
 
 PyMODINIT_FUNC
 PyInit__native(void)

@@ -21,11 +21,7 @@ def filter_maybe_add(
     words: WriteableBuffer, keys: ReadableBuffer, hashes: ReadableBuffer | None, /
 ) -> bytes: ...
 def filter_add(
-    words: WriteableBuffer,
-    keys: ReadableBuffer,
-    hashes: ReadableBuffer | None,
-    positions: ReadableBuffer | None,
-    /,
+    words: WriteableBuffer, keys: ReadableBuffer, hashes: ReadableBuffer | None, /
 ) -> None: ...
 def merge_keys(
     runs: list[ReadableBuffer], out: WriteableBuffer, source: WriteableBuffer, /

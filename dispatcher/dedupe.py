@@ -100,7 +100,7 @@ Packed: TypeAlias = "array[int] | memoryview | npt.NDArray[Any]"
 #: The E.164 digits take the low 50 bits of a key (10^15 < 2^50), the code id the rest.
 NUMBER_BITS: Final = 50
 MAX_CODES: Final = (1 << (64 - NUMBER_BITS)) - 1
-#: Distinct recipients kept in a dict before the packed runs (and numpy) take over.
+#: Distinct recipients kept in a dict before the packed record takes over.
 SMALL = 1 << 15
 MAX_LINE: Final = 0xFFFFFFFF
 #: The packed record's filter's least capacity (1 MiB at 8 bits a pair): see
@@ -381,7 +381,7 @@ class NativeRecord:
     """The packed record held in C (`dispatcher.native`'s ``Record``): the sorted runs,
     filter and merges of `dispatcher.dedupe_runs.Runs` (its twin, whose docstring has
     the design and the figures), a chunk checked in one call, the columns malloc'd by
-    the C part, the chunk's words in `array.array` (`dispatcher.keys`): no numpy."""
+    the C part, the chunk's words those of `dispatcher.keys`: no numpy."""
 
     __slots__ = ("_record",)
 

@@ -22,7 +22,7 @@ import os
 from types import ModuleType
 
 #: The `dispatcher._native` these modules are written for (its ``VERSION``).
-VERSION = 10
+VERSION = 11
 
 
 def _load() -> ModuleType | None:

@@ -218,16 +218,11 @@ class KeyFilter:
         self.add(keys, hashes)
         return asked
 
-    def add(self, keys: _U64, hashes: _U64 | None, at: npt.NDArray[np.intp] | None = None) -> None:
-        """Add the pairs (those at positions ``at`` only, when given)."""
-        if native.core is not None:  # positions as int64, whatever intp is here
-            native.core.filter_add(
-                self.words, keys, hashes, None if at is None else at.astype(np.int64, copy=False)
-            )
+    def add(self, keys: _U64, hashes: _U64 | None) -> None:
+        """Add the pairs."""
+        if native.core is not None:
+            native.core.filter_add(self.words, keys, hashes)
             return
-        if at is not None:
-            keys = keys.take(at)
-            hashes = hashes.take(at) if hashes is not None else None
         word, bits = self.spots(keys, hashes)
         np.bitwise_or.at(self.words, word, bits)
 
