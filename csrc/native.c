@@ -3,38 +3,33 @@
  *
  * Each function here has a numpy (or plain Python) twin in dispatcher/ that gives the
  * same answer, bit for bit; dispatcher/native.py picks this module when it is built and
- * the twin otherwise, and tests/unit/test_native.py checks the two against each other.
- * Only the buffer protocol is used (no numpy C API), so the module builds against any
- * numpy and needs none at build time.
+ * the twin otherwise, and the tests check the two against each other. Only the buffer
+ * protocol is used (no numpy C API), so the module builds against any numpy and needs
+ * none at build time.
  *
  * What is here, and why it is not numpy:
  *   text_hashes   XXH3-64 of each str's UTF-8: one C loop instead of a Python call,
  *                 an encode and a bytes object a text.
  *   number_keys   "+<digits>" -> the integer of the digits: one loop, no join, no
  *                 separator count, no parse of a whole text.
- *   column_ints   the line numbers of a list of Entry tuples, without a Python call
- *                 an entry.
- *   filter_maybe, filter_add
- *                 the split-block Bloom filter of dispatcher.suppress.KeyFilter, the mix
- *                 and the probe fused: no eleven temporary arrays a chunk.
- *   plain_keys, sort_keys
- *                 an opt-out list's block of numbers parsed in one pass over its
- *                 text, and its keys sorted by radix.
- *   merge_keys, gather_by_source
- *                 a k-way merge of sorted runs, a column at a time, instead of a
- *                 concatenation and a stable argsort of it.
- *   argsort_keys, find_in_run
- *                 a chunk's keys sorted by radix (no comparisons to branch on), and
- *                 its few questions to a run answered through the run's index.
- *   Record        the packed duplicate record itself (dispatcher.dedupe.NativeRecord):
- *                 the runs, the filter and the merges above, held here, a chunk
- *                 checked in one call, so that the duplicate check needs no numpy
- *                 (its twin is dispatcher.dedupe_runs.Runs, the numpy record).
+ *   column_ints, column_keys
+ *                 the line numbers (and the numbers' keys) of a list of Entry tuples,
+ *                 without a Python call an entry.
  *   take_at       a chunk's keys gathered by line (dispatcher.dedupe.ChunkNumbers).
- *   KeySet, sorted_distinct, valid_keys
- *                 an opt-out list's set of keys, its load's sort and country check,
- *                 without numpy (their twins are in dispatcher.sorted_keys).
- *   empty         room for the above to write into, not zeroed first.
+ *   empty         room for the functions here to write into, not zeroed first.
+ *   Record        the packed duplicate record (dispatcher.dedupe.NativeRecord; its twin
+ *                 is dispatcher.dedupe_runs.Runs): sorted runs behind a split-block
+ *                 Bloom filter (the mix and the probe fused, prefetched), a chunk's
+ *                 keys sorted by radix (no comparisons to branch on), its few
+ *                 questions answered through each run's index, and runs merged four at
+ *                 a time without branches, a column at a time. One call a chunk.
+ *   merge_keys    the merge of Record's runs as a function of its own: what the tests
+ *                 hold to a stable sort (and to a run that ends where another begins).
+ *   KeySet, plain_keys, sorted_distinct, valid_keys
+ *                 an opt-out list: its set of keys (the same filter, and an index),
+ *                 its blocks of numbers parsed in one pass over their text, its keys
+ *                 sorted (by radix, or in place beyond 2^22) and its country check
+ *                 (their twins are in dispatcher.sorted_keys).
  *   segment_counts
  *                 the encoding and segments of a chunk's texts from a table of the
  *                 GSM-7 characters, one pass a text (dispatcher.segments.count).
@@ -526,55 +521,7 @@ ahead_next(Ahead *a, Py_ssize_t j)
     return mixed;
 }
 
-/* A filter's words, a chunk's keys and their hashes (or none), as both calls take them. */
-typedef struct {
-    Py_buffer words, keys, hashes;
-    Py_ssize_t n;         /* keys */
-    uint64_t size;        /* words */
-    const uint64_t *hash; /* NULL: keys alone */
-} FilterCall;
-
-static void
-filter_close(FilterCall *call)
-{
-    if (call->words.obj) PyBuffer_Release(&call->words);
-    if (call->keys.obj) PyBuffer_Release(&call->keys);
-    if (call->hashes.obj) PyBuffer_Release(&call->hashes);
-}
-
-/* 0, or -1 with an error set and nothing held. */
-static int
-filter_open(FilterCall *call, PyObject *words, PyObject *keys, PyObject *hashes, int writable,
-            const char *what)
-{
-    memset(call, 0, sizeof(*call));
-    if (get_buffer(words, &call->words, 8, writable, what) < 0 ||
-        get_buffer(keys, &call->keys, 8, 0, what) < 0) {
-        goto fail;
-    }
-    call->n = COUNT(call->keys);
-    if (hashes != Py_None) {
-        if (get_buffer(hashes, &call->hashes, 8, 0, what) < 0) {
-            goto fail;
-        }
-        if (COUNT(call->hashes) != call->n) {
-            PyErr_Format(PyExc_ValueError, "%s: as many hashes as keys", what);
-            goto fail;
-        }
-        call->hash = call->hashes.buf;
-    }
-    call->size = (uint64_t)COUNT(call->words);
-    if (call->size == 0 || call->size > UINT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: 1 to 2^32 - 1 words", what);
-        goto fail;
-    }
-    return 0;
-fail:
-    filter_close(call);
-    return -1;
-}
-
-/* The probe of filter_probe over n pairs (hash NULL: keys alone): writes the positions
+/* Probe the filter for n pairs (hash NULL: keys alone): writes the positions
  * of the pairs whose bits were all set when probed; with add, sets each pair's bits
  * after its probe. Returns how many positions. */
 #if defined(__GNUC__)
@@ -613,82 +560,6 @@ add_pairs(uint64_t *table, uint64_t size, const uint64_t *key, const uint64_t *h
         uint64_t mixed = ahead_next(&ahead, j);
         table[mix_word(mixed, size)] |= mix_bits(mixed);
     }
-}
-
-/* filter_maybe and filter_maybe_add: the positions of the pairs whose bits were all set
- * when they were probed; with add, each pair's bits set after its probe. Inlined into
- * each (add a constant there): one loop each, without the test of add in it. */
-#if defined(__GNUC__)
-__attribute__((always_inline))
-#endif
-static inline PyObject *
-filter_probe(PyObject *args, const char *format, const char *name, int add)
-{
-    PyObject *words_obj, *keys_obj, *hashes_obj;
-    if (!PyArg_ParseTuple(args, format, &words_obj, &keys_obj, &hashes_obj)) {
-        return NULL;
-    }
-    FilterCall call;
-    if (filter_open(&call, words_obj, keys_obj, hashes_obj, add, name) < 0) {
-        return NULL;
-    }
-    PyObject *out = NULL;
-    Py_ssize_t n = call.n;
-    uint64_t size = call.size, *table = call.words.buf;
-    int64_t *positions = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
-    if (positions == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    Py_ssize_t found = probe_pairs(table, size, call.keys.buf, call.hash, n, positions, add);
-    out = PyBytes_FromStringAndSize((const char *)positions, found * (Py_ssize_t)sizeof(int64_t));
-    PyMem_Free(positions);
-done:
-    filter_close(&call);
-    return out;
-}
-
-PyDoc_STRVAR(filter_maybe_doc,
-"filter_maybe(words, keys, hashes) -> bytes\n\n"
-"The positions (native int64) of the (key, hash) pairs the filter may hold: every pair\n"
-"it was given, and a few it was not. hashes may be None (keys alone).");
-
-static PyObject *
-filter_maybe(PyObject *self, PyObject *args)
-{
-    return filter_probe(args, "OOO:filter_maybe", "filter_maybe", 0);
-}
-
-PyDoc_STRVAR(filter_maybe_add_doc,
-"filter_maybe_add(words, keys, hashes) -> bytes\n\n"
-"filter_maybe, then filter_add of every pair, in one pass: each pair is probed, then its\n"
-"bits set. The positions are those filter_maybe gives, and a few more: a pair whose bits\n"
-"an earlier pair of the same call set.");
-
-static PyObject *
-filter_maybe_add(PyObject *self, PyObject *args)
-{
-    return filter_probe(args, "OOO:filter_maybe_add", "filter_maybe_add", 1);
-}
-
-PyDoc_STRVAR(filter_add_doc,
-"filter_add(words, keys, hashes)\n\n"
-"Add the (key, hash) pairs to the filter (hashes None: keys alone).");
-
-static PyObject *
-filter_add(PyObject *self, PyObject *args)
-{
-    PyObject *words_obj, *keys_obj, *hashes_obj;
-    if (!PyArg_ParseTuple(args, "OOO:filter_add", &words_obj, &keys_obj, &hashes_obj)) {
-        return NULL;
-    }
-    FilterCall call;
-    if (filter_open(&call, words_obj, keys_obj, hashes_obj, 1, "filter_add") < 0) {
-        return NULL;
-    }
-    add_pairs(call.words.buf, call.size, call.keys.buf, call.hash, call.n);
-    filter_close(&call);
-    Py_RETURN_NONE;
 }
 
 /* ---- the merge of sorted runs ----------------------------------------------------- */
@@ -845,7 +716,7 @@ PyDoc_STRVAR(merge_keys_doc,
 "merge_keys(runs, out, source)\n\n"
 "Merge the sorted uint64 columns of runs (a list, at most 64) into out, stably (of\n"
 "equal keys, the earlier run's first), and write into source (uint8) the run each\n"
-"entry came from, for gather_by_source.");
+"entry came from: Record's merge, for the tests.");
 
 static PyObject *
 merge_keys(PyObject *self, PyObject *args)
@@ -908,65 +779,6 @@ gather_columns(const char **at, const uint8_t *from, Py_ssize_t n, void *out, Py
     }
 }
 
-PyDoc_STRVAR(gather_by_source_doc,
-"gather_by_source(columns, source, out)\n\n"
-"Lay the runs' columns (a list of 4- or 8-byte columns, one per run) out in the order a\n"
-"merge_keys gave: entry k is the next unread item of column source[k].");
-
-static PyObject *
-gather_by_source(PyObject *self, PyObject *args)
-{
-    PyObject *columns_obj, *source_obj, *out_obj;
-    if (!PyArg_ParseTuple(args, "O!OO:gather_by_source", &PyList_Type, &columns_obj,
-                          &source_obj, &out_obj)) {
-        return NULL;
-    }
-    Py_buffer out = {0}, source = {0}, columns[MAX_RUNS];
-    if (PyObject_GetBuffer(out_obj, &out, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
-        return NULL;
-    }
-    Py_ssize_t itemsize = out.itemsize;
-    PyObject *result = NULL;
-    Py_ssize_t count = -1;
-    if (itemsize != 4 && itemsize != 8) {
-        PyErr_SetString(PyExc_TypeError, "gather_by_source: 4- or 8-byte items");
-        goto done;
-    }
-    count = get_columns(columns_obj, columns, itemsize, "gather_by_source columns");
-    if (count < 0) {
-        goto done;
-    }
-    if (get_buffer(source_obj, &source, 1, 0, "gather_by_source source") < 0) {
-        goto done;
-    }
-    Py_ssize_t total = 0, n = COUNT(source);
-    const char *at[MAX_RUNS];
-    Py_ssize_t left[MAX_RUNS];
-    for (Py_ssize_t r = 0; r < count; r++) {
-        at[r] = columns[r].buf;
-        left[r] = COUNT(columns[r]);
-        total += left[r];
-    }
-    if (n != total || COUNT(out) < n) {
-        PyErr_SetString(PyExc_ValueError, "gather_by_source: sizes differ");
-        goto done;
-    }
-    const uint8_t *from = source.buf;
-    for (Py_ssize_t k = 0; k < n; k++) {
-        if (from[k] >= count || left[from[k]]-- == 0) {
-            PyErr_SetString(PyExc_ValueError, "gather_by_source: source does not fit the columns");
-            goto done;
-        }
-    }
-    gather_columns(at, from, n, out.buf, itemsize);
-    result = Py_NewRef(Py_None);
-done:
-    if (count > 0) release_all(columns, count);
-    if (source.obj) PyBuffer_Release(&source);
-    PyBuffer_Release(&out);
-    return result;
-}
-
 /* ---- the sort of a chunk's keys -------------------------------------------------------- */
 
 #define DIGIT_BITS 11
@@ -974,7 +786,7 @@ done:
 #define BUCKETS (1 << DIGIT_BITS)
 
 /* The stable ascending order of n keys into out_order, and the keys in it into
- * out_keys (argsort_keys): 0, or -1 with MemoryError set. */
+ * out_keys: 0, or -1 with MemoryError set. */
 static int
 radix_argsort(const uint64_t *key, Py_ssize_t n, int64_t *out_order, uint64_t *out_keys)
 {
@@ -1058,49 +870,6 @@ done:
     return status;
 }
 
-PyDoc_STRVAR(argsort_keys_doc,
-"argsort_keys(keys, order, sorted)\n\n"
-"Write into order (int64) the stable ascending order of keys (uint64), as\n"
-"numpy.argsort(keys, kind='stable'), and into sorted the keys in that order. A radix\n"
-"sort of 11-bit digits, the digits that are the same in every key skipped: no\n"
-"comparison, so no branch the processor could mispredict.");
-
-static PyObject *
-argsort_keys(PyObject *self, PyObject *args)
-{
-    PyObject *keys_obj, *order_obj, *sorted_obj;
-    if (!PyArg_ParseTuple(args, "OOO:argsort_keys", &keys_obj, &order_obj, &sorted_obj)) {
-        return NULL;
-    }
-    Py_buffer keys = {0}, order = {0}, sorted = {0};
-    PyObject *result = NULL;
-    if (get_buffer(keys_obj, &keys, 8, 0, "argsort_keys keys") < 0) {
-        return NULL;
-    }
-    if (get_buffer(order_obj, &order, 8, 1, "argsort_keys order") < 0 ||
-        get_buffer(sorted_obj, &sorted, 8, 1, "argsort_keys sorted") < 0) {
-        goto done;
-    }
-    Py_ssize_t n = COUNT(keys);
-    if (COUNT(order) != n || COUNT(sorted) != n) {
-        PyErr_SetString(PyExc_ValueError, "argsort_keys: order and sorted, one a key");
-        goto done;
-    }
-    if (n > UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "argsort_keys: at most 2^32 - 1 keys");
-        goto done;
-    }
-    if (radix_argsort(keys.buf, n, order.buf, sorted.buf) < 0) {
-        goto done;
-    }
-    result = Py_NewRef(Py_None);
-done:
-    PyBuffer_Release(&keys);
-    if (order.obj) PyBuffer_Release(&order);
-    if (sorted.obj) PyBuffer_Release(&sorted);
-    return result;
-}
-
 /* ---- the look-up of a chunk's keys in a run ------------------------------------------- */
 
 /* dispatcher.suppress.SortedKeys.STEP: the index holds every BLOCK-th key. */
@@ -1139,85 +908,9 @@ first_at_least(const uint64_t *sorted, Py_ssize_t size, const uint64_t *every,
     return lo;
 }
 
-PyDoc_STRVAR(find_in_run_doc,
-"find_in_run(table, size, index, run_hashes, run_lines, keys, hashes, out)\n\n"
-"dispatcher.dedupe_runs._Run.find: for each query (keys; hashes one a key, or None for\n"
-"keys alone) that the run holds -- its key among the run's first size sorted keys of\n"
-"table, and there with the same hash when both sides have hashes -- set out[i] (int64)\n"
-"to that entry's line (run_lines, uint32). Other entries of out are left. index is\n"
-"every 64th key (dispatcher.suppress.SortedKeys.index): a query's block is found\n"
-"there, in the cache, and only the block's 8 cache lines are searched in the run.");
-
-static PyObject *
-find_in_run(PyObject *self, PyObject *args)
-{
-    PyObject *table_obj, *index_obj, *run_hashes_obj, *run_lines_obj, *keys_obj, *hashes_obj,
-        *out_obj;
-    Py_ssize_t size;
-    if (!PyArg_ParseTuple(args, "OnOOOOOO:find_in_run", &table_obj, &size, &index_obj,
-                          &run_hashes_obj, &run_lines_obj, &keys_obj, &hashes_obj, &out_obj)) {
-        return NULL;
-    }
-    Py_buffer table = {0}, index = {0}, run_hashes = {0}, run_lines = {0}, keys = {0},
-              hashes = {0}, out = {0};
-    PyObject *result = NULL;
-    if (get_buffer(table_obj, &table, 8, 0, "find_in_run table") < 0) {
-        return NULL;
-    }
-    if (get_buffer(index_obj, &index, 8, 0, "find_in_run index") < 0 ||
-        get_buffer(run_lines_obj, &run_lines, 4, 0, "find_in_run run_lines") < 0 ||
-        get_buffer(keys_obj, &keys, 8, 0, "find_in_run keys") < 0 ||
-        get_buffer(out_obj, &out, 8, 1, "find_in_run out") < 0) {
-        goto done;
-    }
-    Py_ssize_t n = COUNT(keys);
-    if (size < 0 || size > COUNT(table) || COUNT(run_lines) < size || COUNT(out) != n ||
-        COUNT(index) != (size + BLOCK - 1) / BLOCK) {
-        PyErr_SetString(PyExc_ValueError, "find_in_run: sizes differ");
-        goto done;
-    }
-    const uint64_t *run_hash = NULL, *hash = NULL;
-    if (run_hashes_obj != Py_None && hashes_obj != Py_None) {
-        if (get_buffer(run_hashes_obj, &run_hashes, 8, 0, "find_in_run run_hashes") < 0 ||
-            get_buffer(hashes_obj, &hashes, 8, 0, "find_in_run hashes") < 0) {
-            goto done;
-        }
-        if (COUNT(run_hashes) < size || COUNT(hashes) != n) {
-            PyErr_SetString(PyExc_ValueError, "find_in_run: sizes differ");
-            goto done;
-        }
-        run_hash = run_hashes.buf;
-        hash = hashes.buf;
-    }
-    const uint64_t *key = keys.buf, *sorted = table.buf;
-    const uint32_t *line = run_lines.buf;
-    int64_t *found = out.buf;
-    const uint64_t *every = index.buf;
-    Py_ssize_t blocks = COUNT(index);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t at = first_at_least(sorted, size, every, blocks, key[i]);
-        for (; at < size && sorted[at] == key[i]; at++) {
-            if (hash == NULL || run_hash[at] == hash[i]) {
-                found[i] = line[at];
-                break;
-            }
-        }
-    }
-    result = Py_NewRef(Py_None);
-done:
-    PyBuffer_Release(&table);
-    if (index.obj) PyBuffer_Release(&index);
-    if (run_hashes.obj) PyBuffer_Release(&run_hashes);
-    if (run_lines.obj) PyBuffer_Release(&run_lines);
-    if (keys.obj) PyBuffer_Release(&keys);
-    if (hashes.obj) PyBuffer_Release(&hashes);
-    if (out.obj) PyBuffer_Release(&out);
-    return result;
-}
-
 /* ---- an opt-out list's load -------------------------------------------------------------- */
 
-/* Sort n keys in place, ascending (sort_keys): 0, or -1 with MemoryError set (the
+/* Sort n keys in place, ascending: 0, or -1 with MemoryError set (the
  * keys untouched). */
 static int
 radix_sort(uint64_t *keys, Py_ssize_t n)
@@ -1268,33 +961,6 @@ done:
     PyMem_Free(counts);
     PyMem_Free(spare);
     return status;
-}
-
-PyDoc_STRVAR(sort_keys_doc,
-"sort_keys(keys)\n\n"
-"Sort keys (uint64) in place, ascending: a radix sort of 11-bit digits, the digits that\n"
-"are the same in every key skipped; it needs as many bytes again while it runs.");
-
-static PyObject *
-sort_keys(PyObject *self, PyObject *arg)
-{
-    Py_buffer keys;
-    if (get_buffer(arg, &keys, 8, 1, "sort_keys keys") < 0) {
-        return NULL;
-    }
-    Py_ssize_t n = COUNT(keys);
-    PyObject *result = NULL;
-    if (n > UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "sort_keys: at most 2^32 - 1 keys");
-        goto done;
-    }
-    if (radix_sort(keys.buf, n) < 0) {
-        goto done;
-    }
-    result = Py_NewRef(Py_None);
-done:
-    PyBuffer_Release(&keys);
-    return result;
 }
 
 /* Whether byte c is one of the separators (ASCII) a number may be written with. */
@@ -4609,19 +4275,12 @@ static PyMethodDef methods[] = {
     {"plain_entries", plain_entries, METH_VARARGS, plain_entries_doc},
     {"segment_counts", segment_counts, METH_VARARGS, segment_counts_doc},
     {"accepted_lines", accepted_lines, METH_VARARGS, accepted_lines_doc},
-    {"sort_keys", sort_keys, METH_O, sort_keys_doc},
     {"plain_keys", plain_keys, METH_VARARGS, plain_keys_doc},
-    {"argsort_keys", argsort_keys, METH_VARARGS, argsort_keys_doc},
-    {"find_in_run", find_in_run, METH_VARARGS, find_in_run_doc},
     {"text_hashes", text_hashes, METH_VARARGS, text_hashes_doc},
     {"column_ints", column_ints, METH_VARARGS, column_ints_doc},
     {"column_keys", column_keys, METH_VARARGS, column_keys_doc},
     {"number_keys", number_keys, METH_VARARGS, number_keys_doc},
-    {"filter_maybe", filter_maybe, METH_VARARGS, filter_maybe_doc},
-    {"filter_add", filter_add, METH_VARARGS, filter_add_doc},
-    {"filter_maybe_add", filter_maybe_add, METH_VARARGS, filter_maybe_add_doc},
     {"merge_keys", merge_keys, METH_VARARGS, merge_keys_doc},
-    {"gather_by_source", gather_by_source, METH_VARARGS, gather_by_source_doc},
     {"take_at", take_at, METH_VARARGS, take_at_doc},
     {"empty", empty, METH_O, empty_doc},
     {"sorted_distinct", sorted_distinct, METH_VARARGS, sorted_distinct_doc},
@@ -4644,7 +4303,7 @@ static struct PyModuleDef module = {
 /* What dispatcher/native.py expects (its VERSION): raise it whenever a function is added
  * or changes what it takes or gives, so that a build left over from older sources is not
  * used by newer Python code. */
-#define VERSION 11
+#define VERSION 12
 
 PyMODINIT_FUNC
 PyInit__native(void)

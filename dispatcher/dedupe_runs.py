@@ -36,11 +36,12 @@ chunk by chunk (load 1.1 to 1.4): the loop 443 against 496 ns a line, the check 
 send's chunks 357 against 414 ns (of which XXH3 about 90, the merges 80, the line
 numbers 40, the filter 60).
 
-Those figures are the numpy code's, which is now the twin of the C part
-(`dispatcher.native`: the hashes, the chunk's sort, the filter, the look-ups and the
-merges in C). With it, ``Runs.firsts`` took 150 against 280 to 333 ns a line of send's
-checks (1 M lines, in process), and ``bench_campaign.py``'s loop 0.61 against 0.91 µs
-a line at 1 M recipients; the README's campaign-safety table has the rest.
+Those figures are this numpy code's, now the twin of the record held in C
+(`dispatcher.dedupe.NativeRecord`): with this record calling the C part's loops for its
+hashes, sorts, filter, look-ups and merges, ``Runs.firsts`` took 150 against 280 to
+333 ns a line of send's checks (1 M lines, in process); the record wholly in C, 297 ns
+a line in ``bench_campaign.py``'s loop at 1 M recipients (0.61 µs with the loops alone,
+0.91 in numpy). The README's campaign-safety figures have the rest.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from dispatcher import dedupe, heap, native
+from dispatcher import dedupe, heap
 from dispatcher.dedupe import NUMBER_BITS
 from dispatcher.errors import ConfigError
 from dispatcher.keys import is_packed, one_text
@@ -107,18 +108,10 @@ class _Run:
         """Set ``out[i]`` to the first line of ``(keys[i], hashes[i])`` where it is here.
 
         Equal keys of a run with different text hashes sit side by side: the few queries
-        that meet one step along until the key changes (the padding stops them). In C
-        (`dispatcher.native`), each query finds its block of `SortedKeys.STEP` keys in
-        the index, then its key in the block; the numpy twin descends all the queries'
-        blocks together (`SortedKeys.first_at_least`).
+        that meet one step along until the key changes (the padding stops them). All the
+        queries descend their blocks together (`SortedKeys.first_at_least`); the C
+        record looks each one up through the run's index instead.
         """
-        if native.core is not None:
-            keys_of = self.keys
-            native.core.find_in_run(
-                keys_of.table, keys_of.size, keys_of.index, self.hashes, self.lines,
-                keys, hashes, out,
-            )  # fmt: skip
-            return
         table = self.keys.table
         at = self.keys.first_at_least(keys)
         # Most queries are not here: read the hashes and lines only where the key is.
@@ -136,42 +129,15 @@ class _Run:
 
     @staticmethod
     def merge(runs: list[_Run]) -> _Run:
-        """One run of all of ``runs`` (they share no entry).
-
-        The C part (`dispatcher.native`) merges the keys, noting which run each came
-        from (a byte an entry), then lays the other columns out by those bytes, one at a
-        time. Its numpy twin, `_merge_by_argsort`, joins the columns and orders them by
-        one stable argsort, which finds the sorted runs and merges them (timsort): 90 ns
-        an entry for two runs over a job of 900 k entries, against 230 ns for placing
-        the newer entries by ``searchsorted`` and the older ones through a mask. Either
-        releases a column as soon as its merged copy exists, so the peak while the
-        biggest run merges is about 29 bytes an entry of it in C (the 20 of the runs, 8
-        of merged keys, 1 of sources) and 36 in numpy (the 8-byte order instead of the
-        sources).
-        """
-        if native.core is None:
-            return _Run._merge_by_argsort(runs)
-        size = sum(len(run) for run in runs)
-        table = SortedKeys.empty(size)
-        source = np.empty(size, dtype=np.uint8)
-        native.core.merge_keys([run.keys.table[: len(run)] for run in runs], table, source)
-        for run in runs:
-            run.keys = _NO_KEYS
-        hashes = None
-        if runs[0].hashes is not None:
-            hashes = np.empty(size, dtype=np.uint64)
-            native.core.gather_by_source([run.hashes for run in runs], source, hashes)
-            for run in runs:
-                run.hashes = None
-        lines = np.empty(size, dtype=np.uint32)
-        native.core.gather_by_source([run.lines for run in runs], source, lines)
-        for run in runs:
-            run.lines = _EMPTY_U32
-        return _Run(SortedKeys(table, size), hashes, lines)
-
-    @staticmethod
-    def _merge_by_argsort(runs: list[_Run]) -> _Run:
-        """`merge`'s numpy twin."""
+        """One run of all of ``runs`` (they share no entry): the columns joined and
+        ordered by one stable argsort, which finds the sorted runs and merges them
+        (timsort): 90 ns an entry for two runs over a job of 900 k entries, against 230
+        ns for placing the newer entries by ``searchsorted`` and the older ones through
+        a mask. Each column is released as soon as its merged copy exists, so the peak
+        while the biggest run merges is about 36 bytes an entry of it (the 20 of the
+        runs, 8 of merged keys, 8 of the order). The C record merges the keys four runs
+        at a time, noting which run each came from (a byte an entry: 29 bytes at the
+        peak), and lays the other columns out by those bytes."""
         size = sum(len(run) for run in runs)
         keys = np.concatenate([run.keys.table[: len(run)] for run in runs])
         for run in runs:
@@ -390,18 +356,11 @@ class Runs:
 
 
 def _argsort(keys: _U64) -> tuple[_I64, _U64]:
-    """The stable order of ``keys`` and the keys in it.
-
-    The C part's radix sort (`dispatcher.native`) compares nothing: 15 against 53 ns a
-    key for numpy's stable argsort (timsort) on 5000 fresh keys of random numbers. The
-    same array sorted again took timsort 16.5 ns a key: the difference is its
-    comparisons' branches, which the processor learns only for keys it has seen.
-    """
-    if native.core is not None:
-        order = np.empty(len(keys), dtype=np.int64)
-        sorted_keys = np.empty(len(keys), dtype=np.uint64)
-        native.core.argsort_keys(keys, order, sorted_keys)
-        return order, sorted_keys
+    """The stable order of ``keys`` and the keys in it. (The C record sorts by radix,
+    which compares nothing: 15 against 53 ns a key for this timsort on 5000 fresh keys
+    of random numbers; the same array sorted again took timsort 16.5 ns a key — the
+    difference is its comparisons' branches, which the processor learns only for keys
+    it has seen.)"""
     order = np.argsort(keys, kind="stable")
     # Gathers by ``take``, not ``[]``: 4.3 against 4.8 µs for 5000 keys, 8.1 against
     # 11.8 ms for a merge's 1 M (a filter's words by uint64 positions: 9 against 15 µs).
@@ -427,10 +386,6 @@ def _text_hashes(texts: str | Sequence[str] | None, count: int) -> _U64:
     if isinstance(texts, str) or one_text(texts):  # a template without placeholders
         text = texts if isinstance(texts, str) else texts[0]
         return np.full(count, _xxh3(text.encode("utf-8", "surrogatepass")), dtype=np.uint64)
-    if native.core is not None:  # one C loop (`dispatcher.native`)
-        hashes = np.empty(count, dtype=np.uint64)
-        native.core.text_hashes(texts, hashes)
-        return hashes
     # The digests' bytes joined and read as big-endian words: the same values as the int
     # digests, without a Python int converted a text (75 against 93 ns a text).
     try:

@@ -22,6 +22,7 @@ from itertools import compress
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
+from dispatcher import native
 from dispatcher.errors import ConfigError
 from dispatcher.models import Recipient, Rejected
 from dispatcher.numbers import normalize_many
@@ -91,14 +92,26 @@ def shares_of(chunk: Sequence[Recipient | Rejected], count: int) -> npt.NDArray[
     stdin out by (`dispatcher.workers.HandOut`)."""
     import numpy as np
 
-    from dispatcher.sorted_keys import number_keys
-
     raws = [item.to if type(item) is Recipient else "" for item in chunk]
     numbers = normalize_many(raws)  # never strict: a share must not depend on it
-    keys = number_keys(numbers)  # 0 where there is no number
+    keys = _number_keys(numbers)  # 0 where there is no number
     lines = np.fromiter(map(_line_of, chunk), dtype=np.uint64, count=len(chunk))
     values = np.where(keys == 0, lines + np.uint64(1), keys)
     shares: npt.NDArray[np.uint64] = ((values * np.uint64(_GOLDEN)) >> np.uint64(32)) % np.uint64(
         count
     )
     return shares
+
+
+def _number_keys(numbers: list[str | None]) -> npt.NDArray[np.uint64]:
+    """The numbers' keys as a numpy array: parsed by the C part where it is built
+    (`dispatcher.keys`), else by its numpy twin."""
+    import numpy as np
+
+    if native.core is not None:
+        from dispatcher.keys import number_keys
+
+        return np.frombuffer(number_keys(numbers), dtype=np.uint64)
+    from dispatcher.sorted_keys import number_keys as twin
+
+    return twin(numbers)

@@ -24,7 +24,6 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from dispatcher import native
 from dispatcher.numbers import ASCII_SEPARATORS, MAX_DIGITS, MIN_DIGITS, number_key
 
 _U64 = npt.NDArray[np.uint64]
@@ -36,19 +35,13 @@ _POW10: Final = np.array([10**i for i in range(MAX_DIGITS + 2)], dtype=np.uint64
 def number_keys(numbers: Sequence[str | None]) -> _U64:
     """The E.164 numbers as integers (their digits), 0 for None.
 
-    ``numbers`` are what `dispatcher.numbers.normalize_many` returns. The C part
-    (`dispatcher.native`) parses them in one loop; its twin here parses them by one C
-    call over their join (42 ns a number, against 90 for ``int`` one by one). Anything
-    either does not expect takes the careful path. The keys serve both the opt-out lists
-    and `dispatcher.dedupe`.
+    ``numbers`` are what `dispatcher.numbers.normalize_many` returns, parsed by one
+    numpy call over their join (42 ns a number, against 90 for ``int`` one by one);
+    anything it does not expect takes the careful path. The twin of
+    `dispatcher.keys.number_keys` (the C part's one loop).
     """
     if not numbers:
         return np.empty(0, dtype=np.uint64)
-    if native.core is not None:
-        keys = np.empty(len(numbers), dtype=np.uint64)
-        if native.core.number_keys(numbers, keys):
-            return keys
-        return _careful_keys(numbers)
     try:
         text = " ".join(numbers)  # type: ignore[arg-type]
     except TypeError:  # a None among them
@@ -200,29 +193,21 @@ class KeyFilter:
     def maybe(self, keys: _U64, hashes: _U64 | None) -> npt.NDArray[np.intp]:
         """The positions of the pairs that may have been added (the others certainly
         were not)."""
-        if native.core is not None:
-            found = native.core.filter_maybe(self.words, keys, hashes)
-            return np.frombuffer(found, dtype=np.int64)
         word, bits = self.spots(keys, hashes)
         return np.flatnonzero((self.words.take(word) & bits) == bits)
 
     def maybe_add(self, keys: _U64, hashes: _U64 | None) -> npt.NDArray[np.intp]:
-        """`maybe`, then `add` of every pair: a record that adds each pair it asks about
-        (a pair it has is in the filter already) probes and sets one word a pair in one
-        pass. In C, a pair whose bits an earlier one of the call set is among the
-        positions too (a false positive more, which only costs its look-up)."""
-        if native.core is not None:
-            found = native.core.filter_maybe_add(self.words, keys, hashes)
-            return np.frombuffer(found, dtype=np.int64)
+        """`maybe`, then `add` of every pair: what a record that adds each pair it asks
+        about needs (a pair it has is in the filter already). The C part probes and sets
+        one word a pair in one pass, where a pair whose bits an earlier one of the call
+        set is among the positions too (a false positive more, which only costs its
+        look-up)."""
         asked = self.maybe(keys, hashes)
         self.add(keys, hashes)
         return asked
 
     def add(self, keys: _U64, hashes: _U64 | None) -> None:
         """Add the pairs."""
-        if native.core is not None:
-            native.core.filter_add(self.words, keys, hashes)
-            return
         word, bits = self.spots(keys, hashes)
         np.bitwise_or.at(self.words, word, bits)
 
@@ -272,8 +257,6 @@ def sorted_distinct(keys: _U64) -> _U64:
     descents = np.count_nonzero(keys[1:] < keys[:-1])
     if descents * 64 < size:
         keys.sort(kind="stable")
-    elif native.core is not None and size <= ROWS_MERGED:
-        native.core.sort_keys(keys)  # radix: 1 M keys 16.5 against 49-56 ms (rows first)
     elif 2 * ROW <= size <= ROWS_MERGED and _sort_rows_first():
         whole = size - size % ROW
         keys[:whole].reshape(-1, ROW).sort(axis=1)

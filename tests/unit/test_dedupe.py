@@ -175,11 +175,9 @@ def test_number_text_needs_texts() -> None:
 
 
 @pytest.mark.parametrize("cached", [0, sorted_keys.CACHED_KEYS])
-def test_runs_merge_like_a_counter(
-    cached: int, monkeypatch: pytest.MonkeyPatch, native_core: str
-) -> None:
-    # The numpy record's runs, with the C part's loops or without (the record held in C
-    # is compared with this one, step by step, below).
+def test_runs_merge_like_a_counter(cached: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The numpy record's runs (the record held in C is compared with this one, step by
+    # step, below).
     monkeypatch.setattr(sorted_keys, "CACHED_KEYS", cached)
     monkeypatch.setattr(dedupe, "MIN_FILTER", 0)  # the filter grows with the record
     d = Dedupe()
@@ -342,7 +340,7 @@ def _always(self: object, keys: np.ndarray, hashes: object) -> np.ndarray:  # ty
     return np.arange(len(keys))
 
 
-def test_the_filter_never_forgets(native_core: object) -> None:
+def test_the_filter_never_forgets() -> None:
     rng = np.random.default_rng(1)
     keys = rng.integers(1, 2**63, size=5000, dtype=np.int64).view(np.uint64)
     hashes = rng.integers(0, 2**63, size=5000, dtype=np.int64).view(np.uint64)

@@ -1,10 +1,10 @@
 """The C part (`dispatcher._native`) against its numpy twins, function by function: the
 same answers, bit for bit, on random and awkward inputs; and its refusals of buffers it
-cannot take."""
+cannot take. The duplicate record and the opt-out set held in C are held to their numpy
+twins in test_dedupe and test_suppress."""
 
 from __future__ import annotations
 
-import array
 import re
 from typing import Any
 
@@ -15,10 +15,11 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher import dedupe_runs, native, policy
+from dispatcher import keys as packed_words
+from dispatcher import native, policy
 from dispatcher.dedupe_runs import _Run, _text_hashes
 from dispatcher.models import Encoding, Entry
-from dispatcher.sorted_keys import KeyFilter, SortedKeys, _careful_keys, number_keys
+from dispatcher.sorted_keys import _careful_keys, number_keys
 from tests.support.native import built, twins
 
 _U64 = np.uint64
@@ -52,10 +53,8 @@ _TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=300)
 @given(st.lists(_TEXT, min_size=2, max_size=40))
 def test_text_hashes_are_xxh3_of_the_utf8(texts: list[str]) -> None:
     # Any str, lone surrogates and characters of every plane included.
-    with twins():
-        expected = _text_hashes(texts, len(texts))
-    got = _text_hashes(texts, len(texts))
-    assert got.dtype == np.uint64
+    expected = _text_hashes(texts, len(texts))  # the numpy twin's
+    got = packed_words.text_hashes(texts, len(texts))  # the C part's
     assert got.tolist() == expected.tolist()
     assert got.tolist() == [
         xxhash.xxh3_64_intdigest(t.encode("utf-8", "surrogatepass")) for t in texts
@@ -137,8 +136,9 @@ def _careful(numbers: list[str | None]) -> list[int] | type[Exception]:
 
 
 def _keys_or_error(numbers: list[str | None]) -> list[int] | type[Exception]:
+    """The C part's keys (`dispatcher.keys`), or its error."""
     try:
-        return number_keys(numbers).tolist()  # type: ignore[no-any-return]
+        return packed_words.number_keys(numbers).tolist()
     except Exception as error:
         return type(error)
 
@@ -154,8 +154,7 @@ def test_number_keys_in_c_are_the_careful_ones(numbers: list[str | None]) -> Non
 @given(st.lists(st.one_of(st.none(), st.integers(0, 10**15 - 1).map(lambda n: f"+{n}"))))
 def test_number_keys_of_normalised_numbers_agree(numbers: list[str | None]) -> None:
     # What normalize_many returns: C, the numpy twin and the careful path agree.
-    with twins():
-        twin = _keys_or_error(numbers)
+    twin = number_keys(numbers).tolist()
     assert _keys_or_error(numbers) == twin == _careful(numbers)
 
 
@@ -179,97 +178,6 @@ def test_number_keys_in_c_parse_normalised_numbers_and_none() -> None:
     assert out.tolist() == [5491132681800, 0, 1, 10**18 - 1]
     for odd in ["5491132681800", "+", "+12 3", "+" + "9" * 19, "+١٢", "+1a", 12]:
         assert built().number_keys(["+1", odd], np.empty(2, _U64)) is False
-
-
-# ---- the filter -------------------------------------------------------------------------
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    st.integers(0, 2**32 - 1),
-    st.integers(0, 3000),
-    st.integers(1, 5000),
-    st.booleans(),
-    st.booleans(),
-)
-def test_filter_in_c_and_numpy_alike(
-    seed: int, count: int, capacity: int, with_hashes: bool, some: bool
-) -> None:
-    # The same words after adding the same pairs (all, or those at some positions), and
-    # the same "maybe" positions for pairs added and not.
-    rng = np.random.default_rng(seed)
-    keys = rng.integers(0, 2**63, size=count, dtype=np.int64).view(_U64)
-    hashes = rng.integers(0, 2**63, size=count, dtype=np.int64).view(_U64) if with_hashes else None
-    at = np.flatnonzero(rng.random(count) < 0.5) if some else None
-    filters = []
-    for numpy_twins in (False, True):
-        with twins(numpy_twins):
-            table = KeyFilter(capacity)
-            if at is None:
-                table.add(keys, hashes)
-            else:
-                table.add(keys.take(at), hashes.take(at) if hashes is not None else None)
-            filters.append((table.words.copy(), table.maybe(keys, hashes).tolist()))
-    assert np.array_equal(filters[0][0], filters[1][0])
-    assert filters[0][1] == filters[1][1]
-    added = set(range(count) if at is None else at.tolist())
-    assert added <= set(filters[0][1])  # never a false negative
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(0, 2000), st.integers(1, 3000), st.booleans())
-def test_filter_maybe_add_is_maybe_then_add_pair_by_pair(
-    seed: int, count: int, capacity: int, with_hashes: bool
-) -> None:
-    # One pass that probes each pair, then sets its bits: the positions and the words
-    # of probing and adding the pairs one at a time, in order (a small filter of a few
-    # hundred pairs has pairs meeting bits that earlier ones of the call set); and the
-    # words of adding them all, as the numpy twin does.
-    rng = np.random.default_rng(seed)
-    keys = rng.integers(0, 2**63, size=count, dtype=np.int64).view(_U64)
-    hashes = rng.integers(0, 2**63, size=count, dtype=np.int64).view(_U64) if with_hashes else None
-    start = rng.integers(0, 2**63, size=(capacity + 7) // 8, dtype=np.int64).view(_U64)
-    start &= rng.integers(0, 2**63, size=len(start), dtype=np.int64).view(_U64)  # 1/4 set
-    words = start.copy()
-    got = np.frombuffer(built().filter_maybe_add(words, keys, hashes), dtype=np.int64)
-    one_by_one, expected = start.copy(), []
-    for i in range(count):
-        pair = (keys[i : i + 1], hashes[i : i + 1] if hashes is not None else None)
-        if len(built().filter_maybe(one_by_one, *pair)):
-            expected.append(i)
-        built().filter_add(one_by_one, *pair)
-    assert got.tolist() == expected
-    assert np.array_equal(words, one_by_one)
-    with twins():
-        twin = KeyFilter(8)
-        twin.words, twin.size = start.copy(), np.uint64(len(start))
-        twin_asked = twin.maybe_add(keys, hashes)
-    assert np.array_equal(twin.words, words)
-    assert set(twin_asked.tolist()) <= set(expected)
-
-
-@pytest.mark.parametrize(
-    ("words", "keys", "hashes", "error"),
-    [
-        (np.zeros(0, _U64), np.zeros(1, _U64), None, ValueError),
-        (np.zeros(4, np.uint32), np.zeros(1, _U64), None, TypeError),
-        (np.zeros(4, _U64), np.zeros(2, _U64), np.zeros(1, _U64), ValueError),
-        (np.zeros(4, _U64), np.zeros(2, np.int32), None, TypeError),
-        (np.zeros(8, _U64)[::2], np.zeros(2, _U64), None, ValueError),  # not contiguous
-    ],
-)
-def test_filter_refuses(words: Any, keys: Any, hashes: Any, error: type[Exception]) -> None:
-    with pytest.raises(error):
-        built().filter_maybe(words, keys, hashes)
-    with pytest.raises((error, BufferError, ValueError)):
-        built().filter_add(words, keys, hashes)
-
-
-def test_filter_add_refuses_read_only_words() -> None:
-    words, keys = np.zeros(4, _U64), np.arange(3, dtype=_U64)
-    words.flags.writeable = False
-    with pytest.raises((BufferError, ValueError)):
-        built().filter_add(words, keys, None)
 
 
 # ---- the merge --------------------------------------------------------------------------
@@ -299,20 +207,19 @@ def _runs(rng: np.random.Generator, sizes: list[int], span: int, texts: bool) ->
 def test_merge_in_c_is_the_stable_argsort(
     seed: int, sizes: list[int], span: int, texts: bool
 ) -> None:
-    # Equal keys (a small span) keep their runs' order: the earlier run's first.
-    merged = []
-    for numpy_twins in (False, True):
-        with twins(numpy_twins):
-            run = _Run.merge(_runs(np.random.default_rng(seed), sizes, span, texts))
-        merged.append(run)
-    c, twin = merged
-    assert len(c) == len(twin) == sum(sizes)
-    assert np.array_equal(c.keys.table, twin.keys.table)  # padding included
-    assert np.array_equal(c.keys.index, twin.keys.index)
-    assert np.array_equal(c.lines, twin.lines)
-    assert (c.hashes is None) == (twin.hashes is None)
-    if c.hashes is not None:
-        assert np.array_equal(c.hashes, twin.hashes)
+    # The record's merge (`merge_keys`: four runs at a time in the record, any count
+    # here) against a stable argsort of the runs joined, and the numpy record's merge:
+    # equal keys (a small span) keep their runs' order, the earlier run's first.
+    runs = _runs(np.random.default_rng(seed), sizes, span, texts)
+    joined = np.concatenate([run.keys.table[: len(run)] for run in runs])
+    owners = np.concatenate([np.full(len(run), r, np.uint8) for r, run in enumerate(runs)])
+    out, source = np.empty(len(joined), _U64), np.empty(len(joined), np.uint8)
+    built().merge_keys([run.keys.table[: len(run)] for run in runs], out, source)
+    order = np.argsort(joined, kind="stable")
+    assert out.tolist() == joined[order].tolist()
+    assert source.tolist() == owners[order].tolist()
+    twin = _Run.merge(runs)
+    assert twin.keys.table[: len(twin)].tolist() == out.tolist()
 
 
 @settings(max_examples=300, deadline=None)
@@ -342,139 +249,15 @@ def test_merge_keys_up_to_64_runs_and_no_more() -> None:
     core.merge_keys(runs, out, source)
     assert out.tolist() == sorted(range(64)) + sorted(range(100, 164))
     assert source.tolist() == list(range(64)) * 2
-    lines = [array.array("I", [i, 1000 + i]) for i in range(64)]
-    got = np.empty(128, np.uint32)
-    core.gather_by_source(lines, source, got)
-    assert got.tolist() == list(range(64)) + list(range(1000, 1064))
     with pytest.raises(ValueError, match="1 to 64"):
         core.merge_keys([*runs, runs[0]], np.empty(130, _U64), np.empty(130, np.uint8))
     with pytest.raises(ValueError, match="1 to 64"):
         core.merge_keys([], out, source)
 
 
-@pytest.mark.parametrize(
-    ("columns", "source", "out", "error"),
-    [
-        ([np.arange(2, dtype=_U64)], np.zeros(3, np.uint8), np.empty(3, _U64), ValueError),
-        ([np.arange(2, dtype=_U64)], np.array([0, 1], np.uint8), np.empty(2, _U64), ValueError),
-        ([np.arange(2, dtype=_U64)], np.zeros(2, np.uint8), np.empty(2, np.uint16), TypeError),
-        ([np.arange(2, dtype=np.uint32)], np.zeros(2, np.uint8), np.empty(2, _U64), TypeError),
-        ([np.arange(2, dtype=_U64)], np.zeros(2, np.uint8), np.empty(1, _U64), ValueError),
-    ],
-)
-def test_gather_by_source_refuses(
-    columns: list[Any], source: Any, out: Any, error: type[Exception]
-) -> None:
-    with pytest.raises(error):
-        built().gather_by_source(columns, source, out)
-
-
 def test_merge_keys_refuses_short_outputs() -> None:
     with pytest.raises(ValueError, match="too short"):
         built().merge_keys([np.arange(3, dtype=_U64)], np.empty(2, _U64), np.empty(3, np.uint8))
-
-
-def test_the_record_merges_in_c_when_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The twin is not called while the C part is there.
-    def refuse(runs: object) -> object:
-        raise AssertionError("the numpy twin ran")
-
-    monkeypatch.setattr(_Run, "_merge_by_argsort", staticmethod(refuse))
-    run = _Run.merge(_runs(np.random.default_rng(3), [10, 20, 30, 40], 2**50, True))
-    assert len(run) == 100
-    assert isinstance(run.keys, SortedKeys)
-    assert dedupe_runs.native.core is not None
-
-
-# ---- the sort of a chunk's keys ------------------------------------------------------------
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.integers(0, 2**32 - 1),
-    st.integers(0, 6000),
-    st.sampled_from([1, 2, 7, 2**11, 2**22 + 3, 2**50, 2**64 - 1]),
-    st.integers(0, 63),
-)
-def test_argsort_in_c_is_numpys_stable_argsort(
-    seed: int, count: int, span: int, shift: int
-) -> None:
-    # Few distinct keys (ties: stability), keys that differ only in some digits (the
-    # passes skipped), and keys of all 64 bits.
-    rng = np.random.default_rng(seed)
-    keys = rng.integers(0, span, size=count, dtype=np.uint64, endpoint=True) << np.uint64(
-        shift if span < 2**32 else 0
-    )
-    order, ordered = dedupe_runs._argsort(keys)
-    expected = np.argsort(keys, kind="stable")
-    assert order.tolist() == expected.tolist()
-    assert ordered.tolist() == keys[expected].tolist()
-
-
-def test_argsort_refuses_outputs_of_another_size() -> None:
-    keys = np.arange(3, dtype=_U64)
-    with pytest.raises(ValueError, match="one a key"):
-        built().argsort_keys(keys, np.empty(2, np.int64), np.empty(3, _U64))
-    with pytest.raises(TypeError):
-        built().argsort_keys(keys, np.empty(3, np.int32), np.empty(3, _U64))
-
-
-# ---- the look-up in a run -----------------------------------------------------------------
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    st.integers(0, 2**32 - 1),
-    st.integers(0, 3000),
-    st.integers(0, 400),
-    st.sampled_from([3, 50, 5000, 2**50]),
-    st.booleans(),
-    st.booleans(),
-)
-def test_find_in_c_is_the_numpy_descent(
-    seed: int, size: int, queries: int, span: int, run_texts: bool, query_texts: bool
-) -> None:
-    # A run with repeated keys (a key with several text hashes), queries in any order,
-    # with or without hashes on either side; out keeps what no run found.
-    rng = np.random.default_rng(seed)
-    (run,) = _runs(rng, [size], span, run_texts)
-    if run_texts and size:
-        # Some queries are pairs the run holds.
-        picks = rng.integers(0, size, size=queries // 2)
-        keys = np.concatenate(
-            [run.keys.table[picks], rng.integers(1, span, size=queries - len(picks), dtype=_U64)]
-        )
-        hashes = np.concatenate(
-            [run.hashes[picks], rng.integers(0, 2**63, size=queries - len(picks), dtype=_U64)]
-        )
-    else:
-        keys = rng.integers(1, span, size=queries, dtype=_U64)
-        hashes = rng.integers(0, 2**63, size=queries, dtype=_U64)
-    asked_hashes = hashes if query_texts else None
-    answers = []
-    for numpy_twins in (False, True):
-        out = np.full(queries, -7, dtype=np.int64)
-        with twins(numpy_twins):
-            run.find(keys, asked_hashes, out)
-        answers.append(out.tolist())
-    assert answers[0] == answers[1]
-
-
-def test_find_in_run_refuses_an_index_that_does_not_fit() -> None:
-    run = _Run.of(np.arange(1, 200, dtype=_U64), None, np.arange(199, dtype=np.uint32))
-    out = np.zeros(1, np.int64)
-    with pytest.raises(ValueError, match="sizes differ"):
-        built().find_in_run(
-            run.keys.table, 199, run.keys.index[:-1], None, run.lines, np.ones(1, _U64), None, out
-        )
-    with pytest.raises(ValueError, match="sizes differ"):
-        built().find_in_run(
-            run.keys.table, 10**6, run.keys.index, None, run.lines, np.ones(1, _U64), None, out
-        )
-    built().find_in_run(
-        run.keys.table, 199, run.keys.index, None, run.lines, np.array([5], _U64), None, out
-    )
-    assert out.tolist() == [4]
 
 
 # ---- the entries' lines -------------------------------------------------------------------
@@ -537,15 +320,6 @@ def test_column_ints_refuses_a_bad_call() -> None:
 
 
 # ---- an opt-out list's load ---------------------------------------------------------------
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(0, 2**64 - 1), max_size=3000), st.integers(0, 60))
-def test_sort_keys_is_numpys_sort(keys: list[int], shift: int) -> None:
-    array = np.array(keys, dtype=_U64) >> np.uint64(shift)
-    expected = np.sort(array)
-    built().sort_keys(array)
-    assert array.tolist() == expected.tolist()
 
 
 def test_plain_keys_refuses_a_table_too_small_and_stops_when_out_of_room() -> None:

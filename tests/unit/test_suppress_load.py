@@ -51,9 +51,7 @@ def rows_first(request: pytest.FixtureRequest) -> bool:
     st.lists(st.integers(0, 2**50), max_size=3 * sorted_keys.ROW + 7),
     st.sampled_from(_ORDERS),
 )
-def test_sorted_distinct_is_what_unique_says(
-    rows_first: bool, native_core: str, keys: list[int], order: str
-) -> None:
+def test_sorted_distinct_is_what_unique_says(rows_first: bool, keys: list[int], order: str) -> None:
     keys = _arranged(keys, order)
     with mock.patch.object(sorted_keys, "_rows_first", rows_first):
         got = sorted_keys.sorted_distinct(np.array(keys, dtype=np.uint64))
@@ -65,9 +63,7 @@ _ROW = sorted_keys.ROW
 
 @pytest.mark.parametrize("size", [0, 1, 2, 2 * _ROW - 1, 2 * _ROW, 2 * _ROW + 1, 300_001])
 @pytest.mark.parametrize("order", _ORDERS)
-def test_sorted_distinct_at_the_edges_of_the_rows(
-    rows_first: bool, native_core: str, size: int, order: str
-) -> None:
+def test_sorted_distinct_at_the_edges_of_the_rows(rows_first: bool, size: int, order: str) -> None:
     rng = np.random.default_rng(size)
     # Realistic keys (12-digit numbers of one prefix), a tenth of them repeated.
     drawn = rng.integers(525500000000, 525600000000, size=size, dtype=np.uint64)
