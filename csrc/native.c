@@ -3664,15 +3664,15 @@ empty(PyObject *self, PyObject *arg)
 
 /* dispatcher.dedupe_runs.Runs without numpy: the same sorted runs behind the same
  * filter, each run's columns malloc'd here, a chunk checked in one call. The constants
- * are that module's (FANOUT, MIN_FILTER, TRIM_FROM, MAX_LINE); dispatcher.heap's
- * thresholds are set here too, for the same reason as there. */
+ * are that module's (FANOUT, MIN_FILTER, TRIM_FROM, MAX_LINE). dispatcher.heap's
+ * thresholds are set by the caller (NativeRecord); a big merge trims the heap here, as
+ * dispatcher.heap.release does after the numpy record's. */
 
 #define RECORD_FANOUT 4
 #define RECORD_RUNS 128 /* FANOUT - 1 a level over 40 levels, and the one being added */
 #define RECORD_MIN_FILTER (1 << 20)
 #define RECORD_TRIM_FROM (1 << 16)
 #define RECORD_MAX_LINE UINT32_MAX
-#define HEAP_THRESHOLD (32 << 20)
 /* A group of equal keys at least this long is sorted by hash with qsort, not by insertion. */
 #define INSERTION_GROUP 16
 
@@ -3947,6 +3947,14 @@ sort_group(uint64_t *hash, int64_t *order, Py_ssize_t count)
     return 0;
 }
 
+/* Whether sorted line i starts a group of equal pairs (its key, or its hash, differs
+ * from the line before). */
+static inline int
+starts_group(const uint64_t *sk, const uint64_t *sh, int texts, Py_ssize_t i)
+{
+    return i == 0 || sk[i] != sk[i - 1] || (texts && sh[i] != sh[i - 1]);
+}
+
 /* Runs._check, over one chunk: ans[i] is -1 or the first line of line i's kind. */
 static int
 record_check(Record *self, const uint64_t *key, uint64_t code_bits, const uint64_t *code,
@@ -3993,7 +4001,7 @@ record_check(Record *self, const uint64_t *key, uint64_t code_bits, const uint64
     /* The groups of equal pairs, in sorted order; each starts with its earliest line. */
     Py_ssize_t groups = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (i == 0 || sk[i] != sk[i - 1] || (texts && sh[i] != sh[i - 1])) {
+        if (starts_group(sk, sh, texts, i)) {
             gk[groups] = sk[i];
             gh[groups] = texts ? sh[i] : 0;
             gl[groups] = line[order[i]];
@@ -4015,7 +4023,7 @@ record_check(Record *self, const uint64_t *key, uint64_t code_bits, const uint64
     }
     Py_ssize_t g = -1, fresh = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        int start = i == 0 || sk[i] != sk[i - 1] || (texts && sh[i] != sh[i - 1]);
+        int start = starts_group(sk, sh, texts, i);
         if (start) {
             g++;
             fresh += found[g] < 0;
@@ -4185,14 +4193,6 @@ Record_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_ValueError, "Record: min_filter >= 0, 0 <= filter_words < 2^32");
         return NULL;
     }
-#if defined(__GLIBC__)
-    static int settled = 0;
-    if (!settled) { /* dispatcher.heap.settle */
-        mallopt(M_MMAP_THRESHOLD, HEAP_THRESHOLD);
-        mallopt(M_TRIM_THRESHOLD, HEAP_THRESHOLD);
-        settled = 1;
-    }
-#endif
     Record *self = (Record *)type->tp_alloc(type, 0);
     if (self != NULL) {
         self->texts = texts;

@@ -82,12 +82,10 @@ from array import array
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, cast
 
-import xxhash
-
+from dispatcher import heap, native
 from dispatcher import keys as packed_words
-from dispatcher import native
 from dispatcher.errors import ConfigError
-from dispatcher.keys import is_packed, one_text
+from dispatcher.keys import is_packed, one_text, text_hash
 from dispatcher.numbers import number_key
 
 if TYPE_CHECKING:
@@ -107,7 +105,6 @@ MAX_LINE: Final = 0xFFFFFFFF
 #: `dispatcher.dedupe_runs.Runs._rebuild_filter`.
 MIN_FILTER = 1 << 20
 
-_xxh3: Final = xxhash.xxh3_64_intdigest
 _NO_LINE: Final = -1
 
 
@@ -240,9 +237,9 @@ class Dedupe:
         if texts is None:
             hashes = [0] * count
         elif isinstance(texts, str) or one_text(texts):
-            hashes = [_text_hash(texts if isinstance(texts, str) else texts[0])] * count
+            hashes = [text_hash(texts if isinstance(texts, str) else texts[0])] * count
         else:
-            hashes = [_text_hash(text) for text in texts]
+            hashes = [text_hash(text) for text in texts]
         seen, out = self._small, []
         for key, bits, digest, line in zip(keys, code_bits, hashes, line_numbers, strict=True):
             pair = (key | bits) << 64 | digest
@@ -335,13 +332,6 @@ class ChunkNumbers:
         return keys.take(positions)
 
 
-def _text_hash(text: str) -> int:
-    try:
-        return _xxh3(text.encode())
-    except UnicodeEncodeError:  # a lone surrogate
-        return _xxh3(text.encode("utf-8", "surrogatepass"))
-
-
 class PackedRecord(Protocol):
     """The packed record of a job beyond the dict: `NativeRecord`, or its numpy twin
     `dispatcher.dedupe_runs.Runs`."""
@@ -389,6 +379,7 @@ class NativeRecord:
         """``filter_words`` > 0: a filter of that many words that never grows (the tests
         crowd it, so that every pair is looked up in the runs)."""
         assert native.core is not None
+        heap.settle()  # its runs' columns reuse the heap, as the numpy record's arrays do
         self._record = native.core.Record(texts, min_filter=MIN_FILTER, filter_words=filter_words)
 
     def __len__(self) -> int:

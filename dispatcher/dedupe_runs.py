@@ -57,7 +57,7 @@ import xxhash
 from dispatcher import dedupe, heap
 from dispatcher.dedupe import NUMBER_BITS
 from dispatcher.errors import ConfigError
-from dispatcher.keys import is_packed, one_text
+from dispatcher.keys import is_packed, one_text, text_hash
 from dispatcher.sorted_keys import FILTER_BLOCK, KeyFilter, SortedKeys, number_keys
 
 if TYPE_CHECKING:
@@ -71,7 +71,6 @@ FANOUT: Final = 4
 #: The largest line number a run holds (uint32).
 MAX_LINE: Final = 0xFFFFFFFF
 
-_xxh3: Final = xxhash.xxh3_64_intdigest
 _xxh3_bytes: Final = xxhash.xxh3_64_digest  # big-endian, the canonical form
 _NO_LINE: Final = -1
 _LOW64: Final = (1 << 64) - 1
@@ -385,7 +384,7 @@ def _text_hashes(texts: str | Sequence[str] | None, count: int) -> _U64:
         raise ValueError(f"{len(texts)} texts for {count} lines")
     if isinstance(texts, str) or one_text(texts):  # a template without placeholders
         text = texts if isinstance(texts, str) else texts[0]
-        return np.full(count, _xxh3(text.encode("utf-8", "surrogatepass")), dtype=np.uint64)
+        return np.full(count, text_hash(text), dtype=np.uint64)
     # The digests' bytes joined and read as big-endian words: the same values as the int
     # digests, without a Python int converted a text (75 against 93 ns a text).
     try:

@@ -58,10 +58,19 @@ def text_hashes(texts: str | Sequence[str], count: int) -> Words:
     assert native.core is not None
     if isinstance(texts, str) or one_text(texts):
         text = texts if isinstance(texts, str) else texts[0]
-        return array("Q", [_xxh3(text.encode("utf-8", "surrogatepass"))]) * count
+        return array("Q", [text_hash(text)]) * count
     hashes = empty(count)
     native.core.text_hashes(texts, hashes)
     return hashes
+
+
+def text_hash(text: str) -> int:
+    """The XXH3-64 of one text's UTF-8, lone surrogates passed through (the encode that
+    refuses them is the faster one, tried first)."""
+    try:
+        return _xxh3(text.encode())
+    except UnicodeEncodeError:  # a lone surrogate
+        return _xxh3(text.encode("utf-8", "surrogatepass"))
 
 
 def one_text(texts: Sequence[str]) -> bool:
