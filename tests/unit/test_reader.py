@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from dispatcher.errors import FatalError, InputError
 from dispatcher.models import BigInt, Recipient, Rejected
-from dispatcher.reader import LineParser, Reader, _parse_each, parse_lines
+from dispatcher.reader import PIECE_SIZE, LineParser, Reader, _parse_each, _pieces, parse_lines
 
 Record = Recipient | Rejected
 
@@ -460,6 +460,34 @@ async def test_chunk_size_does_not_change_the_records(tmp_path: Path, chunk_size
     path = tmp_path / "in.ndjson"
     path.write_bytes(data)
     assert await read_all(Reader(path, chunk_size=chunk_size)) == parse(data)
+
+
+@given(st.binary(max_size=400).map(lambda b: b.replace(b"x", b"\n")), st.integers(1, 60))
+def test_pieces_are_the_data_cut_after_newlines(data: bytes, size: int) -> None:
+    pieces = _pieces(data, size)
+    assert b"".join(pieces) == data
+    for piece in pieces[:-1]:  # every cut: just after the first newline past `size`
+        assert len(piece) > size
+        assert piece.endswith(b"\n")
+        assert b"\n" not in piece[size:-1]
+    assert len(pieces[-1]) < size + size // 2 or b"\n" not in pieces[-1][size:]
+
+
+async def test_a_read_is_yielded_in_pieces_of_whole_lines(tmp_path: Path) -> None:
+    """A read of 256 KiB comes out as chunks of ~64 KiB (`PIECE_SIZE`), the records
+    the same as one parse of the whole file, however the reads fall."""
+    line = b'{"to":"+12025550100","params":["Ana",12.5],"ref":"r"}\n'
+    data = b"\xef\xbb\xbf" + line * (5 * PIECE_SIZE // len(line)) + b"\n \nbad"
+    path = tmp_path / "in.ndjson"
+    path.write_bytes(data)
+    chunks: list[list[Record]] = []
+    async for chunk in Reader(path):
+        chunks.append(chunk)
+    assert [r for chunk in chunks for r in chunk] == parse(data)
+    assert len(chunks) >= 4
+    assert max(map(len, chunks)) <= PIECE_SIZE // len(line) + 2
+    for chunk_size in (PIECE_SIZE // 3, 3 * PIECE_SIZE + 17):
+        assert await read_all(Reader(path, chunk_size=chunk_size)) == parse(data)
 
 
 async def test_reads_gzip(tmp_path: Path) -> None:
