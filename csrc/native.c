@@ -1638,6 +1638,36 @@ put_json_param(Buffer *out, PyObject *value, PyObject *dumps)
     return 0;
 }
 
+/* An entry's recipient in a batch body, {"to":"T","params":[...]}: 1 written, 0 not
+ * (a number that is not JSON text as it is, params that are not a list or hold a
+ * param put_json_param leaves to orjson), -1 an error. */
+static int
+put_recipient(Buffer *out, PyObject *entry, PyObject *dumps)
+{
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 3) {
+        return 0;
+    }
+    PyObject *to = PyTuple_GET_ITEM(entry, 1), *params = PyTuple_GET_ITEM(entry, 2);
+    if (!verbatim(to) || !PyList_CheckExact(params)) {
+        return 0;
+    }
+    if (PUT_LITERAL(out, "{\"to\":\"") < 0 ||
+        buffer_put(out, PyUnicode_DATA(to), (size_t)PyUnicode_GET_LENGTH(to)) < 0 ||
+        PUT_LITERAL(out, "\",\"params\":[") < 0) {
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(params); k++) {
+        if (k && PUT_LITERAL(out, ",") < 0) {
+            return -1;
+        }
+        int written = put_json_param(out, PyList_GET_ITEM(params, k), dumps);
+        if (written <= 0) {
+            return written;
+        }
+    }
+    return PUT_LITERAL(out, "]}") < 0 ? -1 : 1;
+}
+
 PyDoc_STRVAR(batch_recipients_doc,
 "batch_recipients(entries, dumps, head, tail) -> bytes | None\n\n"
 "A batch body: head, then the 'to' array as orjson writes [{\"to\": e.to, \"params\":\n"
@@ -1668,33 +1698,15 @@ batch_recipients(PyObject *self, PyObject *args)
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *entry = entry_of[i];
-        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 3) {
-            goto fallback;
-        }
-        PyObject *to = PyTuple_GET_ITEM(entry, 1), *params = PyTuple_GET_ITEM(entry, 2);
-        if (!verbatim(to) || !PyList_CheckExact(params)) {
-            goto fallback;
-        }
-        if ((i && PUT_LITERAL(&out, ",") < 0) || PUT_LITERAL(&out, "{\"to\":\"") < 0 ||
-            buffer_put(&out, PyUnicode_DATA(to), (size_t)PyUnicode_GET_LENGTH(to)) < 0 ||
-            PUT_LITERAL(&out, "\",\"params\":[") < 0) {
+        if (i && PUT_LITERAL(&out, ",") < 0) {
             goto done;
         }
-        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(params); k++) {
-            if (k && PUT_LITERAL(&out, ",") < 0) {
-                goto done;
-            }
-            int written = put_json_param(&out, PyList_GET_ITEM(params, k), dumps);
-            if (written < 0) {
-                goto done;
-            }
-            if (written == 0) {
-                goto fallback;
-            }
-        }
-        if (PUT_LITERAL(&out, "]}") < 0) {
+        int written = put_recipient(&out, entry_of[i], dumps);
+        if (written < 0) {
             goto done;
+        }
+        if (written == 0) {
+            goto fallback;
         }
     }
     if (PUT_LITERAL(&out, "]") < 0 || buffer_put(&out, tail.buf, (size_t)tail.len) < 0) {
@@ -1709,6 +1721,288 @@ done:
     Py_XDECREF(entries);
     PyBuffer_Release(&head);
     PyBuffer_Release(&tail);
+    return result;
+}
+
+/* ---- a closed batch packed while its entries are in the cache (models.Packed) ---------- */
+
+/* A bytes object of a buffer's bytes (b"" for an empty one). */
+static PyObject *
+buffer_bytes(const Buffer *b)
+{
+    return PyBytes_FromStringAndSize(b->data ? b->data : "", (Py_ssize_t)b->size);
+}
+
+PyDoc_STRVAR(pack_batch_doc,
+"pack_batch(entries, kinds, dumps, head, tail)\n"
+"    -> (body, numbers, lines, segments, kinds, pieces, ends, refs, sums) | None\n\n"
+"What the batch endpoint's send of a closed batch needs of its entries, made while they\n"
+"are in the cache (dispatcher.models.Packed): the body (batch_recipients' bytes); the\n"
+"numbers, each followed by '\\n'; the lines and segments (int64 each, native order);\n"
+"each entry's kind (one byte: its index in kinds, a tuple of (encoding, its JSON text)\n"
+"matched by identity); the pieces of each accepted result line but the id and what\n"
+"follows the encoding — '{\"line\":L,\"to\":\"T\"', '\",\"segments\":N,\"encoding\":E',\n"
+"'[,\"ref\":dumps(ref)]}\\n' — with ends (uint32, three an entry: where each piece ends);\n"
+"refs (a list, one an entry, or None when no entry has one); sums ((kind index, segments)\n"
+"in the order of the kinds' first entries). None when an entry is not of that usual\n"
+"form: a kept text, smart-encoding replacements, a line or segments beyond 64 bits,\n"
+"another encoding, or what batch_recipients leaves to orjson.");
+
+static PyObject *
+pack_batch(PyObject *self, PyObject *args)
+{
+    PyObject *entries_obj, *kinds, *dumps;
+    Py_buffer head, tail;
+    if (!PyArg_ParseTuple(args, "OO!Oy*y*:pack_batch", &entries_obj, &PyTuple_Type, &kinds,
+                          &dumps, &head, &tail)) {
+        return NULL;
+    }
+    PyObject *result = NULL, *entries = NULL, *refs = NULL;
+    Buffer body = {NULL, 0, 0}, numbers = {NULL, 0, 0}, lines = {NULL, 0, 0},
+           segments = {NULL, 0, 0}, kind_bytes = {NULL, 0, 0}, pieces = {NULL, 0, 0},
+           ends = {NULL, 0, 0};
+    Py_ssize_t kind_count = PyTuple_GET_SIZE(kinds);
+    PyObject *kind_of[8];
+    const char *text_of[8];
+    Py_ssize_t text_size[8];
+    long long sums[8] = {0};
+    int seen[8] = {0}, order[8];
+    Py_ssize_t kinds_met = 0;
+    if (kind_count < 1 || kind_count > 8) {
+        PyErr_SetString(PyExc_ValueError, "pack_batch: 1 to 8 kinds");
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < kind_count; k++) {
+        PyObject *pair = PyTuple_GET_ITEM(kinds, k);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyBytes_Check(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "pack_batch: kinds of (encoding, bytes)");
+            goto done;
+        }
+        kind_of[k] = PyTuple_GET_ITEM(pair, 0);
+        text_of[k] = PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 1));
+        text_size[k] = PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 1));
+    }
+    entries = PySequence_Fast(entries_obj, "pack_batch: a list of entries");
+    if (entries == NULL) {
+        goto done;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(entries);
+    PyObject **entry_of = PySequence_Fast_ITEMS(entries);
+    size_t room = (size_t)(n ? n : 1);
+    if (buffer_reserve(&body, (size_t)(head.len + tail.len) + room * 64 + 64) < 0 ||
+        buffer_reserve(&numbers, room * 16) < 0 || buffer_reserve(&lines, room * 8) < 0 ||
+        buffer_reserve(&segments, room * 8) < 0 || buffer_reserve(&kind_bytes, room) < 0 ||
+        buffer_reserve(&pieces, room * 80) < 0 || buffer_reserve(&ends, room * 12) < 0 ||
+        buffer_put(&body, head.buf, (size_t)head.len) < 0 || PUT_LITERAL(&body, "[") < 0) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *entry = entry_of[i];
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 9) {
+            goto fallback;
+        }
+        PyObject *line = PyTuple_GET_ITEM(entry, 0), *to = PyTuple_GET_ITEM(entry, 1),
+                 *ref = PyTuple_GET_ITEM(entry, 3), *count = PyTuple_GET_ITEM(entry, 4),
+                 *encoding = PyTuple_GET_ITEM(entry, 5), *text = PyTuple_GET_ITEM(entry, 6),
+                 *replaced = PyTuple_GET_ITEM(entry, 7), *saved = PyTuple_GET_ITEM(entry, 8);
+        Py_ssize_t k = 0;
+        while (k < kind_count && kind_of[k] != encoding) {
+            k++;
+        }
+        /* no replacements and nothing saved: exactly the ints 0 (a bool is not one) */
+        if (k == kind_count || text != Py_None || !PyLong_CheckExact(line) ||
+            !PyLong_CheckExact(count) || !PyLong_CheckExact(replaced) ||
+            !PyLong_CheckExact(saved) || _PyLong_Sign(replaced) != 0 || _PyLong_Sign(saved) != 0) {
+            goto fallback;
+        }
+        int overflow = 0, more = 0;
+        long long line_value = PyLong_AsLongLongAndOverflow(line, &overflow);
+        more |= overflow;
+        long long segment_count = PyLong_AsLongLongAndOverflow(count, &overflow);
+        if (more | overflow) {
+            goto fallback;
+        }
+        if (i && PUT_LITERAL(&body, ",") < 0) {
+            goto done;
+        }
+        int written = put_recipient(&body, entry, dumps); /* checks the number is verbatim */
+        if (written < 0) {
+            goto done;
+        }
+        if (written == 0) {
+            goto fallback;
+        }
+        const char *digits = PyUnicode_DATA(to);
+        size_t length = (size_t)PyUnicode_GET_LENGTH(to);
+        unsigned char kind = (unsigned char)k;
+        if (buffer_put(&numbers, digits, length) < 0 || PUT_LITERAL(&numbers, "\n") < 0 ||
+            buffer_put(&lines, (const char *)&line_value, 8) < 0 ||
+            buffer_put(&segments, (const char *)&segment_count, 8) < 0 ||
+            buffer_put(&kind_bytes, (const char *)&kind, 1) < 0 ||
+            PUT_LITERAL(&pieces, "{\"line\":") < 0 || buffer_put_int(&pieces, line_value) < 0 ||
+            PUT_LITERAL(&pieces, ",\"to\":\"") < 0 || buffer_put(&pieces, digits, length) < 0 ||
+            PUT_LITERAL(&pieces, "\"") < 0) {
+            goto done;
+        }
+        uint32_t end[3];
+        end[0] = (uint32_t)pieces.size;
+        if (PUT_LITERAL(&pieces, "\",\"segments\":") < 0 ||
+            buffer_put_int(&pieces, segment_count) < 0 ||
+            PUT_LITERAL(&pieces, ",\"encoding\":") < 0 ||
+            buffer_put(&pieces, text_of[k], (size_t)text_size[k]) < 0) {
+            goto done;
+        }
+        end[1] = (uint32_t)pieces.size;
+        if (ref != Py_None) {
+            if (refs == NULL) { /* the first ref: None for the entries before it */
+                refs = PyList_New(n);
+                if (refs == NULL) {
+                    goto done;
+                }
+                for (Py_ssize_t j = 0; j < n; j++) {
+                    PyList_SET_ITEM(refs, j, Py_NewRef(Py_None));
+                }
+            }
+            Py_SETREF(PyList_GET_ITEM(refs, i), Py_NewRef(ref));
+            PyObject *json = PyObject_CallOneArg(dumps, ref);
+            if (json == NULL) {
+                if (PyErr_ExceptionMatches(PyExc_TypeError)) { /* the careful path's to say */
+                    PyErr_Clear();
+                    goto fallback;
+                }
+                goto done;
+            }
+            if (!PyBytes_Check(json)) {
+                Py_DECREF(json);
+                PyErr_SetString(PyExc_TypeError, "pack_batch: dumps must return bytes");
+                goto done;
+            }
+            int failed = PUT_LITERAL(&pieces, ",\"ref\":") < 0 ||
+                         buffer_put(&pieces, PyBytes_AS_STRING(json), (size_t)PyBytes_GET_SIZE(json)) < 0;
+            Py_DECREF(json);
+            if (failed) {
+                goto done;
+            }
+        }
+        if (PUT_LITERAL(&pieces, "}\n") < 0) {
+            goto done;
+        }
+        end[2] = (uint32_t)pieces.size;
+        if (pieces.size > UINT32_MAX) {
+            goto fallback;
+        }
+        if (buffer_put(&ends, (const char *)end, sizeof(end)) < 0) {
+            goto done;
+        }
+        sums[k] += segment_count;
+        if (!seen[k]) {
+            seen[k] = 1;
+            order[kinds_met++] = (int)k;
+        }
+    }
+    if (PUT_LITERAL(&body, "]") < 0 || buffer_put(&body, tail.buf, (size_t)tail.len) < 0) {
+        goto done;
+    }
+    PyObject *sum_list = PyList_New(kinds_met);
+    if (sum_list == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < kinds_met; j++) {
+        PyObject *pair = Py_BuildValue("(iL)", order[j], sums[order[j]]);
+        if (pair == NULL) {
+            Py_DECREF(sum_list);
+            goto done;
+        }
+        PyList_SET_ITEM(sum_list, j, pair);
+    }
+    result = Py_BuildValue("(NNNNNNNON)", buffer_bytes(&body), buffer_bytes(&numbers),
+                           buffer_bytes(&lines), buffer_bytes(&segments),
+                           buffer_bytes(&kind_bytes), buffer_bytes(&pieces), buffer_bytes(&ends),
+                           refs ? refs : Py_None, sum_list);
+    goto done;
+fallback:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(refs);
+    Py_XDECREF(entries);
+    PyMem_Free(body.data);
+    PyMem_Free(numbers.data);
+    PyMem_Free(lines.data);
+    PyMem_Free(segments.data);
+    PyMem_Free(kind_bytes.data);
+    PyMem_Free(pieces.data);
+    PyMem_Free(ends.data);
+    PyBuffer_Release(&head);
+    PyBuffer_Release(&tail);
+    return result;
+}
+
+PyDoc_STRVAR(accepted_packed_doc,
+"accepted_packed(pieces, ends, ids, middle, after) -> bytes | None\n\n"
+"The accepted result lines of a packed batch (pack_batch's pieces and ends), an id each:\n"
+"first piece + middle + id + second piece + after + third piece; the same bytes as\n"
+"accepted_lines for the entries packed. None when an id is not JSON text as it is.");
+
+static PyObject *
+accepted_packed(PyObject *self, PyObject *args)
+{
+    Py_buffer pieces, ends, middle, after;
+    PyObject *ids_obj, *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*y*Oy*y*:accepted_packed", &pieces, &ends, &ids_obj, &middle,
+                          &after)) {
+        return NULL;
+    }
+    Buffer out = {NULL, 0, 0};
+    PyObject *ids = PySequence_Fast(ids_obj, "accepted_packed: a list of ids");
+    if (ids == NULL) {
+        goto done;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(ids);
+    if (ends.len != n * 12) {
+        PyErr_SetString(PyExc_ValueError, "accepted_packed: an id an entry");
+        goto done;
+    }
+    PyObject **id_items = PySequence_Fast_ITEMS(ids);
+    const uint32_t *end = ends.buf;
+    const char *piece = pieces.buf;
+    if ((n && end[3 * n - 1] != (uint64_t)pieces.len) ||
+        buffer_reserve(&out, (size_t)pieces.len + (size_t)n * (size_t)(middle.len + after.len + 40)) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "accepted_packed: ends do not fit the pieces");
+        }
+        goto done;
+    }
+    uint32_t start = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *id = id_items[i];
+        uint32_t a = end[3 * i], b = end[3 * i + 1], c = end[3 * i + 2];
+        if (!verbatim(id)) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        if (a < start || b < a || c < b || c > (uint64_t)pieces.len) {
+            PyErr_SetString(PyExc_ValueError, "accepted_packed: ends do not fit the pieces");
+            goto done;
+        }
+        if (buffer_put(&out, piece + start, a - start) < 0 ||
+            buffer_put(&out, middle.buf, (size_t)middle.len) < 0 ||
+            buffer_put(&out, PyUnicode_DATA(id), (size_t)PyUnicode_GET_LENGTH(id)) < 0 ||
+            buffer_put(&out, piece + a, b - a) < 0 ||
+            buffer_put(&out, after.buf, (size_t)after.len) < 0 ||
+            buffer_put(&out, piece + b, c - b) < 0) {
+            goto done;
+        }
+        start = c;
+    }
+    result = buffer_bytes(&out);
+done:
+    PyMem_Free(out.data);
+    Py_XDECREF(ids);
+    PyBuffer_Release(&pieces);
+    PyBuffer_Release(&ends);
+    PyBuffer_Release(&middle);
+    PyBuffer_Release(&after);
     return result;
 }
 
@@ -2756,6 +3050,7 @@ static int
 answer_ids(Json *j, PyObject *ids, PyObject *mobiles, PyObject *sent, int *doubt)
 {
     Py_ssize_t count = 0;
+    const char *next = sent != NULL && PyBytes_Check(sent) ? PyBytes_AS_STRING(sent) : NULL;
     json_space(j);
     if (j->at < j->end && *j->at == ']') {
         j->at++;
@@ -2792,7 +3087,17 @@ answer_ids(Json *j, PyObject *ids, PyObject *mobiles, PyObject *sent, int *doubt
         if (more < 0 || id == NULL || number == NULL) {
             goto doubtful; /* no id, or no mobile: the careful loop's work */
         }
-        if (sent != NULL) {
+        if (sent != NULL && PyBytes_Check(sent)) {
+            /* the packed numbers, each followed by '\n' (pack_batch) */
+            const char *stop = PyBytes_AS_STRING(sent) + PyBytes_GET_SIZE(sent);
+            const char *newline = next < stop ? memchr(next, '\n', (size_t)(stop - next)) : NULL;
+            if (newline == NULL || newline - next != number_size ||
+                memcmp(next, number, (size_t)number_size) != 0) {
+                goto doubtful; /* not the number sent there: match_ids decides */
+            }
+            next = newline + 1;
+        }
+        else if (sent != NULL) {
             PyObject *entry = count < PyList_GET_SIZE(sent) ? PyList_GET_ITEM(sent, count) : NULL;
             if (entry == NULL || !PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 2 ||
                 !same_ascii(PyTuple_GET_ITEM(entry, 1), number, number_size)) {
@@ -2830,7 +3135,9 @@ answer_ids(Json *j, PyObject *ids, PyObject *mobiles, PyObject *sent, int *doubt
         return -1;
     }
 end:
-    if (sent != NULL && count != PyList_GET_SIZE(sent)) {
+    if (sent != NULL && (PyBytes_Check(sent)
+                             ? next != PyBytes_AS_STRING(sent) + PyBytes_GET_SIZE(sent)
+                             : count != PyList_GET_SIZE(sent))) {
         *doubt = 1; /* fewer ids than numbers sent */
         return -1;
     }
@@ -2922,8 +3229,9 @@ PyDoc_STRVAR(batch_answer_doc,
 "orjson). None for anything else, valid or not (orjson and the Python\n"
 "code then decide): status and transaction are given as they are read (None when null\n"
 "or absent; '' as ''), for the caller to default. With `sent` (the batch's entries,\n"
-"their number at 1), each mobile must be the number sent at its place, as many ids as\n"
-"numbers, and mobiles is None.");
+"their number at 1, or pack_batch's numbers: bytes, each number followed by '\\n'),\n"
+"each mobile must be the number sent at its place, as many ids as numbers, and mobiles\n"
+"is None.");
 
 static PyObject *
 batch_answer(PyObject *self, PyObject *args)
@@ -2935,8 +3243,9 @@ batch_answer(PyObject *self, PyObject *args)
     if (sent == Py_None) {
         sent = NULL;
     }
-    else if (!PyList_Check(sent)) {
-        PyErr_SetString(PyExc_TypeError, "batch_answer: sent is a list of entries");
+    else if (!PyList_Check(sent) && !PyBytes_Check(sent)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "batch_answer: sent is a list of entries or the packed numbers");
         return NULL;
     }
     Json j = {(const unsigned char *)PyBytes_AS_STRING(payload),
@@ -4271,6 +4580,8 @@ static PyMethodDef methods[] = {
     {"decode_block", decode_block, METH_VARARGS, decode_block_doc},
     {"batch_answer", batch_answer, METH_VARARGS, batch_answer_doc},
     {"batch_recipients", batch_recipients, METH_VARARGS, batch_recipients_doc},
+    {"pack_batch", pack_batch, METH_VARARGS, pack_batch_doc},
+    {"accepted_packed", accepted_packed, METH_VARARGS, accepted_packed_doc},
     {"plain_texts", plain_texts, METH_VARARGS, plain_texts_doc},
     {"plain_entries", plain_entries, METH_VARARGS, plain_entries_doc},
     {"segment_counts", segment_counts, METH_VARARGS, segment_counts_doc},
@@ -4303,7 +4614,7 @@ static struct PyModuleDef module = {
 /* What dispatcher/native.py expects (its VERSION): raise it whenever a function is added
  * or changes what it takes or gives, so that a build left over from older sources is not
  * used by newer Python code. */
-#define VERSION 12
+#define VERSION 13
 
 PyMODINIT_FUNC
 PyInit__native(void)

@@ -80,8 +80,27 @@ def batch_recipients(
     /,
 ) -> bytes | None: ...
 def batch_answer(
-    payload: bytes, sent: list[Any] | None = None, /
+    payload: bytes, sent: list[Any] | bytes | None = None, /
 ) -> tuple[list[str], list[str | None] | None, str | None, str | None] | None: ...
+def pack_batch(
+    entries: Sequence[tuple[Any, ...]],
+    kinds: tuple[tuple[object, bytes], ...],
+    dumps: Callable[[object], bytes],
+    head: ReadableBuffer,
+    tail: ReadableBuffer,
+    /,
+) -> (
+    tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, list[Any] | None, list[tuple[int, int]]]
+    | None
+): ...
+def accepted_packed(
+    pieces: ReadableBuffer,
+    ends: ReadableBuffer,
+    ids: Sequence[str],
+    middle: ReadableBuffer,
+    after: ReadableBuffer,
+    /,
+) -> bytes | None: ...
 def decode_block(
     data: bytes,
     first_line: int,

@@ -31,7 +31,7 @@ from dispatcher.errors import (
     ServerError,
     Unavailable,
 )
-from dispatcher.models import Batch, Entry, json_default
+from dispatcher.models import PACKED_KINDS, Batch, Entry, Packed, json_default
 
 
 class _Context(TypedDict):
@@ -185,7 +185,10 @@ def parse_batch(document: dict[str, Any]) -> Answer:
 
 
 def batch_answer(
-    status: int, headers: Mapping[str, str], payload: bytes, sent: list[Entry] | None = None
+    status: int,
+    headers: Mapping[str, str],
+    payload: bytes,
+    sent: list[Entry] | bytes | None = None,
 ) -> Answer:
     """The batch endpoint's answer: `parse_batch` of `check_answer`'s document, or the
     error it stands for.
@@ -323,6 +326,8 @@ def body(batch: Batch, *, single: bool) -> bytes:
     recipient), by orjson otherwise and for what the C part leaves to it (a str to
     escape, an integer beyond 64 bits)."""
     group = batch.group
+    if batch.packed is not None and not single:
+        return batch.packed.body
     if single:
         entry = batch.entries[0]
         assert entry.text is not None
@@ -342,6 +347,26 @@ def body(batch: Batch, *, single: bool) -> bytes:
 
 #: How a batch body with no recipients ends (`batch_body`: "to" is its last key).
 _EMPTY_TO = b'"to":[]}'
+
+
+def pack(batch: Batch) -> None:
+    """Pack a closed batch for the batch endpoint (`dispatcher.models.Packed`) where the
+    C part is built and its entries are of the usual form; else leave it as it is.
+
+    Called by the batcher as it closes the batch, when its entries were made a moment
+    ago and are still in the CPU's cache: the body and the result lines' pieces are
+    written then, and the entries freed."""
+    core = native.core
+    if core is None:
+        return
+    group = batch.group
+    empty = batch_body(group.options, group.template.text, [])
+    if not empty.endswith(_EMPTY_TO):
+        return
+    head = empty[: -len(_EMPTY_TO)] + b'"to":'
+    made = core.pack_batch(batch.entries, PACKED_KINDS, orjson.dumps, head, b"}")
+    if made is not None:
+        batch.pack(Packed(*made))
 
 
 def parse_status(document: dict[str, Any], message_id: str, *, status: int = 200) -> dict[str, Any]:

@@ -32,6 +32,7 @@ class Batcher:
         count_segments: bool,
         clock: Callable[[], float],
         job: str,
+        seal: Callable[[Batch], None] | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.linger = linger
@@ -40,6 +41,9 @@ class Batcher:
         self._clock = clock
         #: the job whose idempotency keys the closed batches carry
         self._job = job
+        #: what is done to a batch as it closes, while its entries are in the cache
+        #: (`dispatcher.api.pack`, for the batch endpoint)
+        self._seal = seal
         #: open batches, oldest first (a group's new batch moves it to the end)
         self._open: dict[Hashable, Batch] = {}
         self.buffered = 0
@@ -117,4 +121,6 @@ class Batcher:
         batch = self._open.pop(key)
         self.buffered -= len(batch.entries)
         batch.close(self._job)
+        if self._seal is not None:
+            self._seal(batch)
         self.outbox.append(batch)

@@ -82,10 +82,11 @@ class GatewayClient:
         return self._pool.connections
 
     async def send_batch(
-        self, body: bytes, *, key: str | None = None, sent: list[Entry] | None = None
+        self, body: bytes, *, key: str | None = None, sent: list[Entry] | bytes | None = None
     ) -> api.Answer:
-        """POST v3/messages/batch once; ``sent``, the batch's entries, lets the answer's
-        mobiles be checked against their numbers as it is read (`api.batch_answer`)."""
+        """POST v3/messages/batch once; ``sent``, the batch's entries or a packed
+        batch's numbers (`Batch.sent`), lets the answer's mobiles be checked against
+        their numbers as it is read (`api.batch_answer`)."""
         status, headers, payload = await self._post(self._batch, body, key)
         return api.batch_answer(status, headers, scrub_answer(payload), sent)
 

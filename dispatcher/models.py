@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from operator import itemgetter
-from typing import TYPE_CHECKING, Annotated, Any, Final, NamedTuple, final
+from typing import TYPE_CHECKING, Annotated, Any, Final, NamedTuple, final, overload
 
 import msgspec
 import orjson
@@ -212,18 +212,86 @@ def batch_key(job: str, lines: Iterable[int]) -> str:
     return f"{job}-{digest}"
 
 
+class Packed:
+    """What the batch endpoint's send of a closed batch needs of its entries, made by
+    the C part while they are still in the CPU's cache (`dispatcher.api.pack`): the
+    body, the numbers (each followed by a newline, for the answer's check), the lines
+    and segments (int64 each), each entry's encoding (its index in `PACKED_KINDS`), the
+    result lines' pieces around the id and the batch-wide text (``ends``: three uint32
+    an entry), the refs (None when there is none) and the segments by encoding.
+
+    A packed batch drops its entries: the send side never looks at them again (each
+    look had cost a cache miss a field, a fifth of a run's time), and they are freed
+    while in the cache. `Batch.entries` rebuilds them from here for the rare paths that
+    want them (a retry split, a failure, a cap).
+    """
+
+    __slots__ = (
+        "body", "count", "ends", "kinds", "lines", "numbers", "pieces", "refs", "segments",
+        "segments_by",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        body: bytes,
+        numbers: bytes,
+        lines: bytes,
+        segments: bytes,
+        kinds: bytes,
+        pieces: bytes,
+        ends: bytes,
+        refs: list[Any] | None,
+        sums: list[tuple[int, int]],
+    ) -> None:
+        self.body = body
+        self.numbers = numbers
+        self.lines = lines
+        self.segments = segments
+        self.kinds = kinds
+        self.pieces = pieces
+        self.ends = ends
+        self.refs = refs
+        self.count = len(kinds)
+        #: segments by encoding, in the order of each encoding's first message
+        self.segments_by: dict[str, int] = {PACKED_KINDS[k][0]: total for k, total in sums}
+
+    def entries(self) -> list[Entry]:
+        """The entries packed, equal to the ones the batch had."""
+        recipients = orjson.loads(self.body)["to"]
+        refs = self.refs if self.refs is not None else [None] * self.count
+        return [
+            Entry(line, item["to"], item["params"], ref, segments, PACKED_KINDS[kind][0], None)
+            for line, item, ref, segments, kind in zip(
+                array("q", self.lines),
+                recipients,
+                refs,
+                array("q", self.segments),
+                self.kinds,
+                strict=True,
+            )
+        ]
+
+
+#: The encodings a packed entry may have, with their JSON text (`Packed.kinds` indexes).
+PACKED_KINDS: Final = tuple((kind, orjson.dumps(kind)) for kind in Encoding)
+
+
 class Batch:
     """Messages of one group that go to the gateway in one request.
 
     Open while the batcher fills it; `close` fixes its lines and computes its
-    idempotency key, once. After that its entries do not change.
+    idempotency key, once. After that its entries do not change; `pack` may then swap
+    them for their packed form (`Packed`).
     """
 
-    __slots__ = ("_lines", "count_segments", "created", "entries", "group", "job", "key", "units")
+    __slots__ = (
+        "_entries", "_lines", "count_segments", "created", "group", "job", "key", "packed",
+        "units",
+    )  # fmt: skip
 
     def __init__(self, group: Group, created: float, *, count_segments: bool = False) -> None:
         self.group = group
-        self.entries: list[Entry] = []
+        self._entries: list[Entry] | None = []
         #: messages, or segments when the rate limit counts segments
         self.units = 0
         self.count_segments = count_segments
@@ -232,16 +300,46 @@ class Batch:
         self.job = ""
         self.key = ""
         self._lines: list[int] | None = None
+        self.packed: Packed | None = None
+
+    @property
+    def entries(self) -> list[Entry]:
+        """The messages, in the batch's order (rebuilt once from a packed batch)."""
+        entries = self._entries
+        if entries is None:
+            assert self.packed is not None
+            entries = self._entries = self.packed.entries()
+        return entries
+
+    @entries.setter
+    def entries(self, entries: list[Entry]) -> None:
+        self._entries = entries
 
     def __len__(self) -> int:
-        return len(self.entries)
+        if self._entries is None:
+            assert self.packed is not None
+            return self.packed.count
+        return len(self._entries)
 
     @property
     def lines(self) -> list[int]:
         """The input line numbers, in the batch's order."""
         if self._lines is not None:
             return self._lines
-        return list(map(_line_of, self.entries))
+        if self._entries is None:
+            assert self.packed is not None
+            return array("q", self.packed.lines).tolist()
+        return list(map(_line_of, self._entries))
+
+    @property
+    def numbers(self) -> Numbers:
+        """The numbers, in the batch's order (looked at one by one only when needed)."""
+        return Numbers(self)
+
+    @property
+    def sent(self) -> list[Entry] | bytes:
+        """What the answer's numbers are checked against (`api.batch_answer`)."""
+        return self.packed.numbers if self.packed is not None else self.entries
 
     def close(self, job: str) -> None:
         """Fix the lines and compute the idempotency key (`batch_key`) of job ``job``."""
@@ -249,9 +347,15 @@ class Batch:
         self.job = job
         self.key = batch_key(job, lines)
 
+    def pack(self, packed: Packed) -> None:
+        """Hold the closed batch as ``packed`` (made from its entries) instead."""
+        self.packed = packed
+        self._entries = None
+        self._lines = None
+
     def split(self) -> tuple[Batch, Batch]:
         """Two closed halves with their own keys, for a gateway that answered 413."""
-        half = len(self.entries) // 2
+        half = len(self) // 2
         halves = []
         for entries in (self.entries[:half], self.entries[half:]):
             batch = Batch(self.group, self.created, count_segments=self.count_segments)
@@ -262,8 +366,38 @@ class Batch:
         return halves[0], halves[1]
 
     def __repr__(self) -> str:
-        first = self.entries[0].line if self.entries else None
+        lines = self.lines
+        first = lines[0] if lines else None
         return f"<Batch {self.group.sender} lines from {first}, {len(self)} messages>"
+
+
+class Numbers(Sequence[str]):
+    """A batch's numbers as a sequence: its length without looking at them; the numbers
+    themselves (decoded from a packed batch once) only when an item is asked for."""
+
+    __slots__ = ("_batch", "_numbers")
+
+    def __init__(self, batch: Batch) -> None:
+        self._batch = batch
+        self._numbers: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self._batch)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        numbers = self._numbers
+        if numbers is None:
+            batch = self._batch
+            if batch.packed is not None:
+                numbers = batch.packed.numbers.decode().split("\n")[:-1]
+            else:
+                numbers = [entry.to for entry in batch.entries]
+            self._numbers = numbers
+        return numbers[index]
 
 
 @final

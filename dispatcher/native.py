@@ -22,7 +22,7 @@ import os
 from types import ModuleType
 
 #: The `dispatcher._native` these modules are written for (its ``VERSION``).
-VERSION = 12
+VERSION = 13
 
 
 def _load() -> ModuleType | None:

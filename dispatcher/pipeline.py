@@ -47,6 +47,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TextIO
 
+from dispatcher import api
 from dispatcher.batcher import Batcher
 from dispatcher.config import Config, callback_secrets
 from dispatcher.control import Controls, job_controls
@@ -328,6 +329,9 @@ async def _run_stages(job: _Job, stage: Stage) -> None:
         count_segments=config.rate_unit == "segments",
         clock=asyncio.get_running_loop().time,
         job=journal.job,
+        # packed as they close, for the batch endpoint's own sender (not a dry run, and
+        # not past the job-wide caps, which look at the entries)
+        seal=api.pack if type(stage) is Sender and not config.single else None,
     )
     show = config.progress if config.progress is not None else sys.stderr.isatty()
     # --explain's preview waits for the end when the progress line would scribble over it

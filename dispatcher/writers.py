@@ -410,8 +410,12 @@ class Outputs:
         started: float,
     ) -> None:
         """The gateway's answer to a batch: an id per line, or refused as invalid."""
-        if len(ids) == len(batch.entries):
+        if len(ids) == len(batch):
             plain_ids = cast("list[str]", ids)
+            if batch.packed is not None and self._accepted_packed(
+                batch, plain_ids, status, attempts, transaction_id, started
+            ):
+                return
             if native.core is not None and self._accepted_in_c(  # it checks the ids are str
                 batch, plain_ids, status, attempts, transaction_id, started
             ):
@@ -547,6 +551,31 @@ class Outputs:
         self._count_accepted(batch, len(ids), status, segments_by, smart, saved_segments, started)
         return True
 
+    def _accepted_packed(
+        self,
+        batch: Batch,
+        ids: list[str],
+        status: str,
+        attempts: int,
+        transaction_id: str | None,
+        started: float,
+    ) -> bool:
+        """`_accepted_in_c` for a packed batch (`dispatcher.models.Packed`): its result
+        lines' pieces were written as it closed; here each id and the batch-wide text go
+        between them. False when an id needs escaping (the other paths then)."""
+        packed = batch.packed
+        assert native.core is not None
+        assert packed is not None
+        middle, after = _accepted_parts(status, attempts, transaction_id)
+        text = native.core.accepted_packed(
+            packed.pieces, packed.ends, ids, middle.encode(), after.encode()
+        )
+        if text is None:
+            return False
+        self.results.write(text)
+        self._count_accepted(batch, len(ids), status, packed.segments_by, 0, 0, started)
+        return True
+
     def _count_accepted(
         self,
         batch: Batch,
@@ -563,7 +592,8 @@ class Outputs:
         summary.by_code[status, batch.group.sender] += lines
         if status in ACCEPTED:
             summary.segments.update(segments_by)
-            summary.charge(batch.entries)
+            if summary.table is not None:  # prices by number: the entries are needed
+                summary.charge(batch.entries)
             summary.sent(batch.group.sender, lines, sum(segments_by.values()), started)
             summary.smart(smart, saved_segments)
 

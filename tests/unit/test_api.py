@@ -26,7 +26,7 @@ from dispatcher.errors import (
     ServerError,
     Unavailable,
 )
-from dispatcher.models import Batch, BigInt, Entry, Group
+from dispatcher.models import PACKED_KINDS, Batch, BigInt, Encoding, Entry, Group
 from dispatcher.renderer import compile_template
 from tests.support.native import FLOATS, INTS, built, twins
 
@@ -340,6 +340,131 @@ def test_floats_and_ints_in_the_body_in_c_are_as_orjson_writes_them(params: list
         in_c = _body_or_error(batch)
     with twins(True):
         assert _body_or_error(batch) == in_c
+
+
+# ---- A closed batch packed by the C part (api.pack, models.Packed) -------------------
+
+#: What the reader can give a param (no NaN nor infinity: JSON has none), and the odd.
+_FINITE = st.one_of(
+    st.text(max_size=12),
+    st.text(alphabet="aé€\u2028\U0001f600 /\x7f", max_size=6),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.none(),
+)
+_PACK_PARAMS = st.one_of(
+    st.lists(_FINITE, max_size=4),
+    st.lists(_FINITE, max_size=4),
+    st.lists(st.one_of(_FINITE, _LEFT), max_size=3),
+)
+_REFS = st.one_of(st.none(), st.none(), _FINITE, st.lists(st.integers(0, 3), max_size=2))
+_ENTRY = st.tuples(
+    st.integers(1, 2**40),
+    _TO,
+    _PACK_PARAMS,
+    _REFS,
+    st.integers(1, 12),
+    st.sampled_from([*Encoding, "GSM7"]),  # a plain str is not an Encoding: left alone
+    st.one_of(st.none(), st.none(), st.none(), st.just("a text")),
+    st.sampled_from([0, 0, 0, 2]),
+    st.sampled_from([0, 0, 0, 1]),
+)
+
+
+def _group(options: dict[str, Any]) -> Group:
+    return Group("g", sender="12345", template=compile_template("Hi {0} ✓"), options=options,
+                 capacity=math.inf)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(_ENTRY, min_size=1, max_size=8),
+    st.sampled_from([{"from": "12345"}, {"from": "12345", "type": "MT", "requestDR": True}]),
+)
+def test_a_packed_batch_is_the_batch_it_was(rows: list[Any], options: dict[str, Any]) -> None:
+    """`api.pack` of a closed batch: its body, length, lines, numbers and (rebuilt)
+    entries are the unpacked batch's, exactly — or it is left as it was, when an entry
+    is not of the usual form (a kept text, smart-encoding replacements, a plain str for
+    an encoding, what the body leaves to orjson, a ref orjson refuses)."""
+    entries = [Entry(*row) for row in rows]
+    batch, twin = Batch(_group(options), 0.0), Batch(_group(options), 0.0)
+    batch.entries, twin.entries = list(entries), list(entries)
+    batch.close("job")
+    twin.close("job")
+    expected = _body_or_error(twin)
+    api.pack(batch)
+    usual = all(
+        e.text is None and e.replaced == 0 and e.saved == 0 and type(e.encoding) is Encoding
+        for e in entries
+    )
+    if batch.packed is None:  # the refs drawn here are all JSON orjson writes
+        assert not usual or built().batch_recipients(entries, orjson.dumps, b"{", b"}") is None
+        assert batch.entries is not None
+        return
+    assert usual
+    assert batch.key == twin.key
+    assert len(batch) == len(entries)
+    assert batch.lines == [e.line for e in entries]
+    assert list(batch.numbers) == [e.to for e in entries]
+    assert batch.sent == "".join(e.to + "\n" for e in entries).encode()
+    assert api.body(batch, single=False) == expected
+    # repr tells -0.0 from 0.0 and True from 1: the params come back as they were
+    assert repr(batch.entries) == repr(entries)
+    assert batch.packed.segments_by == {
+        kind: sum(e.segments for e in entries if e.encoding is kind)
+        for kind in dict.fromkeys(e.encoding for e in entries)
+    }
+
+
+def test_the_usual_batch_is_packed_and_its_entries_freed() -> None:
+    """The usual batch is packed (else the test above would pass by packing nothing),
+    and holds no entries until one is asked for."""
+    batch = Batch(_group({"from": "12345"}), 0.0)
+    batch.entries = [
+        Entry(3, "+525500000001", ["Ana", 12.5], None, 1, Encoding.GSM7, None),
+        Entry(9, "+15005550006", ["Zoë", -0.0], "crm-1", 2, Encoding.UCS2, None),
+    ]
+    batch.close("job")
+    key = batch.key
+    api.pack(batch)
+    assert batch.packed is not None
+    assert batch._entries is None
+    assert (len(batch), batch.lines, batch.key) == (2, [3, 9], key)
+    assert batch.packed.refs == [None, "crm-1"]
+    assert batch.entries[1] == Entry(9, "+15005550006", ["Zoë", -0.0], "crm-1", 2, "UCS2", None)
+    assert repr(batch.entries[1].params[1]) == "-0.0"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["+525500000001", "+15005550006"]), _REFS,
+                       st.integers(1, 300), st.sampled_from(list(Encoding))),
+             min_size=1, max_size=6),
+    st.lists(st.sampled_from(["a1", "507f1f77b", 'q"', "é", ""]), min_size=6, max_size=6),
+)  # fmt: skip
+def test_packed_result_lines_are_accepted_lines(rows: list[Any], ids: list[str]) -> None:
+    """The C part's result lines of a packed batch (``accepted_packed``) are
+    ``accepted_lines``' for its entries, byte for byte, with the same sums; both leave
+    a batch with an id to escape to the Python loops."""
+    core = built()
+    entries = [
+        Entry(line, to, ["Ana", 1.5], ref, segments, encoding, None)
+        for line, (to, ref, segments, encoding) in enumerate(rows, 7)
+    ]
+    made = core.pack_batch(entries, PACKED_KINDS, orjson.dumps, b"{", b"}")
+    assert made is not None
+    _, _, _, _, _, pieces, ends, _, sums = made
+    ids = ids[: len(entries)]
+    middle, after = ',"status":"QUEUE","id":"', ',"attempts":2,"transactionId":"t"'
+    kinds = tuple((kind, f',"encoding":"{kind}"{after}') for kind in Encoding)
+    lines = core.accepted_lines(entries, ids, middle, kinds, orjson.dumps)
+    packed = core.accepted_packed(pieces, ends, ids, middle.encode(), after.encode())
+    if lines is None:
+        assert packed is None
+        return
+    assert packed == lines[0]
+    assert sums == lines[1]
 
 
 # ---- The batch answer read in C (api.batch_answer) against orjson and parse_batch ----
@@ -661,6 +786,9 @@ def test_the_answer_checked_against_the_numbers_sent_in_c(tos: list[str], data: 
     if read is not None:
         assert read[1] is None
         assert read[0] == expected, (payload, tos)
+    if all(to.isascii() and to.isprintable() and '"' not in to and "\\" not in to for to in tos):
+        # a packed batch's numbers (only numbers that need no escaping are packed)
+        assert built().batch_answer(payload, "".join(to + "\n" for to in tos).encode()) == read
     with twins(False):
         try:
             answer = api.batch_answer(200, {}, payload, entries)
@@ -687,3 +815,7 @@ def test_the_usual_answer_is_read_in_c() -> None:
     assert built().batch_answer(usual, _entries(["+1", "2"])) is None
     assert built().batch_answer(usual, _entries(["+1"])) is None
     assert built().batch_answer(usual, _entries(["+1", "+2", "+3"])) is None
+    # the same against a packed batch's numbers
+    assert built().batch_answer(usual, b"+1\n+2\n") == (["a", "b"], None, None, None)
+    for numbers in (b"+1\n+3\n", b"+1\n2\n", b"+1\n", b"+1\n+2\n+3\n", b"+1\n+2", b"", b"+1+2\n"):
+        assert built().batch_answer(usual, numbers) is None

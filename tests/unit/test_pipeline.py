@@ -249,6 +249,54 @@ async def test_the_journal_closes_every_batch_it_opened(
     assert keys == set(sent)  # each batch went out under the key the journal recorded
 
 
+async def test_the_sender_gets_batches_packed_as_they_close(
+    emulator_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch endpoint's sender gets its batches packed (`api.pack`): their entries
+    freed as they close, the bodies and result lines made from the packed form."""
+    from dispatcher import api, native
+
+    if native.core is None:
+        pytest.skip("the C part is not built: nothing is packed")  # pragma: no cover
+    emulator = await emulator_factory(api_key=KEY, rate_limit=False)
+    source = tmp_path / "in.ndjson"
+    source.write_bytes(
+        b"".join(
+            orjson.dumps({"to": f"+5255{n:08d}", "params": [n, "Zoë", n / 4], "ref": n}) + b"\n"
+            for n in range(1, 51)
+        )
+    )
+    packed: list[bool] = []
+    real = api.pack
+
+    def pack(batch: Any) -> None:
+        real(batch)
+        packed.append(batch.packed is not None)
+
+    monkeypatch.setattr(pipeline.api, "pack", pack)
+    config = validate(
+        Config(
+            base_url=emulator.base_url,
+            api_key=Secret(KEY),
+            sender="12345",
+            text="{0} {1} {2}",
+            batch_size=7,
+            rates={"12345": math.inf},
+            results=str(tmp_path / "results.ndjson"),
+            progress=False,
+        )
+    )
+    summary = await pipeline.run(str(source), config)
+    assert summary.statuses == {"QUEUE": 50}
+    assert packed == [True] * 8
+    results = sorted(read_results(tmp_path / "results.ndjson"), key=lambda r: r["line"])
+    assert [(r["line"], r["ref"], r["segments"]) for r in results] == [
+        (n, n, 1) for n in range(1, 51)
+    ]
+    texts = sorted(m["text"] for m in emulator.messages())
+    assert texts == sorted(f"{n} Zoë {n / 4}" for n in range(1, 51))
+
+
 # --- task lifetimes: a stop or a fatal error ends the run at once, resumably ---------
 
 #: A stop or a fatal error must end the run promptly; this only keeps a bug from hanging.

@@ -222,6 +222,50 @@ def test_accepted_batch_with_a_gateway_refusal(files: Files, clock: Clock) -> No
     assert (stats.messages, stats.segments, stats.first, stats.last) == (2, 3, 100.5, 101.5)
 
 
+@pytest.mark.parametrize(
+    "ids",
+    [["id-a", "id-b", "id-c"], ["id-a", None, "id-c"], ["id-a", 'id-"b"', "id-c"]],
+    ids=["usual", "a refusal", "an id to escape"],
+)
+def test_a_packed_batch_gets_the_unpacked_batchs_results(
+    tmp_path: Path, clock: Clock, ids: list[str | None]
+) -> None:
+    """`Outputs.accepted` of a batch packed as it closed (`api.pack`) writes what it
+    writes for the batch unpacked: its own C path for the usual answer, the entries
+    rebuilt for the rest."""
+    from dispatcher import api
+
+    got = []
+    for packed in (False, True):
+        (tmp_path / str(packed)).mkdir()
+        files = Files(tmp_path / str(packed), clock)
+        b = batch(
+            entry(4, "+525500000001", ref="r4", segments=2, encoding=Encoding.GSM7),
+            entry(5, "+525599000000", ref={"k": [1.5]}, encoding=Encoding.UCS2),
+            entry(6, "+525500000001", segments=3, encoding=Encoding.GSM7),
+        )
+        b.close("job")
+        if packed:
+            api.pack(b)
+            assert b.packed is not None
+        files.outputs.accepted(
+            b, list(ids), status="QUEUE", attempts=2, transaction_id="tx", started=100.5
+        )
+        files.close()
+        s = files.summary
+        got.append(
+            (
+                files.lines("results.ndjson"),
+                files.lines("invalid.ndjson"),
+                s.statuses,
+                list(s.segments.items()),
+                s.codes["12345"].segments,
+            )
+        )
+    assert got[0] == got[1]
+    assert len(got[0][0]) == 3
+
+
 def test_unsent_batch(files: Files) -> None:
     b = batch(entry(8, "+525500000008", ref=[1]), entry(9, "+525500000009", segments=3))
     files.outputs.unsent(b, Status.AMBIGUOUS, "may have been sent", attempts=3)
