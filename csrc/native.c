@@ -1748,6 +1748,26 @@ PyDoc_STRVAR(pack_batch_doc,
 "form: a kept text, smart-encoding replacements, a line or segments beyond 64 bits,\n"
 "another encoding, or what batch_recipients leaves to orjson.");
 
+/* Bytes written at `at`, and past them (pack_batch's writes into room reserved). */
+static inline char *
+put_raw(char *at, const void *bytes, size_t count)
+{
+    memcpy(at, bytes, count);
+    return at + count;
+}
+
+#define PUT_RAW_LITERAL(at, text) put_raw((at), (text), sizeof(text) - 1)
+
+/* A whole number's decimal text at `at`, and past it. */
+static inline char *
+put_raw_int(char *at, long long value)
+{
+    char digits[24];
+    unsigned long long magnitude = value < 0 ? 0ULL - (unsigned long long)value : (unsigned long long)value;
+    char *end = digits + sizeof(digits), *first = digits_before(end, magnitude, value < 0);
+    return put_raw(at, first, (size_t)(end - first));
+}
+
 static PyObject *
 pack_batch(PyObject *self, PyObject *args)
 {
@@ -1757,10 +1777,9 @@ pack_batch(PyObject *self, PyObject *args)
                           &dumps, &head, &tail)) {
         return NULL;
     }
-    PyObject *result = NULL, *entries = NULL, *refs = NULL;
-    Buffer body = {NULL, 0, 0}, numbers = {NULL, 0, 0}, lines = {NULL, 0, 0},
-           segments = {NULL, 0, 0}, kind_bytes = {NULL, 0, 0}, pieces = {NULL, 0, 0},
-           ends = {NULL, 0, 0};
+    PyObject *result = NULL, *entries = NULL, *refs = NULL, *lines = NULL, *segments = NULL,
+             *kind_bytes = NULL, *ends = NULL;
+    Buffer body = {NULL, 0, 0}, numbers = {NULL, 0, 0}, pieces = {NULL, 0, 0};
     Py_ssize_t kind_count = PyTuple_GET_SIZE(kinds);
     PyObject *kind_of[8];
     const char *text_of[8];
@@ -1775,8 +1794,9 @@ pack_batch(PyObject *self, PyObject *args)
     for (Py_ssize_t k = 0; k < kind_count; k++) {
         PyObject *pair = PyTuple_GET_ITEM(kinds, k);
         if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
-            !PyBytes_Check(PyTuple_GET_ITEM(pair, 1))) {
-            PyErr_SetString(PyExc_TypeError, "pack_batch: kinds of (encoding, bytes)");
+            !PyBytes_Check(PyTuple_GET_ITEM(pair, 1)) ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 1)) > 64) {
+            PyErr_SetString(PyExc_TypeError, "pack_batch: kinds of (encoding, bytes of 64 at most)");
             goto done;
         }
         kind_of[k] = PyTuple_GET_ITEM(pair, 0);
@@ -1790,13 +1810,21 @@ pack_batch(PyObject *self, PyObject *args)
     Py_ssize_t n = PySequence_Fast_GET_SIZE(entries);
     PyObject **entry_of = PySequence_Fast_ITEMS(entries);
     size_t room = (size_t)(n ? n : 1);
-    if (buffer_reserve(&body, (size_t)(head.len + tail.len) + room * 64 + 64) < 0 ||
-        buffer_reserve(&numbers, room * 16) < 0 || buffer_reserve(&lines, room * 8) < 0 ||
-        buffer_reserve(&segments, room * 8) < 0 || buffer_reserve(&kind_bytes, room) < 0 ||
-        buffer_reserve(&pieces, room * 80) < 0 || buffer_reserve(&ends, room * 12) < 0 ||
+    /* the fixed-size columns made at their size, written in place */
+    lines = PyBytes_FromStringAndSize(NULL, n * 8);
+    segments = PyBytes_FromStringAndSize(NULL, n * 8);
+    kind_bytes = PyBytes_FromStringAndSize(NULL, n);
+    ends = PyBytes_FromStringAndSize(NULL, n * 12);
+    if (lines == NULL || segments == NULL || kind_bytes == NULL || ends == NULL ||
+        buffer_reserve(&body, (size_t)(head.len + tail.len) + room * 64 + 64) < 0 ||
+        buffer_reserve(&numbers, room * 16) < 0 || buffer_reserve(&pieces, room * 96) < 0 ||
         buffer_put(&body, head.buf, (size_t)head.len) < 0 || PUT_LITERAL(&body, "[") < 0) {
         goto done;
     }
+    int64_t *line_at = (int64_t *)PyBytes_AS_STRING(lines),
+            *segments_at = (int64_t *)PyBytes_AS_STRING(segments);
+    unsigned char *kind_at = (unsigned char *)PyBytes_AS_STRING(kind_bytes);
+    uint32_t *end_at = (uint32_t *)PyBytes_AS_STRING(ends);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *entry = entry_of[i];
         if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 9) {
@@ -1835,25 +1863,30 @@ pack_batch(PyObject *self, PyObject *args)
         }
         const char *digits = PyUnicode_DATA(to);
         size_t length = (size_t)PyUnicode_GET_LENGTH(to);
-        unsigned char kind = (unsigned char)k;
-        if (buffer_put(&numbers, digits, length) < 0 || PUT_LITERAL(&numbers, "\n") < 0 ||
-            buffer_put(&lines, (const char *)&line_value, 8) < 0 ||
-            buffer_put(&segments, (const char *)&segment_count, 8) < 0 ||
-            buffer_put(&kind_bytes, (const char *)&kind, 1) < 0 ||
-            PUT_LITERAL(&pieces, "{\"line\":") < 0 || buffer_put_int(&pieces, line_value) < 0 ||
-            PUT_LITERAL(&pieces, ",\"to\":\"") < 0 || buffer_put(&pieces, digits, length) < 0 ||
-            PUT_LITERAL(&pieces, "\"") < 0) {
+        line_at[i] = line_value;
+        segments_at[i] = segment_count;
+        kind_at[i] = (unsigned char)k;
+        /* the number and its newline; the pieces but a ref: room for them all first */
+        if (buffer_reserve(&numbers, numbers.size + length + 1) < 0 ||
+            buffer_reserve(&pieces, pieces.size + length + (size_t)text_size[k] + 96) < 0) {
             goto done;
         }
-        uint32_t end[3];
-        end[0] = (uint32_t)pieces.size;
-        if (PUT_LITERAL(&pieces, "\",\"segments\":") < 0 ||
-            buffer_put_int(&pieces, segment_count) < 0 ||
-            PUT_LITERAL(&pieces, ",\"encoding\":") < 0 ||
-            buffer_put(&pieces, text_of[k], (size_t)text_size[k]) < 0) {
-            goto done;
-        }
-        end[1] = (uint32_t)pieces.size;
+        char *at = put_raw(numbers.data + numbers.size, digits, length);
+        *at++ = '\n';
+        numbers.size = (size_t)(at - numbers.data);
+        at = pieces.data + pieces.size;
+        at = PUT_RAW_LITERAL(at, "{\"line\":");
+        at = put_raw_int(at, line_value);
+        at = PUT_RAW_LITERAL(at, ",\"to\":\"");
+        at = put_raw(at, digits, length);
+        *at++ = '"';
+        end_at[3 * i] = (uint32_t)(at - pieces.data);
+        at = PUT_RAW_LITERAL(at, "\",\"segments\":");
+        at = put_raw_int(at, segment_count);
+        at = PUT_RAW_LITERAL(at, ",\"encoding\":");
+        at = put_raw(at, text_of[k], (size_t)text_size[k]);
+        end_at[3 * i + 1] = (uint32_t)(at - pieces.data);
+        pieces.size = (size_t)(at - pieces.data);
         if (ref != Py_None) {
             if (refs == NULL) { /* the first ref: None for the entries before it */
                 refs = PyList_New(n);
@@ -1888,13 +1921,10 @@ pack_batch(PyObject *self, PyObject *args)
         if (PUT_LITERAL(&pieces, "}\n") < 0) {
             goto done;
         }
-        end[2] = (uint32_t)pieces.size;
         if (pieces.size > UINT32_MAX) {
             goto fallback;
         }
-        if (buffer_put(&ends, (const char *)end, sizeof(end)) < 0) {
-            goto done;
-        }
+        end_at[3 * i + 2] = (uint32_t)pieces.size;
         sums[k] += segment_count;
         if (!seen[k]) {
             seen[k] = 1;
@@ -1916,9 +1946,8 @@ pack_batch(PyObject *self, PyObject *args)
         }
         PyList_SET_ITEM(sum_list, j, pair);
     }
-    result = Py_BuildValue("(NNNNNNNON)", buffer_bytes(&body), buffer_bytes(&numbers),
-                           buffer_bytes(&lines), buffer_bytes(&segments),
-                           buffer_bytes(&kind_bytes), buffer_bytes(&pieces), buffer_bytes(&ends),
+    result = Py_BuildValue("(NNOOOOOON)", buffer_bytes(&body), buffer_bytes(&numbers), lines,
+                           segments, kind_bytes, buffer_bytes(&pieces), ends,
                            refs ? refs : Py_None, sum_list);
     goto done;
 fallback:
@@ -1926,13 +1955,13 @@ fallback:
 done:
     Py_XDECREF(refs);
     Py_XDECREF(entries);
+    Py_XDECREF(lines);
+    Py_XDECREF(segments);
+    Py_XDECREF(kind_bytes);
+    Py_XDECREF(ends);
     PyMem_Free(body.data);
     PyMem_Free(numbers.data);
-    PyMem_Free(lines.data);
-    PyMem_Free(segments.data);
-    PyMem_Free(kind_bytes.data);
     PyMem_Free(pieces.data);
-    PyMem_Free(ends.data);
     PyBuffer_Release(&head);
     PyBuffer_Release(&tail);
     return result;
@@ -1985,14 +2014,17 @@ accepted_packed(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "accepted_packed: ends do not fit the pieces");
             goto done;
         }
-        if (buffer_put(&out, piece + start, a - start) < 0 ||
-            buffer_put(&out, middle.buf, (size_t)middle.len) < 0 ||
-            buffer_put(&out, PyUnicode_DATA(id), (size_t)PyUnicode_GET_LENGTH(id)) < 0 ||
-            buffer_put(&out, piece + a, b - a) < 0 ||
-            buffer_put(&out, after.buf, (size_t)after.len) < 0 ||
-            buffer_put(&out, piece + b, c - b) < 0) {
+        size_t id_size = (size_t)PyUnicode_GET_LENGTH(id);
+        if (buffer_reserve(&out, out.size + (c - start) + (size_t)(middle.len + after.len) + id_size) < 0) {
             goto done;
         }
+        char *at = put_raw(out.data + out.size, piece + start, a - start);
+        at = put_raw(at, middle.buf, (size_t)middle.len);
+        at = put_raw(at, PyUnicode_DATA(id), id_size);
+        at = put_raw(at, piece + a, b - a);
+        at = put_raw(at, after.buf, (size_t)after.len);
+        at = put_raw(at, piece + b, c - b);
+        out.size = (size_t)(at - out.data);
         start = c;
     }
     result = buffer_bytes(&out);

@@ -285,13 +285,15 @@ class Batch:
     """
 
     __slots__ = (
-        "_entries", "_lines", "count_segments", "created", "group", "job", "key", "packed",
+        "_lines", "count_segments", "created", "entries", "group", "job", "key", "packed",
         "units",
     )  # fmt: skip
 
     def __init__(self, group: Group, created: float, *, count_segments: bool = False) -> None:
         self.group = group
-        self._entries: list[Entry] | None = []
+        #: the messages, in the batch's order; unset while the batch is packed, until
+        #: asked for (`__getattr__` rebuilds them)
+        self.entries: list[Entry] = []
         #: messages, or segments when the rate limit counts segments
         self.units = 0
         self.count_segments = count_segments
@@ -302,34 +304,26 @@ class Batch:
         self._lines: list[int] | None = None
         self.packed: Packed | None = None
 
-    @property
-    def entries(self) -> list[Entry]:
-        """The messages, in the batch's order (rebuilt once from a packed batch)."""
-        entries = self._entries
-        if entries is None:
-            assert self.packed is not None
-            entries = self._entries = self.packed.entries()
+    def __getattr__(self, name: str) -> Any:
+        # Only for a slot left unset: the entries of a packed batch, rebuilt once (an
+        # attribute that is set never comes here: no cost on the batcher's path).
+        if name != "entries" or self.packed is None:  # (an unset packed: not this name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        entries = self.entries = self.packed.entries()
         return entries
 
-    @entries.setter
-    def entries(self, entries: list[Entry]) -> None:
-        self._entries = entries
-
     def __len__(self) -> int:
-        if self._entries is None:
-            assert self.packed is not None
-            return self.packed.count
-        return len(self._entries)
+        packed = self.packed
+        return packed.count if packed is not None else len(self.entries)
 
     @property
     def lines(self) -> list[int]:
         """The input line numbers, in the batch's order."""
         if self._lines is not None:
             return self._lines
-        if self._entries is None:
-            assert self.packed is not None
+        if self.packed is not None:
             return array("q", self.packed.lines).tolist()
-        return list(map(_line_of, self._entries))
+        return list(map(_line_of, self.entries))
 
     @property
     def numbers(self) -> Numbers:
@@ -350,7 +344,7 @@ class Batch:
     def pack(self, packed: Packed) -> None:
         """Hold the closed batch as ``packed`` (made from its entries) instead."""
         self.packed = packed
-        self._entries = None
+        del self.entries
         self._lines = None
 
     def split(self) -> tuple[Batch, Batch]:
