@@ -1946,7 +1946,7 @@ pack_batch(PyObject *self, PyObject *args)
         }
         PyList_SET_ITEM(sum_list, j, pair);
     }
-    result = Py_BuildValue("(NNOOOOOON)", buffer_bytes(&body), buffer_bytes(&numbers), lines,
+    result = Py_BuildValue("(NNOOONOON)", buffer_bytes(&body), buffer_bytes(&numbers), lines,
                            segments, kind_bytes, buffer_bytes(&pieces), ends,
                            refs ? refs : Py_None, sum_list);
     goto done;

@@ -5,6 +5,7 @@ as the gateway documents them. (The I/O is tests/unit/test_gateway.py.)"""
 from __future__ import annotations
 
 import math
+import sys
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -464,6 +465,8 @@ def test_packed_result_lines_are_accepted_lines(rows: list[Any], ids: list[str])
     ]
     made = core.pack_batch(entries, PACKED_KINDS, orjson.dumps, b"{", b"}")
     assert made is not None
+    for item in made:  # held by the tuple alone (+ item, + the call's argument)
+        assert item is None or sys.getrefcount(item) == 3
     _, _, _, _, _, pieces, ends, _, sums = made
     ids = ids[: len(entries)]
     middle, after = ',"status":"QUEUE","id":"', ',"attempts":2,"transactionId":"t"'
