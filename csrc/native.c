@@ -1261,6 +1261,33 @@ float_text(double value, char *out)
     return 0;
 }
 
+/* The index of `encoding` among the kinds (matched by identity), or `count` if none. */
+static Py_ssize_t
+kind_index(PyObject *const *kind_of, Py_ssize_t count, PyObject *encoding)
+{
+    Py_ssize_t k = 0;
+    while (k < count && kind_of[k] != encoding) {
+        k++;
+    }
+    return k;
+}
+
+/* The segments of each kind met, as [(kind's index, segments)] in the order met. */
+static PyObject *
+kind_sums(const int *order, Py_ssize_t met, const long long *sums)
+{
+    PyObject *list = PyList_New(met);
+    for (Py_ssize_t j = 0; list != NULL && j < met; j++) {
+        PyObject *pair = Py_BuildValue("(iL)", order[j], sums[order[j]]);
+        if (pair == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, j, pair);
+    }
+    return list;
+}
+
 PyDoc_STRVAR(accepted_lines_doc,
 "accepted_lines(entries, ids, middle, kinds, dumps) -> (bytes, sums, smart, saved) | None\n\n"
 "dispatcher.writers.Outputs._accepted_plain's result lines of a batch, one a\n"
@@ -1340,10 +1367,7 @@ accepted_lines(PyObject *self, PyObject *args)
                  *ref = PyTuple_GET_ITEM(entry, 3), *segments = PyTuple_GET_ITEM(entry, 4),
                  *encoding = PyTuple_GET_ITEM(entry, 5), *replaced = PyTuple_GET_ITEM(entry, 7),
                  *saved_here = PyTuple_GET_ITEM(entry, 8), *id = id_items[i];
-        Py_ssize_t k = 0;
-        while (k < kind_count && kind_of[k] != encoding) {
-            k++;
-        }
+        Py_ssize_t k = kind_index(kind_of, kind_count, encoding);
         if (k == kind_count || !PyLong_CheckExact(line) || !PyLong_CheckExact(segments) ||
             !PyLong_CheckExact(replaced) || !PyLong_CheckExact(saved_here) || !verbatim(to) ||
             !verbatim(id)) {
@@ -1409,19 +1433,10 @@ accepted_lines(PyObject *self, PyObject *args)
     if (text == NULL) {
         goto done;
     }
-    PyObject *sum_list = PyList_New(kinds_met);
+    PyObject *sum_list = kind_sums(order, kinds_met, sums);
     if (sum_list == NULL) {
         Py_DECREF(text);
         goto done;
-    }
-    for (Py_ssize_t j = 0; j < kinds_met; j++) {
-        PyObject *pair = Py_BuildValue("(iL)", order[j], sums[order[j]]);
-        if (pair == NULL) {
-            Py_DECREF(text);
-            Py_DECREF(sum_list);
-            goto done;
-        }
-        PyList_SET_ITEM(sum_list, j, pair);
     }
     result = Py_BuildValue("(NNLL)", text, sum_list, smart, saved);
     goto done;
@@ -1834,10 +1849,7 @@ pack_batch(PyObject *self, PyObject *args)
                  *ref = PyTuple_GET_ITEM(entry, 3), *count = PyTuple_GET_ITEM(entry, 4),
                  *encoding = PyTuple_GET_ITEM(entry, 5), *text = PyTuple_GET_ITEM(entry, 6),
                  *replaced = PyTuple_GET_ITEM(entry, 7), *saved = PyTuple_GET_ITEM(entry, 8);
-        Py_ssize_t k = 0;
-        while (k < kind_count && kind_of[k] != encoding) {
-            k++;
-        }
+        Py_ssize_t k = kind_index(kind_of, kind_count, encoding);
         /* no replacements and nothing saved: exactly the ints 0 (a bool is not one) */
         if (k == kind_count || text != Py_None || !PyLong_CheckExact(line) ||
             !PyLong_CheckExact(count) || !PyLong_CheckExact(replaced) ||
@@ -1934,17 +1946,9 @@ pack_batch(PyObject *self, PyObject *args)
     if (PUT_LITERAL(&body, "]") < 0 || buffer_put(&body, tail.buf, (size_t)tail.len) < 0) {
         goto done;
     }
-    PyObject *sum_list = PyList_New(kinds_met);
+    PyObject *sum_list = kind_sums(order, kinds_met, sums);
     if (sum_list == NULL) {
         goto done;
-    }
-    for (Py_ssize_t j = 0; j < kinds_met; j++) {
-        PyObject *pair = Py_BuildValue("(iL)", order[j], sums[order[j]]);
-        if (pair == NULL) {
-            Py_DECREF(sum_list);
-            goto done;
-        }
-        PyList_SET_ITEM(sum_list, j, pair);
     }
     result = Py_BuildValue("(NNOOONOON)", buffer_bytes(&body), buffer_bytes(&numbers), lines,
                            segments, kind_bytes, buffer_bytes(&pieces), ends,

@@ -217,6 +217,22 @@ def test_a_dry_run_accounts_for_every_line_too(
     assert summary.exit_code() == 0
 
 
+def _sevens(base_url: str, tmp_path: Path, text: str) -> Config:
+    """A job of batches of 7, no rate limit, results in ``tmp_path``."""
+    return validate(
+        Config(
+            base_url=base_url,
+            api_key=Secret(KEY),
+            sender="12345",
+            text=text,
+            batch_size=7,
+            rates={"12345": math.inf},
+            results=str(tmp_path / "results.ndjson"),
+            progress=False,
+        )
+    )
+
+
 async def test_the_journal_closes_every_batch_it_opened(
     emulator_factory: Any, tmp_path: Path
 ) -> None:
@@ -225,19 +241,7 @@ async def test_the_journal_closes_every_batch_it_opened(
     source.write_bytes(
         b"".join(orjson.dumps({"to": f"+5255{n:08d}", "params": [n]}) + b"\n" for n in range(1, 51))
     )
-    config = validate(
-        Config(
-            base_url=emulator.base_url,
-            api_key=Secret(KEY),
-            sender="12345",
-            text=TEMPLATE,
-            batch_size=7,
-            rates={"12345": math.inf},
-            results=str(tmp_path / "results.ndjson"),
-            progress=False,
-        )
-    )
-    summary = await pipeline.run(str(source), config)
+    summary = await pipeline.run(str(source), _sevens(emulator.base_url, tmp_path, TEMPLATE))
     assert summary.statuses == {"QUEUE": 50}
     journal = list(records(str(tmp_path / "results.ndjson.journal")))
     sent = {r["sent"]: r["lines"] for r in journal if "sent" in r}
@@ -274,19 +278,7 @@ async def test_the_sender_gets_batches_packed_as_they_close(
         packed.append(batch.packed is not None)
 
     monkeypatch.setattr(pipeline.api, "pack", pack)
-    config = validate(
-        Config(
-            base_url=emulator.base_url,
-            api_key=Secret(KEY),
-            sender="12345",
-            text="{0} {1} {2}",
-            batch_size=7,
-            rates={"12345": math.inf},
-            results=str(tmp_path / "results.ndjson"),
-            progress=False,
-        )
-    )
-    summary = await pipeline.run(str(source), config)
+    summary = await pipeline.run(str(source), _sevens(emulator.base_url, tmp_path, "{0} {1} {2}"))
     assert summary.statuses == {"QUEUE": 50}
     assert packed == [True] * 8
     results = sorted(read_results(tmp_path / "results.ndjson"), key=lambda r: r["line"])
