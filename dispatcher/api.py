@@ -350,7 +350,7 @@ _EMPTY_TO = b'"to":[]}'
 
 
 def pack(batch: Batch) -> None:
-    """Pack a closed batch for the batch endpoint (`dispatcher.models.Packed`) where the
+    """Pack a batch for the batch endpoint (`dispatcher.models.Packed`) where the
     C part is built and its entries are of the usual form; else leave it as it is.
 
     Called by the batcher as it closes the batch, when its entries were made a moment

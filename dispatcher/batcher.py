@@ -41,8 +41,8 @@ class Batcher:
         self._clock = clock
         #: the job whose idempotency keys the closed batches carry
         self._job = job
-        #: what is done to a batch as it closes, while its entries are in the cache
-        #: (`dispatcher.api.pack`, for the batch endpoint)
+        #: what is done to a batch as it closes (just before), while its entries are in
+        #: the cache (`dispatcher.api.pack`, for the batch endpoint)
         self._seal = seal
         #: open batches, oldest first (a group's new batch moves it to the end)
         self._open: dict[Hashable, Batch] = {}
@@ -120,7 +120,7 @@ class Batcher:
     def _close(self, key: Hashable) -> None:
         batch = self._open.pop(key)
         self.buffered -= len(batch.entries)
-        batch.close(self._job)
         if self._seal is not None:
-            self._seal(batch)
+            self._seal(batch)  # first: the key is then made from the packed lines
+        batch.close(self._job)
         self.outbox.append(batch)

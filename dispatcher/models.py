@@ -208,8 +208,12 @@ def batch_key(job: str, lines: Iterable[int]) -> str:
     Journals hold these keys, so this must never change: a resumed run rebuilds an
     in-flight batch and must send it under the key the gateway has already seen.
     """
-    digest = hashlib.blake2b(array("q", lines).tobytes(), digest_size=12).hexdigest()
-    return f"{job}-{digest}"
+    return _key(job, array("q", lines).tobytes())
+
+
+def _key(job: str, lines: bytes) -> str:
+    """`batch_key` of the lines as int64 in native order (what a `Packed` holds)."""
+    return f"{job}-{hashlib.blake2b(lines, digest_size=12).hexdigest()}"
 
 
 class Packed:
@@ -336,13 +340,18 @@ class Batch:
         return self.packed.numbers if self.packed is not None else self.entries
 
     def close(self, job: str) -> None:
-        """Fix the lines and compute the idempotency key (`batch_key`) of job ``job``."""
-        lines = self._lines = list(map(_line_of, self.entries))
+        """Fix the lines and compute the idempotency key (`batch_key`) of job ``job``
+        (from the packed lines when the batch was packed first, as the batcher does)."""
         self.job = job
+        if self.packed is not None:
+            self.key = _key(job, self.packed.lines)
+            return
+        lines = self._lines = list(map(_line_of, self.entries))
         self.key = batch_key(job, lines)
 
     def pack(self, packed: Packed) -> None:
-        """Hold the closed batch as ``packed`` (made from its entries) instead."""
+        """Hold the batch as ``packed`` (made from its entries) instead; before or after
+        it is closed."""
         self.packed = packed
         del self.entries
         self._lines = None
