@@ -217,8 +217,8 @@ def _key(job: str, lines: bytes) -> str:
 
 
 class Packed:
-    """What the batch endpoint's send of a closed batch needs of its entries, made by
-    the C part while they are still in the CPU's cache (`dispatcher.api.pack`): the
+    """What the batch endpoint's send of a batch needs of its entries, made by the C
+    part as the batch closes, while they are still in the CPU's cache (`api.pack`): the
     body, the numbers (each followed by a newline, for the answer's check), the lines
     and segments (int64 each), each entry's encoding (its index in `PACKED_KINDS`), the
     result lines' pieces around the id and the batch-wide text (``ends``: three uint32
@@ -284,8 +284,8 @@ class Batch:
     """Messages of one group that go to the gateway in one request.
 
     Open while the batcher fills it; `close` fixes its lines and computes its
-    idempotency key, once. After that its entries do not change; `pack` may then swap
-    them for their packed form (`Packed`).
+    idempotency key, once. After that its entries do not change. The batcher may swap
+    them for their packed form (`pack`, `Packed`) just before the close.
     """
 
     __slots__ = (
