@@ -333,20 +333,27 @@ def body(batch: Batch, *, single: bool) -> bytes:
         assert entry.text is not None
         return single_body(group.options, entry.text, entry.to)
     core = native.core
-    if core is not None:
-        # The recipients written by the C part, put where orjson writes "to": [].
-        empty = batch_body(group.options, group.template.text, [])
-        if empty.endswith(_EMPTY_TO):
-            head = empty[: -len(_EMPTY_TO)] + b'"to":'
-            written: bytes | None = core.batch_recipients(batch.entries, orjson.dumps, head, b"}")
-            if written is not None:
-                return written
+    head = _head(batch) if core is not None else None
+    if core is not None and head is not None:
+        written: bytes | None = core.batch_recipients(batch.entries, orjson.dumps, head, b"}")
+        if written is not None:
+            return written
     recipients = [{"to": e.to, "params": e.params} for e in batch.entries]
     return batch_body(group.options, group.template.text, recipients)
 
 
 #: How a batch body with no recipients ends (`batch_body`: "to" is its last key).
 _EMPTY_TO = b'"to":[]}'
+
+
+def _head(batch: Batch) -> bytes | None:
+    """A batch body up to its recipients' array (the C part writes the array and the
+    closing ``}``), from where orjson writes ``"to": []``; None if it ends otherwise."""
+    group = batch.group
+    empty = batch_body(group.options, group.template.text, [])
+    if not empty.endswith(_EMPTY_TO):
+        return None
+    return empty[: -len(_EMPTY_TO)] + b'"to":'
 
 
 def pack(batch: Batch) -> None:
@@ -357,13 +364,9 @@ def pack(batch: Batch) -> None:
     ago and are still in the CPU's cache: the body and the result lines' pieces are
     written then, and the entries freed."""
     core = native.core
-    if core is None:
+    head = _head(batch) if core is not None else None
+    if core is None or head is None:
         return
-    group = batch.group
-    empty = batch_body(group.options, group.template.text, [])
-    if not empty.endswith(_EMPTY_TO):
-        return
-    head = empty[: -len(_EMPTY_TO)] + b'"to":'
     made = core.pack_batch(batch.entries, PACKED_KINDS, orjson.dumps, head, b"}")
     if made is not None:
         batch.pack(Packed(*made))
